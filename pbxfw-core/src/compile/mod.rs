@@ -1,0 +1,586 @@
+//! The compiler: [`ValidPolicy`] → [`Ruleset`], following the packet path of SPEC section 3.
+//!
+//! ```text
+//! chain input (hook input, policy drop)
+//!   1  iif lo                                         accept
+//!   2  src in blacklist / banned                      drop or reject
+//!   3  ct invalid drop; ct established,related        jump established
+//!        (established: responsive signalling ports return, so every such packet is counted)
+//!   4  ICMP/ICMPv6 errors, neighbour discovery, rate-limited echo, DHCP replies
+//!   5  RTP and UDPTL ranges                           accept
+//!   6  trunk sets × their own protocol's ports        accept
+//!   7  registered sources: signalling + registered grants; per-user grant sets
+//!   8  jump classify → goto zone_<zone> (hostname sets, source map, interface map, internet)
+//!   9  responsive signalling ports                    jump responsive
+//!  10  final                                          drop or reject
+//! ```
+//! Compiling cannot fail: everything that could go wrong was checked by validation. The result
+//! always passes [`crate::ir::verify`] (property-tested).
+
+pub mod zones;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::ir::{
+    BasePolicy, Chain, CtState, DynamicSet, L4Proto, Map, Match, PortSet, Rule, Ruleset, Set,
+    SetKind, SrcMap, StaticSet, Verdict, CLASSIFY, INPUT,
+};
+use crate::model::{DenyVerdict, PortSpec, Rate, RateUnit, SignallingProtocol, Source, ValidPolicy, Zone, L4};
+use crate::net::{Family, Prefix};
+
+/// Capacity of every dynamic set: sized for distributed attacks (SPEC 2.7).
+pub const DYNAMIC_SET_SIZE: u32 = 65536;
+/// Default ban duration in seconds (SPEC 2.7: 24 h).
+pub const BAN_SECONDS: u32 = 86400;
+/// IPv6 bans are per /64 by default (SPEC 2.7).
+pub const BAN_V6_PREFIX: u8 = 64;
+/// Longest origin a rule may carry (kernel comments are limited).
+const MAX_ORIGIN: usize = 128;
+
+/// Names of the sets and chains the compiler creates, for backends and tools that update them.
+pub mod names {
+    use crate::net::Family;
+
+    /// Static blacklist set of a family.
+    pub fn blacklist(f: Family) -> String {
+        format!("blacklist{}", f.suffix())
+    }
+    /// Dynamic set of resolved blacklisted hostnames.
+    pub fn blacklist_dns(f: Family) -> String {
+        format!("blacklist_dns{}", f.suffix())
+    }
+    /// Dynamic ban set (responsive layer).
+    pub fn ban(f: Family) -> String {
+        format!("ban{}", f.suffix())
+    }
+    /// Dynamic set of registered device sources.
+    pub fn registered(f: Family) -> String {
+        format!("registered{}", f.suffix())
+    }
+    /// Dynamic per-user grant set for a service.
+    pub fn grant(service: &str, f: Family) -> String {
+        format!("grant_{}{}", service.replace('-', "_"), f.suffix())
+    }
+    /// Dynamic set of addresses put in a zone at run time (`trust`) or by hostname.
+    pub fn zone_dynamic(zone: crate::Zone, f: Family) -> String {
+        format!("zone_{zone}_dyn{}", f.suffix())
+    }
+    /// The chain of a zone.
+    pub fn zone_chain(zone: crate::Zone) -> String {
+        format!("zone_{zone}")
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_ORIGIN {
+        let mut cut = MAX_ORIGIN - 3;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+fn proto(l4: L4) -> L4Proto {
+    match l4 {
+        L4::Tcp => L4Proto::Tcp,
+        L4::Udp => L4Proto::Udp,
+    }
+}
+
+/// Group port specs by protocol: one (proto, ports) pair per protocol present, TCP first.
+fn by_proto<'a>(specs: impl IntoIterator<Item = &'a PortSpec>) -> Vec<(L4Proto, PortSet)> {
+    let mut m: BTreeMap<L4, Vec<crate::model::PortRange>> = BTreeMap::new();
+    for s in specs {
+        m.entry(s.proto).or_default().push(s.ports);
+    }
+    m.into_iter()
+        .filter_map(|(l4, r)| PortSet::new(r).map(|ps| (proto(l4), ps)))
+        .collect()
+}
+
+fn port_rules(
+    prefix: &[Match],
+    specs: &[(L4Proto, PortSet)],
+    verdict: &Verdict,
+    origin: &str,
+) -> Vec<Rule> {
+    specs
+        .iter()
+        .map(|(p, ports)| {
+            let mut m = prefix.to_vec();
+            m.push(Match::Proto(*p));
+            m.push(Match::Dport(ports.clone()));
+            Rule::new(m, verdict.clone(), truncate(origin.to_string()))
+        })
+        .collect()
+}
+
+struct Builder {
+    rs: Ruleset,
+}
+
+impl Builder {
+    fn static_set(&mut self, name: String, family: Family, comment: &str, elems: Vec<(Prefix, String)>) {
+        let set = StaticSet::new(family, elems).expect("elements filtered by family");
+        self.rs.sets.insert(
+            name,
+            Set {
+                family,
+                kind: SetKind::Static(set),
+                comment: comment.to_string(),
+            },
+        );
+    }
+
+    fn dynamic_set(
+        &mut self,
+        name: String,
+        family: Family,
+        comment: &str,
+        key_len: u8,
+        timeout: Option<u32>,
+        resolves: BTreeSet<String>,
+    ) {
+        self.rs.sets.insert(
+            name,
+            Set {
+                family,
+                kind: SetKind::Dynamic(DynamicSet {
+                    key_len,
+                    timeout,
+                    size: DYNAMIC_SET_SIZE,
+                    resolves,
+                }),
+                comment: comment.to_string(),
+            },
+        );
+    }
+}
+
+fn hostnames<'a>(sources: impl IntoIterator<Item = &'a Source>) -> BTreeSet<String> {
+    sources
+        .into_iter()
+        .filter_map(|s| match s {
+            Source::Host(h) => Some(h.clone()),
+            Source::Net(_) => None,
+        })
+        .collect()
+}
+
+fn join_names<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
+    names.into_iter().map(String::as_str).collect::<Vec<_>>().join(",")
+}
+
+/// Compile a validated policy into the IR.
+pub fn compile(policy: &ValidPolicy) -> Ruleset {
+    let mut b = Builder {
+        rs: Ruleset::default(),
+    };
+    let mut input: Vec<Rule> = Vec::new();
+    let deny = match policy.settings.default_verdict {
+        DenyVerdict::Drop => Verdict::Drop,
+        DenyVerdict::Reject => Verdict::Reject,
+    };
+
+    // 1. Loopback.
+    input.push(Rule::new(vec![Match::Iif("lo".into())], Verdict::Accept, "loopback"));
+
+    // 2. Blacklist and responsive bans, before anything else (established flows and RTP too).
+    let bl_hosts = hostnames(policy.blacklist.iter().map(|e| &e.source));
+    for f in Family::BOTH {
+        let elems = policy
+            .blacklist
+            .iter()
+            .filter_map(|e| match &e.source {
+                Source::Net(p) if p.family() == f => Some((*p, format!("blacklist:{p}"))),
+                _ => None,
+            })
+            .collect();
+        b.static_set(names::blacklist(f), f, "blacklist", elems);
+        input.push(Rule::new(
+            vec![Match::Family(f), Match::Src(names::blacklist(f))],
+            deny.clone(),
+            "blacklist",
+        ));
+        if !bl_hosts.is_empty() {
+            b.dynamic_set(
+                names::blacklist_dns(f),
+                f,
+                "blacklisted hostnames, resolved",
+                f.bits(),
+                None,
+                bl_hosts.clone(),
+            );
+            input.push(Rule::new(
+                vec![Match::Family(f), Match::Src(names::blacklist_dns(f))],
+                deny.clone(),
+                truncate(format!("blacklist:{}", join_names(&bl_hosts))),
+            ));
+        }
+    }
+    for f in Family::BOTH {
+        let key_len = match f {
+            Family::Ipv4 => 32,
+            Family::Ipv6 => BAN_V6_PREFIX,
+        };
+        b.dynamic_set(
+            names::ban(f),
+            f,
+            "responsive bans",
+            key_len,
+            Some(BAN_SECONDS),
+            BTreeSet::new(),
+        );
+        input.push(Rule::new(
+            vec![Match::Family(f), Match::Src(names::ban(f))],
+            Verdict::Drop,
+            "responsive ban",
+        ));
+    }
+
+    // 3. Connection tracking. Signalling of responsive protocols is not accepted as
+    // established: UDP conntrack calls a brute forcer's flow established after the first 401,
+    // and every one of its packets must still reach the tiers (KERNEL-TESTING.md).
+    input.push(Rule::new(
+        vec![Match::Ct([CtState::Invalid].into())],
+        Verdict::Drop,
+        "invalid",
+    ));
+    let responsive_ports = by_proto(
+        policy
+            .responsive_protocols()
+            .flat_map(|p| policy.signalling_service(p).ports.iter()),
+    );
+    let established_verdict = if responsive_ports.is_empty() {
+        Verdict::Accept
+    } else {
+        let mut rules = port_rules(
+            &[],
+            &responsive_ports,
+            &Verdict::Return,
+            "responsive: every signalling packet is counted",
+        );
+        rules.push(Rule::new(vec![], Verdict::Accept, "established"));
+        b.rs.chains.insert(
+            "established".into(),
+            Chain {
+                rules,
+                ..Chain::default()
+            },
+        );
+        Verdict::Jump("established".into())
+    };
+    input.push(Rule::new(
+        vec![Match::Ct([CtState::Established, CtState::Related].into())],
+        established_verdict,
+        "established",
+    ));
+
+    // 4. ICMP essentials and DHCP replies.
+    icmp_rules(&mut input, policy.settings.icmp_echo_rate);
+
+    // 5. Media from every zone, `reject` included.
+    if let Some(r) = policy.pbx.rtp {
+        input.push(Rule::new(
+            vec![Match::Proto(L4Proto::Udp), Match::Dport(PortSet::new([r]).unwrap())],
+            Verdict::Accept,
+            "rtp",
+        ));
+    }
+    if let Some(r) = policy.pbx.udptl {
+        input.push(Rule::new(
+            vec![Match::Proto(L4Proto::Udp), Match::Dport(PortSet::new([r]).unwrap())],
+            Verdict::Accept,
+            "udptl",
+        ));
+    }
+
+    // 6. Trunks: their own protocol's signalling ports only.
+    for proto in SignallingProtocol::ALL {
+        let trunks: Vec<_> = policy.pbx.trunks.iter().filter(|t| t.protocol == proto).collect();
+        if trunks.is_empty() {
+            continue;
+        }
+        let ports = by_proto(&policy.signalling_service(proto).ports);
+        let hosts = hostnames(trunks.iter().map(|t| &t.host));
+        for f in Family::BOTH {
+            let elems: Vec<(Prefix, String)> = trunks
+                .iter()
+                .filter_map(|t| match &t.host {
+                    Source::Net(p) if p.family() == f => Some((*p, format!("trunk:{}", t.name))),
+                    _ => None,
+                })
+                .collect();
+            if !elems.is_empty() {
+                let name = format!("trunk_{proto}{}", f.suffix());
+                b.static_set(name.clone(), f, &format!("{proto} trunks"), elems);
+                input.extend(port_rules(
+                    &[Match::Family(f), Match::Src(name)],
+                    &ports,
+                    &Verdict::Accept,
+                    &format!("trunks:{proto}"),
+                ));
+            }
+            if !hosts.is_empty() {
+                let name = format!("trunk_{proto}_dns{}", f.suffix());
+                b.dynamic_set(name.clone(), f, &format!("{proto} trunks, resolved"), f.bits(), None, hosts.clone());
+                let names: Vec<&String> = trunks
+                    .iter()
+                    .filter(|t| matches!(t.host, Source::Host(_)))
+                    .map(|t| &t.name)
+                    .collect();
+                input.extend(port_rules(
+                    &[Match::Family(f), Match::Src(name)],
+                    &ports,
+                    &Verdict::Accept,
+                    &format!("trunk:{}", join_names(names)),
+                ));
+            }
+        }
+    }
+
+    // 7. Registered sources and per-user grants.
+    let all_signalling = by_proto(
+        SignallingProtocol::ALL
+            .iter()
+            .flat_map(|p| policy.signalling_service(*p).ports.iter()),
+    );
+    let mut grant_users: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+    for u in &policy.users {
+        for s in &u.services {
+            grant_users.entry(s).or_default().push(&u.name);
+        }
+    }
+    for f in Family::BOTH {
+        let reg = names::registered(f);
+        b.dynamic_set(reg.clone(), f, "registered devices", f.bits(), None, BTreeSet::new());
+        let prefix = [Match::Family(f), Match::Src(reg)];
+        input.extend(port_rules(&prefix, &all_signalling, &Verdict::Accept, "registered"));
+        for svc in &policy.responsive.registered_grants {
+            let ports = by_proto(&policy.services[svc].ports);
+            input.extend(port_rules(
+                &prefix,
+                &ports,
+                &Verdict::Accept,
+                &format!("registered grant:{svc}"),
+            ));
+        }
+        for (svc, users) in &grant_users {
+            let set = names::grant(svc, f);
+            b.dynamic_set(set.clone(), f, &format!("per-user grant of {svc}"), f.bits(), None, BTreeSet::new());
+            input.extend(port_rules(
+                &[Match::Family(f), Match::Src(set)],
+                &by_proto(&policy.services[*svc].ports),
+                &Verdict::Accept,
+                &format!("grant:{svc} users:{}", join_names(users.iter().copied())),
+            ));
+        }
+    }
+
+    // 8. Zones.
+    classify(&mut b, policy);
+    input.push(Rule::new(vec![], Verdict::Jump(CLASSIFY.into()), "zones"));
+
+    // 9. The responsive layer: unknown sources on responsive signalling ports.
+    if !responsive_ports.is_empty() {
+        let protos: Vec<String> = policy.responsive_protocols().map(|p| p.to_string()).collect();
+        b.rs.chains.insert(
+            "responsive".into(),
+            Chain {
+                rules: vec![Rule::new(vec![], Verdict::Accept, "responsive")],
+                ..Chain::default()
+            },
+        );
+        input.extend(port_rules(
+            &[],
+            &responsive_ports,
+            &Verdict::Jump("responsive".into()),
+            &format!("responsive:{}", protos.join(",")),
+        ));
+    }
+
+    // 10. Final verdict.
+    if policy.settings.log_denied {
+        input.push(Rule::new(
+            vec![Match::Limit {
+                rate: Rate {
+                    packets: 5,
+                    per: RateUnit::Minute,
+                },
+                burst: 5,
+            }],
+            Verdict::Log("pbxfw denied: ".into()),
+            "default: log",
+        ));
+    }
+    input.push(Rule::new(vec![], deny, "default"));
+
+    b.rs.chains.insert(
+        INPUT.into(),
+        Chain {
+            hook: Some(BasePolicy::Drop),
+            zone: None,
+            rules: input,
+        },
+    );
+    debug_assert_eq!(crate::ir::verify(&b.rs), Ok(()));
+    b.rs
+}
+
+fn icmp_rules(input: &mut Vec<Rule>, echo_rate: Rate) {
+    let icmp = |f: Family, p: L4Proto, types: &[u8], limit: Option<Rate>, v: Verdict, origin: &str| {
+        let mut m = vec![
+            Match::Family(f),
+            Match::Proto(p),
+            Match::IcmpType(types.iter().copied().collect()),
+        ];
+        if let Some(rate) = limit {
+            m.push(Match::Limit {
+                rate,
+                burst: rate.packets,
+            });
+        }
+        Rule::new(m, v, origin)
+    };
+    use Family::{Ipv4, Ipv6};
+    use L4Proto::{Icmp, Icmpv6};
+    // Destination unreachable (path MTU), time exceeded, parameter problem.
+    input.push(icmp(Ipv4, Icmp, &[3, 11, 12], None, Verdict::Accept, "icmp: errors"));
+    input.push(icmp(Ipv4, Icmp, &[8], Some(echo_rate), Verdict::Accept, "icmp: echo"));
+    input.push(icmp(Ipv4, Icmp, &[8], None, Verdict::Drop, "icmp: echo above rate"));
+    // Destination unreachable, packet too big, time exceeded, parameter problem.
+    input.push(icmp(Ipv6, Icmpv6, &[1, 2, 3, 4], None, Verdict::Accept, "icmpv6: errors"));
+    // Router solicitation/advertisement, neighbour solicitation/advertisement, MLD query and
+    // MLDv2 report: without these IPv6 stops working.
+    input.push(icmp(
+        Ipv6,
+        Icmpv6,
+        &[130, 133, 134, 135, 136, 143],
+        None,
+        Verdict::Accept,
+        "icmpv6: neighbour discovery",
+    ));
+    input.push(icmp(Ipv6, Icmpv6, &[128], Some(echo_rate), Verdict::Accept, "icmpv6: echo"));
+    input.push(icmp(Ipv6, Icmpv6, &[128], None, Verdict::Drop, "icmpv6: echo above rate"));
+    let dhcp = |f: Family, sport: u16, dport: u16, origin: &str| {
+        Rule::new(
+            vec![
+                Match::Family(f),
+                Match::Proto(L4Proto::Udp),
+                Match::Dport(PortSet::new([crate::model::PortRange::single(dport)]).unwrap()),
+                Match::Sport(PortSet::new([crate::model::PortRange::single(sport)]).unwrap()),
+            ],
+            Verdict::Accept,
+            origin,
+        )
+    };
+    input.push(dhcp(Ipv4, 67, 68, "dhcp: client replies"));
+    input.push(dhcp(Ipv6, 547, 546, "dhcpv6: client replies"));
+}
+
+fn classify(b: &mut Builder, policy: &ValidPolicy) {
+    let mut rules = Vec::new();
+    // Hostname overrides and run-time trusts: their addresses are host routes, the longest
+    // prefixes there are, so they are checked before the prefix map.
+    for zone in Zone::ALL {
+        let hosts = hostnames(policy.networks.iter().filter(|n| n.zone == zone).map(|n| &n.source));
+        if hosts.is_empty() && zone != Zone::Trusted {
+            continue;
+        }
+        for f in Family::BOTH {
+            let set = names::zone_dynamic(zone, f);
+            let comment = if zone == Zone::Trusted {
+                "trusted at run time or by hostname".to_string()
+            } else {
+                format!("zone {zone} by hostname")
+            };
+            b.dynamic_set(set.clone(), f, &comment, f.bits(), None, hosts.clone());
+            let origin = if hosts.is_empty() {
+                format!("zone:{zone} trusted at run time")
+            } else {
+                truncate(format!("zone:{zone} hosts:{}", join_names(&hosts)))
+            };
+            rules.push(Rule::new(
+                vec![Match::Family(f), Match::Src(set)],
+                Verdict::Goto(names::zone_chain(zone)),
+                origin,
+            ));
+        }
+    }
+    let nets: Vec<(Prefix, Zone)> = policy
+        .networks
+        .iter()
+        .filter_map(|n| match &n.source {
+            Source::Net(p) => Some((*p, n.zone)),
+            Source::Host(_) => None,
+        })
+        .collect();
+    for f in Family::BOTH {
+        let ranges = zones::flatten(f, &nets);
+        if ranges.is_empty() {
+            continue;
+        }
+        let name = format!("zone_src{}", f.suffix());
+        let entries = ranges
+            .into_iter()
+            .map(|(r, z)| (r, names::zone_chain(z)))
+            .collect();
+        b.rs.maps.insert(
+            name.clone(),
+            Map::Src(SrcMap::new(f, entries).expect("flatten yields sorted disjoint ranges")),
+        );
+        rules.push(Rule::new(
+            vec![Match::Family(f)],
+            Verdict::Dispatch(name),
+            "zone: network overrides",
+        ));
+    }
+    if !policy.interfaces.is_empty() {
+        let entries = policy
+            .interfaces
+            .iter()
+            .map(|(i, z)| (i.clone(), names::zone_chain(*z)))
+            .collect();
+        b.rs.maps.insert("zone_iif".into(), Map::Iif(entries));
+        rules.push(Rule::new(vec![], Verdict::Dispatch("zone_iif".into()), "zone: interfaces"));
+    }
+    rules.push(Rule::new(
+        vec![],
+        Verdict::Goto(names::zone_chain(Zone::Internet)),
+        "zone: unlisted interface is internet",
+    ));
+    b.rs.chains.insert(
+        CLASSIFY.into(),
+        Chain {
+            rules,
+            ..Chain::default()
+        },
+    );
+
+    for zone in Zone::ALL {
+        let mut rules = Vec::new();
+        if zone == Zone::Trusted {
+            rules.push(Rule::new(vec![], Verdict::Accept, "zone:trusted"));
+        } else {
+            for svc in policy.services.values().filter(|s| s.zones.contains(&zone)) {
+                rules.extend(port_rules(
+                    &[],
+                    &by_proto(&svc.ports),
+                    &Verdict::Accept,
+                    &format!("zone:{zone} service:{}", svc.name),
+                ));
+            }
+        }
+        b.rs.chains.insert(
+            names::zone_chain(zone),
+            Chain {
+                hook: None,
+                zone: Some(zone),
+                rules,
+            },
+        );
+    }
+}

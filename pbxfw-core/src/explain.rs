@@ -1,0 +1,92 @@
+//! `explain`: what happens to a packet, which step of the packet path decided, and why.
+
+use serde::Serialize;
+
+use crate::compile::names;
+use crate::ir::{eval, DynamicState, FinalVerdict, Packet, Ruleset};
+use crate::model::Zone;
+use crate::net::Family;
+
+/// The answer to "what happens to this packet".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// Accept, drop or reject.
+    pub verdict: FinalVerdict,
+    /// The zone of the source (SPEC 2.1).
+    pub zone: Option<Zone>,
+    /// The deciding policy object (`trunk:provider-a`, `zone:local service:ssh`, `default`).
+    pub decided_by: String,
+    /// The step of the packet path (SPEC section 3), 1 to 10.
+    pub step: u8,
+    /// What that step is.
+    pub step_name: &'static str,
+    /// The deciding rule's chain, position and origin; absent when the chain policy decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleRef>,
+}
+
+/// Where a rule sits in the IR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleRef {
+    /// Chain name.
+    pub chain: String,
+    /// Position in the chain, from 0.
+    pub index: usize,
+    /// The rule's origin.
+    pub origin: String,
+}
+
+/// The step of SPEC section 3 an origin belongs to.
+pub fn step_of(origin: &str) -> (u8, &'static str) {
+    let starts = |p: &str| origin.starts_with(p);
+    if starts("loopback") {
+        (1, "loopback")
+    } else if starts("blacklist") || starts("responsive ban") {
+        (2, "blacklist and bans")
+    } else if starts("invalid") || starts("established") {
+        (3, "connection state")
+    } else if starts("icmp") || starts("dhcp") {
+        (4, "ICMP essentials and DHCP")
+    } else if starts("rtp") || starts("udptl") {
+        (5, "RTP and UDPTL")
+    } else if starts("trunk") {
+        (6, "trunks")
+    } else if starts("registered") || starts("grant") {
+        (7, "registered sources and per-user grants")
+    } else if starts("zone") {
+        (8, "zones")
+    } else if starts("responsive") {
+        (9, "responsive layer")
+    } else {
+        (10, "final verdict")
+    }
+}
+
+/// Explain `packet`. With `registered`, its source is treated as a registered device.
+pub fn explain(rs: &Ruleset, packet: &Packet, registered: bool) -> Explanation {
+    let mut state = DynamicState::default();
+    if registered {
+        let f = Family::of(&packet.src);
+        state.insert(rs, &names::registered(f), packet.src);
+    }
+    explain_with(rs, packet, &state)
+}
+
+/// Explain `packet` with the given dynamic set contents.
+pub fn explain_with(rs: &Ruleset, packet: &Packet, state: &DynamicState) -> Explanation {
+    let d = eval(rs, packet, state);
+    let rule = d.rule.as_ref().map(|(chain, index)| RuleRef {
+        chain: chain.clone(),
+        index: *index,
+        origin: rs.chains[chain].rules[*index].origin.clone(),
+    });
+    let (step, step_name) = step_of(rule.as_ref().map_or("default", |r| r.origin.as_str()));
+    Explanation {
+        verdict: d.verdict,
+        zone: d.zone,
+        decided_by: d.decided_by,
+        step,
+        step_name,
+        rule,
+    }
+}

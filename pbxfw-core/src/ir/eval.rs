@@ -1,0 +1,252 @@
+//! The reference evaluator: what a packet gets from a ruleset, and which rule decided.
+//!
+//! It walks the IR exactly as the kernel walks the lowered rules: the base chain from the top,
+//! `jump` pushes a return point, `goto` replaces the current chain, `return` and the end of a
+//! non-base chain go back to the caller, the end of the base chain applies its policy. It is the
+//! oracle every backend's kernel tests compare with.
+//!
+//! Rate limits (`limit`) are assumed not to be exceeded: the evaluator answers for one packet,
+//! not a sequence of them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::{BasePolicy, CtState, L4Proto, Map, Match, Ruleset, SetKind, Verdict, CLASSIFY, INPUT};
+use crate::model::Zone;
+use crate::net::{Family, Prefix};
+
+/// The protocol of a packet.
+pub type Proto = L4Proto;
+
+/// A packet arriving on the input hook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Packet {
+    /// Input interface name.
+    pub iif: String,
+    /// Source address.
+    pub src: IpAddr,
+    /// Protocol.
+    pub proto: Proto,
+    /// Destination port (TCP, UDP).
+    pub dport: Option<u16>,
+    /// Source port (TCP, UDP).
+    pub sport: Option<u16>,
+    /// ICMP or ICMPv6 type.
+    pub icmp_type: Option<u8>,
+    /// Connection-tracking state.
+    pub ct: CtState,
+}
+
+impl Packet {
+    /// A new-flow packet.
+    pub fn new(iif: &str, src: IpAddr, proto: Proto, dport: Option<u16>) -> Packet {
+        Packet {
+            iif: iif.to_string(),
+            src,
+            proto,
+            dport,
+            sport: None,
+            icmp_type: None,
+            ct: CtState::New,
+        }
+    }
+}
+
+/// The current elements of dynamic sets (bans, registrations, grants, resolved hostnames).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DynamicState {
+    /// Set name → elements, each a prefix of the set's key length.
+    pub elements: BTreeMap<String, BTreeSet<Prefix>>,
+}
+
+impl DynamicState {
+    /// Add an address to a dynamic set, masked to the set's key length.
+    pub fn insert(&mut self, rs: &Ruleset, set: &str, addr: IpAddr) {
+        let key_len = match rs.sets.get(set).map(|s| &s.kind) {
+            Some(SetKind::Dynamic(d)) => d.key_len,
+            _ => Family::of(&addr).bits(),
+        };
+        let len = key_len.min(Family::of(&addr).bits());
+        if let Ok(p) = Prefix::new(addr, len) {
+            self.elements.entry(set.to_string()).or_default().insert(p);
+        }
+    }
+}
+
+/// The final verdict for a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalVerdict {
+    /// Accepted.
+    Accept,
+    /// Dropped silently.
+    Drop,
+    /// Rejected with an answer.
+    Reject,
+}
+
+impl std::fmt::Display for FinalVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FinalVerdict::Accept => "accept",
+            FinalVerdict::Drop => "drop",
+            FinalVerdict::Reject => "reject",
+        })
+    }
+}
+
+/// What happens to a packet and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Accept, drop or reject.
+    pub verdict: FinalVerdict,
+    /// The zone the packet's source belongs to (SPEC 2.1), whatever step decided.
+    pub zone: Option<Zone>,
+    /// The policy object that decided: the matched set element's origin when the deciding rule
+    /// matched through a static set element, the rule's origin otherwise.
+    pub decided_by: String,
+    /// The deciding rule: `(chain, index)`; `None` when the base chain's policy decided.
+    pub rule: Option<(String, usize)>,
+}
+
+/// Evaluate `packet` against `rs` with the dynamic sets holding `state`.
+pub fn eval(rs: &Ruleset, packet: &Packet, state: &DynamicState) -> Decision {
+    let zone = classify(rs, packet, state);
+    let mut stack: Vec<(&str, usize)> = vec![(INPUT, 0)];
+    // The verifier guarantees no cycles, but a hand-made IR may not be verified: bound the walk.
+    let mut budget = 1_000_000usize;
+    while let Some((chain_name, start)) = stack.pop() {
+        let Some(chain) = rs.chains.get(chain_name) else {
+            continue;
+        };
+        let mut i = start;
+        let mut next: Option<(&str, usize)> = None;
+        while i < chain.rules.len() && budget > 0 {
+            budget -= 1;
+            let rule = &chain.rules[i];
+            let Some(element) = matches(rs, &rule.matches, packet, state) else {
+                i += 1;
+                continue;
+            };
+            let decided_by = || element.clone().unwrap_or_else(|| rule.origin.clone());
+            let done = |verdict| Decision {
+                verdict,
+                zone,
+                decided_by: decided_by(),
+                rule: Some((chain_name.to_string(), i)),
+            };
+            match &rule.verdict {
+                Verdict::Accept => return done(FinalVerdict::Accept),
+                Verdict::Drop => return done(FinalVerdict::Drop),
+                Verdict::Reject => return done(FinalVerdict::Reject),
+                Verdict::Jump(t) => {
+                    stack.push((chain_name, i + 1));
+                    next = Some((t, 0));
+                    break;
+                }
+                Verdict::Goto(t) => {
+                    next = Some((t, 0));
+                    break;
+                }
+                Verdict::Return => break,
+                Verdict::Dispatch(m) => match lookup_map(rs, m, packet) {
+                    Some(t) => {
+                        next = Some((t, 0));
+                        break;
+                    }
+                    None => i += 1,
+                },
+                Verdict::Log(_) => i += 1,
+            }
+        }
+        if let Some(n) = next {
+            stack.push(n);
+        }
+    }
+    let policy = rs
+        .chains
+        .get(INPUT)
+        .and_then(|c| c.hook)
+        .unwrap_or(BasePolicy::Drop);
+    Decision {
+        verdict: match policy {
+            BasePolicy::Accept => FinalVerdict::Accept,
+            BasePolicy::Drop => FinalVerdict::Drop,
+        },
+        zone,
+        decided_by: "policy".into(),
+        rule: None,
+    }
+}
+
+fn lookup_map<'a>(rs: &'a Ruleset, map: &str, packet: &Packet) -> Option<&'a str> {
+    match rs.maps.get(map)? {
+        Map::Src(m) => m.lookup(&packet.src),
+        Map::Iif(m) => m.get(&packet.iif).map(String::as_str),
+    }
+}
+
+/// The zone of the packet: the first zone chain the classify chain would send it to.
+fn classify(rs: &Ruleset, packet: &Packet, state: &DynamicState) -> Option<Zone> {
+    let chain = rs.chains.get(CLASSIFY)?;
+    for rule in &chain.rules {
+        if matches(rs, &rule.matches, packet, state).is_none() {
+            continue;
+        }
+        let target = match &rule.verdict {
+            Verdict::Goto(t) | Verdict::Jump(t) => Some(t.as_str()),
+            Verdict::Dispatch(m) => lookup_map(rs, m, packet),
+            _ => None,
+        };
+        if let Some(z) = target.and_then(|t| rs.chains.get(t)).and_then(|c| c.zone) {
+            return Some(z);
+        }
+    }
+    None
+}
+
+/// `None` when a match fails; `Some(origin of the static set element matched, if any)`.
+fn matches(
+    rs: &Ruleset,
+    ms: &[Match],
+    p: &Packet,
+    state: &DynamicState,
+) -> Option<Option<String>> {
+    let mut element = None;
+    let family = Family::of(&p.src);
+    for m in ms {
+        let ok = match m {
+            Match::Family(f) => *f == family,
+            Match::Iif(i) => *i == p.iif,
+            Match::Proto(pr) => *pr == p.proto,
+            Match::Dport(ports) => p.dport.is_some_and(|d| ports.contains(d)),
+            Match::Sport(ports) => p.sport.is_some_and(|s| ports.contains(s)),
+            Match::Ct(states) => states.contains(&p.ct),
+            Match::IcmpType(types) => p.icmp_type.is_some_and(|t| types.contains(&t)),
+            Match::Limit { .. } => true,
+            Match::Src(name) => match rs.sets.get(name) {
+                None => false,
+                Some(set) if set.family != family => false,
+                Some(set) => match &set.kind {
+                    SetKind::Static(s) => match s.lookup(&p.src) {
+                        Some((_, origin)) => {
+                            element = Some(origin.clone());
+                            true
+                        }
+                        None => false,
+                    },
+                    SetKind::Dynamic(_) => state
+                        .elements
+                        .get(name)
+                        .is_some_and(|es| es.iter().any(|e| e.contains(&p.src))),
+                },
+            },
+        };
+        if !ok {
+            return None;
+        }
+    }
+    Some(element)
+}

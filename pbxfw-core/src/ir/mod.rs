@@ -1,0 +1,436 @@
+//! The rule IR: what the firewall does, in the firewall's words and nobody's syntax.
+//!
+//! A [`Ruleset`] holds named address [`Set`]s, verdict [`Map`]s and [`Chain`]s of [`Rule`]s.
+//! Exactly one chain is the base chain on the input hook ([`INPUT`]); the others are reached by
+//! `jump`, `goto` or a map dispatch. Everything is kept in sorted containers so that printing,
+//! hashing and lowering are byte-stable.
+//!
+//! The IR is built through constructors that keep its invariants ([`StaticSet::new`] normalises
+//! elements, [`SrcMap::new`] checks ranges); [`verify`] checks the whole (see its module doc for
+//! the list), and [`eval`] is the reference interpreter that every backend must agree with.
+
+mod eval;
+mod parse;
+mod print;
+mod verify;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+pub use eval::{eval, Decision, DynamicState, FinalVerdict, Packet, Proto};
+pub use parse::{parse, ParseIrError};
+pub use verify::{verify, VerifyError};
+
+use crate::model::{PortRange, Rate, Zone};
+use crate::net::{Family, Prefix, Range};
+
+/// The name of the base chain on the input hook.
+pub const INPUT: &str = "input";
+/// The name of the chain that classifies a packet's source into a zone.
+pub const CLASSIFY: &str = "classify";
+
+/// A complete ruleset: sets, maps and chains.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Ruleset {
+    /// Named address sets.
+    pub sets: BTreeMap<String, Set>,
+    /// Named verdict maps.
+    pub maps: BTreeMap<String, Map>,
+    /// Chains by name.
+    pub chains: BTreeMap<String, Chain>,
+}
+
+impl Ruleset {
+    /// The canonical text form (see [`parse`] for the grammar).
+    pub fn to_text(&self) -> String {
+        print::print(self)
+    }
+
+    /// A short stable hash of the canonical text: equal rulesets have equal fingerprints.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.to_text().as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Dynamic sets fed by resolving `hostname`, for the resolver that keeps them fresh.
+    pub fn sets_resolving<'a>(&'a self, hostname: &'a str) -> impl Iterator<Item = &'a str> {
+        self.sets.iter().filter_map(move |(name, set)| match &set.kind {
+            SetKind::Dynamic(d) if d.resolves.contains(hostname) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// A named set of addresses of one family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Set {
+    /// IPv4 or IPv6.
+    pub family: Family,
+    /// Static (replaced on every apply) or dynamic (elements with timeouts, kept across applies).
+    pub kind: SetKind,
+    /// What the set is for, for people and for kernel comments.
+    pub comment: String,
+}
+
+/// The two kinds of set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetKind {
+    /// Elements fixed by the policy.
+    Static(StaticSet),
+    /// Elements added at run time (bans, registrations, resolved hostnames).
+    Dynamic(DynamicSet),
+}
+
+/// Sorted, disjoint prefixes, each with the policy object it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StaticSet {
+    elements: Vec<(Prefix, String)>,
+}
+
+impl StaticSet {
+    /// Normalise: sort, and drop every prefix covered by another (the covering one's origin is
+    /// kept), so the result is disjoint as interval sets require. Returns an error naming the
+    /// first element of the wrong family.
+    pub fn new(
+        family: Family,
+        elements: impl IntoIterator<Item = (Prefix, String)>,
+    ) -> Result<StaticSet, Prefix> {
+        let mut v: Vec<(Prefix, String)> = elements.into_iter().collect();
+        if let Some((p, _)) = v.iter().find(|(p, _)| p.family() != family) {
+            return Err(*p);
+        }
+        v.sort_by(|a, b| a.0.start().cmp(&b.0.start()).then(a.0.len().cmp(&b.0.len())));
+        let mut out: Vec<(Prefix, String)> = Vec::with_capacity(v.len());
+        for (p, origin) in v {
+            if let Some((last, _)) = out.last() {
+                if last.covers(&p) {
+                    continue;
+                }
+            }
+            out.push((p, origin));
+        }
+        Ok(StaticSet { elements: out })
+    }
+
+    /// The elements, sorted and disjoint.
+    pub fn elements(&self) -> &[(Prefix, String)] {
+        &self.elements
+    }
+
+    /// The element containing `addr`, if any (binary search: elements are disjoint).
+    pub fn lookup(&self, addr: &std::net::IpAddr) -> Option<&(Prefix, String)> {
+        let v = crate::net::addr_value(addr);
+        let i = self.elements.partition_point(|(p, _)| p.start() <= v);
+        let candidate = self.elements.get(i.checked_sub(1)?)?;
+        candidate.0.contains(addr).then_some(candidate)
+    }
+
+    /// Whether every element is a single address (a plain hash set suffices).
+    pub fn all_hosts(&self) -> bool {
+        self.elements.iter().all(|(p, _)| p.is_host())
+    }
+}
+
+/// A set whose elements come and go at run time, each with its own timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicSet {
+    /// Elements are prefixes of this length (32/128 for addresses, 64 for IPv6 per-/64 bans);
+    /// a packet's source is masked to it before the lookup.
+    pub key_len: u8,
+    /// Default timeout in seconds for elements added without one; `None` means elements
+    /// without a timeout never expire.
+    pub timeout: Option<u32>,
+    /// Maximum number of elements.
+    pub size: u32,
+    /// Hostnames whose A/AAAA answers feed this set.
+    pub resolves: BTreeSet<String>,
+}
+
+/// A verdict map: a key of the packet selects the chain to go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Map {
+    /// Source address ranges (disjoint, sorted) → chain.
+    Src(SrcMap),
+    /// Input interface name → chain.
+    Iif(BTreeMap<String, String>),
+}
+
+/// Disjoint, sorted source ranges of one family, each mapped to a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrcMap {
+    family: Family,
+    entries: Vec<(Range, String)>,
+}
+
+impl SrcMap {
+    /// Build from ranges that must be of `family`, sorted and disjoint.
+    pub fn new(family: Family, entries: Vec<(Range, String)>) -> Result<SrcMap, String> {
+        for w in entries.windows(2) {
+            if w[0].0.last >= w[1].0.first {
+                return Err(format!("ranges {} and {} overlap or are unsorted", w[0].0, w[1].0));
+            }
+        }
+        if let Some((r, _)) = entries.iter().find(|(r, _)| r.family != family) {
+            return Err(format!("range {r} is not {family}"));
+        }
+        Ok(SrcMap { family, entries })
+    }
+
+    /// The family of the keys.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// The entries.
+    pub fn entries(&self) -> &[(Range, String)] {
+        &self.entries
+    }
+
+    /// The chain for `addr`, if a range contains it.
+    pub fn lookup(&self, addr: &std::net::IpAddr) -> Option<&str> {
+        let v = crate::net::addr_value(addr);
+        let i = self.entries.partition_point(|(r, _)| r.first <= v);
+        let (r, chain) = self.entries.get(i.checked_sub(1)?)?;
+        r.contains(addr).then_some(chain.as_str())
+    }
+}
+
+/// A chain of rules.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Chain {
+    /// Set on the one base chain: it is attached to the input hook with this policy.
+    pub hook: Option<BasePolicy>,
+    /// Set on the chain a packet reaches once classified into this zone.
+    pub zone: Option<Zone>,
+    /// The rules, in order.
+    pub rules: Vec<Rule>,
+}
+
+/// The policy of the base chain: what happens to a packet that falls off its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BasePolicy {
+    /// Accept.
+    Accept,
+    /// Drop.
+    Drop,
+}
+
+/// A rule: all matches must hold, then the verdict applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Conditions, all of which must hold (an empty list always matches).
+    pub matches: Vec<Match>,
+    /// What to do.
+    pub verdict: Verdict,
+    /// The policy object that caused this rule (`zone:local service:ssh`, `blacklist`).
+    pub origin: String,
+}
+
+impl Rule {
+    /// A rule; the origin must name what caused it.
+    pub fn new(matches: Vec<Match>, verdict: Verdict, origin: impl Into<String>) -> Rule {
+        Rule {
+            matches,
+            verdict,
+            origin: origin.into(),
+        }
+    }
+
+    /// The family this rule is restricted to, if any.
+    pub fn family(&self) -> Option<Family> {
+        self.matches.iter().find_map(|m| match m {
+            Match::Family(f) => Some(*f),
+            _ => None,
+        })
+    }
+}
+
+/// A protocol a rule can match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L4Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP (IPv4).
+    Icmp,
+    /// ICMPv6.
+    Icmpv6,
+}
+
+impl fmt::Display for L4Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            L4Proto::Tcp => "tcp",
+            L4Proto::Udp => "udp",
+            L4Proto::Icmp => "icmp",
+            L4Proto::Icmpv6 => "icmpv6",
+        })
+    }
+}
+
+/// Connection-tracking states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CtState {
+    /// First packet of a flow.
+    New,
+    /// Part of a flow that has seen replies.
+    Established,
+    /// Related to a flow (ICMP errors, FTP data).
+    Related,
+    /// Matches no flow and starts none.
+    Invalid,
+}
+
+impl fmt::Display for CtState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CtState::New => "new",
+            CtState::Established => "established",
+            CtState::Related => "related",
+            CtState::Invalid => "invalid",
+        })
+    }
+}
+
+/// Sorted, merged port ranges.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PortSet(Vec<PortRange>);
+
+impl PortSet {
+    /// Sort and merge overlapping or adjacent ranges. Returns `None` for an empty input.
+    pub fn new(ranges: impl IntoIterator<Item = PortRange>) -> Option<PortSet> {
+        let mut v: Vec<PortRange> = ranges.into_iter().collect();
+        v.sort();
+        let mut out: Vec<PortRange> = Vec::with_capacity(v.len());
+        for r in v {
+            match out.last_mut() {
+                Some(last) if r.first as u32 <= last.last as u32 + 1 => {
+                    last.last = last.last.max(r.last)
+                }
+                _ => out.push(r),
+            }
+        }
+        (!out.is_empty()).then_some(PortSet(out))
+    }
+
+    /// The ranges.
+    pub fn ranges(&self) -> &[PortRange] {
+        &self.0
+    }
+
+    /// Whether `port` is in the set.
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.iter().any(|r| r.contains(port))
+    }
+}
+
+impl fmt::Display for PortSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One condition of a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    /// The packet's address family.
+    Family(Family),
+    /// The input interface, by name.
+    Iif(String),
+    /// The layer-4 protocol.
+    Proto(L4Proto),
+    /// Destination port (needs `Proto` tcp or udp in the same rule).
+    Dport(PortSet),
+    /// Source port (needs `Proto` tcp or udp in the same rule).
+    Sport(PortSet),
+    /// The source address (masked to the set's key length) is in the named set (needs `Family`).
+    Src(String),
+    /// The connection-tracking state is one of these.
+    Ct(BTreeSet<CtState>),
+    /// ICMP or ICMPv6 type (needs `Proto` icmp or icmpv6).
+    IcmpType(BTreeSet<u8>),
+    /// Holds while packets matching the rule so far stay under this rate (global, not per
+    /// source).
+    Limit {
+        /// The rate.
+        rate: Rate,
+        /// Packets allowed above the rate in a burst.
+        burst: u32,
+    },
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accept the packet (final for this hook).
+    Accept,
+    /// Drop it silently.
+    Drop,
+    /// Drop it and answer (ICMP admin-prohibited, TCP reset).
+    Reject,
+    /// Run the chain, then come back.
+    Jump(String),
+    /// Run the chain instead of the rest of this one.
+    Goto(String),
+    /// Leave this chain.
+    Return,
+    /// Look the packet up in the map: on a hit, `goto` the chain found; on a miss, go on.
+    Dispatch(String),
+    /// Log the packet with this prefix and go on.
+    Log(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn p(s: &str) -> Prefix {
+        Prefix::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn static_set_drops_covered_prefixes() {
+        let s = StaticSet::new(
+            Family::Ipv4,
+            [
+                (p("10.1.2.3"), "a".into()),
+                (p("10.0.0.0/8"), "b".into()),
+                (p("192.0.2.0/24"), "c".into()),
+                (p("10.0.0.0/8"), "d".into()),
+            ],
+        )
+        .unwrap();
+        let got: Vec<String> = s.elements().iter().map(|(p, o)| format!("{p} {o}")).collect();
+        assert_eq!(got, ["10.0.0.0/8 b", "192.0.2.0/24 c"]);
+        assert_eq!(s.lookup(&"10.9.9.9".parse().unwrap()).unwrap().1, "b");
+        assert!(s.lookup(&"11.0.0.0".parse().unwrap()).is_none());
+        assert!(StaticSet::new(Family::Ipv6, [(p("10.0.0.0/8"), "x".into())]).is_err());
+    }
+
+    #[test]
+    fn port_sets_merge() {
+        let ps = PortSet::new([
+            PortRange::single(5061),
+            PortRange::single(5060),
+            PortRange { first: 10, last: 20 },
+            PortRange { first: 15, last: 30 },
+        ])
+        .unwrap();
+        assert_eq!(ps.to_string(), "10-30,5060-5061");
+        assert!(PortSet::new([]).is_none());
+    }
+}

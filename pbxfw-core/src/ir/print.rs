@@ -1,0 +1,151 @@
+//! The canonical text form of a [`Ruleset`]. [`super::parse`] reads it back; see there for the
+//! grammar.
+
+use std::fmt::Write;
+
+use super::{Chain, CtState, DynamicSet, Map, Match, Ruleset, SetKind, Verdict, INPUT};
+use crate::model::RateUnit;
+
+/// Quote a string: `"` and `\` escaped, control characters as `\u{..}`.
+pub(crate) fn q(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+pub(super) fn print(rs: &Ruleset) -> String {
+    let mut out = String::from("pbxfw-ir 1\n");
+    for (name, set) in &rs.sets {
+        let _ = write!(out, "set {name} {}", set.family);
+        match &set.kind {
+            SetKind::Static(s) => {
+                let _ = writeln!(out, " static {} {{", q(&set.comment));
+                for (p, origin) in s.elements() {
+                    let _ = writeln!(out, "  {p} {}", q(origin));
+                }
+                out.push_str("}\n");
+            }
+            SetKind::Dynamic(DynamicSet {
+                key_len,
+                timeout,
+                size,
+                resolves,
+            }) => {
+                let _ = write!(out, " dynamic key={key_len} size={size}");
+                if let Some(t) = timeout {
+                    let _ = write!(out, " timeout={t}");
+                }
+                if !resolves.is_empty() {
+                    let names: Vec<&str> = resolves.iter().map(String::as_str).collect();
+                    let _ = write!(out, " resolves={}", names.join(","));
+                }
+                let _ = writeln!(out, " {}", q(&set.comment));
+            }
+        }
+    }
+    for (name, map) in &rs.maps {
+        match map {
+            Map::Src(m) => {
+                let _ = writeln!(out, "map {name} src {} {{", m.family());
+                for (r, chain) in m.entries() {
+                    let _ = writeln!(out, "  {r} {chain}");
+                }
+            }
+            Map::Iif(m) => {
+                let _ = writeln!(out, "map {name} iif {{");
+                for (iface, chain) in m {
+                    let _ = writeln!(out, "  {} {chain}", q(iface));
+                }
+            }
+        }
+        out.push_str("}\n");
+    }
+    // The base chain first (it is where reading starts), then the rest by name.
+    let ordered = rs
+        .chains
+        .get_key_value(INPUT)
+        .into_iter()
+        .chain(rs.chains.iter().filter(|(n, _)| *n != INPUT));
+    for (name, chain) in ordered {
+        print_chain(&mut out, name, chain);
+    }
+    out
+}
+
+fn print_chain(out: &mut String, name: &str, chain: &Chain) {
+    let _ = write!(out, "chain {name}");
+    if let Some(policy) = chain.hook {
+        let p = match policy {
+            super::BasePolicy::Accept => "accept",
+            super::BasePolicy::Drop => "drop",
+        };
+        let _ = write!(out, " hook=input policy={p}");
+    }
+    if let Some(z) = chain.zone {
+        let _ = write!(out, " zone={z}");
+    }
+    out.push_str(" {\n");
+    for rule in &chain.rules {
+        out.push_str(" ");
+        for m in &rule.matches {
+            out.push(' ');
+            print_match(out, m);
+        }
+        out.push_str(" -> ");
+        print_verdict(out, &rule.verdict);
+        let _ = writeln!(out, " {}", q(&rule.origin));
+    }
+    out.push_str("}\n");
+}
+
+fn print_match(out: &mut String, m: &Match) {
+    let _ = match m {
+        Match::Family(f) => write!(out, "family {f}"),
+        Match::Iif(i) => write!(out, "iif {}", q(i)),
+        Match::Proto(p) => write!(out, "proto {p}"),
+        Match::Dport(p) => write!(out, "dport {p}"),
+        Match::Sport(p) => write!(out, "sport {p}"),
+        Match::Src(s) => write!(out, "src @{s}"),
+        Match::Ct(states) => {
+            let s: Vec<String> = states.iter().map(CtState::to_string).collect();
+            write!(out, "ct {}", s.join(","))
+        }
+        Match::IcmpType(types) => {
+            let s: Vec<String> = types.iter().map(u8::to_string).collect();
+            write!(out, "icmp-type {}", s.join(","))
+        }
+        Match::Limit { rate, burst } => {
+            let unit = match rate.per {
+                RateUnit::Second => "second",
+                RateUnit::Minute => "minute",
+                RateUnit::Hour => "hour",
+                RateUnit::Day => "day",
+            };
+            write!(out, "limit {}/{unit} burst {burst}", rate.packets)
+        }
+    };
+}
+
+fn print_verdict(out: &mut String, v: &Verdict) {
+    let _ = match v {
+        Verdict::Accept => write!(out, "accept"),
+        Verdict::Drop => write!(out, "drop"),
+        Verdict::Reject => write!(out, "reject"),
+        Verdict::Jump(c) => write!(out, "jump {c}"),
+        Verdict::Goto(c) => write!(out, "goto {c}"),
+        Verdict::Return => write!(out, "return"),
+        Verdict::Dispatch(m) => write!(out, "dispatch {m}"),
+        Verdict::Log(prefix) => write!(out, "log {}", q(prefix)),
+    };
+}

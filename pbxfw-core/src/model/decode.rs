@@ -1,0 +1,1089 @@
+//! From a parsed document to a [`ValidPolicy`], collecting every problem on the way.
+//!
+//! The document is walked by hand rather than through `#[derive(Deserialize)]` because serde
+//! stops at the first problem, and an administrator fixing a policy wants all of them at once,
+//! each with its path.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+
+use super::{
+    catalogue, BlacklistEntry, DenyVerdict, NetworkOverride, Pbx, PortRange, PortSpec, Rate,
+    Responsive, Service, Settings, SignallingProtocol, Source, Trunk, User, ValidPolicy, Zone,
+};
+use crate::diag::{Diagnostic, Diagnostics, Severity};
+use crate::net::{Prefix, PrefixError};
+
+/// Why a policy document could not be read at all (its syntax, not its meaning).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// TOML syntax.
+    #[error("TOML syntax error: {message}")]
+    Toml {
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// JSON syntax.
+    #[error("JSON syntax error at line {line}, column {column}: {message}")]
+    Json {
+        /// What is wrong.
+        message: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
+    /// The input is larger than the limit.
+    #[error("policy is {size} bytes; the limit is {limit}")]
+    TooLarge {
+        /// Bytes given.
+        size: usize,
+        /// Bytes allowed.
+        limit: usize,
+    },
+}
+
+/// Largest policy text accepted (a 100k-entry blacklist is about 2 MB).
+pub const MAX_POLICY_BYTES: usize = 64 << 20;
+/// Longest name (service, trunk, user).
+const MAX_NAME: usize = 64;
+/// Longest description.
+const MAX_DESCRIPTION: usize = 256;
+
+pub(super) fn parse_toml(text: &str) -> Result<Value, ParseError> {
+    check_size(text)?;
+    let table: toml::Table = toml::from_str(text).map_err(|e| ParseError::Toml {
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    serde_json::to_value(table).map_err(|e| ParseError::Toml {
+        message: e.to_string(),
+    })
+}
+
+pub(super) fn parse_json(text: &str) -> Result<Value, ParseError> {
+    check_size(text)?;
+    serde_json::from_str(text).map_err(|e| ParseError::Json {
+        message: e.to_string(),
+        line: e.line(),
+        column: e.column(),
+    })
+}
+
+fn check_size(text: &str) -> Result<(), ParseError> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(ParseError::TooLarge {
+            size: text.len(),
+            limit: MAX_POLICY_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Paths are built as strings: `networks[3].source`, `services.ssh.ports[0]`.
+fn key(path: &str, k: &str) -> String {
+    let simple = !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    match (path.is_empty(), simple) {
+        (true, true) => k.to_string(),
+        (true, false) => crate::diag::quote(k),
+        (false, true) => format!("{path}.{k}"),
+        (false, false) => format!("{path}.{}", crate::diag::quote(k)),
+    }
+}
+
+fn idx(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+/// The walker: carries the diagnostics found so far.
+#[derive(Default)]
+struct Cx {
+    diags: Vec<Diagnostic>,
+}
+
+impl Cx {
+    fn push(&mut self, severity: Severity, path: &str, value: Option<&str>, message: String) {
+        self.diags.push(Diagnostic {
+            path: if path.is_empty() {
+                "(policy)".into()
+            } else {
+                path.to_string()
+            },
+            severity,
+            value: value.map(str::to_string),
+            message,
+        });
+    }
+
+    fn err(&mut self, path: &str, value: Option<&str>, message: impl Into<String>) {
+        self.push(Severity::Error, path, value, message.into());
+    }
+
+    fn warn(&mut self, path: &str, value: Option<&str>, message: impl Into<String>) {
+        self.push(Severity::Warning, path, value, message.into());
+    }
+
+    fn type_err(&mut self, path: &str, v: &Value, expected: &str) {
+        let got = match v {
+            Value::Null => "nothing",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "a list",
+            Value::Object(_) => "a table",
+        };
+        self.err(path, None, format!("must be {expected}, not {got}"));
+    }
+
+    /// A table whose keys must all be in `known`; unknown keys are errors.
+    fn table<'v>(
+        &mut self,
+        v: &'v Value,
+        path: &str,
+        known: &[&str],
+    ) -> Option<&'v Map<String, Value>> {
+        let Value::Object(m) = v else {
+            self.type_err(path, v, "a table");
+            return None;
+        };
+        for k in m.keys() {
+            if !known.contains(&k.as_str()) {
+                self.err(
+                    &key(path, k),
+                    None,
+                    format!("is not a known key here (expected one of: {})", known.join(", ")),
+                );
+            }
+        }
+        Some(m)
+    }
+
+    /// A table with free keys (interfaces, services).
+    fn map<'v>(&mut self, v: &'v Value, path: &str) -> Option<&'v Map<String, Value>> {
+        match v {
+            Value::Object(m) => Some(m),
+            _ => {
+                self.type_err(path, v, "a table");
+                None
+            }
+        }
+    }
+
+    fn string<'v>(&mut self, v: &'v Value, path: &str) -> Option<&'v str> {
+        match v {
+            Value::String(s) => Some(s),
+            _ => {
+                self.type_err(path, v, "a string");
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, v: &Value, path: &str) -> Option<bool> {
+        match v {
+            Value::Bool(b) => Some(*b),
+            _ => {
+                self.type_err(path, v, "true or false");
+                None
+            }
+        }
+    }
+
+    fn array<'v>(&mut self, v: &'v Value, path: &str) -> Option<&'v Vec<Value>> {
+        match v {
+            Value::Array(a) => Some(a),
+            _ => {
+                self.type_err(path, v, "a list");
+                None
+            }
+        }
+    }
+
+    /// A list of strings; returns (index, string) for each element that is one.
+    fn strings<'v>(&mut self, v: &'v Value, path: &str) -> Vec<(usize, &'v str)> {
+        let Some(a) = self.array(v, path) else {
+            return Vec::new();
+        };
+        a.iter()
+            .enumerate()
+            .filter_map(|(i, e)| self.string(e, &idx(path, i)).map(|s| (i, s)))
+            .collect()
+    }
+
+    fn zone(&mut self, v: &Value, path: &str) -> Option<Zone> {
+        let s = self.string(v, path)?;
+        match s.parse() {
+            Ok(z) => Some(z),
+            Err(()) => {
+                self.err(
+                    path,
+                    Some(s),
+                    "is not a zone (trusted, local, other, internet, reject; aliases: external, internal)",
+                );
+                None
+            }
+        }
+    }
+
+    fn zones(&mut self, v: &Value, path: &str) -> Option<BTreeSet<Zone>> {
+        let items = self.strings(v, path);
+        let mut out = BTreeSet::new();
+        for (i, s) in items {
+            match s.parse::<Zone>() {
+                Ok(z) => {
+                    if !out.insert(z) {
+                        self.warn(&idx(path, i), Some(s), "is listed twice");
+                    }
+                }
+                Err(()) => self.err(
+                    &idx(path, i),
+                    Some(s),
+                    "is not a zone (trusted, local, other, internet, reject; aliases: external, internal)",
+                ),
+            }
+        }
+        Some(out)
+    }
+
+    fn port_specs(&mut self, v: &Value, path: &str) -> Option<Vec<PortSpec>> {
+        let items = self.strings(v, path);
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, s) in items {
+            match s.parse::<PortSpec>() {
+                Ok(p) => {
+                    if out.contains(&p) {
+                        self.warn(&idx(path, i), Some(s), "is listed twice");
+                    } else {
+                        out.push(p);
+                    }
+                }
+                Err(m) => {
+                    ok = false;
+                    self.err(&idx(path, i), Some(s), m);
+                }
+            }
+        }
+        if ok && out.is_empty() {
+            self.err(path, None, "must list at least one port (udp/N, tcp/N, udp/N-M, tcp/N-M)");
+            return None;
+        }
+        ok.then_some(out)
+    }
+
+    fn name(&mut self, v: &Value, path: &str) -> Option<String> {
+        let s = self.string(v, path)?;
+        if s.trim().is_empty() {
+            self.err(path, Some(s), "is empty");
+            return None;
+        }
+        if s.chars().count() > MAX_NAME || s.chars().any(char::is_control) {
+            self.err(
+                path,
+                Some(s),
+                format!("must be at most {MAX_NAME} characters without control characters"),
+            );
+            return None;
+        }
+        Some(s.to_string())
+    }
+
+    fn description(&mut self, v: &Value, path: &str) -> Option<String> {
+        let s = self.string(v, path)?;
+        if s.chars().count() > MAX_DESCRIPTION {
+            self.err(path, Some(s), format!("is longer than {MAX_DESCRIPTION} characters"));
+            return None;
+        }
+        Some(s.to_string())
+    }
+
+    /// An address, CIDR or hostname.
+    fn source(&mut self, v: &Value, path: &str) -> Option<Source> {
+        let s = self.string(v, path)?;
+        match parse_source(s) {
+            Ok((src, host_bits)) => {
+                if host_bits {
+                    self.warn(
+                        path,
+                        Some(s),
+                        format!("has host bits set; it is read as {src}"),
+                    );
+                }
+                Some(src)
+            }
+            Err(m) => {
+                self.err(path, Some(s), m);
+                None
+            }
+        }
+    }
+
+    fn port_range(&mut self, v: &Value, path: &str, setting: &str) -> Option<Option<PortRange>> {
+        let s = self.string(v, path)?;
+        let r: PortRange = match s.parse() {
+            Ok(r) => r,
+            Err(m) => {
+                self.err(path, Some(s), m);
+                return None;
+            }
+        };
+        Some(clip_below_1024(self, r, path, s, setting))
+    }
+}
+
+/// SPEC 2.5: nothing below 1024 is opened for media, and never silently.
+fn clip_below_1024(
+    cx: &mut Cx,
+    r: PortRange,
+    path: &str,
+    written: &str,
+    setting: &str,
+) -> Option<PortRange> {
+    if r.last < 1024 {
+        cx.warn(
+            path,
+            Some(written),
+            format!("lies entirely below 1024, so {setting} opens nothing"),
+        );
+        None
+    } else if r.first < 1024 {
+        cx.warn(
+            path,
+            Some(written),
+            format!(
+                "starts below 1024; {setting} opens only 1024-{} (ports {}-1023 are never opened for media)",
+                r.last, r.first
+            ),
+        );
+        Some(PortRange {
+            first: 1024,
+            last: r.last,
+        })
+    } else {
+        Some(r)
+    }
+}
+
+/// Parse an address, CIDR or hostname. Returns the source and whether host bits were cleared.
+pub(crate) fn parse_source(s: &str) -> Result<(Source, bool), String> {
+    const NOT_ANY: &str = "is neither an address, a CIDR nor a hostname";
+    match Prefix::parse_lenient(s) {
+        Ok((p, host_bits)) => Ok((Source::Net(p), host_bits)),
+        Err(PrefixError::BadLength { max }) if s.contains('/') && addr_part_ok(s) => Err(format!(
+            "has a prefix length outside 0..={max}"
+        )),
+        Err(_) => {
+            if is_hostname(s) {
+                Ok((Source::Host(s.trim_end_matches('.').to_ascii_lowercase()), false))
+            } else {
+                Err(NOT_ANY.into())
+            }
+        }
+    }
+}
+
+fn addr_part_ok(s: &str) -> bool {
+    s.split_once('/')
+        .is_some_and(|(a, _)| a.parse::<std::net::IpAddr>().is_ok())
+}
+
+/// RFC 1123 host names; the last label may not be all digits (so `10.0.0.300` is no name).
+pub(crate) fn is_hostname(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    if s.is_empty() || s.len() > 253 {
+        return false;
+    }
+    let labels: Vec<&str> = s.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    labels.iter().all(label_ok) && !labels.last().unwrap().bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Linux interface names: 1 to 15 bytes; we allow the characters distributions use.
+fn is_interface_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+}
+
+/// Custom service names become parts of set and chain names, so they are kept plain.
+fn is_service_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.as_bytes()[0].is_ascii_lowercase()
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+const ROOT_KEYS: &[&str] = &[
+    "settings",
+    "interfaces",
+    "networks",
+    "services",
+    "custom_services",
+    "pbx",
+    "blacklist",
+    "responsive",
+    "users",
+];
+
+pub(super) fn validate(doc: &Value) -> Result<ValidPolicy, Diagnostics> {
+    let mut cx = Cx::default();
+    let empty = Map::new();
+    let root = cx.table(doc, "", ROOT_KEYS).unwrap_or(&empty);
+    if root.is_empty() && doc.is_object() {
+        cx.warn(
+            "",
+            None,
+            "is empty: every interface is in the internet zone and only the defaults apply",
+        );
+    }
+
+    let settings = settings(&mut cx, root.get("settings"));
+    let interfaces = interfaces(&mut cx, root.get("interfaces"));
+    let mut services = services(&mut cx, root.get("services"));
+    custom_services(&mut cx, root.get("custom_services"), &mut services);
+    let networks = networks(&mut cx, root.get("networks"));
+    let pbx = pbx(&mut cx, root.get("pbx"));
+    let blacklist = blacklist(&mut cx, root.get("blacklist"));
+    let responsive = responsive(&mut cx, root.get("responsive"), &services);
+    let users = users(&mut cx, root.get("users"), &services);
+
+    for proto in &responsive.protocols {
+        let svc = &services[proto.service_name()];
+        if responsive.enabled && svc.zones.contains(&Zone::Internet) {
+            cx.warn(
+                &format!("services.{}.zones", svc.name),
+                Some("internet"),
+                format!(
+                    "grants {} signalling to the whole internet, bypassing the responsive layer",
+                    svc.name
+                ),
+            );
+        }
+    }
+
+    let diags = Diagnostics(cx.diags);
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    Ok(ValidPolicy {
+        settings,
+        interfaces,
+        networks,
+        services,
+        pbx,
+        blacklist,
+        responsive,
+        users,
+        warnings: diags.0,
+    })
+}
+
+fn settings(cx: &mut Cx, v: Option<&Value>) -> Settings {
+    let mut s = Settings::default();
+    let Some(v) = v else { return s };
+    let Some(m) = cx.table(v, "settings", &["default_verdict", "icmp_echo_rate", "log_denied"])
+    else {
+        return s;
+    };
+    if let Some(v) = m.get("default_verdict") {
+        let path = "settings.default_verdict";
+        match cx.string(v, path) {
+            Some("drop") => s.default_verdict = DenyVerdict::Drop,
+            Some("reject") => s.default_verdict = DenyVerdict::Reject,
+            Some(other) => cx.err(path, Some(other), "is not \"drop\" or \"reject\""),
+            None => {}
+        }
+    }
+    if let Some(v) = m.get("icmp_echo_rate") {
+        let path = "settings.icmp_echo_rate";
+        if let Some(text) = cx.string(v, path) {
+            match text.parse::<Rate>() {
+                Ok(r) => s.icmp_echo_rate = r,
+                Err(msg) => cx.err(path, Some(text), msg),
+            }
+        }
+    }
+    if let Some(b) = m.get("log_denied").and_then(|v| cx.boolean(v, "settings.log_denied")) {
+        s.log_denied = b;
+    }
+    s
+}
+
+fn interfaces(cx: &mut Cx, v: Option<&Value>) -> BTreeMap<String, Zone> {
+    let mut out = BTreeMap::new();
+    let Some(m) = v.and_then(|v| cx.map(v, "interfaces")) else {
+        return out;
+    };
+    for (name, zone) in m {
+        let path = key("interfaces", name);
+        if !is_interface_name(name) {
+            cx.err(
+                &path,
+                Some(name),
+                "is not an interface name (1 to 15 letters, digits, '-', '_', '.', '@')",
+            );
+            continue;
+        }
+        let Some(zone) = cx.zone(zone, &path) else {
+            continue;
+        };
+        if zone == Zone::Trusted {
+            cx.warn(
+                &path,
+                Some("trusted"),
+                format!("puts interface {name} in the trusted zone: every packet arriving on it is accepted; trusted is meant for networks and hosts"),
+            );
+        }
+        if name == "lo" {
+            cx.warn(&path, Some(name), "is loopback, which is always accepted; its zone has no effect");
+        }
+        out.insert(name.clone(), zone);
+    }
+    out
+}
+
+fn services(cx: &mut Cx, v: Option<&Value>) -> BTreeMap<String, Service> {
+    let mut out: BTreeMap<String, Service> = catalogue()
+        .into_iter()
+        .map(|e| {
+            (
+                e.name.to_string(),
+                Service {
+                    name: e.name.to_string(),
+                    ports: e.ports,
+                    zones: e.zones.into_iter().collect(),
+                    signalling: e.signalling,
+                    builtin: true,
+                },
+            )
+        })
+        .collect();
+    let Some(m) = v.and_then(|v| cx.map(v, "services")) else {
+        return out;
+    };
+    for (name, body) in m {
+        let path = key("services", name);
+        let Some(svc) = out.get_mut(name) else {
+            cx.err(
+                &path,
+                Some(name),
+                "is not a catalogue service; define your own under [[custom_services]]",
+            );
+            continue;
+        };
+        let Some(t) = cx.table(body, &path, &["zones", "ports"]) else {
+            continue;
+        };
+        if let Some(z) = t.get("zones").and_then(|v| cx.zones(v, &key(&path, "zones"))) {
+            svc.zones = z;
+        }
+        if let Some(p) = t.get("ports").and_then(|v| cx.port_specs(v, &key(&path, "ports"))) {
+            svc.ports = p;
+        }
+    }
+    out
+}
+
+fn custom_services(cx: &mut Cx, v: Option<&Value>, services: &mut BTreeMap<String, Service>) {
+    let Some(a) = v.and_then(|v| cx.array(v, "custom_services")) else {
+        return;
+    };
+    for (i, item) in a.iter().enumerate() {
+        let path = idx("custom_services", i);
+        let Some(t) = cx.table(item, &path, &["name", "ports", "zones", "description"]) else {
+            continue;
+        };
+        let name_path = key(&path, "name");
+        let name = match t.get("name") {
+            None => {
+                cx.err(&name_path, None, "is missing");
+                None
+            }
+            Some(v) => cx.string(v, &name_path).and_then(|n| {
+                if !is_service_name(n) {
+                    cx.err(
+                        &name_path,
+                        Some(n),
+                        "is not a service name (lowercase letter first, then lowercase letters, digits, '-' or '_', at most 32)",
+                    );
+                    None
+                } else if let Some(existing) = services.get(n) {
+                    let what = if existing.builtin {
+                        "a catalogue service (override it under [services])"
+                    } else {
+                        "another custom service"
+                    };
+                    cx.err(&name_path, Some(n), format!("is already the name of {what}"));
+                    None
+                } else {
+                    Some(n.to_string())
+                }
+            }),
+        };
+        let ports = match t.get("ports") {
+            None => {
+                cx.err(&key(&path, "ports"), None, "is missing");
+                None
+            }
+            Some(v) => cx.port_specs(v, &key(&path, "ports")),
+        };
+        let zones = match t.get("zones") {
+            None => Some(BTreeSet::new()),
+            Some(v) => cx.zones(v, &key(&path, "zones")),
+        };
+        if let Some(v) = t.get("description") {
+            cx.description(v, &key(&path, "description"));
+        }
+        if let (Some(name), Some(ports), Some(zones)) = (name, ports, zones) {
+            services.insert(
+                name.clone(),
+                Service {
+                    name,
+                    ports,
+                    zones,
+                    signalling: None,
+                    builtin: false,
+                },
+            );
+        }
+    }
+}
+
+fn networks(cx: &mut Cx, v: Option<&Value>) -> Vec<NetworkOverride> {
+    let mut out: Vec<NetworkOverride> = Vec::new();
+    let Some(a) = v.and_then(|v| cx.array(v, "networks")) else {
+        return out;
+    };
+    let mut seen: BTreeMap<Source, (usize, Zone)> = BTreeMap::new();
+    for (i, item) in a.iter().enumerate() {
+        let path = idx("networks", i);
+        let Some(t) = cx.table(item, &path, &["source", "zone", "description"]) else {
+            continue;
+        };
+        let source = match t.get("source") {
+            Some(v) => cx.source(v, &key(&path, "source")),
+            None => {
+                cx.err(&key(&path, "source"), None, "is missing");
+                None
+            }
+        };
+        let zone = match t.get("zone") {
+            Some(v) => cx.zone(v, &key(&path, "zone")),
+            None => {
+                cx.err(&key(&path, "zone"), None, "is missing");
+                None
+            }
+        };
+        let description = t
+            .get("description")
+            .and_then(|v| cx.description(v, &key(&path, "description")));
+        let (Some(source), Some(zone)) = (source, zone) else {
+            continue;
+        };
+        let written = source.to_string();
+        if let Source::Net(p) = &source {
+            if p.len() == 0 {
+                cx.warn(
+                    &key(&path, "source"),
+                    Some(&written),
+                    format!("covers every {} address: all of them are zone {zone}", p.family()),
+                );
+            }
+        }
+        match seen.get(&source) {
+            Some((j, z)) if *z == zone => {
+                cx.warn(
+                    &key(&path, "source"),
+                    Some(&written),
+                    format!("repeats networks[{j}] (same zone); the repeat has no effect"),
+                );
+                continue;
+            }
+            Some((j, z)) => {
+                cx.err(
+                    &key(&path, "source"),
+                    Some(&written),
+                    format!("conflicts with networks[{j}], which puts the same source in zone {z}"),
+                );
+                continue;
+            }
+            None => {
+                seen.insert(source.clone(), (i, zone));
+            }
+        }
+        out.push(NetworkOverride {
+            source,
+            zone,
+            description,
+            index: i,
+        });
+    }
+    out
+}
+
+fn pbx(cx: &mut Cx, v: Option<&Value>) -> Pbx {
+    let mut pbx = Pbx {
+        rtp: Some(PortRange {
+            first: 10000,
+            last: 20000,
+        }),
+        udptl: Some(PortRange {
+            first: 4000,
+            last: 4999,
+        }),
+        trunks: Vec::new(),
+    };
+    let Some(m) = v.and_then(|v| cx.table(v, "pbx", &["rtp", "udptl", "trunks"])) else {
+        return pbx;
+    };
+    if let Some(v) = m.get("rtp") {
+        if let Some(r) = cx.port_range(v, "pbx.rtp", "the RTP range") {
+            pbx.rtp = r;
+        }
+    }
+    if let Some(v) = m.get("udptl") {
+        if let Some(r) = cx.port_range(v, "pbx.udptl", "the UDPTL range") {
+            pbx.udptl = r;
+        }
+    }
+    let Some(a) = m.get("trunks").and_then(|v| cx.array(v, "pbx.trunks")) else {
+        return pbx;
+    };
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, item) in a.iter().enumerate() {
+        let path = idx("pbx.trunks", i);
+        let Some(t) = cx.table(item, &path, &["name", "protocol", "host", "description"]) else {
+            continue;
+        };
+        let name = match t.get("name") {
+            Some(v) => cx.name(v, &key(&path, "name")),
+            None => {
+                cx.err(&key(&path, "name"), None, "is missing");
+                None
+            }
+        };
+        if let Some(n) = &name {
+            if let Some(j) = names.get(n) {
+                cx.err(
+                    &key(&path, "name"),
+                    Some(n),
+                    format!("is also the name of pbx.trunks[{j}]"),
+                );
+            } else {
+                names.insert(n.clone(), i);
+            }
+        }
+        let protocol = match t.get("protocol") {
+            Some(v) => cx.string(v, &key(&path, "protocol")).and_then(|s| {
+                s.parse::<SignallingProtocol>().ok().or_else(|| {
+                    cx.err(&key(&path, "protocol"), Some(s), "is not pjsip, chansip or iax");
+                    None
+                })
+            }),
+            None => {
+                cx.err(&key(&path, "protocol"), None, "is missing");
+                None
+            }
+        };
+        let host = match t.get("host") {
+            Some(v) => cx.source(v, &key(&path, "host")),
+            None => {
+                cx.err(&key(&path, "host"), None, "is missing");
+                None
+            }
+        };
+        if let Some(Source::Net(p)) = &host {
+            if p.len() == 0 {
+                cx.err(
+                    &key(&path, "host"),
+                    Some(&p.to_string()),
+                    "would accept trunk signalling from every address",
+                );
+                continue;
+            }
+        }
+        if let Some(v) = t.get("description") {
+            cx.description(v, &key(&path, "description"));
+        }
+        if let (Some(name), Some(protocol), Some(host)) = (name, protocol, host) {
+            pbx.trunks.push(Trunk {
+                name,
+                protocol,
+                host,
+            });
+        }
+    }
+    pbx
+}
+
+fn blacklist(cx: &mut Cx, v: Option<&Value>) -> Vec<BlacklistEntry> {
+    let mut out = Vec::new();
+    let Some(m) = v.and_then(|v| cx.table(v, "blacklist", &["entries"])) else {
+        return out;
+    };
+    let Some(entries) = m.get("entries") else {
+        return out;
+    };
+    let Some(a) = cx.array(entries, "blacklist.entries") else {
+        return out;
+    };
+    let mut seen: BTreeMap<Source, usize> = BTreeMap::new();
+    for (i, item) in a.iter().enumerate() {
+        let path = idx("blacklist.entries", i);
+        let Some(source) = cx.source(item, &path) else {
+            continue;
+        };
+        if let Source::Net(p) = &source {
+            if p.len() == 0 {
+                cx.err(
+                    &path,
+                    Some(&p.to_string()),
+                    format!("would drop every {} packet, loopback aside", p.family()),
+                );
+                continue;
+            }
+        }
+        if let Some(j) = seen.get(&source) {
+            cx.warn(
+                &path,
+                Some(&source.to_string()),
+                format!("repeats blacklist.entries[{j}]"),
+            );
+            continue;
+        }
+        seen.insert(source.clone(), i);
+        out.push(BlacklistEntry { source, index: i });
+    }
+    out
+}
+
+fn service_names(
+    cx: &mut Cx,
+    v: &Value,
+    path: &str,
+    services: &BTreeMap<String, Service>,
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, s) in cx.strings(v, path) {
+        if services.contains_key(s) {
+            out.insert(s.to_string());
+        } else {
+            cx.err(&idx(path, i), Some(s), "is not a catalogue or custom service");
+        }
+    }
+    out
+}
+
+fn responsive(cx: &mut Cx, v: Option<&Value>, services: &BTreeMap<String, Service>) -> Responsive {
+    let mut r = Responsive {
+        enabled: true,
+        protocols: [SignallingProtocol::Pjsip, SignallingProtocol::Chansip]
+            .into_iter()
+            .collect(),
+        registered_grants: ["ucp", "provisioning"].map(String::from).into(),
+    };
+    let Some(m) = v.and_then(|v| {
+        cx.table(v, "responsive", &["enabled", "protocols", "registered_grants"])
+    }) else {
+        return r;
+    };
+    if let Some(b) = m.get("enabled").and_then(|v| cx.boolean(v, "responsive.enabled")) {
+        r.enabled = b;
+    }
+    if let Some(v) = m.get("protocols") {
+        r.protocols.clear();
+        for (i, s) in cx.strings(v, "responsive.protocols") {
+            match s.parse() {
+                Ok(p) => {
+                    r.protocols.insert(p);
+                }
+                Err(()) => cx.err(
+                    &idx("responsive.protocols", i),
+                    Some(s),
+                    "is not pjsip, chansip or iax",
+                ),
+            }
+        }
+    }
+    if let Some(v) = m.get("registered_grants") {
+        r.registered_grants = service_names(cx, v, "responsive.registered_grants", services);
+    }
+    r
+}
+
+fn users(cx: &mut Cx, v: Option<&Value>, services: &BTreeMap<String, Service>) -> Vec<User> {
+    let mut out = Vec::new();
+    let Some(a) = v.and_then(|v| cx.array(v, "users")) else {
+        return out;
+    };
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, item) in a.iter().enumerate() {
+        let path = idx("users", i);
+        let Some(t) = cx.table(item, &path, &["name", "services"]) else {
+            continue;
+        };
+        let name = match t.get("name") {
+            Some(v) => cx.name(v, &key(&path, "name")),
+            None => {
+                cx.err(&key(&path, "name"), None, "is missing");
+                None
+            }
+        };
+        let svcs = match t.get("services") {
+            Some(v) => service_names(cx, v, &key(&path, "services"), services),
+            None => BTreeSet::new(),
+        };
+        let Some(name) = name else { continue };
+        if let Some(j) = names.get(&name) {
+            cx.err(
+                &key(&path, "name"),
+                Some(&name),
+                format!("is also the name of users[{j}]"),
+            );
+            continue;
+        }
+        names.insert(name.clone(), i);
+        out.push(User {
+            name,
+            services: svcs,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Policy;
+
+    fn diags(toml: &str) -> Vec<String> {
+        match Policy::from_toml(toml).unwrap().validate() {
+            Ok(v) => v.warnings.iter().map(|d| d.to_string()).collect(),
+            Err(d) => d.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let d = diags(
+            r#"
+            [settings]
+            default_verdict = "maybe"
+            colour = "blue"
+            [interfaces]
+            eth0 = "dmz"
+            eth1 = "trusted"
+            [[networks]]
+            source = "10.0.0.0/8"
+            zone = "local"
+            [[networks]]
+            source = "10.0.0.0/8"
+            zone = "reject"
+            [[networks]]
+            source = "10.0.0.300"
+            zone = "local"
+            [[networks]]
+            source = "192.168.1.7/24"
+            zone = "other"
+            [services.ssh]
+            ports = ["tcp/0", "sctp/5", "udp/9-3"]
+            [services.telnet]
+            zones = ["local"]
+            [pbx]
+            rtp = "500-800"
+            udptl = "1000-2000"
+            [[pbx.trunks]]
+            name = "a"
+            protocol = "h323"
+            host = "203.0.113.1"
+            [[users]]
+            name = "300"
+            services = ["ucp", "fax"]
+            "#,
+        );
+        let expected = [
+            r#"error: settings.default_verdict: "maybe" is not "drop" or "reject""#,
+            "error: settings.colour: is not a known key here",
+            r#"error: interfaces.eth0: "dmz" is not a zone"#,
+            r#"warning: interfaces.eth1: "trusted" puts interface eth1 in the trusted zone"#,
+            r#"error: networks[1].source: "10.0.0.0/8" conflicts with networks[0]"#,
+            r#"error: networks[2].source: "10.0.0.300" is neither an address, a CIDR nor a hostname"#,
+            r#"warning: networks[3].source: "192.168.1.7/24" has host bits set; it is read as 192.168.1.0/24"#,
+            r#"error: services.ssh.ports[0]: "tcp/0" uses port 0"#,
+            r#"error: services.ssh.ports[1]: "sctp/5" names a protocol other than udp or tcp"#,
+            r#"error: services.ssh.ports[2]: "udp/9-3" is a range whose first port is above its last"#,
+            r#"error: services.telnet: "telnet" is not a catalogue service"#,
+            r#"warning: pbx.rtp: "500-800" lies entirely below 1024, so the RTP range opens nothing"#,
+            r#"warning: pbx.udptl: "1000-2000" starts below 1024"#,
+            r#"error: pbx.trunks[0].protocol: "h323" is not pjsip, chansip or iax"#,
+            r#"error: users[0].services[1]: "fax" is not a catalogue or custom service"#,
+        ];
+        for e in expected {
+            assert!(
+                d.iter().any(|line| line.starts_with(e)),
+                "missing {e:?} in\n{}",
+                d.join("\n")
+            );
+        }
+        assert_eq!(d.len(), expected.len(), "{}", d.join("\n"));
+    }
+
+    #[test]
+    fn aliases_and_defaults() {
+        let v = Policy::from_toml("[interfaces]\neth0 = \"external\"\neth1 = \"internal\"\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(v.interfaces["eth0"], Zone::Internet);
+        assert_eq!(v.interfaces["eth1"], Zone::Local);
+        assert_eq!(v.pbx.rtp, Some(PortRange { first: 10000, last: 20000 }));
+        assert!(v.responsive.enabled);
+        assert!(v.warnings.is_empty());
+    }
+
+    #[test]
+    fn hostnames() {
+        assert!(is_hostname("alice.dyndns.example"));
+        assert!(is_hostname("pbx"));
+        assert!(!is_hostname("10.0.0.300"));
+        assert!(!is_hostname("-bad.example"));
+        assert!(!is_hostname("a..b"));
+        assert!(matches!(parse_source("Alice.Example."), Ok((Source::Host(h), false)) if h == "alice.example"));
+        assert_eq!(
+            parse_source("10.0.0.0/40").unwrap_err(),
+            "has a prefix length outside 0..=32"
+        );
+    }
+
+    #[test]
+    fn json_and_toml_agree() {
+        let t = Policy::from_toml("[interfaces]\neth0 = \"local\"\n").unwrap();
+        let j = Policy::from_json(r#"{"interfaces": {"eth0": "local"}}"#).unwrap();
+        assert_eq!(t.validate().unwrap(), j.validate().unwrap());
+    }
+
+    #[test]
+    fn syntax_errors() {
+        assert!(matches!(Policy::from_toml("[x"), Err(ParseError::Toml { .. })));
+        assert!(matches!(
+            Policy::from_json("{\n\"a\": }"),
+            Err(ParseError::Json { line: 2, .. })
+        ));
+        let d = Policy::from_json("[1]").unwrap().validate().unwrap_err();
+        assert_eq!(d.0[0].to_string(), "error: (policy): must be a table, not a list");
+    }
+}

@@ -1,0 +1,521 @@
+//! The policy model, in the words a PBX administrator uses: zones, services, trunks, networks.
+//!
+//! [`Policy`] is a parsed document (TOML or JSON syntax is right); [`Policy::validate`] turns it
+//! into a [`ValidPolicy`] or returns every problem found, each with its path.
+
+mod catalogue;
+mod decode;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use catalogue::{catalogue, CatalogueEntry};
+pub use decode::ParseError;
+
+use crate::diag::Diagnostic;
+use crate::net::Prefix;
+
+/// One of the five zones a packet's source can belong to (SPEC 2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Zone {
+    /// Everything accepted.
+    Trusted,
+    /// LAN: most services.
+    Local,
+    /// Known external networks: VPN, DMZ, branch office.
+    Other,
+    /// Nobody is trusted.
+    Internet,
+    /// Nothing but RTP.
+    Reject,
+}
+
+impl Zone {
+    /// All zones, in the order the UI lists them.
+    pub const ALL: [Zone; 5] = [
+        Zone::Trusted,
+        Zone::Local,
+        Zone::Other,
+        Zone::Internet,
+        Zone::Reject,
+    ];
+
+    /// The canonical name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Zone::Trusted => "trusted",
+            Zone::Local => "local",
+            Zone::Other => "other",
+            Zone::Internet => "internet",
+            Zone::Reject => "reject",
+        }
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Zone {
+    type Err = ();
+    /// Accepts the canonical names and the aliases `external` (= internet) and `internal`
+    /// (= local).
+    fn from_str(s: &str) -> Result<Zone, ()> {
+        Ok(match s {
+            "trusted" => Zone::Trusted,
+            "local" | "internal" => Zone::Local,
+            "other" => Zone::Other,
+            "internet" | "external" => Zone::Internet,
+            "reject" => Zone::Reject,
+            _ => return Err(()),
+        })
+    }
+}
+
+/// A transport protocol that carries ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L4 {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl fmt::Display for L4 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            L4::Tcp => "tcp",
+            L4::Udp => "udp",
+        })
+    }
+}
+
+/// An inclusive port range; a single port has `first == last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Last port (inclusive).
+    pub last: u16,
+}
+
+impl PortRange {
+    /// A single port.
+    pub fn single(port: u16) -> PortRange {
+        PortRange {
+            first: port,
+            last: port,
+        }
+    }
+
+    /// Whether `port` lies inside.
+    pub fn contains(&self, port: u16) -> bool {
+        self.first <= port && port <= self.last
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    /// `N` or `N-M` with `1 <= N <= M <= 65535`.
+    fn from_str(s: &str) -> Result<PortRange, String> {
+        let num = |t: &str| -> Result<u16, String> {
+            if t.is_empty() || t.len() > 5 || !t.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("is not a port number".into());
+            }
+            match t.parse::<u32>() {
+                Ok(0) => Err("uses port 0, which is not a port".into()),
+                Ok(n) if n <= 65535 => Ok(n as u16),
+                _ => Err("is not a port in 1..=65535".into()),
+            }
+        };
+        match s.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a.trim())?, num(b.trim())?);
+                if a > b {
+                    return Err("is a range whose first port is above its last".into());
+                }
+                Ok(PortRange { first: a, last: b })
+            }
+            None => Ok(PortRange::single(num(s.trim())?)),
+        }
+    }
+}
+
+/// A protocol and a port range, written `udp/5060` or `tcp/9000-9010`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortSpec {
+    /// TCP or UDP.
+    pub proto: L4,
+    /// The ports.
+    pub ports: PortRange,
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.proto, self.ports)
+    }
+}
+
+impl FromStr for PortSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PortSpec, String> {
+        let (proto, ports) = s
+            .split_once('/')
+            .ok_or_else(|| "is not a port spec (udp/N, tcp/N, udp/N-M or tcp/N-M)".to_string())?;
+        let proto = match proto {
+            "udp" => L4::Udp,
+            "tcp" => L4::Tcp,
+            _ => return Err("names a protocol other than udp or tcp".into()),
+        };
+        Ok(PortSpec {
+            proto,
+            ports: ports.parse()?,
+        })
+    }
+}
+
+/// Where traffic comes from: an address or CIDR, or a hostname resolved outside the core.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    /// An address (a /32 or /128 prefix) or a CIDR.
+    Net(Prefix),
+    /// A hostname or DDNS name; its A and AAAA answers are fed into dynamic sets.
+    Host(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Net(p) => write!(f, "{p}"),
+            Source::Host(h) => f.write_str(h),
+        }
+    }
+}
+
+/// A signalling protocol of the PBX (SPEC 2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignallingProtocol {
+    /// res_pjsip.
+    Pjsip,
+    /// chan_sip.
+    Chansip,
+    /// chan_iax2.
+    Iax,
+}
+
+impl SignallingProtocol {
+    /// All three, in catalogue order.
+    pub const ALL: [SignallingProtocol; 3] = [
+        SignallingProtocol::Pjsip,
+        SignallingProtocol::Chansip,
+        SignallingProtocol::Iax,
+    ];
+
+    /// The name of the catalogue service carrying this protocol's signalling.
+    pub fn service_name(self) -> &'static str {
+        match self {
+            SignallingProtocol::Pjsip => "pjsip",
+            SignallingProtocol::Chansip => "chansip",
+            SignallingProtocol::Iax => "iax",
+        }
+    }
+}
+
+impl fmt::Display for SignallingProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.service_name())
+    }
+}
+
+impl FromStr for SignallingProtocol {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "pjsip" => SignallingProtocol::Pjsip,
+            "chansip" => SignallingProtocol::Chansip,
+            "iax" => SignallingProtocol::Iax,
+            _ => return Err(()),
+        })
+    }
+}
+
+/// What the final rule does with a packet nothing accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DenyVerdict {
+    /// Silently discard.
+    Drop,
+    /// Answer with ICMP admin-prohibited or a TCP reset.
+    Reject,
+}
+
+/// A packet rate such as `10/second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rate {
+    /// Packets per unit.
+    pub packets: u32,
+    /// The unit.
+    pub per: RateUnit,
+}
+
+/// The time unit of a [`Rate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RateUnit {
+    /// Per second.
+    Second,
+    /// Per minute.
+    Minute,
+    /// Per hour.
+    Hour,
+    /// Per day.
+    Day,
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per {
+            RateUnit::Second => "second",
+            RateUnit::Minute => "minute",
+            RateUnit::Hour => "hour",
+            RateUnit::Day => "day",
+        };
+        write!(f, "{}/{unit}", self.packets)
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Rate, String> {
+        let bad = || "is not a rate such as 10/second (units: second, minute, hour, day)".to_string();
+        let (n, unit) = s.split_once('/').ok_or_else(bad)?;
+        let packets: u32 = n.trim().parse().map_err(|_| bad())?;
+        if packets == 0 {
+            return Err("is a rate of zero packets".into());
+        }
+        let per = match unit.trim() {
+            "second" | "s" => RateUnit::Second,
+            "minute" | "m" => RateUnit::Minute,
+            "hour" | "h" => RateUnit::Hour,
+            "day" | "d" => RateUnit::Day,
+            _ => return Err(bad()),
+        };
+        Ok(Rate { packets, per })
+    }
+}
+
+/// Global settings (`[settings]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The verdict of the final rule.
+    pub default_verdict: DenyVerdict,
+    /// Echo requests above this rate are dropped.
+    pub icmp_echo_rate: Rate,
+    /// Log what the final rule denies (rate-limited).
+    pub log_denied: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            default_verdict: DenyVerdict::Drop,
+            icmp_echo_rate: Rate {
+                packets: 10,
+                per: RateUnit::Second,
+            },
+            log_denied: false,
+        }
+    }
+}
+
+/// A service: named ports granted to zones (SPEC 2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// The name (`ssh`, `pjsip`, or a custom service's name).
+    pub name: String,
+    /// The ports.
+    pub ports: Vec<PortSpec>,
+    /// The zones granted this service.
+    pub zones: BTreeSet<Zone>,
+    /// The signalling protocol this service carries, for pjsip, chansip and iax.
+    pub signalling: Option<SignallingProtocol>,
+    /// Whether the service is from the built-in catalogue.
+    pub builtin: bool,
+}
+
+/// A network override: a source mapped to a zone (SPEC 2.1 step 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkOverride {
+    /// Address, CIDR or hostname.
+    pub source: Source,
+    /// The zone.
+    pub zone: Zone,
+    /// Free text for people.
+    pub description: Option<String>,
+    /// Position in `networks`, for origins and diagnostics.
+    pub index: usize,
+}
+
+/// A trunk or peer of the PBX (SPEC 2.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trunk {
+    /// The trunk's name in the PBX.
+    pub name: String,
+    /// Which protocol's signalling it may send.
+    pub protocol: SignallingProtocol,
+    /// Address, CIDR or hostname.
+    pub host: Source,
+}
+
+/// A blacklist entry (SPEC 2.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlacklistEntry {
+    /// Address, CIDR or hostname.
+    pub source: Source,
+    /// Position in `blacklist.entries`.
+    pub index: usize,
+}
+
+/// The PBX's own settings (SPEC 2.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pbx {
+    /// The RTP range after removing ports below 1024; `None` when nothing is left.
+    pub rtp: Option<PortRange>,
+    /// The UDPTL (fax) range after removing ports below 1024.
+    pub udptl: Option<PortRange>,
+    /// Trunks and peers.
+    pub trunks: Vec<Trunk>,
+}
+
+/// The responsive layer's settings (SPEC 2.7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Responsive {
+    /// Whether unknown sources may reach signalling ports at all (under the kernel tiers).
+    pub enabled: bool,
+    /// Protocols whose signalling goes through the tiers.
+    pub protocols: BTreeSet<SignallingProtocol>,
+    /// Services every registered device's source gets (SPEC 2.8).
+    pub registered_grants: BTreeSet<String>,
+}
+
+/// A user (extension) with per-user grants (SPEC 2.8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The extension or user name.
+    pub name: String,
+    /// Services that follow the user's registered devices.
+    pub services: BTreeSet<String>,
+}
+
+/// A policy whose every part has been checked. Build one with [`Policy::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidPolicy {
+    /// `[settings]`.
+    pub settings: Settings,
+    /// Interface name → zone.
+    pub interfaces: BTreeMap<String, Zone>,
+    /// Network overrides.
+    pub networks: Vec<NetworkOverride>,
+    /// Every service, catalogue and custom, by name.
+    pub services: BTreeMap<String, Service>,
+    /// `[pbx]`.
+    pub pbx: Pbx,
+    /// The blacklist.
+    pub blacklist: Vec<BlacklistEntry>,
+    /// `[responsive]`.
+    pub responsive: Responsive,
+    /// `[[users]]`.
+    pub users: Vec<User>,
+    /// Warnings found while validating (never errors: those prevent a `ValidPolicy`).
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl ValidPolicy {
+    /// The services carrying signalling of `protocol`.
+    pub fn signalling_service(&self, protocol: SignallingProtocol) -> &Service {
+        &self.services[protocol.service_name()]
+    }
+
+    /// Signalling protocols whose unknown sources go through the responsive tiers.
+    pub fn responsive_protocols(&self) -> impl Iterator<Item = SignallingProtocol> + '_ {
+        self.responsive
+            .protocols
+            .iter()
+            .copied()
+            .filter(|_| self.responsive.enabled)
+    }
+}
+
+/// A parsed policy document: its syntax is right, its meaning not yet checked.
+///
+/// ```
+/// use pbxfw_core::Policy;
+/// let policy = Policy::from_toml(r#"
+///     [interfaces]
+///     eth0 = "external"
+///     eth1 = "internal"
+/// "#).unwrap();
+/// let valid = policy.validate().unwrap();
+/// assert_eq!(valid.interfaces["eth0"], pbxfw_core::Zone::Internet);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    doc: serde_json::Value,
+}
+
+impl Policy {
+    /// Parse TOML text.
+    pub fn from_toml(text: &str) -> Result<Policy, ParseError> {
+        decode::parse_toml(text).map(|doc| Policy { doc })
+    }
+
+    /// Parse JSON text.
+    pub fn from_json(text: &str) -> Result<Policy, ParseError> {
+        decode::parse_json(text).map(|doc| Policy { doc })
+    }
+
+    /// Parse text whose format is given by a file name (`.json` is JSON, anything else TOML).
+    pub fn from_text(text: &str, file_name: &str) -> Result<Policy, ParseError> {
+        if file_name.ends_with(".json") {
+            Policy::from_json(text)
+        } else {
+            Policy::from_toml(text)
+        }
+    }
+
+    /// A policy from an already-parsed JSON value (as Python dicts and C callers give it).
+    pub fn from_value(doc: serde_json::Value) -> Policy {
+        Policy { doc }
+    }
+
+    /// The document as a JSON value.
+    pub fn as_value(&self) -> &serde_json::Value {
+        &self.doc
+    }
+
+    /// Check everything; return a [`ValidPolicy`] (carrying any warnings) or every diagnostic.
+    pub fn validate(&self) -> Result<ValidPolicy, crate::Diagnostics> {
+        decode::validate(&self.doc)
+    }
+}
+
+/// The embedded default policy of a typical PBX: one internet-facing interface, a LAN, a pjsip
+/// trunk, RTP 10000-20000, the responsive layer on.
+pub const DEFAULT_POLICY_TOML: &str = include_str!("default_policy.toml");

@@ -1,0 +1,352 @@
+//! Addresses, prefixes and ranges, in one numeric space per family.
+//!
+//! The IR and the zone classifier work on inclusive `u128` ranges so that IPv4 and IPv6 share one
+//! implementation: an IPv4 address is its 32-bit value, an IPv6 address its 128-bit value, and
+//! the [`Family`] says which space a number belongs to.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// An address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+}
+
+impl Family {
+    /// The family of an address.
+    pub fn of(addr: &IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+
+    /// Number of bits in an address of this family.
+    pub fn bits(self) -> u8 {
+        match self {
+            Family::Ipv4 => 32,
+            Family::Ipv6 => 128,
+        }
+    }
+
+    /// Largest address value of this family.
+    pub fn max_value(self) -> u128 {
+        match self {
+            Family::Ipv4 => u32::MAX as u128,
+            Family::Ipv6 => u128::MAX,
+        }
+    }
+
+    /// The suffix used in set names (`4` or `6`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "4",
+            Family::Ipv6 => "6",
+        }
+    }
+
+    /// Both families, IPv4 first.
+    pub const BOTH: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        })
+    }
+}
+
+/// The numeric value of an address.
+pub fn addr_value(addr: &IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(a) => u32::from(*a) as u128,
+        IpAddr::V6(a) => u128::from(*a),
+    }
+}
+
+/// The address of a numeric value in a family. Values above the family's range are truncated.
+pub fn value_addr(family: Family, value: u128) -> IpAddr {
+    match family {
+        Family::Ipv4 => IpAddr::V4(Ipv4Addr::from(value as u32)),
+        Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(value)),
+    }
+}
+
+/// A network prefix (`192.0.2.0/24`, `2001:db8::/32`); host bits are always zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix {
+    family: Family,
+    start: u128,
+    len: u8,
+}
+
+/// Why a prefix could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    /// The address part is not an IPv4 or IPv6 address.
+    #[error("is not an IP address")]
+    BadAddress,
+    /// The length part is not a number in range for the family.
+    #[error("has a prefix length that is not 0..={max}")]
+    BadLength {
+        /// The family's largest length.
+        max: u8,
+    },
+}
+
+impl Prefix {
+    /// The prefix of `addr` with `len` bits, clearing host bits. `len` must fit the family.
+    pub fn new(addr: IpAddr, len: u8) -> Result<Prefix, PrefixError> {
+        let family = Family::of(&addr);
+        if len > family.bits() {
+            return Err(PrefixError::BadLength { max: family.bits() });
+        }
+        Ok(Prefix {
+            family,
+            start: addr_value(&addr) & mask(family, len),
+            len,
+        })
+    }
+
+    /// A single-address prefix (/32 or /128).
+    pub fn host(addr: IpAddr) -> Prefix {
+        let family = Family::of(&addr);
+        Prefix {
+            family,
+            start: addr_value(&addr),
+            len: family.bits(),
+        }
+    }
+
+    /// Parse `ADDR` or `ADDR/LEN`. Returns the prefix and whether host bits had to be cleared.
+    pub fn parse_lenient(s: &str) -> Result<(Prefix, bool), PrefixError> {
+        let (addr_s, len_s) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr = IpAddr::from_str(addr_s).map_err(|_| PrefixError::BadAddress)?;
+        let family = Family::of(&addr);
+        let len = match len_s {
+            None => family.bits(),
+            Some(l) => {
+                if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(PrefixError::BadLength { max: family.bits() });
+                }
+                l.parse::<u8>()
+                    .ok()
+                    .filter(|n| *n <= family.bits())
+                    .ok_or(PrefixError::BadLength { max: family.bits() })?
+            }
+        };
+        let p = Prefix::new(addr, len)?;
+        Ok((p, p.start != addr_value(&addr)))
+    }
+
+    /// The family.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// The prefix length.
+    pub fn len(&self) -> u8 {
+        self.len
+    }
+
+    /// Always false: a prefix covers at least one address (kept for clippy's `len` convention).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// First address value.
+    pub fn start(&self) -> u128 {
+        self.start
+    }
+
+    /// Last address value.
+    pub fn end(&self) -> u128 {
+        self.start | !mask(self.family, self.len) & self.family.max_value()
+    }
+
+    /// The first address.
+    pub fn addr(&self) -> IpAddr {
+        value_addr(self.family, self.start)
+    }
+
+    /// Whether this prefix covers a single address.
+    pub fn is_host(&self) -> bool {
+        self.len == self.family.bits()
+    }
+
+    /// Whether `addr` lies inside.
+    pub fn contains(&self, addr: &IpAddr) -> bool {
+        Family::of(addr) == self.family && {
+            let v = addr_value(addr);
+            v >= self.start && v <= self.end()
+        }
+    }
+
+    /// Whether `other` lies entirely inside this prefix.
+    pub fn covers(&self, other: &Prefix) -> bool {
+        self.family == other.family && self.start <= other.start && other.end() <= self.end()
+    }
+
+    /// The range this prefix covers.
+    pub fn range(&self) -> Range {
+        Range {
+            family: self.family,
+            first: self.start,
+            last: self.end(),
+        }
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_host() {
+            write!(f, "{}", self.addr())
+        } else {
+            write!(f, "{}/{}", self.addr(), self.len)
+        }
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = PrefixError;
+    /// Strict parse: host bits must be clear.
+    fn from_str(s: &str) -> Result<Prefix, PrefixError> {
+        match Prefix::parse_lenient(s)? {
+            (p, false) => Ok(p),
+            (_, true) => Err(PrefixError::BadAddress),
+        }
+    }
+}
+
+/// The network mask of `len` bits in a family's value space.
+pub fn mask(family: Family, len: u8) -> u128 {
+    let bits = family.bits();
+    if len == 0 {
+        0
+    } else {
+        let ones = u128::MAX << (128 - len as u32);
+        (ones >> (128 - bits as u32)) & family.max_value()
+    }
+}
+
+/// An inclusive range of addresses of one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Range {
+    /// The family.
+    pub family: Family,
+    /// First address value.
+    pub first: u128,
+    /// Last address value (inclusive).
+    pub last: u128,
+}
+
+impl Range {
+    /// Whether `addr` lies inside.
+    pub fn contains(&self, addr: &IpAddr) -> bool {
+        Family::of(addr) == self.family && {
+            let v = addr_value(addr);
+            v >= self.first && v <= self.last
+        }
+    }
+
+    /// The range as a prefix, when it is exactly one.
+    pub fn as_prefix(&self) -> Option<Prefix> {
+        let size = self.last - self.first;
+        if size == u128::MAX {
+            return Some(Prefix {
+                family: self.family,
+                start: 0,
+                len: 0,
+            });
+        }
+        let count = size + 1;
+        if !count.is_power_of_two() || self.first & (count - 1) != 0 {
+            return None;
+        }
+        let host_bits = count.trailing_zeros() as u8;
+        if host_bits > self.family.bits() {
+            return None;
+        }
+        Some(Prefix {
+            family: self.family,
+            start: self.first,
+            len: self.family.bits() - host_bits,
+        })
+    }
+}
+
+impl fmt::Display for Range {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.as_prefix() {
+            Some(p) => write!(f, "{p}"),
+            None => write!(
+                f,
+                "{}-{}",
+                value_addr(self.family, self.first),
+                value_addr(self.family, self.last)
+            ),
+        }
+    }
+}
+
+impl FromStr for Range {
+    type Err = PrefixError;
+    fn from_str(s: &str) -> Result<Range, PrefixError> {
+        match s.split_once('-') {
+            Some((a, b)) => {
+                let a = IpAddr::from_str(a).map_err(|_| PrefixError::BadAddress)?;
+                let b = IpAddr::from_str(b).map_err(|_| PrefixError::BadAddress)?;
+                if Family::of(&a) != Family::of(&b) || addr_value(&a) > addr_value(&b) {
+                    return Err(PrefixError::BadAddress);
+                }
+                Ok(Range {
+                    family: Family::of(&a),
+                    first: addr_value(&a),
+                    last: addr_value(&b),
+                })
+            }
+            None => Ok(Prefix::from_str(s)?.range()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_parse_and_print() {
+        let (p, host_bits) = Prefix::parse_lenient("10.1.2.3/8").unwrap();
+        assert!(host_bits);
+        assert_eq!(p.to_string(), "10.0.0.0/8");
+        assert_eq!(Prefix::from_str("2001:db8::/32").unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(Prefix::from_str("192.0.2.7").unwrap().to_string(), "192.0.2.7");
+        assert!(Prefix::from_str("10.0.0.300").is_err());
+        assert!(Prefix::from_str("10.0.0.0/33").is_err());
+        assert!(Prefix::from_str("::/129").is_err());
+        assert_eq!(Prefix::from_str("0.0.0.0/0").unwrap().end(), u32::MAX as u128);
+        assert_eq!(Prefix::from_str("::/0").unwrap().end(), u128::MAX);
+    }
+
+    #[test]
+    fn range_round_trip() {
+        for s in ["10.0.0.0-10.1.2.2", "10.0.0.0/8", "::/0", "fd00::1-fd00::5", "1.2.3.4"] {
+            assert_eq!(Range::from_str(s).unwrap().to_string(), s);
+        }
+        assert!(Range::from_str("10.0.0.5-10.0.0.1").is_err());
+        assert!(Range::from_str("10.0.0.5-::1").is_err());
+    }
+}
