@@ -1,0 +1,55 @@
+//! Golden IR text and nft scripts for every policy in `testdata/cases/`. `PBXFW_BLESS=1`
+//! rewrites them.
+
+use std::path::{Path, PathBuf};
+
+use pbxfw_core::cases::CaseFile;
+use pbxfw_core::{compile, ir};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn golden(path: &Path, actual: &str) -> Result<(), String> {
+    if std::env::var_os("PBXFW_BLESS").is_some() {
+        std::fs::write(path, actual).unwrap();
+        return Ok(());
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_default();
+    if expected == actual {
+        return Ok(());
+    }
+    let diff = similar::TextDiff::from_lines(&expected, actual)
+        .unified_diff()
+        .header(&path.display().to_string(), "actual")
+        .to_string();
+    Err(format!("{} differs (PBXFW_BLESS=1 to accept):\n{diff}", path.display()))
+}
+
+#[test]
+fn ir_and_nft_match_golden_files() {
+    let mut errors = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(root().join("testdata/cases"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    for path in &files {
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let case = CaseFile::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let rs = compile(&case.policy.validate().unwrap());
+        ir::verify(&rs).unwrap();
+        let text = rs.to_text();
+        assert_eq!(ir::parse(&text).as_ref(), Ok(&rs), "{stem}: parse(print(ir)) != ir");
+        if let Err(e) = golden(&root().join(format!("testdata/golden/{stem}.ir")), &text) {
+            errors.push(e);
+        }
+        let script = pbxfw_nft::lower(&rs, &pbxfw_nft::Options::default()).unwrap();
+        if let Err(e) = golden(&root().join(format!("testdata/golden/{stem}.nft")), &script.text) {
+            errors.push(e);
+        }
+    }
+    assert!(files.len() >= 8, "at least 8 policies in testdata/cases");
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
