@@ -134,7 +134,10 @@ struct Fail(u8, String);
 
 fn read_policy(path: Option<&str>) -> Result<(String, Policy), Fail> {
     let (name, text) = match path {
-        None => ("(default policy)".to_string(), DEFAULT_POLICY_TOML.to_string()),
+        None => (
+            "(default policy)".to_string(),
+            DEFAULT_POLICY_TOML.to_string(),
+        ),
         Some("-") => {
             let mut s = String::new();
             std::io::stdin()
@@ -148,7 +151,8 @@ fn read_policy(path: Option<&str>) -> Result<(String, Policy), Fail> {
             (p.to_string(), text)
         }
     };
-    let policy = Policy::from_text(&text, &name).map_err(|e| Fail(exit::INVALID, format!("{name}: {e}")))?;
+    let policy =
+        Policy::from_text(&text, &name).map_err(|e| Fail(exit::INVALID, format!("{name}: {e}")))?;
     Ok((name, policy))
 }
 
@@ -192,12 +196,11 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                         .map_err(|e| Fail(exit::UNSUPPORTED, format!("nft: {e}")))?;
                     print!("{}", script.text);
                 }
-                Backend::Iptables => {
-                    return Err(Fail(
-                        exit::UNSUPPORTED,
-                        "the iptables backend is not available in this build yet; use --backend nft".into(),
-                    ))
-                }
+                Backend::Iptables => return Err(Fail(
+                    exit::UNSUPPORTED,
+                    "the iptables backend is not available in this build yet; use --backend nft"
+                        .into(),
+                )),
             }
             Ok(exit::OK)
         }
@@ -222,7 +225,10 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 Ok(v) => v.warnings,
                 Err(d) => d.0,
             };
-            let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+            let errors = diags
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
             let warnings = diags.len() - errors;
             match format {
                 Format::Json => {
@@ -271,10 +277,16 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             };
             let ported = matches!(proto, Proto::Udp | Proto::Tcp);
             if ported && dport.is_none() {
-                return Err(Fail(exit::INVALID, "--dport is required for udp and tcp".into()));
+                return Err(Fail(
+                    exit::INVALID,
+                    "--dport is required for udp and tcp".into(),
+                ));
             }
             if !ported && (dport.is_some() || sport.is_some()) {
-                return Err(Fail(exit::INVALID, "--dport and --sport apply to udp and tcp only".into()));
+                return Err(Fail(
+                    exit::INVALID,
+                    "--dport and --sport apply to udp and tcp only".into(),
+                ));
             }
             let mut packet = Packet::new(&iif, src, proto, dport);
             packet.sport = sport;
@@ -306,7 +318,10 @@ fn print_explanation(e: &Explanation) {
     println!("decided by: {}", e.decided_by);
     println!("step:       {} ({})", e.step, e.step_name);
     if let Some(r) = &e.rule {
-        println!("rule:       chain {} rule {}: {}", r.chain, r.index, r.origin);
+        println!(
+            "rule:       chain {} rule {}: {}",
+            r.chain, r.index, r.origin
+        );
     } else {
         println!("rule:       (chain policy)");
     }

@@ -56,6 +56,6 @@ pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use ir::{eval, Decision, DynamicState, Packet, Proto, Ruleset};
 pub use model::{
     catalogue, BlacklistEntry, CatalogueEntry, DenyVerdict, NetworkOverride, ParseError, Pbx,
-    Policy, PortRange, PortSpec, Rate, RateUnit, Responsive, Service, Settings,
-    SignallingProtocol, Source, Trunk, User, ValidPolicy, Zone, DEFAULT_POLICY_TOML, L4,
+    Policy, PortRange, PortSpec, Rate, RateUnit, Responsive, Service, Settings, SignallingProtocol,
+    Source, Trunk, User, ValidPolicy, Zone, DEFAULT_POLICY_TOML, L4,
 };

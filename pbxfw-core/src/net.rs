@@ -157,14 +157,9 @@ impl Prefix {
         self.family
     }
 
-    /// The prefix length.
-    pub fn len(&self) -> u8 {
+    /// The prefix length in bits.
+    pub fn prefix_len(&self) -> u8 {
         self.len
-    }
-
-    /// Always false: a prefix covers at least one address (kept for clippy's `len` convention).
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// First address value.
@@ -332,18 +327,33 @@ mod tests {
         let (p, host_bits) = Prefix::parse_lenient("10.1.2.3/8").unwrap();
         assert!(host_bits);
         assert_eq!(p.to_string(), "10.0.0.0/8");
-        assert_eq!(Prefix::from_str("2001:db8::/32").unwrap().to_string(), "2001:db8::/32");
-        assert_eq!(Prefix::from_str("192.0.2.7").unwrap().to_string(), "192.0.2.7");
+        assert_eq!(
+            Prefix::from_str("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert_eq!(
+            Prefix::from_str("192.0.2.7").unwrap().to_string(),
+            "192.0.2.7"
+        );
         assert!(Prefix::from_str("10.0.0.300").is_err());
         assert!(Prefix::from_str("10.0.0.0/33").is_err());
         assert!(Prefix::from_str("::/129").is_err());
-        assert_eq!(Prefix::from_str("0.0.0.0/0").unwrap().end(), u32::MAX as u128);
+        assert_eq!(
+            Prefix::from_str("0.0.0.0/0").unwrap().end(),
+            u32::MAX as u128
+        );
         assert_eq!(Prefix::from_str("::/0").unwrap().end(), u128::MAX);
     }
 
     #[test]
     fn range_round_trip() {
-        for s in ["10.0.0.0-10.1.2.2", "10.0.0.0/8", "::/0", "fd00::1-fd00::5", "1.2.3.4"] {
+        for s in [
+            "10.0.0.0-10.1.2.2",
+            "10.0.0.0/8",
+            "::/0",
+            "fd00::1-fd00::5",
+            "1.2.3.4",
+        ] {
             assert_eq!(Range::from_str(s).unwrap().to_string(), s);
         }
         assert!(Range::from_str("10.0.0.5-10.0.0.1").is_err());

@@ -36,6 +36,14 @@ fn every_case_gets_its_expected_verdict() {
             }
         }
     }
-    assert!(total >= 60, "the suite must hold at least 60 cases, found {total}");
-    assert!(failures.is_empty(), "{} of {total} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        total >= 60,
+        "the suite must hold at least 60 cases, found {total}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

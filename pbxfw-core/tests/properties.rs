@@ -13,11 +13,24 @@ use pbxfw_core::{
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-const ZONES: &[&str] = &["trusted", "local", "other", "internet", "reject", "external", "internal"];
+const ZONES: &[&str] = &[
+    "trusted", "local", "other", "internet", "reject", "external", "internal",
+];
 const IFACES: &[&str] = &["eth0", "eth1", "eth2", "wg0"];
 const SERVICES: &[&str] = &[
-    "ssh", "http", "https", "ucp", "api", "pjsip", "chansip", "iax", "webrtc", "provisioning",
-    "xmpp", "ntp", "vpn",
+    "ssh",
+    "http",
+    "https",
+    "ucp",
+    "api",
+    "pjsip",
+    "chansip",
+    "iax",
+    "webrtc",
+    "provisioning",
+    "xmpp",
+    "ntp",
+    "vpn",
 ];
 const PORTS: &[u16] = &[
     22, 69, 80, 81, 83, 84, 123, 443, 900, 1194, 1443, 2222, 4000, 4569, 5060, 5061, 5160, 5222,
@@ -35,9 +48,15 @@ fn v6_addr() -> impl Strategy<Value = String> {
 
 fn prefix() -> impl Strategy<Value = String> {
     prop_oneof![
-        (v4_addr(), prop::sample::select(vec![8u8, 15, 16, 24, 30, 32]))
+        (
+            v4_addr(),
+            prop::sample::select(vec![8u8, 15, 16, 24, 30, 32])
+        )
             .prop_map(|(a, l)| format!("{a}/{l}")),
-        (v6_addr(), prop::sample::select(vec![16u8, 32, 63, 64, 127, 128]))
+        (
+            v6_addr(),
+            prop::sample::select(vec![16u8, 32, 63, 64, 127, 128])
+        )
             .prop_map(|(a, l)| format!("{a}/{l}")),
         Just("trunk.example".to_string()),
     ]
@@ -114,29 +133,36 @@ fn probe() -> impl Strategy<Value = Probe> {
         prop::sample::select(PORTS),
         prop::option::of(prop::sample::select(vec![67u16, 547, 5060, 40000])),
         prop::sample::select(vec![1u8, 2, 3, 8, 11, 128, 135, 137, 200]),
-        prop::sample::select(vec![CtState::New, CtState::Established, CtState::Related, CtState::Invalid]),
+        prop::sample::select(vec![
+            CtState::New,
+            CtState::Established,
+            CtState::Related,
+            CtState::Invalid,
+        ]),
         (any::<bool>(), any::<bool>(), services_subset()),
     )
-        .prop_map(|(iif, src, proto, dport, sport, icmp_type, ct, (registered, banned, granted))| {
-            let src: IpAddr = src.parse().unwrap();
-            let proto = match (proto, src.is_ipv4()) {
-                (0, _) => Proto::Udp,
-                (1, _) => Proto::Tcp,
-                (_, true) => Proto::Icmp,
-                (_, false) => Proto::Icmpv6,
-            };
-            let ported = matches!(proto, Proto::Udp | Proto::Tcp);
-            let mut packet = Packet::new(iif, src, proto, ported.then_some(dport));
-            packet.sport = if ported { sport } else { None };
-            packet.icmp_type = (!ported).then_some(icmp_type);
-            packet.ct = ct;
-            Probe {
-                packet,
-                registered,
-                banned,
-                granted,
-            }
-        })
+        .prop_map(
+            |(iif, src, proto, dport, sport, icmp_type, ct, (registered, banned, granted))| {
+                let src: IpAddr = src.parse().unwrap();
+                let proto = match (proto, src.is_ipv4()) {
+                    (0, _) => Proto::Udp,
+                    (1, _) => Proto::Tcp,
+                    (_, true) => Proto::Icmp,
+                    (_, false) => Proto::Icmpv6,
+                };
+                let ported = matches!(proto, Proto::Udp | Proto::Tcp);
+                let mut packet = Packet::new(iif, src, proto, ported.then_some(dport));
+                packet.sport = if ported { sport } else { None };
+                packet.icmp_type = (!ported).then_some(icmp_type);
+                packet.ct = ct;
+                Probe {
+                    packet,
+                    registered,
+                    banned,
+                    granted,
+                }
+            },
+        )
 }
 
 /// Whether a service of `policy` carries (proto, dport).
@@ -165,7 +191,7 @@ fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
         .networks
         .iter()
         .filter_map(|n| match &n.source {
-            Source::Net(pre) if pre.contains(&p.src) => Some((pre.len(), n.zone)),
+            Source::Net(pre) if pre.contains(&p.src) => Some((pre.prefix_len(), n.zone)),
             _ => None,
         })
         .max_by_key(|(len, _)| *len)
@@ -213,7 +239,11 @@ fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
         }
         if p.proto == Proto::Udp {
             let d = p.dport.unwrap();
-            if [policy.pbx.rtp, policy.pbx.udptl].iter().flatten().any(|r| r.contains(d)) {
+            if [policy.pbx.rtp, policy.pbx.udptl]
+                .iter()
+                .flatten()
+                .any(|r| r.contains(d))
+            {
                 return FinalVerdict::Accept;
             }
         }
@@ -225,8 +255,14 @@ fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
             }
         }
         if pr.registered {
-            let signalling = ["pjsip", "chansip", "iax"].iter().any(|s| serves(policy, s, p));
-            let granted = policy.responsive.registered_grants.iter().any(|s| serves(policy, s, p));
+            let signalling = ["pjsip", "chansip", "iax"]
+                .iter()
+                .any(|s| serves(policy, s, p));
+            let granted = policy
+                .responsive
+                .registered_grants
+                .iter()
+                .any(|s| serves(policy, s, p));
             if signalling || granted {
                 return FinalVerdict::Accept;
             }
@@ -306,26 +342,64 @@ proptest! {
 
 fn arbitrary_json() -> impl Strategy<Value = Value> {
     let key = prop::sample::select(vec![
-        "settings", "interfaces", "networks", "services", "custom_services", "pbx", "blacklist",
-        "responsive", "users", "source", "zone", "name", "ports", "zones", "protocol", "host",
-        "entries", "rtp", "trunks", "enabled", "protocols", "services", "ssh", "eth0",
-        "default_verdict", "registered_grants", "bogus",
+        "settings",
+        "interfaces",
+        "networks",
+        "services",
+        "custom_services",
+        "pbx",
+        "blacklist",
+        "responsive",
+        "users",
+        "source",
+        "zone",
+        "name",
+        "ports",
+        "zones",
+        "protocol",
+        "host",
+        "entries",
+        "rtp",
+        "trunks",
+        "enabled",
+        "protocols",
+        "services",
+        "ssh",
+        "eth0",
+        "default_verdict",
+        "registered_grants",
+        "bogus",
     ]);
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
         prop::sample::select(vec![
-            "local", "trusted", "tcp/22", "udp/5060-5061", "10.0.0.0/8", "::/0", "pjsip", "x",
-            "", "10000-20000", "0-0", "a.example", "300", "drop", "udp/70000", "10.0.0.300",
+            "local",
+            "trusted",
+            "tcp/22",
+            "udp/5060-5061",
+            "10.0.0.0/8",
+            "::/0",
+            "pjsip",
+            "x",
+            "",
+            "10000-20000",
+            "0-0",
+            "a.example",
+            "300",
+            "drop",
+            "udp/70000",
+            "10.0.0.300",
         ])
         .prop_map(|s| json!(s)),
     ];
     leaf.prop_recursive(4, 64, 6, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::btree_map(key.clone(), inner, 0..5)
-                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            prop::collection::btree_map(key.clone(), inner, 0..5).prop_map(|m| Value::Object(
+                m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+            )),
         ]
     })
 }
@@ -343,5 +417,8 @@ fn most_generated_policies_are_valid() {
             Policy::from_value(doc).validate().is_ok()
         })
         .count();
-    assert!(valid >= 250, "only {valid} of 500 generated policies are valid");
+    assert!(
+        valid >= 250,
+        "only {valid} of 500 generated policies are valid"
+    );
 }

@@ -165,7 +165,11 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
                 let _ = writeln!(out, "\t\tsize {}", d.size);
             }
         }
-        let _ = writeln!(out, "\t\tcomment \"{}\"", sanitize_comment(&set.comment, 100));
+        let _ = writeln!(
+            out,
+            "\t\tcomment \"{}\"",
+            sanitize_comment(&set.comment, 100)
+        );
         let _ = writeln!(out, "\t}}");
     }
     for (name, map) in &rs.maps {
@@ -176,7 +180,10 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
         let _ = writeln!(out, "\n\tmap {name} {{\n\t\ttype {key}\n\t}}");
     }
     let base = rs.chains.get_key_value(pbxfw_core::ir::INPUT);
-    let others = rs.chains.iter().filter(|(n, c)| c.hook.is_none() && *n != "input");
+    let others = rs
+        .chains
+        .iter()
+        .filter(|(n, c)| c.hook.is_none() && *n != "input");
     for (name, chain) in base.into_iter().chain(others) {
         let _ = writeln!(out, "\n\tchain {name} {{");
         if let Some(policy) = chain.hook {
@@ -184,7 +191,10 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
                 BasePolicy::Accept => "accept",
                 BasePolicy::Drop => "drop",
             };
-            let _ = writeln!(out, "\t\ttype filter hook input priority filter; policy {p};");
+            let _ = writeln!(
+                out,
+                "\t\ttype filter hook input priority filter; policy {p};"
+            );
         }
         for rule in &chain.rules {
             let _ = writeln!(out, "\t\t{}", lower_rule(rs, rule, opts)?);
@@ -223,7 +233,11 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
                 .collect::<Result<_, LowerError>>()?,
         };
         if !entries.is_empty() {
-            let _ = writeln!(out, "add element inet {t} {name} {{ {} }}", entries.join(", "));
+            let _ = writeln!(
+                out,
+                "add element inet {t} {name} {{ {} }}",
+                entries.join(", ")
+            );
         }
     }
     Ok(Script {
@@ -252,7 +266,8 @@ fn lower_rule(rs: &Ruleset, rule: &Rule, opts: &Options) -> Result<String, Lower
     let implied = has(|m| matches!(m, Match::Src(_) | Match::IcmpType(_)))
         || matches!(&rule.verdict, Verdict::Dispatch(m) if matches!(rs.maps.get(m), Some(Map::Src(_))));
     // Ports name their protocol (`udp dport`); state the protocol alone only without them.
-    let proto_implied = has(|m| matches!(m, Match::Dport(_) | Match::Sport(_) | Match::IcmpType(_)));
+    let proto_implied =
+        has(|m| matches!(m, Match::Dport(_) | Match::Sport(_) | Match::IcmpType(_)));
     let l4 = |p: L4Proto| match p {
         L4Proto::Tcp => "tcp",
         L4Proto::Udp => "udp",
@@ -339,7 +354,10 @@ fn lower_rule(rs: &Ruleset, rule: &Rule, opts: &Options) -> Result<String, Lower
                 RateUnit::Hour => "hour",
                 RateUnit::Day => "day",
             };
-            parts.push(format!("limit rate {}/{unit} burst {burst} packets", rate.packets));
+            parts.push(format!(
+                "limit rate {}/{unit} burst {burst} packets",
+                rate.packets
+            ));
         }
     }
     if opts.counters {
@@ -358,7 +376,10 @@ fn lower_rule(rs: &Ruleset, rule: &Rule, opts: &Options) -> Result<String, Lower
             Map::Iif(_) => format!("iifname vmap @{m}"),
         },
     });
-    parts.push(format!("comment \"{}\"", sanitize_comment(&rule.origin, 128)));
+    parts.push(format!(
+        "comment \"{}\"",
+        sanitize_comment(&rule.origin, 128)
+    ));
     Ok(parts.join(" "))
 }
 

@@ -19,11 +19,14 @@ fn golden(path: &Path, actual: &str) -> Result<(), String> {
     if expected == actual {
         return Ok(());
     }
-    let diff = similar::TextDiff::from_lines(&expected, actual)
+    let diff = similar::TextDiff::from_lines(expected.as_str(), actual)
         .unified_diff()
         .header(&path.display().to_string(), "actual")
         .to_string();
-    Err(format!("{} differs (PBXFW_BLESS=1 to accept):\n{diff}", path.display()))
+    Err(format!(
+        "{} differs (PBXFW_BLESS=1 to accept):\n{diff}",
+        path.display()
+    ))
 }
 
 #[test]
@@ -41,12 +44,19 @@ fn ir_and_nft_match_golden_files() {
         let rs = compile(&case.policy.validate().unwrap());
         ir::verify(&rs).unwrap();
         let text = rs.to_text();
-        assert_eq!(ir::parse(&text).as_ref(), Ok(&rs), "{stem}: parse(print(ir)) != ir");
+        assert_eq!(
+            ir::parse(&text).as_ref(),
+            Ok(&rs),
+            "{stem}: parse(print(ir)) != ir"
+        );
         if let Err(e) = golden(&root().join(format!("testdata/golden/{stem}.ir")), &text) {
             errors.push(e);
         }
         let script = pbxfw_nft::lower(&rs, &pbxfw_nft::Options::default()).unwrap();
-        if let Err(e) = golden(&root().join(format!("testdata/golden/{stem}.nft")), &script.text) {
+        if let Err(e) = golden(
+            &root().join(format!("testdata/golden/{stem}.nft")),
+            &script.text,
+        ) {
             errors.push(e);
         }
     }

@@ -25,7 +25,9 @@ use crate::ir::{
     BasePolicy, Chain, CtState, DynamicSet, L4Proto, Map, Match, PortSet, Rule, Ruleset, Set,
     SetKind, SrcMap, StaticSet, Verdict, CLASSIFY, INPUT,
 };
-use crate::model::{DenyVerdict, PortSpec, Rate, RateUnit, SignallingProtocol, Source, ValidPolicy, Zone, L4};
+use crate::model::{
+    DenyVerdict, PortSpec, Rate, RateUnit, SignallingProtocol, Source, ValidPolicy, Zone, L4,
+};
 use crate::net::{Family, Prefix};
 
 /// Capacity of every dynamic set: sized for distributed attacks (SPEC 2.7).
@@ -123,7 +125,13 @@ struct Builder {
 }
 
 impl Builder {
-    fn static_set(&mut self, name: String, family: Family, comment: &str, elems: Vec<(Prefix, String)>) {
+    fn static_set(
+        &mut self,
+        name: String,
+        family: Family,
+        comment: &str,
+        elems: Vec<(Prefix, String)>,
+    ) {
         let set = StaticSet::new(family, elems).expect("elements filtered by family");
         self.rs.sets.insert(
             name,
@@ -171,7 +179,11 @@ fn hostnames<'a>(sources: impl IntoIterator<Item = &'a Source>) -> BTreeSet<Stri
 }
 
 fn join_names<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
-    names.into_iter().map(String::as_str).collect::<Vec<_>>().join(",")
+    names
+        .into_iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Compile a validated policy into the IR.
@@ -186,7 +198,11 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     };
 
     // 1. Loopback.
-    input.push(Rule::new(vec![Match::Iif("lo".into())], Verdict::Accept, "loopback"));
+    input.push(Rule::new(
+        vec![Match::Iif("lo".into())],
+        Verdict::Accept,
+        "loopback",
+    ));
 
     // 2. Blacklist and responsive bans, before anything else (established flows and RTP too).
     let bl_hosts = hostnames(policy.blacklist.iter().map(|e| &e.source));
@@ -285,14 +301,20 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     // 5. Media from every zone, `reject` included.
     if let Some(r) = policy.pbx.rtp {
         input.push(Rule::new(
-            vec![Match::Proto(L4Proto::Udp), Match::Dport(PortSet::new([r]).unwrap())],
+            vec![
+                Match::Proto(L4Proto::Udp),
+                Match::Dport(PortSet::new([r]).unwrap()),
+            ],
             Verdict::Accept,
             "rtp",
         ));
     }
     if let Some(r) = policy.pbx.udptl {
         input.push(Rule::new(
-            vec![Match::Proto(L4Proto::Udp), Match::Dport(PortSet::new([r]).unwrap())],
+            vec![
+                Match::Proto(L4Proto::Udp),
+                Match::Dport(PortSet::new([r]).unwrap()),
+            ],
             Verdict::Accept,
             "udptl",
         ));
@@ -300,7 +322,12 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
 
     // 6. Trunks: their own protocol's signalling ports only.
     for proto in SignallingProtocol::ALL {
-        let trunks: Vec<_> = policy.pbx.trunks.iter().filter(|t| t.protocol == proto).collect();
+        let trunks: Vec<_> = policy
+            .pbx
+            .trunks
+            .iter()
+            .filter(|t| t.protocol == proto)
+            .collect();
         if trunks.is_empty() {
             continue;
         }
@@ -326,7 +353,14 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
             }
             if !hosts.is_empty() {
                 let name = format!("trunk_{proto}_dns{}", f.suffix());
-                b.dynamic_set(name.clone(), f, &format!("{proto} trunks, resolved"), f.bits(), None, hosts.clone());
+                b.dynamic_set(
+                    name.clone(),
+                    f,
+                    &format!("{proto} trunks, resolved"),
+                    f.bits(),
+                    None,
+                    hosts.clone(),
+                );
                 let names: Vec<&String> = trunks
                     .iter()
                     .filter(|t| matches!(t.host, Source::Host(_)))
@@ -356,9 +390,21 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     }
     for f in Family::BOTH {
         let reg = names::registered(f);
-        b.dynamic_set(reg.clone(), f, "registered devices", f.bits(), None, BTreeSet::new());
+        b.dynamic_set(
+            reg.clone(),
+            f,
+            "registered devices",
+            f.bits(),
+            None,
+            BTreeSet::new(),
+        );
         let prefix = [Match::Family(f), Match::Src(reg)];
-        input.extend(port_rules(&prefix, &all_signalling, &Verdict::Accept, "registered"));
+        input.extend(port_rules(
+            &prefix,
+            &all_signalling,
+            &Verdict::Accept,
+            "registered",
+        ));
         for svc in &policy.responsive.registered_grants {
             let ports = by_proto(&policy.services[svc].ports);
             input.extend(port_rules(
@@ -370,7 +416,14 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
         }
         for (svc, users) in &grant_users {
             let set = names::grant(svc, f);
-            b.dynamic_set(set.clone(), f, &format!("per-user grant of {svc}"), f.bits(), None, BTreeSet::new());
+            b.dynamic_set(
+                set.clone(),
+                f,
+                &format!("per-user grant of {svc}"),
+                f.bits(),
+                None,
+                BTreeSet::new(),
+            );
             input.extend(port_rules(
                 &[Match::Family(f), Match::Src(set)],
                 &by_proto(&policy.services[*svc].ports),
@@ -386,7 +439,10 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
 
     // 9. The responsive layer: unknown sources on responsive signalling ports.
     if !responsive_ports.is_empty() {
-        let protos: Vec<String> = policy.responsive_protocols().map(|p| p.to_string()).collect();
+        let protos: Vec<String> = policy
+            .responsive_protocols()
+            .map(|p| p.to_string())
+            .collect();
         b.rs.chains.insert(
             "responsive".into(),
             Chain {
@@ -431,28 +487,57 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
 }
 
 fn icmp_rules(input: &mut Vec<Rule>, echo_rate: Rate) {
-    let icmp = |f: Family, p: L4Proto, types: &[u8], limit: Option<Rate>, v: Verdict, origin: &str| {
-        let mut m = vec![
-            Match::Family(f),
-            Match::Proto(p),
-            Match::IcmpType(types.iter().copied().collect()),
-        ];
-        if let Some(rate) = limit {
-            m.push(Match::Limit {
-                rate,
-                burst: rate.packets,
-            });
-        }
-        Rule::new(m, v, origin)
-    };
+    let icmp =
+        |f: Family, p: L4Proto, types: &[u8], limit: Option<Rate>, v: Verdict, origin: &str| {
+            let mut m = vec![
+                Match::Family(f),
+                Match::Proto(p),
+                Match::IcmpType(types.iter().copied().collect()),
+            ];
+            if let Some(rate) = limit {
+                m.push(Match::Limit {
+                    rate,
+                    burst: rate.packets,
+                });
+            }
+            Rule::new(m, v, origin)
+        };
     use Family::{Ipv4, Ipv6};
     use L4Proto::{Icmp, Icmpv6};
     // Destination unreachable (path MTU), time exceeded, parameter problem.
-    input.push(icmp(Ipv4, Icmp, &[3, 11, 12], None, Verdict::Accept, "icmp: errors"));
-    input.push(icmp(Ipv4, Icmp, &[8], Some(echo_rate), Verdict::Accept, "icmp: echo"));
-    input.push(icmp(Ipv4, Icmp, &[8], None, Verdict::Drop, "icmp: echo above rate"));
+    input.push(icmp(
+        Ipv4,
+        Icmp,
+        &[3, 11, 12],
+        None,
+        Verdict::Accept,
+        "icmp: errors",
+    ));
+    input.push(icmp(
+        Ipv4,
+        Icmp,
+        &[8],
+        Some(echo_rate),
+        Verdict::Accept,
+        "icmp: echo",
+    ));
+    input.push(icmp(
+        Ipv4,
+        Icmp,
+        &[8],
+        None,
+        Verdict::Drop,
+        "icmp: echo above rate",
+    ));
     // Destination unreachable, packet too big, time exceeded, parameter problem.
-    input.push(icmp(Ipv6, Icmpv6, &[1, 2, 3, 4], None, Verdict::Accept, "icmpv6: errors"));
+    input.push(icmp(
+        Ipv6,
+        Icmpv6,
+        &[1, 2, 3, 4],
+        None,
+        Verdict::Accept,
+        "icmpv6: errors",
+    ));
     // Router solicitation/advertisement, neighbour solicitation/advertisement, MLD query and
     // MLDv2 report: without these IPv6 stops working.
     input.push(icmp(
@@ -463,8 +548,22 @@ fn icmp_rules(input: &mut Vec<Rule>, echo_rate: Rate) {
         Verdict::Accept,
         "icmpv6: neighbour discovery",
     ));
-    input.push(icmp(Ipv6, Icmpv6, &[128], Some(echo_rate), Verdict::Accept, "icmpv6: echo"));
-    input.push(icmp(Ipv6, Icmpv6, &[128], None, Verdict::Drop, "icmpv6: echo above rate"));
+    input.push(icmp(
+        Ipv6,
+        Icmpv6,
+        &[128],
+        Some(echo_rate),
+        Verdict::Accept,
+        "icmpv6: echo",
+    ));
+    input.push(icmp(
+        Ipv6,
+        Icmpv6,
+        &[128],
+        None,
+        Verdict::Drop,
+        "icmpv6: echo above rate",
+    ));
     let dhcp = |f: Family, sport: u16, dport: u16, origin: &str| {
         Rule::new(
             vec![
@@ -486,7 +585,13 @@ fn classify(b: &mut Builder, policy: &ValidPolicy) {
     // Hostname overrides and run-time trusts: their addresses are host routes, the longest
     // prefixes there are, so they are checked before the prefix map.
     for zone in Zone::ALL {
-        let hosts = hostnames(policy.networks.iter().filter(|n| n.zone == zone).map(|n| &n.source));
+        let hosts = hostnames(
+            policy
+                .networks
+                .iter()
+                .filter(|n| n.zone == zone)
+                .map(|n| &n.source),
+        );
         if hosts.is_empty() && zone != Zone::Trusted {
             continue;
         }
@@ -545,7 +650,11 @@ fn classify(b: &mut Builder, policy: &ValidPolicy) {
             .map(|(i, z)| (i.clone(), names::zone_chain(*z)))
             .collect();
         b.rs.maps.insert("zone_iif".into(), Map::Iif(entries));
-        rules.push(Rule::new(vec![], Verdict::Dispatch("zone_iif".into()), "zone: interfaces"));
+        rules.push(Rule::new(
+            vec![],
+            Verdict::Dispatch("zone_iif".into()),
+            "zone: interfaces",
+        ));
     }
     rules.push(Rule::new(
         vec![],

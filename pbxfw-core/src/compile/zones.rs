@@ -18,7 +18,11 @@ pub fn flatten(family: Family, overrides: &[(Prefix, Zone)]) -> Vec<(Range, Zone
         .copied()
         .collect();
     // Outer prefixes before the ones they contain: by start, then shorter first.
-    items.sort_by(|a, b| a.0.start().cmp(&b.0.start()).then(a.0.len().cmp(&b.0.len())));
+    items.sort_by(|a, b| {
+        a.0.start()
+            .cmp(&b.0.start())
+            .then(a.0.prefix_len().cmp(&b.0.prefix_len()))
+    });
 
     let mut out: Vec<(Range, Zone)> = Vec::new();
     let mut emit = |first: u128, last: u128, zone: Zone| {
@@ -122,8 +126,14 @@ mod tests {
             ]
         );
         assert_eq!(
-            run(Family::Ipv6, &[("::/0", Zone::Reject), ("ffff::/16", Zone::Local)]),
-            ["::-fffe:ffff:ffff:ffff:ffff:ffff:ffff:ffff reject", "ffff::/16 local"]
+            run(
+                Family::Ipv6,
+                &[("::/0", Zone::Reject), ("ffff::/16", Zone::Local)]
+            ),
+            [
+                "::-fffe:ffff:ffff:ffff:ffff:ffff:ffff:ffff reject",
+                "ffff::/16 local"
+            ]
         );
     }
 

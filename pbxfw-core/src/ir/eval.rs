@@ -208,12 +208,7 @@ fn classify(rs: &Ruleset, packet: &Packet, state: &DynamicState) -> Option<Zone>
 }
 
 /// `None` when a match fails; `Some(origin of the static set element matched, if any)`.
-fn matches(
-    rs: &Ruleset,
-    ms: &[Match],
-    p: &Packet,
-    state: &DynamicState,
-) -> Option<Option<String>> {
+fn matches(rs: &Ruleset, ms: &[Match], p: &Packet, state: &DynamicState) -> Option<Option<String>> {
     let mut element = None;
     let family = Family::of(&p.src);
     for m in ms {

@@ -57,10 +57,12 @@ impl Ruleset {
 
     /// Dynamic sets fed by resolving `hostname`, for the resolver that keeps them fresh.
     pub fn sets_resolving<'a>(&'a self, hostname: &'a str) -> impl Iterator<Item = &'a str> {
-        self.sets.iter().filter_map(move |(name, set)| match &set.kind {
-            SetKind::Dynamic(d) if d.resolves.contains(hostname) => Some(name.as_str()),
-            _ => None,
-        })
+        self.sets
+            .iter()
+            .filter_map(move |(name, set)| match &set.kind {
+                SetKind::Dynamic(d) if d.resolves.contains(hostname) => Some(name.as_str()),
+                _ => None,
+            })
     }
 }
 
@@ -102,7 +104,11 @@ impl StaticSet {
         if let Some((p, _)) = v.iter().find(|(p, _)| p.family() != family) {
             return Err(*p);
         }
-        v.sort_by(|a, b| a.0.start().cmp(&b.0.start()).then(a.0.len().cmp(&b.0.len())));
+        v.sort_by(|a, b| {
+            a.0.start()
+                .cmp(&b.0.start())
+                .then(a.0.prefix_len().cmp(&b.0.prefix_len()))
+        });
         let mut out: Vec<(Prefix, String)> = Vec::with_capacity(v.len());
         for (p, origin) in v {
             if let Some((last, _)) = out.last() {
@@ -170,7 +176,10 @@ impl SrcMap {
     pub fn new(family: Family, entries: Vec<(Range, String)>) -> Result<SrcMap, String> {
         for w in entries.windows(2) {
             if w[0].0.last >= w[1].0.first {
-                return Err(format!("ranges {} and {} overlap or are unsorted", w[0].0, w[1].0));
+                return Err(format!(
+                    "ranges {} and {} overlap or are unsorted",
+                    w[0].0, w[1].0
+                ));
             }
         }
         if let Some((r, _)) = entries.iter().find(|(r, _)| r.family != family) {
@@ -414,7 +423,11 @@ mod tests {
             ],
         )
         .unwrap();
-        let got: Vec<String> = s.elements().iter().map(|(p, o)| format!("{p} {o}")).collect();
+        let got: Vec<String> = s
+            .elements()
+            .iter()
+            .map(|(p, o)| format!("{p} {o}"))
+            .collect();
         assert_eq!(got, ["10.0.0.0/8 b", "192.0.2.0/24 c"]);
         assert_eq!(s.lookup(&"10.9.9.9".parse().unwrap()).unwrap().1, "b");
         assert!(s.lookup(&"11.0.0.0".parse().unwrap()).is_none());
@@ -426,8 +439,14 @@ mod tests {
         let ps = PortSet::new([
             PortRange::single(5061),
             PortRange::single(5060),
-            PortRange { first: 10, last: 20 },
-            PortRange { first: 15, last: 30 },
+            PortRange {
+                first: 10,
+                last: 20,
+            },
+            PortRange {
+                first: 15,
+                last: 30,
+            },
         ])
         .unwrap();
         assert_eq!(ps.to_string(), "10-30,5060-5061");

@@ -162,8 +162,7 @@ fn family(s: &str) -> Result<Family, String> {
 fn name(s: String) -> Result<String, String> {
     if !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
         Ok(s)
@@ -183,7 +182,10 @@ fn kv<'a>(w: &'a str, k: &str) -> Option<&'a str> {
 fn ports(s: &str) -> Result<PortSet, String> {
     let ranges = s
         .split(',')
-        .map(|p| p.parse::<PortRange>().map_err(|m| format!("port {p:?} {m}")))
+        .map(|p| {
+            p.parse::<PortRange>()
+                .map_err(|m| format!("port {p:?} {m}"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let set = PortSet::new(ranges).ok_or("empty port list")?;
     if set.to_string() != s {
@@ -282,8 +284,8 @@ impl Parser<'_> {
                 }
                 self.line_no = end;
                 let n_in = elems.len();
-                let s = StaticSet::new(fam, elems)
-                    .map_err(|p| format!("element {p} is not {fam}"))?;
+                let s =
+                    StaticSet::new(fam, elems).map_err(|p| format!("element {p} is not {fam}"))?;
                 if s.elements().len() != n_in {
                     return Err(format!("set {n} has overlapping elements"));
                 }
@@ -416,7 +418,9 @@ fn rule(mut c: Cursor) -> Result<Rule, String> {
             "sport" => Match::Sport(ports(&c.word("ports")?)?),
             "src" => {
                 let s = c.word("@set")?;
-                Match::Src(name(s.strip_prefix('@').ok_or("expected @set")?.to_string())?)
+                Match::Src(name(
+                    s.strip_prefix('@').ok_or("expected @set")?.to_string(),
+                )?)
             }
             "ct" => {
                 let states = c
@@ -474,8 +478,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_line() {
-        let e = parse("pbxfw-ir 1\nchain input hook=input policy=drop {\n  -> frobnicate \"x\"\n}\n")
-            .unwrap_err();
+        let e =
+            parse("pbxfw-ir 1\nchain input hook=input policy=drop {\n  -> frobnicate \"x\"\n}\n")
+                .unwrap_err();
         assert_eq!(e.line, 3);
         assert!(e.message.contains("frobnicate"));
         assert_eq!(parse("").unwrap_err().message, "empty IR text");
@@ -486,7 +491,10 @@ mod tests {
     fn strings_with_escapes_round_trip() {
         let text = "pbxfw-ir 1\nchain x {\n  iif \"a\\\"b\\\\c\\u{7}\" -> accept \"o\\\"k\"\n}\n";
         let rs = parse(text).unwrap();
-        assert_eq!(rs.chains["x"].rules[0].matches[0], Match::Iif("a\"b\\c\u{7}".into()));
+        assert_eq!(
+            rs.chains["x"].rules[0].matches[0],
+            Match::Iif("a\"b\\c\u{7}".into())
+        );
         assert_eq!(rs.to_text(), text);
     }
 }

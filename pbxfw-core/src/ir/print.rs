@@ -97,7 +97,7 @@ fn print_chain(out: &mut String, name: &str, chain: &Chain) {
     }
     out.push_str(" {\n");
     for rule in &chain.rules {
-        out.push_str(" ");
+        out.push(' ');
         for m in &rule.matches {
             out.push(' ');
             print_match(out, m);

@@ -41,8 +41,7 @@ fn fail(at: impl Into<String>, message: impl Into<String>) -> VerifyError {
 fn name_ok(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
-        && n
-            .bytes()
+        && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
@@ -55,7 +54,10 @@ pub fn verify(rs: &Ruleset) -> Result<(), VerifyError> {
         .map(|(n, _)| n)
         .collect();
     if bases.len() != 1 || bases[0] != INPUT {
-        return Err(fail("ruleset", format!("base chains {bases:?}, expected exactly [\"input\"]")));
+        return Err(fail(
+            "ruleset",
+            format!("base chains {bases:?}, expected exactly [\"input\"]"),
+        ));
     }
     let target_ok = |c: &str| rs.chains.get(c).is_some_and(|c| c.hook.is_none());
 
@@ -196,10 +198,10 @@ fn check_matches(rs: &Ruleset, at: &str, matches: &[Match]) -> Result<(), Verify
                     return Err(fail(at, format!("src @{s} without family {}", set.family)));
                 }
             }
-            Match::Dport(_) | Match::Sport(_) => {
-                if !matches!(proto, Some(L4Proto::Tcp | L4Proto::Udp)) {
-                    return Err(fail(at, "port match without proto tcp or udp"));
-                }
+            Match::Dport(_) | Match::Sport(_)
+                if !matches!(proto, Some(L4Proto::Tcp | L4Proto::Udp)) =>
+            {
+                return Err(fail(at, "port match without proto tcp or udp"));
             }
             Match::IcmpType(t) => {
                 let ok = matches!(

@@ -1,6 +1,6 @@
 //! The built-in service catalogue (SPEC 2.2).
 
-use super::{L4, PortRange, PortSpec, SignallingProtocol, Zone};
+use super::{PortRange, PortSpec, SignallingProtocol, Zone, L4};
 
 /// One built-in service with its default ports and zones.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +26,8 @@ fn p(proto: L4, first: u16, last: u16) -> PortSpec {
 
 /// The catalogue, in SPEC order.
 pub fn catalogue() -> Vec<CatalogueEntry> {
-    use L4::{Tcp, Udp};
     use Zone::{Internet, Local, Other};
+    use L4::{Tcp, Udp};
     let e = |name, description, ports, zones, signalling| CatalogueEntry {
         name,
         description,
@@ -36,9 +36,27 @@ pub fn catalogue() -> Vec<CatalogueEntry> {
         signalling,
     };
     vec![
-        e("ssh", "secure shell", vec![p(Tcp, 22, 22)], vec![Local], None),
-        e("http", "admin web interface", vec![p(Tcp, 80, 80)], vec![Local], None),
-        e("https", "admin web interface over TLS", vec![p(Tcp, 443, 443)], vec![Local], None),
+        e(
+            "ssh",
+            "secure shell",
+            vec![p(Tcp, 22, 22)],
+            vec![Local],
+            None,
+        ),
+        e(
+            "http",
+            "admin web interface",
+            vec![p(Tcp, 80, 80)],
+            vec![Local],
+            None,
+        ),
+        e(
+            "https",
+            "admin web interface over TLS",
+            vec![p(Tcp, 443, 443)],
+            vec![Local],
+            None,
+        ),
         e(
             "ucp",
             "user control panel",
@@ -88,8 +106,20 @@ pub fn catalogue() -> Vec<CatalogueEntry> {
             vec![Other, Local],
             None,
         ),
-        e("xmpp", "XMPP chat", vec![p(Tcp, 5222, 5222)], vec![Local], None),
-        e("ntp", "time service", vec![p(Udp, 123, 123)], vec![Local], None),
+        e(
+            "xmpp",
+            "XMPP chat",
+            vec![p(Tcp, 5222, 5222)],
+            vec![Local],
+            None,
+        ),
+        e(
+            "ntp",
+            "time service",
+            vec![p(Udp, 123, 123)],
+            vec![Local],
+            None,
+        ),
         e(
             "vpn",
             "OpenVPN",

@@ -153,7 +153,10 @@ impl Cx {
                 self.err(
                     &key(path, k),
                     None,
-                    format!("is not a known key here (expected one of: {})", known.join(", ")),
+                    format!(
+                        "is not a known key here (expected one of: {})",
+                        known.join(", ")
+                    ),
                 );
             }
         }
@@ -267,7 +270,11 @@ impl Cx {
             }
         }
         if ok && out.is_empty() {
-            self.err(path, None, "must list at least one port (udp/N, tcp/N, udp/N-M, tcp/N-M)");
+            self.err(
+                path,
+                None,
+                "must list at least one port (udp/N, tcp/N, udp/N-M, tcp/N-M)",
+            );
             return None;
         }
         ok.then_some(out)
@@ -293,7 +300,11 @@ impl Cx {
     fn description(&mut self, v: &Value, path: &str) -> Option<String> {
         let s = self.string(v, path)?;
         if s.chars().count() > MAX_DESCRIPTION {
-            self.err(path, Some(s), format!("is longer than {MAX_DESCRIPTION} characters"));
+            self.err(
+                path,
+                Some(s),
+                format!("is longer than {MAX_DESCRIPTION} characters"),
+            );
             return None;
         }
         Some(s.to_string())
@@ -371,12 +382,15 @@ pub(crate) fn parse_source(s: &str) -> Result<(Source, bool), String> {
     const NOT_ANY: &str = "is neither an address, a CIDR nor a hostname";
     match Prefix::parse_lenient(s) {
         Ok((p, host_bits)) => Ok((Source::Net(p), host_bits)),
-        Err(PrefixError::BadLength { max }) if s.contains('/') && addr_part_ok(s) => Err(format!(
-            "has a prefix length outside 0..={max}"
-        )),
+        Err(PrefixError::BadLength { max }) if s.contains('/') && addr_part_ok(s) => {
+            Err(format!("has a prefix length outside 0..={max}"))
+        }
         Err(_) => {
             if is_hostname(s) {
-                Ok((Source::Host(s.trim_end_matches('.').to_ascii_lowercase()), false))
+                Ok((
+                    Source::Host(s.trim_end_matches('.').to_ascii_lowercase()),
+                    false,
+                ))
             } else {
                 Err(NOT_ANY.into())
             }
@@ -412,8 +426,7 @@ fn is_interface_name(s: &str) -> bool {
         && s.len() <= 15
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
 }
 
@@ -422,8 +435,7 @@ fn is_service_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
         && s.as_bytes()[0].is_ascii_lowercase()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
@@ -495,8 +507,11 @@ pub(super) fn validate(doc: &Value) -> Result<ValidPolicy, Diagnostics> {
 fn settings(cx: &mut Cx, v: Option<&Value>) -> Settings {
     let mut s = Settings::default();
     let Some(v) = v else { return s };
-    let Some(m) = cx.table(v, "settings", &["default_verdict", "icmp_echo_rate", "log_denied"])
-    else {
+    let Some(m) = cx.table(
+        v,
+        "settings",
+        &["default_verdict", "icmp_echo_rate", "log_denied"],
+    ) else {
         return s;
     };
     if let Some(v) = m.get("default_verdict") {
@@ -517,7 +532,10 @@ fn settings(cx: &mut Cx, v: Option<&Value>) -> Settings {
             }
         }
     }
-    if let Some(b) = m.get("log_denied").and_then(|v| cx.boolean(v, "settings.log_denied")) {
+    if let Some(b) = m
+        .get("log_denied")
+        .and_then(|v| cx.boolean(v, "settings.log_denied"))
+    {
         s.log_denied = b;
     }
     s
@@ -549,7 +567,11 @@ fn interfaces(cx: &mut Cx, v: Option<&Value>) -> BTreeMap<String, Zone> {
             );
         }
         if name == "lo" {
-            cx.warn(&path, Some(name), "is loopback, which is always accepted; its zone has no effect");
+            cx.warn(
+                &path,
+                Some(name),
+                "is loopback, which is always accepted; its zone has no effect",
+            );
         }
         out.insert(name.clone(), zone);
     }
@@ -588,10 +610,16 @@ fn services(cx: &mut Cx, v: Option<&Value>) -> BTreeMap<String, Service> {
         let Some(t) = cx.table(body, &path, &["zones", "ports"]) else {
             continue;
         };
-        if let Some(z) = t.get("zones").and_then(|v| cx.zones(v, &key(&path, "zones"))) {
+        if let Some(z) = t
+            .get("zones")
+            .and_then(|v| cx.zones(v, &key(&path, "zones")))
+        {
             svc.zones = z;
         }
-        if let Some(p) = t.get("ports").and_then(|v| cx.port_specs(v, &key(&path, "ports"))) {
+        if let Some(p) = t
+            .get("ports")
+            .and_then(|v| cx.port_specs(v, &key(&path, "ports")))
+        {
             svc.ports = p;
         }
     }
@@ -696,11 +724,14 @@ fn networks(cx: &mut Cx, v: Option<&Value>) -> Vec<NetworkOverride> {
         };
         let written = source.to_string();
         if let Source::Net(p) = &source {
-            if p.len() == 0 {
+            if p.prefix_len() == 0 {
                 cx.warn(
                     &key(&path, "source"),
                     Some(&written),
-                    format!("covers every {} address: all of them are zone {zone}", p.family()),
+                    format!(
+                        "covers every {} address: all of them are zone {zone}",
+                        p.family()
+                    ),
                 );
             }
         }
@@ -790,7 +821,11 @@ fn pbx(cx: &mut Cx, v: Option<&Value>) -> Pbx {
         let protocol = match t.get("protocol") {
             Some(v) => cx.string(v, &key(&path, "protocol")).and_then(|s| {
                 s.parse::<SignallingProtocol>().ok().or_else(|| {
-                    cx.err(&key(&path, "protocol"), Some(s), "is not pjsip, chansip or iax");
+                    cx.err(
+                        &key(&path, "protocol"),
+                        Some(s),
+                        "is not pjsip, chansip or iax",
+                    );
                     None
                 })
             }),
@@ -807,7 +842,7 @@ fn pbx(cx: &mut Cx, v: Option<&Value>) -> Pbx {
             }
         };
         if let Some(Source::Net(p)) = &host {
-            if p.len() == 0 {
+            if p.prefix_len() == 0 {
                 cx.err(
                     &key(&path, "host"),
                     Some(&p.to_string()),
@@ -848,7 +883,7 @@ fn blacklist(cx: &mut Cx, v: Option<&Value>) -> Vec<BlacklistEntry> {
             continue;
         };
         if let Source::Net(p) = &source {
-            if p.len() == 0 {
+            if p.prefix_len() == 0 {
                 cx.err(
                     &path,
                     Some(&p.to_string()),
@@ -882,7 +917,11 @@ fn service_names(
         if services.contains_key(s) {
             out.insert(s.to_string());
         } else {
-            cx.err(&idx(path, i), Some(s), "is not a catalogue or custom service");
+            cx.err(
+                &idx(path, i),
+                Some(s),
+                "is not a catalogue or custom service",
+            );
         }
     }
     out
@@ -897,11 +936,18 @@ fn responsive(cx: &mut Cx, v: Option<&Value>, services: &BTreeMap<String, Servic
         registered_grants: ["ucp", "provisioning"].map(String::from).into(),
     };
     let Some(m) = v.and_then(|v| {
-        cx.table(v, "responsive", &["enabled", "protocols", "registered_grants"])
+        cx.table(
+            v,
+            "responsive",
+            &["enabled", "protocols", "registered_grants"],
+        )
     }) else {
         return r;
     };
-    if let Some(b) = m.get("enabled").and_then(|v| cx.boolean(v, "responsive.enabled")) {
+    if let Some(b) = m
+        .get("enabled")
+        .and_then(|v| cx.boolean(v, "responsive.enabled"))
+    {
         r.enabled = b;
     }
     if let Some(v) = m.get("protocols") {
@@ -1050,7 +1096,13 @@ mod tests {
             .unwrap();
         assert_eq!(v.interfaces["eth0"], Zone::Internet);
         assert_eq!(v.interfaces["eth1"], Zone::Local);
-        assert_eq!(v.pbx.rtp, Some(PortRange { first: 10000, last: 20000 }));
+        assert_eq!(
+            v.pbx.rtp,
+            Some(PortRange {
+                first: 10000,
+                last: 20000
+            })
+        );
         assert!(v.responsive.enabled);
         assert!(v.warnings.is_empty());
     }
@@ -1062,7 +1114,9 @@ mod tests {
         assert!(!is_hostname("10.0.0.300"));
         assert!(!is_hostname("-bad.example"));
         assert!(!is_hostname("a..b"));
-        assert!(matches!(parse_source("Alice.Example."), Ok((Source::Host(h), false)) if h == "alice.example"));
+        assert!(
+            matches!(parse_source("Alice.Example."), Ok((Source::Host(h), false)) if h == "alice.example")
+        );
         assert_eq!(
             parse_source("10.0.0.0/40").unwrap_err(),
             "has a prefix length outside 0..=32"
@@ -1078,12 +1132,18 @@ mod tests {
 
     #[test]
     fn syntax_errors() {
-        assert!(matches!(Policy::from_toml("[x"), Err(ParseError::Toml { .. })));
+        assert!(matches!(
+            Policy::from_toml("[x"),
+            Err(ParseError::Toml { .. })
+        ));
         assert!(matches!(
             Policy::from_json("{\n\"a\": }"),
             Err(ParseError::Json { line: 2, .. })
         ));
         let d = Policy::from_json("[1]").unwrap().validate().unwrap_err();
-        assert_eq!(d.0[0].to_string(), "error: (policy): must be a table, not a list");
+        assert_eq!(
+            d.0[0].to_string(),
+            "error: (policy): must be a table, not a list"
+        );
     }
 }

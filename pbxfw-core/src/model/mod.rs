@@ -304,7 +304,8 @@ impl fmt::Display for Rate {
 impl FromStr for Rate {
     type Err = String;
     fn from_str(s: &str) -> Result<Rate, String> {
-        let bad = || "is not a rate such as 10/second (units: second, minute, hour, day)".to_string();
+        let bad =
+            || "is not a rate such as 10/second (units: second, minute, hour, day)".to_string();
         let (n, unit) = s.split_once('/').ok_or_else(bad)?;
         let packets: u32 = n.trim().parse().map_err(|_| bad())?;
         if packets == 0 {

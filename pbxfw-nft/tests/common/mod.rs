@@ -1,0 +1,97 @@
+//! Network namespaces for kernel tests: created per test, removed on drop (also on panic).
+
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+/// Whether kernel tests are switched off for this run (`PBXFW_SKIP_KERNEL=1`). Without that
+/// variable they run, and fail loudly when the machine cannot run them (not root, no nft).
+pub fn skipped() -> bool {
+    if std::env::var_os("PBXFW_SKIP_KERNEL").is_some() {
+        eprintln!("kernel test skipped: PBXFW_SKIP_KERNEL is set");
+        return true;
+    }
+    false
+}
+
+/// A network namespace that is deleted when dropped.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Create `pbxfw-test-<tag>-<pid>`, first removing leftovers with the same tag.
+    pub fn new(tag: &str) -> Netns {
+        let prefix = format!("pbxfw-test-{tag}-");
+        if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let name = line.split_whitespace().next().unwrap_or("");
+                if name.starts_with(&prefix) {
+                    let _ = Command::new("ip").args(["netns", "del", name]).status();
+                }
+            }
+        }
+        let name = format!("{prefix}{}", std::process::id());
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("the ip command (iproute2) is installed");
+        assert!(
+            out.status.success(),
+            "ip netns add {name} failed (kernel tests need root; PBXFW_SKIP_KERNEL=1 skips them): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ns = Netns { name };
+        ns.run(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Run a command inside the namespace; returns its output.
+    pub fn exec(&self, argv: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(argv)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"))
+    }
+
+    /// Run a command inside the namespace with stdin; returns its output.
+    pub fn exec_stdin(&self, argv: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(argv)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"));
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Run a command that must succeed; returns its stdout.
+    pub fn run(&self, argv: &[&str]) -> String {
+        let out = self.exec(argv);
+        assert!(
+            out.status.success(),
+            "{argv:?} failed in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
