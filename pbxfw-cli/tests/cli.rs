@@ -1,0 +1,91 @@
+//! The `pbxfw` binary: outputs and exit codes as documented in `--help`.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn pbxfw(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pbxfw"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn compile_without_policy_uses_the_default_pbx_policy() {
+    let out = pbxfw(&["compile"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("table inet pbxfw {"));
+    assert!(s.contains("add element inet pbxfw trunk_pjsip4 { 203.0.113.10 }"));
+    let ir = pbxfw(&["compile", "--ir"], None);
+    assert!(text(&ir.stdout).starts_with("pbxfw-ir 1\n"));
+}
+
+#[test]
+fn explain_json_names_verdict_zone_and_deciding_object() {
+    let out = pbxfw(
+        &["explain", "--in", "eth0", "--src", "203.0.113.10", "--proto", "udp", "--dport", "5060", "--format", "json"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "accept");
+    assert_eq!(v["zone"], "internet");
+    assert_eq!(v["decided_by"], "trunk:provider");
+    assert_eq!(v["step"], 6);
+
+    let out = pbxfw(
+        &["explain", "-", "--in", "eth9", "--src", "2001:db8::1", "--proto", "tcp", "--dport", "22", "--registered", "--format", "json"],
+        Some("[interfaces]\neth0 = \"local\"\n"),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["verdict"].as_str(), v["zone"].as_str()), (Some("drop"), Some("internet")));
+}
+
+#[test]
+fn check_reports_every_problem_and_exits_by_severity() {
+    let bad = "[settings]\ndefault_verdict = \"maybe\"\n[[networks]]\nsource = \"10.0.0.300\"\nzone = \"lan\"\n";
+    let out = pbxfw(&["check", "-"], Some(bad));
+    assert_eq!(out.status.code(), Some(2));
+    let s = text(&out.stdout);
+    assert!(s.contains("settings.default_verdict: \"maybe\" is not \"drop\" or \"reject\""), "{s}");
+    assert!(s.contains("networks[0].source: \"10.0.0.300\" is neither an address, a CIDR nor a hostname"), "{s}");
+    assert!(s.contains("networks[0].zone: \"lan\" is not a zone"), "{s}");
+
+    let json = pbxfw(&["check", "-", "--format", "json"], Some(bad));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["errors"], 3);
+    assert_eq!(v["diagnostics"][1]["path"], "networks[0].source");
+
+    let warn = "[interfaces]\neth0 = \"trusted\"\n";
+    assert_eq!(pbxfw(&["check", "-"], Some(warn)).status.code(), Some(0));
+    assert_eq!(pbxfw(&["check", "-", "--strict"], Some(warn)).status.code(), Some(1));
+}
+
+#[test]
+fn bad_input_gets_a_message_and_an_exit_code_never_a_panic() {
+    let missing = pbxfw(&["compile", "/nonexistent/pbxfw.toml"], None);
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(text(&missing.stderr).contains("cannot read"));
+    let syntax = pbxfw(&["compile", "-"], Some("[x"));
+    assert_eq!(syntax.status.code(), Some(2));
+    assert!(text(&syntax.stderr).contains("TOML syntax error"));
+    let ipt = pbxfw(&["compile", "--backend", "iptables"], None);
+    assert_eq!(ipt.status.code(), Some(4));
+    let no_port = pbxfw(&["explain", "--in", "eth0", "--src", "192.0.2.1", "--proto", "udp"], None);
+    assert_eq!(no_port.status.code(), Some(2));
+    for out in [missing, syntax, ipt, no_port] {
+        assert!(!text(&out.stderr).contains("panicked"));
+    }
+}
