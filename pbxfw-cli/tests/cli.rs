@@ -35,7 +35,19 @@ fn compile_without_policy_uses_the_default_pbx_policy() {
 #[test]
 fn explain_json_names_verdict_zone_and_deciding_object() {
     let out = pbxfw(
-        &["explain", "--in", "eth0", "--src", "203.0.113.10", "--proto", "udp", "--dport", "5060", "--format", "json"],
+        &[
+            "explain",
+            "--in",
+            "eth0",
+            "--src",
+            "203.0.113.10",
+            "--proto",
+            "udp",
+            "--dport",
+            "5060",
+            "--format",
+            "json",
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(0));
@@ -46,11 +58,28 @@ fn explain_json_names_verdict_zone_and_deciding_object() {
     assert_eq!(v["step"], 6);
 
     let out = pbxfw(
-        &["explain", "-", "--in", "eth9", "--src", "2001:db8::1", "--proto", "tcp", "--dport", "22", "--registered", "--format", "json"],
+        &[
+            "explain",
+            "-",
+            "--in",
+            "eth9",
+            "--src",
+            "2001:db8::1",
+            "--proto",
+            "tcp",
+            "--dport",
+            "22",
+            "--registered",
+            "--format",
+            "json",
+        ],
         Some("[interfaces]\neth0 = \"local\"\n"),
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((v["verdict"].as_str(), v["zone"].as_str()), (Some("drop"), Some("internet")));
+    assert_eq!(
+        (v["verdict"].as_str(), v["zone"].as_str()),
+        (Some("drop"), Some("internet"))
+    );
 }
 
 #[test]
@@ -59,8 +88,16 @@ fn check_reports_every_problem_and_exits_by_severity() {
     let out = pbxfw(&["check", "-"], Some(bad));
     assert_eq!(out.status.code(), Some(2));
     let s = text(&out.stdout);
-    assert!(s.contains("settings.default_verdict: \"maybe\" is not \"drop\" or \"reject\""), "{s}");
-    assert!(s.contains("networks[0].source: \"10.0.0.300\" is neither an address, a CIDR nor a hostname"), "{s}");
+    assert!(
+        s.contains("settings.default_verdict: \"maybe\" is not \"drop\" or \"reject\""),
+        "{s}"
+    );
+    assert!(
+        s.contains(
+            "networks[0].source: \"10.0.0.300\" is neither an address, a CIDR nor a hostname"
+        ),
+        "{s}"
+    );
     assert!(s.contains("networks[0].zone: \"lan\" is not a zone"), "{s}");
 
     let json = pbxfw(&["check", "-", "--format", "json"], Some(bad));
@@ -70,7 +107,10 @@ fn check_reports_every_problem_and_exits_by_severity() {
 
     let warn = "[interfaces]\neth0 = \"trusted\"\n";
     assert_eq!(pbxfw(&["check", "-"], Some(warn)).status.code(), Some(0));
-    assert_eq!(pbxfw(&["check", "-", "--strict"], Some(warn)).status.code(), Some(1));
+    assert_eq!(
+        pbxfw(&["check", "-", "--strict"], Some(warn)).status.code(),
+        Some(1)
+    );
 }
 
 #[test]
@@ -83,7 +123,18 @@ fn bad_input_gets_a_message_and_an_exit_code_never_a_panic() {
     assert!(text(&syntax.stderr).contains("TOML syntax error"));
     let ipt = pbxfw(&["compile", "--backend", "iptables"], None);
     assert_eq!(ipt.status.code(), Some(4));
-    let no_port = pbxfw(&["explain", "--in", "eth0", "--src", "192.0.2.1", "--proto", "udp"], None);
+    let no_port = pbxfw(
+        &[
+            "explain",
+            "--in",
+            "eth0",
+            "--src",
+            "192.0.2.1",
+            "--proto",
+            "udp",
+        ],
+        None,
+    );
     assert_eq!(no_port.status.code(), Some(2));
     for out in [missing, syntax, ipt, no_port] {
         assert!(!text(&out.stderr).contains("panicked"));

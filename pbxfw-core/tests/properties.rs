@@ -274,8 +274,10 @@ fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
                 }
             }
         }
-        if zone == Zone::Trusted {
-            return FinalVerdict::Accept;
+        match zone {
+            Zone::Trusted => return FinalVerdict::Accept,
+            Zone::Reject => return deny,
+            _ => {}
         }
         if policy
             .services

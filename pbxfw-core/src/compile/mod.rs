@@ -26,7 +26,8 @@ use crate::ir::{
     SetKind, SrcMap, StaticSet, Verdict, CLASSIFY, INPUT,
 };
 use crate::model::{
-    DenyVerdict, PortSpec, Rate, RateUnit, SignallingProtocol, Source, ValidPolicy, Zone, L4,
+    DenyVerdict, PortRange, PortSpec, Rate, RateUnit, SignallingProtocol, Source, ValidPolicy,
+    Zone, L4,
 };
 use crate::net::{Family, Prefix};
 
@@ -298,26 +299,25 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     // 4. ICMP essentials and DHCP replies.
     icmp_rules(&mut input, policy.settings.icmp_echo_rate);
 
-    // 5. Media from every zone, `reject` included.
-    if let Some(r) = policy.pbx.rtp {
-        input.push(Rule::new(
-            vec![
-                Match::Proto(L4Proto::Udp),
-                Match::Dport(PortSet::new([r]).unwrap()),
-            ],
-            Verdict::Accept,
-            "rtp",
-        ));
-    }
-    if let Some(r) = policy.pbx.udptl {
-        input.push(Rule::new(
-            vec![
-                Match::Proto(L4Proto::Udp),
-                Match::Dport(PortSet::new([r]).unwrap()),
-            ],
-            Verdict::Accept,
-            "udptl",
-        ));
+    // 5. Media from every zone, `reject` included. A media range never opens a UDP port the
+    // PBX uses for signalling (Asterisk's default UDPTL range 4000-4999 contains IAX's 4569):
+    // Asterisk cannot allocate media on a port it is bound to, and opening it to every zone
+    // would bypass trunks, zones and the responsive layer. Validation warns about the overlap.
+    let signalling_udp: Vec<PortRange> = SignallingProtocol::ALL
+        .iter()
+        .flat_map(|p| policy.signalling_service(*p).ports.iter())
+        .filter(|s| s.proto == L4::Udp)
+        .map(|s| s.ports)
+        .collect();
+    for (range, origin) in [(policy.pbx.rtp, "rtp"), (policy.pbx.udptl, "udptl")] {
+        let Some(range) = range else { continue };
+        if let Some(ports) = PortSet::new(subtract(range, &signalling_udp)) {
+            input.push(Rule::new(
+                vec![Match::Proto(L4Proto::Udp), Match::Dport(ports)],
+                Verdict::Accept,
+                origin,
+            ));
+        }
     }
 
     // 6. Trunks: their own protocol's signalling ports only.
@@ -434,7 +434,7 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     }
 
     // 8. Zones.
-    classify(&mut b, policy);
+    classify(&mut b, policy, &deny);
     input.push(Rule::new(vec![], Verdict::Jump(CLASSIFY.into()), "zones"));
 
     // 9. The responsive layer: unknown sources on responsive signalling ports.
@@ -484,6 +484,36 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     );
     debug_assert_eq!(crate::ir::verify(&b.rs), Ok(()));
     b.rs
+}
+
+/// `range` without the ports in `holes`.
+pub fn subtract(range: PortRange, holes: &[PortRange]) -> Vec<PortRange> {
+    let mut out = vec![range];
+    for h in holes {
+        out = out
+            .into_iter()
+            .flat_map(|r| {
+                if h.last < r.first || h.first > r.last {
+                    return vec![r];
+                }
+                let mut parts = Vec::new();
+                if h.first > r.first {
+                    parts.push(PortRange {
+                        first: r.first,
+                        last: h.first - 1,
+                    });
+                }
+                if h.last < r.last {
+                    parts.push(PortRange {
+                        first: h.last + 1,
+                        last: r.last,
+                    });
+                }
+                parts
+            })
+            .collect();
+    }
+    out
 }
 
 fn icmp_rules(input: &mut Vec<Rule>, echo_rate: Rate) {
@@ -580,7 +610,7 @@ fn icmp_rules(input: &mut Vec<Rule>, echo_rate: Rate) {
     input.push(dhcp(Ipv6, 547, 546, "dhcpv6: client replies"));
 }
 
-fn classify(b: &mut Builder, policy: &ValidPolicy) {
+fn classify(b: &mut Builder, policy: &ValidPolicy, deny: &Verdict) {
     let mut rules = Vec::new();
     // Hostname overrides and run-time trusts: their addresses are host routes, the longest
     // prefixes there are, so they are checked before the prefix map.
@@ -673,6 +703,9 @@ fn classify(b: &mut Builder, policy: &ValidPolicy) {
         let mut rules = Vec::new();
         if zone == Zone::Trusted {
             rules.push(Rule::new(vec![], Verdict::Accept, "zone:trusted"));
+        } else if zone == Zone::Reject {
+            // Nothing but RTP (accepted at step 5): not even the responsive layer's admission.
+            rules.push(Rule::new(vec![], deny.clone(), "zone:reject"));
         } else {
             for svc in policy.services.values().filter(|s| s.zones.contains(&zone)) {
                 rules.extend(port_rules(

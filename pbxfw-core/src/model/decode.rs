@@ -473,6 +473,31 @@ pub(super) fn validate(doc: &Value) -> Result<ValidPolicy, Diagnostics> {
     let responsive = responsive(&mut cx, root.get("responsive"), &services);
     let users = users(&mut cx, root.get("users"), &services);
 
+    for (path, range, what) in [
+        ("pbx.rtp", pbx.rtp, "RTP"),
+        ("pbx.udptl", pbx.udptl, "UDPTL"),
+    ] {
+        // Only ranges the policy writes: the UDPTL default (Asterisk's 4000-4999) contains
+        // IAX's 4569 on every stock system, and warning about a default helps nobody.
+        let written = root.get("pbx").and_then(|p| p.get(&path[4..])).is_some();
+        let Some(range) = range.filter(|_| written) else {
+            continue;
+        };
+        for svc in services.values().filter(|s| s.signalling.is_some()) {
+            for spec in svc.ports.iter().filter(|p| p.proto == super::L4::Udp) {
+                if spec.ports.first <= range.last && range.first <= spec.ports.last {
+                    cx.warn(
+                        path,
+                        Some(&range.to_string()),
+                        format!(
+                            "contains {}'s signalling port udp/{}; it is not opened as {what}",
+                            svc.name, spec.ports
+                        ),
+                    );
+                }
+            }
+        }
+    }
     for proto in &responsive.protocols {
         let svc = &services[proto.service_name()];
         if responsive.enabled && svc.zones.contains(&Zone::Internet) {
