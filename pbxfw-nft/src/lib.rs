@@ -1,8 +1,9 @@
 //! pbxfw-nft: lowers the pbxfw rule IR to nftables.
 //!
-//! This crate currently holds the text half: [`lower`] turns a [`Ruleset`] into one script for
-//! `nft -f` that owns only `table inet pbxfw` (SPEC 2.11). Loading it into the kernel, netlink
-//! set updates, status and disable are added by the nftables-in-the-kernel work.
+//! [`lower`] turns a [`Ruleset`] into one script for `nft -f` that owns only `table inet pbxfw`
+//! (SPEC 2.11). [`Kernel`] loads it into the current network namespace in one transaction,
+//! verifies it, reports status and removes it; [`netlink`] adds and removes set elements without
+//! a reload.
 //!
 //! ```
 //! use pbxfw_core::{compile, Policy};
@@ -23,10 +24,15 @@
 //! # Input safety
 //! Every string that reaches the script (comments, interface names, log prefixes) is either
 //! validated or sanitised so that it cannot close its quotes: see [`sanitize_comment`].
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // allowed in `netlink` only, for the socket system calls
 #![deny(missing_docs)]
 
+pub mod kernel;
+pub mod netlink;
+
 use std::fmt::Write;
+
+pub use kernel::{Applied, ApplyError, ApplyOptions, Kernel, KernelError, Status};
 
 use pbxfw_core::ir::{
     verify, BasePolicy, CtState, L4Proto, Map, Match, Rule, Ruleset, SetKind, Verdict, VerifyError,
@@ -36,6 +42,10 @@ use pbxfw_core::RateUnit;
 
 /// The table pbxfw owns.
 pub const TABLE: &str = "pbxfw";
+/// A chain whose one rule carries the loaded ruleset's fingerprint in its comment: rules are
+/// replaced on every load (table and chain comments are not), and reading one small chain back
+/// is cheap whatever the size of the sets.
+pub const FINGERPRINT_CHAIN: &str = "fingerprint";
 
 /// How to lower.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +143,12 @@ fn saddr(f: Family) -> &'static str {
 /// Lower a ruleset to an nft script. The IR is verified first.
 pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
     verify(rs).map_err(LowerError::Invalid)?;
+    if rs.chains.contains_key(FINGERPRINT_CHAIN) {
+        return Err(LowerError::Unsupported {
+            backend: "nft",
+            feature: format!("a chain named {FINGERPRINT_CHAIN} (reserved)"),
+        });
+    }
     let t = &opts.table;
     let fingerprint = rs.fingerprint();
     let mut out = String::new();
@@ -141,7 +157,10 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
     let _ = writeln!(out, "table inet {t}");
     let _ = writeln!(out, "flush table inet {t}");
     let _ = writeln!(out, "table inet {t} {{");
-    let _ = writeln!(out, "\tcomment \"pbxfw {fingerprint}\"");
+    let _ = writeln!(
+        out,
+        "\n\tchain {FINGERPRINT_CHAIN} {{\n\t\treturn comment \"pbxfw {fingerprint}\"\n\t}}"
+    );
 
     for (name, set) in &rs.sets {
         let _ = writeln!(out, "\n\tset {name} {{");

@@ -1,0 +1,465 @@
+//! Loading, inspecting and removing pbxfw's table in the kernel of the current network
+//! namespace.
+//!
+//! A whole ruleset is loaded with one `nft -f` run, which the kernel applies as one
+//! transaction: a ruleset it rejects changes nothing, so there is no separate `nft -c` pass.
+//! After loading, the fingerprint stored in the `fingerprint` chain is read back (one small
+//! chain, never the 100k-element sets). Element updates go over netlink ([`crate::netlink`]).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pbxfw_core::ir::{Ruleset, SetKind};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::netlink::{self, Element, NetlinkError, Op, SetShape};
+use crate::{lower, LowerError, Options};
+
+/// How to reach the kernel: which table, which `nft` binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kernel {
+    /// The table pbxfw owns (`pbxfw` in production).
+    pub table: String,
+    /// The `nft` binary.
+    pub nft: String,
+}
+
+impl Default for Kernel {
+    fn default() -> Self {
+        let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("nft");
+        Kernel {
+            table: crate::TABLE.into(),
+            nft: nft.into(),
+        }
+    }
+}
+
+/// Extra inputs of an apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Add a counter to every rule.
+    pub counters: bool,
+    /// Elements to (re)seed into dynamic sets in the same transaction, e.g. bans restored from
+    /// the daemon's state after a reboot.
+    pub seed: BTreeMap<String, Vec<Element>>,
+    /// nft text appended to the script and loaded in the same transaction (custom rules).
+    pub append: Option<String>,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    /// The fingerprint now in the kernel.
+    pub fingerprint: String,
+    /// Wall time of lowering, loading and verifying.
+    #[serde(serialize_with = "ser_ms")]
+    pub elapsed: Duration,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+/// Why an apply failed; each variant names the stage. In every case the kernel still holds the
+/// ruleset it held before.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Check stage: the IR could not be lowered.
+    #[error("check: {0}")]
+    Lower(#[from] LowerError),
+    /// Load stage: `nft` could not be run.
+    #[error("load: cannot run {nft}: {source}")]
+    Spawn {
+        /// The binary.
+        nft: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Load stage: the kernel refused the transaction; nothing changed.
+    #[error("load: the kernel refused the ruleset, nothing changed: {stderr}")]
+    Load {
+        /// What `nft` said.
+        stderr: String,
+    },
+    /// Verify stage: the kernel does not hold what was loaded.
+    #[error("verify: expected fingerprint {expected}, the kernel holds {found:?}")]
+    Verify {
+        /// What was loaded.
+        expected: String,
+        /// What was read back.
+        found: Option<String>,
+    },
+    /// A seed element does not fit its set.
+    #[error("check: cannot seed set {set}: {reason}")]
+    Seed {
+        /// The set.
+        set: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why reading or changing the kernel failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// `nft` could not be run.
+    #[error("cannot run {nft}: {source}")]
+    Spawn {
+        /// The binary.
+        nft: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `nft` failed.
+    #[error("nft {args}: {stderr}")]
+    Nft {
+        /// The arguments.
+        args: String,
+        /// What it said.
+        stderr: String,
+    },
+    /// `nft -j` printed something unexpected.
+    #[error("cannot read nft's JSON output: {0}")]
+    Json(String),
+    /// pbxfw is not loaded.
+    #[error("pbxfw is not loaded (no table inet {0})")]
+    NotLoaded(String),
+    /// No such set in the loaded table.
+    #[error("no set {0} in the loaded ruleset")]
+    NoSet(String),
+    /// A netlink update failed.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+}
+
+/// One dynamic element as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ElementStatus {
+    /// The address or prefix.
+    pub element: String,
+    /// Seconds until it expires, when it has a timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+}
+
+/// A set as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetStatus {
+    /// Set name.
+    pub name: String,
+    /// Number of elements (interval sets count each range once).
+    pub size: usize,
+    /// The elements of sets with timeouts (bans, registrations, grants), with remaining time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub elements: Vec<ElementStatus>,
+}
+
+/// A rule's counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleCounter {
+    /// Chain.
+    pub chain: String,
+    /// The rule's comment (its origin).
+    pub origin: String,
+    /// Packets counted.
+    pub packets: u64,
+    /// Bytes counted.
+    pub bytes: u64,
+}
+
+/// What `pbxfw status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// Whether the table exists.
+    pub loaded: bool,
+    /// Its fingerprint.
+    pub fingerprint: Option<String>,
+    /// Every set.
+    pub sets: Vec<SetStatus>,
+    /// Counters of rules that have one (apply with counters on).
+    pub counters: Vec<RuleCounter>,
+}
+
+impl Kernel {
+    /// A kernel handle for another table (tests).
+    pub fn with_table(table: &str) -> Kernel {
+        Kernel {
+            table: table.into(),
+            ..Kernel::default()
+        }
+    }
+
+    fn nft(&self, args: &[&str], stdin: Option<&str>) -> Result<String, KernelError> {
+        let mut cmd = Command::new(&self.nft);
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let spawn = |source| KernelError::Spawn {
+            nft: self.nft.clone(),
+            source,
+        };
+        let mut child = cmd.spawn().map_err(spawn)?;
+        if let Some(text) = stdin {
+            // A write error surfaces as nft's own failure below.
+            let _ = child.stdin.take().unwrap().write_all(text.as_bytes());
+        }
+        let out = child.wait_with_output().map_err(spawn)?;
+        if !out.status.success() {
+            return Err(KernelError::Nft {
+                args: args.join(" "),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn json(&self, args: &[&str]) -> Result<Vec<Value>, KernelError> {
+        let mut full = vec!["-j"];
+        full.extend_from_slice(args);
+        let text = self.nft(&full, None)?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| KernelError::Json(e.to_string()))?;
+        Ok(v["nftables"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Whether `table inet <table>` exists.
+    pub fn is_loaded(&self) -> Result<bool, KernelError> {
+        let items = self.json(&["list", "tables", "inet"])?;
+        Ok(items
+            .iter()
+            .any(|i| i["table"]["name"].as_str() == Some(self.table.as_str())))
+    }
+
+    /// The fingerprint of the loaded ruleset, or `None` when pbxfw is not loaded.
+    pub fn fingerprint(&self) -> Result<Option<String>, KernelError> {
+        if !self.is_loaded()? {
+            return Ok(None);
+        }
+        let items = self.json(&[
+            "list",
+            "chain",
+            "inet",
+            &self.table,
+            crate::FINGERPRINT_CHAIN,
+        ])?;
+        Ok(items.iter().find_map(|i| {
+            i["rule"]["comment"]
+                .as_str()
+                .and_then(|c| c.strip_prefix("pbxfw "))
+                .map(str::to_string)
+        }))
+    }
+
+    /// Load `rs` in one transaction, then verify the fingerprint.
+    pub fn apply(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<Applied, ApplyError> {
+        let start = Instant::now();
+        let lopts = Options {
+            table: self.table.clone(),
+            counters: opts.counters,
+        };
+        let script = lower(rs, &lopts)?;
+        let mut text = script.text;
+        for (set, elems) in &opts.seed {
+            text.push_str(&seed_line(rs, &self.table, set, elems)?);
+        }
+        if let Some(extra) = &opts.append {
+            text.push_str(extra);
+            text.push('\n');
+        }
+        match self.nft(&["-f", "/dev/stdin"], Some(&text)) {
+            Ok(_) => {}
+            Err(KernelError::Spawn { nft, source }) => {
+                return Err(ApplyError::Spawn { nft, source })
+            }
+            Err(e) => {
+                return Err(ApplyError::Load {
+                    stderr: match e {
+                        KernelError::Nft { stderr, .. } => stderr,
+                        other => other.to_string(),
+                    },
+                })
+            }
+        }
+        let found = self.fingerprint().ok().flatten();
+        if found.as_deref() != Some(script.fingerprint.as_str()) {
+            return Err(ApplyError::Verify {
+                expected: script.fingerprint,
+                found,
+            });
+        }
+        Ok(Applied {
+            fingerprint: script.fingerprint,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// Remove pbxfw's table, and nothing else. Returns whether there was one.
+    pub fn disable(&self) -> Result<bool, KernelError> {
+        if !self.is_loaded()? {
+            return Ok(false);
+        }
+        self.nft(&["delete", "table", "inet", &self.table], None)?;
+        Ok(true)
+    }
+
+    /// Add or remove elements of a loaded set over netlink. The set's shape (hash or interval)
+    /// is read from `rs`, the ruleset that was applied.
+    pub fn update_set(
+        &self,
+        rs: &Ruleset,
+        set: &str,
+        op: Op,
+        elements: &[Element],
+    ) -> Result<(), KernelError> {
+        let s = rs
+            .sets
+            .get(set)
+            .ok_or_else(|| KernelError::NoSet(set.into()))?;
+        let shape = match s.kind {
+            SetKind::Static(_) => SetShape::Interval,
+            SetKind::Dynamic(_) => SetShape::Hash,
+        };
+        netlink::update_set(&self.table, set, shape, op, elements)?;
+        Ok(())
+    }
+
+    /// What is loaded: fingerprint, sets with sizes, timed elements with their remaining time,
+    /// and rule counters.
+    pub fn status(&self) -> Result<Status, KernelError> {
+        let Some(fingerprint) = self.fingerprint()? else {
+            return Ok(Status {
+                loaded: false,
+                fingerprint: None,
+                sets: Vec::new(),
+                counters: Vec::new(),
+            });
+        };
+        let mut sets = Vec::new();
+        for item in self.json(&["list", "sets", "inet"])? {
+            let s = &item["set"];
+            if s["table"].as_str() != Some(self.table.as_str()) {
+                continue;
+            }
+            let name = s["name"].as_str().unwrap_or_default().to_string();
+            let detail = self.json(&["list", "set", "inet", &self.table, &name])?;
+            let elems = detail
+                .iter()
+                .find_map(|i| i["set"]["elem"].as_array().cloned())
+                .unwrap_or_default();
+            let timed = s["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "timeout"));
+            let elements = if timed {
+                elems
+                    .iter()
+                    .map(|e| ElementStatus {
+                        element: element_text(&e["elem"]["val"])
+                            .unwrap_or_else(|| element_text(e).unwrap_or_default()),
+                        expires_in: e["elem"]["expires"].as_u64(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            sets.push(SetStatus {
+                name,
+                size: elems.len(),
+                elements,
+            });
+        }
+        let mut counters = Vec::new();
+        for item in self.json(&["list", "chains", "inet"])? {
+            let c = &item["chain"];
+            if c["table"].as_str() != Some(self.table.as_str()) {
+                continue;
+            }
+            let chain = c["name"].as_str().unwrap_or_default().to_string();
+            for r in self.json(&["list", "chain", "inet", &self.table, &chain])? {
+                let rule = &r["rule"];
+                let Some(exprs) = rule["expr"].as_array() else {
+                    continue;
+                };
+                if let Some(counter) = exprs.iter().find_map(|e| e.get("counter")) {
+                    counters.push(RuleCounter {
+                        chain: chain.clone(),
+                        origin: rule["comment"].as_str().unwrap_or_default().to_string(),
+                        packets: counter["packets"].as_u64().unwrap_or(0),
+                        bytes: counter["bytes"].as_u64().unwrap_or(0),
+                    });
+                }
+            }
+        }
+        Ok(Status {
+            loaded: true,
+            fingerprint: Some(fingerprint),
+            sets,
+            counters,
+        })
+    }
+}
+
+/// An element as nft's JSON writes it: a string, or a prefix/range object.
+fn element_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => {
+            if let Some(p) = o.get("prefix") {
+                Some(format!("{}/{}", p["addr"].as_str()?, p["len"].as_u64()?))
+            } else if let Some(r) = o.get("range") {
+                Some(format!("{}-{}", r[0].as_str()?, r[1].as_str()?))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+fn seed_line(
+    rs: &Ruleset,
+    table: &str,
+    set: &str,
+    elems: &[Element],
+) -> Result<String, ApplyError> {
+    let bad = |reason: String| ApplyError::Seed {
+        set: set.into(),
+        reason,
+    };
+    let s = rs.sets.get(set).ok_or_else(|| bad("no such set".into()))?;
+    let SetKind::Dynamic(d) = &s.kind else {
+        return Err(bad("only dynamic sets are seeded".into()));
+    };
+    if elems.is_empty() {
+        return Ok(String::new());
+    }
+    let mut parts = Vec::with_capacity(elems.len());
+    for e in elems {
+        if e.prefix.family() != s.family || e.prefix.prefix_len() != d.key_len {
+            return Err(bad(format!(
+                "{} is not a /{} {} key",
+                e.prefix, d.key_len, s.family
+            )));
+        }
+        let addr = e.prefix.addr();
+        parts.push(match e.timeout {
+            Some(t) => format!("{addr} timeout {}s", t.as_secs().max(1)),
+            None => addr.to_string(),
+        });
+    }
+    Ok(format!(
+        "add element inet {table} {set} {{ {} }}\n",
+        parts.join(", ")
+    ))
+}

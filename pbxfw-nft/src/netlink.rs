@@ -1,0 +1,423 @@
+//! Incremental set-element updates over nfnetlink, without spawning `nft`.
+//!
+//! One element added by a `nft` process costs ~4 ms; over netlink it costs ~0.1–0.2 ms, and a
+//! `nft add element` on a 100k-element interval set costs over a second because the tool reads
+//! the whole set back (KERNEL-TESTING.md). The messages are encoded here by hand rather than
+//! through libnftnl: a set-element batch is a few dozen bytes per element, and this keeps the
+//! backend free of C libraries while giving exact control over per-element timeouts and
+//! interval-end markers (the safe `nftnl` crate has neither).
+//!
+//! Each call opens its own socket, sends the elements in batches (each batch is one kernel
+//! transaction; batches are kept under [`MAX_BATCH_BYTES`] so that one `sendto` carries each),
+//! and waits for the kernel's acknowledgement of every message.
+#![allow(unsafe_code)] // socket(2), bind(2), sendto(2), recv(2) and setsockopt(2) through libc.
+
+use std::io;
+use std::time::Duration;
+
+use pbxfw_core::net::{Family, Prefix};
+
+const NETLINK_NETFILTER: i32 = 12;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_CREATE: u16 = 0x400;
+const NLMSG_ERROR: u16 = 0x2;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFPROTO_INET: u8 = 1;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
+const NLA_F_NESTED: u16 = 0x8000;
+
+/// Largest batch sent in one `sendto` (one netlink page, as libmnl uses).
+pub const MAX_BATCH_BYTES: usize = 128 * 1024;
+/// Largest set-element message: the element list is one attribute, whose length is 16 bits.
+const MAX_MESSAGE_BYTES: usize = 60 * 1024;
+
+/// Add or remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Add elements (existing ones are left as they are).
+    Add,
+    /// Remove elements; removing one that is absent fails the batch with ENOENT.
+    Remove,
+}
+
+/// One element: a prefix (a single address for hash sets) and an optional timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Element {
+    /// The key. Hash sets take addresses masked to their key length; interval sets take any
+    /// prefix.
+    pub prefix: Prefix,
+    /// Time until the element expires (sets with the timeout flag only).
+    pub timeout: Option<Duration>,
+}
+
+/// The shape of the target set, which decides how elements are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetShape {
+    /// A hash set: one key per element.
+    Hash,
+    /// An interval set: a start key and an interval-end key per element.
+    Interval,
+}
+
+/// What went wrong talking to the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// The socket could not be opened or used.
+    #[error("netlink socket: {0}")]
+    Socket(#[source] io::Error),
+    /// The kernel refused a batch (the whole batch changed nothing).
+    #[error("the kernel refused the update of set {set}: {source}")]
+    Refused {
+        /// The set.
+        set: String,
+        /// errno from the kernel.
+        #[source]
+        source: io::Error,
+    },
+    /// An element cannot be expressed for this set.
+    #[error(
+        "element {0} cannot be written to an interval set over netlink (it ends the address space)"
+    )]
+    Unencodable(Prefix),
+}
+
+struct Socket(i32);
+
+impl Socket {
+    fn open() -> io::Result<Socket> {
+        // SAFETY: plain socket(2) call; the descriptor is owned by the returned value.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                NETLINK_NETFILTER,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let s = Socket(fd);
+        // SAFETY: a zeroed sockaddr_nl is a valid "any" address; sizes are exact.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let tv = libc::timeval {
+            tv_sec: 5,
+            tv_usec: 0,
+        };
+        // SAFETY: SO_RCVTIMEO takes a timeval; the pointer and size describe `tv`.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(s)
+    }
+
+    fn send(&self, buf: &[u8]) -> io::Result<()> {
+        // SAFETY: a zeroed sockaddr_nl addresses the kernel (pid 0); buf is valid for its length.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        let n = unsafe {
+            libc::sendto(
+                self.0,
+                buf.as_ptr() as *const libc::c_void,
+                buf.len(),
+                0,
+                &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n as usize != buf.len() {
+            return Err(io::Error::other("short netlink send"));
+        }
+        Ok(())
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: buf is valid for writes of its length.
+        let n = unsafe { libc::recv(self.0, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // SAFETY: we own the descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// A netlink message being built; attributes are appended with 4-byte alignment.
+struct Msg {
+    buf: Vec<u8>,
+    nests: Vec<usize>,
+}
+
+impl Msg {
+    fn new(msg_type: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> Msg {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched in finish()
+        buf.extend_from_slice(&msg_type.to_ne_bytes());
+        buf.extend_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+        buf.push(family); // nfgenmsg
+        buf.push(0); // version NFNETLINK_V0
+        buf.extend_from_slice(&res_id.to_be_bytes());
+        Msg {
+            buf,
+            nests: Vec::new(),
+        }
+    }
+
+    fn pad(&mut self) {
+        while self.buf.len() % 4 != 0 {
+            self.buf.push(0);
+        }
+    }
+
+    fn attr(&mut self, t: u16, data: &[u8]) {
+        let len = (4 + data.len()) as u16;
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&t.to_ne_bytes());
+        self.buf.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn begin(&mut self, t: u16) {
+        self.nests.push(self.buf.len());
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(t | NLA_F_NESTED).to_ne_bytes());
+    }
+
+    fn end(&mut self) {
+        let start = self.nests.pop().expect("balanced nests");
+        let len = (self.buf.len() - start) as u16;
+        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.pad();
+        let len = self.buf.len() as u32;
+        self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
+        self.buf
+    }
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn key_bytes(family: Family, value: u128) -> Vec<u8> {
+    match family {
+        Family::Ipv4 => (value as u32).to_be_bytes().to_vec(),
+        Family::Ipv6 => value.to_be_bytes().to_vec(),
+    }
+}
+
+/// The encoded list elements of one element (two for an interval).
+fn encode_element(m: &mut Msg, e: &Element, shape: SetShape) -> Result<(), NetlinkError> {
+    let key = |m: &mut Msg, value: u128, flags: Option<u32>, timeout: Option<Duration>| {
+        m.begin(NFTA_LIST_ELEM);
+        m.begin(NFTA_SET_ELEM_KEY);
+        m.attr(NFTA_DATA_VALUE, &key_bytes(e.prefix.family(), value));
+        m.end();
+        if let Some(f) = flags {
+            m.attr(NFTA_SET_ELEM_FLAGS, &f.to_be_bytes());
+        }
+        if let Some(t) = timeout {
+            m.attr(NFTA_SET_ELEM_TIMEOUT, &(t.as_millis() as u64).to_be_bytes());
+        }
+        m.end();
+    };
+    match shape {
+        SetShape::Hash => key(m, e.prefix.start(), None, e.timeout),
+        SetShape::Interval => {
+            let end = e
+                .prefix
+                .end()
+                .checked_add(1)
+                .filter(|v| *v <= e.prefix.family().max_value())
+                .ok_or(NetlinkError::Unencodable(e.prefix))?;
+            key(m, e.prefix.start(), None, e.timeout);
+            key(m, end, Some(NFT_SET_ELEM_INTERVAL_END), None);
+        }
+    }
+    Ok(())
+}
+
+/// Add or remove `elements` in `table`'s `set` (family inet). All elements must be of the set's
+/// family. Batches are transactions: when one fails, its elements are unchanged, and the error
+/// says which set; elements of earlier batches stay applied.
+pub fn update_set(
+    table: &str,
+    set: &str,
+    shape: SetShape,
+    op: Op,
+    elements: &[Element],
+) -> Result<(), NetlinkError> {
+    if elements.is_empty() {
+        return Ok(());
+    }
+    let sock = Socket::open().map_err(NetlinkError::Socket)?;
+    let msg_type = (NFNL_SUBSYS_NFTABLES << 8)
+        | match op {
+            Op::Add => NFT_MSG_NEWSETELEM,
+            Op::Remove => NFT_MSG_DELSETELEM,
+        };
+    let flags = match op {
+        Op::Add => NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
+        Op::Remove => NLM_F_REQUEST | NLM_F_ACK,
+    };
+    let mut seq: u32 = 1;
+    let mut pending = elements;
+    while !pending.is_empty() {
+        let mut batch = Msg::new(
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            seq,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        )
+        .finish();
+        seq += 1;
+        let mut acks = Vec::new();
+        // Messages of at most MAX_MESSAGE_BYTES, batches of at most MAX_BATCH_BYTES.
+        while !pending.is_empty() && batch.len() + MAX_MESSAGE_BYTES + 64 <= MAX_BATCH_BYTES {
+            let mut m = Msg::new(msg_type, flags, seq, NFPROTO_INET, 0);
+            m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
+            m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(set));
+            m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+            let mut used = 0;
+            for e in pending {
+                if m.buf.len() > MAX_MESSAGE_BYTES - 128 {
+                    break;
+                }
+                encode_element(&mut m, e, shape)?;
+                used += 1;
+            }
+            m.end();
+            pending = &pending[used..];
+            batch.extend_from_slice(&m.finish());
+            acks.push(seq);
+            seq += 1;
+        }
+        batch.extend_from_slice(
+            &Msg::new(
+                NFNL_MSG_BATCH_END,
+                NLM_F_REQUEST,
+                seq,
+                0,
+                NFNL_SUBSYS_NFTABLES,
+            )
+            .finish(),
+        );
+        seq += 1;
+        sock.send(&batch).map_err(NetlinkError::Socket)?;
+        wait_acks(&sock, &mut acks).map_err(|source| match source.raw_os_error() {
+            Some(_) if source.kind() != io::ErrorKind::WouldBlock => NetlinkError::Refused {
+                set: set.to_string(),
+                source,
+            },
+            _ => NetlinkError::Socket(source),
+        })?;
+    }
+    Ok(())
+}
+
+/// Read replies until every sequence number in `acks` is acknowledged; the first error wins.
+fn wait_acks(sock: &Socket, acks: &mut Vec<u32>) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    while !acks.is_empty() {
+        let n = sock.recv(&mut buf)?;
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+            let seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap());
+            if len < 16 || off + len > n {
+                return Err(io::Error::other("malformed netlink reply"));
+            }
+            if ty == NLMSG_ERROR && len >= 20 {
+                let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
+                if err != 0 {
+                    return Err(io::Error::from_raw_os_error(-err));
+                }
+                acks.retain(|s| *s != seq);
+            }
+            off += (len + 3) & !3;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn messages_are_aligned_and_sized() {
+        let mut m = Msg::new(1, 2, 3, NFPROTO_INET, 0);
+        m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr("pbxfw"));
+        m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+        let e = Element {
+            prefix: Prefix::from_str("10.0.0.0/8").unwrap(),
+            timeout: None,
+        };
+        encode_element(&mut m, &e, SetShape::Interval).unwrap();
+        m.end();
+        let b = m.finish();
+        assert_eq!(b.len() % 4, 0);
+        assert_eq!(
+            u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize,
+            b.len()
+        );
+        // The end key of 10.0.0.0/8 is 11.0.0.0.
+        assert!(b.windows(4).any(|w| w == [11, 0, 0, 0]));
+        let last = Element {
+            prefix: Prefix::from_str("255.255.255.255").unwrap(),
+            timeout: None,
+        };
+        assert!(encode_element(&mut Msg::new(0, 0, 0, 0, 0), &last, SetShape::Interval).is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! The kernel API of the nft backend, in fresh network namespaces: apply, verify, reload
+//! keeping dynamic state, netlink updates, status, disable, coexistence and failure handling.
+
+mod common;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use pbxfw_core::compile::names;
+use pbxfw_core::net::{Family, Prefix};
+use pbxfw_core::{compile, Policy, Ruleset};
+use pbxfw_nft::netlink::{Element, Op};
+use pbxfw_nft::{ApplyError, ApplyOptions, Kernel};
+
+fn ruleset(toml: &str) -> Ruleset {
+    compile(&Policy::from_toml(toml).unwrap().validate().unwrap())
+}
+
+const POLICY: &str = r#"
+[interfaces]
+eth0 = "internet"
+[blacklist]
+entries = ["198.51.100.0/24", "192.0.2.66", "2001:db8:bad::/48"]
+[[pbx.trunks]]
+name = "a"
+protocol = "pjsip"
+host = "203.0.113.10"
+"#;
+
+fn el(s: &str, timeout: Option<u64>) -> Element {
+    Element {
+        prefix: Prefix::from_str(s).unwrap(),
+        timeout: timeout.map(Duration::from_secs),
+    }
+}
+
+fn set_text(ns: &common::Netns, set: &str) -> String {
+    ns.run(&["nft", "list", "set", "inet", "pbxfw", set])
+}
+
+#[test]
+fn apply_reload_update_status_disable() {
+    if common::skipped() {
+        return;
+    }
+    let ns = common::Netns::new("api");
+    // Another tool's nft table and an iptables rule, present before pbxfw.
+    let made = ns.exec_stdin(
+        &["nft", "-f", "/dev/stdin"],
+        "table inet fail2ban {\n chain input {\n  type filter hook input priority -1; policy accept;\n  ip saddr 192.0.2.200 drop\n }\n}\n",
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    ns.run(&["iptables", "-A", "INPUT", "-s", "192.0.2.201", "-j", "DROP"]);
+    let foreign = || {
+        (
+            ns.run(&["nft", "list", "table", "inet", "fail2ban"]),
+            ns.run(&["iptables", "-S", "INPUT"]),
+        )
+    };
+    let before = foreign();
+
+    let rs = ruleset(POLICY);
+    let fp = common::in_netns(&ns, {
+        let rs = rs.clone();
+        move || {
+            Kernel::default()
+                .apply(&rs, &ApplyOptions::default())
+                .unwrap()
+                .fingerprint
+        }
+    });
+    assert_eq!(fp, rs.fingerprint());
+    assert_eq!(before, foreign(), "apply touched another table");
+
+    // Netlink: a ban with a timeout, a registration, and a blacklist entry in the interval set.
+    common::in_netns(&ns, {
+        let rs = rs.clone();
+        move || {
+            let k = Kernel::default();
+            k.update_set(
+                &rs,
+                &names::ban(Family::Ipv4),
+                Op::Add,
+                &[el("192.0.2.7", Some(3600))],
+            )
+            .unwrap();
+            k.update_set(
+                &rs,
+                &names::ban(Family::Ipv6),
+                Op::Add,
+                &[el("2001:db8:1:2::/64", None)],
+            )
+            .unwrap();
+            k.update_set(
+                &rs,
+                &names::registered(Family::Ipv4),
+                Op::Add,
+                &[el("192.0.2.8", Some(120))],
+            )
+            .unwrap();
+            k.update_set(
+                &rs,
+                &names::blacklist(Family::Ipv4),
+                Op::Add,
+                &[el("10.9.0.0/16", None)],
+            )
+            .unwrap();
+        }
+    });
+    assert!(set_text(&ns, "ban4").contains("192.0.2.7 timeout 1h"));
+    assert!(set_text(&ns, "ban6").contains("2001:db8:1:2::"));
+    assert!(set_text(&ns, "blacklist4").contains("10.9.0.0/16"));
+
+    // Reload a changed policy: dynamic elements keep their (shrinking) timeouts, the static
+    // blacklist is replaced exactly.
+    std::thread::sleep(Duration::from_millis(1100));
+    let changed = ruleset(&POLICY.replace("\"192.0.2.66\", ", ""));
+    common::in_netns(&ns, {
+        let changed = changed.clone();
+        move || {
+            Kernel::default()
+                .apply(&changed, &ApplyOptions::default())
+                .unwrap()
+        }
+    });
+    let ban4 = set_text(&ns, "ban4");
+    assert!(
+        ban4.contains("192.0.2.7 timeout 1h expires 59m5"),
+        "ban lost or reset: {ban4}"
+    );
+    let reg4 = set_text(&ns, "registered4");
+    assert!(
+        reg4.contains("192.0.2.8 timeout 2m expires 1m5"),
+        "registration lost or reset: {reg4}"
+    );
+    let bl4 = set_text(&ns, "blacklist4");
+    assert!(
+        !bl4.contains("192.0.2.66") && !bl4.contains("10.9.0.0/16"),
+        "static set not replaced: {bl4}"
+    );
+    assert!(bl4.contains("198.51.100.0/24"));
+    assert_eq!(before, foreign(), "reload touched another table");
+
+    // Removing over netlink.
+    common::in_netns(&ns, {
+        let changed = changed.clone();
+        move || {
+            let k = Kernel::default();
+            k.update_set(&changed, "ban4", Op::Remove, &[el("192.0.2.7", None)])
+                .unwrap();
+            k.update_set(
+                &changed,
+                "blacklist4",
+                Op::Remove,
+                &[el("198.51.100.0/24", None)],
+            )
+            .unwrap();
+            // Removing what is not there is refused, and changes nothing.
+            assert!(k
+                .update_set(&changed, "ban4", Op::Remove, &[el("192.0.2.99", None)])
+                .is_err());
+        }
+    });
+    assert!(!set_text(&ns, "ban4").contains("192.0.2.7"));
+    assert!(!set_text(&ns, "blacklist4").contains("198.51.100.0/24"));
+
+    // Status.
+    let status = common::in_netns(&ns, || Kernel::default().status().unwrap());
+    assert!(status.loaded);
+    assert_eq!(
+        status.fingerprint.as_deref(),
+        Some(changed.fingerprint().as_str())
+    );
+    let reg = status
+        .sets
+        .iter()
+        .find(|s| s.name == "registered4")
+        .unwrap();
+    assert_eq!(reg.size, 1);
+    assert!(
+        reg.elements[0]
+            .expires_in
+            .is_some_and(|s| s > 100 && s <= 120),
+        "{reg:?}"
+    );
+
+    // A ruleset the kernel refuses changes nothing.
+    let err = common::in_netns(&ns, {
+        let rs = rs.clone();
+        move || {
+            let opts = ApplyOptions {
+                append: Some("add rule inet pbxfw input ip saddr @no_such_set drop".into()),
+                ..ApplyOptions::default()
+            };
+            Kernel::default().apply(&rs, &opts).unwrap_err()
+        }
+    });
+    assert!(matches!(err, ApplyError::Load { .. }), "{err}");
+    let fp_now = common::in_netns(&ns, || Kernel::default().fingerprint().unwrap());
+    assert_eq!(
+        fp_now.as_deref(),
+        Some(changed.fingerprint().as_str()),
+        "a refused apply changed the kernel"
+    );
+
+    // Disable removes our table and nothing else.
+    assert!(common::in_netns(&ns, || Kernel::default()
+        .disable()
+        .unwrap()));
+    assert!(!common::in_netns(&ns, || Kernel::default()
+        .disable()
+        .unwrap()));
+    assert_eq!(before, foreign(), "disable touched another table");
+    let status = common::in_netns(&ns, || Kernel::default().status().unwrap());
+    assert!(!status.loaded);
+}
+
+#[test]
+fn ten_thousand_elements_in_one_call() {
+    if common::skipped() {
+        return;
+    }
+    let ns = common::Netns::new("bulk");
+    let rs = ruleset(POLICY);
+    let elapsed = common::in_netns(&ns, move || {
+        let k = Kernel::default();
+        k.apply(&rs, &ApplyOptions::default()).unwrap();
+        let elems: Vec<Element> = (0..10_000u32)
+            .map(|i| {
+                el(
+                    &std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string(),
+                    Some(600),
+                )
+            })
+            .collect();
+        let t = std::time::Instant::now();
+        k.update_set(&rs, "ban4", Op::Add, &elems).unwrap();
+        t.elapsed()
+    });
+    let status = common::in_netns(&ns, || Kernel::default().status().unwrap());
+    let ban4 = status.sets.iter().find(|s| s.name == "ban4").unwrap();
+    assert_eq!(ban4.size, 10_000);
+    eprintln!("10k ban elements over netlink: {elapsed:?}");
+}
