@@ -10,6 +10,8 @@ use pbxfw_core::explain::{explain, Explanation};
 use pbxfw_core::ir::CtState;
 use pbxfw_core::{compile, Packet, Policy, Proto, Severity, ValidPolicy, DEFAULT_POLICY_TOML};
 
+mod policy_file;
+
 /// Exit codes, as documented in `--help`.
 mod exit {
     pub const OK: u8 = 0;
@@ -17,7 +19,11 @@ mod exit {
     pub const INVALID: u8 = 2;
     pub const IO: u8 = 3;
     pub const UNSUPPORTED: u8 = 4;
+    pub const KERNEL: u8 = 5;
 }
+
+/// Where the policy lives when no POLICY argument is given.
+const POLICY_PATH: &str = "/etc/pbxfw/pbxfw.toml";
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -26,9 +32,11 @@ Exit codes:
   2  the policy is invalid (every problem is printed with its path), or the command line is wrong
   3  a file could not be read
   4  the requested backend or feature is not available
+  5  the kernel refused the change or could not be reached (the previous ruleset stays loaded)
 
-With no POLICY, the embedded default policy of a typical PBX is used. POLICY `-` reads standard
-input; a name ending in .json is read as JSON, anything else as TOML.";
+With no POLICY, $PBXFW_POLICY is read, else /etc/pbxfw/pbxfw.toml if it exists, else the
+embedded default policy of a typical PBX. POLICY `-` reads standard input; a name ending in
+.json is read as JSON, anything else as TOML.";
 
 #[derive(Parser)]
 #[command(name = "pbxfw", version, about = "A firewall for VoIP PBX hosts", after_help = AFTER_HELP)]
@@ -66,7 +74,88 @@ enum StateArg {
 }
 
 #[derive(Subcommand)]
+enum BlacklistCmd {
+    /// Add addresses, CIDRs or hostnames to the blacklist (policy file and kernel).
+    Add {
+        /// Entries to add.
+        #[arg(required = true)]
+        entries: Vec<String>,
+        /// The policy file to edit.
+        #[arg(long)]
+        policy: Option<String>,
+    },
+    /// Remove entries from the blacklist (policy file and kernel).
+    Del {
+        /// Entries to remove.
+        #[arg(required = true)]
+        entries: Vec<String>,
+        /// The policy file to edit.
+        #[arg(long)]
+        policy: Option<String>,
+    },
+    /// List the blacklist of the policy file.
+    List {
+        /// The policy file.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
+    /// Load a policy into the kernel of this network namespace, atomically.
+    #[command(after_help = AFTER_HELP)]
+    Apply {
+        /// Policy file (TOML or JSON).
+        policy: Option<String>,
+        /// Backend.
+        #[arg(long, value_enum, default_value = "nft")]
+        backend: Backend,
+        /// Add a counter to every rule (shown by `status`).
+        #[arg(long)]
+        counters: bool,
+    },
+    /// Show what is loaded: fingerprint, sets, bans with remaining time, counters.
+    #[command(after_help = AFTER_HELP)]
+    Status {
+        /// Backend.
+        #[arg(long, value_enum, default_value = "nft")]
+        backend: Backend,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Remove pbxfw's rules (its own table only) from the kernel.
+    #[command(after_help = AFTER_HELP)]
+    Disable {
+        /// Backend.
+        #[arg(long, value_enum, default_value = "nft")]
+        backend: Backend,
+    },
+    /// Edit the blacklist.
+    #[command(subcommand, after_help = AFTER_HELP)]
+    Blacklist(BlacklistCmd),
+    /// Put an address or network in the trusted zone (policy file and kernel).
+    #[command(after_help = AFTER_HELP)]
+    Trust {
+        /// Address or CIDR.
+        addr: String,
+        /// The policy file to edit.
+        #[arg(long)]
+        policy: Option<String>,
+    },
+    /// Take an address or network out of the trusted zone (policy file and kernel).
+    #[command(after_help = AFTER_HELP)]
+    Untrust {
+        /// Address or CIDR.
+        addr: String,
+        /// The policy file to edit.
+        #[arg(long)]
+        policy: Option<String>,
+    },
     /// Print the ruleset a policy compiles to.
     #[command(after_help = AFTER_HELP)]
     Compile {
@@ -132,8 +221,20 @@ enum Command {
 /// A failure that ends the command: its message and exit code.
 struct Fail(u8, String);
 
+/// POLICY argument, else $PBXFW_POLICY, else /etc/pbxfw/pbxfw.toml when it exists.
+fn resolve(path: Option<&str>) -> Option<String> {
+    path.map(str::to_string)
+        .or_else(|| std::env::var("PBXFW_POLICY").ok().filter(|s| !s.is_empty()))
+        .or_else(|| {
+            std::path::Path::new(POLICY_PATH)
+                .exists()
+                .then(|| POLICY_PATH.to_string())
+        })
+}
+
 fn read_policy(path: Option<&str>) -> Result<(String, Policy), Fail> {
-    let (name, text) = match path {
+    let path = resolve(path);
+    let (name, text) = match path.as_deref() {
         None => (
             "(default policy)".to_string(),
             DEFAULT_POLICY_TOML.to_string(),
@@ -172,8 +273,212 @@ fn load_valid(path: Option<&str>) -> Result<ValidPolicy, Fail> {
     }
 }
 
+fn nft_only(backend: Backend) -> Result<pbxfw_nft::Kernel, Fail> {
+    match backend {
+        Backend::Nft => Ok(pbxfw_nft::Kernel::default()),
+        Backend::Iptables => Err(Fail(
+            exit::UNSUPPORTED,
+            "the iptables backend is not available in this build yet; use --backend nft".into(),
+        )),
+    }
+}
+
+fn kernel_fail(e: impl std::fmt::Display) -> Fail {
+    Fail(exit::KERNEL, e.to_string())
+}
+
+/// Edit the policy file with `f`, validate the result, write it atomically, then bring the
+/// kernel along: incrementally over netlink when only set elements changed, else by a reload.
+fn edit_policy(
+    path: Option<String>,
+    f: impl FnOnce(&mut policy_file::Doc) -> Result<String, Fail>,
+) -> Result<u8, Fail> {
+    let path = resolve(path.as_deref()).ok_or_else(|| {
+        Fail(
+            exit::IO,
+            format!("no policy file to edit: pass --policy FILE or create {POLICY_PATH}"),
+        )
+    })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Fail(exit::IO, format!("{path}: cannot read: {e}")))?;
+    let old = load_valid(Some(&path))?;
+    let mut doc = policy_file::Doc::parse(&text, &path)
+        .map_err(|e| Fail(exit::INVALID, format!("{path}: {e}")))?;
+    let summary = f(&mut doc)?;
+    let new = doc
+        .policy(&path)
+        .map_err(|e| Fail(exit::INVALID, format!("{path}: {e}")))?
+        .validate()
+        .map_err(|d| {
+            Fail(
+                exit::INVALID,
+                format!("{path}: the edit would make the policy invalid; nothing changed:\n{d}"),
+            )
+        })?;
+    policy_file::write_atomic(std::path::Path::new(&path), &doc.render())
+        .map_err(|e| Fail(exit::IO, format!("{path}: cannot write: {e}")))?;
+    println!("{path}: {summary}");
+    let kernel = pbxfw_nft::Kernel::default();
+    match kernel.is_loaded() {
+        Ok(true) => {}
+        Ok(false) => {
+            println!("pbxfw is not loaded; the change takes effect at the next apply");
+            return Ok(exit::OK);
+        }
+        Err(e) => {
+            return Err(kernel_fail(format!(
+                "the policy file is updated, but the kernel cannot be read: {e}"
+            )))
+        }
+    }
+    let synced = kernel
+        .sync(
+            &compile(&old),
+            &compile(&new),
+            &pbxfw_nft::ApplyOptions::default(),
+        )
+        .map_err(|e| {
+            kernel_fail(format!(
+                "the policy file is updated, but the kernel was not: {e}"
+            ))
+        })?;
+    if synced.incremental {
+        println!(
+            "kernel: {} element(s) added, {} removed over netlink in {:.1} ms; fingerprint {}",
+            synced.added,
+            synced.removed,
+            synced.elapsed.as_secs_f64() * 1000.0,
+            synced.fingerprint
+        );
+    } else {
+        println!(
+            "kernel: ruleset reloaded ({}); fingerprint {}",
+            synced.reason.unwrap_or_default(),
+            synced.fingerprint
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// Whether two written sources mean the same thing (`10.0.0.1` and `10.0.0.1/32`).
+fn same_source(a: &str, b: &str) -> bool {
+    use pbxfw_core::net::Prefix;
+    match (Prefix::parse_lenient(a), Prefix::parse_lenient(b)) {
+        (Ok((x, _)), Ok((y, _))) => x == y,
+        _ => a
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(b.trim_end_matches('.')),
+    }
+}
+
 fn run(cli: Cli) -> Result<u8, Fail> {
     match cli.command {
+        Command::Apply {
+            policy,
+            backend,
+            counters,
+        } => {
+            let kernel = nft_only(backend)?;
+            let valid = load_valid(policy.as_deref())?;
+            let rs = compile(&valid);
+            let opts = pbxfw_nft::ApplyOptions {
+                counters,
+                ..Default::default()
+            };
+            let applied = kernel.apply(&rs, &opts).map_err(kernel_fail)?;
+            println!(
+                "applied: fingerprint {} in {:.1} ms",
+                applied.fingerprint,
+                applied.elapsed.as_secs_f64() * 1000.0
+            );
+            Ok(exit::OK)
+        }
+        Command::Status { backend, format } => {
+            let status = nft_only(backend)?.status().map_err(kernel_fail)?;
+            match format {
+                Format::Json => {
+                    println!("{:#}", serde_json::to_value(&status).expect("serialisable"))
+                }
+                Format::Text => print_status(&status),
+            }
+            Ok(exit::OK)
+        }
+        Command::Disable { backend } => {
+            if nft_only(backend)?.disable().map_err(kernel_fail)? {
+                println!("pbxfw disabled: table inet pbxfw removed");
+            } else {
+                println!("pbxfw was not loaded");
+            }
+            Ok(exit::OK)
+        }
+        Command::Blacklist(BlacklistCmd::Add { entries, policy }) => edit_policy(policy, |doc| {
+            let existing = doc.blacklist();
+            let mut added = Vec::new();
+            for e in entries {
+                if !existing.iter().chain(&added).any(|x| same_source(x, &e)) {
+                    doc.blacklist_add(&e);
+                    added.push(e);
+                }
+            }
+            Ok(format!("blacklist: {} entr(ies) added", added.len()))
+        }),
+        Command::Blacklist(BlacklistCmd::Del { entries, policy }) => edit_policy(policy, |doc| {
+            let mut removed = 0;
+            for e in &entries {
+                let n = doc.blacklist_remove(|x| same_source(x, e));
+                if n == 0 {
+                    return Err(Fail(
+                        exit::INVALID,
+                        format!("{e} is not in the blacklist; nothing changed"),
+                    ));
+                }
+                removed += n;
+            }
+            Ok(format!("blacklist: {removed} entr(ies) removed"))
+        }),
+        Command::Blacklist(BlacklistCmd::List { policy, format }) => {
+            let (name, _) = read_policy(policy.as_deref())?;
+            let path = resolve(policy.as_deref());
+            let text = match path {
+                Some(p) if p != "-" => {
+                    std::fs::read_to_string(&p).map_err(|e| Fail(exit::IO, format!("{p}: {e}")))?
+                }
+                _ => DEFAULT_POLICY_TOML.to_string(),
+            };
+            let doc = policy_file::Doc::parse(&text, &name).map_err(|e| Fail(exit::INVALID, e))?;
+            let entries = doc.blacklist();
+            match format {
+                Format::Json => println!("{:#}", serde_json::json!(entries)),
+                Format::Text => entries.iter().for_each(|e| println!("{e}")),
+            }
+            Ok(exit::OK)
+        }
+        Command::Trust { addr, policy } => edit_policy(policy, |doc| {
+            if pbxfw_core::net::Prefix::parse_lenient(&addr).is_err() {
+                return Err(Fail(
+                    exit::INVALID,
+                    format!("{addr:?} is not an address or CIDR"),
+                ));
+            }
+            // One zone per source: an existing override of the same source is replaced.
+            let replaced = doc.networks_remove(|s, _| same_source(s, &addr));
+            doc.network_add(&addr, "trusted", "added by pbxfw trust");
+            Ok(if replaced > 0 {
+                format!("{addr} moved to the trusted zone")
+            } else {
+                format!("{addr} added to the trusted zone")
+            })
+        }),
+        Command::Untrust { addr, policy } => edit_policy(policy, |doc| {
+            let n = doc.networks_remove(|s, z| same_source(s, &addr) && z == "trusted");
+            if n == 0 {
+                return Err(Fail(
+                    exit::INVALID,
+                    format!("{addr} is not in the trusted zone; nothing changed"),
+                ));
+            }
+            Ok(format!("{addr} removed from the trusted zone"))
+        }),
         Command::Compile {
             policy,
             backend,
@@ -307,6 +612,33 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 Format::Text => print_explanation(&e),
             }
             Ok(exit::OK)
+        }
+    }
+}
+
+fn print_status(s: &pbxfw_nft::Status) {
+    let Some(fp) = &s.fingerprint else {
+        println!("pbxfw is not loaded");
+        return;
+    };
+    println!("pbxfw is loaded; fingerprint {fp}");
+    println!("sets:");
+    for set in &s.sets {
+        println!("  {:<24} {} element(s)", set.name, set.size);
+        for e in &set.elements {
+            match e.expires_in {
+                Some(secs) => println!("    {:<40} expires in {secs} s", e.element),
+                None => println!("    {}", e.element),
+            }
+        }
+    }
+    if !s.counters.is_empty() {
+        println!("counters:");
+        for c in s.counters.iter().filter(|c| c.packets > 0) {
+            println!(
+                "  {:<12} {:>10} packets {:>12} bytes  {}",
+                c.chain, c.packets, c.bytes, c.origin
+            );
         }
     }
 }

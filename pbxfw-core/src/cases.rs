@@ -130,8 +130,14 @@ impl Expect {
         }
         for s in sets {
             let name = format!("{s}{suffix}");
-            if !rs.sets.contains_key(&name) {
-                return Err(format!("set {name} does not exist in the compiled ruleset"));
+            match rs.sets.get(&name).map(|s| &s.kind) {
+                None => return Err(format!("set {name} does not exist in the compiled ruleset")),
+                Some(crate::ir::SetKind::Static(_)) => {
+                    return Err(format!(
+                        "set {name} is static: put the address in the policy"
+                    ))
+                }
+                Some(crate::ir::SetKind::Dynamic(_)) => {}
             }
             st.insert(rs, &name, self.src);
         }

@@ -239,11 +239,15 @@ fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
         }
         if p.proto == Proto::Udp {
             let d = p.dport.unwrap();
-            if [policy.pbx.rtp, policy.pbx.udptl]
+            // Media ranges never open a port of a signalling service.
+            let signalling = ["pjsip", "chansip", "iax"]
+                .iter()
+                .any(|s| serves(policy, s, p));
+            let media = [policy.pbx.rtp, policy.pbx.udptl]
                 .iter()
                 .flatten()
-                .any(|r| r.contains(d))
-            {
+                .any(|r| r.contains(d));
+            if media && !signalling {
                 return FinalVerdict::Accept;
             }
         }

@@ -66,6 +66,35 @@ fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1000.0)
 }
 
+/// What a [`Kernel::sync`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Synced {
+    /// The fingerprint now in the kernel.
+    pub fingerprint: String,
+    /// Whether only set elements were sent (no reload).
+    pub incremental: bool,
+    /// Elements added (incremental only).
+    pub added: usize,
+    /// Elements removed (incremental only).
+    pub removed: usize,
+    /// Why the whole ruleset was applied instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Wall time.
+    #[serde(serialize_with = "ser_ms")]
+    pub elapsed: Duration,
+}
+
+fn without_static_elements(rs: &Ruleset) -> Ruleset {
+    let mut rs = rs.clone();
+    for set in rs.sets.values_mut() {
+        if let SetKind::Static(s) = &mut set.kind {
+            *s = Default::default();
+        }
+    }
+    rs
+}
+
 /// Why an apply failed; each variant names the stage. In every case the kernel still holds the
 /// ruleset it held before.
 #[derive(Debug, thiserror::Error)]
@@ -301,6 +330,107 @@ impl Kernel {
         }
         Ok(Applied {
             fingerprint: script.fingerprint,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// Bring the kernel from `old` (what the caller believes is loaded) to `new`. When only
+    /// static set elements differ (a blacklist entry, a trusted host) and the kernel really holds
+    /// `old`, the difference goes over netlink in one transaction and the fingerprint is
+    /// updated; otherwise, or when the kernel refuses the patch, `new` is applied whole (which
+    /// keeps dynamic state too).
+    pub fn sync(
+        &self,
+        old: &Ruleset,
+        new: &Ruleset,
+        opts: &ApplyOptions,
+    ) -> Result<Synced, ApplyError> {
+        let start = Instant::now();
+        let full = |reason: String| -> Result<Synced, ApplyError> {
+            let a = self.apply(new, opts)?;
+            Ok(Synced {
+                fingerprint: a.fingerprint,
+                incremental: false,
+                added: 0,
+                removed: 0,
+                reason: Some(reason),
+                elapsed: start.elapsed(),
+            })
+        };
+        let loaded = self.fingerprint().ok().flatten();
+        if loaded.as_deref() != Some(old.fingerprint().as_str()) {
+            return full(match loaded {
+                None => "pbxfw was not loaded".into(),
+                Some(fp) => {
+                    format!("the kernel holds ruleset {fp}, not the one the change starts from")
+                }
+            });
+        }
+        if without_static_elements(old) != without_static_elements(new) {
+            return full("the change is more than static set elements".into());
+        }
+        let mut removals = Vec::new();
+        let mut additions = Vec::new();
+        let (mut added, mut removed) = (0, 0);
+        for (name, set) in &new.sets {
+            let (SetKind::Static(n), Some(SetKind::Static(o))) =
+                (&set.kind, old.sets.get(name).map(|s| &s.kind))
+            else {
+                continue;
+            };
+            let olds: std::collections::BTreeSet<_> =
+                o.elements().iter().map(|(p, _)| *p).collect();
+            let news: std::collections::BTreeSet<_> =
+                n.elements().iter().map(|(p, _)| *p).collect();
+            let elems = |v: Vec<&pbxfw_core::net::Prefix>| -> Vec<Element> {
+                v.into_iter()
+                    .map(|p| Element {
+                        prefix: *p,
+                        timeout: None,
+                    })
+                    .collect()
+            };
+            let gone = elems(olds.difference(&news).collect());
+            let fresh = elems(news.difference(&olds).collect());
+            removed += gone.len();
+            added += fresh.len();
+            if !gone.is_empty() {
+                removals.push(netlink::Change {
+                    set: name.clone(),
+                    shape: SetShape::Interval,
+                    op: Op::Remove,
+                    elements: gone,
+                });
+            }
+            if !fresh.is_empty() {
+                additions.push(netlink::Change {
+                    set: name.clone(),
+                    shape: SetShape::Interval,
+                    op: Op::Add,
+                    elements: fresh,
+                });
+            }
+        }
+        removals.extend(additions);
+        if let Err(e) = netlink::apply_changes(&self.table, &removals) {
+            return full(format!("the kernel refused the set update ({e})"));
+        }
+        let fingerprint = new.fingerprint();
+        let text = format!(
+            "flush chain inet {t} {c}\nadd rule inet {t} {c} return comment \"pbxfw {fingerprint}\"\n",
+            t = self.table,
+            c = crate::FINGERPRINT_CHAIN
+        );
+        self.nft(&["-f", "/dev/stdin"], Some(&text))
+            .map_err(|e| ApplyError::Load {
+                stderr: e.to_string(),
+            })?;
+        Ok(Synced {
+            fingerprint,
+            incremental: true,
+            added,
+            removed,
+            reason: None,
             elapsed: start.elapsed(),
         })
     }

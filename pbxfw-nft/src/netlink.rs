@@ -285,9 +285,21 @@ fn encode_element(m: &mut Msg, e: &Element, shape: SetShape) -> Result<(), Netli
     Ok(())
 }
 
+/// One change to one set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The set.
+    pub set: String,
+    /// Its shape.
+    pub shape: SetShape,
+    /// Add or remove.
+    pub op: Op,
+    /// The elements, all of the set's family.
+    pub elements: Vec<Element>,
+}
+
 /// Add or remove `elements` in `table`'s `set` (family inet). All elements must be of the set's
-/// family. Batches are transactions: when one fails, its elements are unchanged, and the error
-/// says which set; elements of earlier batches stay applied.
+/// family. See [`apply_changes`] for how batches are formed.
 pub fn update_set(
     table: &str,
     set: &str,
@@ -295,22 +307,57 @@ pub fn update_set(
     op: Op,
     elements: &[Element],
 ) -> Result<(), NetlinkError> {
-    if elements.is_empty() {
-        return Ok(());
-    }
+    apply_changes(
+        table,
+        &[Change {
+            set: set.into(),
+            shape,
+            op,
+            elements: elements.to_vec(),
+        }],
+    )
+}
+
+/// Apply changes in order. Changes that fit in one batch ([`MAX_BATCH_BYTES`]) are one kernel
+/// transaction, so a removal and an addition that replace each other never leave a gap; when a
+/// batch fails, its changes are all undone and the error names the set. Larger updates are
+/// split into several transactions; those already committed stay.
+pub fn apply_changes(table: &str, changes: &[Change]) -> Result<(), NetlinkError> {
     let sock = Socket::open().map_err(NetlinkError::Socket)?;
-    let msg_type = (NFNL_SUBSYS_NFTABLES << 8)
-        | match op {
-            Op::Add => NFT_MSG_NEWSETELEM,
-            Op::Remove => NFT_MSG_DELSETELEM,
-        };
-    let flags = match op {
-        Op::Add => NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
-        Op::Remove => NLM_F_REQUEST | NLM_F_ACK,
-    };
     let mut seq: u32 = 1;
-    let mut pending = elements;
-    while !pending.is_empty() {
+    // Flatten into (change index, element slice) messages, then pack messages into batches.
+    let mut messages: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (ci, c) in changes.iter().enumerate() {
+        let msg_type = (NFNL_SUBSYS_NFTABLES << 8)
+            | match c.op {
+                Op::Add => NFT_MSG_NEWSETELEM,
+                Op::Remove => NFT_MSG_DELSETELEM,
+            };
+        let flags = match c.op {
+            Op::Add => NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
+            Op::Remove => NLM_F_REQUEST | NLM_F_ACK,
+        };
+        let mut pending = &c.elements[..];
+        while !pending.is_empty() {
+            let mut m = Msg::new(msg_type, flags, 0, NFPROTO_INET, 0);
+            m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
+            m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(&c.set));
+            m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+            let mut used = 0;
+            for e in pending {
+                if m.buf.len() > MAX_MESSAGE_BYTES - 128 {
+                    break;
+                }
+                encode_element(&mut m, e, c.shape)?;
+                used += 1;
+            }
+            m.end();
+            pending = &pending[used..];
+            messages.push((ci, m.finish()));
+        }
+    }
+    let mut rest = &messages[..];
+    while !rest.is_empty() {
         let mut batch = Msg::new(
             NFNL_MSG_BATCH_BEGIN,
             NLM_F_REQUEST,
@@ -321,26 +368,21 @@ pub fn update_set(
         .finish();
         seq += 1;
         let mut acks = Vec::new();
-        // Messages of at most MAX_MESSAGE_BYTES, batches of at most MAX_BATCH_BYTES.
-        while !pending.is_empty() && batch.len() + MAX_MESSAGE_BYTES + 64 <= MAX_BATCH_BYTES {
-            let mut m = Msg::new(msg_type, flags, seq, NFPROTO_INET, 0);
-            m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
-            m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(set));
-            m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
-            let mut used = 0;
-            for e in pending {
-                if m.buf.len() > MAX_MESSAGE_BYTES - 128 {
-                    break;
-                }
-                encode_element(&mut m, e, shape)?;
-                used += 1;
+        let mut sets = Vec::new();
+        let mut used = 0;
+        for (ci, m) in rest {
+            if used > 0 && batch.len() + m.len() + 32 > MAX_BATCH_BYTES {
+                break;
             }
-            m.end();
-            pending = &pending[used..];
-            batch.extend_from_slice(&m.finish());
+            let mut m = m.clone();
+            m[8..12].copy_from_slice(&seq.to_ne_bytes());
+            batch.extend_from_slice(&m);
             acks.push(seq);
+            sets.push(changes[*ci].set.clone());
             seq += 1;
+            used += 1;
         }
+        rest = &rest[used..];
         batch.extend_from_slice(
             &Msg::new(
                 NFNL_MSG_BATCH_END,
@@ -353,34 +395,38 @@ pub fn update_set(
         );
         seq += 1;
         sock.send(&batch).map_err(NetlinkError::Socket)?;
-        wait_acks(&sock, &mut acks).map_err(|source| match source.raw_os_error() {
-            Some(_) if source.kind() != io::ErrorKind::WouldBlock => NetlinkError::Refused {
-                set: set.to_string(),
-                source,
-            },
-            _ => NetlinkError::Socket(source),
+        let first_seq = acks[0];
+        wait_acks(&sock, &mut acks).map_err(|(failed_seq, source)| {
+            match (failed_seq, source.kind()) {
+                (Some(fs), _) => NetlinkError::Refused {
+                    set: sets[(fs - first_seq) as usize % sets.len()].clone(),
+                    source,
+                },
+                _ => NetlinkError::Socket(source),
+            }
         })?;
     }
     Ok(())
 }
 
-/// Read replies until every sequence number in `acks` is acknowledged; the first error wins.
-fn wait_acks(sock: &Socket, acks: &mut Vec<u32>) -> io::Result<()> {
+/// Read replies until every sequence number in `acks` is acknowledged; the first error wins,
+/// with the sequence number of the message the kernel refused.
+fn wait_acks(sock: &Socket, acks: &mut Vec<u32>) -> Result<(), (Option<u32>, io::Error)> {
     let mut buf = vec![0u8; 64 * 1024];
     while !acks.is_empty() {
-        let n = sock.recv(&mut buf)?;
+        let n = sock.recv(&mut buf).map_err(|e| (None, e))?;
         let mut off = 0;
         while off + 16 <= n {
             let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
             let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
             let seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap());
             if len < 16 || off + len > n {
-                return Err(io::Error::other("malformed netlink reply"));
+                return Err((None, io::Error::other("malformed netlink reply")));
             }
             if ty == NLMSG_ERROR && len >= 20 {
                 let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
                 if err != 0 {
-                    return Err(io::Error::from_raw_os_error(-err));
+                    return Err((Some(seq), io::Error::from_raw_os_error(-err)));
                 }
                 acks.retain(|s| *s != seq);
             }

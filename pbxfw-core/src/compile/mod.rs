@@ -64,9 +64,13 @@ pub mod names {
     pub fn grant(service: &str, f: Family) -> String {
         format!("grant_{}{}", service.replace('-', "_"), f.suffix())
     }
-    /// Dynamic set of addresses put in a zone at run time (`trust`) or by hostname.
-    pub fn zone_dynamic(zone: crate::Zone, f: Family) -> String {
-        format!("zone_{zone}_dyn{}", f.suffix())
+    /// Static set of single addresses in a zone (`trust ADDR` adds to the trusted one).
+    pub fn zone_hosts(zone: crate::Zone, f: Family) -> String {
+        format!("zone_{zone}_hosts{}", f.suffix())
+    }
+    /// Dynamic set of the resolved addresses of hostnames in a zone.
+    pub fn zone_dns(zone: crate::Zone, f: Family) -> String {
+        format!("zone_{zone}_dns{}", f.suffix())
     }
     /// The chain of a zone.
     pub fn zone_chain(zone: crate::Zone) -> String {
@@ -612,8 +616,35 @@ fn icmp_rules(input: &mut Vec<Rule>, echo_rate: Rate) {
 
 fn classify(b: &mut Builder, policy: &ValidPolicy, deny: &Verdict) {
     let mut rules = Vec::new();
-    // Hostname overrides and run-time trusts: their addresses are host routes, the longest
-    // prefixes there are, so they are checked before the prefix map.
+    // Host overrides (a /32 or /128, and the resolved addresses of hostnames) are the longest
+    // prefixes there are, so they are checked before the prefix map and need no hole in it.
+    // They live in sets so that `pbxfw trust ADDR` is a set-element update, not a reload; the
+    // trusted host sets always exist for that reason. Explicit addresses come before hostnames.
+    for zone in Zone::ALL {
+        for f in Family::BOTH {
+            let elems: Vec<(Prefix, String)> = policy
+                .networks
+                .iter()
+                .filter(|n| n.zone == zone)
+                .filter_map(|n| match &n.source {
+                    Source::Net(p) if p.family() == f && p.is_host() => {
+                        Some((*p, format!("networks[{}]", n.index)))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if elems.is_empty() && zone != Zone::Trusted {
+                continue;
+            }
+            let set = names::zone_hosts(zone, f);
+            b.static_set(set.clone(), f, &format!("hosts in zone {zone}"), elems);
+            rules.push(Rule::new(
+                vec![Match::Family(f), Match::Src(set)],
+                Verdict::Goto(names::zone_chain(zone)),
+                format!("zone:{zone} hosts"),
+            ));
+        }
+    }
     for zone in Zone::ALL {
         let hosts = hostnames(
             policy
@@ -622,26 +653,17 @@ fn classify(b: &mut Builder, policy: &ValidPolicy, deny: &Verdict) {
                 .filter(|n| n.zone == zone)
                 .map(|n| &n.source),
         );
-        if hosts.is_empty() && zone != Zone::Trusted {
+        if hosts.is_empty() {
             continue;
         }
         for f in Family::BOTH {
-            let set = names::zone_dynamic(zone, f);
-            let comment = if zone == Zone::Trusted {
-                "trusted at run time or by hostname".to_string()
-            } else {
-                format!("zone {zone} by hostname")
-            };
+            let set = names::zone_dns(zone, f);
+            let comment = format!("zone {zone} by hostname, resolved");
             b.dynamic_set(set.clone(), f, &comment, f.bits(), None, hosts.clone());
-            let origin = if hosts.is_empty() {
-                format!("zone:{zone} trusted at run time")
-            } else {
-                truncate(format!("zone:{zone} hosts:{}", join_names(&hosts)))
-            };
             rules.push(Rule::new(
                 vec![Match::Family(f), Match::Src(set)],
                 Verdict::Goto(names::zone_chain(zone)),
-                origin,
+                truncate(format!("zone:{zone} hostnames:{}", join_names(&hosts))),
             ));
         }
     }
@@ -649,8 +671,8 @@ fn classify(b: &mut Builder, policy: &ValidPolicy, deny: &Verdict) {
         .networks
         .iter()
         .filter_map(|n| match &n.source {
-            Source::Net(p) => Some((*p, n.zone)),
-            Source::Host(_) => None,
+            Source::Net(p) if !p.is_host() => Some((*p, n.zone)),
+            _ => None,
         })
         .collect();
     for f in Family::BOTH {

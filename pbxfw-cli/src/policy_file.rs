@@ -1,0 +1,255 @@
+//! Editing the policy file for `blacklist add|del` and `trust|untrust`, keeping its comments and
+//! layout (TOML through toml_edit; JSON rewritten pretty-printed), and writing it atomically.
+
+use std::io::Write;
+use std::path::Path;
+
+use pbxfw_core::Policy;
+use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
+
+/// A policy document being edited.
+pub enum Doc {
+    /// TOML, comments and order kept.
+    Toml(DocumentMut),
+    /// JSON.
+    Json(serde_json::Value),
+}
+
+impl Doc {
+    /// Parse the file's text; the format follows the file name.
+    pub fn parse(text: &str, name: &str) -> Result<Doc, String> {
+        if name.ends_with(".json") {
+            serde_json::from_str(text)
+                .map(Doc::Json)
+                .map_err(|e| e.to_string())
+        } else {
+            text.parse::<DocumentMut>()
+                .map(Doc::Toml)
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    /// The text to write back.
+    pub fn render(&self) -> String {
+        match self {
+            Doc::Toml(d) => d.to_string(),
+            Doc::Json(v) => format!("{v:#}\n"),
+        }
+    }
+
+    /// The entries of `[blacklist] entries`, as written.
+    pub fn blacklist(&self) -> Vec<String> {
+        match self {
+            Doc::Toml(d) => d
+                .get("blacklist")
+                .and_then(|b| b.get("entries"))
+                .and_then(Item::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Doc::Json(v) => v["blacklist"]["entries"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Append a blacklist entry.
+    pub fn blacklist_add(&mut self, entry: &str) {
+        match self {
+            Doc::Toml(d) => {
+                if !d.contains_table("blacklist") {
+                    d.insert("blacklist", Item::Table(Table::new()));
+                }
+                let t = d["blacklist"]
+                    .as_table_like_mut()
+                    .expect("blacklist is a table");
+                if t.get("entries").and_then(Item::as_array).is_none() {
+                    t.insert("entries", value(Array::new()));
+                }
+                t.get_mut("entries")
+                    .and_then(Item::as_array_mut)
+                    .expect("entries is an array")
+                    .push(entry);
+            }
+            Doc::Json(v) => {
+                if !v["blacklist"]["entries"].is_array() {
+                    v["blacklist"]["entries"] = serde_json::json!([]);
+                }
+                v["blacklist"]["entries"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(entry.into());
+            }
+        }
+    }
+
+    /// Remove the blacklist entries for which `same` holds; returns how many.
+    pub fn blacklist_remove(&mut self, same: impl Fn(&str) -> bool) -> usize {
+        match self {
+            Doc::Toml(d) => {
+                let Some(a) = d
+                    .get_mut("blacklist")
+                    .and_then(|b| b.get_mut("entries"))
+                    .and_then(Item::as_array_mut)
+                else {
+                    return 0;
+                };
+                let before = a.len();
+                a.retain(|v| !v.as_str().is_some_and(&same));
+                before - a.len()
+            }
+            Doc::Json(v) => {
+                let Some(a) = v["blacklist"]["entries"].as_array_mut() else {
+                    return 0;
+                };
+                let before = a.len();
+                a.retain(|v| !v.as_str().is_some_and(&same));
+                before - a.len()
+            }
+        }
+    }
+
+    /// Append a `[[networks]]` entry.
+    pub fn network_add(&mut self, source: &str, zone: &str, description: &str) {
+        match self {
+            Doc::Toml(d) => {
+                if d.get("networks")
+                    .and_then(Item::as_array_of_tables)
+                    .is_none()
+                {
+                    d.insert("networks", Item::ArrayOfTables(ArrayOfTables::new()));
+                }
+                let mut t = Table::new();
+                t.insert("source", value(source));
+                t.insert("zone", value(zone));
+                t.insert("description", value(description));
+                d["networks"].as_array_of_tables_mut().unwrap().push(t);
+            }
+            Doc::Json(v) => {
+                if !v["networks"].is_array() {
+                    v["networks"] = serde_json::json!([]);
+                }
+                v["networks"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!({
+                        "source": source, "zone": zone, "description": description,
+                    }));
+            }
+        }
+    }
+
+    /// Remove the `[[networks]]` entries for which `hit(source, zone)` holds; returns how many.
+    pub fn networks_remove(&mut self, hit: impl Fn(&str, &str) -> bool) -> usize {
+        match self {
+            Doc::Toml(d) => {
+                let Some(a) = d.get_mut("networks").and_then(Item::as_array_of_tables_mut) else {
+                    return 0;
+                };
+                let before = a.len();
+                a.retain(|t| {
+                    let s = |k| t.get(k).and_then(Item::as_str).unwrap_or("");
+                    !hit(s("source"), s("zone"))
+                });
+                before - a.len()
+            }
+            Doc::Json(v) => {
+                let Some(a) = v["networks"].as_array_mut() else {
+                    return 0;
+                };
+                let before = a.len();
+                a.retain(|n| {
+                    !hit(
+                        n["source"].as_str().unwrap_or(""),
+                        n["zone"].as_str().unwrap_or(""),
+                    )
+                });
+                before - a.len()
+            }
+        }
+    }
+
+    /// The edited document as a policy.
+    pub fn policy(&self, name: &str) -> Result<Policy, String> {
+        Policy::from_text(&self.render(), name).map_err(|e| e.to_string())
+    }
+}
+
+/// Write `text` to `path` atomically: a temporary file in the same directory, fsync, rename over
+/// the old file, fsync the directory. A crash leaves either the old or the new file.
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("policy"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            f.set_permissions(meta.permissions())?;
+        }
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_edits_keep_comments() {
+        let text = "# my PBX\n[interfaces]\neth0 = \"internet\" # uplink\n";
+        let mut d = Doc::parse(text, "p.toml").unwrap();
+        d.blacklist_add("192.0.2.1");
+        d.network_add("198.51.100.7", "trusted", "added by pbxfw trust");
+        let out = d.render();
+        assert!(
+            out.contains("# my PBX") && out.contains("# uplink"),
+            "{out}"
+        );
+        let v = d.policy("p.toml").unwrap().validate().unwrap();
+        assert_eq!(v.blacklist.len(), 1);
+        assert_eq!(v.networks.len(), 1);
+        assert_eq!(d.blacklist_remove(|e| e == "192.0.2.1"), 1);
+        assert_eq!(
+            d.networks_remove(|s, z| s == "198.51.100.7" && z == "trusted"),
+            1
+        );
+        assert!(d
+            .policy("p.toml")
+            .unwrap()
+            .validate()
+            .unwrap()
+            .blacklist
+            .is_empty());
+    }
+
+    #[test]
+    fn json_edits() {
+        let mut d = Doc::parse("{\"interfaces\": {\"eth0\": \"local\"}}", "p.json").unwrap();
+        d.blacklist_add("2001:db8::/32");
+        assert_eq!(d.blacklist(), ["2001:db8::/32"]);
+        assert!(d.policy("p.json").unwrap().validate().is_ok());
+    }
+}

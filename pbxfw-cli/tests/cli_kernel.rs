@@ -1,0 +1,165 @@
+//! `pbxfw apply/status/blacklist/trust/disable` against the kernel, in a network namespace the
+//! test creates (and removes, also on failure).
+
+use std::process::{Command, Output};
+
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("pbxfw-test-cli-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            ok,
+            "ip netns add failed (kernel tests need root; PBXFW_SKIP_KERNEL=1 skips)"
+        );
+        Netns(name)
+    }
+
+    fn pbxfw(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0, env!("CARGO_BIN_EXE_pbxfw")])
+            .args(args)
+            .env_remove("PBXFW_POLICY")
+            .output()
+            .unwrap()
+    }
+
+    fn nft(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn apply_edit_status_disable() {
+    if std::env::var_os("PBXFW_SKIP_KERNEL").is_some() {
+        return;
+    }
+    let ns = Netns::new();
+    let dir = std::env::temp_dir().join(format!("pbxfw-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("pbxfw.toml");
+    std::fs::write(
+        &policy,
+        "# office PBX\n[interfaces]\neth0 = \"internet\"\n\n[blacklist]\nentries = [\"198.51.100.0/24\"] # known scanners\n",
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+
+    // Nothing loaded yet; an invalid policy is refused and loads nothing.
+    assert!(ok(&ns.pbxfw(&["status"])).contains("not loaded"));
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[interfaces]\neth0 = \"dmz\"\n").unwrap();
+    assert_eq!(
+        ns.pbxfw(&["apply", bad.to_str().unwrap()]).status.code(),
+        Some(2)
+    );
+    assert!(ns.nft(&["list", "tables"]).is_empty());
+
+    assert!(ok(&ns.pbxfw(&["apply", p])).contains("applied: fingerprint"));
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&ns.pbxfw(&["status", "--format", "json"]))).unwrap();
+    assert_eq!(status["loaded"], true);
+
+    // Blacklist edits go over netlink and into the file, comments kept.
+    let out = ok(&ns.pbxfw(&[
+        "blacklist",
+        "add",
+        "192.0.2.9",
+        "2001:db8:bad::/48",
+        "--policy",
+        p,
+    ]));
+    assert!(
+        out.contains("2 element(s) added, 0 removed over netlink"),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(&policy).unwrap();
+    assert!(
+        text.contains("# office PBX") && text.contains("192.0.2.9"),
+        "{text}"
+    );
+    assert!(ns
+        .nft(&["list", "set", "inet", "pbxfw", "blacklist4"])
+        .contains("192.0.2.9"));
+    assert!(ns
+        .nft(&["list", "set", "inet", "pbxfw", "blacklist6"])
+        .contains("2001:db8:bad::/48"));
+    let listed = ok(&ns.pbxfw(&["blacklist", "list", "--policy", p]));
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    // The kernel's fingerprint follows the file: a reload of the file changes nothing.
+    let fp = |ns: &Netns| {
+        let s: serde_json::Value =
+            serde_json::from_str(&ok(&ns.pbxfw(&["status", "--format", "json"]))).unwrap();
+        s["fingerprint"].as_str().unwrap().to_string()
+    };
+    let after_edit = fp(&ns);
+    ok(&ns.pbxfw(&["apply", p]));
+    assert_eq!(after_edit, fp(&ns));
+
+    let out = ok(&ns.pbxfw(&["blacklist", "del", "192.0.2.9", "--policy", p]));
+    assert!(out.contains("0 element(s) added, 1 removed"), "{out}");
+    assert!(!ns
+        .nft(&["list", "set", "inet", "pbxfw", "blacklist4"])
+        .contains("192.0.2.9"));
+    assert_eq!(
+        ns.pbxfw(&["blacklist", "del", "192.0.2.9", "--policy", p])
+            .status
+            .code(),
+        Some(2)
+    );
+
+    // Trust a host: an element of the trusted host set, over netlink.
+    let out = ok(&ns.pbxfw(&["trust", "203.0.113.5", "--policy", p]));
+    assert!(out.contains("1 element(s) added"), "{out}");
+    assert!(ns
+        .nft(&["list", "set", "inet", "pbxfw", "zone_trusted_hosts4"])
+        .contains("203.0.113.5"));
+    // Trusting a network changes the zone map: a reload.
+    let out = ok(&ns.pbxfw(&["trust", "10.20.0.0/16", "--policy", p]));
+    assert!(out.contains("ruleset reloaded"), "{out}");
+    ok(&ns.pbxfw(&["untrust", "203.0.113.5", "--policy", p]));
+    assert!(!ns
+        .nft(&["list", "set", "inet", "pbxfw", "zone_trusted_hosts4"])
+        .contains("203.0.113.5"));
+    // An edit that would make the policy invalid leaves the file alone.
+    let before = std::fs::read_to_string(&policy).unwrap();
+    assert_eq!(
+        ns.pbxfw(&["blacklist", "add", "0.0.0.0/0", "--policy", p])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(before, std::fs::read_to_string(&policy).unwrap());
+
+    assert!(ok(&ns.pbxfw(&["disable"])).contains("removed"));
+    assert!(ns.nft(&["list", "tables"]).is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
