@@ -98,6 +98,8 @@ impl Drop for Netns {
 
 /// Run `f` on a thread switched into the namespace: library calls that act on "the current
 /// network namespace" (and the `nft` processes they spawn) then act on this one.
+pub mod probe;
+
 pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{}", ns.name);
     std::thread::spawn(move || {
