@@ -2,168 +2,14 @@
 //! verifies and round-trips through its text form, and the reference evaluator over the IR
 //! agrees with a naive evaluator written directly over the policy model (SPEC section 3).
 
-use std::net::IpAddr;
-
-use pbxfw_core::compile::names;
-use pbxfw_core::ir::{self, CtState, DynamicState, FinalVerdict};
+use pbxfw_core::ir::{self, CtState, FinalVerdict};
 use pbxfw_core::net::Family;
 use pbxfw_core::{
     compile, eval, DenyVerdict, Packet, Policy, Proto, Source, ValidPolicy, Zone, L4,
 };
+use pbxfw_testkit::gen::{policy_doc, probe, Probe};
 use proptest::prelude::*;
 use serde_json::{json, Value};
-
-const ZONES: &[&str] = &[
-    "trusted", "local", "other", "internet", "reject", "external", "internal",
-];
-const IFACES: &[&str] = &["eth0", "eth1", "eth2", "wg0"];
-const SERVICES: &[&str] = &[
-    "ssh",
-    "http",
-    "https",
-    "ucp",
-    "api",
-    "pjsip",
-    "chansip",
-    "iax",
-    "webrtc",
-    "provisioning",
-    "xmpp",
-    "ntp",
-    "vpn",
-];
-const PORTS: &[u16] = &[
-    22, 69, 80, 81, 83, 84, 123, 443, 900, 1194, 1443, 2222, 4000, 4569, 5060, 5061, 5160, 5222,
-    8088, 9000, 10000, 15000, 20000, 20001,
-];
-
-/// Addresses drawn from a small space so that overrides, trunks and blacklists overlap.
-fn v4_addr() -> impl Strategy<Value = String> {
-    (0u8..2, 0u8..4, 0u8..8).prop_map(|(a, b, c)| format!("10.{a}.{b}.{c}"))
-}
-
-fn v6_addr() -> impl Strategy<Value = String> {
-    (0u16..2, 0u16..2, 0u16..8).prop_map(|(a, b, c)| format!("fd00:{a}:0:{b}::{c}"))
-}
-
-fn prefix() -> impl Strategy<Value = String> {
-    prop_oneof![
-        (
-            v4_addr(),
-            prop::sample::select(vec![8u8, 15, 16, 24, 30, 32])
-        )
-            .prop_map(|(a, l)| format!("{a}/{l}")),
-        (
-            v6_addr(),
-            prop::sample::select(vec![16u8, 32, 63, 64, 127, 128])
-        )
-            .prop_map(|(a, l)| format!("{a}/{l}")),
-        Just("trunk.example".to_string()),
-    ]
-}
-
-fn zone() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(ZONES)
-}
-
-fn services_subset() -> impl Strategy<Value = Vec<&'static str>> {
-    prop::sample::subsequence(SERVICES, 0..4)
-}
-
-fn policy_doc() -> impl Strategy<Value = Value> {
-    (
-        prop::collection::btree_map(prop::sample::select(IFACES), zone(), 0..4),
-        prop::collection::vec((prefix(), zone()), 0..6),
-        prop::collection::vec(
-            (prop::sample::select(SERVICES), prop::sample::subsequence(&ZONES[..5], 0..3)),
-            0..3,
-        ),
-        prop::collection::vec(
-            (prop::sample::select(vec!["pjsip", "chansip", "iax"]), prefix()),
-            0..3,
-        ),
-        prop::collection::vec(prefix(), 0..3),
-        (any::<bool>(), prop::sample::subsequence(vec!["pjsip", "chansip", "iax"], 0..3)),
-        prop::collection::vec(services_subset(), 0..3),
-        (any::<bool>(), prop::option::of((500u16..12000, 0u16..12000))),
-        services_subset(),
-    )
-        .prop_map(
-            |(ifaces, nets, svc, trunks, bl, (resp_on, protos), users, (reject, rtp), grants)| {
-                let mut doc = json!({
-                    "settings": {"default_verdict": if reject {"reject"} else {"drop"}},
-                    "interfaces": ifaces,
-                    "networks": nets.iter().map(|(s, z)| json!({"source": s, "zone": z})).collect::<Vec<_>>(),
-                    "services": svc.iter().map(|(s, z)| (s.to_string(), json!({"zones": z}))).collect::<serde_json::Map<_, _>>(),
-                    "pbx": {
-                        "trunks": trunks.iter().enumerate().map(|(i, (p, h))| json!({"name": format!("t{i}"), "protocol": p, "host": h})).collect::<Vec<_>>(),
-                    },
-                    "blacklist": {"entries": bl},
-                    "responsive": {"enabled": resp_on, "protocols": protos, "registered_grants": grants},
-                    "users": users.iter().enumerate().map(|(i, s)| json!({"name": format!("{}", 300 + i), "services": s})).collect::<Vec<_>>(),
-                    "custom_services": [{"name": "billing", "ports": ["tcp/9000-9010", "udp/9000"], "zones": ["local"]}],
-                });
-                if let Some((a, len)) = rtp {
-                    doc["pbx"]["rtp"] = json!(format!("{a}-{}", a.saturating_add(len)));
-                }
-                doc
-            },
-        )
-}
-
-#[derive(Debug, Clone)]
-struct Probe {
-    packet: Packet,
-    registered: bool,
-    banned: bool,
-    granted: Vec<&'static str>,
-}
-
-fn probe() -> impl Strategy<Value = Probe> {
-    let src = prop_oneof![
-        v4_addr(),
-        v6_addr(),
-        Just("192.0.2.1".to_string()),
-        Just("2001:db8::1".to_string())
-    ];
-    (
-        prop::sample::select(vec!["lo", "eth0", "eth1", "eth2", "wg0", "ppp0"]),
-        src,
-        0u8..4,
-        prop::sample::select(PORTS),
-        prop::option::of(prop::sample::select(vec![67u16, 547, 5060, 40000])),
-        prop::sample::select(vec![1u8, 2, 3, 8, 11, 128, 135, 137, 200]),
-        prop::sample::select(vec![
-            CtState::New,
-            CtState::Established,
-            CtState::Related,
-            CtState::Invalid,
-        ]),
-        (any::<bool>(), any::<bool>(), services_subset()),
-    )
-        .prop_map(
-            |(iif, src, proto, dport, sport, icmp_type, ct, (registered, banned, granted))| {
-                let src: IpAddr = src.parse().unwrap();
-                let proto = match (proto, src.is_ipv4()) {
-                    (0, _) => Proto::Udp,
-                    (1, _) => Proto::Tcp,
-                    (_, true) => Proto::Icmp,
-                    (_, false) => Proto::Icmpv6,
-                };
-                let ported = matches!(proto, Proto::Udp | Proto::Tcp);
-                let mut packet = Packet::new(iif, src, proto, ported.then_some(dport));
-                packet.sport = if ported { sport } else { None };
-                packet.icmp_type = (!ported).then_some(icmp_type);
-                packet.ct = ct;
-                Probe {
-                    packet,
-                    registered,
-                    banned,
-                    granted,
-                }
-            },
-        )
-}
 
 /// Whether a service of `policy` carries (proto, dport).
 fn serves(policy: &ValidPolicy, service: &str, p: &Packet) -> bool {
@@ -316,21 +162,7 @@ proptest! {
         let back = ir::parse(&rs.to_text());
         prop_assert_eq!(back.as_ref(), Ok(&rs));
         for pr in &probes {
-            let mut state = DynamicState::default();
-            let f = Family::of(&pr.packet.src);
-            if pr.registered {
-                state.insert(&rs, &names::registered(f), pr.packet.src);
-            }
-            if pr.banned {
-                state.insert(&rs, &names::ban(f), pr.packet.src);
-            }
-            for s in &pr.granted {
-                let set = names::grant(s, f);
-                if rs.sets.contains_key(&set) {
-                    state.insert(&rs, &set, pr.packet.src);
-                }
-            }
-            let d = eval(&rs, &pr.packet, &state);
+            let d = eval(&rs, &pr.packet, &pr.state(&rs));
             let (verdict, zone) = naive(&policy, pr);
             prop_assert_eq!(d.verdict, verdict, "packet {:?} decided by {}", pr, d.decided_by);
             prop_assert_eq!(d.zone, Some(zone));

@@ -216,7 +216,9 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
             );
         }
         for rule in &chain.rules {
-            let _ = writeln!(out, "\t\t{}", lower_rule(rs, rule, opts)?);
+            for line in lower_rule(rs, rule, opts)? {
+                let _ = writeln!(out, "\t\t{line}");
+            }
         }
         let _ = writeln!(out, "\t}}");
     }
@@ -273,7 +275,37 @@ fn ports(ps: &pbxfw_core::ir::PortSet) -> String {
     }
 }
 
-fn lower_rule(rs: &Ruleset, rule: &Rule, opts: &Options) -> Result<String, LowerError> {
+/// One IR rule becomes one nft rule, except a `reject` that may see TCP: TCP gets a reset (so
+/// clients fail at once; an ICMP error does not abort an IPv6 TCP connect), everything else an
+/// ICMP port-unreachable. Both carry the IR rule's origin.
+fn lower_rule(rs: &Ruleset, rule: &Rule, opts: &Options) -> Result<Vec<String>, LowerError> {
+    if rule.verdict != Verdict::Reject {
+        return Ok(vec![lower_one(rs, rule, opts, "")?]);
+    }
+    let proto = rule.matches.iter().find_map(|m| match m {
+        Match::Proto(p) => Some(*p),
+        _ => None,
+    });
+    Ok(match proto {
+        Some(L4Proto::Tcp) => vec![lower_one(rs, rule, opts, " with tcp reset")?],
+        Some(_) => vec![lower_one(rs, rule, opts, "")?],
+        None => {
+            let mut tcp = rule.clone();
+            tcp.matches.push(Match::Proto(L4Proto::Tcp));
+            vec![
+                lower_one(rs, &tcp, opts, " with tcp reset")?,
+                lower_one(rs, rule, opts, "")?,
+            ]
+        }
+    })
+}
+
+fn lower_one(
+    rs: &Ruleset,
+    rule: &Rule,
+    opts: &Options,
+    reject_with: &str,
+) -> Result<String, LowerError> {
     let mut parts: Vec<String> = Vec::new();
     let proto = rule.matches.iter().find_map(|m| match m {
         Match::Proto(p) => Some(*p),
@@ -385,7 +417,7 @@ fn lower_rule(rs: &Ruleset, rule: &Rule, opts: &Options) -> Result<String, Lower
     parts.push(match &rule.verdict {
         Verdict::Accept => "accept".into(),
         Verdict::Drop => "drop".into(),
-        Verdict::Reject => "reject".into(),
+        Verdict::Reject => format!("reject{reject_with}"),
         Verdict::Jump(c) => format!("jump {c}"),
         Verdict::Goto(c) => format!("goto {c}"),
         Verdict::Return => "return".into(),

@@ -1,8 +1,7 @@
 //! The kernel API of the nft backend, in fresh network namespaces: apply, verify, reload
 //! keeping dynamic state, netlink updates, status, disable, coexistence and failure handling.
 
-mod common;
-
+use pbxfw_testkit::netns as common;
 use std::str::FromStr;
 use std::time::Duration;
 

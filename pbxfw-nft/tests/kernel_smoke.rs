@@ -2,8 +2,7 @@
 //! in a fresh network namespace; loading it again leaves the same ruleset, keeps dynamic set
 //! elements, and leaves another table alone.
 
-mod common;
-
+use pbxfw_testkit::netns as common;
 use std::path::PathBuf;
 
 use pbxfw_core::cases::CaseFile;

@@ -9,8 +9,6 @@
 //! final). Between drop and reject, the client tells: a rejected probe gets an ICMP error or a
 //! reset, a dropped one gets nothing before the timeout.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::io;
 use std::mem::MaybeUninit;
@@ -20,16 +18,17 @@ use std::time::{Duration, Instant};
 use pbxfw_core::ir::{CtState, FinalVerdict, Packet, Proto};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::{in_netns, Netns};
+use crate::netns::{in_netns, Netns};
 
 /// The pbx's own address.
 pub const DST4: &str = "100.64.0.1";
 /// The pbx's own IPv6 address.
 pub const DST6: &str = "fd99::1";
-const WAIT: Duration = Duration::from_millis(250);
+const WAIT: Duration = Duration::from_millis(150);
 
 /// The test network: one pbx namespace and one client namespace per interface.
 pub struct Topology {
+    /// The namespace holding the ruleset under test.
     pub pbx: Netns,
     clients: BTreeMap<String, (Netns, String)>,
     next_port: u16,
@@ -57,7 +56,15 @@ impl Topology {
         // The pbx's addresses live on its loopback (the weak host model accepts them on every
         // interface), so that probes arriving on `lo` itself have a destination too.
         pbx.run(&["ip", "addr", "add", &format!("{DST4}/32"), "dev", "lo"]);
-        pbx.run(&["ip", "addr", "add", &format!("{DST6}/128"), "dev", "lo", "nodad"]);
+        pbx.run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{DST6}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ]);
         let mut clients = BTreeMap::new();
         for (i, iif) in iifs.iter().filter(|i| *i != "lo").enumerate() {
             let c = Netns::new(&format!("{tag}-c{i}"));
@@ -65,8 +72,8 @@ impl Topology {
             let pbx_mac = format!("02:00:00:00:01:{:02x}", i + 1);
             let cli_mac = format!("02:00:00:00:02:{:02x}", i + 1);
             pbx.run(&[
-                "ip", "link", "add", iif, "address", &pbx_mac, "type", "veth", "peer", "name", "c0",
-                "address", &cli_mac, "netns", &c.name,
+                "ip", "link", "add", iif, "address", &pbx_mac, "type", "veth", "peer", "name",
+                "c0", "address", &cli_mac, "netns", &c.name,
             ]);
             pbx.run(&["ip", "link", "set", iif, "up"]);
             c.run(&["ip", "link", "set", "c0", "up"]);
@@ -75,18 +82,52 @@ impl Topology {
             c.run(&["ip", "addr", "add", "100.64.255.254/32", "dev", "c0"]);
             c.run(&["ip", "addr", "add", "fd99::fffe/128", "dev", "c0", "nodad"]);
             c.run(&["ip", "route", "add", &format!("{DST4}/32"), "dev", "c0"]);
-            c.run(&["ip", "-6", "route", "add", &format!("{DST6}/128"), "dev", "c0"]);
+            c.run(&[
+                "ip",
+                "-6",
+                "route",
+                "add",
+                &format!("{DST6}/128"),
+                "dev",
+                "c0",
+            ]);
             // Static neighbours: no ARP or neighbour discovery on the probe path, so a probe
             // whose source is blacklisted cannot fail for want of a neighbour.
-            c.run(&["ip", "neigh", "replace", DST4, "lladdr", &pbx_mac, "dev", "c0", "nud", "permanent"]);
-            c.run(&["ip", "neigh", "replace", DST6, "lladdr", &pbx_mac, "dev", "c0", "nud", "permanent"]);
+            c.run(&[
+                "ip",
+                "neigh",
+                "replace",
+                DST4,
+                "lladdr",
+                &pbx_mac,
+                "dev",
+                "c0",
+                "nud",
+                "permanent",
+            ]);
+            c.run(&[
+                "ip",
+                "neigh",
+                "replace",
+                DST6,
+                "lladdr",
+                &pbx_mac,
+                "dev",
+                "c0",
+                "nud",
+                "permanent",
+            ]);
             clients.insert(iif.clone(), (c, cli_mac));
         }
         let made = pbx.exec_stdin(
             &["nft", "-f", "/dev/stdin"],
             "table inet probe {\n chain seen {\n  type filter hook input priority 100; policy accept;\n }\n}\n",
         );
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
         Topology {
             pbx,
             clients,
@@ -95,12 +136,14 @@ impl Topology {
     }
 
     /// Send `packet` and report the kernel's verdict. `None` when the packet cannot be
-    /// reproduced with real traffic here (see [`reproducible`]).
+    /// reproduced with real traffic here (see [`as_kernel_sees`]).
     pub fn probe(&mut self, packet: &Packet) -> Option<FinalVerdict> {
-        if !reproducible(packet) {
-            return None;
-        }
-        self.next_port = if self.next_port >= 60000 { 40000 } else { self.next_port + 1 };
+        let packet = &as_kernel_sees(packet)?;
+        self.next_port = if self.next_port >= 60000 {
+            40000
+        } else {
+            self.next_port + 1
+        };
         let sport = packet.sport.unwrap_or(self.next_port);
         let src = packet.src;
         let v6 = src.is_ipv6();
@@ -109,19 +152,57 @@ impl Topology {
             "lo" => (&self.pbx, true),
             iif => {
                 let (c, mac) = &self.clients[iif];
-                c.run(&["ip", "addr", "add", &format!("{src}/{plen}"), "dev", "c0", "nodad"]);
-                self.pbx.run(&["ip", "route", "replace", &format!("{src}/{plen}"), "dev", iif]);
-                self.pbx.run(&["ip", "neigh", "replace", &src.to_string(), "lladdr", mac, "dev", iif, "nud", "permanent"]);
+                c.run(&[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{src}/{plen}"),
+                    "dev",
+                    "c0",
+                    "nodad",
+                ]);
+                self.pbx.run(&[
+                    "ip",
+                    "route",
+                    "replace",
+                    &format!("{src}/{plen}"),
+                    "dev",
+                    iif,
+                ]);
+                self.pbx.run(&[
+                    "ip",
+                    "neigh",
+                    "replace",
+                    &src.to_string(),
+                    "lladdr",
+                    mac,
+                    "dev",
+                    iif,
+                    "nud",
+                    "permanent",
+                ]);
                 (c, false)
             }
         };
         // 127.0.0.0/8 and ::1 are local already.
         let lo_addr = lo && !src.is_loopback();
         if lo_addr {
-            self.pbx.run(&["ip", "addr", "add", &format!("{src}/{plen}"), "dev", "lo", "nodad"]);
+            self.pbx.run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{src}/{plen}"),
+                "dev",
+                "lo",
+                "nodad",
+            ]);
         }
         self.count(packet);
-        let dst: IpAddr = if v6 { DST6.parse().unwrap() } else { DST4.parse().unwrap() };
+        let dst: IpAddr = if v6 {
+            DST6.parse().unwrap()
+        } else {
+            DST4.parse().unwrap()
+        };
         let p = packet.clone();
         let pbx_name = self.pbx.name.clone();
         let iface = if lo { "lo" } else { "c0" };
@@ -129,10 +210,19 @@ impl Topology {
         let seen = self.seen();
         // Undo the addresses and routes so the next probe starts clean.
         if lo_addr {
-            self.pbx.run(&["ip", "addr", "del", &format!("{src}/{plen}"), "dev", "lo"]);
+            self.pbx
+                .run(&["ip", "addr", "del", &format!("{src}/{plen}"), "dev", "lo"]);
         } else if !lo {
-            self.clients[&packet.iif].0.run(&["ip", "addr", "del", &format!("{src}/{plen}"), "dev", "c0"]);
-            self.pbx.run(&["ip", "route", "del", &format!("{src}/{plen}")]);
+            self.clients[&packet.iif].0.run(&[
+                "ip",
+                "addr",
+                "del",
+                &format!("{src}/{plen}"),
+                "dev",
+                "c0",
+            ]);
+            self.pbx
+                .run(&["ip", "route", "del", &format!("{src}/{plen}")]);
         }
         Some(if seen {
             FinalVerdict::Accept
@@ -157,11 +247,17 @@ impl Topology {
             p.src
         );
         let out = self.pbx.exec_stdin(&["nft", "-f", "/dev/stdin"], &text);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn seen(&self) -> bool {
-        let text = self.pbx.run(&["nft", "-j", "list", "chain", "inet", "probe", "seen"]);
+        let text = self
+            .pbx
+            .run(&["nft", "-j", "list", "chain", "inet", "probe", "seen"]);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         v["nftables"]
             .as_array()
@@ -175,7 +271,15 @@ impl Topology {
 
     /// Put `addr` (masked by the caller) into a dynamic set of pbxfw's table.
     pub fn add_element(&self, set: &str, element: &str) {
-        self.pbx.run(&["nft", "add", "element", "inet", "pbxfw", set, &format!("{{ {element} }}")]);
+        self.pbx.run(&[
+            "nft",
+            "add",
+            "element",
+            "inet",
+            "pbxfw",
+            set,
+            &format!("{{ {element} }}"),
+        ]);
     }
 
     /// Empty a dynamic set.
@@ -184,21 +288,53 @@ impl Topology {
     }
 }
 
-/// Whether real traffic here can give the packet the connection-tracking state it claims.
-/// Not reproducible: `invalid` and `related` states, established TCP (it needs a handshake the
-/// ruleset may refuse), and unsolicited ICMP error messages, which conntrack itself classifies
-/// as invalid.
-pub fn reproducible(p: &Packet) -> bool {
-    let icmp_error = match p.proto {
-        Proto::Icmp => matches!(p.icmp_type, Some(3 | 4 | 5 | 11 | 12)),
-        Proto::Icmpv6 => matches!(p.icmp_type, Some(1..=4)),
+/// The verdict a probe can observe when the ruleset decides `v`: the kernel answers an ICMP
+/// message with an ICMP error only when it is a query (ICMPv4 echo and timestamp, and their
+/// replies; ICMPv6 informational types, 128 and up): never an error message or an unassigned
+/// type (RFC 1122, RFC 4443). A rejected message of another type looks dropped.
+pub fn observable(p: &Packet, v: FinalVerdict) -> FinalVerdict {
+    let unanswerable = match (p.proto, p.icmp_type) {
+        (Proto::Icmp, Some(t)) => !matches!(t, 0 | 8 | 13 | 14),
+        (Proto::Icmpv6, Some(t)) => t < 128,
         _ => false,
     };
-    match p.ct {
-        CtState::New => !icmp_error,
-        CtState::Established => p.proto == Proto::Udp,
-        CtState::Related | CtState::Invalid => false,
+    if v == FinalVerdict::Reject && unanswerable {
+        FinalVerdict::Drop
+    } else {
+        v
     }
+}
+
+const ICMP4_ERRORS: [u8; 5] = [3, 4, 5, 11, 12];
+
+/// The packet as the kernel will see it when a probe sends it, or `None` when real traffic here
+/// cannot give it the connection-tracking state it claims.
+///
+/// Conntrack decides the state of an ICMP message by its type: echo, timestamp, information
+/// and address-mask requests (ICMPv6: echo and node-information queries) start flows; ICMPv6
+/// neighbour discovery and MLD are untracked (the ruleset treats them as new); an error message
+/// with no flow to relate to, and every other type, is invalid. Established is reproduced for
+/// UDP only (TCP would need a handshake the ruleset may refuse); related is not reproduced.
+pub fn as_kernel_sees(p: &Packet) -> Option<Packet> {
+    let icmp_state = match (p.proto, p.icmp_type) {
+        (Proto::Icmp, Some(t)) if ICMP4_ERRORS.contains(&t) => None,
+        (Proto::Icmp, Some(8 | 13 | 15 | 17)) => Some(CtState::New),
+        (Proto::Icmp, Some(_)) => Some(CtState::Invalid),
+        (Proto::Icmpv6, Some(1..=4)) => None,
+        (Proto::Icmpv6, Some(128 | 139 | 130..=136 | 143)) => Some(CtState::New),
+        (Proto::Icmpv6, Some(_)) => Some(CtState::Invalid),
+        _ => Some(CtState::New),
+    };
+    let state = match p.ct {
+        CtState::New => icmp_state?,
+        CtState::Established if p.proto == Proto::Udp => CtState::Established,
+        CtState::Invalid if icmp_state == Some(CtState::Invalid) => CtState::Invalid,
+        _ => return None,
+    };
+    Some(Packet {
+        ct: state,
+        ..p.clone()
+    })
 }
 
 fn sockaddr(ip: IpAddr, port: u16) -> SockAddr {
@@ -222,14 +358,24 @@ fn src_addr(ip: IpAddr, port: u16, iface: &str) -> SockAddr {
 fn is_answer(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::EACCES | libc::ENETUNREACH | libc::EPERM)
+        Some(
+            libc::ECONNREFUSED
+                | libc::EHOSTUNREACH
+                | libc::EACCES
+                | libc::ENETUNREACH
+                | libc::EPERM
+        )
     )
 }
 
 /// Send one probe from the current namespace; returns whether it was answered with an error
 /// (ICMP unreachable or TCP reset) within the wait.
 fn send(p: &Packet, dst: IpAddr, sport: u16, pbx_ns: &str, iface: &str) -> bool {
-    let domain = if p.src.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if p.src.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     match p.proto {
         Proto::Udp => {
             let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).unwrap();
@@ -243,7 +389,9 @@ fn send(p: &Packet, dst: IpAddr, sport: u16, pbx_ns: &str, iface: &str) -> bool 
                 let path = format!("/run/netns/{pbx_ns}");
                 std::thread::spawn(move || {
                     enter(&path);
-                    let s = Socket::new(Domain::for_address(from), Type::DGRAM, Some(Protocol::UDP)).unwrap();
+                    let s =
+                        Socket::new(Domain::for_address(from), Type::DGRAM, Some(Protocol::UDP))
+                            .unwrap();
                     s.set_reuse_address(true).unwrap();
                     s.bind(&from.into()).unwrap();
                     s.send_to(b"hello", &to.into()).unwrap();
@@ -254,7 +402,8 @@ fn send(p: &Packet, dst: IpAddr, sport: u16, pbx_ns: &str, iface: &str) -> bool 
                 s.set_read_timeout(Some(WAIT)).unwrap();
                 let _ = s.recv(&mut buf);
             }
-            s.connect(&sockaddr(dst, p.dport.unwrap())).unwrap_or_else(|e| panic!("connect {p:?}: {e}"));
+            s.connect(&sockaddr(dst, p.dport.unwrap()))
+                .unwrap_or_else(|e| panic!("connect {p:?}: {e}"));
             s.send(b"pbxfw probe").unwrap();
             s.set_read_timeout(Some(WAIT)).unwrap();
             let mut buf = [MaybeUninit::<u8>::uninit(); 64];
@@ -273,9 +422,14 @@ fn send(p: &Packet, dst: IpAddr, sport: u16, pbx_ns: &str, iface: &str) -> bool 
         }
         Proto::Icmp | Proto::Icmpv6 => {
             let v6 = p.proto == Proto::Icmpv6;
-            let proto = if v6 { Protocol::ICMPV6 } else { Protocol::ICMPV4 };
+            let proto = if v6 {
+                Protocol::ICMPV6
+            } else {
+                Protocol::ICMPV4
+            };
             let s = Socket::new(domain, Type::RAW, Some(proto)).unwrap();
-            s.bind(&src_addr(p.src, 0, iface)).unwrap_or_else(|e| panic!("bind {p:?}: {e}"));
+            s.bind(&src_addr(p.src, 0, iface))
+                .unwrap_or_else(|e| panic!("bind {p:?}: {e}"));
             if v6 {
                 // Neighbour discovery messages are only valid with hop limit 255.
                 s.set_unicast_hops_v6(255).unwrap();
@@ -295,9 +449,11 @@ fn send(p: &Packet, dst: IpAddr, sport: u16, pbx_ns: &str, iface: &str) -> bool 
                     return false;
                 }
                 s.set_read_timeout(Some(left)).unwrap();
-                let Ok(n) = s.recv(&mut buf) else { return false };
+                let Ok(n) = s.recv(&mut buf) else {
+                    return false;
+                };
                 // SAFETY-free view: recv initialised the first n bytes.
-                let bytes: Vec<u8> = buf[..n].iter().map(|b| unsafe_read(b)).collect();
+                let bytes: Vec<u8> = buf[..n].iter().map(unsafe_read).collect();
                 let icmp_type = if v6 {
                     bytes.first().copied()
                 } else {

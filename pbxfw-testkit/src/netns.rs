@@ -1,7 +1,5 @@
 //! Network namespaces for kernel tests: created per test, removed on drop (also on panic).
 
-#![allow(dead_code)]
-
 use std::process::{Command, Output};
 
 /// Whether kernel tests are switched off for this run (`PBXFW_SKIP_KERNEL=1`). Without that
@@ -16,6 +14,7 @@ pub fn skipped() -> bool {
 
 /// A network namespace that is deleted when dropped.
 pub struct Netns {
+    /// The name under /run/netns.
     pub name: String,
 }
 
@@ -98,8 +97,6 @@ impl Drop for Netns {
 
 /// Run `f` on a thread switched into the namespace: library calls that act on "the current
 /// network namespace" (and the `nft` processes they spawn) then act on this one.
-pub mod probe;
-
 pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{}", ns.name);
     std::thread::spawn(move || {

@@ -1,0 +1,208 @@
+//! Deterministic policy generators for the pbxfw benchmarks (`cargo bench -p pbxfw-benches`).
+//!
+//! Every generator returns policy TOML text, because the benchmarks measure the whole path a
+//! policy file takes: parse, validate, compile, lower. The same arguments always give the same
+//! text (a fixed-seed [`SplitMix64`], no clock, no `HashMap` order), so figures from different
+//! machines and commits measure the same work. Generated policies validate without errors or
+//! warnings: warnings would add formatting work that real, clean policies do not do.
+//!
+//! ```
+//! let text = pbxfw_benches::blacklist_policy(10);
+//! let policy = pbxfw_core::Policy::from_toml(&text)?.validate()?;
+//! assert_eq!(policy.blacklist.len(), 10);
+//! assert!(policy.warnings.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// The policy every generated one starts from: two interfaces, a trunk, the responsive layer.
+pub const BASE_POLICY: &str = r#"[settings]
+default_verdict = "drop"
+
+[interfaces]
+eth0 = "internet"
+eth1 = "local"
+
+[[pbx.trunks]]
+name = "provider"
+protocol = "pjsip"
+host = "203.0.113.10"
+"#;
+
+/// A tiny, fixed-seed pseudo-random generator (SplitMix64): deterministic on every platform.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 pseudo-random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn range(&mut self, lo: u32, hi: u32) -> u32 {
+        lo + (self.next_u64() % u64::from(hi - lo + 1)) as u32
+    }
+}
+
+/// `n` distinct blacklist entries in a fixed mix: a third IPv4 addresses, a third IPv4 CIDRs
+/// (/16 to /30) and a third IPv6 prefixes (/32 to /64), all in global unicast space, written
+/// with host bits cleared. CIDRs may cover addresses or other CIDRs, as real lists do; the
+/// compiler's set normalisation then has work to do.
+pub fn blacklist_entries(n: usize) -> Vec<String> {
+    let mut rng = SplitMix64::new(0x7062_7866_7700_0001);
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let entry = match out.len() % 3 {
+            0 => Ipv4Addr::from(global_v4(&mut rng)).to_string(),
+            1 => {
+                let len = rng.range(16, 30);
+                let a = global_v4(&mut rng) & (u32::MAX << (32 - len));
+                format!("{}/{len}", Ipv4Addr::from(a))
+            }
+            _ => {
+                let len = rng.range(32, 64);
+                // 2000::/3 (global unicast), random below it, masked to the prefix length.
+                let hi = (0x2000_u128 << 112) | (u128::from(rng.next_u64()) << 48 >> 3);
+                let a = hi & (u128::MAX << (128 - len));
+                format!("{}/{len}", Ipv6Addr::from(a))
+            }
+        };
+        if seen.insert(entry.clone()) {
+            out.push(entry);
+        }
+    }
+    out
+}
+
+/// An IPv4 address in 1.0.0.0 to 223.255.255.255 outside 10/8, 127/8 and 192.168/16, so
+/// blacklist entries never overlap the private networks the base policy might use.
+fn global_v4(rng: &mut SplitMix64) -> u32 {
+    loop {
+        let a = rng.next_u64() as u32;
+        let first = a >> 24;
+        if (1..=223).contains(&first) && first != 10 && first != 127 && a >> 16 != 0xc0a8 {
+            return a;
+        }
+    }
+}
+
+/// [`BASE_POLICY`] with a blacklist of [`blacklist_entries`]`(n)`.
+pub fn blacklist_policy(n: usize) -> String {
+    let mut s = String::with_capacity(BASE_POLICY.len() + 24 * n + 32);
+    s.push_str(BASE_POLICY);
+    s.push_str("\n[blacklist]\nentries = [\n");
+    for e in blacklist_entries(n) {
+        let _ = writeln!(s, "  \"{e}\",");
+    }
+    s.push_str("]\n");
+    s
+}
+
+/// The zones nested network overrides cycle through.
+const ZONES: [&str; 5] = ["local", "other", "trusted", "reject", "internet"];
+
+/// `n` network overrides as `(source, zone)`, nested three deep so the zone classifier must
+/// split ranges: per block a /16 (IPv4, `10.K.0.0/16`) or /48 (IPv6, `fd00:K::/48`), eight
+/// /24s or /56s inside it and three hosts or /64s inside each of those; every level in a
+/// different zone from its parent. 256 IPv4 blocks come first, then IPv6 blocks.
+pub fn network_overrides(n: usize) -> Vec<(String, &'static str)> {
+    let mut out = Vec::with_capacity(n);
+    let mut block = 0usize;
+    while out.len() < n {
+        let zone = |level: usize, i: usize| ZONES[(block + level * 2 + i) % ZONES.len()];
+        if block < 256 {
+            let k = block;
+            out.push((format!("10.{k}.0.0/16"), zone(0, 0)));
+            for b in 0..8 {
+                let third = b * 32;
+                out.push((format!("10.{k}.{third}.0/24"), zone(1, b)));
+                for c in 0..3 {
+                    out.push((format!("10.{k}.{third}.{}", 1 + c * 50), zone(2, b + c)));
+                }
+            }
+        } else {
+            let k = block - 256;
+            out.push((format!("fd00:{k:x}::/48"), zone(0, 0)));
+            for b in 0..8 {
+                let sub = b * 0x20;
+                out.push((format!("fd00:{k:x}:{:x}::/56", sub << 8), zone(1, b)));
+                for c in 0..3 {
+                    let s64 = (sub << 8) | (1 + c * 0x40);
+                    out.push((format!("fd00:{k:x}:{s64:x}::/64"), zone(2, b + c)));
+                }
+            }
+        }
+        block += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+/// [`BASE_POLICY`] with [`network_overrides`]`(n)` as `[[networks]]` tables.
+pub fn networks_policy(n: usize) -> String {
+    let mut s = String::with_capacity(BASE_POLICY.len() + 64 * n);
+    s.push_str(BASE_POLICY);
+    for (source, zone) in network_overrides(n) {
+        let _ = write!(
+            s,
+            "\n[[networks]]\nsource = \"{source}\"\nzone = \"{zone}\"\n"
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pbxfw_core::{compile, ir, Policy};
+
+    fn check(text: &str) -> pbxfw_core::ValidPolicy {
+        let valid = Policy::from_toml(text).unwrap().validate().unwrap();
+        assert!(valid.warnings.is_empty(), "{:?}", valid.warnings);
+        let rs = compile(&valid);
+        ir::verify(&rs).unwrap();
+        pbxfw_nft::lower(&rs, &pbxfw_nft::Options::default()).unwrap();
+        valid
+    }
+
+    #[test]
+    fn generators_are_deterministic() {
+        assert_eq!(blacklist_policy(300), blacklist_policy(300));
+        assert_eq!(networks_policy(300), networks_policy(300));
+        assert_eq!(blacklist_entries(10)[..], blacklist_entries(20)[..10]);
+    }
+
+    #[test]
+    fn blacklists_are_clean_and_mixed() {
+        let e = blacklist_entries(1000);
+        assert_eq!(e.len(), 1000);
+        assert_eq!(e.iter().filter(|s| s.contains(':')).count(), 333);
+        assert_eq!(e.iter().filter(|s| !s.contains('/')).count(), 334);
+        assert_eq!(check(&blacklist_policy(1000)).blacklist.len(), 1000);
+    }
+
+    #[test]
+    fn networks_are_clean_and_nested() {
+        // 10_000 reaches well into the IPv6 blocks (256 IPv4 blocks of 33 entries = 8448).
+        let v = check(&networks_policy(10_000));
+        assert_eq!(v.networks.len(), 10_000);
+        let zones: BTreeSet<_> = v.networks.iter().map(|n| n.zone).collect();
+        assert_eq!(zones.len(), 5);
+    }
+}
