@@ -46,6 +46,7 @@
 pub mod cases;
 pub mod compile;
 mod diag;
+pub mod events;
 pub mod explain;
 pub mod ir;
 mod model;

@@ -1,0 +1,109 @@
+//! Security events from the PBX, parsed without I/O (SPEC 2.9).
+//!
+//! Three sources feed the same [`SecurityEvent`]: Asterisk AMI events (security events such as
+//! `InvalidAccountID`, `ChallengeResponseFailed`, `InvalidPassword`, `FailedACL`,
+//! `SuccessfulAuth`, and registration events `ContactStatus` and chan_sip `PeerStatus`),
+//! Asterisk log lines (the `security` channel and the chan_sip/res_pjsip NOTICE lines that
+//! fail2ban's asterisk filter reads), and a documented JSON-lines format for any other PBX.
+//! The responsive state machine ([`crate::responsive`]) consumes them.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::SignallingProtocol;
+
+/// Why an authentication failed; the state machine treats them differently (SPEC 2.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthFailure {
+    /// No such account or extension: enumeration. Counts heavily.
+    UnknownAccount,
+    /// The account exists, the password or digest is wrong: maybe a misconfigured phone.
+    WrongPassword,
+    /// Refused by an ACL (permit/deny, `FailedACL`).
+    Acl,
+    /// Any other failure (bad request format, unsupported auth, ...).
+    Other,
+}
+
+/// What happened, and from where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum SecurityEvent {
+    /// An authentication attempt failed.
+    AuthFailed {
+        /// The remote address.
+        source: IpAddr,
+        /// The account (extension, user name) tried, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account: Option<String>,
+        /// Why it failed.
+        reason: AuthFailure,
+        /// The User-Agent header, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_agent: Option<String>,
+        /// The signalling protocol, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        protocol: Option<SignallingProtocol>,
+    },
+    /// An authentication succeeded.
+    AuthSucceeded {
+        /// The remote address.
+        source: IpAddr,
+        /// The account.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account: Option<String>,
+        /// The User-Agent header, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_agent: Option<String>,
+    },
+    /// A device registered (or refreshed its registration).
+    Registered {
+        /// The contact's address.
+        source: IpAddr,
+        /// The account (extension).
+        account: String,
+        /// Seconds until the registration expires.
+        expires: u32,
+    },
+    /// A registration ended (unregistered, removed, or the peer became unreachable).
+    Unregistered {
+        /// The contact's address.
+        source: IpAddr,
+        /// The account (extension).
+        account: String,
+    },
+    /// Traffic that only scanners send (a known attack tool's User-Agent, an OPTIONS sweep).
+    ScannerSeen {
+        /// The remote address.
+        source: IpAddr,
+        /// The User-Agent, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_agent: Option<String>,
+    },
+}
+
+impl SecurityEvent {
+    /// The remote address the event is about.
+    pub fn source(&self) -> IpAddr {
+        match self {
+            SecurityEvent::AuthFailed { source, .. }
+            | SecurityEvent::AuthSucceeded { source, .. }
+            | SecurityEvent::Registered { source, .. }
+            | SecurityEvent::Unregistered { source, .. }
+            | SecurityEvent::ScannerSeen { source, .. } => *source,
+        }
+    }
+}
+
+/// An event with the time it happened, when the record says (Unix seconds, UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimedEvent {
+    /// When, if the record carries a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<u64>,
+    /// What.
+    #[serde(flatten)]
+    pub event: SecurityEvent,
+}
