@@ -17,6 +17,7 @@
 //! # icmp_type = 8        # icmp/icmpv6; default echo request
 //! # state = "new"        # new | established | related | invalid
 //! # in_sets = ["ban"]    # dynamic sets holding the source, without family suffix
+//! # over = ["clamp"]     # responsive tiers whose rate the source has exceeded
 //! # registered = true    # shorthand for in_sets = ["registered"]
 //! verdict = "drop"       # accept | drop | reject
 //! decided_by = "default" # optional, exact
@@ -55,6 +56,9 @@ pub struct Expect {
     /// Dynamic sets (without the `4`/`6` suffix) that hold the source.
     #[serde(default)]
     pub in_sets: Vec<String>,
+    /// Responsive tiers (`clamp`, `flood`, `daily`) whose rate the source has exceeded.
+    #[serde(default)]
+    pub over: Vec<String>,
     /// Shorthand for `in_sets = ["registered"]`.
     #[serde(default)]
     pub registered: bool,
@@ -140,6 +144,15 @@ impl Expect {
                 Some(crate::ir::SetKind::Dynamic(_)) => {}
             }
             st.insert(rs, &name, self.src);
+        }
+        for tier in &self.over {
+            let name = crate::compile::names::meter(tier, Family::of(&self.src));
+            if !rs.sets.contains_key(&name) {
+                return Err(format!(
+                    "meter {name} does not exist in the compiled ruleset"
+                ));
+            }
+            st.meters_over.insert(name);
         }
         Ok(st)
     }

@@ -136,7 +136,14 @@ fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
         {
             return FinalVerdict::Accept;
         }
-        if responsive_port {
+        // The tiers admit unknown sources; a trunk sending another protocol's signalling is
+        // never admitted (nor ever banned).
+        let trunk = policy
+            .pbx
+            .trunks
+            .iter()
+            .any(|t| matches!(&t.host, Source::Net(pre) if pre.contains(&p.src)));
+        if responsive_port && !trunk {
             return FinalVerdict::Accept;
         }
         deny

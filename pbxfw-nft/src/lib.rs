@@ -42,6 +42,8 @@ use pbxfw_core::RateUnit;
 
 /// The table pbxfw owns.
 pub const TABLE: &str = "pbxfw";
+/// The chain a `reject` that may see TCP goes to: a reset for TCP, port-unreachable otherwise.
+pub const REJECT_CHAIN: &str = "reject_packet";
 /// A chain whose one rule carries the loaded ruleset's fingerprint in its comment: rules are
 /// replaced on every load (table and chain comments are not), and reading one small chain back
 /// is cheap whatever the size of the sets.
@@ -143,11 +145,13 @@ fn saddr(f: Family) -> &'static str {
 /// Lower a ruleset to an nft script. The IR is verified first.
 pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
     verify(rs).map_err(LowerError::Invalid)?;
-    if rs.chains.contains_key(FINGERPRINT_CHAIN) {
-        return Err(LowerError::Unsupported {
-            backend: "nft",
-            feature: format!("a chain named {FINGERPRINT_CHAIN} (reserved)"),
-        });
+    for reserved in [FINGERPRINT_CHAIN, REJECT_CHAIN] {
+        if rs.chains.contains_key(reserved) {
+            return Err(LowerError::Unsupported {
+                backend: "nft",
+                feature: format!("a chain named {reserved} (reserved)"),
+            });
+        }
     }
     let t = &opts.table;
     let fingerprint = rs.fingerprint();
@@ -161,7 +165,23 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
         out,
         "\n\tchain {FINGERPRINT_CHAIN} {{\n\t\treturn comment \"pbxfw {fingerprint}\"\n\t}}"
     );
+    let _ = writeln!(
+        out,
+        "\n\tchain {REJECT_CHAIN} {{\n\t\tmeta l4proto tcp reject with tcp reset comment \"reject: tcp reset\"\n\t\treject comment \"reject: port unreachable\"\n\t}}"
+    );
 
+    let packet_path_sets: std::collections::BTreeSet<&str> = rs
+        .chains
+        .values()
+        .flat_map(|c| &c.rules)
+        .flat_map(|r| {
+            let meters = r.matches.iter().filter_map(|m| match m {
+                Match::Meter { set, .. } => Some(set.as_str()),
+                _ => None,
+            });
+            meters.chain(r.update.as_deref())
+        })
+        .collect();
     for (name, set) in &rs.sets {
         let _ = writeln!(out, "\n\tset {name} {{");
         let _ = writeln!(out, "\t\ttype {}", addr_type(set.family));
@@ -170,9 +190,9 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
                 let _ = writeln!(out, "\t\tflags interval");
             }
             SetKind::Dynamic(d) => {
-                // Ban sets are updated from the packet path (sliding bans), which needs the
-                // dynamic flag; the others are only written by pbxfw.
-                let flags = if name.starts_with("ban") {
+                // Sets the packet path writes (meters, sliding bans) need the dynamic flag;
+                // the others are only written by pbxfw.
+                let flags = if packet_path_sets.contains(name.as_str()) {
                     "dynamic, timeout"
                 } else {
                     "timeout"
@@ -267,6 +287,31 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
     })
 }
 
+/// The packet's source as a set key: `ip saddr`, or masked (`ip6 saddr & ffff:ffff:ffff:ffff::`)
+/// for sets keyed by prefix.
+fn source_key(rs: &Ruleset, set: &str) -> String {
+    let s = &rs.sets[set];
+    let key_len = match &s.kind {
+        SetKind::Dynamic(d) => d.key_len,
+        SetKind::Static(_) => s.family.bits(),
+    };
+    if key_len < s.family.bits() {
+        let m = value_addr(s.family, mask(s.family, key_len));
+        format!("{} & {m}", saddr(s.family))
+    } else {
+        saddr(s.family).to_string()
+    }
+}
+
+fn unit(u: RateUnit) -> &'static str {
+    match u {
+        RateUnit::Second => "second",
+        RateUnit::Minute => "minute",
+        RateUnit::Hour => "hour",
+        RateUnit::Day => "day",
+    }
+}
+
 fn ports(ps: &pbxfw_core::ir::PortSet) -> String {
     if ps.ranges().len() == 1 {
         ps.to_string()
@@ -275,36 +320,29 @@ fn ports(ps: &pbxfw_core::ir::PortSet) -> String {
     }
 }
 
-/// One IR rule becomes one nft rule, except a `reject` that may see TCP: TCP gets a reset (so
-/// clients fail at once; an ICMP error does not abort an IPv6 TCP connect), everything else an
-/// ICMP port-unreachable. Both carry the IR rule's origin.
+/// One IR rule becomes one nft rule. A `reject` answers TCP with a reset (an ICMP error does
+/// not abort an IPv6 TCP connect, so the client would hang until its timeout) and everything
+/// else with ICMP port-unreachable: a rule that may see TCP goes to [`REJECT_CHAIN`], which
+/// picks the answer, so that its matches (and meters) are evaluated once.
 fn lower_rule(rs: &Ruleset, rule: &Rule, opts: &Options) -> Result<Vec<String>, LowerError> {
-    if rule.verdict != Verdict::Reject {
-        return Ok(vec![lower_one(rs, rule, opts, "")?]);
-    }
     let proto = rule.matches.iter().find_map(|m| match m {
         Match::Proto(p) => Some(*p),
         _ => None,
     });
-    Ok(match proto {
-        Some(L4Proto::Tcp) => vec![lower_one(rs, rule, opts, " with tcp reset")?],
-        Some(_) => vec![lower_one(rs, rule, opts, "")?],
-        None => {
-            let mut tcp = rule.clone();
-            tcp.matches.push(Match::Proto(L4Proto::Tcp));
-            vec![
-                lower_one(rs, &tcp, opts, " with tcp reset")?,
-                lower_one(rs, rule, opts, "")?,
-            ]
-        }
-    })
+    let reject = match (&rule.verdict, proto) {
+        (Verdict::Reject, Some(L4Proto::Tcp)) => "reject with tcp reset".to_string(),
+        (Verdict::Reject, Some(_)) => "reject".to_string(),
+        (Verdict::Reject, None) => format!("goto {REJECT_CHAIN}"),
+        _ => String::new(),
+    };
+    Ok(vec![lower_one(rs, rule, opts, &reject)?])
 }
 
 fn lower_one(
     rs: &Ruleset,
     rule: &Rule,
     opts: &Options,
-    reject_with: &str,
+    reject: &str,
 ) -> Result<String, LowerError> {
     let mut parts: Vec<String> = Vec::new();
     let proto = rule.matches.iter().find_map(|m| match m {
@@ -314,7 +352,7 @@ fn lower_one(
     let has = |f: fn(&Match) -> bool| rule.matches.iter().any(f);
     // The family is implied by an `ip saddr`/`ip6 saddr` or `icmp`/`icmpv6` expression, and by
     // dispatching on a source map; state it only when nothing else does.
-    let implied = has(|m| matches!(m, Match::Src(_) | Match::IcmpType(_)))
+    let implied = has(|m| matches!(m, Match::Src(_) | Match::IcmpType(_) | Match::Meter { .. }))
         || matches!(&rule.verdict, Verdict::Dispatch(m) if matches!(rs.maps.get(m), Some(Map::Src(_))));
     // Ports name their protocol (`udp dport`); state the protocol alone only without them.
     let proto_implied =
@@ -347,17 +385,7 @@ fn lower_one(
     }
     for m in &rule.matches {
         if let Match::Src(s) = m {
-            let set = &rs.sets[s];
-            let key_len = match &set.kind {
-                SetKind::Dynamic(d) => d.key_len,
-                SetKind::Static(_) => set.family.bits(),
-            };
-            if key_len < set.family.bits() {
-                let m = value_addr(set.family, mask(set.family, key_len));
-                parts.push(format!("{} & {m} @{s}", saddr(set.family)));
-            } else {
-                parts.push(format!("{} @{s}", saddr(set.family)));
-            }
+            parts.push(format!("{} @{s}", source_key(rs, s)));
         }
     }
     if let Some(p) = proto {
@@ -398,6 +426,16 @@ fn lower_one(
         }
     }
     for m in &rule.matches {
+        if let Match::Meter { set, rate, burst } = m {
+            parts.push(format!(
+                "update @{set} {{ {} limit rate over {}/{} burst {burst} packets }}",
+                source_key(rs, set),
+                rate.packets,
+                unit(rate.per)
+            ));
+        }
+    }
+    for m in &rule.matches {
         if let Match::Limit { rate, burst } = m {
             let unit = match rate.per {
                 RateUnit::Second => "second",
@@ -414,10 +452,13 @@ fn lower_one(
     if opts.counters {
         parts.push("counter".into());
     }
+    if let Some(set) = &rule.update {
+        parts.push(format!("update @{set} {{ {} }}", source_key(rs, set)));
+    }
     parts.push(match &rule.verdict {
         Verdict::Accept => "accept".into(),
         Verdict::Drop => "drop".into(),
-        Verdict::Reject => format!("reject{reject_with}"),
+        Verdict::Reject => reject.to_string(),
         Verdict::Jump(c) => format!("jump {c}"),
         Verdict::Goto(c) => format!("goto {c}"),
         Verdict::Return => "return".into(),

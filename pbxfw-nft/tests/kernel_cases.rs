@@ -60,7 +60,9 @@ fn case_suite_in_the_kernel_agrees_with_the_evaluator() {
             let written = e.packet().unwrap();
             // The evaluator is asked about the packet as the kernel will classify it (an
             // unsolicited ICMP redirect is invalid to conntrack, whatever the case says).
-            let Some(packet) = as_kernel_sees(&written) else {
+            // A meter over its rate needs a burst of packets first: the responsive end-to-end
+            // tests send those; here one packet is one packet.
+            let Some(packet) = as_kernel_sees(&written).filter(|_| e.over.is_empty()) else {
                 skipped += 1;
                 continue;
             };

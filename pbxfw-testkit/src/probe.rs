@@ -269,6 +269,124 @@ impl Topology {
             .any(|n| n > 0)
     }
 
+    /// Give a client the source address `src` on interface `iif` (and the pbx a route back).
+    pub fn add_source(&self, iif: &str, src: IpAddr) {
+        let plen = if src.is_ipv6() { 128 } else { 32 };
+        let (c, mac) = &self.clients[iif];
+        c.run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{src}/{plen}"),
+            "dev",
+            "c0",
+            "nodad",
+        ]);
+        self.pbx.run(&[
+            "ip",
+            "route",
+            "replace",
+            &format!("{src}/{plen}"),
+            "dev",
+            iif,
+        ]);
+        self.pbx.run(&[
+            "ip",
+            "neigh",
+            "replace",
+            &src.to_string(),
+            "lladdr",
+            mac,
+            "dev",
+            iif,
+            "nud",
+            "permanent",
+        ]);
+    }
+
+    /// The client namespace behind `iif`.
+    pub fn client(&self, iif: &str) -> &Netns {
+        &self.clients[iif].0
+    }
+
+    /// Count, after pbxfw, the packets matching an nft rule expression (replaces the last one).
+    pub fn watch(&self, expr: &str) {
+        let text =
+            format!("flush chain inet probe seen\nadd rule inet probe seen {expr} counter\n");
+        let out = self.pbx.exec_stdin(&["nft", "-f", "/dev/stdin"], &text);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Packets counted by [`Topology::watch`] so far: the ones pbxfw accepted.
+    pub fn watched(&self) -> u64 {
+        let text = self
+            .pbx
+            .run(&["nft", "-j", "list", "chain", "inet", "probe", "seen"]);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["rule"]["expr"].as_array())
+            .flatten()
+            .filter_map(|e| e["counter"]["packets"].as_u64())
+            .sum()
+    }
+
+    /// Send `count` UDP datagrams from `src:sport` (unconnected, as a flood tool does) to the
+    /// pbx's `dport`, from the client behind `iif`, `gap` apart.
+    pub fn send_udp(
+        &self,
+        iif: &str,
+        src: IpAddr,
+        sport: u16,
+        dport: u16,
+        count: usize,
+        gap: Duration,
+    ) {
+        let dst: IpAddr = if src.is_ipv6() {
+            DST6.parse().unwrap()
+        } else {
+            DST4.parse().unwrap()
+        };
+        in_netns(self.client(iif), move || {
+            let domain = if src.is_ipv6() {
+                Domain::IPV6
+            } else {
+                Domain::IPV4
+            };
+            let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+            s.set_reuse_address(true).unwrap();
+            s.bind(&sockaddr(src, sport)).unwrap();
+            let to = sockaddr(dst, dport);
+            for _ in 0..count {
+                s.send_to(b"REGISTER sip:pbx SIP/2.0\r\n\r\n", &to).unwrap();
+                if !gap.is_zero() {
+                    std::thread::sleep(gap);
+                }
+            }
+        });
+    }
+
+    /// Whether pbxfw's dynamic `set` holds `element`.
+    pub fn set_has(&self, set: &str, element: &str) -> bool {
+        let text = self
+            .pbx
+            .run(&["nft", "-j", "list", "set", "inet", "pbxfw", set]);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["set"]["elem"].as_array())
+            .flatten()
+            .any(|e| e == element || e["elem"]["val"] == element)
+    }
+
     /// Put `addr` (masked by the caller) into a dynamic set of pbxfw's table.
     pub fn add_element(&self, set: &str, element: &str) {
         self.pbx.run(&[

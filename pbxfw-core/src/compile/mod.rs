@@ -33,10 +33,6 @@ use crate::net::{Family, Prefix};
 
 /// Capacity of every dynamic set: sized for distributed attacks (SPEC 2.7).
 pub const DYNAMIC_SET_SIZE: u32 = 65536;
-/// Default ban duration in seconds (SPEC 2.7: 24 h).
-pub const BAN_SECONDS: u32 = 86400;
-/// IPv6 bans are per /64 by default (SPEC 2.7).
-pub const BAN_V6_PREFIX: u8 = 64;
 /// Longest origin a rule may carry (kernel comments are limited).
 const MAX_ORIGIN: usize = 128;
 
@@ -52,9 +48,17 @@ pub mod names {
     pub fn blacklist_dns(f: Family) -> String {
         format!("blacklist_dns{}", f.suffix())
     }
-    /// Dynamic ban set (responsive layer).
+    /// Dynamic ban set written by the responsive state machine.
     pub fn ban(f: Family) -> String {
         format!("ban{}", f.suffix())
+    }
+    /// Dynamic ban set written by the kernel tiers (sliding).
+    pub fn tier_ban(f: Family) -> String {
+        format!("tier_ban{}", f.suffix())
+    }
+    /// Dynamic per-source meter of a responsive tier (`clamp`, `flood`, `daily`).
+    pub fn meter(tier: &str, f: Family) -> String {
+        format!("meter_{tier}{}", f.suffix())
     }
     /// Dynamic set of registered device sources.
     pub fn registered(f: Family) -> String {
@@ -242,17 +246,20 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
             ));
         }
     }
+    // Bans: those the state machine decides (each with its own, possibly escalated, timeout)
+    // and those the kernel tiers decide (sliding: every packet from a banned source restarts
+    // its ban, so a source that keeps sending stays banned).
+    let key_len = |f: Family| match f {
+        Family::Ipv4 => policy.responsive.ipv4_prefix,
+        Family::Ipv6 => policy.responsive.ipv6_prefix,
+    };
     for f in Family::BOTH {
-        let key_len = match f {
-            Family::Ipv4 => 32,
-            Family::Ipv6 => BAN_V6_PREFIX,
-        };
         b.dynamic_set(
             names::ban(f),
             f,
             "responsive bans",
-            key_len,
-            Some(BAN_SECONDS),
+            key_len(f),
+            Some(policy.responsive.ban_seconds),
             BTreeSet::new(),
         );
         input.push(Rule::new(
@@ -260,6 +267,22 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
             Verdict::Drop,
             "responsive ban",
         ));
+        b.dynamic_set(
+            names::tier_ban(f),
+            f,
+            "responsive bans by the kernel tiers",
+            key_len(f),
+            Some(policy.responsive.ban_seconds),
+            BTreeSet::new(),
+        );
+        input.push(
+            Rule::new(
+                vec![Match::Family(f), Match::Src(names::tier_ban(f))],
+                Verdict::Drop,
+                "responsive ban: kernel tier",
+            )
+            .with_update(names::tier_ban(f)),
+        );
     }
 
     // 3. Connection tracking. Signalling of responsive protocols is not accepted as
@@ -447,10 +470,11 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
             .responsive_protocols()
             .map(|p| p.to_string())
             .collect();
+        let rules = responsive_chain(&mut b, policy, key_len);
         b.rs.chains.insert(
             "responsive".into(),
             Chain {
-                rules: vec![Rule::new(vec![], Verdict::Accept, "responsive")],
+                rules,
                 ..Chain::default()
             },
         );
@@ -488,6 +512,70 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     );
     debug_assert_eq!(crate::ir::verify(&b.rs), Ok(()));
     b.rs
+}
+
+/// Step 9: the kernel tiers of SPEC 2.7, per source (per prefix), in the kernel.
+///
+/// Every packet reaching the chain is counted by all three meters, in the order daily, flood,
+/// clamp; the first exceeded decides. Trunks never reach the meters (a trunk sending another
+/// protocol's signalling is refused at the final rule, never banned); registered sources and
+/// zone grants were accepted before step 9.
+fn responsive_chain(
+    b: &mut Builder,
+    policy: &ValidPolicy,
+    key_len: impl Fn(Family) -> u8,
+) -> Vec<Rule> {
+    let r = &policy.responsive;
+    let mut rules = Vec::new();
+    let trunk_sets: Vec<(String, Family)> =
+        b.rs.sets
+            .iter()
+            .filter(|(n, _)| n.starts_with("trunk_"))
+            .map(|(n, s)| (n.clone(), s.family))
+            .collect();
+    for (set, f) in trunk_sets {
+        rules.push(Rule::new(
+            vec![Match::Family(f), Match::Src(set)],
+            Verdict::Return,
+            "responsive: trunks are never limited or banned",
+        ));
+    }
+    for f in Family::BOTH {
+        let tiers = [
+            ("daily", r.daily, Some(names::tier_ban(f))),
+            ("flood", r.flood, Some(names::tier_ban(f))),
+            ("clamp", r.clamp, None),
+        ];
+        for (tier, t, ban) in tiers {
+            let rate = t.kernel_rate().expect("validation checks kernel rates");
+            let meter = names::meter(tier, f);
+            // A meter element lives as long as its source keeps sending within the window
+            // (every packet refreshes it), and a little longer.
+            b.dynamic_set(
+                meter.clone(),
+                f,
+                &format!("responsive {tier} tier meter ({t})"),
+                key_len(f),
+                Some(t.seconds.saturating_mul(2).max(60)),
+                BTreeSet::new(),
+            );
+            let m = vec![
+                Match::Family(f),
+                Match::Meter {
+                    set: meter,
+                    rate,
+                    burst: t.packets,
+                },
+            ];
+            let origin = format!("responsive: {tier} tier {t}");
+            rules.push(match ban {
+                Some(ban) => Rule::new(m, Verdict::Drop, origin).with_update(ban),
+                None => Rule::new(m, Verdict::Reject, origin),
+            });
+        }
+    }
+    rules.push(Rule::new(vec![], Verdict::Accept, "responsive"));
+    rules
 }
 
 /// `range` without the ports in `holes`.

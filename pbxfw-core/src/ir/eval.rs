@@ -54,11 +54,15 @@ impl Packet {
     }
 }
 
-/// The current elements of dynamic sets (bans, registrations, grants, resolved hostnames).
+/// The current elements of dynamic sets (bans, registrations, grants, resolved hostnames), and
+/// the meters the packet's source is over.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DynamicState {
     /// Set name → elements, each a prefix of the set's key length.
     pub elements: BTreeMap<String, BTreeSet<Prefix>>,
+    /// Meter sets whose rate the packet's source has exceeded (by default none: the evaluator
+    /// answers for a source within every limit).
+    pub meters_over: BTreeSet<String>,
 }
 
 impl DynamicState {
@@ -221,6 +225,7 @@ fn matches(rs: &Ruleset, ms: &[Match], p: &Packet, state: &DynamicState) -> Opti
             Match::Ct(states) => states.contains(&p.ct),
             Match::IcmpType(types) => p.icmp_type.is_some_and(|t| types.contains(&t)),
             Match::Limit { .. } => true,
+            Match::Meter { set, .. } => state.meters_over.contains(set),
             Match::Src(name) => match rs.sets.get(name) {
                 None => false,
                 Some(set) if set.family != family => false,

@@ -233,6 +233,9 @@ pub enum BasePolicy {
 pub struct Rule {
     /// Conditions, all of which must hold (an empty list always matches).
     pub matches: Vec<Match>,
+    /// A side effect before the verdict: put the source (masked to the set's key length) into
+    /// this dynamic set with the set's timeout, or refresh its timeout if it is there.
+    pub update: Option<String>,
     /// What to do.
     pub verdict: Verdict,
     /// The policy object that caused this rule (`zone:local service:ssh`, `blacklist`).
@@ -244,9 +247,16 @@ impl Rule {
     pub fn new(matches: Vec<Match>, verdict: Verdict, origin: impl Into<String>) -> Rule {
         Rule {
             matches,
+            update: None,
             verdict,
             origin: origin.into(),
         }
+    }
+
+    /// The same rule, also updating `set` with the packet's source.
+    pub fn with_update(mut self, set: impl Into<String>) -> Rule {
+        self.update = Some(set.into());
+        self
     }
 
     /// The family this rule is restricted to, if any.
@@ -371,6 +381,16 @@ pub enum Match {
     Ct(BTreeSet<CtState>),
     /// ICMP or ICMPv6 type (needs `Proto` icmp or icmpv6).
     IcmpType(BTreeSet<u8>),
+    /// Holds when the packet's source (masked to the meter set's key length) is *over* this
+    /// rate; every evaluation counts a packet in the source's element of the dynamic set.
+    Meter {
+        /// The dynamic set holding one rate state per source.
+        set: String,
+        /// The rate.
+        rate: Rate,
+        /// Packets allowed above the rate in a burst.
+        burst: u32,
+    },
     /// Holds while packets matching the rule so far stay under this rate (global, not per
     /// source).
     Limit {

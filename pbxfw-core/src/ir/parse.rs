@@ -7,9 +7,10 @@
 //! map     = "map" NAME "src" FAMILY "{" NL { RANGE NAME NL } "}" NL
 //!         | "map" NAME "iif" "{" NL { STRING NAME NL } "}" NL
 //! chain   = "chain" NAME ["hook=input" "policy=" ("accept"|"drop")] ["zone=" ZONE] "{" NL { rule } "}" NL
-//! rule    = { match } "->" verdict STRING NL
+//! rule    = { match } ["update" "@"NAME] "->" verdict STRING NL
 //! match   = "family" FAMILY | "iif" STRING | "proto" PROTO | "dport" PORTS | "sport" PORTS
 //!         | "src" "@"NAME | "ct" STATE{,STATE} | "icmp-type" N{,N} | "limit" RATE "burst" N
+//!         | "meter" "@"NAME RATE "burst" N
 //! verdict = "accept" | "drop" | "reject" | "return" | "jump" NAME | "goto" NAME
 //!         | "dispatch" NAME | "log" STRING
 //! ```
@@ -399,12 +400,28 @@ impl Parser<'_> {
     }
 }
 
+fn set_ref(w: String) -> Result<String, String> {
+    name(w.strip_prefix('@').ok_or("expected @set")?.to_string())
+}
+
 fn rule(mut c: Cursor) -> Result<Rule, String> {
     let mut matches = Vec::new();
+    let mut update = None;
     loop {
         let w = c.word("a match or '->'")?;
         let m = match w.as_str() {
             "->" => break,
+            "update" => {
+                update = Some(set_ref(c.word("@set")?)?);
+                continue;
+            }
+            "meter" => {
+                let set = set_ref(c.word("@set")?)?;
+                let rate: Rate = c.word("rate")?.parse()?;
+                c.expect("burst")?;
+                let burst = number(&c.word("burst")?, "burst")?;
+                Match::Meter { set, rate, burst }
+            }
             "family" => Match::Family(family(&c.word("family")?)?),
             "iif" => Match::Iif(c.string("interface")?),
             "proto" => Match::Proto(match c.word("protocol")?.as_str() {
@@ -467,6 +484,7 @@ fn rule(mut c: Cursor) -> Result<Rule, String> {
     c.done()?;
     Ok(Rule {
         matches,
+        update,
         verdict,
         origin,
     })

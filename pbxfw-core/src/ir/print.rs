@@ -102,6 +102,9 @@ fn print_chain(out: &mut String, name: &str, chain: &Chain) {
             out.push(' ');
             print_match(out, m);
         }
+        if let Some(set) = &rule.update {
+            let _ = write!(out, " update @{set}");
+        }
         out.push_str(" -> ");
         print_verdict(out, &rule.verdict);
         let _ = writeln!(out, " {}", q(&rule.origin));
@@ -126,15 +129,29 @@ fn print_match(out: &mut String, m: &Match) {
             write!(out, "icmp-type {}", s.join(","))
         }
         Match::Limit { rate, burst } => {
-            let unit = match rate.per {
-                RateUnit::Second => "second",
-                RateUnit::Minute => "minute",
-                RateUnit::Hour => "hour",
-                RateUnit::Day => "day",
-            };
-            write!(out, "limit {}/{unit} burst {burst}", rate.packets)
+            write!(
+                out,
+                "limit {}/{} burst {burst}",
+                rate.packets,
+                unit(rate.per)
+            )
         }
+        Match::Meter { set, rate, burst } => write!(
+            out,
+            "meter @{set} {}/{} burst {burst}",
+            rate.packets,
+            unit(rate.per)
+        ),
     };
+}
+
+fn unit(u: RateUnit) -> &'static str {
+    match u {
+        RateUnit::Second => "second",
+        RateUnit::Minute => "minute",
+        RateUnit::Hour => "hour",
+        RateUnit::Day => "day",
+    }
 }
 
 fn print_verdict(out: &mut String, v: &Verdict) {

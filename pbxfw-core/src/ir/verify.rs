@@ -13,7 +13,8 @@
 //! 7. Static set elements and map ranges are of the set's/map's family, sorted and disjoint
 //!    (also guaranteed by their constructors).
 //! 8. Dynamic sets: key length within the family, size above zero.
-//! 9. Every rule has a non-empty origin of at most 128 bytes; names are at most 64 bytes of
+//! 9. A `meter` and an `update` name an existing *dynamic* set of the rule's family.
+//! 10. Every rule has a non-empty origin of at most 128 bytes; names are at most 64 bytes of
 //!    `[A-Za-z0-9_-]`; rate limits and bursts are above zero.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -121,6 +122,9 @@ pub fn verify(rs: &Ruleset) -> Result<(), VerifyError> {
                 return Err(fail(at, "origin empty or longer than 128 bytes"));
             }
             check_matches(rs, &at, &rule.matches)?;
+            if let Some(set) = &rule.update {
+                check_dynamic(rs, &at, set, rule.family())?;
+            }
             match &rule.verdict {
                 Verdict::Jump(t) | Verdict::Goto(t) => {
                     if !target_ok(t) {
@@ -174,6 +178,21 @@ pub fn verify(rs: &Ruleset) -> Result<(), VerifyError> {
     Ok(())
 }
 
+fn check_dynamic(
+    rs: &Ruleset,
+    at: &str,
+    set: &str,
+    family: Option<Family>,
+) -> Result<(), VerifyError> {
+    match rs.sets.get(set) {
+        Some(s) if matches!(s.kind, SetKind::Dynamic(_)) && Some(s.family) == family => Ok(()),
+        _ => Err(fail(
+            at,
+            format!("meter/update set {set} missing, not dynamic, or without its family"),
+        )),
+    }
+}
+
 fn check_matches(rs: &Ruleset, at: &str, matches: &[Match]) -> Result<(), VerifyError> {
     let mut kinds = std::collections::HashSet::new();
     let mut family = None;
@@ -214,6 +233,12 @@ fn check_matches(rs: &Ruleset, at: &str, matches: &[Match]) -> Result<(), Verify
                 }
             }
             Match::Ct(s) if s.is_empty() => return Err(fail(at, "empty ct state list")),
+            Match::Meter { set, rate, burst } => {
+                check_dynamic(rs, at, set, family)?;
+                if rate.packets == 0 || *burst == 0 {
+                    return Err(fail(at, "zero rate or burst"));
+                }
+            }
             Match::Limit { rate, burst } if rate.packets == 0 || *burst == 0 => {
                 return Err(fail(at, "zero rate or burst"))
             }

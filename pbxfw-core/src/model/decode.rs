@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 
 use super::{
     catalogue, BlacklistEntry, DenyVerdict, NetworkOverride, Pbx, PortRange, PortSpec, Rate,
-    Responsive, Service, Settings, SignallingProtocol, Source, Trunk, User, ValidPolicy, Zone,
+    Responsive, Service, Settings, SignallingProtocol, Source, Tier, Trunk, User, ValidPolicy,
+    Zone,
 };
 use crate::diag::{Diagnostic, Diagnostics, Severity};
 use crate::net::{Prefix, PrefixError};
@@ -959,16 +960,94 @@ fn responsive(cx: &mut Cx, v: Option<&Value>, services: &BTreeMap<String, Servic
             .into_iter()
             .collect(),
         registered_grants: ["ucp", "provisioning"].map(String::from).into(),
+        clamp: Tier {
+            packets: 10,
+            seconds: 60,
+        },
+        flood: Tier {
+            packets: 50,
+            seconds: 10,
+        },
+        daily: Tier {
+            packets: 100,
+            seconds: 86400,
+        },
+        ban_seconds: 86400,
+        ipv4_prefix: 32,
+        ipv6_prefix: 64,
     };
     let Some(m) = v.and_then(|v| {
         cx.table(
             v,
             "responsive",
-            &["enabled", "protocols", "registered_grants"],
+            &[
+                "enabled",
+                "protocols",
+                "registered_grants",
+                "clamp",
+                "flood",
+                "daily",
+                "ban_time",
+                "ipv4_prefix",
+                "ipv6_prefix",
+            ],
         )
     }) else {
         return r;
     };
+    for (k, slot) in [
+        ("clamp", &mut r.clamp),
+        ("flood", &mut r.flood),
+        ("daily", &mut r.daily),
+    ] {
+        let Some(v) = m.get(k) else { continue };
+        let path = format!("responsive.{k}");
+        let Some(text) = cx.string(v, &path) else {
+            continue;
+        };
+        match text.parse::<Tier>() {
+            Err(msg) => cx.err(&path, Some(text), msg),
+            Ok(t) if t.kernel_rate().is_none() => cx.err(
+                &path,
+                Some(text),
+                format!(
+                    "cannot be enforced by the kernel: {} packets per {} s is not a whole number of packets per second, minute, hour or day",
+                    t.packets, t.seconds
+                ),
+            ),
+            Ok(t) if t.seconds > 7 * 86400 => {
+                cx.err(&path, Some(text), "has a window longer than a week")
+            }
+            Ok(t) => *slot = t,
+        }
+    }
+    if let Some(v) = m.get("ban_time") {
+        if let Some(text) = cx.string(v, "responsive.ban_time") {
+            match super::parse_seconds(text) {
+                Some(s) if s <= 365 * 86400 => r.ban_seconds = s,
+                _ => cx.err(
+                    "responsive.ban_time",
+                    Some(text),
+                    "is not a duration between 1s and 365d (such as 24h)",
+                ),
+            }
+        }
+    }
+    for (k, slot, min, max) in [
+        ("ipv4_prefix", &mut r.ipv4_prefix, 8u8, 32u8),
+        ("ipv6_prefix", &mut r.ipv6_prefix, 16, 128),
+    ] {
+        let Some(v) = m.get(k) else { continue };
+        let path = format!("responsive.{k}");
+        match v.as_u64() {
+            Some(n) if n >= min as u64 && n <= max as u64 => *slot = n as u8,
+            _ => cx.err(
+                &path,
+                Some(&v.to_string()),
+                format!("is not a prefix length in {min}..={max}"),
+            ),
+        }
+    }
     if let Some(b) = m
         .get("enabled")
         .and_then(|v| cx.boolean(v, "responsive.enabled"))

@@ -414,6 +414,95 @@ pub struct Responsive {
     pub protocols: BTreeSet<SignallingProtocol>,
     /// Services every registered device's source gets (SPEC 2.8).
     pub registered_grants: BTreeSet<String>,
+    /// Above a burst of `packets`, more than `packets` per `seconds` are rejected.
+    pub clamp: Tier,
+    /// More than `packets` in `seconds` bans the source.
+    pub flood: Tier,
+    /// More than `packets` in `seconds` (a day by default) bans the source.
+    pub daily: Tier,
+    /// How long a kernel-tier ban lasts; a banned source that keeps sending stays banned.
+    pub ban_seconds: u32,
+    /// IPv4 sources are tracked and banned per prefix of this length (32: per address).
+    pub ipv4_prefix: u8,
+    /// IPv6 sources are tracked and banned per prefix of this length (64 by default).
+    pub ipv6_prefix: u8,
+}
+
+/// A rate tier: `packets` per `seconds`, written `50/10s`, `10/1m`, `100/24h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tier {
+    /// Packets allowed in the window (also the burst).
+    pub packets: u32,
+    /// The window.
+    pub seconds: u32,
+}
+
+impl Tier {
+    /// The token-bucket rate the kernel enforces for this tier: `packets / seconds` expressed
+    /// in the smallest unit that keeps it a whole number, or `None` when no unit does.
+    pub fn kernel_rate(&self) -> Option<Rate> {
+        let units = [
+            (1u64, RateUnit::Second),
+            (60, RateUnit::Minute),
+            (3600, RateUnit::Hour),
+            (86400, RateUnit::Day),
+        ];
+        let (p, s) = (self.packets as u64, self.seconds as u64);
+        units.into_iter().find_map(|(u, per)| {
+            (p * u % s == 0 && p * u / s >= 1 && p * u / s <= u32::MAX as u64).then(|| Rate {
+                packets: (p * u / s) as u32,
+                per,
+            })
+        })
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.packets, fmt_seconds(self.seconds))
+    }
+}
+
+/// `86400` → `24h`, `60` → `1m`, `10` → `10s`.
+pub fn fmt_seconds(s: u32) -> String {
+    if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Parse a duration: `10s`, `5m`, `24h`, `7d`, or plain seconds.
+pub fn parse_seconds(s: &str) -> Option<u32> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 's') => (&s[..i], 1u64),
+        (i, 'm') => (&s[..i], 60),
+        (i, 'h') => (&s[..i], 3600),
+        (i, 'd') => (&s[..i], 86400),
+        _ => (s, 1),
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) || num.len() > 10 {
+        return None;
+    }
+    let v = num.parse::<u64>().ok()? * mult;
+    u32::try_from(v).ok().filter(|v| *v > 0)
+}
+
+impl FromStr for Tier {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Tier, String> {
+        let bad = || "is not a tier such as 50/10s (packets per duration: s, m, h, d)".to_string();
+        let (p, d) = s.split_once('/').ok_or_else(bad)?;
+        let packets: u32 = p.trim().parse().map_err(|_| bad())?;
+        let seconds = parse_seconds(d).ok_or_else(bad)?;
+        if packets == 0 {
+            return Err("allows zero packets".into());
+        }
+        Ok(Tier { packets, seconds })
+    }
 }
 
 /// A user (extension) with per-user grants (SPEC 2.8).
