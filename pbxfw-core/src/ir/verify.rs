@@ -15,7 +15,7 @@
 //! 8. Dynamic sets: key length within the family, size above zero.
 //! 9. A `meter` and an `update` name an existing *dynamic* set of the rule's family.
 //! 10. Every rule has a non-empty origin of at most 128 bytes; names are at most 64 bytes of
-//!    `[A-Za-z0-9_-]`; rate limits and bursts are above zero.
+//!     `[A-Za-z0-9_-]`; rate limits and bursts are above zero.
 
 use std::collections::{BTreeMap, BTreeSet};
 
