@@ -51,6 +51,7 @@ pub mod explain;
 pub mod ir;
 mod model;
 pub mod net;
+pub mod responsive;
 
 pub use compile::compile;
 pub use diag::{Diagnostic, Diagnostics, Severity};

@@ -215,6 +215,21 @@ impl fmt::Display for Prefix {
     }
 }
 
+impl Serialize for Prefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Prefix, D::Error> {
+        let s = String::deserialize(d)?;
+        Prefix::from_str(&s).map_err(|_| {
+            serde::de::Error::custom(format!("{s:?} is not a prefix with host bits clear"))
+        })
+    }
+}
+
 impl FromStr for Prefix {
     type Err = PrefixError;
     /// Strict parse: host bits must be clear.

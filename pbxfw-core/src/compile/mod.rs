@@ -56,6 +56,10 @@ pub mod names {
     pub fn tier_ban(f: Family) -> String {
         format!("tier_ban{}", f.suffix())
     }
+    /// Dynamic set of sources the state machine put in the slow lane.
+    pub fn clamped(f: Family) -> String {
+        format!("clamped{}", f.suffix())
+    }
     /// Dynamic per-source meter of a responsive tier (`clamp`, `flood`, `daily`).
     pub fn meter(tier: &str, f: Family) -> String {
         format!("meter_{tier}{}", f.suffix())
@@ -538,6 +542,45 @@ fn responsive_chain(
             vec![Match::Family(f), Match::Src(set)],
             Verdict::Return,
             "responsive: trunks are never limited or banned",
+        ));
+    }
+    // Sources the state machine clamped (a phone with a wrong password, a slow cracker): a
+    // slow lane of 2 signalling packets a minute, rejected beyond it so a phone fails fast; a
+    // phone retrying every 30 s still gets through and registers at once when fixed.
+    for f in Family::BOTH {
+        let clamped = names::clamped(f);
+        b.dynamic_set(
+            clamped.clone(),
+            f,
+            "sources clamped by the responsive state machine",
+            key_len(f),
+            Some(600),
+            BTreeSet::new(),
+        );
+        let meter = names::meter("slow", f);
+        b.dynamic_set(
+            meter.clone(),
+            f,
+            "slow lane meter of clamped sources",
+            key_len(f),
+            Some(120),
+            BTreeSet::new(),
+        );
+        rules.push(Rule::new(
+            vec![
+                Match::Family(f),
+                Match::Src(clamped),
+                Match::Meter {
+                    set: meter,
+                    rate: crate::model::Rate {
+                        packets: 2,
+                        per: RateUnit::Minute,
+                    },
+                    burst: 2,
+                },
+            ],
+            Verdict::Reject,
+            "responsive: clamped source over 2/1m",
         ));
     }
     for f in Family::BOTH {

@@ -107,3 +107,6 @@ pub struct TimedEvent {
     #[serde(flatten)]
     pub event: SecurityEvent,
 }
+
+pub mod agents;
+pub use agents::is_attack_tool;

@@ -1,0 +1,808 @@
+//! The responsive state machine (SPEC 2.7): security events in, set-element actions out.
+//!
+//! It is sans-I/O: [`Machine::on_event`] takes an event and the current time (Unix seconds,
+//! supplied by the caller) and returns [`Action`]s, which backends turn into set-element
+//! updates with timeouts ([`Action::set_changes`]). The kernel tiers already stop fast floods;
+//! the machine decides what only the PBX can see: which account failed and why, who succeeded,
+//! which device registered.
+//!
+//! # Transition table
+//!
+//! Per source *prefix* (the address masked to `ipv4_prefix`/`ipv6_prefix`):
+//!
+//! | event | source is | effect |
+//! |---|---|---|
+//! | auth failed, attack-tool User-Agent | anyone but protected/registered | **ban** at once |
+//! | auth failed, unknown account | unprotected | count; `unknown_account.failures` within its window → **ban** |
+//! | auth failed, wrong password | unprotected | count; `wrong_password_clamp` within window → **clamp** (slow lane), `wrong_password_ban` within window → **ban** |
+//! | auth failed, ACL / other | unprotected | count; `other.failures` within window → **ban** |
+//! | any failure reaching a ban threshold | protected (trusted network, trunk) or with active registrations | **report identity** (account, User-Agent), never ban |
+//! | scanner seen | as "auth failed": attack-tool UA → ban; otherwise counts as unknown account |
+//! | auth succeeded | clamped | **unclamp** |
+//! | registered (expiry *e*) | anyone not banned | **allow registered** until now + *e* with the user's grants; unclamp |
+//! | unregistered | registered | **revoke** |
+//! | tick | — | forget expired bans, clamps, registrations, idle sources |
+//!
+//! Ban durations escalate for repeat offenders: the *n*-th ban of a source lasts
+//! `ban_seconds × 2^(n−1)`, capped at `max_ban_seconds`. Strikes are forgotten after
+//! `strike_memory_seconds` without a ban.
+//!
+//! Memory is bounded: beyond `max_sources` tracked prefixes, the idlest sources with no active
+//! ban, clamp or registration are forgotten first; active bans are never evicted. A tracked
+//! source costs under 128 bytes (measured in `benches/`).
+//!
+//! [`Machine`] serialises (serde) with a version; a snapshot restores it exactly.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compile::names;
+use crate::events::{is_attack_tool, AuthFailure, SecurityEvent};
+use crate::model::ValidPolicy;
+use crate::net::{Family, Prefix};
+use crate::Source;
+
+/// A failure threshold: `failures` within `window` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Threshold {
+    /// Failures.
+    pub failures: u32,
+    /// Window in seconds.
+    pub window: u32,
+}
+
+/// How the machine decides. Built from a policy by [`Config::from_policy`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Enumeration: a few unknown-account failures within minutes ban.
+    pub unknown_account: Threshold,
+    /// Wrong password on a real account: clamp first (a misconfigured phone)...
+    pub wrong_password_clamp: Threshold,
+    /// ...ban later.
+    pub wrong_password_ban: Threshold,
+    /// ACL and other failures.
+    pub other: Threshold,
+    /// How long a clamp lasts after the last failure.
+    pub clamp_seconds: u32,
+    /// First ban duration.
+    pub ban_seconds: u32,
+    /// Longest ban.
+    pub max_ban_seconds: u32,
+    /// How long strikes (for escalation) are remembered after the last ban.
+    pub strike_memory_seconds: u32,
+    /// Sources are tracked per prefix of this length (IPv4).
+    pub ipv4_prefix: u8,
+    /// Sources are tracked per prefix of this length (IPv6).
+    pub ipv6_prefix: u8,
+    /// Sources never banned: trusted networks and trunks.
+    pub protected: Vec<Prefix>,
+    /// Services every registered device gets.
+    pub registered_grants: Vec<String>,
+    /// Per-user grants: account → services.
+    pub user_grants: BTreeMap<String, Vec<String>>,
+    /// Most sources tracked at once.
+    pub max_sources: usize,
+}
+
+impl Config {
+    /// The defaults of SPEC 2.7 with the policy's protected sources, grants and prefixes.
+    pub fn from_policy(policy: &ValidPolicy) -> Config {
+        let r = &policy.responsive;
+        let mut protected: Vec<Prefix> = policy
+            .networks
+            .iter()
+            .filter(|n| n.zone == crate::Zone::Trusted)
+            .filter_map(|n| match n.source {
+                Source::Net(p) => Some(p),
+                Source::Host(_) => None,
+            })
+            .collect();
+        protected.extend(policy.pbx.trunks.iter().filter_map(|t| match t.host {
+            Source::Net(p) => Some(p),
+            Source::Host(_) => None,
+        }));
+        protected.sort();
+        protected.dedup();
+        Config {
+            unknown_account: Threshold {
+                failures: 3,
+                window: 300,
+            },
+            wrong_password_clamp: Threshold {
+                failures: 5,
+                window: 600,
+            },
+            wrong_password_ban: Threshold {
+                failures: 40,
+                window: 3600,
+            },
+            other: Threshold {
+                failures: 10,
+                window: 600,
+            },
+            clamp_seconds: 600,
+            ban_seconds: r.ban_seconds,
+            max_ban_seconds: 30 * 86400,
+            strike_memory_seconds: 30 * 86400,
+            ipv4_prefix: r.ipv4_prefix,
+            ipv6_prefix: r.ipv6_prefix,
+            protected,
+            registered_grants: r.registered_grants.iter().cloned().collect(),
+            user_grants: policy
+                .users
+                .iter()
+                .map(|u| (u.name.clone(), u.services.iter().cloned().collect()))
+                .collect(),
+            max_sources: 65536,
+        }
+    }
+}
+
+/// What the backends are asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Drop everything from `prefix` until `until`.
+    Ban {
+        /// The source prefix.
+        prefix: Prefix,
+        /// Unix seconds.
+        until: u64,
+        /// Why, for logs.
+        reason: String,
+    },
+    /// Lift a ban early (not emitted for bans that simply expire: their set elements time out).
+    Unban {
+        /// The source prefix.
+        prefix: Prefix,
+    },
+    /// Put `prefix`'s signalling in the slow lane until `until`.
+    Clamp {
+        /// The source prefix.
+        prefix: Prefix,
+        /// Unix seconds.
+        until: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Take `prefix` out of the slow lane.
+    Unclamp {
+        /// The source prefix.
+        prefix: Prefix,
+    },
+    /// Accept `addr`'s signalling and `grants` until `until` (a registration).
+    AllowRegistered {
+        /// The device's address.
+        addr: IpAddr,
+        /// Unix seconds.
+        until: u64,
+        /// The account that registered.
+        account: String,
+        /// Services granted on top of signalling.
+        grants: Vec<String>,
+    },
+    /// Withdraw a registration's acceptance and grants.
+    Revoke {
+        /// The device's address.
+        addr: IpAddr,
+        /// The account.
+        account: String,
+        /// The grants to withdraw.
+        grants: Vec<String>,
+    },
+    /// A bad identity behind a source that must not be banned (NAT with registered phones,
+    /// trusted network, trunk): the host can act on the account or device.
+    ReportIdentity {
+        /// The source.
+        source: IpAddr,
+        /// The account that keeps failing.
+        account: Option<String>,
+        /// Its User-Agent.
+        user_agent: Option<String>,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// One set-element change an action asks of a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetChange {
+    /// The dynamic set (names from [`crate::compile::names`]).
+    pub set: String,
+    /// Add (true) or remove.
+    pub add: bool,
+    /// The element.
+    pub prefix: Prefix,
+    /// Seconds until it expires (adds only).
+    pub timeout: Option<u64>,
+}
+
+impl Action {
+    /// The set-element changes that carry out this action at time `now`.
+    pub fn set_changes(&self, now: u64) -> Vec<SetChange> {
+        let ch = |set: String, add: bool, prefix: Prefix, until: Option<u64>| SetChange {
+            set,
+            add,
+            prefix,
+            timeout: until.map(|u| u.saturating_sub(now).max(1)),
+        };
+        match self {
+            Action::Ban { prefix, until, .. } => {
+                vec![ch(names::ban(prefix.family()), true, *prefix, Some(*until))]
+            }
+            Action::Unban { prefix } => vec![
+                ch(names::ban(prefix.family()), false, *prefix, None),
+                ch(names::tier_ban(prefix.family()), false, *prefix, None),
+            ],
+            Action::Clamp { prefix, until, .. } => {
+                vec![ch(
+                    names::clamped(prefix.family()),
+                    true,
+                    *prefix,
+                    Some(*until),
+                )]
+            }
+            Action::Unclamp { prefix } => {
+                vec![ch(names::clamped(prefix.family()), false, *prefix, None)]
+            }
+            Action::AllowRegistered {
+                addr,
+                until,
+                grants,
+                ..
+            } => {
+                let f = Family::of(addr);
+                let host = Prefix::host(*addr);
+                let mut v = vec![ch(names::registered(f), true, host, Some(*until))];
+                v.extend(
+                    grants
+                        .iter()
+                        .map(|g| ch(names::grant(g, f), true, host, Some(*until))),
+                );
+                v
+            }
+            Action::Revoke { addr, grants, .. } => {
+                let f = Family::of(addr);
+                let host = Prefix::host(*addr);
+                let mut v = vec![ch(names::registered(f), false, host, None)];
+                v.extend(
+                    grants
+                        .iter()
+                        .map(|g| ch(names::grant(g, f), false, host, None)),
+                );
+                v
+            }
+            Action::ReportIdentity { .. } => Vec::new(),
+        }
+    }
+}
+
+/// The most recent failures of one source, with their kind: exactly what "N failures within W
+/// seconds" needs, kept small (only failures inside the longest window, at most
+/// [`MAX_RECENT`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Recent(Vec<(u32, Kind)>);
+
+/// Failure categories with thresholds of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Kind {
+    Unknown,
+    Wrong,
+    Other,
+}
+
+/// Most failures remembered per source (the largest threshold must not exceed it).
+pub const MAX_RECENT: usize = 64;
+
+impl Recent {
+    /// Record a failure at `now`, forgetting those older than `longest` seconds.
+    fn push(&mut self, kind: Kind, now: u32, longest: u32) {
+        self.0.retain(|(t, _)| t.saturating_add(longest) > now);
+        if self.0.len() >= MAX_RECENT {
+            self.0.remove(0);
+        }
+        self.0.push((now, kind));
+    }
+
+    /// Whether `t.failures` of `kind` happened within the last `t.window` seconds.
+    fn reached(&self, kind: Kind, t: Threshold, now: u32) -> bool {
+        t.failures > 0
+            && self
+                .0
+                .iter()
+                .filter(|(at, k)| *k == kind && at.saturating_add(t.window) > now)
+                .count()
+                >= t.failures as usize
+    }
+
+    fn forget(&mut self, kind: Kind) {
+        self.0.retain(|(_, k)| *k != kind);
+    }
+}
+
+/// What the machine knows about one source prefix. Times are Unix seconds as `u32` (enough
+/// until 2106) to keep a tracked source small.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct SourceState {
+    recent: Recent,
+    strikes: u8,
+    banned_until: u32,
+    clamped_until: u32,
+    last_ban: u32,
+    last_seen: u32,
+}
+
+fn secs(now: u64) -> u32 {
+    now.min(u32::MAX as u64) as u32
+}
+
+impl SourceState {
+    fn active(&self, now: u32) -> bool {
+        self.banned_until > now || self.clamped_until > now
+    }
+}
+
+/// A registered device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Registration {
+    until: u64,
+    grants: Vec<String>,
+}
+
+/// The state machine. Serialise it to persist it; [`Machine::restore`] checks the version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    version: u32,
+    config: Config,
+    sources: BTreeMap<Prefix, SourceState>,
+    /// (address, account) → registration.
+    #[serde(with = "registrations_serde")]
+    registrations: BTreeMap<(IpAddr, String), Registration>,
+}
+
+/// JSON maps need string keys: registrations are written as a list.
+mod registrations_serde {
+    use std::collections::BTreeMap;
+    use std::net::IpAddr;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Registration;
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        addr: IpAddr,
+        account: String,
+        #[serde(flatten)]
+        registration: Registration,
+    }
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<(IpAddr, String), Registration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let v: Vec<Entry> = m
+            .iter()
+            .map(|((addr, account), r)| Entry {
+                addr: *addr,
+                account: account.clone(),
+                registration: r.clone(),
+            })
+            .collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<(IpAddr, String), Registration>, D::Error> {
+        let v = Vec::<Entry>::deserialize(d)?;
+        Ok(v.into_iter()
+            .map(|e| ((e.addr, e.account), e.registration))
+            .collect())
+    }
+}
+
+/// The snapshot format version this build writes and reads.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Why a snapshot could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// Not a snapshot.
+    #[error("not a pbxfw responsive snapshot: {0}")]
+    Format(String),
+    /// Written by a newer pbxfw.
+    #[error("snapshot version {found} is newer than this pbxfw understands ({supported})")]
+    Version {
+        /// In the file.
+        found: u32,
+        /// Known here.
+        supported: u32,
+    },
+}
+
+impl Machine {
+    /// A machine with no state.
+    pub fn new(config: Config) -> Machine {
+        Machine {
+            version: SNAPSHOT_VERSION,
+            config,
+            sources: BTreeMap::new(),
+            registrations: BTreeMap::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Replace the configuration (a policy reload), keeping every ban, registration and strike.
+    pub fn reconfigure(&mut self, config: Config) {
+        self.config = config;
+    }
+
+    /// Number of tracked source prefixes.
+    pub fn tracked(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Active bans: prefix and until.
+    pub fn bans(&self, now: u64) -> Vec<(Prefix, u64)> {
+        let now = secs(now);
+        self.sources
+            .iter()
+            .filter(|(_, s)| s.banned_until > now)
+            .map(|(p, s)| (*p, s.banned_until as u64))
+            .collect()
+    }
+
+    /// The actions that re-create the current state in empty sets (after a reboot).
+    pub fn replay_actions(&self, now: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        let n = secs(now);
+        for (p, s) in &self.sources {
+            if s.banned_until > n {
+                out.push(Action::Ban {
+                    prefix: *p,
+                    until: s.banned_until as u64,
+                    reason: "restored".into(),
+                });
+            }
+            if s.clamped_until > n {
+                out.push(Action::Clamp {
+                    prefix: *p,
+                    until: s.clamped_until as u64,
+                    reason: "restored".into(),
+                });
+            }
+        }
+        for ((addr, account), r) in &self.registrations {
+            if r.until > now {
+                out.push(Action::AllowRegistered {
+                    addr: *addr,
+                    until: r.until,
+                    account: account.clone(),
+                    grants: r.grants.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Serialise to JSON.
+    pub fn snapshot(&self) -> String {
+        serde_json::to_string(self).expect("the machine serialises")
+    }
+
+    /// Restore from [`Machine::snapshot`] output.
+    pub fn restore(text: &str) -> Result<Machine, RestoreError> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| RestoreError::Format(e.to_string()))?;
+        let found = v["version"]
+            .as_u64()
+            .ok_or_else(|| RestoreError::Format("no version".into()))? as u32;
+        if found > SNAPSHOT_VERSION {
+            return Err(RestoreError::Version {
+                found,
+                supported: SNAPSHOT_VERSION,
+            });
+        }
+        serde_json::from_value(v).map_err(|e| RestoreError::Format(e.to_string()))
+    }
+
+    fn key(&self, addr: IpAddr) -> Prefix {
+        let len = match Family::of(&addr) {
+            Family::Ipv4 => self.config.ipv4_prefix,
+            Family::Ipv6 => self.config.ipv6_prefix,
+        };
+        Prefix::new(addr, len).unwrap_or_else(|_| Prefix::host(addr))
+    }
+
+    fn protected(&self, addr: &IpAddr) -> bool {
+        self.config.protected.iter().any(|p| p.contains(addr))
+    }
+
+    /// Whether a device registered from inside `key` (a NAT, or an IPv6 /64) is active. The
+    /// registrations are ordered by address, so only the prefix's own range is scanned.
+    fn registered_here(&self, key: &Prefix, now: u64) -> bool {
+        let first = key.addr();
+        self.registrations
+            .range((first, String::new())..)
+            .take_while(|((a, _), _)| key.contains(a))
+            .any(|(_, r)| r.until > now)
+    }
+
+    fn grants_for(&self, account: &str) -> Vec<String> {
+        let mut g: Vec<String> = self.config.registered_grants.clone();
+        if let Some(u) = self.config.user_grants.get(account) {
+            g.extend(u.iter().cloned());
+        }
+        g.sort();
+        g.dedup();
+        g
+    }
+
+    /// Feed one event at time `now` (Unix seconds).
+    pub fn on_event(&mut self, event: &SecurityEvent, now: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            SecurityEvent::AuthFailed {
+                source,
+                account,
+                reason,
+                user_agent,
+                ..
+            } => self.failure(
+                *source,
+                account.as_deref(),
+                *reason,
+                user_agent.as_deref(),
+                now,
+                &mut out,
+            ),
+            SecurityEvent::ScannerSeen { source, user_agent } => self.failure(
+                *source,
+                None,
+                AuthFailure::UnknownAccount,
+                user_agent.as_deref(),
+                now,
+                &mut out,
+            ),
+            SecurityEvent::AuthSucceeded { source, .. } => {
+                let key = self.key(*source);
+                let n = secs(now);
+                if let Some(s) = self.sources.get_mut(&key) {
+                    s.last_seen = n;
+                    s.recent.forget(Kind::Wrong);
+                    if s.clamped_until > n {
+                        s.clamped_until = 0;
+                        out.push(Action::Unclamp { prefix: key });
+                    }
+                }
+            }
+            SecurityEvent::Registered {
+                source,
+                account,
+                expires,
+            } => {
+                let key = self.key(*source);
+                let n = secs(now);
+                if let Some(s) = self.sources.get_mut(&key) {
+                    if s.banned_until > n {
+                        // A banned source cannot register (its packets never reach the PBX);
+                        // an event saying so is stale or forged.
+                        return out;
+                    }
+                    s.last_seen = n;
+                    s.recent.forget(Kind::Wrong);
+                    if s.clamped_until > n {
+                        s.clamped_until = 0;
+                        out.push(Action::Unclamp { prefix: key });
+                    }
+                }
+                let until = now + (*expires).max(1) as u64;
+                let grants = self.grants_for(account);
+                self.registrations.insert(
+                    (*source, account.clone()),
+                    Registration {
+                        until,
+                        grants: grants.clone(),
+                    },
+                );
+                out.push(Action::AllowRegistered {
+                    addr: *source,
+                    until,
+                    account: account.clone(),
+                    grants,
+                });
+            }
+            SecurityEvent::Unregistered { source, account } => {
+                if let Some(r) = self.registrations.remove(&(*source, account.clone())) {
+                    // Another account registered from the same address keeps it registered.
+                    let still = self
+                        .registrations
+                        .iter()
+                        .any(|((a, _), r)| a == source && r.until > now);
+                    if !still {
+                        out.push(Action::Revoke {
+                            addr: *source,
+                            account: account.clone(),
+                            grants: r.grants,
+                        });
+                    }
+                }
+            }
+        }
+        self.bound(now);
+        out
+    }
+
+    fn failure(
+        &mut self,
+        addr: IpAddr,
+        account: Option<&str>,
+        reason: AuthFailure,
+        user_agent: Option<&str>,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let key = self.key(addr);
+        let shielded = self.protected(&addr) || self.registered_here(&key, now);
+        let cfg = self.config.clone_thresholds();
+        let n = secs(now);
+        let s = self.sources.entry(key).or_default();
+        s.last_seen = n;
+        if s.banned_until > n {
+            return;
+        }
+        let kind = match reason {
+            AuthFailure::UnknownAccount => Kind::Unknown,
+            AuthFailure::WrongPassword => Kind::Wrong,
+            AuthFailure::Acl | AuthFailure::Other => Kind::Other,
+        };
+        s.recent.push(kind, n, cfg.longest_window);
+        let mut clamp = false;
+        let ban_reason = if user_agent.is_some_and(is_attack_tool) {
+            Some(format!("attack tool {:?}", user_agent.unwrap_or("")))
+        } else {
+            match kind {
+                Kind::Unknown => s
+                    .recent
+                    .reached(kind, cfg.unknown_account, n)
+                    .then(|| format!("{} unknown-account failures", cfg.unknown_account.failures)),
+                Kind::Wrong => {
+                    clamp = s.recent.reached(kind, cfg.wrong_password_clamp, n);
+                    s.recent.reached(kind, cfg.wrong_password_ban, n).then(|| {
+                        format!(
+                            "{} wrong-password failures",
+                            cfg.wrong_password_ban.failures
+                        )
+                    })
+                }
+                Kind::Other => s
+                    .recent
+                    .reached(kind, cfg.other, n)
+                    .then(|| format!("{} failed authentications", cfg.other.failures)),
+            }
+        };
+        if let Some(reason) = ban_reason {
+            // Counted failures are spent: the next threshold starts from zero.
+            s.recent.forget(kind);
+            if shielded {
+                out.push(Action::ReportIdentity {
+                    source: addr,
+                    account: account.map(str::to_string),
+                    user_agent: user_agent.map(str::to_string),
+                    reason,
+                });
+                return;
+            }
+            if s.last_ban.saturating_add(cfg.strike_memory_seconds) <= n {
+                s.strikes = 0;
+            }
+            s.strikes = s.strikes.saturating_add(1);
+            let secs_banned = (cfg.ban_seconds as u64)
+                .saturating_mul(1u64 << (s.strikes - 1).min(20))
+                .min(cfg.max_ban_seconds as u64);
+            s.banned_until = secs(now + secs_banned);
+            s.last_ban = n;
+            s.clamped_until = 0;
+            s.recent.0.clear();
+            out.push(Action::Ban {
+                prefix: key,
+                until: now + secs_banned,
+                reason,
+            });
+        } else if clamp && !shielded {
+            let was = s.clamped_until > n;
+            // The clamp lasts until the failures stop.
+            s.clamped_until = n.saturating_add(cfg.clamp_seconds);
+            if !was {
+                out.push(Action::Clamp {
+                    prefix: key,
+                    until: s.clamped_until as u64,
+                    reason: format!(
+                        "{} wrong-password failures",
+                        cfg.wrong_password_clamp.failures
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Advance time: forget expired bans, clamps and registrations, and idle sources.
+    pub fn tick(&mut self, now: u64) -> Vec<Action> {
+        self.registrations.retain(|_, r| r.until > now);
+        let memory = self.config.strike_memory_seconds;
+        let longest = self.config.clone_thresholds().longest_window;
+        let n = secs(now);
+        self.sources.retain(|_, s| {
+            s.active(n)
+                || (s.strikes > 0 && s.last_ban.saturating_add(memory) > n)
+                || s.last_seen.saturating_add(longest) > n
+        });
+        Vec::new()
+    }
+
+    /// Keep at most `max_sources`: forget the idlest inactive sources, never an active ban.
+    fn bound(&mut self, now: u64) {
+        let max = self.config.max_sources.max(8);
+        if self.sources.len() <= max {
+            return;
+        }
+        let n = secs(now);
+        let mut idle: Vec<(u32, Prefix)> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| !s.active(n))
+            .map(|(p, s)| (s.last_seen, *p))
+            .collect();
+        idle.sort_unstable();
+        // Evict an eighth at once so the sort is paid rarely.
+        let excess = self.sources.len() - max + max / 8;
+        for (_, p) in idle.into_iter().take(excess) {
+            self.sources.remove(&p);
+        }
+    }
+}
+
+/// The thresholds copied out so that a source's state can be borrowed mutably meanwhile.
+struct Thresholds {
+    longest_window: u32,
+    unknown_account: Threshold,
+    wrong_password_clamp: Threshold,
+    wrong_password_ban: Threshold,
+    other: Threshold,
+    clamp_seconds: u32,
+    ban_seconds: u32,
+    max_ban_seconds: u32,
+    strike_memory_seconds: u32,
+}
+
+impl Config {
+    fn clone_thresholds(&self) -> Thresholds {
+        Thresholds {
+            longest_window: [
+                self.unknown_account,
+                self.wrong_password_clamp,
+                self.wrong_password_ban,
+                self.other,
+            ]
+            .iter()
+            .map(|t| t.window)
+            .max()
+            .unwrap_or(0),
+            clamp_seconds: self.clamp_seconds,
+            unknown_account: self.unknown_account,
+            wrong_password_clamp: self.wrong_password_clamp,
+            wrong_password_ban: self.wrong_password_ban,
+            other: self.other,
+            ban_seconds: self.ban_seconds,
+            max_ban_seconds: self.max_ban_seconds,
+            strike_memory_seconds: self.strike_memory_seconds,
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The responsive state machine: scenarios from SPEC 2.7 and properties over random event
+//! streams (no ban without its threshold inside its window, protected sources never banned,
+//! bans expire, snapshot and restore lose nothing).
+
+use std::net::IpAddr;
+
+use pbxfw_core::events::{AuthFailure, SecurityEvent};
+use pbxfw_core::net::Prefix;
+use pbxfw_core::responsive::{Action, Config, Machine};
+use pbxfw_core::Policy;
+use proptest::prelude::*;
+
+const POLICY: &str = r#"
+[interfaces]
+eth0 = "internet"
+[[networks]]
+source = "192.0.2.0/24"
+zone = "trusted"
+[[pbx.trunks]]
+name = "provider"
+protocol = "pjsip"
+host = "203.0.113.10"
+[[users]]
+name = "333"
+services = ["https", "ssh"]
+"#;
+
+fn machine() -> Machine {
+    let policy = Policy::from_toml(POLICY).unwrap().validate().unwrap();
+    Machine::new(Config::from_policy(&policy))
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn fail(src: &str, account: &str, reason: AuthFailure, ua: Option<&str>) -> SecurityEvent {
+    SecurityEvent::AuthFailed {
+        source: ip(src),
+        account: Some(account.into()),
+        reason,
+        user_agent: ua.map(str::to_string),
+        protocol: None,
+    }
+}
+
+fn bans(actions: &[Action]) -> Vec<&Action> {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Ban { .. }))
+        .collect()
+}
+
+const T0: u64 = 1_795_000_000;
+
+#[test]
+fn enumeration_bans_after_three_unknown_accounts() {
+    let mut m = machine();
+    let e = |acc| fail("198.51.100.7", acc, AuthFailure::UnknownAccount, None);
+    assert!(m.on_event(&e("100"), T0).is_empty());
+    assert!(m.on_event(&e("101"), T0 + 5).is_empty());
+    let a = m.on_event(&e("102"), T0 + 10);
+    match bans(&a)[..] {
+        [Action::Ban { prefix, until, .. }] => {
+            assert_eq!(prefix.to_string(), "198.51.100.7");
+            assert_eq!(*until, T0 + 10 + 86400);
+        }
+        _ => panic!("no ban: {a:?}"),
+    }
+    // Slow enumeration, one try every 5 minutes, is not banned by this rule.
+    let mut m = machine();
+    for i in 0..10 {
+        let a = m.on_event(
+            &fail("198.51.100.8", "x", AuthFailure::UnknownAccount, None),
+            T0 + i * 300,
+        );
+        assert!(bans(&a).is_empty(), "banned at try {i}");
+    }
+}
+
+#[test]
+fn attack_tools_are_banned_at_once() {
+    let mut m = machine();
+    let a = m.on_event(
+        &fail(
+            "198.51.100.9",
+            "100",
+            AuthFailure::WrongPassword,
+            Some("friendly-scanner"),
+        ),
+        T0,
+    );
+    assert_eq!(bans(&a).len(), 1);
+    let a = m.on_event(
+        &SecurityEvent::ScannerSeen {
+            source: ip("2001:db8:1:2::99"),
+            user_agent: Some("sipvicious".into()),
+        },
+        T0,
+    );
+    match bans(&a)[..] {
+        [Action::Ban { prefix, .. }] => assert_eq!(prefix.to_string(), "2001:db8:1:2::/64"),
+        _ => panic!("{a:?}"),
+    }
+}
+
+#[test]
+fn a_phone_with_a_wrong_password_is_clamped_not_banned_and_registers_when_fixed() {
+    let mut m = machine();
+    let phone = "198.51.100.20";
+    let mut clamped = false;
+    // Retrying every 30 s for 10 minutes.
+    for i in 0..=20 {
+        let a = m.on_event(
+            &fail(
+                phone,
+                "300",
+                AuthFailure::WrongPassword,
+                Some("Yealink SIP-T46S"),
+            ),
+            T0 + i * 30,
+        );
+        assert!(bans(&a).is_empty(), "banned at retry {i}");
+        clamped |= a.iter().any(|a| matches!(a, Action::Clamp { .. }));
+    }
+    assert!(clamped, "never clamped");
+    let a = m.on_event(
+        &SecurityEvent::Registered {
+            source: ip(phone),
+            account: "300".into(),
+            expires: 3600,
+        },
+        T0 + 630,
+    );
+    assert!(
+        a.iter().any(|a| matches!(a, Action::Unclamp { .. })),
+        "{a:?}"
+    );
+    assert!(a
+        .iter()
+        .any(|a| matches!(a, Action::AllowRegistered { until, .. } if *until == T0 + 630 + 3600)));
+}
+
+#[test]
+fn per_user_grants_follow_registrations() {
+    let mut m = machine();
+    let a = m.on_event(
+        &SecurityEvent::Registered {
+            source: ip("198.51.100.33"),
+            account: "333".into(),
+            expires: 600,
+        },
+        T0,
+    );
+    let Some(Action::AllowRegistered { grants, .. }) = a.first() else {
+        panic!("{a:?}")
+    };
+    assert_eq!(grants, &["https", "provisioning", "ssh", "ucp"]);
+    let changes: Vec<String> = a[0]
+        .set_changes(T0)
+        .iter()
+        .map(|c| format!("{} {} {:?}", c.set, c.prefix, c.timeout))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "registered4 198.51.100.33 Some(600)",
+            "grant_https4 198.51.100.33 Some(600)",
+            "grant_provisioning4 198.51.100.33 Some(600)",
+            "grant_ssh4 198.51.100.33 Some(600)",
+            "grant_ucp4 198.51.100.33 Some(600)"
+        ]
+    );
+    let a = m.on_event(
+        &SecurityEvent::Unregistered {
+            source: ip("198.51.100.33"),
+            account: "333".into(),
+        },
+        T0 + 10,
+    );
+    assert!(matches!(&a[..], [Action::Revoke { grants, .. }] if grants.len() == 4));
+}
+
+#[test]
+fn protected_and_nat_sources_are_reported_not_banned() {
+    let mut m = machine();
+    for (src, what) in [("192.0.2.5", "trusted network"), ("203.0.113.10", "trunk")] {
+        let mut reported = false;
+        for i in 0..10 {
+            let a = m.on_event(
+                &fail(
+                    src,
+                    "9",
+                    AuthFailure::UnknownAccount,
+                    Some("friendly-scanner"),
+                ),
+                T0 + i,
+            );
+            assert!(bans(&a).is_empty(), "{what} banned");
+            reported |= a.iter().any(|a| matches!(a, Action::ReportIdentity { .. }));
+        }
+        assert!(reported, "{what} not reported");
+    }
+    // A NAT with a registered phone: a bad device behind it is reported, the site not banned.
+    m.on_event(
+        &SecurityEvent::Registered {
+            source: ip("198.51.100.40"),
+            account: "301".into(),
+            expires: 3600,
+        },
+        T0,
+    );
+    let mut reports = 0;
+    for i in 0..6 {
+        let a = m.on_event(
+            &fail("198.51.100.40", "999", AuthFailure::UnknownAccount, None),
+            T0 + i,
+        );
+        assert!(bans(&a).is_empty(), "the NAT was banned");
+        reports += a
+            .iter()
+            .filter(
+                |a| matches!(a, Action::ReportIdentity { account: Some(acc), .. } if acc == "999"),
+            )
+            .count();
+    }
+    assert!(reports >= 1);
+}
+
+#[test]
+fn repeat_offenders_get_longer_bans() {
+    let mut m = machine();
+    let mut durations = Vec::new();
+    let mut t = T0;
+    for _ in 0..3 {
+        let a = m.on_event(
+            &fail(
+                "198.51.100.50",
+                "1",
+                AuthFailure::WrongPassword,
+                Some("sipcli"),
+            ),
+            t,
+        );
+        let Some(Action::Ban { until, .. }) = bans(&a).first().copied() else {
+            panic!("{a:?}")
+        };
+        durations.push(until - t);
+        t = until + 1;
+        m.tick(t);
+    }
+    assert_eq!(durations, [86400, 2 * 86400, 4 * 86400]);
+}
+
+#[test]
+fn memory_is_bounded_and_active_bans_are_never_evicted() {
+    let policy = Policy::from_toml(POLICY).unwrap().validate().unwrap();
+    let mut cfg = Config::from_policy(&policy);
+    cfg.max_sources = 1000;
+    let mut m = Machine::new(cfg);
+    m.on_event(
+        &SecurityEvent::ScannerSeen {
+            source: ip("198.51.100.1"),
+            user_agent: Some("sipvicious".into()),
+        },
+        T0,
+    );
+    for i in 0..20_000u32 {
+        let src = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        m.on_event(
+            &SecurityEvent::AuthFailed {
+                source: src,
+                account: None,
+                reason: AuthFailure::Other,
+                user_agent: None,
+                protocol: None,
+            },
+            T0 + 1 + i as u64 / 100,
+        );
+        assert!(m.tracked() <= 1001, "{} tracked", m.tracked());
+    }
+    assert!(m
+        .bans(T0 + 300)
+        .iter()
+        .any(|(p, _)| p.to_string() == "198.51.100.1"));
+}
+
+#[test]
+fn snapshots_restore_exactly_and_refuse_newer_versions() {
+    let mut m = machine();
+    m.on_event(
+        &fail(
+            "198.51.100.60",
+            "1",
+            AuthFailure::UnknownAccount,
+            Some("sipvicious"),
+        ),
+        T0,
+    );
+    m.on_event(
+        &SecurityEvent::Registered {
+            source: ip("2001:db8::5"),
+            account: "333".into(),
+            expires: 60,
+        },
+        T0,
+    );
+    let snap = m.snapshot();
+    let back = Machine::restore(&snap).unwrap();
+    assert_eq!(back, m);
+    assert_eq!(back.replay_actions(T0 + 1).len(), 2);
+    let newer = snap.replacen("\"version\":1", "\"version\":99", 1);
+    assert!(Machine::restore(&newer)
+        .unwrap_err()
+        .to_string()
+        .contains("newer"));
+    assert!(Machine::restore("{}").is_err());
+}
+
+fn event() -> impl Strategy<Value = (SecurityEvent, u64)> {
+    let src = prop_oneof![
+        (0u8..6).prop_map(|i| IpAddr::from([198, 51, 100, i])),
+        Just(ip("192.0.2.9")),
+        Just(ip("203.0.113.10")),
+        (0u16..3).prop_map(|i| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, i])),
+    ];
+    let reason = prop_oneof![
+        Just(AuthFailure::UnknownAccount),
+        Just(AuthFailure::WrongPassword),
+        Just(AuthFailure::Acl),
+        Just(AuthFailure::Other)
+    ];
+    let ua = prop_oneof![
+        Just(None),
+        Just(Some("Yealink".to_string())),
+        Just(Some("friendly-scanner".to_string()))
+    ];
+    let ev =
+        (src, reason, ua, 0u8..10, 0u8..3).prop_map(|(source, reason, user_agent, kind, acc)| {
+            let account = format!("{}", 300 + acc as u32);
+            match kind {
+                0..=6 => SecurityEvent::AuthFailed {
+                    source,
+                    account: Some(account),
+                    reason,
+                    user_agent,
+                    protocol: None,
+                },
+                7 => SecurityEvent::Registered {
+                    source,
+                    account,
+                    expires: 120,
+                },
+                8 => SecurityEvent::Unregistered { source, account },
+                _ => SecurityEvent::AuthSucceeded {
+                    source,
+                    account: Some(account),
+                    user_agent,
+                },
+            }
+        });
+    (ev, 0u64..400)
+}
+
+proptest! {
+    #[test]
+    fn state_machine_properties(events in prop::collection::vec(event(), 1..200)) {
+        let mut m = machine();
+        let mut t = T0;
+        let mut history: Vec<(u64, SecurityEvent)> = Vec::new();
+        for (i, (e, dt)) in events.iter().enumerate() {
+            t += dt;
+            history.push((t, e.clone()));
+            // Snapshot/restore at an arbitrary point changes nothing that follows.
+            if i == events.len() / 2 {
+                let restored = Machine::restore(&m.snapshot()).unwrap();
+                prop_assert_eq!(&restored, &m);
+                m = restored;
+            }
+            let actions = m.on_event(e, t);
+            for a in &actions {
+                if let Action::Ban { prefix, until, reason } = a {
+                    prop_assert!(*until > t);
+                    // Never a protected source (trusted network, trunk).
+                    prop_assert!(!Prefix::from_str_lenient("192.0.2.0/24").covers(prefix));
+                    prop_assert!(!prefix.contains(&ip("203.0.113.10")));
+                    // No ban without its threshold inside its window (attack tools aside).
+                    let (kind, n, window) = if reason.contains("unknown-account") {
+                        (Some(AuthFailure::UnknownAccount), 3, 300)
+                    } else if reason.contains("wrong-password") {
+                        (Some(AuthFailure::WrongPassword), 40, 3600)
+                    } else if reason.contains("failed authentications") {
+                        (None, 10, 600)
+                    } else {
+                        prop_assert!(reason.contains("attack tool"), "{}", reason);
+                        continue;
+                    };
+                    let count = history.iter().filter(|(at, ev)| {
+                        *at + window > t && matches!(ev, SecurityEvent::AuthFailed { source, reason: r, .. }
+                            if prefix.contains(source) && match kind {
+                                Some(k) => *r == k,
+                                None => matches!(r, AuthFailure::Acl | AuthFailure::Other),
+                            })
+                    }).count();
+                    prop_assert!(count >= n, "ban after {} failures in window ({})", count, reason);
+                }
+            }
+        }
+        // Bans expire.
+        let later = t + 31 * 86400;
+        m.tick(later);
+        prop_assert!(m.bans(later).is_empty());
+    }
+}
+
+trait Lenient {
+    fn from_str_lenient(s: &str) -> Prefix;
+}
+
+impl Lenient for Prefix {
+    fn from_str_lenient(s: &str) -> Prefix {
+        Prefix::parse_lenient(s).unwrap().0
+    }
+}
