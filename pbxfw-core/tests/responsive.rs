@@ -155,7 +155,7 @@ fn per_user_grants_follow_registrations() {
     let Some(Action::AllowRegistered { grants, .. }) = a.first() else {
         panic!("{a:?}")
     };
-    assert_eq!(grants, &["https", "provisioning", "ssh", "ucp"]);
+    assert_eq!(grants, &["https", "ssh"]);
     let changes: Vec<String> = a[0]
         .set_changes(T0)
         .iter()
@@ -166,9 +166,7 @@ fn per_user_grants_follow_registrations() {
         [
             "registered4 198.51.100.33 Some(600)",
             "grant_https4 198.51.100.33 Some(600)",
-            "grant_provisioning4 198.51.100.33 Some(600)",
             "grant_ssh4 198.51.100.33 Some(600)",
-            "grant_ucp4 198.51.100.33 Some(600)"
         ]
     );
     let a = m.on_event(
@@ -178,7 +176,7 @@ fn per_user_grants_follow_registrations() {
         },
         T0 + 10,
     );
-    assert!(matches!(&a[..], [Action::Revoke { grants, .. }] if grants.len() == 4));
+    assert!(matches!(&a[..], [Action::Revoke { grants, .. }] if grants.len() == 2));
 }
 
 #[test]

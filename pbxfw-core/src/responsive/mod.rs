@@ -78,8 +78,6 @@ pub struct Config {
     pub ipv6_prefix: u8,
     /// Sources never banned: trusted networks and trunks.
     pub protected: Vec<Prefix>,
-    /// Services every registered device gets.
-    pub registered_grants: Vec<String>,
     /// Per-user grants: account → services.
     pub user_grants: BTreeMap<String, Vec<String>>,
     /// Most sources tracked at once.
@@ -129,7 +127,6 @@ impl Config {
             ipv4_prefix: r.ipv4_prefix,
             ipv6_prefix: r.ipv6_prefix,
             protected,
-            registered_grants: r.registered_grants.iter().cloned().collect(),
             user_grants: policy
                 .users
                 .iter()
@@ -180,7 +177,7 @@ pub enum Action {
         until: u64,
         /// The account that registered.
         account: String,
-        /// Services granted on top of signalling.
+        /// The user's own grants (SPEC 2.8), on top of signalling and the registered grants.
         grants: Vec<String>,
     },
     /// Withdraw a registration's acceptance and grants.
@@ -535,11 +532,15 @@ impl Machine {
             .any(|(_, r)| r.until > now)
     }
 
+    /// The per-user grants of `account`. (The services every registered device gets come
+    /// with the registered set itself and need no grant set.)
     fn grants_for(&self, account: &str) -> Vec<String> {
-        let mut g: Vec<String> = self.config.registered_grants.clone();
-        if let Some(u) = self.config.user_grants.get(account) {
-            g.extend(u.iter().cloned());
-        }
+        let mut g: Vec<String> = self
+            .config
+            .user_grants
+            .get(account)
+            .cloned()
+            .unwrap_or_default();
         g.sort();
         g.dedup();
         g
