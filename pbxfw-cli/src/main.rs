@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,6 +11,7 @@ use pbxfw_core::explain::{explain, Explanation};
 use pbxfw_core::ir::CtState;
 use pbxfw_core::{compile, Packet, Policy, Proto, Severity, ValidPolicy, DEFAULT_POLICY_TOML};
 
+mod daemon;
 mod policy_file;
 
 /// Exit codes, as documented in `--help`.
@@ -146,6 +148,58 @@ enum Command {
         /// The policy file to edit.
         #[arg(long)]
         policy: Option<String>,
+    },
+    /// Follow PBX security events and drive the responsive layer (bans, clamps, registrations).
+    #[command(after_help = AFTER_HELP)]
+    Daemon {
+        /// Policy file (TOML or JSON).
+        policy: Option<String>,
+        /// Asterisk AMI address (host:port).
+        #[arg(long, value_name = "HOST:PORT")]
+        ami: Option<String>,
+        /// AMI user.
+        #[arg(long, default_value = "pbxfw")]
+        ami_user: String,
+        /// AMI secret (or $PBXFW_AMI_SECRET).
+        #[arg(
+            long,
+            env = "PBXFW_AMI_SECRET",
+            hide_env_values = true,
+            default_value = ""
+        )]
+        ami_secret: String,
+        /// Asterisk log file to follow (repeatable).
+        #[arg(long = "log", value_name = "FILE")]
+        logs: Vec<PathBuf>,
+        /// JSON-lines event file to follow (repeatable).
+        #[arg(long = "events", value_name = "FILE")]
+        events: Vec<PathBuf>,
+        /// Unix socket accepting JSON-lines events.
+        #[arg(long, value_name = "PATH")]
+        events_socket: Option<PathBuf>,
+        /// Where the responsive state is kept across restarts.
+        #[arg(long, default_value = "/var/lib/pbxfw/responsive.json")]
+        state: PathBuf,
+        /// Seconds between housekeeping ticks.
+        #[arg(long, default_value = "10")]
+        tick: u64,
+    },
+    /// Run a recorded Asterisk log, AMI transcript or JSON-lines file through the responsive
+    /// state machine as a dry run: what would have been banned, clamped, promoted, and why.
+    #[command(after_help = AFTER_HELP)]
+    Replay {
+        /// Recorded files (the kind is detected from the content).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Policy file.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Year of log timestamps that carry none (default: this year).
+        #[arg(long)]
+        year: Option<i32>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
     },
     /// Take an address or network out of the trusted zone (policy file and kernel).
     #[command(after_help = AFTER_HELP)]
@@ -469,6 +523,63 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 format!("{addr} added to the trusted zone")
             })
         }),
+        Command::Daemon {
+            policy,
+            ami,
+            ami_user,
+            ami_secret,
+            logs,
+            events,
+            events_socket,
+            state,
+            tick,
+        } => {
+            let valid = load_valid(policy.as_deref())?;
+            let sources = daemon::Sources {
+                ami: ami.map(|a| (a, ami_user, ami_secret)),
+                logs,
+                json_files: events,
+                json_socket: events_socket,
+            };
+            daemon::run(
+                &valid,
+                sources,
+                &state,
+                std::time::Duration::from_secs(tick.max(1)),
+            )
+            .map_err(|e| Fail(exit::IO, e))?;
+            Ok(exit::OK)
+        }
+        Command::Replay {
+            files,
+            policy,
+            year,
+            format,
+        } => {
+            let valid = load_valid(policy.as_deref())?;
+            let year = year.unwrap_or_else(daemon::current_year);
+            let mut all = Vec::new();
+            let mut records = 0;
+            let start = std::time::Instant::now();
+            for f in &files {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| Fail(exit::IO, format!("{}: cannot read: {e}", f.display())))?;
+                let (events, n) = daemon::read_records(&text, year);
+                records += n;
+                all.extend(events);
+            }
+            // Records of several files interleave by time.
+            all.sort_by_key(|e| e.at.unwrap_or(0));
+            let report = daemon::replay(&valid, all.into_iter(), records);
+            let elapsed = start.elapsed();
+            match format {
+                Format::Json => {
+                    println!("{:#}", serde_json::to_value(&report).expect("serialisable"))
+                }
+                Format::Text => print_replay(&report, elapsed),
+            }
+            Ok(exit::OK)
+        }
         Command::Untrust { addr, policy } => edit_policy(policy, |doc| {
             let n = doc.networks_remove(|s, z| same_source(s, &addr) && z == "trusted");
             if n == 0 {
@@ -613,6 +724,36 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             Ok(exit::OK)
         }
+    }
+}
+
+fn print_replay(r: &daemon::ReplayReport, elapsed: std::time::Duration) {
+    println!(
+        "{} records, {} security events, in {:.1} ms",
+        r.records,
+        r.events,
+        elapsed.as_secs_f64() * 1000.0
+    );
+    println!("would ban {} source(s):", r.banned.len());
+    for (src, (at, why)) in &r.banned {
+        println!("  {src:<40} at {at}  {why}");
+    }
+    println!("would clamp {} source(s):", r.clamped.len());
+    for (src, at) in &r.clamped {
+        println!("  {src:<40} at {at}");
+    }
+    println!(
+        "would promote {} account(s) as registered:",
+        r.registered.len()
+    );
+    for (acc, addrs) in &r.registered {
+        println!("  {acc:<20} from {}", addrs.join(", "));
+    }
+    if r.reported > 0 {
+        println!(
+            "{} identity report(s) instead of bans (protected or NATed sources)",
+            r.reported
+        );
     }
 }
 

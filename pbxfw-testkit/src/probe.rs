@@ -304,6 +304,36 @@ impl Topology {
         ]);
     }
 
+    /// Make `src` the default source address of the client behind `iif` (for tools that do not
+    /// bind one themselves).
+    pub fn prefer_source(&self, iif: &str, src: IpAddr) {
+        let c = &self.clients[iif].0;
+        if src.is_ipv6() {
+            c.run(&[
+                "ip",
+                "-6",
+                "route",
+                "replace",
+                &format!("{DST6}/128"),
+                "dev",
+                "c0",
+                "src",
+                &src.to_string(),
+            ]);
+        } else {
+            c.run(&[
+                "ip",
+                "route",
+                "replace",
+                &format!("{DST4}/32"),
+                "dev",
+                "c0",
+                "src",
+                &src.to_string(),
+            ]);
+        }
+    }
+
     /// The client namespace behind `iif`.
     pub fn client(&self, iif: &str) -> &Netns {
         &self.clients[iif].0
@@ -363,8 +393,24 @@ impl Topology {
             s.set_reuse_address(true).unwrap();
             s.bind(&sockaddr(src, sport)).unwrap();
             let to = sockaddr(dst, dport);
-            for _ in 0..count {
-                s.send_to(b"REGISTER sip:pbx SIP/2.0\r\n\r\n", &to).unwrap();
+            let host = |a: IpAddr| {
+                if a.is_ipv6() {
+                    format!("[{a}]")
+                } else {
+                    a.to_string()
+                }
+            };
+            for i in 0..count {
+                let msg = format!(
+                    "REGISTER sip:{d} SIP/2.0\r\nVia: SIP/2.0/UDP {s}:{sport};branch=z9hG4bK-{i}-{sport}\r\n\
+                     Max-Forwards: 70\r\nFrom: <sip:100@{d}>;tag={i}\r\nTo: <sip:100@{d}>\r\n\
+                     Call-ID: flood-{i}@{s}\r\nCSeq: {n} REGISTER\r\nContact: <sip:100@{s}:{sport}>\r\n\
+                     User-Agent: pbxfw-test-flood\r\nContent-Length: 0\r\n\r\n",
+                    d = host(dst),
+                    s = host(src),
+                    n = i + 1,
+                );
+                s.send_to(msg.as_bytes(), &to).unwrap();
                 if !gap.is_zero() {
                     std::thread::sleep(gap);
                 }

@@ -545,8 +545,9 @@ fn responsive_chain(
         ));
     }
     // Sources the state machine clamped (a phone with a wrong password, a slow cracker): a
-    // slow lane of 2 signalling packets a minute, rejected beyond it so a phone fails fast; a
-    // phone retrying every 30 s still gets through and registers at once when fixed.
+    // slow lane of 4 signalling packets a minute (two authenticated attempts), rejected beyond
+    // it so a phone fails fast; a phone retrying every 30 s still gets every attempt through
+    // and registers at once when fixed, while a slow cracker gets two guesses a minute.
     for f in Family::BOTH {
         let clamped = names::clamped(f);
         b.dynamic_set(
@@ -573,14 +574,14 @@ fn responsive_chain(
                 Match::Meter {
                     set: meter,
                     rate: crate::model::Rate {
-                        packets: 2,
+                        packets: 4,
                         per: RateUnit::Minute,
                     },
-                    burst: 2,
+                    burst: 4,
                 },
             ],
             Verdict::Reject,
-            "responsive: clamped source over 2/1m",
+            "responsive: clamped source over 4/1m",
         ));
     }
     for f in Family::BOTH {

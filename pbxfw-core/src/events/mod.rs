@@ -110,3 +110,43 @@ pub struct TimedEvent {
 
 pub mod agents;
 pub use agents::is_attack_tool;
+
+pub mod ami;
+pub mod json;
+pub mod log;
+
+pub use ami::AmiReader;
+
+/// Why a record from the PBX could not be turned into an event.
+///
+/// Records the firewall does not use are not errors (the parsers return `Ok(None)`); these are
+/// records it does use that are malformed, or input it refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// An AMI event the firewall uses lacks a field or carries a malformed one.
+    #[error("AMI {event} event: {message}")]
+    Ami {
+        /// The `Event:` name.
+        event: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An AMI block longer than the reader's limit was dropped.
+    #[error("AMI block longer than {limit} bytes dropped")]
+    AmiTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// An Asterisk log line of a kind the firewall uses is malformed.
+    #[error("log line: {message}")]
+    Log {
+        /// What is wrong.
+        message: String,
+    },
+    /// A JSON-lines record is not a valid event.
+    #[error("JSON event: {message}")]
+    Json {
+        /// serde_json's message, with line and column.
+        message: String,
+    },
+}

@@ -1,0 +1,531 @@
+//! `pbxfw daemon` and `pbxfw replay`: security events in, kernel set updates out.
+//!
+//! Sources run on their own threads and send events over one channel: Asterisk AMI over TCP
+//! (login, reconnect with backoff), log files followed across rotation, JSON-lines files and a
+//! JSON-lines Unix socket. The main loop feeds the responsive state machine with the wall
+//! clock, applies its actions as set-element updates over netlink, logs every decision as one
+//! `key=value` line on standard error (journald keeps it), and persists the machine's state
+//! atomically after every change. On start the state is restored and re-seeded into the kernel,
+//! so a restart or reboot loses no ban, registration or strike.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pbxfw_core::events::{ami, json, log as asterisk_log, SecurityEvent, TimedEvent};
+use pbxfw_core::responsive::{Action, Config, Machine};
+use pbxfw_core::{compile, Ruleset, ValidPolicy};
+use pbxfw_nft::netlink::{Element, Op};
+use pbxfw_nft::{Kernel, KernelError};
+
+use crate::policy_file::write_atomic;
+
+/// Where events come from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Asterisk AMI `host:port`, user and secret.
+    pub ami: Option<(String, String, String)>,
+    /// Asterisk log files to follow.
+    pub logs: Vec<PathBuf>,
+    /// JSON-lines files to follow.
+    pub json_files: Vec<PathBuf>,
+    /// A Unix socket to accept JSON-lines connections on.
+    pub json_socket: Option<PathBuf>,
+}
+
+/// One message on the event channel.
+enum Msg {
+    Event(SecurityEvent),
+    Note(String),
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// One structured log line: `pbxfw: key=value ...`, values quoted when needed.
+pub fn log_line(fields: &[(&str, String)]) {
+    let mut line = String::from("pbxfw:");
+    for (k, v) in fields {
+        if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '"' || c == '=') {
+            line.push_str(&format!(" {k}={v:?}"));
+        } else {
+            line.push_str(&format!(" {k}={v}"));
+        }
+    }
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+fn describe(a: &Action) -> Vec<(&'static str, String)> {
+    match a {
+        Action::Ban {
+            prefix,
+            until,
+            reason,
+        } => vec![
+            ("action", "ban".into()),
+            ("source", prefix.to_string()),
+            ("until", until.to_string()),
+            ("reason", reason.clone()),
+        ],
+        Action::Unban { prefix } => {
+            vec![("action", "unban".into()), ("source", prefix.to_string())]
+        }
+        Action::Clamp {
+            prefix,
+            until,
+            reason,
+        } => vec![
+            ("action", "clamp".into()),
+            ("source", prefix.to_string()),
+            ("until", until.to_string()),
+            ("reason", reason.clone()),
+        ],
+        Action::Unclamp { prefix } => {
+            vec![("action", "unclamp".into()), ("source", prefix.to_string())]
+        }
+        Action::AllowRegistered {
+            addr,
+            until,
+            account,
+            grants,
+        } => vec![
+            ("action", "registered".into()),
+            ("source", addr.to_string()),
+            ("account", account.clone()),
+            ("until", until.to_string()),
+            ("grants", grants.join(",")),
+        ],
+        Action::Revoke { addr, account, .. } => vec![
+            ("action", "revoke".into()),
+            ("source", addr.to_string()),
+            ("account", account.clone()),
+        ],
+        Action::ReportIdentity {
+            source,
+            account,
+            user_agent,
+            reason,
+        } => vec![
+            ("action", "report".into()),
+            ("source", source.to_string()),
+            ("account", account.clone().unwrap_or_default()),
+            ("user_agent", user_agent.clone().unwrap_or_default()),
+            ("reason", reason.clone()),
+        ],
+    }
+}
+
+/// Carry out actions in the kernel. Removing an element that is not there (an expired ban)
+/// is not an error. Returns the number of failed changes (each is logged).
+pub fn apply_actions(kernel: &Kernel, rs: &Ruleset, actions: &[Action], at: u64) -> usize {
+    let mut failed = 0;
+    for a in actions {
+        for ch in a.set_changes(at) {
+            let op = if ch.add { Op::Add } else { Op::Remove };
+            let el = Element {
+                prefix: ch.prefix,
+                timeout: ch.timeout.map(Duration::from_secs),
+            };
+            match kernel.update_set(rs, &ch.set, op, &[el]) {
+                Ok(()) => {}
+                Err(KernelError::Netlink(pbxfw_nft::netlink::NetlinkError::Refused {
+                    source,
+                    ..
+                })) if !ch.add && source.raw_os_error() == Some(libc_enoent()) => {}
+                Err(e) => {
+                    failed += 1;
+                    log_line(&[
+                        ("error", "kernel".into()),
+                        ("set", ch.set.clone()),
+                        ("detail", e.to_string()),
+                    ]);
+                }
+            }
+        }
+    }
+    failed
+}
+
+const fn libc_enoent() -> i32 {
+    2
+}
+
+/// Load the machine from `state`, or start fresh when the file does not exist. A file that
+/// exists but cannot be read is an error: starting empty would silently lift every ban.
+pub fn load_state(state: &Path, config: Config) -> Result<Machine, String> {
+    match std::fs::read_to_string(state) {
+        Ok(text) => {
+            let mut m = Machine::restore(&text).map_err(|e| format!("{}: {e}", state.display()))?;
+            m.reconfigure(config);
+            Ok(m)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Machine::new(config)),
+        Err(e) => Err(format!("{}: {e}", state.display())),
+    }
+}
+
+/// Run the daemon until the event sources all end (they normally never do).
+pub fn run(
+    policy: &ValidPolicy,
+    sources: Sources,
+    state: &Path,
+    tick: Duration,
+) -> Result<(), String> {
+    let rs = compile(policy);
+    let kernel = Kernel::default();
+    let mut machine = load_state(state, Config::from_policy(policy))?;
+    if let Some(dir) = state.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let t = now();
+    machine.tick(t);
+    let seed = machine.replay_actions(t);
+    let failed = apply_actions(&kernel, &rs, &seed, t);
+    log_line(&[
+        ("event", "start".into()),
+        ("restored", seed.len().to_string()),
+        ("failed", failed.to_string()),
+        ("state", state.display().to_string()),
+    ]);
+
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let mut threads = 0;
+    if let Some((addr, user, secret)) = sources.ami.clone() {
+        spawn_source(&tx, move |tx| ami_loop(&addr, &user, &secret, &tx));
+        threads += 1;
+    }
+    for path in sources.logs.clone() {
+        spawn_source(&tx, move |tx| {
+            follow(&path, &tx, |line| {
+                asterisk_log::parse_line(line, current_year())
+                    .ok()
+                    .flatten()
+                    .map(|t| t.event)
+            })
+        });
+        threads += 1;
+    }
+    for path in sources.json_files.clone() {
+        // A JSON object may follow a log prefix (syslog, `kamailio -E`): it is read from the
+        // first `{` of the line.
+        spawn_source(&tx, move |tx| {
+            follow(&path, &tx, |line| {
+                let obj = &line[line.find('{')?..];
+                json::parse_line(obj).ok().map(|t| t.event)
+            })
+        });
+        threads += 1;
+    }
+    if let Some(path) = sources.json_socket.clone() {
+        spawn_source(&tx, move |tx| json_socket(&path, &tx));
+        threads += 1;
+    }
+    drop(tx);
+    if threads == 0 {
+        return Err("no event source: give --ami, --log, --events or --events-socket".into());
+    }
+
+    loop {
+        let msg = rx.recv_timeout(tick);
+        let t = now();
+        let actions = match msg {
+            Ok(Msg::Event(e)) => machine.on_event(&e, t),
+            Ok(Msg::Note(n)) => {
+                log_line(&[("event", "source".into()), ("detail", n)]);
+                continue;
+            }
+            Err(RecvTimeoutError::Timeout) => machine.tick(t),
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        if actions.is_empty() {
+            continue;
+        }
+        for a in &actions {
+            log_line(&describe(a));
+        }
+        apply_actions(&kernel, &rs, &actions, t);
+        if let Err(e) = write_atomic(state, &machine.snapshot()) {
+            log_line(&[("error", "state".into()), ("detail", e.to_string())]);
+        }
+    }
+}
+
+/// This year (UTC), for log timestamps that carry none.
+pub fn current_year() -> i32 {
+    // Days since 1970 to a civil year, good enough for syslog-style timestamps.
+    let days = now() / 86400;
+    let mut y = 1970;
+    let mut d = days as i64;
+    loop {
+        let len = if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
+            366
+        } else {
+            365
+        };
+        if d < len {
+            return y;
+        }
+        d -= len;
+        y += 1;
+    }
+}
+
+fn spawn_source(tx: &Sender<Msg>, f: impl FnOnce(Sender<Msg>) + Send + 'static) {
+    let tx = tx.clone();
+    std::thread::spawn(move || f(tx));
+}
+
+/// Follow a file like `tail -F`: start at its end, read new lines as they come, and reopen it
+/// from the start when it is rotated (a new inode) or truncated.
+fn follow(path: &Path, tx: &Sender<Msg>, parse: impl Fn(&str) -> Option<SecurityEvent>) {
+    let open = |from_end: bool| -> Option<(BufReader<std::fs::File>, u64)> {
+        let mut f = std::fs::File::open(path).ok()?;
+        let ino = f.metadata().ok()?.ino();
+        if from_end {
+            f.seek(SeekFrom::End(0)).ok()?;
+        }
+        Some((BufReader::new(f), ino))
+    };
+    let mut cur = open(true);
+    if cur.is_none() {
+        let _ = tx.send(Msg::Note(format!(
+            "{}: not there yet, waiting",
+            path.display()
+        )));
+    }
+    let mut line = String::new();
+    loop {
+        let Some((reader, ino)) = cur.as_mut() else {
+            std::thread::sleep(Duration::from_millis(500));
+            cur = open(false);
+            continue;
+        };
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => {
+                std::thread::sleep(Duration::from_millis(200));
+                let pos = reader.stream_position().unwrap_or(0);
+                let rotated = match std::fs::metadata(path) {
+                    Ok(m) => m.ino() != *ino || m.len() < pos,
+                    Err(_) => false,
+                };
+                if rotated {
+                    let _ = tx.send(Msg::Note(format!("{}: rotated, reopening", path.display())));
+                    cur = open(false);
+                }
+            }
+            Ok(_) if !line.ends_with('\n') => {
+                // A partial line: wait for the rest rather than parse half of it.
+                let back = line.len() as i64;
+                let _ = reader.seek(SeekFrom::Current(-back));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(_) => {
+                if let Some(e) = parse(line.trim_end()) {
+                    if tx.send(Msg::Event(e)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(500));
+                cur = open(false);
+            }
+        }
+    }
+}
+
+fn json_socket(path: &Path, tx: &Sender<Msg>) {
+    use std::os::unix::net::UnixListener;
+    let _ = std::fs::remove_file(path);
+    let listener = match UnixListener::bind(path) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = tx.send(Msg::Note(format!("{}: cannot listen: {e}", path.display())));
+            return;
+        }
+    };
+    for conn in listener.incoming().flatten() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(conn).lines().map_while(Result::ok) {
+                match json::parse_line(&line) {
+                    Ok(t) => {
+                        if tx.send(Msg::Event(t.event)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Msg::Note(format!("bad event line: {e}")));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Connect to AMI, log in, read events; reconnect with backoff (1 s doubling to 30 s).
+fn ami_loop(addr: &str, user: &str, secret: &str, tx: &Sender<Msg>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match ami_session(addr, user, secret, tx) {
+            Ok(()) => backoff = Duration::from_secs(1),
+            Err(e) => {
+                let _ = tx.send(Msg::Note(format!(
+                    "ami {addr}: {e}; retrying in {backoff:?}"
+                )));
+            }
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+fn ami_session(addr: &str, user: &str, secret: &str, tx: &Sender<Msg>) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let login = format!("Action: Login\r\nUsername: {user}\r\nSecret: {secret}\r\nEvents: security,system,reporting\r\n\r\n");
+    s.write_all(login.as_bytes()).map_err(|e| e.to_string())?;
+    let _ = tx.send(Msg::Note(format!("ami {addr}: connected")));
+    let mut reader = ami::AmiReader::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match s.read(&mut buf) {
+            Ok(0) => return Err("connection closed".into()),
+            Ok(n) => n,
+            // No event for a minute: ask for a pong so a dead connection is noticed.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                s.write_all(b"Action: Ping\r\n\r\n")
+                    .map_err(|e| e.to_string())?;
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        reader.feed(&buf[..n]);
+        while let Some(item) = reader.next_event() {
+            match item {
+                Ok(t) => {
+                    if tx.send(Msg::Event(t.event)).is_err() {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Msg::Note(format!("ami {addr}: {e}")));
+                }
+            }
+        }
+    }
+}
+
+/// What `pbxfw replay` found.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ReplayReport {
+    /// Records read.
+    pub records: usize,
+    /// Records that were security events.
+    pub events: usize,
+    /// Every action, with the time it would have been taken.
+    pub actions: Vec<(u64, Action)>,
+    /// Sources that would have been banned: first ban time and reason.
+    pub banned: BTreeMap<String, (u64, String)>,
+    /// Sources that would have been clamped.
+    pub clamped: BTreeMap<String, u64>,
+    /// Accounts that registered, with their addresses.
+    pub registered: BTreeMap<String, Vec<String>>,
+    /// Identities reported instead of banning a protected source.
+    pub reported: usize,
+}
+
+/// Run records through a fresh machine, with time taken from the records.
+pub fn replay(
+    policy: &ValidPolicy,
+    events: impl Iterator<Item = TimedEvent>,
+    records: usize,
+) -> ReplayReport {
+    let mut m = Machine::new(Config::from_policy(policy));
+    let mut r = ReplayReport {
+        records,
+        ..Default::default()
+    };
+    let mut t = 0;
+    for e in events {
+        r.events += 1;
+        t = e.at.unwrap_or(t);
+        for a in m.on_event(&e.event, t) {
+            match &a {
+                Action::Ban { prefix, reason, .. } => {
+                    r.banned
+                        .entry(prefix.to_string())
+                        .or_insert((t, reason.clone()));
+                }
+                Action::Clamp { prefix, .. } => {
+                    r.clamped.entry(prefix.to_string()).or_insert(t);
+                }
+                Action::AllowRegistered { addr, account, .. } => {
+                    let v = r.registered.entry(account.clone()).or_default();
+                    if !v.contains(&addr.to_string()) {
+                        v.push(addr.to_string());
+                    }
+                }
+                Action::ReportIdentity { .. } => r.reported += 1,
+                _ => {}
+            }
+            r.actions.push((t, a));
+        }
+    }
+    r
+}
+
+/// Read a recorded file of any supported kind; returns the events and the number of records.
+pub fn read_records(text: &str, year: i32) -> (Vec<TimedEvent>, usize) {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    if first.trim_start().starts_with('{') {
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let n = lines.len();
+        (
+            lines
+                .into_iter()
+                .filter_map(|l| json::parse_line(l).ok())
+                .collect(),
+            n,
+        )
+    } else if first.starts_with("Asterisk Call Manager")
+        || first.contains(": ") && text.contains("\nEvent: ")
+        || first.starts_with("Event: ")
+    {
+        let mut reader = ami::AmiReader::new();
+        reader.feed(text.as_bytes());
+        reader.feed(b"\r\n\r\n");
+        let mut events = Vec::new();
+        let mut n = 0;
+        while let Some(item) = reader.next_event() {
+            n += 1;
+            if let Ok(t) = item {
+                events.push(t);
+            }
+        }
+        (events, n)
+    } else {
+        let mut n = 0;
+        let events = text
+            .lines()
+            .filter_map(|l| {
+                n += 1;
+                asterisk_log::parse_line(l, year).ok().flatten()
+            })
+            .collect();
+        (events, n)
+    }
+}
