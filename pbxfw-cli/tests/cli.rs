@@ -140,3 +140,19 @@ fn bad_input_gets_a_message_and_an_exit_code_never_a_panic() {
         assert!(!text(&out.stderr).contains("panicked"));
     }
 }
+
+#[test]
+fn replay_reports_what_would_have_happened() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let jsonl = root.join("testdata/events/events.jsonl");
+    let out = pbxfw(&["replay", jsonl.to_str().unwrap(), "--format", "json"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["banned"]["203.0.113.9"].is_array(), "{v:#}");
+    assert!(v["registered"]["300"].is_array(), "{v:#}");
+    let log = root.join("testdata/events/asterisk-full.log");
+    let out = pbxfw(&["replay", log.to_str().unwrap(), "--year", "2026"], None);
+    let s = text(&out.stdout);
+    assert!(s.contains("would ban") && s.contains("attack tool"), "{s}");
+    assert_eq!(pbxfw(&["replay", "/nonexistent.log"], None).status.code(), Some(3));
+}
