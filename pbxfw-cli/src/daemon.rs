@@ -488,6 +488,27 @@ pub fn replay(
     r
 }
 
+/// The events of a recorded file of any supported kind, lazily where the format allows (a log
+/// of millions of lines is parsed as it is replayed, never held as events), and the number of
+/// records.
+pub fn iter_records(text: &str, year: i32) -> (Box<dyn Iterator<Item = TimedEvent> + '_>, usize) {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let looks_log = !first.trim_start().starts_with('{')
+        && !first.starts_with("Asterisk Call Manager")
+        && !first.starts_with("Event: ")
+        && !(first.contains(": ") && text.contains("\nEvent: "));
+    if looks_log {
+        let n = text.lines().count();
+        let events = text
+            .lines()
+            .filter_map(move |l| asterisk_log::parse_line(l, year).ok().flatten());
+        (Box::new(events), n)
+    } else {
+        let (events, n) = read_records(text, year);
+        (Box::new(events.into_iter()), n)
+    }
+}
+
 /// Read a recorded file of any supported kind; returns the events and the number of records.
 pub fn read_records(text: &str, year: i32) -> (Vec<TimedEvent>, usize) {
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");

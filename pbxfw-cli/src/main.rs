@@ -11,6 +11,17 @@ use pbxfw_core::explain::{explain, Explanation};
 use pbxfw_core::ir::CtState;
 use pbxfw_core::{compile, Packet, Policy, Proto, Severity, ValidPolicy, DEFAULT_POLICY_TOML};
 
+/// `println!` that ends the process quietly when standard output is closed
+/// (`pbxfw status | head`) instead of panicking.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 mod daemon;
 mod policy_file;
 
@@ -558,19 +569,28 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         } => {
             let valid = load_valid(policy.as_deref())?;
             let year = year.unwrap_or_else(daemon::current_year);
-            let mut all = Vec::new();
-            let mut records = 0;
             let start = std::time::Instant::now();
-            for f in &files {
-                let text = std::fs::read_to_string(f)
-                    .map_err(|e| Fail(exit::IO, format!("{}: cannot read: {e}", f.display())))?;
-                let (events, n) = daemon::read_records(&text, year);
-                records += n;
-                all.extend(events);
-            }
-            // Records of several files interleave by time.
-            all.sort_by_key(|e| e.at.unwrap_or(0));
-            let report = daemon::replay(&valid, all.into_iter(), records);
+            let read = |f: &PathBuf| {
+                std::fs::read_to_string(f)
+                    .map_err(|e| Fail(exit::IO, format!("{}: cannot read: {e}", f.display())))
+            };
+            let report = if let [only] = &files[..] {
+                // One file is already in time order: replay it as it is parsed.
+                let text = read(only)?;
+                let (events, records) = daemon::iter_records(&text, year);
+                daemon::replay(&valid, events, records)
+            } else {
+                let mut all = Vec::new();
+                let mut records = 0;
+                for f in &files {
+                    let (events, n) = daemon::read_records(&read(f)?, year);
+                    records += n;
+                    all.extend(events);
+                }
+                // Records of several files interleave by time.
+                all.sort_by_key(|e| e.at.unwrap_or(0));
+                daemon::replay(&valid, all.into_iter(), records)
+            };
             let elapsed = start.elapsed();
             match format {
                 Format::Json => {
