@@ -493,10 +493,11 @@ pub fn replay(
 /// records.
 pub fn iter_records(text: &str, year: i32) -> (Box<dyn Iterator<Item = TimedEvent> + '_>, usize) {
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let looks_log = !first.trim_start().starts_with('{')
-        && !first.starts_with("Asterisk Call Manager")
-        && !first.starts_with("Event: ")
-        && !(first.contains(": ") && text.contains("\nEvent: "));
+    let json_or_ami = first.trim_start().starts_with('{')
+        || first.starts_with("Asterisk Call Manager")
+        || first.starts_with("Event: ")
+        || (first.contains(": ") && text.contains("\nEvent: "));
+    let looks_log = !json_or_ami;
     if looks_log {
         let n = text.lines().count();
         let events = text

@@ -263,31 +263,28 @@ impl Kernel {
         Ok(v["nftables"].as_array().cloned().unwrap_or_default())
     }
 
-    /// Whether `table inet <table>` exists.
+    /// Whether pbxfw is loaded (its fingerprint set exists). Listing one small set is cheap;
+    /// listing tables or chains makes `nft` read every set element.
     pub fn is_loaded(&self) -> Result<bool, KernelError> {
-        let items = self.json(&["list", "tables", "inet"])?;
-        Ok(items
-            .iter()
-            .any(|i| i["table"]["name"].as_str() == Some(self.table.as_str())))
+        Ok(self.fingerprint()?.is_some())
     }
 
     /// The fingerprint of the loaded ruleset, or `None` when pbxfw is not loaded.
     pub fn fingerprint(&self) -> Result<Option<String>, KernelError> {
-        if !self.is_loaded()? {
-            return Ok(None);
-        }
-        let items = self.json(&[
-            "list",
-            "chain",
-            "inet",
-            &self.table,
-            crate::FINGERPRINT_CHAIN,
-        ])?;
+        let items = match self.json(&["list", "set", "inet", &self.table, crate::FINGERPRINT_SET]) {
+            Ok(items) => items,
+            // No table or no set: not loaded (nft says "No such file or directory").
+            Err(KernelError::Nft { stderr, .. }) if stderr.contains("No such file") => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
         Ok(items.iter().find_map(|i| {
-            i["rule"]["comment"]
-                .as_str()
-                .and_then(|c| c.strip_prefix("pbxfw "))
-                .map(str::to_string)
+            i["set"]["elem"]
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(|e| e.as_str())
+                .and_then(crate::fingerprint_from_element)
         }))
     }
 
@@ -417,9 +414,10 @@ impl Kernel {
         }
         let fingerprint = new.fingerprint();
         let text = format!(
-            "flush chain inet {t} {c}\nadd rule inet {t} {c} return comment \"pbxfw {fingerprint}\"\n",
+            "flush set inet {t} {c}\nadd element inet {t} {c} {{ {e} }}\n",
             t = self.table,
-            c = crate::FINGERPRINT_CHAIN
+            c = crate::FINGERPRINT_SET,
+            e = crate::fingerprint_element(&fingerprint)
         );
         self.nft(&["-f", "/dev/stdin"], Some(&text))
             .map_err(|e| ApplyError::Load {

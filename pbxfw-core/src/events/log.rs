@@ -153,7 +153,7 @@ fn header(line: &str, year: i32) -> Option<Header<'_>> {
             return Some(Header { time, level, body });
         }
         if let Some(rest) = s.strip_prefix('[') {
-            let close = rest.find(']')?;
+            let close = cfind(rest, b']')?;
             if let Some(t) = bracket_time(&rest[..close], year) {
                 time = Some(t);
             }
@@ -168,7 +168,7 @@ fn header(line: &str, year: i32) -> Option<Header<'_>> {
             }
         }
         // A syslog host name or an `asterisk[1234]:` tag.
-        let sp = s.find(' ')?;
+        let sp = cfind(s, b' ')?;
         s = s[sp..].trim_start();
     }
     None
@@ -196,7 +196,7 @@ fn level(s: &str) -> Option<(Level, &str)> {
     let mut r = rest;
     let t = r.trim_start_matches(' ');
     if let Some(inner) = t.strip_prefix('[') {
-        let close = inner.find(']')?;
+        let close = cfind(inner, b']')?;
         if !inner[..close].bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -204,7 +204,7 @@ fn level(s: &str) -> Option<(Level, &str)> {
     }
     r = r.strip_prefix(':').unwrap_or(r);
     if let Some(inner) = r.strip_prefix("[C-") {
-        let close = inner.find(']')?;
+        let close = cfind(inner, b']')?;
         if !inner[..close].bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
@@ -217,7 +217,7 @@ fn level(s: &str) -> Option<(Level, &str)> {
 /// The message after `file.c: ` or, when a line number follows the file, after
 /// `file.c:123 [in ]function: `.
 fn content(body: &str) -> Option<&str> {
-    let colon = body.find(':')?;
+    let colon = cfind(body, b':')?;
     if colon == 0 {
         return None;
     }
@@ -225,7 +225,7 @@ fn content(body: &str) -> Option<&str> {
     let digits = after.bytes().take_while(u8::is_ascii_digit).count();
     let rest = after[digits..].strip_prefix(' ')?;
     if digits > 0 {
-        if let Some(c) = rest.find(':') {
+        if let Some(c) = cfind(rest, b':') {
             if c > 0 && rest[c + 1..].starts_with(' ') {
                 return Some(&rest[c + 2..]);
             }
@@ -389,7 +389,7 @@ fn registration_failed(c: &str) -> Found {
     let rest = get!(c.strip_prefix("Registration from '"));
     // The To header is the sender's text; what follows the *last* `' - ` and the last
     // `' failed for '` before it is Asterisk's.
-    let (head, reason) = get!(rest.rsplit_once("' - "));
+    let (head, reason) = get!(rsplit(rest, "' - "));
     let reason = match reason.trim_end() {
         "Wrong password" | "Username/auth name mismatch" => WrongPassword,
         "No matching peer found" => UnknownAccount,
@@ -400,7 +400,7 @@ fn registration_failed(c: &str) -> Found {
         | "Unknown failure" => Other,
         _ => return Found::No,
     };
-    let (to, addr) = get!(head.rsplit_once("' failed for '"));
+    let (to, addr) = get!(rsplit(head, "' failed for '"));
     match address(addr) {
         Ok(source) => failed(
             source,
@@ -419,7 +419,7 @@ fn call_rejected(c: &str) -> Found {
     let c = if c.starts_with("Call ") {
         c
     } else {
-        match c.split_once(": ") {
+        match lsplit(c, ": ") {
             Some((name, rest)) if !name.contains(['\'', ':']) && rest.starts_with("Call ") => rest,
             _ => return Found::No,
         }
@@ -428,17 +428,17 @@ fn call_rejected(c: &str) -> Found {
     let mut user = None;
     if let Some(r) = rest.strip_prefix("from '") {
         // Quote-free fields, as fail2ban requires: then only one reading of the line exists.
-        let q = get!(r.find('\''));
+        let q = get!(cfind(r, b'\''));
         user = Some(&r[..q]);
         rest = get!(r[q + 1..].strip_prefix(' '));
     }
     let r = get!(rest.strip_prefix('('));
-    let close = get!(r.find(')'));
+    let close = get!(cfind(r, b')'));
     let addr = &r[..close];
     let r = get!(r[close + 1..].strip_prefix(" to extension '"));
-    let q = get!(r.find('\''));
+    let q = get!(cfind(r, b'\''));
     let r = get!(r[q + 1..].strip_prefix(" rejected because extension not found in context '"));
-    let q = get!(r.find('\''));
+    let q = get!(cfind(r, b'\''));
     let end = r[q + 1..].trim_end();
     if !(end.is_empty() || end == ".") {
         return Found::No;
@@ -511,7 +511,7 @@ fn host_auth(c: &str) -> Found {
 /// fail2ban 4. chan_iax2 `No registration for peer '<peer>' (from <addr>)`.
 fn no_registration(c: &str) -> Found {
     let rest = get!(c.strip_prefix("No registration for peer '"));
-    let (peer, addr) = get!(rest.rsplit_once("' (from "));
+    let (peer, addr) = get!(rsplit(rest, "' (from "));
     let addr = get!(addr.trim_end().strip_suffix(')'));
     match address(addr) {
         Ok(source) => failed(
@@ -527,7 +527,7 @@ fn no_registration(c: &str) -> Found {
 /// chan_iax2 `Peer '<peer>' is not dynamic (from <addr>)`.
 fn peer_not_dynamic(c: &str) -> Found {
     let rest = get!(c.strip_prefix("Peer '"));
-    let (peer, addr) = get!(rest.rsplit_once("' is not dynamic (from "));
+    let (peer, addr) = get!(rsplit(rest, "' is not dynamic (from "));
     let addr = get!(addr.trim_end().strip_suffix(')'));
     match address(addr) {
         Ok(source) => failed(
@@ -589,9 +589,9 @@ fn request_failed(c: &str) -> Found {
     let rest = get!(c.strip_prefix("Request "));
     // A Call-ID has no spaces, so the last `' (callid: ` is Asterisk's, and the address is the
     // quoted text just before it.
-    let at = get!(rest.rfind(CALLID));
+    let at = get!(rfind(rest, CALLID));
     let (head, tail) = (&rest[..at], &rest[at + CALLID.len()..]);
-    let close = get!(tail.find(") - "));
+    let close = get!(find(tail, ") - "));
     let reason_text = &tail[close + 4..];
     if reason_text.contains('\'') {
         return Found::No;
@@ -609,7 +609,7 @@ fn request_failed(c: &str) -> Found {
     } else {
         return Found::No;
     };
-    let q = get!(head.rfind('\''));
+    let q = get!(head.bytes().rposition(|b| b == b'\''));
     let addr = &head[q + 1..];
     let before = get!(head[..q].strip_suffix("' failed for "));
     // The From header, for the account; not trusted for anything else.
@@ -617,7 +617,7 @@ fn request_failed(c: &str) -> Found {
         Some(f) => Some(f),
         None => before
             .strip_prefix('\'')
-            .and_then(|m| m.split_once("' from '"))
+            .and_then(|m| lsplit(m, "' from '"))
             .map(|(_, f)| f),
     };
     match address(addr) {
@@ -635,7 +635,7 @@ fn request_failed(c: &str) -> Found {
 /// SessionID="…",LocalAddress="…",RemoteAddress="IPV4/UDP/<addr>/<port>"[,Key="value"…]`.
 fn security_line(c: &str) -> Found {
     let rest = get!(c.strip_prefix("SecurityEvent=\""));
-    let q = get!(rest.find('"'));
+    let q = get!(cfind(rest, b'"'));
     let Some(class) = classify_security(&rest[..q]) else {
         return Found::Skip;
     };
@@ -667,9 +667,9 @@ fn security_line(c: &str) -> Found {
 fn find_remote(c: &str) -> Option<(&str, &str, &str)> {
     const KEY: &str = ",RemoteAddress=\"";
     let mut end = c.len();
-    while let Some(i) = c[..end].rfind(KEY) {
+    while let Some(i) = rfind(&c[..end], KEY) {
         let vstart = i + KEY.len();
-        if let Some(len) = c[vstart..].find('"') {
+        if let Some(len) = cfind(&c[vstart..], b'"') {
             let tail = &c[vstart + len + 1..];
             if clean_tail(tail) {
                 return Some((&c[vstart..vstart + len], &c[..i], tail));
@@ -698,7 +698,7 @@ fn clean_tail(mut t: &str) -> bool {
         let Some(v) = r[n..].strip_prefix("=\"") else {
             return false;
         };
-        let Some(q) = v.find('"') else {
+        let Some(q) = cfind(v, b'"') else {
             return false;
         };
         t = &v[q + 1..];
@@ -707,14 +707,66 @@ fn clean_tail(mut t: &str) -> bool {
 
 /// The value of the first `,Key="value"` in `s`.
 fn kv<'a>(s: &'a str, key: &str) -> Option<&'a str> {
-    for (i, _) in s.match_indices(key) {
-        if s[..i].ends_with(',') {
-            if let Some(v) = s[i + key.len()..].strip_prefix("=\"") {
-                return v.find('"').map(|q| &v[..q]);
-            }
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(i) = pos(&b[from..], b',').map(|i| i + from + 1) {
+        if b[i..].starts_with(key.as_bytes()) && b[i + key.len()..].starts_with(b"=\"") {
+            let v = &s[i + key.len() + 2..];
+            return cfind(v, b'"').map(|q| &v[..q]);
         }
+        from = i;
     }
     None
+}
+
+// Substring search for the short ASCII patterns of these messages: find the first byte, then
+// compare. Faster here than `str::find`'s two-way searcher, which must be built anew
+// for every call. Positions are char boundaries because the patterns are ASCII.
+
+fn find(h: &str, pat: &str) -> Option<usize> {
+    debug_assert!(pat.is_ascii() && !pat.is_empty());
+    let (h, pat) = (h.as_bytes(), pat.as_bytes());
+    let mut from = 0;
+    while let Some(i) = pos(&h[from..], pat[0]).map(|i| i + from) {
+        if h[i..].starts_with(pat) {
+            return Some(i);
+        }
+        from = i + 1;
+    }
+    None
+}
+
+fn rfind(h: &str, pat: &str) -> Option<usize> {
+    debug_assert!(pat.is_ascii() && !pat.is_empty());
+    let (h, pat) = (h.as_bytes(), pat.as_bytes());
+    let mut end = h.len();
+    while let Some(i) = h[..end].iter().rposition(|b| *b == pat[0]) {
+        if h[i..].starts_with(pat) {
+            return Some(i);
+        }
+        end = i;
+    }
+    None
+}
+
+/// The first `b` in `h`: a plain loop, cheaper than `memchr` on these short texts.
+fn pos(h: &[u8], b: u8) -> Option<usize> {
+    h.iter().position(|c| *c == b)
+}
+
+/// `s.find(c)` for an ASCII `c`.
+fn cfind(s: &str, c: u8) -> Option<usize> {
+    pos(s.as_bytes(), c)
+}
+
+/// `h.split_once(pat)`.
+fn lsplit<'a>(h: &'a str, pat: &str) -> Option<(&'a str, &'a str)> {
+    find(h, pat).map(|i| (&h[..i], &h[i + pat.len()..]))
+}
+
+/// `h.rsplit_once(pat)`.
+fn rsplit<'a>(h: &'a str, pat: &str) -> Option<(&'a str, &'a str)> {
+    rfind(h, pat).map(|i| (&h[..i], &h[i + pat.len()..]))
 }
 
 /// chan_sip `Registered SIP '<peer>' at <addr>` (only logged when the address changed), chan_iax2
@@ -732,15 +784,15 @@ fn registered(c: &str) -> Found {
         )
     };
     if let Some(rest) = c.strip_prefix("Registered SIP '") {
-        let (peer, addr) = get!(rest.rsplit_once("' at "));
+        let (peer, addr) = get!(rsplit(rest, "' at "));
         return match address(addr.trim_end()) {
             Ok(source) => registered(source, peer, DEFAULT_EXPIRES),
             Err(f) => f,
         };
     }
     if let Some(rest) = c.strip_prefix("Registered IAX2 '") {
-        let (head, addr) = get!(rest.rsplit_once(") at "));
-        let (peer, state) = get!(head.rsplit_once("' ("));
+        let (head, addr) = get!(rsplit(rest, ") at "));
+        let (peer, state) = get!(rsplit(head, "' ("));
         if state != "AUTHENTICATED" {
             return Found::Skip;
         }
@@ -750,8 +802,8 @@ fn registered(c: &str) -> Found {
         };
     }
     if let Some(rest) = c.strip_prefix("Refreshed contact '") {
-        let (head, n) = get!(rest.rsplit_once("' with new expiration of "));
-        let (uri, aor) = get!(head.rsplit_once("' on AOR '"));
+        let (head, n) = get!(rsplit(rest, "' with new expiration of "));
+        let (uri, aor) = get!(rsplit(head, "' on AOR '"));
         return contact_registered(uri, aor, n);
     }
     Found::No
@@ -760,8 +812,8 @@ fn registered(c: &str) -> Found {
 /// res_pjsip `Added contact '<uri>' to AOR '<aor>' with expiration of N seconds`.
 fn added_contact(c: &str) -> Found {
     let rest = get!(c.strip_prefix("Added contact '"));
-    let (head, n) = get!(rest.rsplit_once("' with expiration of "));
-    let (uri, aor) = get!(head.rsplit_once("' to AOR '"));
+    let (head, n) = get!(rsplit(rest, "' with expiration of "));
+    let (uri, aor) = get!(rsplit(head, "' to AOR '"));
     contact_registered(uri, aor, n)
 }
 
@@ -787,8 +839,8 @@ fn contact_registered(uri: &str, aor: &str, seconds: &str) -> Found {
 /// res_pjsip `Removed contact '<uri>' from AOR '<aor>' due to <reason>`.
 fn removed_contact(c: &str) -> Found {
     let rest = get!(c.strip_prefix("Removed contact '"));
-    let (head, _reason) = get!(rest.rsplit_once("' due to "));
-    let (uri, aor) = get!(head.rsplit_once("' from AOR '"));
+    let (head, _reason) = get!(rsplit(rest, "' due to "));
+    let (uri, aor) = get!(rsplit(head, "' from AOR '"));
     let Some(source) = uri_host(uri) else {
         return Found::Skip;
     };

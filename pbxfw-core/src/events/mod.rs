@@ -115,7 +115,9 @@ pub mod ami;
 pub mod json;
 pub mod log;
 
-pub use ami::AmiReader;
+pub use ami::{parse_event as parse_ami_event, AmiReader};
+pub use json::{parse_line as parse_json_line, to_line as to_json_line};
+pub use log::{parse_line as parse_log_line, parse_line_with_offset as parse_log_line_with_offset};
 
 /// Why a record from the PBX could not be turned into an event.
 ///

@@ -1,0 +1,171 @@
+//! Kernel benchmark of the nft backend (not a test): for blacklists of 1k, 10k and 100k
+//! addresses, the time to apply the whole pbxfw ruleset against a bare `nft -f` of the same set,
+//! and the packets per second that reach the PBX through the full ruleset, compared in the same
+//! run with no ruleset at all and with one iptables rule per address (as FreePBX builds its
+//! blacklist). Also netlink set updates: one element, and 10k in one call.
+//!
+//! Run as root: `cargo run --release -p pbxfw-benches --bin kernel-bench`. It creates and
+//! removes its own network namespaces. Results go to BENCHMARKS.md by hand.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use pbxfw_core::net::Prefix;
+use pbxfw_core::{compile, Policy};
+use pbxfw_nft::netlink::{Element, Op};
+use pbxfw_nft::{ApplyOptions, Kernel};
+use pbxfw_testkit::netns::in_netns;
+use pbxfw_testkit::probe::{Topology, DST4};
+
+const FLOOD: Duration = Duration::from_secs(2);
+
+fn blacklist(n: usize) -> Vec<Ipv4Addr> {
+    (0..n as u32)
+        .map(|i| Ipv4Addr::from(0x0b00_0000 + i * 3))
+        .collect()
+}
+
+/// Packets per second reaching the PBX's sink socket from one sender in the client.
+fn pps(topo: &Topology) -> f64 {
+    topo.watch("ip saddr 100.64.255.254 udp dport 10000");
+    let client = topo.client("eth0");
+    in_netns(client, || {
+        let s = UdpSocket::bind("100.64.255.254:0").unwrap();
+        s.connect(SocketAddr::new(IpAddr::from_str(DST4).unwrap(), 10000))
+            .unwrap();
+        let start = Instant::now();
+        let payload = [0u8; 64];
+        while start.elapsed() < FLOOD {
+            for _ in 0..256 {
+                let _ = s.send(&payload);
+            }
+        }
+    });
+    topo.watched() as f64 / FLOOD.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let topo = Topology::new("kbench", &["eth0".to_string()]);
+    // A sink for the flood, so the PBX does not answer every packet with an ICMP error.
+    let _sink = in_netns(&topo.pbx, || UdpSocket::bind((DST4, 10000)).unwrap());
+    println!("| blacklist | pbxfw apply | bare `nft -f` of the set | ratio | iptables-legacy rules load | pps: no ruleset | pps: pbxfw | ratio | pps: iptables rule per address | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for n in [1_000usize, 10_000, 100_000] {
+        let addrs = blacklist(n);
+        let _ = topo.pbx.exec(&["nft", "delete", "table", "inet", "pbxfw"]);
+        let base = median((0..3).map(|_| pps(&topo)).collect());
+
+        let entries: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+        let text = format!(
+            "[interfaces]\neth0 = \"internet\"\n[blacklist]\nentries = [{}]\n",
+            entries.join(",")
+        );
+        let rs = compile(&Policy::from_toml(&text).unwrap().validate().unwrap());
+        let apply = median(
+            (0..3)
+                .map(|_| {
+                    let rs = rs.clone();
+                    in_netns(&topo.pbx, move || {
+                        let k = Kernel::default();
+                        k.disable().unwrap();
+                        let t = Instant::now();
+                        k.apply(&rs, &ApplyOptions::default()).unwrap();
+                        t.elapsed().as_secs_f64()
+                    })
+                })
+                .collect(),
+        );
+        let elements: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        let bare_script = format!(
+            "table inet bare {{\n set s {{\n  type ipv4_addr\n  flags interval\n  elements = {{ {} }}\n }}\n}}\n",
+            elements.join(", ")
+        );
+        let bare = median(
+            (0..3)
+                .map(|_| {
+                    let _ = topo.pbx.exec(&["nft", "delete", "table", "inet", "bare"]);
+                    let t = Instant::now();
+                    let out = topo
+                        .pbx
+                        .exec_stdin(&["nft", "-f", "/dev/stdin"], &bare_script);
+                    assert!(out.status.success());
+                    t.elapsed().as_secs_f64()
+                })
+                .collect(),
+        );
+        let _ = topo.pbx.exec(&["nft", "delete", "table", "inet", "bare"]);
+        let with_pbxfw = median((0..3).map(|_| pps(&topo)).collect());
+        topo.pbx.run(&["nft", "delete", "table", "inet", "pbxfw"]);
+
+        let mut rules = String::from("*filter\n:INPUT ACCEPT [0:0]\n");
+        for a in &addrs {
+            rules.push_str(&format!("-A INPUT -s {a}/32 -j DROP\n"));
+        }
+        rules.push_str("COMMIT\n");
+        let t = Instant::now();
+        let out = topo.pbx.exec_stdin(&["iptables-legacy-restore"], &rules);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ipt_load = t.elapsed().as_secs_f64();
+        let with_ipt = median((0..3).map(|_| pps(&topo)).collect());
+        topo.pbx.run(&["iptables-legacy", "-F", "INPUT"]);
+
+        println!(
+            "| {n} | {:.3} s | {:.3} s | {:.2}x | {:.3} s | {:.0} | {:.0} | {:.2} | {:.0} | {:.3} |",
+            apply,
+            bare,
+            apply / bare,
+            ipt_load,
+            base,
+            with_pbxfw,
+            with_pbxfw / base,
+            with_ipt,
+            with_ipt / base
+        );
+    }
+
+    // Netlink set updates.
+    let text = "[interfaces]\neth0 = \"internet\"\n";
+    let rs = compile(&Policy::from_toml(text).unwrap().validate().unwrap());
+    let (one, ten_k) = in_netns(&topo.pbx, move || {
+        let k = Kernel::default();
+        k.apply(&rs, &ApplyOptions::default()).unwrap();
+        let one = median(
+            (0..200u32)
+                .map(|i| {
+                    let e = Element {
+                        prefix: Prefix::host(IpAddr::from(Ipv4Addr::from(0x0c00_0000 + i))),
+                        timeout: Some(Duration::from_secs(600)),
+                    };
+                    let t = Instant::now();
+                    k.update_set(&rs, "ban4", Op::Add, &[e]).unwrap();
+                    t.elapsed().as_secs_f64()
+                })
+                .collect(),
+        );
+        let many: Vec<Element> = (0..10_000u32)
+            .map(|i| Element {
+                prefix: Prefix::host(IpAddr::from(Ipv4Addr::from(0x0d00_0000 + i))),
+                timeout: Some(Duration::from_secs(600)),
+            })
+            .collect();
+        let t = Instant::now();
+        k.update_set(&rs, "ban4", Op::Add, &many).unwrap();
+        (one, t.elapsed().as_secs_f64())
+    });
+    println!();
+    println!(
+        "netlink: one ban element (median of 200): {:.3} ms; 10,000 elements in one call: {:.1} ms",
+        one * 1000.0,
+        ten_k * 1000.0
+    );
+}
