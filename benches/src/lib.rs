@@ -77,9 +77,10 @@ pub fn blacklist_entries(n: usize) -> Vec<String> {
             }
             _ => {
                 let len = rng.range(32, 64);
-                // 2000::/3 (global unicast), random below it, masked to the prefix length.
-                let hi = (0x2000_u128 << 112) | (u128::from(rng.next_u64()) << 48 >> 3);
-                let a = hi & (u128::MAX << (128 - len));
+                // Random in 2000::/3 (global unicast), masked to the prefix length; only the
+                // top 64 bits matter for lengths up to 64.
+                let top = (u128::from(rng.next_u64()) << 64 >> 3) | (1_u128 << 125);
+                let a = top & (u128::MAX << (128 - len));
                 format!("{}/{len}", Ipv6Addr::from(a))
             }
         };

@@ -279,8 +279,11 @@ impl Action {
 /// The most recent failures of one source, with their kind: exactly what "N failures within W
 /// seconds" needs, kept small (only failures inside the longest window, at most
 /// [`MAX_RECENT`]).
+///
+/// A boxed slice rather than a `Vec` (16 bytes instead of 24, no spare capacity): a tracked
+/// source must stay under 128 bytes, and failures are rare next to lookups.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Recent(Vec<(u32, Kind)>);
+struct Recent(Box<[(u32, Kind)]>);
 
 /// Failure categories with thresholds of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,11 +299,17 @@ pub const MAX_RECENT: usize = 64;
 impl Recent {
     /// Record a failure at `now`, forgetting those older than `longest` seconds.
     fn push(&mut self, kind: Kind, now: u32, longest: u32) {
-        self.0.retain(|(t, _)| t.saturating_add(longest) > now);
-        if self.0.len() >= MAX_RECENT {
-            self.0.remove(0);
+        let mut v: Vec<(u32, Kind)> = self
+            .0
+            .iter()
+            .copied()
+            .filter(|(t, _)| t.saturating_add(longest) > now)
+            .collect();
+        if v.len() >= MAX_RECENT {
+            v.remove(0);
         }
-        self.0.push((now, kind));
+        v.push((now, kind));
+        self.0 = v.into_boxed_slice();
     }
 
     /// Whether `t.failures` of `kind` happened within the last `t.window` seconds.
@@ -315,7 +324,9 @@ impl Recent {
     }
 
     fn forget(&mut self, kind: Kind) {
-        self.0.retain(|(_, k)| *k != kind);
+        if self.0.iter().any(|(_, k)| *k == kind) {
+            self.0 = self.0.iter().copied().filter(|(_, k)| *k != kind).collect();
+        }
     }
 }
 
@@ -353,10 +364,86 @@ struct Registration {
 pub struct Machine {
     version: u32,
     config: Config,
-    sources: BTreeMap<Prefix, SourceState>,
+    #[serde(with = "sources_serde")]
+    sources: BTreeMap<Key, SourceState>,
     /// (address, account) → registration.
     #[serde(with = "registrations_serde")]
     registrations: BTreeMap<(IpAddr, String), Registration>,
+}
+
+/// A tracked source prefix, compactly: 16 bytes with 8-byte alignment (a `Prefix` is 32, being
+/// 16-aligned), which keeps a tracked source under 128 bytes. IPv4 keys have `hi == u64::MAX`
+/// (no IPv6 source address starts with `ffff:`, that is multicast); the prefix length is the
+/// configured one for the family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Key {
+    hi: u64,
+    lo: u64,
+}
+
+impl Key {
+    fn of(p: &Prefix) -> Key {
+        match p.family() {
+            Family::Ipv4 => Key {
+                hi: u64::MAX,
+                lo: p.start() as u64,
+            },
+            Family::Ipv6 => Key {
+                hi: (p.start() >> 64) as u64,
+                lo: p.start() as u64,
+            },
+        }
+    }
+
+    fn prefix(self, cfg: &Config) -> Prefix {
+        let (addr, len) = if self.hi == u64::MAX {
+            (
+                IpAddr::from(std::net::Ipv4Addr::from(self.lo as u32)),
+                cfg.ipv4_prefix,
+            )
+        } else {
+            let v = ((self.hi as u128) << 64) | self.lo as u128;
+            (IpAddr::from(std::net::Ipv6Addr::from(v)), cfg.ipv6_prefix)
+        };
+        Prefix::new(addr, len).unwrap_or_else(|_| Prefix::host(addr))
+    }
+}
+
+/// Sources are written as a list of `[prefix, state]` pairs (JSON maps need string keys).
+mod sources_serde {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Key, SourceState};
+    use crate::net::Prefix;
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<Key, SourceState>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let v: Vec<(Prefix, &SourceState)> = m
+            .iter()
+            .map(|(k, st)| {
+                let v = if k.hi == u64::MAX {
+                    std::net::IpAddr::from(std::net::Ipv4Addr::from(k.lo as u32))
+                } else {
+                    std::net::IpAddr::from(std::net::Ipv6Addr::from(
+                        ((k.hi as u128) << 64) | k.lo as u128,
+                    ))
+                };
+                (Prefix::host(v), st)
+            })
+            .collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<Key, SourceState>, D::Error> {
+        let v = Vec::<(Prefix, SourceState)>::deserialize(d)?;
+        Ok(v.into_iter().map(|(p, st)| (Key::of(&p), st)).collect())
+    }
 }
 
 /// JSON maps need string keys: registrations are written as a list.
@@ -452,7 +539,7 @@ impl Machine {
         self.sources
             .iter()
             .filter(|(_, s)| s.banned_until > now)
-            .map(|(p, s)| (*p, s.banned_until as u64))
+            .map(|(k, s)| (k.prefix(&self.config), s.banned_until as u64))
             .collect()
     }
 
@@ -460,7 +547,8 @@ impl Machine {
     pub fn replay_actions(&self, now: u64) -> Vec<Action> {
         let mut out = Vec::new();
         let n = secs(now);
-        for (p, s) in &self.sources {
+        for (k, s) in &self.sources {
+            let p = &k.prefix(&self.config);
             if s.banned_until > n {
                 out.push(Action::Ban {
                     prefix: *p,
@@ -575,7 +663,7 @@ impl Machine {
             SecurityEvent::AuthSucceeded { source, .. } => {
                 let key = self.key(*source);
                 let n = secs(now);
-                if let Some(s) = self.sources.get_mut(&key) {
+                if let Some(s) = self.sources.get_mut(&Key::of(&key)) {
                     s.last_seen = n;
                     s.recent.forget(Kind::Wrong);
                     if s.clamped_until > n {
@@ -591,7 +679,7 @@ impl Machine {
             } => {
                 let key = self.key(*source);
                 let n = secs(now);
-                if let Some(s) = self.sources.get_mut(&key) {
+                if let Some(s) = self.sources.get_mut(&Key::of(&key)) {
                     if s.banned_until > n {
                         // A banned source cannot register (its packets never reach the PBX);
                         // an event saying so is stale or forged.
@@ -654,7 +742,7 @@ impl Machine {
         let shielded = self.protected(&addr) || self.registered_here(&key, now);
         let cfg = self.config.clone_thresholds();
         let n = secs(now);
-        let s = self.sources.entry(key).or_default();
+        let s = self.sources.entry(Key::of(&key)).or_default();
         s.last_seen = n;
         if s.banned_until > n {
             return;
@@ -711,7 +799,7 @@ impl Machine {
             s.banned_until = secs(now + secs_banned);
             s.last_ban = n;
             s.clamped_until = 0;
-            s.recent.0.clear();
+            s.recent = Recent::default();
             out.push(Action::Ban {
                 prefix: key,
                 until: now + secs_banned,
@@ -755,7 +843,7 @@ impl Machine {
             return;
         }
         let n = secs(now);
-        let mut idle: Vec<(u32, Prefix)> = self
+        let mut idle: Vec<(u32, Key)> = self
             .sources
             .iter()
             .filter(|(_, s)| !s.active(n))

@@ -1,0 +1,79 @@
+//! The assertions shared by the pbxfw fuzz targets.
+//!
+//! Each function takes the fuzzer's input as text and panics when an invariant breaks; inputs
+//! the pipeline rightly refuses (syntax errors, invalid policies, IR that does not verify)
+//! return quietly. `pbxfw-core/tests/fuzz_regressions.rs` replays committed crashers through
+//! the same checks (minus the nft lowering, which the core cannot depend on).
+#![forbid(unsafe_code)]
+
+use pbxfw_core::ir::{self, Ruleset};
+use pbxfw_core::{compile, eval, DynamicState, Packet, Policy, Proto};
+
+/// Which syntax a policy input is in.
+#[derive(Debug, Clone, Copy)]
+pub enum Syntax {
+    /// `Policy::from_toml`.
+    Toml,
+    /// `Policy::from_json`.
+    Json,
+}
+
+/// A policy text that parses and validates must compile to IR that verifies, lowers to nft,
+/// and survives the IR text round trip.
+pub fn check_policy(syntax: Syntax, text: &str) {
+    let parsed = match syntax {
+        Syntax::Toml => Policy::from_toml(text),
+        Syntax::Json => Policy::from_json(text),
+    };
+    let Ok(policy) = parsed else { return };
+    let Ok(valid) = policy.validate() else { return };
+    let rs = compile(&valid);
+    if let Err(e) = ir::verify(&rs) {
+        panic!("compiled IR does not verify: {e}\n{}", rs.to_text());
+    }
+    if let Err(e) = pbxfw_nft::lower(&rs, &pbxfw_nft::Options::default()) {
+        panic!(
+            "a valid policy does not lower to nft: {e}\n{}",
+            rs.to_text()
+        );
+    }
+    let text = rs.to_text();
+    match ir::parse(&text) {
+        Ok(back) => assert!(
+            back == rs,
+            "IR text round trip changed the ruleset:\n{text}"
+        ),
+        Err(e) => panic!("printed IR does not parse back: {e}\n{text}"),
+    }
+}
+
+/// IR text that parses must print to text that parses to the same ruleset and prints the same;
+/// IR that verifies must lower (to a script or an `Unsupported` error) and evaluate without
+/// panicking.
+pub fn check_ir(text: &str) {
+    let Ok(rs) = ir::parse(text) else { return };
+    let printed = rs.to_text();
+    let again: Ruleset = match ir::parse(&printed) {
+        Ok(r) => r,
+        Err(e) => panic!("printed IR does not parse back: {e}\n{printed}"),
+    };
+    assert!(again == rs, "print/parse changed the ruleset:\n{printed}");
+    assert_eq!(again.to_text(), printed, "printing is not stable");
+    if ir::verify(&rs).is_ok() {
+        let _ = pbxfw_nft::lower(&rs, &pbxfw_nft::Options::default());
+        // The evaluator must not panic on verified IR either; a few packets reach most paths.
+        let state = DynamicState::default();
+        for (iif, src, proto, dport) in [
+            ("eth0", "203.0.113.10", Proto::Udp, Some(5060)),
+            ("eth1", "192.168.1.7", Proto::Tcp, Some(22)),
+            ("lo", "::1", Proto::Icmpv6, None),
+            ("eth0", "2001:db8::1", Proto::Udp, Some(10000)),
+        ] {
+            let _ = eval(
+                &rs,
+                &Packet::new(iif, src.parse().unwrap(), proto, dport),
+                &state,
+            );
+        }
+    }
+}
