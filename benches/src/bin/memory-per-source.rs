@@ -1,5 +1,6 @@
 //! Heap bytes per tracked source in the responsive state machine, measured with a counting
-//! allocator: 65,536 sources, each with a few failures (the shape of a distributed attack).
+//! allocator: as many sources as the machine tracks by default, each with a few failures (the
+//! shape of a distributed attack).
 //!
 //! `cargo run --release -p pbxfw-benches --bin memory-per-source`
 
@@ -40,8 +41,9 @@ fn main() {
         .unwrap()
         .validate()
         .unwrap();
-    let mut m = Machine::new(Config::from_policy(&p));
-    let sources = 65_536u32;
+    let cfg = Config::from_policy(&p);
+    let sources = cfg.max_sources as u32;
+    let mut m = Machine::new(cfg);
     let before = LIVE.load(Ordering::Relaxed);
     for round in 0..2u64 {
         for i in 0..sources {

@@ -48,17 +48,28 @@ pub fn attack_tools() -> impl Iterator<Item = &'static str> {
 
 /// Whether a User-Agent belongs to a known attack tool (case-insensitive; no allocation).
 pub fn is_attack_tool(user_agent: &str) -> bool {
-    let ua = user_agent.as_bytes();
+    // Lower-case once (tool names sit at the start of the header; 256 bytes is plenty), then
+    // let the standard substring search do the work for every pattern.
+    let mut buf = [0u8; 256];
+    let n = user_agent.len().min(buf.len());
+    for (d, s) in buf.iter_mut().zip(user_agent.as_bytes()) {
+        *d = s.to_ascii_lowercase();
+    }
+    let ua = &buf[..n];
     ATTACK_TOOLS.iter().any(|t| contains(ua, t))
 }
 
+/// Whether `ua` (lower-case) contains the tool's text, as a whole word for word patterns.
 fn contains(ua: &[u8], tool: &Tool) -> bool {
     let pat = tool.text.as_bytes();
     if pat.len() > ua.len() {
         return false;
     }
+    // Cheap pre-check on the first byte before comparing windows.
+    let first = pat[0];
     (0..=ua.len() - pat.len()).any(|i| {
-        ua[i..i + pat.len()].eq_ignore_ascii_case(pat)
+        ua[i] == first
+            && &ua[i..i + pat.len()] == pat
             && (!tool.word
                 || (!ua
                     .get(i.wrapping_sub(1))

@@ -29,11 +29,13 @@
 //!
 //! Memory is bounded: beyond `max_sources` tracked prefixes, the idlest sources with no active
 //! ban, clamp or registration are forgotten first; active bans are never evicted. A tracked
-//! source costs under 128 bytes (measured in `benches/`).
+//! source costs under 128 bytes (measured in `benches/`). The default bound, 57,344, is 7/8
+//! of 65,536: the table's size where that holds.
 //!
 //! [`Machine`] serialises (serde) with a version; a snapshot restores it exactly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -132,7 +134,9 @@ impl Config {
                 .iter()
                 .map(|u| (u.name.clone(), u.services.iter().cloned().collect()))
                 .collect(),
-            max_sources: 65536,
+            // 7/8 of 65,536: the source table then never outgrows 65,536 buckets, which keeps
+            // a tracked source under 128 bytes (benches/src/bin/memory-per-source.rs).
+            max_sources: 57_344,
         }
     }
 }
@@ -299,15 +303,12 @@ pub const MAX_RECENT: usize = 64;
 impl Recent {
     /// Record a failure at `now`, forgetting those older than `longest` seconds.
     fn push(&mut self, kind: Kind, now: u32, longest: u32) {
-        let mut v: Vec<(u32, Kind)> = self
-            .0
-            .iter()
-            .copied()
-            .filter(|(t, _)| t.saturating_add(longest) > now)
-            .collect();
-        if v.len() >= MAX_RECENT {
-            v.remove(0);
-        }
+        let live = |(t, _): &&(u32, Kind)| t.saturating_add(longest) > now;
+        let keep = self.0.iter().filter(live).count();
+        let skip = (keep + 1).saturating_sub(MAX_RECENT);
+        // Exactly sized, so turning it into a boxed slice does not reallocate.
+        let mut v: Vec<(u32, Kind)> = Vec::with_capacity(keep + 1 - skip);
+        v.extend(self.0.iter().filter(live).skip(skip).copied());
         v.push((now, kind));
         self.0 = v.into_boxed_slice();
     }
@@ -340,6 +341,9 @@ struct SourceState {
     clamped_until: u32,
     last_ban: u32,
     last_seen: u32,
+    /// The latest expiry of a registration from inside this prefix: while it lies ahead, the
+    /// prefix hosts a registered device (a NAT, an IPv6 /64) and is never banned.
+    registered_until: u32,
 }
 
 fn secs(now: u64) -> u32 {
@@ -348,7 +352,7 @@ fn secs(now: u64) -> u32 {
 
 impl SourceState {
     fn active(&self, now: u32) -> bool {
-        self.banned_until > now || self.clamped_until > now
+        self.banned_until > now || self.clamped_until > now || self.registered_until > now
     }
 }
 
@@ -364,12 +368,17 @@ struct Registration {
 pub struct Machine {
     version: u32,
     config: Config,
+    /// A hash map, not a tree: with tens of thousands of sources, a lookup is one cache miss
+    /// instead of five. The hasher is SipHash with fixed keys (deterministic, no randomness
+    /// from the OS in the core); outputs that list sources are sorted.
     #[serde(with = "sources_serde")]
-    sources: BTreeMap<Key, SourceState>,
+    sources: Sources,
     /// (address, account) → registration.
     #[serde(with = "registrations_serde")]
     registrations: BTreeMap<(IpAddr, String), Registration>,
 }
+
+type Sources = HashMap<Key, SourceState, BuildHasherDefault<DefaultHasher>>;
 
 /// A tracked source prefix, compactly: 16 bytes with 8-byte alignment (a `Prefix` is 32, being
 /// 16-aligned), which keeps a tracked source under 128 bytes. IPv4 keys have `hi == u64::MAX`
@@ -411,19 +420,16 @@ impl Key {
 
 /// Sources are written as a list of `[prefix, state]` pairs (JSON maps need string keys).
 mod sources_serde {
-    use std::collections::BTreeMap;
-
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{Key, SourceState};
+    use super::{Key, SourceState, Sources};
     use crate::net::Prefix;
 
-    pub fn serialize<S: Serializer>(
-        m: &BTreeMap<Key, SourceState>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        let v: Vec<(Prefix, &SourceState)> = m
-            .iter()
+    pub fn serialize<S: Serializer>(m: &Sources, s: S) -> Result<S::Ok, S::Error> {
+        let mut sorted: Vec<(&Key, &SourceState)> = m.iter().collect();
+        sorted.sort_by_key(|(k, _)| **k);
+        let v: Vec<(Prefix, &SourceState)> = sorted
+            .into_iter()
             .map(|(k, st)| {
                 let v = if k.hi == u64::MAX {
                     std::net::IpAddr::from(std::net::Ipv4Addr::from(k.lo as u32))
@@ -438,9 +444,7 @@ mod sources_serde {
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<Key, SourceState>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Sources, D::Error> {
         let v = Vec::<(Prefix, SourceState)>::deserialize(d)?;
         Ok(v.into_iter().map(|(p, st)| (Key::of(&p), st)).collect())
     }
@@ -513,7 +517,7 @@ impl Machine {
         Machine {
             version: SNAPSHOT_VERSION,
             config,
-            sources: BTreeMap::new(),
+            sources: Sources::default(),
             registrations: BTreeMap::new(),
         }
     }
@@ -536,18 +540,23 @@ impl Machine {
     /// Active bans: prefix and until.
     pub fn bans(&self, now: u64) -> Vec<(Prefix, u64)> {
         let now = secs(now);
-        self.sources
+        let mut v: Vec<(Prefix, u64)> = self
+            .sources
             .iter()
             .filter(|(_, s)| s.banned_until > now)
             .map(|(k, s)| (k.prefix(&self.config), s.banned_until as u64))
-            .collect()
+            .collect();
+        v.sort();
+        v
     }
 
     /// The actions that re-create the current state in empty sets (after a reboot).
     pub fn replay_actions(&self, now: u64) -> Vec<Action> {
         let mut out = Vec::new();
         let n = secs(now);
-        for (k, s) in &self.sources {
+        let mut sorted: Vec<(&Key, &SourceState)> = self.sources.iter().collect();
+        sorted.sort_by_key(|(k, _)| **k);
+        for (k, s) in sorted {
             let p = &k.prefix(&self.config);
             if s.banned_until > n {
                 out.push(Action::Ban {
@@ -610,14 +619,17 @@ impl Machine {
         self.config.protected.iter().any(|p| p.contains(addr))
     }
 
-    /// Whether a device registered from inside `key` (a NAT, or an IPv6 /64) is active. The
+    /// The latest expiry of the active registrations inside `key` (0 when none). The
     /// registrations are ordered by address, so only the prefix's own range is scanned.
-    fn registered_here(&self, key: &Prefix, now: u64) -> bool {
+    fn registered_until_in(&self, key: &Prefix, now: u64) -> u32 {
         let first = key.addr();
         self.registrations
             .range((first, String::new())..)
             .take_while(|((a, _), _)| key.contains(a))
-            .any(|(_, r)| r.until > now)
+            .filter(|(_, r)| r.until > now)
+            .map(|(_, r)| secs(r.until))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The per-user grants of `account`. (The services every registered device gets come
@@ -679,20 +691,20 @@ impl Machine {
             } => {
                 let key = self.key(*source);
                 let n = secs(now);
-                if let Some(s) = self.sources.get_mut(&Key::of(&key)) {
-                    if s.banned_until > n {
-                        // A banned source cannot register (its packets never reach the PBX);
-                        // an event saying so is stale or forged.
-                        return out;
-                    }
-                    s.last_seen = n;
-                    s.recent.forget(Kind::Wrong);
-                    if s.clamped_until > n {
-                        s.clamped_until = 0;
-                        out.push(Action::Unclamp { prefix: key });
-                    }
-                }
                 let until = now + (*expires).max(1) as u64;
+                let s = self.sources.entry(Key::of(&key)).or_default();
+                if s.banned_until > n {
+                    // A banned source cannot register (its packets never reach the PBX); an
+                    // event saying so is stale or forged.
+                    return out;
+                }
+                s.last_seen = n;
+                s.registered_until = s.registered_until.max(secs(until));
+                s.recent.forget(Kind::Wrong);
+                if s.clamped_until > n {
+                    s.clamped_until = 0;
+                    out.push(Action::Unclamp { prefix: key });
+                }
                 let grants = self.grants_for(account);
                 self.registrations.insert(
                     (*source, account.clone()),
@@ -710,11 +722,18 @@ impl Machine {
             }
             SecurityEvent::Unregistered { source, account } => {
                 if let Some(r) = self.registrations.remove(&(*source, account.clone())) {
+                    // The prefix stays shielded while other registrations inside it last.
+                    let key = self.key(*source);
+                    let remaining = self.registered_until_in(&key, now);
+                    if let Some(s) = self.sources.get_mut(&Key::of(&key)) {
+                        s.registered_until = remaining;
+                    }
                     // Another account registered from the same address keeps it registered.
                     let still = self
                         .registrations
-                        .iter()
-                        .any(|((a, _), r)| a == source && r.until > now);
+                        .range((*source, String::new())..)
+                        .take_while(|((a, _), _)| a == source)
+                        .any(|(_, r)| r.until > now);
                     if !still {
                         out.push(Action::Revoke {
                             addr: *source,
@@ -739,10 +758,11 @@ impl Machine {
         out: &mut Vec<Action>,
     ) {
         let key = self.key(addr);
-        let shielded = self.protected(&addr) || self.registered_here(&key, now);
+        let protected = self.protected(&addr);
         let cfg = self.config.clone_thresholds();
         let n = secs(now);
         let s = self.sources.entry(Key::of(&key)).or_default();
+        let shielded = protected || s.registered_until > n;
         s.last_seen = n;
         if s.banned_until > n {
             return;
