@@ -224,7 +224,9 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
             .blacklist
             .iter()
             .filter_map(|e| match &e.source {
-                Source::Net(p) if p.family() == f => Some((*p, format!("blacklist:{p}"))),
+                // An empty origin reads as "the rule's origin: the element" (blacklist:ADDR),
+                // without building 100k strings.
+                Source::Net(p) if p.family() == f => Some((*p, String::new())),
                 _ => None,
             })
             .collect();

@@ -134,7 +134,11 @@ pub fn eval(rs: &Ruleset, packet: &Packet, state: &DynamicState) -> Decision {
                 i += 1;
                 continue;
             };
-            let decided_by = || element.clone().unwrap_or_else(|| rule.origin.clone());
+            let decided_by = || match element {
+                Some((prefix, "")) => format!("{}:{prefix}", rule.origin),
+                Some((_, origin)) => origin.to_string(),
+                None => rule.origin.clone(),
+            };
             let done = |verdict| Decision {
                 verdict,
                 zone,
@@ -211,8 +215,13 @@ fn classify(rs: &Ruleset, packet: &Packet, state: &DynamicState) -> Option<Zone>
     None
 }
 
-/// `None` when a match fails; `Some(origin of the static set element matched, if any)`.
-fn matches(rs: &Ruleset, ms: &[Match], p: &Packet, state: &DynamicState) -> Option<Option<String>> {
+/// `None` when a match fails; `Some(the static set element matched and its origin, if any)`.
+fn matches<'a>(
+    rs: &'a Ruleset,
+    ms: &[Match],
+    p: &Packet,
+    state: &DynamicState,
+) -> Option<Option<(&'a Prefix, &'a str)>> {
     let mut element = None;
     let family = Family::of(&p.src);
     for m in ms {
@@ -231,8 +240,8 @@ fn matches(rs: &Ruleset, ms: &[Match], p: &Packet, state: &DynamicState) -> Opti
                 Some(set) if set.family != family => false,
                 Some(set) => match &set.kind {
                     SetKind::Static(s) => match s.lookup(&p.src) {
-                        Some((_, origin)) => {
-                            element = Some(origin.clone());
+                        Some((prefix, origin)) => {
+                            element = Some((prefix, origin.as_str()));
                             true
                         }
                         None => false,

@@ -8,6 +8,14 @@ use crate::model::RateUnit;
 
 /// Quote a string: `"` and `\` escaped, control characters as `\u{..}`.
 pub(crate) fn q(s: &str) -> String {
+    if !s.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+        // The common case: nothing to escape.
+        let mut out = String::with_capacity(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return out;
+    }
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -25,16 +33,30 @@ pub(crate) fn q(s: &str) -> String {
 }
 
 pub(super) fn print(rs: &Ruleset) -> String {
-    let mut out = String::from("pbxfw-ir 1\n");
+    let mut out = String::new();
+    print_to(rs, &mut out, &mut |out, p, origin| {
+        let _ = writeln!(out, "  {p} {}", q(origin));
+    });
+    out
+}
+
+/// Print into any writer; `element` writes each static set element (the fingerprint hashes
+/// them in binary instead: formatting 100k addresses twice per apply is the costly part).
+pub(super) fn print_to<W: Write>(
+    rs: &Ruleset,
+    out: &mut W,
+    element: &mut dyn FnMut(&mut W, &crate::net::Prefix, &str),
+) {
+    let _ = out.write_str("pbxfw-ir 1\n");
     for (name, set) in &rs.sets {
         let _ = write!(out, "set {name} {}", set.family);
         match &set.kind {
             SetKind::Static(s) => {
                 let _ = writeln!(out, " static {} {{", q(&set.comment));
                 for (p, origin) in s.elements() {
-                    let _ = writeln!(out, "  {p} {}", q(origin));
+                    element(out, p, origin);
                 }
-                out.push_str("}\n");
+                let _ = out.write_str("}\n");
             }
             SetKind::Dynamic(DynamicSet {
                 key_len,
@@ -69,7 +91,7 @@ pub(super) fn print(rs: &Ruleset) -> String {
                 }
             }
         }
-        out.push_str("}\n");
+        let _ = out.write_str("}\n");
     }
     // The base chain first (it is where reading starts), then the rest by name.
     let ordered = rs
@@ -78,12 +100,11 @@ pub(super) fn print(rs: &Ruleset) -> String {
         .into_iter()
         .chain(rs.chains.iter().filter(|(n, _)| *n != INPUT));
     for (name, chain) in ordered {
-        print_chain(&mut out, name, chain);
+        print_chain(out, name, chain);
     }
-    out
 }
 
-fn print_chain(out: &mut String, name: &str, chain: &Chain) {
+fn print_chain(out: &mut impl Write, name: &str, chain: &Chain) {
     let _ = write!(out, "chain {name}");
     if let Some(policy) = chain.hook {
         let p = match policy {
@@ -95,24 +116,24 @@ fn print_chain(out: &mut String, name: &str, chain: &Chain) {
     if let Some(z) = chain.zone {
         let _ = write!(out, " zone={z}");
     }
-    out.push_str(" {\n");
+    let _ = out.write_str(" {\n");
     for rule in &chain.rules {
-        out.push(' ');
+        let _ = out.write_char(' ');
         for m in &rule.matches {
-            out.push(' ');
+            let _ = out.write_char(' ');
             print_match(out, m);
         }
         if let Some(set) = &rule.update {
             let _ = write!(out, " update @{set}");
         }
-        out.push_str(" -> ");
+        let _ = out.write_str(" -> ");
         print_verdict(out, &rule.verdict);
         let _ = writeln!(out, " {}", q(&rule.origin));
     }
-    out.push_str("}\n");
+    let _ = out.write_str("}\n");
 }
 
-fn print_match(out: &mut String, m: &Match) {
+fn print_match(out: &mut impl Write, m: &Match) {
     let _ = match m {
         Match::Family(f) => write!(out, "family {f}"),
         Match::Iif(i) => write!(out, "iif {}", q(i)),
@@ -154,7 +175,7 @@ fn unit(u: RateUnit) -> &'static str {
     }
 }
 
-fn print_verdict(out: &mut String, v: &Verdict) {
+fn print_verdict(out: &mut impl Write, v: &Verdict) {
     let _ = match v {
         Verdict::Accept => write!(out, "accept"),
         Verdict::Drop => write!(out, "drop"),

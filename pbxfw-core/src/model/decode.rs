@@ -54,12 +54,11 @@ const MAX_DESCRIPTION: usize = 256;
 
 pub(super) fn parse_toml(text: &str) -> Result<Value, ParseError> {
     check_size(text)?;
-    let table: toml::Table = toml::from_str(text).map_err(|e| ParseError::Toml {
+    // Straight into the JSON value model (one pass; a TOML table first would be two).
+    let doc: Value = toml::from_str(text).map_err(|e| ParseError::Toml {
         message: e.to_string().trim_end().to_string(),
     })?;
-    serde_json::to_value(table).map_err(|e| ParseError::Toml {
-        message: e.to_string(),
-    })
+    Ok(doc)
 }
 
 pub(super) fn parse_json(text: &str) -> Result<Value, ParseError> {
@@ -902,32 +901,53 @@ fn blacklist(cx: &mut Cx, v: Option<&Value>) -> Vec<BlacklistEntry> {
     let Some(a) = cx.array(entries, "blacklist.entries") else {
         return out;
     };
-    let mut seen: BTreeMap<Source, usize> = BTreeMap::new();
+    // Blacklists run to 100k entries: parse the common case (a plain string) without building
+    // its path, and find repeats with a hash map; paths are built only for a diagnostic.
+    let mut seen: std::collections::HashMap<Source, usize> =
+        std::collections::HashMap::with_capacity(a.len());
+    out.reserve(a.len());
     for (i, item) in a.iter().enumerate() {
-        let path = idx("blacklist.entries", i);
-        let Some(source) = cx.source(item, &path) else {
-            continue;
+        let path = || idx("blacklist.entries", i);
+        let source = match item {
+            Value::String(text) => match parse_source(text) {
+                Ok((src, false)) => src,
+                _ => match cx.source(item, &path()) {
+                    Some(src) => src,
+                    None => continue,
+                },
+            },
+            _ => match cx.source(item, &path()) {
+                Some(src) => src,
+                None => continue,
+            },
         };
         if let Source::Net(p) = &source {
             if p.prefix_len() == 0 {
                 cx.err(
-                    &path,
+                    &path(),
                     Some(&p.to_string()),
                     format!("would drop every {} packet, loopback aside", p.family()),
                 );
                 continue;
             }
         }
-        if let Some(j) = seen.get(&source) {
-            cx.warn(
-                &path,
-                Some(&source.to_string()),
-                format!("repeats blacklist.entries[{j}]"),
-            );
-            continue;
+        match seen.entry(source) {
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let j = *o.get();
+                cx.warn(
+                    &path(),
+                    Some(&o.key().to_string()),
+                    format!("repeats blacklist.entries[{j}]"),
+                );
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                out.push(BlacklistEntry {
+                    source: v.key().clone(),
+                    index: i,
+                });
+                v.insert(i);
+            }
         }
-        seen.insert(source.clone(), i);
-        out.push(BlacklistEntry { source, index: i });
     }
     out
 }
