@@ -2,6 +2,7 @@
 //! memory a tracked source costs.
 //!
 //! `cargo bench -p pbxfw-benches --bench responsive`
+#![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
