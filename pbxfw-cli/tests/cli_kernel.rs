@@ -107,7 +107,7 @@ fn apply_edit_status_disable() {
         "{text}"
     );
     assert!(ns
-        .nft(&["list", "set", "inet", "pbxfw", "blacklist4"])
+        .nft(&["list", "set", "inet", "pbxfw", "blacklist_hosts4"])
         .contains("192.0.2.9"));
     assert!(ns
         .nft(&["list", "set", "inet", "pbxfw", "blacklist6"])
@@ -127,7 +127,7 @@ fn apply_edit_status_disable() {
     let out = ok(&ns.pbxfw(&["blacklist", "del", "192.0.2.9", "--policy", p]));
     assert!(out.contains("0 element(s) added, 1 removed"), "{out}");
     assert!(!ns
-        .nft(&["list", "set", "inet", "pbxfw", "blacklist4"])
+        .nft(&["list", "set", "inet", "pbxfw", "blacklist_hosts4"])
         .contains("192.0.2.9"));
     assert_eq!(
         ns.pbxfw(&["blacklist", "del", "192.0.2.9", "--policy", p])

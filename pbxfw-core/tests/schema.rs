@@ -24,19 +24,35 @@ fn schema_keys_match_the_validator() {
     // Sections that are tables with fixed keys: each listed key is known, a made-up one is not.
     for section in ["settings", "pbx", "blacklist", "responsive"] {
         for key in props[section]["properties"].as_object().unwrap().keys() {
-            assert!(!unknown_key(json!({ section: { key: null } })), "{section}.{key} is in the schema but refused");
+            assert!(
+                !unknown_key(json!({ section: { key: null } })),
+                "{section}.{key} is in the schema but refused"
+            );
         }
-        assert!(unknown_key(json!({ section: { "no_such_key": 1 } })), "{section} accepts unknown keys");
+        assert!(
+            unknown_key(json!({ section: { "no_such_key": 1 } })),
+            "{section} accepts unknown keys"
+        );
     }
     for section in ["networks", "custom_services", "users"] {
-        for key in props[section]["items"]["properties"].as_object().unwrap().keys() {
-            assert!(!unknown_key(json!({ section: [{ key: null }] })), "{section}[].{key} is in the schema but refused");
+        for key in props[section]["items"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            assert!(
+                !unknown_key(json!({ section: [{ key: null }] })),
+                "{section}[].{key} is in the schema but refused"
+            );
         }
         assert!(unknown_key(json!({ section: [{ "no_such_key": 1 }] })));
     }
     let trunk = &props["pbx"]["properties"]["trunks"]["items"]["properties"];
     for key in trunk.as_object().unwrap().keys() {
-        assert!(!unknown_key(json!({ "pbx": { "trunks": [{ key: null }] } })), "trunk {key}");
+        assert!(
+            !unknown_key(json!({ "pbx": { "trunks": [{ key: null }] } })),
+            "trunk {key}"
+        );
     }
     assert!(unknown_key(json!({ "no_such_section": {} })));
     for key in props.keys() {

@@ -85,6 +85,15 @@ pub struct Synced {
     pub elapsed: Duration,
 }
 
+/// How a set's elements are written: the lowering makes a static set of addresses a hash set,
+/// any other static set an interval set.
+fn static_shape(kind: &SetKind) -> SetShape {
+    match kind {
+        SetKind::Static(s) if !s.is_hosts() => SetShape::Interval,
+        _ => SetShape::Hash,
+    }
+}
+
 fn without_static_elements(rs: &Ruleset) -> Ruleset {
     let mut rs = rs.clone();
     for set in rs.sets.values_mut() {
@@ -391,10 +400,11 @@ impl Kernel {
             let fresh = elems(news.difference(&olds).collect());
             removed += gone.len();
             added += fresh.len();
+            let shape = static_shape(&set.kind);
             if !gone.is_empty() {
                 removals.push(netlink::Change {
                     set: name.clone(),
-                    shape: SetShape::Interval,
+                    shape,
                     op: Op::Remove,
                     elements: gone,
                 });
@@ -402,7 +412,7 @@ impl Kernel {
             if !fresh.is_empty() {
                 additions.push(netlink::Change {
                     set: name.clone(),
-                    shape: SetShape::Interval,
+                    shape,
                     op: Op::Add,
                     elements: fresh,
                 });
@@ -455,10 +465,7 @@ impl Kernel {
             .sets
             .get(set)
             .ok_or_else(|| KernelError::NoSet(set.into()))?;
-        let shape = match s.kind {
-            SetKind::Static(_) => SetShape::Interval,
-            SetKind::Dynamic(_) => SetShape::Hash,
-        };
+        let shape = static_shape(&s.kind);
         netlink::update_set(&self.table, set, shape, op, elements)?;
         Ok(())
     }

@@ -201,6 +201,8 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
         let _ = writeln!(out, "\n\tset {name} {{");
         let _ = writeln!(out, "\t\ttype {}", addr_type(set.family));
         match &set.kind {
+            // A set of addresses is a hash set: O(1) lookups at any size.
+            SetKind::Static(s) if s.is_hosts() => {}
             SetKind::Static(_) => {
                 let _ = writeln!(out, "\t\tflags interval");
             }

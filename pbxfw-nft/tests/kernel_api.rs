@@ -113,6 +113,7 @@ fn apply_reload_update_status_disable() {
     assert!(set_text(&ns, "ban4").contains("192.0.2.7 timeout 1h"));
     assert!(set_text(&ns, "ban6").contains("2001:db8:1:2::"));
     assert!(set_text(&ns, "blacklist4").contains("10.9.0.0/16"));
+    assert!(set_text(&ns, "blacklist_hosts4").contains("192.0.2.66"));
 
     // Reload a changed policy: dynamic elements keep their (shrinking) timeouts, the static
     // blacklist is replaced exactly.
@@ -138,8 +139,13 @@ fn apply_reload_update_status_disable() {
     );
     let bl4 = set_text(&ns, "blacklist4");
     assert!(
-        !bl4.contains("192.0.2.66") && !bl4.contains("10.9.0.0/16"),
+        !bl4.contains("10.9.0.0/16"),
         "static set not replaced: {bl4}"
+    );
+    let hosts4 = set_text(&ns, "blacklist_hosts4");
+    assert!(
+        !hosts4.contains("192.0.2.66"),
+        "removed entry still there: {hosts4}"
     );
     assert!(bl4.contains("198.51.100.0/24"));
     assert_eq!(before, foreign(), "reload touched another table");

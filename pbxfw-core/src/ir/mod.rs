@@ -110,6 +110,7 @@ pub enum SetKind {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StaticSet {
     elements: Vec<(Prefix, String)>,
+    hosts: bool,
 }
 
 impl StaticSet {
@@ -138,7 +139,29 @@ impl StaticSet {
             }
             out.push((p, origin));
         }
-        Ok(StaticSet { elements: out })
+        Ok(StaticSet {
+            elements: out,
+            hosts: false,
+        })
+    }
+
+    /// A set of single addresses only (backends may use a hash set: O(1) lookups at any size).
+    /// Returns an error naming the first element that is not an address of `family`.
+    pub fn hosts(
+        family: Family,
+        elements: impl IntoIterator<Item = (Prefix, String)>,
+    ) -> Result<StaticSet, Prefix> {
+        let mut s = StaticSet::new(family, elements)?;
+        if let Some((p, _)) = s.elements.iter().find(|(p, _)| !p.is_host()) {
+            return Err(*p);
+        }
+        s.hosts = true;
+        Ok(s)
+    }
+
+    /// Whether this set holds single addresses only, by construction.
+    pub fn is_hosts(&self) -> bool {
+        self.hosts
     }
 
     /// The elements, sorted and disjoint.

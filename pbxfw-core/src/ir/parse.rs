@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! file    = "pbxfw-ir 1" NL { set | map | chain }
-//! set     = "set" NAME FAMILY "static" STRING "{" NL { PREFIX STRING NL } "}" NL
+//! set     = "set" NAME FAMILY "static" ["hosts"] STRING "{" NL { PREFIX STRING NL } "}" NL
 //!         | "set" NAME FAMILY "dynamic" "key=" N "size=" N ["timeout=" N] ["resolves=" H{,H}] STRING NL
 //! map     = "map" NAME "src" FAMILY "{" NL { RANGE NAME NL } "}" NL
 //!         | "map" NAME "iif" "{" NL { STRING NAME NL } "}" NL
@@ -270,6 +270,10 @@ impl Parser<'_> {
         let kind = c.word("'static' or 'dynamic'")?;
         let set = match kind.as_str() {
             "static" => {
+                let hosts = c.peek_word() == Some("hosts");
+                if hosts {
+                    c.pos += 1;
+                }
                 let comment = c.string("comment")?;
                 c.expect("{")?;
                 c.done()?;
@@ -285,8 +289,12 @@ impl Parser<'_> {
                 }
                 self.line_no = end;
                 let n_in = elems.len();
-                let s =
-                    StaticSet::new(fam, elems).map_err(|p| format!("element {p} is not {fam}"))?;
+                let s = if hosts {
+                    StaticSet::hosts(fam, elems)
+                        .map_err(|p| format!("element {p} is not an {fam} address"))?
+                } else {
+                    StaticSet::new(fam, elems).map_err(|p| format!("element {p} is not {fam}"))?
+                };
                 if s.elements().len() != n_in {
                     return Err(format!("set {n} has overlapping elements"));
                 }

@@ -52,7 +52,12 @@ pub(super) fn print_to<W: Write>(
         let _ = write!(out, "set {name} {}", set.family);
         match &set.kind {
             SetKind::Static(s) => {
-                let _ = writeln!(out, " static {} {{", q(&set.comment));
+                let kind = if s.is_hosts() {
+                    "static hosts"
+                } else {
+                    "static"
+                };
+                let _ = writeln!(out, " {kind} {} {{", q(&set.comment));
                 for (p, origin) in s.elements() {
                     element(out, p, origin);
                 }

@@ -77,6 +77,9 @@ pub fn verify(rs: &Ruleset) -> Result<(), VerifyError> {
                 if s.elements().iter().any(|(p, _)| p.family() != set.family) {
                     return Err(fail(at, "element of the wrong family"));
                 }
+                if s.is_hosts() && s.elements().iter().any(|(p, _)| !p.is_host()) {
+                    return Err(fail(at, "a network in a set of addresses"));
+                }
             }
             SetKind::Dynamic(d) => {
                 if d.key_len == 0 || d.key_len > set.family.bits() || d.size == 0 {
