@@ -190,6 +190,9 @@ impl Builder {
     }
 }
 
+/// A static set element: a prefix and its origin.
+type Element = (Prefix, String);
+
 fn hostnames<'a>(sources: impl IntoIterator<Item = &'a Source>) -> BTreeSet<String> {
     sources
         .into_iter()
@@ -232,7 +235,7 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
         // Networks and single addresses in two sets: an address lookup in a hash set costs
         // the same at 100k entries as at 10, an interval lookup does not. Networks first, so a
         // host inside a blacklisted network is reported as that network.
-        let (hosts, nets): (Vec<(Prefix, String)>, Vec<(Prefix, String)>) = policy
+        let (hosts, nets): (Vec<Element>, Vec<Element>) = policy
             .blacklist
             .iter()
             .filter_map(|e| match &e.source {
