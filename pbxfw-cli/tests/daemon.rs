@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ fn setup(tag: &str) -> (Netns, PathBuf) {
     (ns, dir)
 }
 
-fn daemon(ns: &Netns, dir: &PathBuf, args: &[&str]) -> Guard {
+fn daemon(ns: &Netns, dir: &Path, args: &[&str]) -> Guard {
     let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
     let child = Command::new("ip")
         .args([
@@ -70,7 +70,7 @@ fn banned(ns: &Netns, addr: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains(addr)
 }
 
-fn eventually(what: &str, dir: &PathBuf, f: impl Fn() -> bool) {
+fn eventually(what: &str, dir: &Path, f: impl Fn() -> bool) {
     let start = Instant::now();
     while !f() {
         let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
