@@ -445,7 +445,13 @@ fn lower_one(
     }
     for m in &rule.matches {
         if let Match::Iif(i) = m {
-            parts.push(format!("iifname {}", iface(i)?));
+            // Loopback always exists: match its index, cheaper than comparing names. Other
+            // interfaces may come and go, so they are matched by name.
+            if i == "lo" {
+                parts.push("iif \"lo\"".to_string());
+            } else {
+                parts.push(format!("iifname {}", iface(i)?));
+            }
         }
     }
     for m in &rule.matches {

@@ -230,6 +230,7 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     ));
 
     // 2. Blacklist and responsive bans, before anything else (established flows and RTP too).
+    let step2 = input.len();
     let bl_hosts = hostnames(policy.blacklist.iter().map(|e| &e.source));
     for f in Family::BOTH {
         // Networks and single addresses in two sets: an address lookup in a hash set costs
@@ -311,6 +312,30 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
         );
     }
 
+    // Every packet passes step 2, so its rules sit in one chain per family: a packet is checked
+    // against its own family's sets only.
+    let step2_rules = input.split_off(step2);
+    for f in Family::BOTH {
+        let chain = format!("pre{}", f.suffix());
+        let rules: Vec<Rule> = step2_rules
+            .iter()
+            .filter(|r| r.family() == Some(f))
+            .cloned()
+            .collect();
+        b.rs.chains.insert(
+            chain.clone(),
+            Chain {
+                rules,
+                ..Chain::default()
+            },
+        );
+        input.push(Rule::new(
+            vec![Match::Family(f)],
+            Verdict::Jump(chain),
+            "blacklist and bans",
+        ));
+    }
+
     // 3. Connection tracking. Signalling of responsive protocols is not accepted as
     // established: UDP conntrack calls a brute forcer's flow established after the first 401,
     // and every one of its packets must still reach the tiers (KERNEL-TESTING.md).
@@ -349,8 +374,34 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
         "established",
     ));
 
-    // 4. ICMP essentials and DHCP replies.
-    icmp_rules(&mut input, policy.settings.icmp_echo_rate);
+    // 4. ICMP essentials (in a chain of their own, so other packets skip them with one check
+    // per family) and DHCP replies.
+    let mut essentials = Vec::new();
+    icmp_rules(&mut essentials, policy.settings.icmp_echo_rate);
+    let (icmp, dhcp): (Vec<Rule>, Vec<Rule>) = essentials.into_iter().partition(|r| {
+        r.matches
+            .iter()
+            .any(|m| matches!(m, Match::Proto(L4Proto::Icmp | L4Proto::Icmpv6)))
+    });
+    // ("icmp" is an nft keyword, not a chain name.)
+    b.rs.chains.insert(
+        "icmp_essentials".into(),
+        Chain {
+            rules: icmp,
+            ..Chain::default()
+        },
+    );
+    input.push(Rule::new(
+        vec![Match::Family(Family::Ipv4), Match::Proto(L4Proto::Icmp)],
+        Verdict::Jump("icmp_essentials".into()),
+        "icmp essentials",
+    ));
+    input.push(Rule::new(
+        vec![Match::Family(Family::Ipv6), Match::Proto(L4Proto::Icmpv6)],
+        Verdict::Jump("icmp_essentials".into()),
+        "icmp essentials",
+    ));
+    input.extend(dhcp);
 
     // 5. Media from every zone, `reject` included. A media range never opens a UDP port the
     // PBX uses for signalling (Asterisk's default UDPTL range 4000-4999 contains IAX's 4569):
