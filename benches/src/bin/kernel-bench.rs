@@ -55,12 +55,22 @@ fn main() {
     let topo = Topology::new("kbench", &["eth0".to_string()]);
     // A sink for the flood, so the PBX does not answer every packet with an ICMP error.
     let _sink = in_netns(&topo.pbx, || UdpSocket::bind((DST4, 10000)).unwrap());
-    println!("| blacklist | pbxfw apply | bare `nft -f` of the set | ratio | iptables-legacy rules load | pps: no ruleset | pps: pbxfw | ratio | pps: iptables rule per address | ratio |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| blacklist | pbxfw apply | bare `nft -f` of the set | ratio | iptables-legacy rules load | pps: no ruleset | pps: conntrack only | pps: pbxfw | ratio | pps: iptables rule per address | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for n in [1_000usize, 10_000, 100_000] {
         let addrs = blacklist(n);
         let _ = topo.pbx.exec(&["nft", "delete", "table", "inet", "pbxfw"]);
         let base = median((0..3).map(|_| pps(&topo)).collect());
+        // Connection tracking alone: a stateful firewall pays for it before any rule of its own
+        // (with no ruleset at all, the namespace tracks nothing).
+        let ct = "table inet ctonly {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ct state established accept\n }\n}\n";
+        assert!(topo
+            .pbx
+            .exec_stdin(&["nft", "-f", "/dev/stdin"], ct)
+            .status
+            .success());
+        let conntrack = median((0..3).map(|_| pps(&topo)).collect());
+        topo.pbx.run(&["nft", "delete", "table", "inet", "ctonly"]);
 
         let entries: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
         let text = format!(
@@ -121,12 +131,13 @@ fn main() {
         topo.pbx.run(&["iptables-legacy", "-F", "INPUT"]);
 
         println!(
-            "| {n} | {:.3} s | {:.3} s | {:.2}x | {:.3} s | {:.0} | {:.0} | {:.2} | {:.0} | {:.3} |",
+            "| {n} | {:.3} s | {:.3} s | {:.2}x | {:.3} s | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.3} |",
             apply,
             bare,
             apply / bare,
             ipt_load,
             base,
+            conntrack,
             with_pbxfw,
             with_pbxfw / base,
             with_ipt,
