@@ -3,10 +3,11 @@
 //! ```text
 //! chain input (hook input, policy drop)
 //!   1  iif lo                                         accept
-//!   2  src in blacklist / banned                      drop or reject
+//!   2  jump pre4 / pre6: src in blacklist / banned    drop or reject
 //!   3  ct invalid drop; ct established,related        jump established
 //!        (established: responsive signalling ports return, so every such packet is counted)
-//!   4  ICMP/ICMPv6 errors, neighbour discovery, rate-limited echo, DHCP replies
+//!   4  jump icmp_essentials: ICMP/ICMPv6 errors, neighbour discovery, rate-limited echo;
+//!      DHCP replies
 //!   5  RTP and UDPTL ranges                           accept
 //!   6  trunk sets × their own protocol's ports        accept
 //!   7  registered sources: signalling + registered grants; per-user grant sets
