@@ -492,13 +492,8 @@ pub fn replay(
 /// of millions of lines is parsed as it is replayed, never held as events), and the number of
 /// records.
 pub fn iter_records(text: &str, year: i32) -> (Box<dyn Iterator<Item = TimedEvent> + '_>, usize) {
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let json_or_ami = first.trim_start().starts_with('{')
-        || first.starts_with("Asterisk Call Manager")
-        || first.starts_with("Event: ")
-        || (first.contains(": ") && text.contains("\nEvent: "));
-    let looks_log = !json_or_ami;
-    if looks_log {
+    if kind_of(text) == Kind::Log {
+        // Parsed as it is replayed: a log of millions of lines is never held as events.
         let n = text.lines().count();
         let events = text
             .lines()
@@ -510,44 +505,74 @@ pub fn iter_records(text: &str, year: i32) -> (Box<dyn Iterator<Item = TimedEven
     }
 }
 
+#[derive(PartialEq)]
+enum Kind {
+    Json,
+    Ami,
+    Log,
+}
+
+/// What a recorded file is, from its first non-empty line: a JSON object, an AMI block
+/// (`Key: value`, or the AMI banner), or else Asterisk log lines.
+fn kind_of(text: &str) -> Kind {
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim_start();
+    let ami_key = first.split_once(": ").is_some_and(|(k, _)| {
+        !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if first.starts_with('{') {
+        Kind::Json
+    } else if first.starts_with("Asterisk Call Manager") || ami_key {
+        Kind::Ami
+    } else {
+        Kind::Log
+    }
+}
+
+/// Parse log lines; returns the events and the number of lines.
+fn parse_log(text: &str, year: i32) -> (Vec<TimedEvent>, usize) {
+    let mut n = 0;
+    let events = text
+        .lines()
+        .filter_map(|l| {
+            n += 1;
+            asterisk_log::parse_line(l, year).ok().flatten()
+        })
+        .collect();
+    (events, n)
+}
+
 /// Read a recorded file of any supported kind; returns the events and the number of records.
 pub fn read_records(text: &str, year: i32) -> (Vec<TimedEvent>, usize) {
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    if first.trim_start().starts_with('{') {
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        let n = lines.len();
-        (
-            lines
-                .into_iter()
-                .filter_map(|l| json::parse_line(l).ok())
-                .collect(),
-            n,
-        )
-    } else if first.starts_with("Asterisk Call Manager")
-        || first.contains(": ") && text.contains("\nEvent: ")
-        || first.starts_with("Event: ")
-    {
-        let mut reader = ami::AmiReader::new();
-        reader.feed(text.as_bytes());
-        reader.feed(b"\r\n\r\n");
-        let mut events = Vec::new();
-        let mut n = 0;
-        while let Some(item) = reader.next_event() {
-            n += 1;
-            if let Ok(t) = item {
-                events.push(t);
-            }
+    match kind_of(text) {
+        Kind::Json => {
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let n = lines.len();
+            (
+                lines
+                    .into_iter()
+                    .filter_map(|l| json::parse_line(l).ok())
+                    .collect(),
+                n,
+            )
         }
-        (events, n)
-    } else {
-        let mut n = 0;
-        let events = text
-            .lines()
-            .filter_map(|l| {
+        Kind::Ami => {
+            let mut reader = ami::AmiReader::new();
+            reader.feed(text.as_bytes());
+            reader.feed(b"\r\n\r\n");
+            let mut events = Vec::new();
+            let mut n = 0;
+            while let Some(item) = reader.next_event() {
                 n += 1;
-                asterisk_log::parse_line(l, year).ok().flatten()
-            })
-            .collect();
-        (events, n)
+                if let Ok(t) = item {
+                    events.push(t);
+                }
+            }
+            (events, n)
+        }
+        Kind::Log => parse_log(text, year),
     }
 }
