@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pbxfw_testkit::netns as common;
-use pbxfw_testkit::probe::{Topology, DST4, DST6};
+use pbxfw_testkit::probe::{counted, Topology, DST4, DST6};
 
 /// Kills a spawned process (and waits for it) when dropped, also on failure.
 struct Guard(Child);
@@ -140,19 +140,7 @@ impl Bed {
     }
 
     fn answers(&self) -> u64 {
-        let text = self
-            .topo
-            .pbx
-            .run(&["nft", "-j", "list", "chain", "inet", "e2e", "out"]);
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        v["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|i| i["rule"]["expr"].as_array())
-            .flatten()
-            .filter_map(|e| e["counter"]["packets"].as_u64())
-            .sum()
+        counted(&self.topo.pbx, "e2e", "out")
     }
 
     fn banned(&self, element: &str) -> bool {

@@ -1,26 +1,13 @@
 //! The shared case suite (`testdata/cases/*.toml`) against the reference evaluator.
 
-use std::path::PathBuf;
-
 use pbxfw_core::cases::CaseFile;
 use pbxfw_core::compile;
-
-fn case_files() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/cases");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("testdata/cases exists")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
-}
 
 #[test]
 fn every_case_gets_its_expected_verdict() {
     let mut failures = Vec::new();
     let mut total = 0;
-    for path in case_files() {
+    for path in pbxfw_testkit::case_files() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let text = std::fs::read_to_string(&path).unwrap();
         let case = CaseFile::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -32,12 +32,7 @@ fn golden(path: &Path, actual: &str) -> Result<(), String> {
 #[test]
 fn ir_and_nft_match_golden_files() {
     let mut errors = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(root().join("testdata/cases"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
+    let files = pbxfw_testkit::case_files();
     for path in &files {
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();
         let case = CaseFile::parse(&std::fs::read_to_string(path).unwrap()).unwrap();

@@ -4,7 +4,6 @@
 //! reference evaluator's.
 
 use pbxfw_testkit::netns as common;
-use std::path::PathBuf;
 
 use pbxfw_core::cases::CaseFile;
 use pbxfw_core::ir::{eval, SetKind};
@@ -12,17 +11,6 @@ use pbxfw_core::{compile, Ruleset};
 use pbxfw_nft::{ApplyOptions, Kernel};
 
 use pbxfw_testkit::probe::{as_kernel_sees, observable, Topology};
-
-fn case_files() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/cases");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
-}
 
 /// The element text nft takes for `addr` in dynamic set `set` (masked to its key length).
 fn element(rs: &Ruleset, set: &str, addr: std::net::IpAddr) -> String {
@@ -40,7 +28,7 @@ fn case_suite_in_the_kernel_agrees_with_the_evaluator() {
     }
     let (mut checked, mut skipped) = (0, 0);
     let mut failures = Vec::new();
-    for path in case_files() {
+    for path in pbxfw_testkit::case_files() {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
         let case = CaseFile::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let rs = compile(&case.policy.validate().unwrap());

@@ -3,20 +3,12 @@
 //! elements, and leaves another table alone.
 
 use pbxfw_testkit::netns as common;
-use std::path::PathBuf;
 
 use pbxfw_core::cases::CaseFile;
 use pbxfw_core::compile;
 
 fn scripts() -> Vec<(String, String)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/cases");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
+    pbxfw_testkit::case_files()
         .iter()
         .map(|path| {
             let case = CaseFile::parse(&std::fs::read_to_string(path).unwrap()).unwrap();

@@ -151,37 +151,8 @@ impl Topology {
         let (client, lo) = match packet.iif.as_str() {
             "lo" => (&self.pbx, true),
             iif => {
-                let (c, mac) = &self.clients[iif];
-                c.run(&[
-                    "ip",
-                    "addr",
-                    "add",
-                    &format!("{src}/{plen}"),
-                    "dev",
-                    "c0",
-                    "nodad",
-                ]);
-                self.pbx.run(&[
-                    "ip",
-                    "route",
-                    "replace",
-                    &format!("{src}/{plen}"),
-                    "dev",
-                    iif,
-                ]);
-                self.pbx.run(&[
-                    "ip",
-                    "neigh",
-                    "replace",
-                    &src.to_string(),
-                    "lladdr",
-                    mac,
-                    "dev",
-                    iif,
-                    "nud",
-                    "permanent",
-                ]);
-                (c, false)
+                self.add_source(iif, src);
+                (&self.clients[iif].0, false)
             }
         };
         // 127.0.0.0/8 and ::1 are local already.
@@ -242,31 +213,11 @@ impl Topology {
             Proto::Icmp => format!("icmp type {}", p.icmp_type.unwrap()),
             Proto::Icmpv6 => format!("icmpv6 type {}", p.icmp_type.unwrap()),
         };
-        let text = format!(
-            "flush chain inet probe seen\nadd rule inet probe seen {fam} saddr {} {l4} counter\n",
-            p.src
-        );
-        let out = self.pbx.exec_stdin(&["nft", "-f", "/dev/stdin"], &text);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.watch(&format!("{fam} saddr {} {l4}", p.src));
     }
 
     fn seen(&self) -> bool {
-        let text = self
-            .pbx
-            .run(&["nft", "-j", "list", "chain", "inet", "probe", "seen"]);
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        v["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|i| i["rule"]["expr"].as_array())
-            .flatten()
-            .filter_map(|e| e["counter"]["packets"].as_u64())
-            .any(|n| n > 0)
+        self.watched() > 0
     }
 
     /// Give a client the source address `src` on interface `iif` (and the pbx a route back).
@@ -450,6 +401,20 @@ impl Topology {
     pub fn flush_set(&self, set: &str) {
         self.pbx.run(&["nft", "flush", "set", "inet", "pbxfw", set]);
     }
+}
+
+/// The sum of the packet counters of the rules of chain `table`/`chain` (family inet) in `ns`.
+pub fn counted(ns: &Netns, table: &str, chain: &str) -> u64 {
+    let text = ns.run(&["nft", "-j", "list", "chain", "inet", table, chain]);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["rule"]["expr"].as_array())
+        .flatten()
+        .filter_map(|e| e["counter"]["packets"].as_u64())
+        .sum()
 }
 
 /// The verdict a probe can observe when the ruleset decides `v`: the kernel answers an ICMP
