@@ -205,3 +205,26 @@ fn a_log_file_is_followed_across_rotation() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn json_lines_on_a_unix_socket_ban() {
+    if skipped() {
+        return;
+    }
+    let (ns, dir) = setup("sock");
+    let sock = dir.join("events.sock");
+    let _d = daemon(&ns, &dir, &["--events-socket", sock.to_str().unwrap()]);
+    eventually("the socket listens", &dir, || sock.exists());
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    // One malformed line is reported and skipped; the next one still counts.
+    writeln!(s, "{{\"event\":\"nonsense\"}}").unwrap();
+    writeln!(
+        s,
+        "{{\"event\":\"auth_failed\",\"source\":\"192.0.2.77\",\"reason\":\"wrong_password\",\"user_agent\":\"friendly-scanner\"}}"
+    )
+    .unwrap();
+    eventually("ban from the socket", &dir, || banned(&ns, "192.0.2.77"));
+    let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();
+    assert!(log.contains("bad event line"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
