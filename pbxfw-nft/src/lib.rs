@@ -338,10 +338,17 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
         if let Some(policy) = chain.hook {
             out.push_str(&hook_line(policy));
         }
-        for rule in &chain.rules {
-            for line in lower_rule(rs, rule, opts)? {
+        let mut i = 0;
+        while i < chain.rules.len() {
+            if let Some((line, used)) = merged_vmap(&chain.rules[i..], opts) {
+                let _ = writeln!(out, "\t\t{line}");
+                i += used;
+                continue;
+            }
+            for line in lower_rule(rs, &chain.rules[i], opts)? {
                 let _ = writeln!(out, "\t\t{line}");
             }
+            i += 1;
         }
         let _ = writeln!(out, "\t}}");
     }
@@ -375,6 +382,85 @@ fn unit(u: RateUnit) -> &'static str {
         RateUnit::Hour => "hour",
         RateUnit::Day => "day",
     }
+}
+
+/// Consecutive rules that each test one key of the same kind (the family, the protocol, or
+/// the conntrack state) against distinct values, with a plain verdict, become one verdict-map
+/// rule: a packet then pays one lookup instead of one rule per value. Exact, since a packet
+/// has one value of each key and the values are distinct. Returns the line and how many rules
+/// it replaces (at least 2), or `None`.
+fn merged_vmap(rules: &[Rule], opts: &Options) -> Option<(String, usize)> {
+    #[derive(PartialEq)]
+    enum Key {
+        Family,
+        Proto,
+        Ct,
+    }
+    let key_of = |r: &Rule| -> Option<(Key, Vec<String>, String)> {
+        if r.update.is_some() || r.matches.len() != 1 {
+            return None;
+        }
+        let verdict = match &r.verdict {
+            Verdict::Accept => "accept".to_string(),
+            Verdict::Drop => "drop".to_string(),
+            Verdict::Jump(c) => format!("jump {c}"),
+            Verdict::Goto(c) => format!("goto {c}"),
+            _ => return None,
+        };
+        match &r.matches[0] {
+            Match::Family(f) => Some((Key::Family, vec![f.to_string()], verdict)),
+            Match::Proto(p @ (L4Proto::Icmp | L4Proto::Icmpv6)) => {
+                Some((Key::Proto, vec![p.to_string()], verdict))
+            }
+            Match::Ct(states) => Some((
+                Key::Ct,
+                states.iter().map(|s| s.to_string()).collect(),
+                verdict,
+            )),
+            _ => None,
+        }
+    };
+    // Counters are per rule: keep rules apart when they are wanted.
+    if opts.counters {
+        return None;
+    }
+    let (key, _, _) = key_of(rules.first()?)?;
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let mut origins: Vec<&str> = Vec::new();
+    let mut used = 0;
+    for r in rules {
+        let Some((k, values, verdict)) = key_of(r) else {
+            break;
+        };
+        if k != key || values.iter().any(|v| entries.iter().any(|(e, _)| e == v)) {
+            break;
+        }
+        entries.extend(values.into_iter().map(|v| (v, verdict.clone())));
+        if !origins.contains(&r.origin.as_str()) {
+            origins.push(&r.origin);
+        }
+        used += 1;
+    }
+    if used < 2 {
+        return None;
+    }
+    let selector = match key {
+        Key::Family => "meta nfproto",
+        Key::Proto => "meta l4proto",
+        Key::Ct => "ct state",
+    };
+    let map: Vec<String> = entries
+        .iter()
+        .map(|(v, verdict)| format!("{v} : {verdict}"))
+        .collect();
+    let comment = sanitize_comment(&origins.join(" / "), 128);
+    Some((
+        format!(
+            "{selector} vmap {{ {} }} comment \"{comment}\"",
+            map.join(", ")
+        ),
+        used,
+    ))
 }
 
 fn ports(ps: &pbxfw_core::ir::PortSet) -> String {

@@ -392,16 +392,14 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
             ..Chain::default()
         },
     );
-    input.push(Rule::new(
-        vec![Match::Family(Family::Ipv4), Match::Proto(L4Proto::Icmp)],
-        Verdict::Jump("icmp_essentials".into()),
-        "icmp essentials",
-    ));
-    input.push(Rule::new(
-        vec![Match::Family(Family::Ipv6), Match::Proto(L4Proto::Icmpv6)],
-        Verdict::Jump("icmp_essentials".into()),
-        "icmp essentials",
-    ));
+    // (The rules inside check the family; the jumps need only the protocol.)
+    for p in [L4Proto::Icmp, L4Proto::Icmpv6] {
+        input.push(Rule::new(
+            vec![Match::Proto(p)],
+            Verdict::Jump("icmp_essentials".into()),
+            "icmp essentials",
+        ));
+    }
     input.extend(dhcp);
 
     // 5. Media from every zone, `reject` included. A media range never opens a UDP port the
