@@ -375,15 +375,6 @@ fn source_key(rs: &Ruleset, set: &str) -> String {
     }
 }
 
-fn unit(u: RateUnit) -> &'static str {
-    match u {
-        RateUnit::Second => "second",
-        RateUnit::Minute => "minute",
-        RateUnit::Hour => "hour",
-        RateUnit::Day => "day",
-    }
-}
-
 /// Consecutive rules that each test one key of the same kind (the family, the protocol, or
 /// the conntrack state) against distinct values, with a plain verdict, become one verdict-map
 /// rule: a packet then pays one lookup instead of one rule per value. Exact, since a packet
@@ -588,7 +579,7 @@ fn lower_one(
                 "update @{set} {{ {} limit rate over {}/{} burst {burst} packets }}",
                 source_key(rs, set),
                 rate.packets,
-                unit(rate.per)
+                rate.per.name()
             ));
         }
     }

@@ -304,18 +304,7 @@ impl Topology {
 
     /// Packets counted by [`Topology::watch`] so far: the ones pbxfw accepted.
     pub fn watched(&self) -> u64 {
-        let text = self
-            .pbx
-            .run(&["nft", "-j", "list", "chain", "inet", "probe", "seen"]);
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        v["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|i| i["rule"]["expr"].as_array())
-            .flatten()
-            .filter_map(|e| e["counter"]["packets"].as_u64())
-            .sum()
+        counted(&self.pbx, "probe", "seen")
     }
 
     /// Send `count` UDP datagrams from `src:sport` (unconnected, as a flood tool does) to the

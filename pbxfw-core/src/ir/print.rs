@@ -4,7 +4,6 @@
 use std::fmt::Write;
 
 use super::{Chain, CtState, DynamicSet, Map, Match, Ruleset, SetKind, Verdict, INPUT};
-use crate::model::RateUnit;
 
 /// Quote a string: `"` and `\` escaped, control characters as `\u{..}`.
 pub(crate) fn q(s: &str) -> String {
@@ -159,25 +158,16 @@ fn print_match(out: &mut impl Write, m: &Match) {
                 out,
                 "limit {}/{} burst {burst}",
                 rate.packets,
-                unit(rate.per)
+                rate.per.name()
             )
         }
         Match::Meter { set, rate, burst } => write!(
             out,
             "meter @{set} {}/{} burst {burst}",
             rate.packets,
-            unit(rate.per)
+            rate.per.name()
         ),
     };
-}
-
-fn unit(u: RateUnit) -> &'static str {
-    match u {
-        RateUnit::Second => "second",
-        RateUnit::Minute => "minute",
-        RateUnit::Hour => "hour",
-        RateUnit::Day => "day",
-    }
 }
 
 fn print_verdict(out: &mut impl Write, v: &Verdict) {

@@ -289,15 +289,21 @@ pub enum RateUnit {
     Day,
 }
 
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = match self.per {
+impl RateUnit {
+    /// The unit's name as rates are written (`10/second`), in policies, the IR and nft.
+    pub fn name(self) -> &'static str {
+        match self {
             RateUnit::Second => "second",
             RateUnit::Minute => "minute",
             RateUnit::Hour => "hour",
             RateUnit::Day => "day",
-        };
-        write!(f, "{}/{unit}", self.packets)
+        }
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.packets, self.per.name())
     }
 }
 
