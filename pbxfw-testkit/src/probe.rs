@@ -139,6 +139,9 @@ impl Topology {
     /// reproduced with real traffic here (see [`as_kernel_sees`]).
     pub fn probe(&mut self, packet: &Packet) -> Option<FinalVerdict> {
         let packet = &as_kernel_sees(packet)?;
+        // Conntrack outlives rulesets: a flow an earlier probe (under an earlier policy) opened
+        // would make this packet `established` and accepted whatever the rules say now.
+        self.pbx.run(&["conntrack", "-F"]);
         self.next_port = if self.next_port >= 60000 {
             40000
         } else {
