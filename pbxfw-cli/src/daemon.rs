@@ -19,8 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pbxfw_core::events::{ami, json, log as asterisk_log, SecurityEvent, TimedEvent};
 use pbxfw_core::responsive::{Action, Config, Machine};
 use pbxfw_core::{compile, Ruleset, ValidPolicy};
-use pbxfw_nft::netlink::{Element, Op};
-use pbxfw_nft::{Kernel, KernelError};
+use pbxfw_core::backend::{Backend, Element, Op};
 
 use crate::policy_file::write_atomic;
 
@@ -125,7 +124,7 @@ fn describe(a: &Action) -> Vec<(&'static str, String)> {
 
 /// Carry out actions in the kernel. Removing an element that is not there (an expired ban)
 /// is not an error. Returns the number of failed changes (each is logged).
-pub fn apply_actions(kernel: &Kernel, rs: &Ruleset, actions: &[Action], at: u64) -> usize {
+pub fn apply_actions(kernel: &dyn Backend, rs: &Ruleset, actions: &[Action], at: u64) -> usize {
     let mut failed = 0;
     for a in actions {
         for ch in a.set_changes(at) {
@@ -134,28 +133,17 @@ pub fn apply_actions(kernel: &Kernel, rs: &Ruleset, actions: &[Action], at: u64)
                 prefix: ch.prefix,
                 timeout: ch.timeout.map(Duration::from_secs),
             };
-            match kernel.update_set(rs, &ch.set, op, &[el]) {
-                Ok(()) => {}
-                Err(KernelError::Netlink(pbxfw_nft::netlink::NetlinkError::Refused {
-                    source,
-                    ..
-                })) if !ch.add && source.raw_os_error() == Some(libc_enoent()) => {}
-                Err(e) => {
-                    failed += 1;
-                    log_line(&[
-                        ("error", "kernel".into()),
-                        ("set", ch.set.clone()),
-                        ("detail", e.to_string()),
-                    ]);
-                }
+            if let Err(e) = kernel.update_set(rs, &ch.set, op, &[el]) {
+                failed += 1;
+                log_line(&[
+                    ("error", "kernel".into()),
+                    ("set", ch.set.clone()),
+                    ("detail", e.to_string()),
+                ]);
             }
         }
     }
     failed
-}
-
-const fn libc_enoent() -> i32 {
-    2
 }
 
 /// Load the machine from `state`, or start fresh when the file does not exist. A file that
@@ -178,9 +166,9 @@ pub fn run(
     sources: Sources,
     state: &Path,
     tick: Duration,
+    kernel: &dyn Backend,
 ) -> Result<(), String> {
     let rs = compile(policy);
-    let kernel = Kernel::default();
     let mut machine = load_state(state, Config::from_policy(policy))?;
     if let Some(dir) = state.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -188,7 +176,7 @@ pub fn run(
     let t = now();
     machine.tick(t);
     let seed = machine.replay_actions(t);
-    let failed = apply_actions(&kernel, &rs, &seed, t);
+    let failed = apply_actions(kernel, &rs, &seed, t);
     log_line(&[
         ("event", "start".into()),
         ("restored", seed.len().to_string()),
@@ -251,7 +239,7 @@ pub fn run(
         for a in &actions {
             log_line(&describe(a));
         }
-        apply_actions(&kernel, &rs, &actions, t);
+        apply_actions(kernel, &rs, &actions, t);
         if let Err(e) = write_atomic(state, &machine.snapshot()) {
             log_line(&[("error", "state".into()), ("detail", e.to_string())]);
         }

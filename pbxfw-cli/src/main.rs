@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use pbxfw_core::backend::{ApplyOptions, Backend as KernelBackend, BackendError};
 use pbxfw_core::explain::{explain, Explanation};
 use pbxfw_core::ir::CtState;
 use pbxfw_core::{compile, Packet, Policy, Proto, Severity, ValidPolicy, DEFAULT_POLICY_TOML};
@@ -58,10 +59,30 @@ struct Cli {
     command: Command,
 }
 
+/// Which kernel backend. `iptables` uses the variant the host uses (see
+/// `pbxfw_ipt::Variant::detect`); the other two force one.
 #[derive(Clone, Copy, ValueEnum)]
 enum Backend {
+    /// nftables (`table inet pbxfw`).
     Nft,
+    /// iptables + ipset, on the variant the host uses.
     Iptables,
+    /// iptables + ipset, forcing iptables-nft.
+    IptablesNft,
+    /// iptables + ipset, forcing iptables-legacy.
+    IptablesLegacy,
+}
+
+impl Backend {
+    fn kernel(self) -> Box<dyn KernelBackend> {
+        use pbxfw_ipt::Variant;
+        match self {
+            Backend::Nft => Box::new(pbxfw_nft::Kernel::default()),
+            Backend::Iptables => Box::new(pbxfw_ipt::Kernel::default()),
+            Backend::IptablesNft => Box::new(pbxfw_ipt::Kernel::new(Variant::Nft)),
+            Backend::IptablesLegacy => Box::new(pbxfw_ipt::Kernel::new(Variant::Legacy)),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -96,6 +117,9 @@ enum BlacklistCmd {
         /// The policy file to edit.
         #[arg(long)]
         policy: Option<String>,
+        /// Backend.
+        #[arg(long, value_enum, default_value = "nft")]
+        backend: Backend,
     },
     /// Remove entries from the blacklist (policy file and kernel).
     Del {
@@ -105,6 +129,9 @@ enum BlacklistCmd {
         /// The policy file to edit.
         #[arg(long)]
         policy: Option<String>,
+        /// Backend.
+        #[arg(long, value_enum, default_value = "nft")]
+        backend: Backend,
     },
     /// List the blacklist of the policy file.
     List {
@@ -159,6 +186,9 @@ enum Command {
         /// The policy file to edit.
         #[arg(long)]
         policy: Option<String>,
+        /// Backend.
+        #[arg(long, value_enum, default_value = "nft")]
+        backend: Backend,
     },
     /// Follow PBX security events and drive the responsive layer (bans, clamps, registrations).
     #[command(after_help = AFTER_HELP)]
@@ -194,6 +224,9 @@ enum Command {
         /// Seconds between housekeeping ticks.
         #[arg(long, default_value = "10")]
         tick: u64,
+        /// Backend.
+        #[arg(long, value_enum, default_value = "nft")]
+        backend: Backend,
     },
     /// Run a recorded Asterisk log, AMI transcript or JSON-lines file through the responsive
     /// state machine as a dry run: what would have been banned, clamped, promoted, and why.
@@ -220,6 +253,9 @@ enum Command {
         /// The policy file to edit.
         #[arg(long)]
         policy: Option<String>,
+        /// Backend.
+        #[arg(long, value_enum, default_value = "nft")]
+        backend: Backend,
     },
     /// Print the ruleset a policy compiles to.
     #[command(after_help = AFTER_HELP)]
@@ -338,24 +374,18 @@ fn load_valid(path: Option<&str>) -> Result<ValidPolicy, Fail> {
     }
 }
 
-fn nft_only(backend: Backend) -> Result<pbxfw_nft::Kernel, Fail> {
-    match backend {
-        Backend::Nft => Ok(pbxfw_nft::Kernel::default()),
-        Backend::Iptables => Err(Fail(
-            exit::UNSUPPORTED,
-            "the iptables backend is not available in this build yet; use --backend nft".into(),
-        )),
+fn kernel_fail(e: BackendError) -> Fail {
+    match e {
+        BackendError::Unsupported { .. } => Fail(exit::UNSUPPORTED, e.to_string()),
+        e => Fail(exit::KERNEL, e.to_string()),
     }
-}
-
-fn kernel_fail(e: impl std::fmt::Display) -> Fail {
-    Fail(exit::KERNEL, e.to_string())
 }
 
 /// Edit the policy file with `f`, validate the result, write it atomically, then bring the
 /// kernel along: incrementally over netlink when only set elements changed, else by a reload.
 fn edit_policy(
     path: Option<String>,
+    backend: Backend,
     f: impl FnOnce(&mut policy_file::Doc) -> Result<String, Fail>,
 ) -> Result<u8, Fail> {
     let path = resolve(path.as_deref()).ok_or_else(|| {
@@ -383,29 +413,31 @@ fn edit_policy(
     policy_file::write_atomic(std::path::Path::new(&path), &doc.render())
         .map_err(|e| Fail(exit::IO, format!("{path}: cannot write: {e}")))?;
     println!("{path}: {summary}");
-    let kernel = pbxfw_nft::Kernel::default();
-    match kernel.is_loaded() {
-        Ok(true) => {}
-        Ok(false) => {
+    let kernel = backend.kernel();
+    match kernel.fingerprint() {
+        Ok(Some(_)) => {}
+        Ok(None) => {
             println!("pbxfw is not loaded; the change takes effect at the next apply");
             return Ok(exit::OK);
         }
         Err(e) => {
-            return Err(kernel_fail(format!(
-                "the policy file is updated, but the kernel cannot be read: {e}"
-            )))
+            return Err(Fail(
+                exit::KERNEL,
+                format!("the policy file is updated, but the kernel cannot be read: {e}"),
+            ))
         }
     }
     let synced = kernel
         .sync(
             &compile(&old),
             &compile(&new),
-            &pbxfw_nft::ApplyOptions::default(),
+            &ApplyOptions::default(),
         )
         .map_err(|e| {
-            kernel_fail(format!(
-                "the policy file is updated, but the kernel was not: {e}"
-            ))
+            Fail(
+                exit::KERNEL,
+                format!("the policy file is updated, but the kernel was not: {e}"),
+            )
         })?;
     if synced.incremental {
         println!(
@@ -443,10 +475,10 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             backend,
             counters,
         } => {
-            let kernel = nft_only(backend)?;
             let valid = load_valid(policy.as_deref())?;
             let rs = compile(&valid);
-            let opts = pbxfw_nft::ApplyOptions {
+            let kernel = backend.kernel();
+            let opts = ApplyOptions {
                 counters,
                 ..Default::default()
             };
@@ -459,7 +491,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             Ok(exit::OK)
         }
         Command::Status { backend, format } => {
-            let status = nft_only(backend)?.status().map_err(kernel_fail)?;
+            let status = backend.kernel().status().map_err(kernel_fail)?;
             match format {
                 Format::Json => {
                     println!("{:#}", serde_json::to_value(&status).expect("serialisable"))
@@ -469,14 +501,25 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             Ok(exit::OK)
         }
         Command::Disable { backend } => {
-            if nft_only(backend)?.disable().map_err(kernel_fail)? {
-                println!("pbxfw disabled: table inet pbxfw removed");
+            let kernel = backend.kernel();
+            if kernel.disable().map_err(kernel_fail)? {
+                println!(
+                    "pbxfw disabled: {} removed",
+                    match kernel.name() {
+                        "nft" => "table inet pbxfw",
+                        _ => "the PBXFW chains, the jump from INPUT and the pbxfw_ ipsets",
+                    }
+                );
             } else {
                 println!("pbxfw was not loaded");
             }
             Ok(exit::OK)
         }
-        Command::Blacklist(BlacklistCmd::Add { entries, policy }) => edit_policy(policy, |doc| {
+        Command::Blacklist(BlacklistCmd::Add {
+            entries,
+            policy,
+            backend,
+        }) => edit_policy(policy, backend, |doc| {
             let existing = doc.blacklist();
             let mut added = Vec::new();
             for e in entries {
@@ -487,7 +530,11 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             Ok(format!("blacklist: {} entr(ies) added", added.len()))
         }),
-        Command::Blacklist(BlacklistCmd::Del { entries, policy }) => edit_policy(policy, |doc| {
+        Command::Blacklist(BlacklistCmd::Del {
+            entries,
+            policy,
+            backend,
+        }) => edit_policy(policy, backend, |doc| {
             let mut removed = 0;
             for e in &entries {
                 let n = doc.blacklist_remove(|x| same_source(x, e));
@@ -518,7 +565,11 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             Ok(exit::OK)
         }
-        Command::Trust { addr, policy } => edit_policy(policy, |doc| {
+        Command::Trust {
+            addr,
+            policy,
+            backend,
+        } => edit_policy(policy, backend, |doc| {
             if pbxfw_core::net::Prefix::parse_lenient(&addr).is_err() {
                 return Err(Fail(
                     exit::INVALID,
@@ -544,6 +595,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             events_socket,
             state,
             tick,
+            backend,
         } => {
             let valid = load_valid(policy.as_deref())?;
             let sources = daemon::Sources {
@@ -557,6 +609,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 sources,
                 &state,
                 std::time::Duration::from_secs(tick.max(1)),
+                backend.kernel().as_ref(),
             )
             .map_err(|e| Fail(exit::IO, e))?;
             Ok(exit::OK)
@@ -600,7 +653,11 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             Ok(exit::OK)
         }
-        Command::Untrust { addr, policy } => edit_policy(policy, |doc| {
+        Command::Untrust {
+            addr,
+            policy,
+            backend,
+        } => edit_policy(policy, backend, |doc| {
             let n = doc.networks_remove(|s, z| same_source(s, &addr) && z == "trusted");
             if n == 0 {
                 return Err(Fail(
@@ -632,11 +689,11 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                         .map_err(|e| Fail(exit::UNSUPPORTED, format!("nft: {e}")))?;
                     print!("{}", script.text);
                 }
-                Backend::Iptables => return Err(Fail(
-                    exit::UNSUPPORTED,
-                    "the iptables backend is not available in this build yet; use --backend nft"
-                        .into(),
-                )),
+                Backend::Iptables | Backend::IptablesNft | Backend::IptablesLegacy => {
+                    let script = pbxfw_ipt::lower(&rs)
+                        .map_err(|e| Fail(exit::UNSUPPORTED, format!("iptables: {e}")))?;
+                    print!("{}", script.text());
+                }
             }
             Ok(exit::OK)
         }
@@ -777,7 +834,7 @@ fn print_replay(r: &daemon::ReplayReport, elapsed: std::time::Duration) {
     }
 }
 
-fn print_status(s: &pbxfw_nft::Status) {
+fn print_status(s: &pbxfw_core::backend::Status) {
     let Some(fp) = &s.fingerprint else {
         println!("pbxfw is not loaded");
         return;

@@ -272,6 +272,38 @@ impl Range {
         }
     }
 
+    /// The fewest prefixes that cover exactly this range, in address order (for backends whose
+    /// sets hold prefixes, not ranges).
+    pub fn prefixes(&self) -> Vec<Prefix> {
+        let bits = u32::from(self.family.bits());
+        // The last address of the block of 2^host_bits addresses starting at `first`.
+        let block_last = |first: u128, host_bits: u32| -> Option<u128> {
+            if host_bits == 128 {
+                (first == 0).then_some(u128::MAX)
+            } else {
+                first.checked_add((1u128 << host_bits) - 1)
+            }
+        };
+        let mut out = Vec::new();
+        let mut first = self.first;
+        loop {
+            // The largest aligned block starting at `first` that stays inside the range.
+            let mut host_bits = first.trailing_zeros().min(bits);
+            while host_bits > 0 && !block_last(first, host_bits).is_some_and(|l| l <= self.last) {
+                host_bits -= 1;
+            }
+            out.push(Prefix {
+                family: self.family,
+                start: first,
+                len: (bits - host_bits) as u8,
+            });
+            match block_last(first, host_bits) {
+                Some(end) if end < self.last => first = end + 1,
+                _ => return out,
+            }
+        }
+    }
+
     /// The range as a prefix, when it is exactly one.
     pub fn as_prefix(&self) -> Option<Prefix> {
         let size = self.last - self.first;
@@ -335,6 +367,28 @@ impl FromStr for Range {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ranges_split_into_the_fewest_prefixes() {
+        let r = |a: &str, b: &str| {
+            let (a, b): (IpAddr, IpAddr) = (a.parse().unwrap(), b.parse().unwrap());
+            Range {
+                family: Family::of(&a),
+                first: addr_value(&a),
+                last: addr_value(&b),
+            }
+            .prefixes()
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(r("10.1.0.0", "10.255.255.255"), ["10.1.0.0/16", "10.2.0.0/15", "10.4.0.0/14", "10.8.0.0/13", "10.16.0.0/12", "10.32.0.0/11", "10.64.0.0/10", "10.128.0.0/9"]);
+        assert_eq!(r("0.0.0.0", "255.255.255.255"), ["0.0.0.0/0"]);
+        assert_eq!(r("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), ["::/0"]);
+        assert_eq!(r("192.0.2.7", "192.0.2.7"), ["192.0.2.7"]);
+        assert_eq!(r("192.0.2.255", "192.0.3.0"), ["192.0.2.255", "192.0.3.0"]);
+        assert_eq!(r("255.255.255.254", "255.255.255.255"), ["255.255.255.254/31"]);
+    }
+
     use super::*;
 
     #[test]

@@ -6,13 +6,15 @@
 //! After loading, the fingerprint stored in the `fingerprint` chain is read back (one small
 //! chain, never the 100k-element sets). Element updates go over netlink ([`crate::netlink`]).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use pbxfw_core::backend::{Backend, BackendError};
 use pbxfw_core::ir::{Ruleset, SetKind};
-use serde::Serialize;
+pub use pbxfw_core::backend::{
+    Applied, ApplyOptions, ElementStatus, RuleCounter, SetStatus, Status, Synced,
+};
 use serde_json::Value;
 
 use crate::netlink::{self, Element, NetlinkError, Op, SetShape};
@@ -38,51 +40,6 @@ impl Default for Kernel {
             nft: nft.into(),
         }
     }
-}
-
-/// Extra inputs of an apply.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ApplyOptions {
-    /// Add a counter to every rule.
-    pub counters: bool,
-    /// Elements to (re)seed into dynamic sets in the same transaction, e.g. bans restored from
-    /// the daemon's state after a reboot.
-    pub seed: BTreeMap<String, Vec<Element>>,
-    /// nft text appended to the script and loaded in the same transaction (custom rules).
-    pub append: Option<String>,
-}
-
-/// What an apply did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Applied {
-    /// The fingerprint now in the kernel.
-    pub fingerprint: String,
-    /// Wall time of lowering, loading and verifying.
-    #[serde(serialize_with = "ser_ms")]
-    pub elapsed: Duration,
-}
-
-fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64() * 1000.0)
-}
-
-/// What a [`Kernel::sync`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Synced {
-    /// The fingerprint now in the kernel.
-    pub fingerprint: String,
-    /// Whether only set elements were sent (no reload).
-    pub incremental: bool,
-    /// Elements added (incremental only).
-    pub added: usize,
-    /// Elements removed (incremental only).
-    pub removed: usize,
-    /// Why the whole ruleset was applied instead.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Wall time.
-    #[serde(serialize_with = "ser_ms")]
-    pub elapsed: Duration,
 }
 
 /// How a set's elements are written: the lowering makes a static set of addresses a hash set,
@@ -176,54 +133,6 @@ pub enum KernelError {
     /// A netlink update failed.
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
-}
-
-/// One dynamic element as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ElementStatus {
-    /// The address or prefix.
-    pub element: String,
-    /// Seconds until it expires, when it has a timeout.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_in: Option<u64>,
-}
-
-/// A set as the kernel holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SetStatus {
-    /// Set name.
-    pub name: String,
-    /// Number of elements (interval sets count each range once).
-    pub size: usize,
-    /// The elements of sets with timeouts (bans, registrations, grants), with remaining time.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub elements: Vec<ElementStatus>,
-}
-
-/// A rule's counter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RuleCounter {
-    /// Chain.
-    pub chain: String,
-    /// The rule's comment (its origin).
-    pub origin: String,
-    /// Packets counted.
-    pub packets: u64,
-    /// Bytes counted.
-    pub bytes: u64,
-}
-
-/// What `pbxfw status` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Status {
-    /// Whether the table exists.
-    pub loaded: bool,
-    /// Its fingerprint.
-    pub fingerprint: Option<String>,
-    /// Every set.
-    pub sets: Vec<SetStatus>,
-    /// Counters of rules that have one (apply with counters on).
-    pub counters: Vec<RuleCounter>,
 }
 
 impl Kernel {
@@ -474,12 +383,7 @@ impl Kernel {
     /// and rule counters.
     pub fn status(&self) -> Result<Status, KernelError> {
         let Some(fingerprint) = self.fingerprint()? else {
-            return Ok(Status {
-                loaded: false,
-                fingerprint: None,
-                sets: Vec::new(),
-                counters: Vec::new(),
-            });
+            return Ok(Status::not_loaded(crate::BACKEND));
         };
         let mut sets = Vec::new();
         for item in self.json(&["list", "sets", "inet"])? {
@@ -537,6 +441,7 @@ impl Kernel {
             }
         }
         Ok(Status {
+            backend: crate::BACKEND.into(),
             loaded: true,
             fingerprint: Some(fingerprint),
             sets,
@@ -597,4 +502,104 @@ fn seed_line(
         "add element inet {table} {set} {{ {} }}\n",
         parts.join(", ")
     ))
+}
+
+impl From<ApplyError> for BackendError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Lower(LowerError::Unsupported { backend, feature }) => {
+                BackendError::Unsupported { backend, feature }
+            }
+            ApplyError::Lower(e) => BackendError::Check(e.to_string()),
+            ApplyError::Spawn { nft, source } => BackendError::Spawn {
+                tool: nft,
+                message: source.to_string(),
+            },
+            ApplyError::Load { stderr } => BackendError::Load(stderr),
+            ApplyError::Verify { expected, found } => BackendError::Verify { expected, found },
+            e @ ApplyError::Seed { .. } => BackendError::Check(e.to_string()),
+        }
+    }
+}
+
+impl From<KernelError> for BackendError {
+    fn from(e: KernelError) -> Self {
+        match e {
+            KernelError::Spawn { nft, source } => BackendError::Spawn {
+                tool: nft,
+                message: source.to_string(),
+            },
+            KernelError::NotLoaded(_) => BackendError::NotLoaded,
+            KernelError::NoSet(s) => BackendError::NoSet(s),
+            e => BackendError::Kernel(e.to_string()),
+        }
+    }
+}
+
+/// The errno of a removal of an absent element.
+const ENOENT: i32 = 2;
+
+impl Backend for Kernel {
+    fn name(&self) -> &'static str {
+        crate::BACKEND
+    }
+
+    fn render(&self, rs: &Ruleset) -> Result<String, BackendError> {
+        let opts = Options {
+            table: self.table.clone(),
+            counters: false,
+        };
+        Ok(lower(rs, &opts).map_err(ApplyError::Lower)?.text)
+    }
+
+    fn apply(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<Applied, BackendError> {
+        Ok(Kernel::apply(self, rs, opts)?)
+    }
+
+    fn sync(
+        &self,
+        old: &Ruleset,
+        new: &Ruleset,
+        opts: &ApplyOptions,
+    ) -> Result<Synced, BackendError> {
+        Ok(Kernel::sync(self, old, new, opts)?)
+    }
+
+    fn update_set(
+        &self,
+        rs: &Ruleset,
+        set: &str,
+        op: Op,
+        elements: &[Element],
+    ) -> Result<(), BackendError> {
+        match Kernel::update_set(self, rs, set, op, elements) {
+            // One absent element fails a whole netlink batch: retry one by one, skipping the
+            // absent ones, as the trait promises.
+            Err(KernelError::Netlink(NetlinkError::Refused { source, .. }))
+                if op == Op::Remove && source.raw_os_error() == Some(ENOENT) =>
+            {
+                for e in elements {
+                    match Kernel::update_set(self, rs, set, op, std::slice::from_ref(e)) {
+                        Err(KernelError::Netlink(NetlinkError::Refused { source, .. }))
+                            if source.raw_os_error() == Some(ENOENT) => {}
+                        other => other?,
+                    }
+                }
+                Ok(())
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn fingerprint(&self) -> Result<Option<String>, BackendError> {
+        Ok(Kernel::fingerprint(self)?)
+    }
+
+    fn status(&self) -> Result<Status, BackendError> {
+        Ok(Kernel::status(self)?)
+    }
+
+    fn disable(&self) -> Result<bool, BackendError> {
+        Ok(Kernel::disable(self)?)
+    }
 }

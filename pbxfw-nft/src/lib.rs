@@ -42,6 +42,8 @@ use pbxfw_core::ir::{
 use pbxfw_core::net::{mask, value_addr, Family};
 use pbxfw_core::RateUnit;
 
+/// The name this backend reports (`Unsupported { backend, .. }`, status).
+pub const BACKEND: &str = "nft";
 /// The table pbxfw owns.
 pub const TABLE: &str = "pbxfw";
 /// The chain a `reject` that may see TCP goes to: a reset for TCP, port-unreachable otherwise.
@@ -152,7 +154,7 @@ fn iface(name: &str) -> Result<String, LowerError> {
         Ok(format!("\"{name}\""))
     } else {
         Err(LowerError::Unsupported {
-            backend: "nft",
+            backend: BACKEND,
             feature: format!("interface name {name:?}"),
         })
     }
@@ -178,7 +180,7 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
     for reserved in [FINGERPRINT_SET, REJECT_CHAIN] {
         if rs.chains.contains_key(reserved) || rs.sets.contains_key(reserved) {
             return Err(LowerError::Unsupported {
-                backend: "nft",
+                backend: BACKEND,
                 feature: format!("a chain named {reserved} (reserved)"),
             });
         }

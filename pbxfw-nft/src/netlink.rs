@@ -44,24 +44,7 @@ pub const MAX_BATCH_BYTES: usize = 128 * 1024;
 /// Largest set-element message: the element list is one attribute, whose length is 16 bits.
 const MAX_MESSAGE_BYTES: usize = 60 * 1024;
 
-/// Add or remove.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// Add elements (existing ones are left as they are).
-    Add,
-    /// Remove elements; removing one that is absent fails the batch with ENOENT.
-    Remove,
-}
-
-/// One element: a prefix (a single address for hash sets) and an optional timeout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Element {
-    /// The key. Hash sets take addresses masked to their key length; interval sets take any
-    /// prefix.
-    pub prefix: Prefix,
-    /// Time until the element expires (sets with the timeout flag only).
-    pub timeout: Option<Duration>,
-}
+pub use pbxfw_core::backend::{Element, Op};
 
 /// The shape of the target set, which decides how elements are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,224 @@
+//! What every kernel backend offers, in one trait: [`Backend`].
+//!
+//! The core does no I/O; this module only names the operations and the data they exchange, so
+//! that the command line, the daemon and the FFI crates drive nftables and iptables hosts the
+//! same way. Each backend crate implements the trait (`pbxfw_nft::Kernel`,
+//! `pbxfw_ipt::Kernel`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::ir::Ruleset;
+use crate::net::Prefix;
+
+/// Add or remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Add elements (existing ones are left as they are).
+    Add,
+    /// Remove elements (through [`Backend::update_set`], an absent element is not an error: an
+    /// expired ban is already gone).
+    Remove,
+}
+
+/// One element: a prefix (a single address for hash sets) and an optional timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Element {
+    /// The key. Hash sets take addresses masked to their key length; interval sets take any
+    /// prefix.
+    pub prefix: Prefix,
+    /// Time until the element expires (sets with timeouts only).
+    pub timeout: Option<Duration>,
+}
+
+/// Extra inputs of an apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Add a counter to every rule (nft; iptables rules always count).
+    pub counters: bool,
+    /// Elements to (re)seed into dynamic sets, e.g. bans restored from the daemon's state
+    /// after a reboot.
+    pub seed: BTreeMap<String, Vec<Element>>,
+    /// Backend-specific text loaded with the ruleset (custom rules).
+    pub append: Option<String>,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    /// The fingerprint now in the kernel.
+    pub fingerprint: String,
+    /// Wall time of lowering, loading and verifying.
+    #[serde(serialize_with = "ser_ms")]
+    pub elapsed: Duration,
+}
+
+/// What a [`Backend::sync`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Synced {
+    /// The fingerprint now in the kernel.
+    pub fingerprint: String,
+    /// Whether only set elements were sent (no reload).
+    pub incremental: bool,
+    /// Elements added (incremental only).
+    pub added: usize,
+    /// Elements removed (incremental only).
+    pub removed: usize,
+    /// Why the whole ruleset was applied instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Wall time.
+    #[serde(serialize_with = "ser_ms")]
+    pub elapsed: Duration,
+}
+
+/// One dynamic element as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ElementStatus {
+    /// The address or prefix.
+    pub element: String,
+    /// Seconds until it expires, when it has a timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+}
+
+/// A set as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetStatus {
+    /// Set name (the IR's name).
+    pub name: String,
+    /// Number of elements (interval sets count each range once).
+    pub size: usize,
+    /// The elements of sets with timeouts (bans, registrations, grants), with remaining time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub elements: Vec<ElementStatus>,
+}
+
+/// A rule's counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleCounter {
+    /// Chain.
+    pub chain: String,
+    /// The rule's comment (its origin).
+    pub origin: String,
+    /// Packets counted.
+    pub packets: u64,
+    /// Bytes counted.
+    pub bytes: u64,
+}
+
+/// What `pbxfw status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// Which backend answered.
+    pub backend: String,
+    /// Whether pbxfw's rules are loaded.
+    pub loaded: bool,
+    /// Their fingerprint.
+    pub fingerprint: Option<String>,
+    /// Every set.
+    pub sets: Vec<SetStatus>,
+    /// Counters of rules that have one.
+    pub counters: Vec<RuleCounter>,
+}
+
+impl Status {
+    /// The status of a host where pbxfw is not loaded.
+    pub fn not_loaded(backend: &str) -> Status {
+        Status {
+            backend: backend.into(),
+            loaded: false,
+            fingerprint: None,
+            sets: Vec::new(),
+            counters: Vec::new(),
+        }
+    }
+}
+
+/// Why a backend operation failed. Apply errors name their stage; in every case the kernel
+/// still holds what it held before.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Check stage: the IR needs something this backend cannot express.
+    #[error("check: the {backend} backend cannot express {feature}")]
+    Unsupported {
+        /// The backend.
+        backend: &'static str,
+        /// What.
+        feature: String,
+    },
+    /// Check stage: the ruleset could not be lowered (a compiler bug) or a seed does not fit.
+    #[error("check: {0}")]
+    Check(String),
+    /// A tool (`nft`, `iptables-restore`, `ipset`) could not be run.
+    #[error("cannot run {tool}: {message}")]
+    Spawn {
+        /// The tool.
+        tool: String,
+        /// Why.
+        message: String,
+    },
+    /// Load stage: the kernel refused the ruleset; nothing changed.
+    #[error("load: the kernel refused the ruleset, nothing changed: {0}")]
+    Load(String),
+    /// Verify stage: the kernel does not hold what was loaded.
+    #[error("verify: expected fingerprint {expected}, the kernel holds {found:?}")]
+    Verify {
+        /// What was loaded.
+        expected: String,
+        /// What was read back.
+        found: Option<String>,
+    },
+    /// pbxfw is not loaded.
+    #[error("pbxfw is not loaded")]
+    NotLoaded,
+    /// No such set in the loaded ruleset.
+    #[error("no set {0} in the loaded ruleset")]
+    NoSet(String),
+    /// Reading or changing the kernel failed.
+    #[error("{0}")]
+    Kernel(String),
+}
+
+/// A kernel backend: loads rulesets into the current network namespace, reports and removes
+/// them, and changes set elements without a reload. Only pbxfw's own table, chains and sets
+/// are ever touched.
+pub trait Backend {
+    /// The backend's name (`nft`, `iptables`).
+    fn name(&self) -> &'static str;
+
+    /// The text the backend would load for `rs` (what `pbxfw compile` prints).
+    fn render(&self, rs: &Ruleset) -> Result<String, BackendError>;
+
+    /// Load `rs` (keeping dynamic set elements), then verify its fingerprint.
+    fn apply(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<Applied, BackendError>;
+
+    /// Bring the kernel from `old` to `new`: set elements only when that is all that changed
+    /// and the kernel holds `old`, otherwise a full apply.
+    fn sync(&self, old: &Ruleset, new: &Ruleset, opts: &ApplyOptions)
+        -> Result<Synced, BackendError>;
+
+    /// Add or remove elements of a loaded set (`rs` is the ruleset that was applied).
+    fn update_set(
+        &self,
+        rs: &Ruleset,
+        set: &str,
+        op: Op,
+        elements: &[Element],
+    ) -> Result<(), BackendError>;
+
+    /// The fingerprint of the loaded ruleset, or `None` when pbxfw is not loaded.
+    fn fingerprint(&self) -> Result<Option<String>, BackendError>;
+
+    /// What is loaded.
+    fn status(&self) -> Result<Status, BackendError>;
+
+    /// Remove everything pbxfw owns, and nothing else. Returns whether anything was loaded.
+    fn disable(&self) -> Result<bool, BackendError>;
+}
