@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use pbxfw_core::backend::{Backend, Element, Op};
 use pbxfw_core::events::{ami, json, log as asterisk_log, SecurityEvent, TimedEvent};
 use pbxfw_core::responsive::{Action, Config, Machine};
 use pbxfw_core::{compile, Ruleset, ValidPolicy};
-use pbxfw_core::backend::{Backend, Element, Op};
 
 use crate::policy_file::write_atomic;
 

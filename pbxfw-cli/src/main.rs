@@ -428,11 +428,7 @@ fn edit_policy(
         }
     }
     let synced = kernel
-        .sync(
-            &compile(&old),
-            &compile(&new),
-            &ApplyOptions::default(),
-        )
+        .sync(&compile(&old), &compile(&new), &ApplyOptions::default())
         .map_err(|e| {
             Fail(
                 exit::KERNEL,

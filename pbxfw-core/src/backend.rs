@@ -201,8 +201,12 @@ pub trait Backend {
 
     /// Bring the kernel from `old` to `new`: set elements only when that is all that changed
     /// and the kernel holds `old`, otherwise a full apply.
-    fn sync(&self, old: &Ruleset, new: &Ruleset, opts: &ApplyOptions)
-        -> Result<Synced, BackendError>;
+    fn sync(
+        &self,
+        old: &Ruleset,
+        new: &Ruleset,
+        opts: &ApplyOptions,
+    ) -> Result<Synced, BackendError>;
 
     /// Add or remove elements of a loaded set (`rs` is the ruleset that was applied).
     fn update_set(

@@ -289,7 +289,7 @@ impl Range {
         loop {
             // The largest aligned block starting at `first` that stays inside the range.
             let mut host_bits = first.trailing_zeros().min(bits);
-            while host_bits > 0 && !block_last(first, host_bits).is_some_and(|l| l <= self.last) {
+            while host_bits > 0 && block_last(first, host_bits).is_none_or(|l| l > self.last) {
                 host_bits -= 1;
             }
             out.push(Prefix {
@@ -381,12 +381,27 @@ mod tests {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
         };
-        assert_eq!(r("10.1.0.0", "10.255.255.255"), ["10.1.0.0/16", "10.2.0.0/15", "10.4.0.0/14", "10.8.0.0/13", "10.16.0.0/12", "10.32.0.0/11", "10.64.0.0/10", "10.128.0.0/9"]);
+        assert_eq!(
+            r("10.1.0.0", "10.255.255.255"),
+            [
+                "10.1.0.0/16",
+                "10.2.0.0/15",
+                "10.4.0.0/14",
+                "10.8.0.0/13",
+                "10.16.0.0/12",
+                "10.32.0.0/11",
+                "10.64.0.0/10",
+                "10.128.0.0/9"
+            ]
+        );
         assert_eq!(r("0.0.0.0", "255.255.255.255"), ["0.0.0.0/0"]);
         assert_eq!(r("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), ["::/0"]);
         assert_eq!(r("192.0.2.7", "192.0.2.7"), ["192.0.2.7"]);
         assert_eq!(r("192.0.2.255", "192.0.3.0"), ["192.0.2.255", "192.0.3.0"]);
-        assert_eq!(r("255.255.255.254", "255.255.255.255"), ["255.255.255.254/31"]);
+        assert_eq!(
+            r("255.255.255.254", "255.255.255.255"),
+            ["255.255.255.254/31"]
+        );
     }
 
     use super::*;

@@ -90,7 +90,9 @@ impl std::str::FromStr for Variant {
         match s {
             "nft" | "iptables-nft" => Ok(Variant::Nft),
             "legacy" | "iptables-legacy" => Ok(Variant::Legacy),
-            other => Err(format!("unknown iptables variant {other:?} (nft or legacy)")),
+            other => Err(format!(
+                "unknown iptables variant {other:?} (nft or legacy)"
+            )),
         }
     }
 }
@@ -193,7 +195,11 @@ impl Kernel {
         let mut child = cmd.spawn().map_err(spawn)?;
         if let Some(text) = stdin {
             // A write error surfaces as the tool's own failure below.
-            let _ = child.stdin.take().expect("piped").write_all(text.as_bytes());
+            let _ = child
+                .stdin
+                .take()
+                .expect("piped")
+                .write_all(text.as_bytes());
         }
         let out = child.wait_with_output().map_err(spawn)?;
         if !out.status.success() {
@@ -659,10 +665,15 @@ impl Backend for Kernel {
         }
         let mut counters = Vec::new();
         for family in [Family::Ipv4, Family::Ipv6] {
-            let text = self.run(&self.iptables(family, "save"), &["-c", "-t", "filter"], None)?;
+            let text = self.run(
+                &self.iptables(family, "save"),
+                &["-c", "-t", "filter"],
+                None,
+            )?;
             for line in text.lines() {
                 // [packets:bytes] -A CHAIN ... --comment "origin" ...
-                let Some((c, rule)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) else {
+                let Some((c, rule)) = line.strip_prefix('[').and_then(|l| l.split_once("] "))
+                else {
                     continue;
                 };
                 let Some(chain) = rule
@@ -761,7 +772,8 @@ mod tests {
 
     #[test]
     fn the_jump_is_moved_first_once() {
-        let first = "-P INPUT ACCEPT\n-A INPUT -m comment --comment pbxfw -j PBXFW\n-A INPUT -j f2b-sshd\n";
+        let first =
+            "-P INPUT ACCEPT\n-A INPUT -m comment --comment pbxfw -j PBXFW\n-A INPUT -j f2b-sshd\n";
         assert_eq!(jump_fix(first), "");
         let later = "-A INPUT -j DOCKER\n-A INPUT -m comment --comment pbxfw -j PBXFW\n";
         assert_eq!(

@@ -10,11 +10,11 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use pbxfw_core::backend::{Backend, BackendError};
-use pbxfw_core::ir::{Ruleset, SetKind};
 pub use pbxfw_core::backend::{
     Applied, ApplyOptions, ElementStatus, RuleCounter, SetStatus, Status, Synced,
 };
+use pbxfw_core::backend::{Backend, BackendError};
+use pbxfw_core::ir::{Ruleset, SetKind};
 use serde_json::Value;
 
 use crate::netlink::{self, Element, NetlinkError, Op, SetShape};

@@ -1,33 +1,9 @@
 //! Golden IR text and nft scripts for every policy in `testdata/cases/`. `PBXFW_BLESS=1`
 //! rewrites them.
 
-use std::path::{Path, PathBuf};
-
 use pbxfw_core::cases::CaseFile;
 use pbxfw_core::{compile, ir};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn golden(path: &Path, actual: &str) -> Result<(), String> {
-    if std::env::var_os("PBXFW_BLESS").is_some() {
-        std::fs::write(path, actual).unwrap();
-        return Ok(());
-    }
-    let expected = std::fs::read_to_string(path).unwrap_or_default();
-    if expected == actual {
-        return Ok(());
-    }
-    let diff = similar::TextDiff::from_lines(expected.as_str(), actual)
-        .unified_diff()
-        .header(&path.display().to_string(), "actual")
-        .to_string();
-    Err(format!(
-        "{} differs (PBXFW_BLESS=1 to accept):\n{diff}",
-        path.display()
-    ))
-}
+use pbxfw_testkit::{golden, root};
 
 #[test]
 fn ir_and_nft_match_golden_files() {

@@ -6,6 +6,7 @@
 pub mod gen;
 pub mod netns;
 pub mod probe;
+pub mod suites;
 
 /// The shared case files, `testdata/cases/*.toml`, sorted.
 pub fn case_files() -> Vec<std::path::PathBuf> {
@@ -17,4 +18,30 @@ pub fn case_files() -> Vec<std::path::PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// The repository root.
+pub fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Compare `actual` with the golden file at `path` (a unified diff on mismatch);
+/// `PBXFW_BLESS=1` rewrites the file instead.
+pub fn golden(path: &std::path::Path, actual: &str) -> Result<(), String> {
+    if std::env::var_os("PBXFW_BLESS").is_some() {
+        std::fs::write(path, actual).unwrap();
+        return Ok(());
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_default();
+    if expected == actual {
+        return Ok(());
+    }
+    let diff = similar::TextDiff::from_lines(expected.as_str(), actual)
+        .unified_diff()
+        .header(&path.display().to_string(), "actual")
+        .to_string();
+    Err(format!(
+        "{} differs (PBXFW_BLESS=1 to accept):\n{diff}",
+        path.display()
+    ))
 }
