@@ -6,6 +6,7 @@
 pub mod gen;
 pub mod netns;
 pub mod probe;
+pub mod responsive;
 pub mod suites;
 
 /// The shared case files, `testdata/cases/*.toml`, sorted.

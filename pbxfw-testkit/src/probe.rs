@@ -32,6 +32,18 @@ pub struct Topology {
     pub pbx: Netns,
     clients: BTreeMap<String, (Netns, String)>,
     next_port: u16,
+    /// Where pbxfw's dynamic sets live, for [`Topology::set_has`] and friends.
+    pub sets: SetStore,
+}
+
+/// Where the backend under test keeps pbxfw's sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetStore {
+    /// Sets of `table inet pbxfw` (the nft backend).
+    Nft,
+    /// ipsets named `pbxfw_<set>` (the iptables backend; the suites' sets have short names,
+    /// which the backend does not shorten).
+    Ipset,
 }
 
 fn sysctls(ns: &Netns) {
@@ -132,6 +144,7 @@ impl Topology {
             pbx,
             clients,
             next_port: 40000,
+            sets: SetStore::Nft,
         }
     }
 
@@ -363,6 +376,14 @@ impl Topology {
 
     /// Whether pbxfw's dynamic `set` holds `element`.
     pub fn set_has(&self, set: &str, element: &str) -> bool {
+        if self.sets == SetStore::Ipset {
+            let name = format!("pbxfw_{set}");
+            return self
+                .pbx
+                .exec(&["ipset", "test", &name, element])
+                .status
+                .success();
+        }
         let text = self
             .pbx
             .run(&["nft", "-j", "list", "set", "inet", "pbxfw", set]);
@@ -376,8 +397,13 @@ impl Topology {
             .any(|e| e == element || e["elem"]["val"] == element)
     }
 
-    /// Put `addr` (masked by the caller) into a dynamic set of pbxfw's table.
+    /// Put `addr` (masked by the caller) into a dynamic set of pbxfw's.
     pub fn add_element(&self, set: &str, element: &str) {
+        if self.sets == SetStore::Ipset {
+            let name = format!("pbxfw_{set}");
+            self.pbx.run(&["ipset", "add", &name, element, "-exist"]);
+            return;
+        }
         self.pbx.run(&[
             "nft",
             "add",
@@ -391,6 +417,10 @@ impl Topology {
 
     /// Empty a dynamic set.
     pub fn flush_set(&self, set: &str) {
+        if self.sets == SetStore::Ipset {
+            self.pbx.run(&["ipset", "flush", &format!("pbxfw_{set}")]);
+            return;
+        }
         self.pbx.run(&["nft", "flush", "set", "inet", "pbxfw", set]);
     }
 }
