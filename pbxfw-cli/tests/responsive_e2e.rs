@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pbxfw_testkit::netns as common;
-use pbxfw_testkit::probe::{counted, Topology, DST4, DST6};
+use pbxfw_testkit::probe::{counted, SetStore, Topology, DST4, DST6};
 
 /// Kills a spawned process (and waits for it) when dropped, also on failure.
 struct Guard(Child);
@@ -45,12 +45,17 @@ struct Bed {
     _kamailio: Guard,
     daemon: Option<Guard>,
     report: Vec<String>,
+    /// `--backend` of every pbxfw command.
+    backend: &'static str,
 }
 
 impl Bed {
-    fn new() -> Bed {
-        let topo = Topology::new("e2e", &["eth0".to_string()]);
-        let dir = std::env::temp_dir().join(format!("pbxfw-e2e-{}", std::process::id()));
+    fn new(backend: &'static str) -> Bed {
+        let mut topo = Topology::new(&format!("e2e-{backend}"), &["eth0".to_string()]);
+        if backend != "nft" {
+            topo.sets = SetStore::Ipset;
+        }
+        let dir = std::env::temp_dir().join(format!("pbxfw-e2e-{backend}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("pbxfw.toml"), POLICY).unwrap();
@@ -62,6 +67,8 @@ impl Bed {
         let out = topo.pbx.exec(&[
             env!("CARGO_BIN_EXE_pbxfw"),
             "apply",
+            "--backend",
+            backend,
             dir.join("pbxfw.toml").to_str().unwrap(),
         ]);
         assert!(
@@ -91,6 +98,7 @@ impl Bed {
             _kamailio: Guard(kamailio),
             daemon: None,
             report: Vec::new(),
+            backend,
         };
         bed.start_daemon();
         std::thread::sleep(Duration::from_millis(1500));
@@ -110,6 +118,8 @@ impl Bed {
                 &self.topo.pbx.name,
                 env!("CARGO_BIN_EXE_pbxfw"),
                 "daemon",
+                "--backend",
+                self.backend,
             ])
             .arg(self.dir.join("pbxfw.toml"))
             .arg("--events")
@@ -211,10 +221,28 @@ fn tool(bed: &Bed, argv: &[&str]) {
 
 #[test]
 fn attacks_are_stopped_and_phones_and_trunks_are_not() {
-    if common::skipped() {
-        return;
+    if !common::skipped() {
+        attacks_are_stopped("nft");
     }
-    let mut bed = Bed::new();
+}
+
+#[test]
+fn attacks_are_stopped_on_iptables_nft() {
+    if !common::skipped() {
+        attacks_are_stopped("iptables-nft");
+    }
+}
+
+#[test]
+fn attacks_are_stopped_on_iptables_legacy() {
+    if !common::skipped() {
+        attacks_are_stopped("iptables-legacy");
+    }
+}
+
+/// The whole scenario against one backend.
+fn attacks_are_stopped(backend: &'static str) {
+    let mut bed = Bed::new(backend);
 
     // A phone registers with the right password: the daemon promotes it, and its keep-alives
     // are never limited afterwards.
@@ -357,12 +385,21 @@ fn attacks_are_stopped_and_phones_and_trunks_are_not() {
     bed.daemon = None;
     let state = std::fs::read_to_string(bed.dir.join("state.json")).unwrap();
     assert!(state.contains(enumerator), "the state file lost the ban");
-    bed.topo
-        .pbx
-        .run(&["nft", "delete", "table", "inet", "pbxfw"]);
+    bed.topo.pbx.run(&[
+        env!("CARGO_BIN_EXE_pbxfw"),
+        "disable",
+        "--backend",
+        bed.backend,
+    ]);
+    assert!(
+        !bed.banned(enumerator),
+        "disable left the bans in the kernel"
+    );
     let out = bed.topo.pbx.exec(&[
         env!("CARGO_BIN_EXE_pbxfw"),
         "apply",
+        "--backend",
+        bed.backend,
         bed.dir.join("pbxfw.toml").to_str().unwrap(),
     ]);
     assert!(out.status.success());
@@ -390,7 +427,7 @@ fn wrong_password_phone_is_clamped_not_banned_and_registers_when_fixed() {
     if common::skipped() {
         return;
     }
-    let mut bed = Bed::new();
+    let mut bed = Bed::new("nft");
     let phone = "198.51.100.31";
     bed.topo.add_source("eth0", ip(phone));
     let mut clamped = false;

@@ -384,10 +384,14 @@ impl Topology {
                 .status
                 .success();
         }
-        let text = self
+        let out = self
             .pbx
-            .run(&["nft", "-j", "list", "set", "inet", "pbxfw", set]);
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            .exec(&["nft", "-j", "list", "set", "inet", "pbxfw", set]);
+        if !out.status.success() {
+            // No table or no set: nothing is in it.
+            return false;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v["nftables"]
             .as_array()
             .unwrap()
