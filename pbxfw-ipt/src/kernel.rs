@@ -372,18 +372,52 @@ impl Kernel {
             }
             inputs.push((family, input));
         }
-        // Step 3: swap the new static sets in.
+        // What the families hold now, to put back if the kernel refuses one of them: a rule the
+        // kernel itself refuses (a rate out of its range) passes `--test`.
+        let mut before = Vec::new();
+        for family in [Family::Ipv4, Family::Ipv6] {
+            match self.run(&self.iptables(family, "save"), &["-t", "filter"], None) {
+                Ok(saved) => before.push(saved),
+                Err(e) => {
+                    undo(self);
+                    return Err(e);
+                }
+            }
+        }
+        // Step 3: swap the new static sets in; the old contents stay in the `-t` sets until the
+        // rules are in.
+        let swap_all = |k: &Kernel| -> Result<(), BackendError> {
+            if swaps.is_empty() {
+                return Ok(());
+            }
+            let text: String = swaps
+                .iter()
+                .map(|n| format!("swap {} {n}\n", tmp(n)))
+                .collect();
+            k.ipset(&["restore"], Some(&text)).map(|_| ())
+        };
+        if let Err(e) = swap_all(self) {
+            undo(self);
+            return Err(BackendError::Load(e.to_string()));
+        }
+        // Step 4: the rules, one transaction per family.
+        for (i, (family, input)) in inputs.iter().enumerate() {
+            if let Err(e) = self.restore(*family, input, false) {
+                // Put back the families already done, then the sets.
+                for (done, saved) in inputs[..i].iter().zip(&before) {
+                    let _ = self.restore(done.0, &rollback_input(saved, &done.1), false);
+                }
+                let _ = swap_all(self);
+                undo(self);
+                return Err(e);
+            }
+        }
         if !swaps.is_empty() {
             let text: String = swaps
                 .iter()
-                .map(|n| format!("swap {t} {n}\ndestroy {t}\n", t = tmp(n)))
+                .map(|n| format!("destroy {}\n", tmp(n)))
                 .collect();
-            self.ipset(&["restore"], Some(&text))
-                .map_err(|e| BackendError::Load(e.to_string()))?;
-        }
-        // Step 4: the rules, one transaction per family.
-        for (family, input) in &inputs {
-            self.restore(*family, input, false)?;
+            let _ = self.ipset(&["-exist", "restore"], Some(&text));
         }
         // Step 5: sets nothing references any more.
         let stale: String = live
@@ -410,16 +444,11 @@ impl Kernel {
     }
 
     fn family_fingerprint(&self, family: Family) -> Result<Option<String>, BackendError> {
-        let out = match self.run(&self.iptables(family, ""), &["-w", "-S", ENTRY], None) {
-            Ok(o) => o,
-            Err(BackendError::Kernel(m))
-                if m.contains("No chain") || m.contains("does not exist") =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(out.lines().find_map(|l| {
+        // The whole table's listing, not `-S PBXFW`: iptables-nft answers for a missing chain
+        // with the same error as for one it cannot parse.
+        let out = self.listing(family)?;
+        let entry = format!("-A {ENTRY} ");
+        Ok(out.lines().filter(|l| l.starts_with(&entry)).find_map(|l| {
             let rest = &l[l.find(FINGERPRINT_TAG)? + FINGERPRINT_TAG.len()..];
             Some(
                 rest.chars()
@@ -428,6 +457,47 @@ impl Kernel {
             )
         }))
     }
+}
+
+/// The restore input that brings one family back from the chains `applied` declared to what
+/// `saved` (`iptables-save -t filter` output from before) held: pbxfw's chains and rules as they
+/// were, the chains that are new deleted, and no jump from INPUT if there was none.
+fn rollback_input(saved: &str, applied: &str) -> String {
+    let old_chains: BTreeSet<&str> = saved
+        .lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| c.starts_with(ENTRY))
+        .collect();
+    let new_chains: BTreeSet<&str> = applied
+        .lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| c.starts_with(ENTRY))
+        .collect();
+    let mut out = String::from("*filter\n");
+    for c in old_chains.union(&new_chains) {
+        out.push_str(&format!(":{c} - [0:0]\n"));
+    }
+    for l in saved.lines() {
+        if l.strip_prefix("-A ").is_some_and(|r| r.starts_with(ENTRY)) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    let had_jump = saved
+        .lines()
+        .any(|l| l.starts_with("-A INPUT ") && l.ends_with(&format!("-j {ENTRY}")));
+    if !had_jump {
+        out.push_str(&format!(
+            "-D INPUT -m comment --comment \"pbxfw\" -j {ENTRY}\n"
+        ));
+    }
+    for c in new_chains.difference(&old_chains) {
+        out.push_str(&format!("-X {c}\n"));
+    }
+    out.push_str("COMMIT\n");
+    out
 }
 
 /// The restore lines that make pbxfw's jump the first rule of INPUT, exactly once.
