@@ -437,7 +437,7 @@ fn edit_policy(
         })?;
     if synced.incremental {
         println!(
-            "kernel: {} element(s) added, {} removed over netlink in {:.1} ms; fingerprint {}",
+            "kernel: {} element(s) added, {} removed without a reload in {:.1} ms; fingerprint {}",
             synced.added,
             synced.removed,
             synced.elapsed.as_secs_f64() * 1000.0,

@@ -98,7 +98,7 @@ fn apply_edit_status_disable() {
         p,
     ]));
     assert!(
-        out.contains("2 element(s) added, 0 removed over netlink"),
+        out.contains("2 element(s) added, 0 removed without a reload"),
         "{out}"
     );
     let text = std::fs::read_to_string(&policy).unwrap();
@@ -162,4 +162,51 @@ fn apply_edit_status_disable() {
     assert!(ok(&ns.pbxfw(&["disable"])).contains("removed"));
     assert!(ns.nft(&["list", "tables"]).is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The same commands with `--backend iptables-nft` and `--backend iptables-legacy`, each in a
+/// namespace of its own.
+#[test]
+fn iptables_backends_apply_edit_status_disable() {
+    if std::env::var_os("PBXFW_SKIP_KERNEL").is_some() {
+        return;
+    }
+    for backend in ["iptables-nft", "iptables-legacy"] {
+        let ns = Netns::new();
+        let dir = std::env::temp_dir().join(format!("pbxfw-cli-{backend}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = dir.join("pbxfw.toml");
+        std::fs::write(
+            &policy,
+            "[interfaces]\neth0 = \"internet\"\n\n[blacklist]\nentries = [\"198.51.100.0/24\"]\n",
+        )
+        .unwrap();
+        let p = policy.to_str().unwrap();
+        let b = ["--backend", backend];
+        assert!(ok(&ns.pbxfw(&["status", b[0], b[1]])).contains("not loaded"));
+        assert!(ok(&ns.pbxfw(&["apply", p, b[0], b[1]])).contains("applied: fingerprint"));
+        let status = ok(&ns.pbxfw(&["status", "--format", "json", b[0], b[1]]));
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(v["backend"], "iptables");
+        assert_eq!(v["loaded"], true);
+        // An edit goes to the kernel as set elements only.
+        let out = ok(&ns.pbxfw(&["blacklist", "add", "192.0.2.99", "--policy", p, b[0], b[1]]));
+        assert!(out.contains("1 element(s) added"), "{out}");
+        let test = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                "ipset",
+                "test",
+                "pbxfw_blacklist_hosts4",
+                "192.0.2.99",
+            ])
+            .output()
+            .unwrap();
+        assert!(test.status.success());
+        assert!(ok(&ns.pbxfw(&["disable", b[0], b[1]])).contains("disabled"));
+        assert!(ok(&ns.pbxfw(&["status", b[0], b[1]])).contains("not loaded"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -3,7 +3,9 @@
 //! (a hash set of addresses, as pbxfw makes it),
 //! and the packets per second that reach the PBX through the full ruleset, compared in the same
 //! run with no ruleset at all and with one iptables rule per address (as FreePBX builds its
-//! blacklist). Also netlink set updates: one element, and 10k in one call.
+//! blacklist). Also netlink set updates: one element, and 10k in one call. Then the same apply
+//! and throughput rows for the iptables backend, on iptables-nft and on iptables-legacy (each in
+//! a namespace of its own), and its set updates (`ipset restore`).
 //!
 //! Run as root: `cargo run --release -p pbxfw-benches --bin kernel-bench`. It creates and
 //! removes its own network namespaces. Results go to BENCHMARKS.md by hand.
@@ -12,10 +14,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use pbxfw_core::backend::{ApplyOptions, Backend, Element, Op};
 use pbxfw_core::net::Prefix;
 use pbxfw_core::{compile, Policy};
-use pbxfw_nft::netlink::{Element, Op};
-use pbxfw_nft::{ApplyOptions, Kernel};
+use pbxfw_ipt::Variant;
+use pbxfw_nft::Kernel;
 use pbxfw_testkit::netns::in_netns;
 use pbxfw_testkit::probe::{Topology, DST4};
 
@@ -180,4 +183,88 @@ fn main() {
         one * 1000.0,
         ten_k * 1000.0
     );
+    ipt_rows();
+}
+
+/// The iptables backend's rows: apply time and throughput at 1k/10k/100k blacklist entries,
+/// and set updates, per iptables variant.
+fn ipt_rows() {
+    println!();
+    println!("| variant | blacklist | pbxfw apply | pps: no ruleset | pps: pbxfw | ratio |");
+    println!("|---|---|---|---|---|---|");
+    let mut updates = Vec::new();
+    for variant in [Variant::Nft, Variant::Legacy] {
+        let topo = Topology::new(&format!("kb-{}", variant.name()), &["eth0".to_string()]);
+        let _sink = in_netns(&topo.pbx, || UdpSocket::bind((DST4, 10000)).unwrap());
+        for n in [1_000usize, 10_000, 100_000] {
+            let base = median((0..3).map(|_| pps(&topo)).collect());
+            let entries: Vec<String> = blacklist(n).iter().map(|a| format!("\"{a}\"")).collect();
+            let text = format!(
+                "[interfaces]\neth0 = \"internet\"\n[blacklist]\nentries = [{}]\n",
+                entries.join(",")
+            );
+            let rs = compile(&Policy::from_toml(&text).unwrap().validate().unwrap());
+            let apply = median(
+                (0..3)
+                    .map(|_| {
+                        let rs = rs.clone();
+                        in_netns(&topo.pbx, move || {
+                            let k = pbxfw_ipt::Kernel::new(variant);
+                            k.disable().unwrap();
+                            let t = Instant::now();
+                            k.apply(&rs, &ApplyOptions::default()).unwrap();
+                            t.elapsed().as_secs_f64()
+                        })
+                    })
+                    .collect(),
+            );
+            let with_pbxfw = median((0..3).map(|_| pps(&topo)).collect());
+            in_netns(&topo.pbx, move || {
+                pbxfw_ipt::Kernel::new(variant).disable().unwrap()
+            });
+            println!(
+                "| iptables-{} | {n} | {apply:.3} s | {base:.0} | {with_pbxfw:.0} | {:.2} |",
+                variant.name(),
+                with_pbxfw / base
+            );
+        }
+        let text = "[interfaces]\neth0 = \"internet\"\n";
+        let rs = compile(&Policy::from_toml(text).unwrap().validate().unwrap());
+        updates.push(in_netns(&topo.pbx, move || {
+            let k = pbxfw_ipt::Kernel::new(variant);
+            k.apply(&rs, &ApplyOptions::default()).unwrap();
+            let one = median(
+                (0..50u32)
+                    .map(|i| {
+                        let e = Element {
+                            prefix: Prefix::host(IpAddr::from(Ipv4Addr::from(0x0c00_0000 + i))),
+                            timeout: Some(Duration::from_secs(600)),
+                        };
+                        let t = Instant::now();
+                        k.update_set(&rs, "ban4", Op::Add, &[e]).unwrap();
+                        t.elapsed().as_secs_f64()
+                    })
+                    .collect(),
+            );
+            let many: Vec<Element> = (0..10_000u32)
+                .map(|i| Element {
+                    prefix: Prefix::host(IpAddr::from(Ipv4Addr::from(0x0d00_0000 + i))),
+                    timeout: Some(Duration::from_secs(600)),
+                })
+                .collect();
+            let t = Instant::now();
+            k.update_set(&rs, "ban4", Op::Add, &many).unwrap();
+            k.disable().unwrap();
+            (variant, one, t.elapsed().as_secs_f64())
+        }));
+    }
+    println!();
+    for (variant, one, ten_k) in updates {
+        println!(
+            "ipset (iptables-{}): one ban element (median of 50): {:.3} ms; 10,000 elements in one call: {:.1} ms",
+            variant.name(),
+            one * 1000.0,
+            ten_k * 1000.0
+        );
+    }
 }
