@@ -78,6 +78,46 @@ pub struct Synced {
     pub elapsed: Duration,
 }
 
+impl Synced {
+    /// A sync that applied the whole ruleset, and why.
+    pub fn full(fingerprint: String, reason: String, elapsed: Duration) -> Synced {
+        Synced {
+            fingerprint,
+            incremental: false,
+            added: 0,
+            removed: 0,
+            reason: Some(reason),
+            elapsed,
+        }
+    }
+}
+
+/// Why `old → new` cannot be sent as set elements only, given the fingerprint the kernel holds
+/// (`loaded`); `None` when it can: the kernel holds `old`, and the two rulesets differ in static
+/// set elements and nothing else. Every backend's [`Backend::sync`] decides by this.
+pub fn full_apply_reason(loaded: Option<&str>, old: &Ruleset, new: &Ruleset) -> Option<String> {
+    match loaded {
+        None => return Some("pbxfw was not loaded".into()),
+        Some(fp) if fp != old.fingerprint() => {
+            return Some(format!(
+                "the kernel holds ruleset {fp}, not the one the change starts from"
+            ))
+        }
+        Some(_) => {}
+    }
+    let without_static_elements = |rs: &Ruleset| {
+        let mut rs = rs.clone();
+        for set in rs.sets.values_mut() {
+            if let crate::ir::SetKind::Static(s) = &mut set.kind {
+                *s = Default::default();
+            }
+        }
+        rs
+    };
+    (without_static_elements(old) != without_static_elements(new))
+        .then(|| "the change is more than static set elements".into())
+}
+
 /// One dynamic element as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ElementStatus {

@@ -24,8 +24,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use pbxfw_core::backend::{
-    Applied, ApplyOptions, Backend, BackendError, Element, ElementStatus, Op, RuleCounter,
-    SetStatus, Status, Synced,
+    full_apply_reason, Applied, ApplyOptions, Backend, BackendError, Element, ElementStatus, Op,
+    RuleCounter, SetStatus, Status, Synced,
 };
 use pbxfw_core::ir::{Ruleset, SetKind};
 use pbxfw_core::net::Family;
@@ -553,18 +553,6 @@ fn timeout(e: &Element) -> String {
         .unwrap_or_default()
 }
 
-/// A copy of `rs` whose static sets are empty: two rulesets that differ only in static
-/// elements are equal after this.
-fn without_static_elements(rs: &Ruleset) -> Ruleset {
-    let mut rs = rs.clone();
-    for set in rs.sets.values_mut() {
-        if let SetKind::Static(s) = &mut set.kind {
-            *s = Default::default();
-        }
-    }
-    rs
-}
-
 /// The ipset element lines of an IR static set.
 fn static_elements(set: &Ipset) -> BTreeSet<String> {
     set.elements.iter().cloned().collect()
@@ -592,26 +580,11 @@ impl Backend for Kernel {
         let start = Instant::now();
         let full = |reason: String| -> Result<Synced, BackendError> {
             let a = self.apply_script(new, opts)?;
-            Ok(Synced {
-                fingerprint: a.fingerprint,
-                incremental: false,
-                added: 0,
-                removed: 0,
-                reason: Some(reason),
-                elapsed: start.elapsed(),
-            })
+            Ok(Synced::full(a.fingerprint, reason, start.elapsed()))
         };
         let loaded = Backend::fingerprint(self)?;
-        if loaded.as_deref() != Some(old.fingerprint().as_str()) {
-            return full(match loaded {
-                None => "pbxfw was not loaded".into(),
-                Some(fp) => {
-                    format!("the kernel holds ruleset {fp}, not the one the change starts from")
-                }
-            });
-        }
-        if without_static_elements(old) != without_static_elements(new) {
-            return full("the change is more than static set elements".into());
+        if let Some(reason) = full_apply_reason(loaded.as_deref(), old, new) {
+            return full(reason);
         }
         let (o, n) = (
             lower(old).map_err(lower_error)?,

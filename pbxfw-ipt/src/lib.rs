@@ -46,8 +46,7 @@ use std::fmt::Write;
 pub use kernel::{Kernel, Variant};
 
 use pbxfw_core::ir::{
-    verify, BasePolicy, CtState, L4Proto, Map, Match, PortSet, Rule, Ruleset, SetKind, Verdict,
-    VerifyError,
+    verify, BasePolicy, L4Proto, Map, Match, PortSet, Rule, Ruleset, SetKind, Verdict, VerifyError,
 };
 use pbxfw_core::net::{Family, Prefix};
 use pbxfw_core::RateUnit;
@@ -587,14 +586,9 @@ impl<'a> Lowering<'a> {
         }
         for m in &rule.matches {
             if let Match::Ct(states) = m {
-                let s: Vec<&str> = states
+                let s: Vec<String> = states
                     .iter()
-                    .map(|s| match s {
-                        CtState::New => "NEW",
-                        CtState::Established => "ESTABLISHED",
-                        CtState::Related => "RELATED",
-                        CtState::Invalid => "INVALID",
-                    })
+                    .map(|s| s.to_string().to_uppercase())
                     .collect();
                 parts.push(format!("-m conntrack --ctstate {}", s.join(",")));
             }

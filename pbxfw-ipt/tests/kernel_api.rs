@@ -3,12 +3,10 @@
 //! and Docker-style chains (pbxfw's jump stays first), a failed apply that leaves everything as
 //! it was, incremental sync, status and disable.
 
-use std::str::FromStr;
-use std::time::Duration;
+use pbxfw_testkit::{element as el, ruleset};
 
-use pbxfw_core::backend::{ApplyOptions, Backend, BackendError, Element, Op};
-use pbxfw_core::net::Prefix;
-use pbxfw_core::{compile, ir, Policy, Ruleset};
+use pbxfw_core::backend::{ApplyOptions, Backend, BackendError, Op};
+use pbxfw_core::ir;
 use pbxfw_ipt::{Kernel, Variant};
 use pbxfw_testkit::netns::{self as common, in_netns, Netns};
 
@@ -22,17 +20,6 @@ name = "a"
 protocol = "pjsip"
 host = "203.0.113.10"
 "#;
-
-fn ruleset(toml: &str) -> Ruleset {
-    compile(&Policy::from_toml(toml).unwrap().validate().unwrap())
-}
-
-fn el(s: &str, timeout: Option<u64>) -> Element {
-    Element {
-        prefix: Prefix::from_str(s).unwrap(),
-        timeout: timeout.map(Duration::from_secs),
-    }
-}
 
 /// Run `f` with the backend inside `ns`.
 fn with<T: Send + 'static>(

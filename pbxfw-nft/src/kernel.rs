@@ -10,10 +10,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use pbxfw_core::backend::{full_apply_reason, Backend, BackendError};
 pub use pbxfw_core::backend::{
     Applied, ApplyOptions, ElementStatus, RuleCounter, SetStatus, Status, Synced,
 };
-use pbxfw_core::backend::{Backend, BackendError};
 use pbxfw_core::ir::{Ruleset, SetKind};
 use serde_json::Value;
 
@@ -49,16 +49,6 @@ fn static_shape(kind: &SetKind) -> SetShape {
         SetKind::Static(s) if !s.is_hosts() => SetShape::Interval,
         _ => SetShape::Hash,
     }
-}
-
-fn without_static_elements(rs: &Ruleset) -> Ruleset {
-    let mut rs = rs.clone();
-    for set in rs.sets.values_mut() {
-        if let SetKind::Static(s) = &mut set.kind {
-            *s = Default::default();
-        }
-    }
-    rs
 }
 
 /// Why an apply failed; each variant names the stage. In every case the kernel still holds the
@@ -263,26 +253,11 @@ impl Kernel {
         let start = Instant::now();
         let full = |reason: String| -> Result<Synced, ApplyError> {
             let a = self.apply(new, opts)?;
-            Ok(Synced {
-                fingerprint: a.fingerprint,
-                incremental: false,
-                added: 0,
-                removed: 0,
-                reason: Some(reason),
-                elapsed: start.elapsed(),
-            })
+            Ok(Synced::full(a.fingerprint, reason, start.elapsed()))
         };
         let loaded = self.fingerprint().ok().flatten();
-        if loaded.as_deref() != Some(old.fingerprint().as_str()) {
-            return full(match loaded {
-                None => "pbxfw was not loaded".into(),
-                Some(fp) => {
-                    format!("the kernel holds ruleset {fp}, not the one the change starts from")
-                }
-            });
-        }
-        if without_static_elements(old) != without_static_elements(new) {
-            return full("the change is more than static set elements".into());
+        if let Some(reason) = full_apply_reason(loaded.as_deref(), old, new) {
+            return full(reason);
         }
         let mut removals = Vec::new();
         let mut additions = Vec::new();

@@ -37,10 +37,9 @@ use std::fmt::Write;
 pub use kernel::{Applied, ApplyError, ApplyOptions, Kernel, KernelError, Status};
 
 use pbxfw_core::ir::{
-    verify, BasePolicy, CtState, L4Proto, Map, Match, Rule, Ruleset, SetKind, Verdict, VerifyError,
+    verify, BasePolicy, L4Proto, Map, Match, Rule, Ruleset, SetKind, Verdict, VerifyError,
 };
 use pbxfw_core::net::{mask, value_addr, Family};
-use pbxfw_core::RateUnit;
 
 /// The name this backend reports (`Unsupported { backend, .. }`, status).
 pub const BACKEND: &str = "nft";
@@ -563,15 +562,7 @@ fn lower_one(
     parts.sort_by_key(|p| if p.contains(" dport ") { 1 } else { 0 });
     for m in &rule.matches {
         if let Match::Ct(states) = m {
-            let s: Vec<&str> = states
-                .iter()
-                .map(|s| match s {
-                    CtState::New => "new",
-                    CtState::Established => "established",
-                    CtState::Related => "related",
-                    CtState::Invalid => "invalid",
-                })
-                .collect();
+            let s: Vec<String> = states.iter().map(|s| s.to_string()).collect();
             parts.push(format!("ct state {}", s.join(",")));
         }
     }
@@ -587,15 +578,10 @@ fn lower_one(
     }
     for m in &rule.matches {
         if let Match::Limit { rate, burst } = m {
-            let unit = match rate.per {
-                RateUnit::Second => "second",
-                RateUnit::Minute => "minute",
-                RateUnit::Hour => "hour",
-                RateUnit::Day => "day",
-            };
             parts.push(format!(
-                "limit rate {}/{unit} burst {burst} packets",
-                rate.packets
+                "limit rate {}/{} burst {burst} packets",
+                rate.packets,
+                rate.per.name()
             ));
         }
     }

@@ -2,18 +2,13 @@
 //! keeping dynamic state, netlink updates, status, disable, coexistence and failure handling.
 
 use pbxfw_testkit::netns as common;
-use std::str::FromStr;
+use pbxfw_testkit::{element as el, ruleset};
 use std::time::Duration;
 
 use pbxfw_core::compile::names;
-use pbxfw_core::net::{Family, Prefix};
-use pbxfw_core::{compile, Policy, Ruleset};
+use pbxfw_core::net::Family;
 use pbxfw_nft::netlink::{Element, Op};
 use pbxfw_nft::{ApplyError, ApplyOptions, Kernel};
-
-fn ruleset(toml: &str) -> Ruleset {
-    compile(&Policy::from_toml(toml).unwrap().validate().unwrap())
-}
 
 const POLICY: &str = r#"
 [interfaces]
@@ -25,13 +20,6 @@ name = "a"
 protocol = "pjsip"
 host = "203.0.113.10"
 "#;
-
-fn el(s: &str, timeout: Option<u64>) -> Element {
-    Element {
-        prefix: Prefix::from_str(s).unwrap(),
-        timeout: timeout.map(Duration::from_secs),
-    }
-}
 
 fn set_text(ns: &common::Netns, set: &str) -> String {
     ns.run(&["nft", "list", "set", "inet", "pbxfw", set])

@@ -46,3 +46,21 @@ pub fn golden(path: &std::path::Path, actual: &str) -> Result<(), String> {
         path.display()
     ))
 }
+
+/// The ruleset a TOML policy compiles to (the policy must be valid).
+pub fn ruleset(toml: &str) -> pbxfw_core::Ruleset {
+    pbxfw_core::compile(
+        &pbxfw_core::Policy::from_toml(toml)
+            .unwrap()
+            .validate()
+            .unwrap(),
+    )
+}
+
+/// A set element from its text (`192.0.2.9`, `2001:db8:9:9::/64`), with a timeout in seconds.
+pub fn element(prefix: &str, timeout: Option<u64>) -> pbxfw_core::backend::Element {
+    pbxfw_core::backend::Element {
+        prefix: prefix.parse().unwrap(),
+        timeout: timeout.map(std::time::Duration::from_secs),
+    }
+}

@@ -49,6 +49,29 @@ fn pps(topo: &Topology) -> f64 {
     topo.watched() as f64 / FLOOD.as_secs_f64()
 }
 
+/// Seconds to add one ban element (median of `samples` calls), and 10,000 in one call, through
+/// the backend's set update.
+fn time_updates(k: &dyn Backend, rs: &pbxfw_core::Ruleset, samples: u32) -> (f64, f64) {
+    let ban = |base: u32, i: u32| Element {
+        prefix: Prefix::host(IpAddr::from(Ipv4Addr::from(base + i))),
+        timeout: Some(Duration::from_secs(600)),
+    };
+    let one = median(
+        (0..samples)
+            .map(|i| {
+                let e = ban(0x0c00_0000, i);
+                let t = Instant::now();
+                k.update_set(rs, "ban4", Op::Add, &[e]).unwrap();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    let many: Vec<Element> = (0..10_000u32).map(|i| ban(0x0d00_0000, i)).collect();
+    let t = Instant::now();
+    k.update_set(rs, "ban4", Op::Add, &many).unwrap();
+    (one, t.elapsed().as_secs_f64())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -154,28 +177,7 @@ fn main() {
     let (one, ten_k) = in_netns(&topo.pbx, move || {
         let k = Kernel::default();
         k.apply(&rs, &ApplyOptions::default()).unwrap();
-        let one = median(
-            (0..200u32)
-                .map(|i| {
-                    let e = Element {
-                        prefix: Prefix::host(IpAddr::from(Ipv4Addr::from(0x0c00_0000 + i))),
-                        timeout: Some(Duration::from_secs(600)),
-                    };
-                    let t = Instant::now();
-                    k.update_set(&rs, "ban4", Op::Add, &[e]).unwrap();
-                    t.elapsed().as_secs_f64()
-                })
-                .collect(),
-        );
-        let many: Vec<Element> = (0..10_000u32)
-            .map(|i| Element {
-                prefix: Prefix::host(IpAddr::from(Ipv4Addr::from(0x0d00_0000 + i))),
-                timeout: Some(Duration::from_secs(600)),
-            })
-            .collect();
-        let t = Instant::now();
-        k.update_set(&rs, "ban4", Op::Add, &many).unwrap();
-        (one, t.elapsed().as_secs_f64())
+        time_updates(&k, &rs, 200)
     });
     println!();
     println!(
@@ -233,29 +235,9 @@ fn ipt_rows() {
         updates.push(in_netns(&topo.pbx, move || {
             let k = pbxfw_ipt::Kernel::new(variant);
             k.apply(&rs, &ApplyOptions::default()).unwrap();
-            let one = median(
-                (0..50u32)
-                    .map(|i| {
-                        let e = Element {
-                            prefix: Prefix::host(IpAddr::from(Ipv4Addr::from(0x0c00_0000 + i))),
-                            timeout: Some(Duration::from_secs(600)),
-                        };
-                        let t = Instant::now();
-                        k.update_set(&rs, "ban4", Op::Add, &[e]).unwrap();
-                        t.elapsed().as_secs_f64()
-                    })
-                    .collect(),
-            );
-            let many: Vec<Element> = (0..10_000u32)
-                .map(|i| Element {
-                    prefix: Prefix::host(IpAddr::from(Ipv4Addr::from(0x0d00_0000 + i))),
-                    timeout: Some(Duration::from_secs(600)),
-                })
-                .collect();
-            let t = Instant::now();
-            k.update_set(&rs, "ban4", Op::Add, &many).unwrap();
+            let (one, ten_k) = time_updates(&k, &rs, 50);
             k.disable().unwrap();
-            (variant, one, t.elapsed().as_secs_f64())
+            (variant, one, ten_k)
         }));
     }
     println!();
