@@ -779,11 +779,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             let mut packet = Packet::new(&iif, src, proto, dport);
             packet.sport = sport;
-            packet.icmp_type = match proto {
-                Proto::Icmp => Some(icmp_type.unwrap_or(8)),
-                Proto::Icmpv6 => Some(icmp_type.unwrap_or(128)),
-                _ => None,
-            };
+            packet.icmp_type = proto.echo_request().map(|echo| icmp_type.unwrap_or(echo));
             packet.ct = match state {
                 StateArg::New => CtState::New,
                 StateArg::Established => CtState::Established,

@@ -28,7 +28,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use crate::ir::{eval, CtState, Decision, DynamicState, Packet, Proto, Ruleset};
+use crate::ir::{eval, Decision, DynamicState, Packet, Proto, Ruleset};
 use crate::net::Family;
 use crate::Policy;
 
@@ -100,27 +100,13 @@ impl CaseFile {
 impl Expect {
     /// The packet this expectation is about.
     pub fn packet(&self) -> Result<Packet, String> {
-        let proto = match self.proto.as_str() {
-            "udp" => Proto::Udp,
-            "tcp" => Proto::Tcp,
-            "icmp" => Proto::Icmp,
-            "icmpv6" => Proto::Icmpv6,
-            p => return Err(format!("unknown proto {p:?}")),
-        };
+        let proto: Proto = self.proto.parse()?;
         let mut p = Packet::new(&self.iif, self.src, proto, self.dport);
         p.sport = self.sport;
-        p.icmp_type = match proto {
-            Proto::Icmp => Some(self.icmp_type.unwrap_or(8)),
-            Proto::Icmpv6 => Some(self.icmp_type.unwrap_or(128)),
-            _ => None,
-        };
-        p.ct = match self.state.as_deref().unwrap_or("new") {
-            "new" => CtState::New,
-            "established" => CtState::Established,
-            "related" => CtState::Related,
-            "invalid" => CtState::Invalid,
-            s => return Err(format!("unknown state {s:?}")),
-        };
+        p.icmp_type = proto
+            .echo_request()
+            .map(|echo| self.icmp_type.unwrap_or(echo));
+        p.ct = self.state.as_deref().unwrap_or("new").parse()?;
         Ok(p)
     }
 

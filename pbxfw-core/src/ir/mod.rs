@@ -336,6 +336,32 @@ impl fmt::Display for L4Proto {
     }
 }
 
+impl L4Proto {
+    /// The echo request type of ICMP (8) and ICMPv6 (128), the type a probe or an explanation
+    /// assumes when none is given; `None` for TCP and UDP.
+    pub fn echo_request(self) -> Option<u8> {
+        match self {
+            L4Proto::Icmp => Some(8),
+            L4Proto::Icmpv6 => Some(128),
+            L4Proto::Tcp | L4Proto::Udp => None,
+        }
+    }
+}
+
+impl std::str::FromStr for L4Proto {
+    type Err = String;
+    /// The names [`Display`](fmt::Display) writes: `tcp`, `udp`, `icmp`, `icmpv6`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tcp" => Ok(L4Proto::Tcp),
+            "udp" => Ok(L4Proto::Udp),
+            "icmp" => Ok(L4Proto::Icmp),
+            "icmpv6" => Ok(L4Proto::Icmpv6),
+            p => Err(format!("unknown proto {p:?} (udp, tcp, icmp, icmpv6)")),
+        }
+    }
+}
+
 /// Connection-tracking states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -358,6 +384,22 @@ impl fmt::Display for CtState {
             CtState::Related => "related",
             CtState::Invalid => "invalid",
         })
+    }
+}
+
+impl std::str::FromStr for CtState {
+    type Err = String;
+    /// The names [`Display`](fmt::Display) writes: `new`, `established`, `related`, `invalid`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "new" => Ok(CtState::New),
+            "established" => Ok(CtState::Established),
+            "related" => Ok(CtState::Related),
+            "invalid" => Ok(CtState::Invalid),
+            s => Err(format!(
+                "unknown state {s:?} (new, established, related, invalid)"
+            )),
+        }
     }
 }
 

@@ -1,0 +1,25 @@
+"""pbxfw from Python: validate and compile firewall policies for a VoIP PBX, explain what
+happens to a packet, drive the responsive layer, and apply rules to the kernel.
+
+>>> import pbxfw
+>>> policy = pbxfw.Policy.from_toml('[interfaces]\\neth1 = "local"\\n')
+>>> policy.explain(iface="eth1", src="192.0.2.5", proto="tcp", dport=22).decided_by
+'zone:local service:ssh'
+"""
+
+from pbxfw._errors import ApplyError, BackendError, ConfigError, PbxfwError, StateError
+from pbxfw._pbxfw import Explanation, Policy, Responsive, apply, disable, status
+
+__all__ = [
+    "ApplyError",
+    "BackendError",
+    "ConfigError",
+    "Explanation",
+    "PbxfwError",
+    "Policy",
+    "Responsive",
+    "StateError",
+    "apply",
+    "disable",
+    "status",
+]

@@ -1,0 +1,43 @@
+"""The exceptions pbxfw raises. Defined in Python so that ConfigError is also a ValueError."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+
+class PbxfwError(Exception):
+    """Every error pbxfw raises on purpose."""
+
+
+class ConfigError(PbxfwError, ValueError):
+    """The policy is invalid. ``diagnostics`` holds every problem found, each a dict with
+    ``path``, ``severity``, ``message`` and, when there is one, ``value``."""
+
+    def __init__(self, message: str, diagnostics: List[Dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.diagnostics = diagnostics
+
+
+class StateError(PbxfwError, ValueError):
+    """A responsive-state snapshot cannot be read (corrupt, or from a newer version)."""
+
+
+class BackendError(PbxfwError):
+    """A kernel backend could not do what was asked. ``backend`` names it (``nft``,
+    ``iptables``, ``iptables-nft``, ``iptables-legacy``); ``kind`` says what went wrong:
+    ``unsupported``, ``check``, ``spawn``, ``refused``, ``verify``, ``not_loaded``, ``no_set`` or
+    ``kernel``."""
+
+    def __init__(self, message: str, backend: str, kind: str) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.kind = kind
+
+
+class ApplyError(BackendError):
+    """An apply failed; the kernel still holds what it held before. ``stage`` is ``check``,
+    ``load`` or ``verify``."""
+
+    def __init__(self, message: str, backend: str, kind: str, stage: str) -> None:
+        super().__init__(message, backend, kind)
+        self.stage = stage

@@ -1,0 +1,99 @@
+"""Type stubs of the native module. The public API is the ``pbxfw`` package."""
+
+from typing import Any, Dict, List, Optional, Tuple, Union, final
+
+__all__ = ["Policy", "Explanation", "Responsive", "apply", "status", "disable"]
+
+@final
+class Policy:
+    """A validated policy. An invalid document raises ``ConfigError`` with every diagnostic."""
+
+    @staticmethod
+    def from_toml(text: str) -> Policy:
+        """Parse and validate TOML text."""
+    @staticmethod
+    def from_json(text: str) -> Policy:
+        """Parse and validate JSON text."""
+    @staticmethod
+    def from_dict(doc: Any) -> Policy:
+        """Validate a dict, as ``json.loads`` or ``tomllib.load`` give it."""
+    @property
+    def diagnostics(self) -> List[Dict[str, Any]]:
+        """The warnings of the valid policy: dicts with ``path``, ``severity``, ``message``
+        and, when there is one, ``value``."""
+    @property
+    def fingerprint(self) -> str:
+        """The compiled ruleset's fingerprint, as ``status`` shows it once applied."""
+    def compile(self, backend: str = "nft") -> str:
+        """The rules for ``backend``: ``"nft"``, ``"iptables"``, or ``"ir"``."""
+    def explain(
+        self,
+        *,
+        iface: str,
+        src: str,
+        proto: str,
+        dport: Optional[int] = None,
+        sport: Optional[int] = None,
+        icmp_type: Optional[int] = None,
+        state: str = "new",
+        registered: bool = False,
+    ) -> Explanation:
+        """What happens to a packet (``proto`` is udp, tcp, icmp or icmpv6; ``state`` new,
+        established, related or invalid), and which policy object decides."""
+
+@final
+class Explanation:
+    """The answer of ``Policy.explain``."""
+
+    @property
+    def verdict(self) -> str:
+        """``"accept"``, ``"drop"`` or ``"reject"``."""
+    @property
+    def zone(self) -> Optional[str]:
+        """The source's zone, if the packet got as far as classification."""
+    @property
+    def decided_by(self) -> str:
+        """The deciding policy object (``trunk:provider-a``, ``zone:local service:ssh``)."""
+    @property
+    def step(self) -> int:
+        """The step of the packet path, 1 to 10."""
+    @property
+    def step_name(self) -> str:
+        """What that step is."""
+    @property
+    def chain(self) -> Optional[str]:
+        """The deciding rule's chain; ``None`` when the chain policy decided."""
+    @property
+    def rule_index(self) -> Optional[int]:
+        """The deciding rule's position in its chain."""
+
+@final
+class Responsive:
+    """The responsive layer's state machine, without I/O."""
+
+    def __new__(cls, policy: Policy) -> Responsive:
+        """A fresh machine configured by the policy's ``[responsive]`` settings."""
+    @staticmethod
+    def restore(policy: Policy, snapshot: str) -> Responsive:
+        """A machine from a ``snapshot()``; raises ``StateError`` if it cannot be read."""
+    def on_event(
+        self, event: Union[str, Dict[str, Any]], now: Optional[int] = None
+    ) -> List[Dict[str, Any]]:
+        """Feed one event (a JSON-lines record or the same as a dict); ``now`` in Unix
+        seconds, default the record's ``at`` or the clock. Returns the actions."""
+    def tick(self, now: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Housekeeping at ``now``: expiries and decays. Returns the actions."""
+    def bans(self, now: Optional[int] = None) -> List[Tuple[str, int]]:
+        """The active bans at ``now``, as ``(prefix, until)`` pairs."""
+    def snapshot(self) -> str:
+        """The whole state as versioned JSON text, for ``restore``."""
+
+def apply(policy: Policy, backend: str = "nft") -> Dict[str, Any]:
+    """Load the policy into this network namespace's kernel and verify it. Returns
+    ``{"fingerprint": str, "elapsed": float}`` (milliseconds); raises ``ApplyError``."""
+
+def status(backend: str = "nft") -> Dict[str, Any]:
+    """What is loaded: ``backend``, ``loaded``, ``fingerprint``, ``sets``, ``counters``."""
+
+def disable(backend: str = "nft") -> bool:
+    """Remove everything pbxfw owns from the kernel; whether anything was loaded."""

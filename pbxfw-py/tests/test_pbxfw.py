@@ -1,0 +1,386 @@
+"""The Python API of pbxfw, against the installed wheel."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import pytest
+
+import pbxfw
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the test machine has 3.11
+    tomllib = None
+
+ROOT = pathlib.Path(os.environ.get("PBXFW_ROOT", pathlib.Path(__file__).resolve().parents[2]))
+CASES = sorted((ROOT / "testdata" / "cases").glob("*.toml"))
+
+SMALL = '[interfaces]\neth0 = "internet"\neth1 = "local"\n'
+
+
+# --- Policy -------------------------------------------------------------------------------------
+
+
+def test_the_three_constructors_agree() -> None:
+    doc = {"interfaces": {"eth0": "internet", "eth1": "local"}}
+    a = pbxfw.Policy.from_toml(SMALL)
+    b = pbxfw.Policy.from_json(json.dumps(doc))
+    c = pbxfw.Policy.from_dict(doc)
+    assert a.fingerprint == b.fingerprint == c.fingerprint
+    assert len(a.fingerprint) == 16
+    assert repr(a) == f"<pbxfw.Policy fingerprint={a.fingerprint}>"
+
+
+def test_a_valid_policy_carries_its_warnings() -> None:
+    p = pbxfw.Policy.from_toml(SMALL + '[[networks]]\nsource = "10.1.2.3/8"\nzone = "local"\n')
+    assert p.diagnostics == [
+        {
+            "path": "networks[0].source",
+            "severity": "warning",
+            "value": "10.1.2.3/8",
+            "message": "has host bits set; it is read as 10.0.0.0/8",
+        }
+    ]
+    assert pbxfw.Policy.from_toml(SMALL).diagnostics == []
+
+
+def test_an_invalid_policy_raises_with_every_diagnostic() -> None:
+    bad = '[interfaces]\neth0 = "dmz"\n[pbx]\nrtp = "20000-10000"\n'
+    with pytest.raises(pbxfw.ConfigError) as info:
+        pbxfw.Policy.from_toml(bad)
+    e = info.value
+    assert isinstance(e, ValueError) and isinstance(e, pbxfw.PbxfwError)
+    paths = sorted(d["path"] for d in e.diagnostics)
+    assert paths == ["interfaces.eth0", "pbx.rtp"], e.diagnostics
+    assert all(d["severity"] == "error" for d in e.diagnostics)
+    assert "interfaces.eth0" in str(e) and "pbx.rtp" in str(e)
+
+
+@pytest.mark.parametrize(
+    ("make", "text"),
+    [
+        (pbxfw.Policy.from_toml, "[interfaces"),
+        (pbxfw.Policy.from_json, "{"),
+        (pbxfw.Policy.from_json, "[1, 2]"),
+    ],
+)
+def test_syntax_errors_are_config_errors(make: object, text: str) -> None:
+    with pytest.raises(pbxfw.ConfigError) as info:
+        make(text)  # type: ignore[operator]
+    assert len(info.value.diagnostics) == 1
+    assert info.value.diagnostics[0]["severity"] == "error"
+
+
+def test_from_dict_refuses_what_json_cannot_hold() -> None:
+    with pytest.raises(pbxfw.ConfigError) as info:
+        pbxfw.Policy.from_dict({"interfaces": {"eth0": object()}})
+    assert "JSON-serialisable" in str(info.value)
+    assert info.value.diagnostics == []
+
+
+def test_wrong_types_are_type_errors() -> None:
+    with pytest.raises(TypeError):
+        pbxfw.Policy.from_toml(b"[interfaces]")  # type: ignore[arg-type]
+
+
+def test_compile_for_every_backend() -> None:
+    p = pbxfw.Policy.from_toml(SMALL)
+    assert "table inet pbxfw {" in p.compile()
+    assert p.compile("nft") == p.compile()
+    ipt = p.compile("iptables")
+    assert '-I INPUT 1 -m comment --comment "pbxfw" -j PBXFW' in ipt
+    assert f"fingerprint {p.fingerprint}" in ipt
+    assert p.compile("ir").startswith("pbxfw-ir 1\n")
+    with pytest.raises(ValueError, match="unknown backend"):
+        p.compile("pf")
+
+
+# --- explain ------------------------------------------------------------------------------------
+
+
+def test_explain_names_the_deciding_object() -> None:
+    p = pbxfw.Policy.from_toml(SMALL)
+    e = p.explain(iface="eth1", src="192.0.2.5", proto="tcp", dport=22)
+    assert (e.verdict, e.zone, e.decided_by) == ("accept", "local", "zone:local service:ssh")
+    assert e.step == 8 and e.step_name and e.chain == "zone_local"
+    assert isinstance(e.rule_index, int)
+    assert repr(e).startswith("<pbxfw.Explanation verdict='accept'")
+    d = p.explain(iface="eth0", src="198.51.100.1", proto="tcp", dport=22)
+    assert (d.verdict, d.decided_by) == ("drop", "default")
+    echo = p.explain(iface="eth0", src="2001:db8::1", proto="icmpv6")
+    assert echo.verdict == "accept"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"src": "not-an-address", "proto": "udp", "dport": 5060},
+        {"src": "192.0.2.1", "proto": "sctp", "dport": 5060},
+        {"src": "192.0.2.1", "proto": "icmp", "dport": 5060},
+        {"src": "192.0.2.1", "proto": "udp", "icmp_type": 8},
+        {"src": "192.0.2.1", "proto": "udp", "dport": 5060, "state": "half-open"},
+    ],
+)
+def test_explain_refuses_bad_packets(kwargs: dict) -> None:
+    p = pbxfw.Policy.from_toml(SMALL)
+    with pytest.raises(ValueError):
+        p.explain(iface="eth0", **kwargs)
+
+
+def test_explain_needs_keywords_and_fits_in_a_port() -> None:
+    p = pbxfw.Policy.from_toml(SMALL)
+    with pytest.raises(TypeError):
+        p.explain("eth0", "192.0.2.1", "udp")  # type: ignore[misc]
+    with pytest.raises(OverflowError):
+        p.explain(iface="eth0", src="192.0.2.1", proto="udp", dport=70000)
+
+
+@pytest.mark.skipif(tomllib is None, reason="tomllib needs Python 3.11")
+@pytest.mark.parametrize("path", CASES, ids=[c.stem for c in CASES])
+def test_explain_agrees_with_the_shared_cases(path: pathlib.Path) -> None:
+    assert tomllib is not None
+    doc = tomllib.loads(path.read_text())
+    expects = doc.pop("expect")
+    policy = pbxfw.Policy.from_dict(doc)
+    checked = 0
+    for i, x in enumerate(expects):
+        # Set contents other than a registration and meters over their rate are not inputs
+        # of explain.
+        if x.get("in_sets") or x.get("over"):
+            continue
+        e = policy.explain(
+            iface=x["iif"],
+            src=x["src"],
+            proto=x["proto"],
+            dport=x.get("dport"),
+            sport=x.get("sport"),
+            icmp_type=x.get("icmp_type"),
+            state=x.get("state", "new"),
+            registered=x.get("registered", False),
+        )
+        where = f"{path.stem} expect[{i}] ({x['note']})"
+        assert e.verdict == x["verdict"], where
+        if "decided_by" in x:
+            assert e.decided_by == x["decided_by"], where
+        if "zone" in x:
+            assert e.zone == x["zone"], where
+        checked += 1
+    assert checked > 0
+
+
+def test_the_cases_are_there() -> None:
+    assert len(CASES) >= 8
+
+
+# --- the responsive layer -----------------------------------------------------------------------
+
+SCANNER = {
+    "event": "auth_failed",
+    "source": "203.0.113.9",
+    "reason": "unknown_account",
+    "account": "100",
+    "protocol": "pjsip",
+}
+
+
+def test_a_scanner_is_banned_and_the_ban_survives_a_snapshot() -> None:
+    policy = pbxfw.Policy.from_toml(SMALL)
+    r = pbxfw.Responsive(policy)
+    t = 1_795_000_000
+    actions: list = []
+    for i in range(5):
+        actions += r.on_event(dict(SCANNER, account=str(100 + i)), now=t + i)
+    bans = [a for a in actions if a["action"] == "ban"]
+    assert len(bans) == 1, actions
+    assert bans[0]["prefix"] == "203.0.113.9"
+    assert bans[0]["until"] > t
+    assert r.bans(now=t + 10) == [("203.0.113.9", bans[0]["until"])]
+    # The same as a JSON line, with its own time.
+    line = json.dumps(dict(SCANNER, source="203.0.113.10", at=t))
+    assert isinstance(r.on_event(line), list)
+    again = pbxfw.Responsive.restore(policy, r.snapshot())
+    assert again.bans(now=t + 10) == r.bans(now=t + 10)
+    assert again.snapshot() == r.snapshot()
+    assert isinstance(r.tick(now=t + 10**7), list)
+    assert r.bans(now=t + 10**7) == []
+    assert "tracking" in repr(r)
+
+
+def test_a_registered_phone_is_allowed() -> None:
+    r = pbxfw.Responsive(pbxfw.Policy.from_toml(SMALL))
+    acts = r.on_event(
+        {"event": "registered", "source": "198.51.100.7", "account": "300", "expires": 3600},
+        now=1_795_000_000,
+    )
+    assert [a["action"] for a in acts] == ["allow_registered"]
+    assert acts[0]["addr"] == "198.51.100.7" and acts[0]["account"] == "300"
+
+
+def test_bad_events_and_snapshots_are_refused() -> None:
+    policy = pbxfw.Policy.from_toml(SMALL)
+    r = pbxfw.Responsive(policy)
+    for bad in ['{"event":"nonsense"}', "not json", {"event": "auth_failed"}]:
+        with pytest.raises(ValueError, match="not a pbxfw event"):
+            r.on_event(bad, now=1)
+    with pytest.raises(pbxfw.StateError) as info:
+        pbxfw.Responsive.restore(policy, '{"version": 99}')
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(pbxfw.StateError):
+        pbxfw.Responsive.restore(policy, "garbage")
+
+
+# --- exceptions ---------------------------------------------------------------------------------
+
+
+def test_the_exception_hierarchy() -> None:
+    assert issubclass(pbxfw.ConfigError, pbxfw.PbxfwError)
+    assert issubclass(pbxfw.ConfigError, ValueError)
+    assert issubclass(pbxfw.ApplyError, pbxfw.BackendError)
+    assert issubclass(pbxfw.BackendError, pbxfw.PbxfwError)
+    e = pbxfw.ApplyError("m", "nft", "refused", "load")
+    assert (str(e), e.backend, e.kind, e.stage) == ("m", "nft", "refused", "load")
+
+
+def test_unknown_backends_are_value_errors() -> None:
+    with pytest.raises(ValueError, match="unknown backend"):
+        pbxfw.status(backend="pf")
+    with pytest.raises(ValueError, match="unknown backend"):
+        pbxfw.disable("pf")
+    with pytest.raises(ValueError, match="unknown backend"):
+        pbxfw.apply(pbxfw.Policy.from_toml(SMALL), "pf")
+
+
+def test_the_package_is_typed() -> None:
+    here = pathlib.Path(pbxfw.__file__).parent
+    assert (here / "py.typed").is_file()
+    assert (here / "_pbxfw.pyi").is_file()
+    assert pbxfw._pbxfw.__name__ == "pbxfw._pbxfw"  # type: ignore[attr-defined]
+
+
+# --- the kernel, in a network namespace this test creates ---------------------------------------
+
+kernel = pytest.mark.skipif(
+    os.geteuid() != 0 or bool(os.environ.get("PBXFW_SKIP_KERNEL")),
+    reason="kernel tests need root (PBXFW_SKIP_KERNEL skips them)",
+)
+
+
+@pytest.fixture
+def netns():  # type: ignore[no-untyped-def]
+    name = f"pbxfw-py-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def in_netns(ns: str, code: str) -> dict:
+    """Run `code` with this interpreter inside `ns`; it prints one JSON object."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-W", "error", "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@kernel
+@pytest.mark.parametrize("backend", ["nft", "iptables-nft", "iptables-legacy"])
+def test_apply_status_disable(netns: str, backend: str) -> None:
+    got = in_netns(
+        netns,
+        f"""
+        import json, pbxfw
+        p = pbxfw.Policy.from_toml({SMALL!r})
+        applied = pbxfw.apply(p, backend={backend!r})
+        st = pbxfw.status(backend={backend!r})
+        gone = pbxfw.disable({backend!r})
+        again = pbxfw.disable({backend!r})
+        after = pbxfw.status({backend!r})
+        print(json.dumps(dict(fp=p.fingerprint, applied=applied, status=st, gone=gone,
+                              again=again, after=after)))
+        """,
+    )
+    assert got["applied"]["fingerprint"] == got["fp"]
+    assert got["applied"]["elapsed"] > 0
+    assert got["status"]["loaded"] is True
+    assert got["status"]["fingerprint"] == got["fp"]
+    assert {"ban4", "registered6"} <= {s["name"] for s in got["status"]["sets"]}
+    assert got["status"]["backend"] in ("nft", "iptables")
+    assert (got["gone"], got["again"]) == (True, False)
+    assert got["after"]["loaded"] is False
+
+
+@kernel
+def test_a_refused_apply_raises_apply_error_and_changes_nothing(netns: str) -> None:
+    # Another table named like pbxfw's, with a set of the wrong type: the kernel refuses the
+    # whole transaction.
+    subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "-f", "-"],
+        input="table inet pbxfw {\n set ban4 {\n  type ipv6_addr\n }\n}\n",
+        text=True,
+        check=True,
+    )
+    got = in_netns(
+        netns,
+        f"""
+        import json, pbxfw
+        try:
+            pbxfw.apply(pbxfw.Policy.from_toml({SMALL!r}))
+            print(json.dumps(dict(raised=None)))
+        except pbxfw.ApplyError as e:
+            print(json.dumps(dict(raised=type(e).__name__, stage=e.stage, kind=e.kind,
+                                  backend=e.backend, base=isinstance(e, pbxfw.BackendError))))
+        """,
+    )
+    assert got == {
+        "raised": "ApplyError",
+        "stage": "load",
+        "kind": "refused",
+        "backend": "nft",
+        "base": True,
+    }
+    table = subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "list", "table", "inet", "pbxfw"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "type ipv6_addr" in table and "chain" not in table
+
+
+@kernel
+def test_the_interpreter_runs_while_the_kernel_is_loaded(netns: str) -> None:
+    # A large blacklist makes the apply take a while; another Python thread keeps running
+    # meanwhile only if the call releases the interpreter.
+    got = in_netns(
+        netns,
+        f"""
+        import json, threading, time, pbxfw
+        entries = ",".join(f'"10.{{i >> 8 & 255}}.{{i & 255}}.{{i >> 16}}"' for i in range(50000))
+        p = pbxfw.Policy.from_toml({SMALL!r} + f"[blacklist]\\nentries = [{{entries}}]\\n")
+        result = {{}}
+        def run():
+            result.update(pbxfw.apply(p))
+        t = threading.Thread(target=run)
+        stamps = []
+        t.start()
+        while t.is_alive():
+            stamps.append(time.monotonic())
+        t.join()
+        # How long this thread kept running while the other one was alive.
+        print(json.dumps(dict(elapsed_ms=result["elapsed"], ran_ms=(stamps[-1] - stamps[0]) * 1000)))
+        """,
+    )
+    assert got["elapsed_ms"] > 50, got
+    assert got["ran_ms"] > got["elapsed_ms"] / 2, got
