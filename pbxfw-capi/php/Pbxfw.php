@@ -1,0 +1,303 @@
+<?php
+/*
+ * pbxfw for a PBX's PHP module, through PHP's FFI and the pbxfw C API (docs/c-api.md).
+ *
+ *   $pbxfw  = Pbxfw::fromScope();                     // ffi.preload of pbxfw_php.h (php-fpm)
+ *   $pbxfw  = Pbxfw::fromLibrary('/usr/lib/libpbxfw.so'); // FFI::cdef (php-cli, ffi.enable=1)
+ *   $policy = $pbxfw->parsePolicy(file_get_contents('/etc/pbxfw/pbxfw.toml'));
+ *   $answer = $policy->explain(['iface' => 'eth0', 'src' => '203.0.113.10',
+ *                               'proto' => 'udp', 'dport' => 5060]);
+ *
+ * Every failure is a PbxfwException carrying the C API's result code and, for an invalid
+ * policy, every diagnostic. Every buffer and object the C library hands out is freed here,
+ * objects when their PHP wrapper is destroyed: nothing leaks, whatever the caller does.
+ */
+
+declare(strict_types=1);
+
+final class PbxfwException extends RuntimeException
+{
+    /** The C API's result codes (pbxfw_result), stable numbers. */
+    public const NULL_POINTER = 1;
+    public const UTF8 = 2;
+    public const PARSE = 3;
+    public const INVALID = 4;
+    public const ARGUMENT = 5;
+    public const UNSUPPORTED = 6;
+    public const KERNEL = 7;
+    public const STATE = 8;
+    public const PANIC = 9;
+
+    /** @param list<array{path: string, severity: string, message: string, value?: string}> $diagnostics */
+    public function __construct(string $message, int $code, public readonly array $diagnostics = [])
+    {
+        parent::__construct($message, $code);
+    }
+}
+
+final class Pbxfw
+{
+    private function __construct(private readonly FFI $ffi)
+    {
+    }
+
+    /** The definitions preloaded by `ffi.preload=…/pbxfw_php.h` (FFI_SCOPE "pbxfw"). */
+    public static function fromScope(string $scope = 'pbxfw'): self
+    {
+        return new self(FFI::scope($scope));
+    }
+
+    /** Load the library directly (needs `ffi.enable=1`). The header defaults to the one beside. */
+    public static function fromLibrary(string $library, ?string $header = null): self
+    {
+        $header ??= __DIR__ . '/../include/pbxfw_php.h';
+        $text = file_get_contents($header);
+        if ($text === false) {
+            throw new PbxfwException("cannot read $header", PbxfwException::ARGUMENT);
+        }
+        // FFI::cdef takes declarations only: drop the FFI_SCOPE/FFI_LIB lines FFI::load reads.
+        $decls = preg_replace('/^#define .*$/m', '', $text);
+        return new self(FFI::cdef($decls, $library));
+    }
+
+    public function version(): string
+    {
+        // FFI returns a `const char *` result as a PHP string.
+        return (string) $this->ffi->pbxfw_version();
+    }
+
+    /** Parse and validate a policy; `$format` is `toml` or `json`. */
+    public function parsePolicy(string $text, string $format = 'toml'): PbxfwPolicy
+    {
+        $formats = ['toml' => 0, 'json' => 1];
+        if (!isset($formats[$format])) {
+            throw new PbxfwException("unknown format '$format' (toml, json)", PbxfwException::ARGUMENT);
+        }
+        $out = $this->ffi->new('pbxfw_policy*');
+        $this->call(fn ($err) => $this->ffi->pbxfw_policy_parse(
+            $text, strlen($text), $formats[$format], FFI::addr($out), $err
+        ));
+        return new PbxfwPolicy($this, $out);
+    }
+
+    /** What is loaded in the kernel: backend, loaded, fingerprint, sets, counters. */
+    public function status(string $backend = 'nft'): array
+    {
+        return $this->json(fn ($buf, $err) => $this->ffi->pbxfw_kernel_status(
+            $backend, strlen($backend), $buf, $err
+        ));
+    }
+
+    /** Remove pbxfw's rules and sets from the kernel; whether anything was loaded. */
+    public function disable(string $backend = 'nft'): bool
+    {
+        $was = $this->ffi->new('bool');
+        $this->call(fn ($err) => $this->ffi->pbxfw_kernel_disable(
+            $backend, strlen($backend), FFI::addr($was), $err
+        ));
+        return (bool) $was->cdata;
+    }
+
+    /** @internal */
+    public function ffi(): FFI
+    {
+        return $this->ffi;
+    }
+
+    /**
+     * Run `$f($err)` with a fresh error slot; on failure turn the error object into an
+     * exception, and free it either way.
+     * @internal
+     */
+    public function call(callable $f): void
+    {
+        $err = $this->ffi->new('pbxfw_error*');
+        $code = $f(FFI::addr($err));
+        if ($code === 0) {
+            return;
+        }
+        try {
+            if (FFI::isNull($err)) {
+                throw new PbxfwException("pbxfw error $code", $code);
+            }
+            $message = (string) $this->ffi->pbxfw_error_message($err);
+            $diagnostics = [];
+            $buf = $this->ffi->new('pbxfw_buf');
+            if ($this->ffi->pbxfw_error_diagnostics($err, FFI::addr($buf)) === 0) {
+                $diagnostics = self::decode($this->take($buf));
+            }
+            throw new PbxfwException($message, $code, $diagnostics);
+        } finally {
+            $this->ffi->pbxfw_error_free(FFI::addr($err));
+        }
+    }
+
+    /**
+     * Run `$f($buf, $err)` and return the buffer as text, freed.
+     * @internal
+     */
+    public function text(callable $f): string
+    {
+        $buf = $this->ffi->new('pbxfw_buf');
+        $this->call(fn ($err) => $f(FFI::addr($buf), $err));
+        return $this->take($buf);
+    }
+
+    /**
+     * The same, decoded from JSON.
+     * @internal
+     */
+    public function json(callable $f): array
+    {
+        return self::decode($this->text($f));
+    }
+
+    private function take(FFI\CData $buf): string
+    {
+        try {
+            return $buf->len > 0 ? FFI::string($buf->ptr, $buf->len) : '';
+        } finally {
+            $this->ffi->pbxfw_buf_free(FFI::addr($buf));
+        }
+    }
+
+    private static function decode(string $json): array
+    {
+        return json_decode($json, true, 512, JSON_THROW_ON_ERROR);
+    }
+}
+
+/** A validated policy. Immutable; freed when the object goes away. */
+final class PbxfwPolicy
+{
+    /** @internal */
+    public function __construct(private readonly Pbxfw $pbxfw, private FFI\CData $ptr)
+    {
+    }
+
+    public function __destruct()
+    {
+        $this->pbxfw->ffi()->pbxfw_policy_free(FFI::addr($this->ptr));
+    }
+
+    /** @internal */
+    public function ptr(): FFI\CData
+    {
+        return $this->ptr;
+    }
+
+    /** The warnings of the valid policy. */
+    public function diagnostics(): array
+    {
+        return $this->pbxfw->json(fn ($buf, $err) =>
+            $this->pbxfw->ffi()->pbxfw_policy_diagnostics($this->ptr, $buf, $err));
+    }
+
+    public function fingerprint(): string
+    {
+        return $this->pbxfw->text(fn ($buf, $err) =>
+            $this->pbxfw->ffi()->pbxfw_policy_fingerprint($this->ptr, $buf, $err));
+    }
+
+    /** The rules as text: `nft`, `iptables` or `ir`. */
+    public function compile(string $backend = 'nft'): string
+    {
+        return $this->pbxfw->text(fn ($buf, $err) => $this->pbxfw->ffi()->pbxfw_policy_compile(
+            $this->ptr, $backend, strlen($backend), $buf, $err
+        ));
+    }
+
+    /**
+     * What happens to a packet: `['iface' => 'eth0', 'src' => '203.0.113.10', 'proto' => 'udp',
+     * 'dport' => 5060]`, optionally `sport`, `icmp_type`, `state`, `registered`. Returns
+     * verdict, zone, decided_by, step, step_name and rule.
+     */
+    public function explain(array $packet): array
+    {
+        $json = json_encode($packet, JSON_THROW_ON_ERROR);
+        return $this->pbxfw->json(fn ($buf, $err) => $this->pbxfw->ffi()->pbxfw_policy_explain(
+            $this->ptr, $json, strlen($json), $buf, $err
+        ));
+    }
+
+    /** Load into the kernel and verify; returns fingerprint and elapsed (ms). */
+    public function apply(string $backend = 'nft'): array
+    {
+        return $this->pbxfw->json(fn ($buf, $err) => $this->pbxfw->ffi()->pbxfw_kernel_apply(
+            $this->ptr, $backend, strlen($backend), $buf, $err
+        ));
+    }
+
+    /** Add (`add`) or remove (`remove`) elements of a loaded set without a reload. */
+    public function updateSet(string $set, string $op, array $elements, string $backend = 'nft'): void
+    {
+        $json = json_encode(['set' => $set, 'op' => $op, 'elements' => $elements], JSON_THROW_ON_ERROR);
+        $this->pbxfw->call(fn ($err) => $this->pbxfw->ffi()->pbxfw_kernel_update_set(
+            $this->ptr, $backend, strlen($backend), $json, strlen($json), $err
+        ));
+    }
+
+    /** A fresh responsive state machine configured by this policy. */
+    public function responsive(): PbxfwResponsive
+    {
+        $out = $this->pbxfw->ffi()->new('pbxfw_responsive*');
+        $this->pbxfw->call(fn ($err) =>
+            $this->pbxfw->ffi()->pbxfw_responsive_new($this->ptr, FFI::addr($out), $err));
+        return new PbxfwResponsive($this->pbxfw, $out);
+    }
+
+    /** A state machine from a snapshot, reconfigured by this policy. */
+    public function restoreResponsive(string $snapshot): PbxfwResponsive
+    {
+        $out = $this->pbxfw->ffi()->new('pbxfw_responsive*');
+        $this->pbxfw->call(fn ($err) => $this->pbxfw->ffi()->pbxfw_responsive_restore(
+            $this->ptr, $snapshot, strlen($snapshot), FFI::addr($out), $err
+        ));
+        return new PbxfwResponsive($this->pbxfw, $out);
+    }
+}
+
+/** The responsive layer's state machine. Not to be shared between threads. */
+final class PbxfwResponsive
+{
+    /** @internal */
+    public function __construct(private readonly Pbxfw $pbxfw, private FFI\CData $ptr)
+    {
+    }
+
+    public function __destruct()
+    {
+        $this->pbxfw->ffi()->pbxfw_responsive_free(FFI::addr($this->ptr));
+    }
+
+    /**
+     * Feed one security event (an array or a JSON-lines record, docs/events.md) at `$now`
+     * (Unix seconds; 0: the event's own `at`). Returns the actions to carry out.
+     */
+    public function onEvent(array|string $event, int $now = 0): array
+    {
+        $json = is_string($event) ? $event : json_encode($event, JSON_THROW_ON_ERROR);
+        return $this->pbxfw->json(fn ($buf, $err) => $this->pbxfw->ffi()->pbxfw_responsive_on_event(
+            $this->ptr, $json, strlen($json), $now, $buf, $err
+        ));
+    }
+
+    public function tick(int $now): array
+    {
+        return $this->pbxfw->json(fn ($buf, $err) =>
+            $this->pbxfw->ffi()->pbxfw_responsive_tick($this->ptr, $now, $buf, $err));
+    }
+
+    /** The active bans at `$now`: a list of ['prefix' => …, 'until' => …]. */
+    public function bans(int $now): array
+    {
+        return $this->pbxfw->json(fn ($buf, $err) =>
+            $this->pbxfw->ffi()->pbxfw_responsive_bans($this->ptr, $now, $buf, $err));
+    }
+
+    public function snapshot(): string
+    {
+        return $this->pbxfw->text(fn ($buf, $err) =>
+            $this->pbxfw->ffi()->pbxfw_responsive_snapshot($this->ptr, $buf, $err));
+    }
+}

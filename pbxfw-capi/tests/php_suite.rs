@@ -1,0 +1,104 @@
+//! The PHP suite (`php/tests/suite.php`) against the `libpbxfw.so` cargo just built: with
+//! Debian's `php-cli` loading the library through `FFI::cdef`; with `php-cgi` using
+//! `ffi.preload` of `pbxfw_php.h` and `opcache.preload` of the wrapper, as a PBX's php-fpm
+//! would; and with `php-cli` inside a network namespace this test creates, for apply, status,
+//! set updates and disable.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn paths() -> (PathBuf, PathBuf) {
+    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let lib_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    (crate_dir, lib_dir)
+}
+
+fn passed(out: Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("checks passed"),
+        "{what} failed ({:?}):\n{stdout}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No warning or notice may reach the output either.
+    assert!(
+        !stdout.contains("Warning") && !stdout.contains("Notice") && !stdout.contains("Deprecated"),
+        "{what}: {stdout}"
+    );
+    stdout
+}
+
+#[test]
+fn php_cli_through_ffi_cdef() {
+    let (crate_dir, lib_dir) = paths();
+    let out = Command::new("php")
+        .args([
+            "-d",
+            "ffi.enable=1",
+            "-d",
+            "error_reporting=-1",
+            "-d",
+            "display_errors=stderr",
+        ])
+        .arg(crate_dir.join("php/tests/suite.php"))
+        .arg("library")
+        .arg(lib_dir.join("libpbxfw.so"))
+        .output()
+        .expect("php-cli is installed (scripts/test installs it)");
+    eprintln!("{}", passed(out, "php-cli"));
+}
+
+#[test]
+fn php_cgi_with_ffi_preload_and_opcache_preload() {
+    let (crate_dir, lib_dir) = paths();
+    let header = crate_dir.join("include/pbxfw_php.h");
+    let preload = crate_dir.join("php/preload.php");
+    let out = Command::new("php-cgi")
+        .arg("-q")
+        .args(["-d", "ffi.enable=preload"])
+        .arg("-d")
+        .arg(format!("ffi.preload={}", header.display()))
+        .args(["-d", "opcache.enable=1", "-d", "opcache.preload_user=root"])
+        .arg("-d")
+        .arg(format!("opcache.preload={}", preload.display()))
+        .args(["-d", "error_reporting=-1", "-d", "display_errors=stderr"])
+        .arg(crate_dir.join("php/tests/suite.php"))
+        // FFI_LIB "libpbxfw.so" is found the way dlopen finds libraries.
+        .env("LD_LIBRARY_PATH", &lib_dir)
+        .env("PBXFW_PHP_ARGS", "scope")
+        .output()
+        .expect("php-cgi is installed (scripts/test installs it)");
+    eprintln!("{}", passed(out, "php-cgi"));
+}
+
+#[test]
+fn php_applies_reports_and_disables_in_a_namespace() {
+    if pbxfw_testkit::netns::skipped() {
+        return;
+    }
+    let (crate_dir, lib_dir) = paths();
+    let ns = pbxfw_testkit::netns::Netns::new("php");
+    let suite = crate_dir.join("php/tests/suite.php");
+    let lib = lib_dir.join("libpbxfw.so");
+    let out = ns.exec(&[
+        "php",
+        "-d",
+        "ffi.enable=1",
+        "-d",
+        "error_reporting=-1",
+        "-d",
+        "display_errors=stderr",
+        suite.to_str().unwrap(),
+        "library",
+        lib.to_str().unwrap(),
+        "kernel",
+    ]);
+    eprintln!("{}", passed(out, "php-cli in a namespace"));
+}
