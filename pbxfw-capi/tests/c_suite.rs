@@ -2,21 +2,10 @@
 //! the committed `pbxfw.h`, linked to the `libpbxfw.so` cargo just built, run, and run again under
 //! valgrind, which must report no error and no leak.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
-
-fn dirs() -> (PathBuf, PathBuf) {
-    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    // target/<profile>/deps/c_suite-… → target/<profile>
-    let lib_dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    (crate_dir, lib_dir)
-}
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -32,12 +21,7 @@ fn run(cmd: &mut Command) -> String {
 
 #[test]
 fn c_suite_passes_and_valgrind_is_clean() {
-    let (crate_dir, lib_dir) = dirs();
-    assert!(
-        lib_dir.join("libpbxfw.so").is_file(),
-        "no libpbxfw.so in {}",
-        lib_dir.display()
-    );
+    let (crate_dir, lib_dir) = common::paths();
     let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test_capi");
     // The flags come from the committed pbxfw.pc, pointed at the build tree.
     let flags = run(Command::new("pkg-config")
@@ -68,7 +52,7 @@ fn c_suite_passes_and_valgrind_is_clean() {
 
 #[test]
 fn the_c_header_compiles_as_cpp_too() {
-    let (crate_dir, _) = dirs();
+    let (crate_dir, _) = common::paths();
     let src = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("header.cpp");
     std::fs::write(
         &src,
@@ -83,7 +67,7 @@ fn the_c_header_compiles_as_cpp_too() {
 
 #[test]
 fn the_static_library_links_with_the_private_libs_of_pbxfw_pc() {
-    let (crate_dir, lib_dir) = dirs();
+    let (crate_dir, lib_dir) = common::paths();
     let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test_capi_static");
     let private = run(Command::new("pkg-config")
         .env("PKG_CONFIG_PATH", &crate_dir)

@@ -4,20 +4,9 @@
 //! would; and with `php-cli` inside a network namespace this test creates, for apply, status,
 //! set updates and disable.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn paths() -> (PathBuf, PathBuf) {
-    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let lib_dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    (crate_dir, lib_dir)
-}
+use std::process::{Command, Output};
 
 fn passed(out: Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -37,7 +26,7 @@ fn passed(out: Output, what: &str) -> String {
 
 #[test]
 fn php_cli_through_ffi_cdef() {
-    let (crate_dir, lib_dir) = paths();
+    let (crate_dir, lib_dir) = common::paths();
     let out = Command::new("php")
         .args([
             "-d",
@@ -57,7 +46,7 @@ fn php_cli_through_ffi_cdef() {
 
 #[test]
 fn php_cgi_with_ffi_preload_and_opcache_preload() {
-    let (crate_dir, lib_dir) = paths();
+    let (crate_dir, lib_dir) = common::paths();
     let header = crate_dir.join("include/pbxfw_php.h");
     let preload = crate_dir.join("php/preload.php");
     let out = Command::new("php-cgi")
@@ -83,7 +72,7 @@ fn php_applies_reports_and_disables_in_a_namespace() {
     if pbxfw_testkit::netns::skipped() {
         return;
     }
-    let (crate_dir, lib_dir) = paths();
+    let (crate_dir, lib_dir) = common::paths();
     let ns = pbxfw_testkit::netns::Netns::new("php");
     let suite = crate_dir.join("php/tests/suite.php");
     let lib = lib_dir.join("libpbxfw.so");
