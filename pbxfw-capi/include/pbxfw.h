@@ -53,6 +53,11 @@ typedef enum {
    pbxfw panicked (a bug); nothing was returned.
    */
   PBXFW_ERR_PANIC = 9,
+  /*
+   Refused for safety: the lock file exists (disable), or the custom rules file may be
+   written by someone other than root (apply).
+   */
+  PBXFW_ERR_LOCKED = 10,
 } pbxfw_result;
 
 /*
@@ -190,7 +195,7 @@ pbxfw_result pbxfw_policy_explain(const pbxfw_policy *policy,
 
 /*
  Load the policy into the kernel of the calling thread's network namespace (dynamic sets keep
- their elements) and verify it. `*out` is JSON `{"fingerprint": …, "elapsed": ms}`. On
+ their elements, the custom rules file of the backend is loaded too) and verify it. `*out` is JSON `{"fingerprint": …, "elapsed": ms}`. On
  `PBXFW_ERR_KERNEL` or `PBXFW_ERR_UNSUPPORTED` the kernel holds what it held before.
  */
 pbxfw_result pbxfw_kernel_apply(const pbxfw_policy *policy,
@@ -210,7 +215,8 @@ pbxfw_result pbxfw_kernel_status(const char *backend,
 
 /*
  Remove everything pbxfw owns from the kernel, and nothing else. `*was_loaded` (which may be
- NULL) says whether anything was loaded.
+ NULL) says whether anything was loaded. Refused with `PBXFW_ERR_LOCKED` while the lock file
+ (`$PBXFW_LOCK_FILE`, default `/etc/pbxfw/lock`) exists.
  */
 pbxfw_result pbxfw_kernel_disable(const char *backend,
                                   size_t backend_len,

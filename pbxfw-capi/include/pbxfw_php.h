@@ -14,6 +14,7 @@ typedef enum {
   PBXFW_ERR_KERNEL = 7,
   PBXFW_ERR_STATE = 8,
   PBXFW_ERR_PANIC = 9,
+  PBXFW_ERR_LOCKED = 10,
 } pbxfw_result;
 
 typedef enum {

@@ -27,6 +27,7 @@ final class PbxfwException extends RuntimeException
     public const KERNEL = 7;
     public const STATE = 8;
     public const PANIC = 9;
+    public const LOCKED = 10;
 
     /** @param list<array{path: string, severity: string, message: string, value?: string}> $diagnostics */
     public function __construct(string $message, int $code, public readonly array $diagnostics = [])

@@ -59,6 +59,9 @@ pub enum pbxfw_result {
     PBXFW_ERR_STATE = 8,
     /// pbxfw panicked (a bug); nothing was returned.
     PBXFW_ERR_PANIC = 9,
+    /// Refused for safety: the lock file exists (disable), or the custom rules file may be
+    /// written by someone other than root (apply).
+    PBXFW_ERR_LOCKED = 10,
 }
 
 use pbxfw_result::*;
@@ -228,6 +231,7 @@ fn backend_failure(e: BackendError) -> Failure {
     let code = match e {
         BackendError::Unsupported { .. } => PBXFW_ERR_UNSUPPORTED,
         BackendError::NoSet(_) => PBXFW_ERR_ARGUMENT,
+        BackendError::Locked(_) => PBXFW_ERR_LOCKED,
         _ => PBXFW_ERR_KERNEL,
     };
     Failure::new(code, e.to_string())
@@ -486,7 +490,7 @@ pub extern "C" fn pbxfw_policy_explain(
 // --- the kernel ----------------------------------------------------------------------------------
 
 /// Load the policy into the kernel of the calling thread's network namespace (dynamic sets keep
-/// their elements) and verify it. `*out` is JSON `{"fingerprint": …, "elapsed": ms}`. On
+/// their elements, the custom rules file of the backend is loaded too) and verify it. `*out` is JSON `{"fingerprint": …, "elapsed": ms}`. On
 /// `PBXFW_ERR_KERNEL` or `PBXFW_ERR_UNSUPPORTED` the kernel holds what it held before.
 #[no_mangle]
 pub extern "C" fn pbxfw_kernel_apply(
@@ -499,10 +503,14 @@ pub extern "C" fn pbxfw_kernel_apply(
     guard(err, || {
         check_out(out, "out")?;
         let p = object(policy, "policy")?;
-        let k = self::backend(text(backend, backend_len, "backend")?)?;
-        let applied = k
-            .apply(&p.ruleset, &ApplyOptions::default())
-            .map_err(backend_failure)?;
+        let name = text(backend, backend_len, "backend")?;
+        let k = self::backend(name)?;
+        let opts = ApplyOptions {
+            custom: pbxfw_host::custom::load(name)
+                .map_err(|m| Failure::new(PBXFW_ERR_LOCKED, m))?,
+            ..Default::default()
+        };
+        let applied = k.apply(&p.ruleset, &opts).map_err(backend_failure)?;
         put(out, json_buf(&applied)?);
         Ok(())
     })
@@ -526,7 +534,8 @@ pub extern "C" fn pbxfw_kernel_status(
 }
 
 /// Remove everything pbxfw owns from the kernel, and nothing else. `*was_loaded` (which may be
-/// NULL) says whether anything was loaded.
+/// NULL) says whether anything was loaded. Refused with `PBXFW_ERR_LOCKED` while the lock file
+/// (`$PBXFW_LOCK_FILE`, default `/etc/pbxfw/lock`) exists.
 #[no_mangle]
 pub extern "C" fn pbxfw_kernel_disable(
     backend: *const c_char,
@@ -536,7 +545,7 @@ pub extern "C" fn pbxfw_kernel_disable(
 ) -> pbxfw_result {
     guard(err, || {
         let k = self::backend(text(backend, backend_len, "backend")?)?;
-        let any = k.disable().map_err(backend_failure)?;
+        let any = pbxfw_host::lock::disable(k.as_ref()).map_err(backend_failure)?;
         if !was_loaded.is_null() {
             put(was_loaded, any);
         }

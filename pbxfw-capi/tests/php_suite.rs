@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use std::process::{Command, Output};
 
 fn passed(out: Output, what: &str) -> String {
@@ -76,18 +78,23 @@ fn php_applies_reports_and_disables_in_a_namespace() {
     let ns = pbxfw_testkit::netns::Netns::new("php");
     let suite = crate_dir.join("php/tests/suite.php");
     let lib = lib_dir.join("libpbxfw.so");
-    let out = ns.exec(&[
-        "php",
-        "-d",
-        "ffi.enable=1",
-        "-d",
-        "error_reporting=-1",
-        "-d",
-        "display_errors=stderr",
-        suite.to_str().unwrap(),
-        "library",
-        lib.to_str().unwrap(),
-        "kernel",
-    ]);
+    let lock = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("php-suite.lock");
+    let _ = std::fs::remove_file(&lock);
+    let out = ns.exec_env(
+        &[("PBXFW_LOCK_FILE", lock.to_str().unwrap())],
+        &[
+            "php",
+            "-d",
+            "ffi.enable=1",
+            "-d",
+            "error_reporting=-1",
+            "-d",
+            "display_errors=stderr",
+            suite.to_str().unwrap(),
+            "library",
+            lib.to_str().unwrap(),
+            "kernel",
+        ],
+    );
     eprintln!("{}", passed(out, "php-cli in a namespace"));
 }

@@ -151,13 +151,44 @@ pub fn apply_actions(kernel: &dyn Backend, rs: &Ruleset, actions: &[Action], at:
 pub fn load_state(state: &Path, config: Config) -> Result<Machine, String> {
     match std::fs::read_to_string(state) {
         Ok(text) => {
-            let mut m = Machine::restore(&text).map_err(|e| format!("{}: {e}", state.display()))?;
+            let mut m = Machine::restore(&text).map_err(|e| {
+                let prev = previous_copy(state);
+                let good = std::fs::read_to_string(&prev)
+                    .ok()
+                    .is_some_and(|t| Machine::restore(&t).is_ok());
+                if good {
+                    format!(
+                        "{}: {e}; the last good copy is {} (move it into place to use it)",
+                        state.display(),
+                        prev.display()
+                    )
+                } else {
+                    format!("{}: {e}", state.display())
+                }
+            })?;
             m.reconfigure(config);
             Ok(m)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Machine::new(config)),
         Err(e) => Err(format!("{}: {e}", state.display())),
     }
+}
+
+fn previous_copy(state: &Path) -> std::path::PathBuf {
+    let mut p = state.as_os_str().to_owned();
+    p.push(".prev");
+    p.into()
+}
+
+/// Write the machine's state atomically, keeping the current file, if it reads back, as
+/// `NAME.prev`: a file damaged by something else than pbxfw still leaves a good copy.
+fn save_state(state: &Path, machine: &Machine) -> std::io::Result<()> {
+    if let Ok(old) = std::fs::read_to_string(state) {
+        if Machine::restore(&old).is_ok() {
+            write_atomic(&previous_copy(state), &old)?;
+        }
+    }
+    write_atomic(state, &machine.snapshot())
 }
 
 /// Run the daemon until the event sources all end (they normally never do).
@@ -172,6 +203,12 @@ pub fn run(
     let mut machine = load_state(state, Config::from_policy(policy))?;
     if let Some(dir) = state.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    // An apply left unconfirmed across a restart or reboot is rolled back first.
+    match crate::safety::overdue(kernel) {
+        Ok(Some(msg)) => log_line(&[("event", "rollback".into()), ("detail", msg)]),
+        Ok(None) => {}
+        Err(e) => log_line(&[("error", "rollback".into()), ("detail", e)]),
     }
     let t = now();
     machine.tick(t);
@@ -240,7 +277,7 @@ pub fn run(
             log_line(&describe(a));
         }
         apply_actions(kernel, &rs, &actions, t);
-        if let Err(e) = write_atomic(state, &machine.snapshot()) {
+        if let Err(e) = save_state(state, &machine) {
             log_line(&[("error", "state".into()), ("detail", e.to_string())]);
         }
     }

@@ -25,6 +25,7 @@ macro_rules! println {
 
 mod daemon;
 mod policy_file;
+mod safety;
 
 /// Exit codes, as documented in `--help`.
 mod exit {
@@ -34,6 +35,7 @@ mod exit {
     pub const IO: u8 = 3;
     pub const UNSUPPORTED: u8 = 4;
     pub const KERNEL: u8 = 5;
+    pub const SAFETY: u8 = 6;
 }
 
 /// Where the policy lives when no POLICY argument is given.
@@ -47,6 +49,8 @@ Exit codes:
   3  a file could not be read
   4  the requested backend or feature is not available
   5  the kernel refused the change or could not be reached (the previous ruleset stays loaded)
+  6  refused for safety: the lock file exists, the apply would lock the administrator out, or an
+     apply is already waiting for confirmation
 
 With no POLICY, $PBXFW_POLICY is read, else /etc/pbxfw/pbxfw.toml if it exists, else the
 embedded default policy of a typical PBX. POLICY `-` reads standard input; a name ending in
@@ -74,6 +78,16 @@ enum Backend {
 }
 
 impl Backend {
+    /// The name `--backend` takes (kept with a pending confirmation for its rollback timer).
+    fn arg(self) -> &'static str {
+        match self {
+            Backend::Nft => "nft",
+            Backend::Iptables => "iptables",
+            Backend::IptablesNft => "iptables-nft",
+            Backend::IptablesLegacy => "iptables-legacy",
+        }
+    }
+
     fn kernel(self) -> Box<dyn KernelBackend> {
         use pbxfw_ipt::Variant;
         match self {
@@ -157,6 +171,45 @@ enum Command {
         /// Add a counter to every rule (shown by `status`).
         #[arg(long)]
         counters: bool,
+        /// Roll back to the previous ruleset unless `pbxfw confirm` comes within SECONDS.
+        #[arg(long, value_name = "SECONDS")]
+        confirm: Option<u64>,
+        /// An administrator address whose SSH access (tcp/22) must survive (repeatable; the
+        /// session in $SSH_CONNECTION is always checked).
+        #[arg(long = "admin", value_name = "ADDR")]
+        admins: Vec<IpAddr>,
+        /// Apply even if the administrator would be locked out.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Keep the ruleset of the last `apply --confirm`.
+    #[command(after_help = AFTER_HELP)]
+    Confirm,
+    /// Go back to the ruleset before the last `apply --confirm`, now.
+    #[command(after_help = AFTER_HELP)]
+    Rollback {
+        /// Backend.
+        #[arg(long, value_enum, default_value = "nft")]
+        backend: Backend,
+        /// Wait for the deadline of this confirmation, and roll back only if it is still
+        /// unconfirmed then (used by the timer `apply --confirm` starts).
+        #[arg(long, value_name = "ID", hide = true)]
+        when_due: Option<String>,
+    },
+    /// At boot (the pbxfw-boot systemd unit): Safe Mode, an overdue rollback, then apply.
+    #[command(after_help = AFTER_HELP)]
+    Boot {
+        /// Policy file (TOML or JSON).
+        policy: Option<String>,
+        /// Backend.
+        #[arg(long, value_enum, default_value = "nft")]
+        backend: Backend,
+        /// Never hold the rules back, whatever the boot history says.
+        #[arg(long)]
+        no_safe_mode: bool,
+        /// Seconds between updates of this boot's length in the boot history.
+        #[arg(long, default_value = "30", hide = true)]
+        heartbeat: u64,
     },
     /// Show what is loaded: fingerprint, sets, bans with remaining time, counters.
     #[command(after_help = AFTER_HELP)]
@@ -377,6 +430,7 @@ fn load_valid(path: Option<&str>) -> Result<ValidPolicy, Fail> {
 fn kernel_fail(e: BackendError) -> Fail {
     match e {
         BackendError::Unsupported { .. } => Fail(exit::UNSUPPORTED, e.to_string()),
+        BackendError::Locked(_) => Fail(exit::SAFETY, e.to_string()),
         e => Fail(exit::KERNEL, e.to_string()),
     }
 }
@@ -428,7 +482,15 @@ fn edit_policy(
         }
     }
     let synced = kernel
-        .sync(&compile(&old), &compile(&new), &ApplyOptions::default())
+        .sync(
+            &compile(&old),
+            &compile(&new),
+            &ApplyOptions {
+                custom: pbxfw_host::custom::load(backend.arg())
+                    .map_err(|m| Fail(exit::SAFETY, m))?,
+                ..Default::default()
+            },
+        )
         .map_err(|e| {
             Fail(
                 exit::KERNEL,
@@ -470,15 +532,44 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             policy,
             backend,
             counters,
+            confirm,
+            admins,
+            force,
         } => {
             let valid = load_valid(policy.as_deref())?;
             let rs = compile(&valid);
+            if !force {
+                if let Some(msg) =
+                    safety::lockout_message(&rs, &safety::sessions(&admins, &valid.settings.admins))
+                {
+                    return Err(Fail(exit::SAFETY, msg));
+                }
+            }
             let kernel = backend.kernel();
             let opts = ApplyOptions {
                 counters,
+                custom: pbxfw_host::custom::load(backend.arg())
+                    .map_err(|m| Fail(exit::SAFETY, m))?,
                 ..Default::default()
             };
+            if let Some(secs) = confirm {
+                let fp =
+                    safety::apply_with_confirm(kernel.as_ref(), backend.arg(), &rs, &opts, secs)
+                        .map_err(|m| {
+                            let code = if m.starts_with("refused") {
+                                exit::SAFETY
+                            } else {
+                                exit::KERNEL
+                            };
+                            Fail(code, m)
+                        })?;
+                println!(
+                    "applied: fingerprint {fp}; run `pbxfw confirm` within {secs} s, or it is rolled back"
+                );
+                return Ok(exit::OK);
+            }
             let applied = kernel.apply(&rs, &opts).map_err(kernel_fail)?;
+            safety::record_applied(backend.arg(), &rs).map_err(|m| Fail(exit::IO, m))?;
             println!(
                 "applied: fingerprint {} in {:.1} ms",
                 applied.fingerprint,
@@ -486,19 +577,88 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             );
             Ok(exit::OK)
         }
+        Command::Confirm => match safety::confirm().map_err(|m| Fail(exit::IO, m))? {
+            Some(fp) => {
+                println!("confirmed: ruleset {fp} stays");
+                Ok(exit::OK)
+            }
+            None => Err(Fail(
+                exit::INVALID,
+                "nothing to confirm: no apply is waiting for confirmation".into(),
+            )),
+        },
+        Command::Rollback { backend, when_due } => {
+            let kernel = backend.kernel();
+            let msg = safety::rollback(kernel.as_ref(), when_due.as_deref()).map_err(|m| {
+                let code = if m.starts_with("nothing") {
+                    exit::INVALID
+                } else {
+                    exit::KERNEL
+                };
+                Fail(code, m)
+            })?;
+            println!("{msg}");
+            Ok(exit::OK)
+        }
+        Command::Boot {
+            policy,
+            backend,
+            no_safe_mode,
+            heartbeat,
+        } => {
+            let valid = load_valid(policy.as_deref())?;
+            let rs = compile(&valid);
+            let cfg = pbxfw_core::safety::SafeModeConfig {
+                enabled: !no_safe_mode,
+                ..Default::default()
+            };
+            safety::boot(
+                backend.kernel().as_ref(),
+                backend.arg(),
+                &rs,
+                &cfg,
+                std::time::Duration::from_secs(heartbeat.max(1)),
+            )
+            .map_err(|m| Fail(exit::KERNEL, m))?;
+            Ok(exit::OK)
+        }
         Command::Status { backend, format } => {
             let status = backend.kernel().status().map_err(kernel_fail)?;
+            let pending = safety::pending().map_err(|m| Fail(exit::IO, m))?;
+            let safe_mode = std::fs::read_to_string(safety::marker_path())
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
             match format {
                 Format::Json => {
-                    println!("{:#}", serde_json::to_value(&status).expect("serialisable"))
+                    let mut v = serde_json::to_value(&status).expect("serialisable");
+                    v["pending_confirmation"] = pending.as_ref().map_or(
+                        serde_json::Value::Null,
+                        |p| serde_json::json!({"fingerprint": p.fingerprint, "deadline_ms": p.deadline_ms}),
+                    );
+                    v["safe_mode"] = safe_mode.unwrap_or(serde_json::Value::Null);
+                    println!("{v:#}")
                 }
-                Format::Text => print_status(&status),
+                Format::Text => {
+                    if let Some(m) = &safe_mode {
+                        println!(
+                            "SAFE MODE: {}",
+                            m["reason"].as_str().unwrap_or("rules held back")
+                        );
+                    }
+                    if let Some(p) = &pending {
+                        println!(
+                            "waiting for confirmation: ruleset {} is rolled back at {} ms (Unix) unless `pbxfw confirm` comes first",
+                            p.fingerprint, p.deadline_ms
+                        );
+                    }
+                    print_status(&status)
+                }
             }
             Ok(exit::OK)
         }
         Command::Disable { backend } => {
             let kernel = backend.kernel();
-            if kernel.disable().map_err(kernel_fail)? {
+            if pbxfw_host::lock::disable(kernel.as_ref()).map_err(kernel_fail)? {
                 println!(
                     "pbxfw disabled: {} removed",
                     match kernel.name() {

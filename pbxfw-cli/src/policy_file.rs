@@ -1,7 +1,6 @@
 //! Editing the policy file for `blacklist add|del` and `trust|untrust`, keeping its comments and
 //! layout (TOML through toml_edit; JSON rewritten pretty-printed), and writing it atomically.
 
-use std::io::Write;
 use std::path::Path;
 
 use pbxfw_core::Policy;
@@ -186,31 +185,7 @@ impl Doc {
 /// Write `text` to `path` atomically: a temporary file in the same directory, fsync, rename over
 /// the old file, fsync the directory. A crash leaves either the old or the new file.
 pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("policy"),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            f.set_permissions(meta.permissions())?;
-        }
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    pbxfw_host::state::write_atomic(path, text.as_bytes())
 }
 
 #[cfg(test)]

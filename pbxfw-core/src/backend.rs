@@ -41,8 +41,11 @@ pub struct ApplyOptions {
     /// Elements to (re)seed into dynamic sets, e.g. bans restored from the daemon's state
     /// after a reboot.
     pub seed: BTreeMap<String, Vec<Element>>,
-    /// Backend-specific text loaded with the ruleset (custom rules).
-    pub append: Option<String>,
+    /// Custom rules: the body of the `custom` chain in the backend's own syntax (nft rule
+    /// statements; for iptables, rule arguments such as `-p tcp --dport 8443 -j ACCEPT`, a
+    /// leading `-4 `/`-6 ` keeping a line to one family). The kernel checks them before they
+    /// go live; refused rules leave everything as it was.
+    pub custom: Option<String>,
 }
 
 fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -224,6 +227,9 @@ pub enum BackendError {
     /// Reading or changing the kernel failed.
     #[error("{0}")]
     Kernel(String),
+    /// Refused for safety: the lock file exists (`disable`).
+    #[error("refused: the lock file {0} exists; remove it to disable pbxfw")]
+    Locked(String),
 }
 
 /// A kernel backend: loads rulesets into the current network namespace, reports and removes

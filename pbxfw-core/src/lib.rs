@@ -53,6 +53,7 @@ pub mod ir;
 mod model;
 pub mod net;
 pub mod responsive;
+pub mod safety;
 
 pub use compile::compile;
 pub use diag::{Diagnostic, Diagnostics, Severity};

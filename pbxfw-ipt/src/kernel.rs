@@ -257,9 +257,15 @@ impl Kernel {
 
     /// The restore input for one family: the script's chains, stale chains flushed and deleted,
     /// and the jump from INPUT made first.
-    fn restore_input(&self, script: &Script, family: Family) -> Result<String, BackendError> {
+    fn restore_input(
+        &self,
+        script: &Script,
+        family: Family,
+        custom: Option<&str>,
+    ) -> Result<String, BackendError> {
         let listing = self.listing(family)?;
         let mut text = script.restore_input(family);
+        text.push_str(&custom_lines(custom, family)?);
         let ours: BTreeSet<&str> = script.chains.iter().map(String::as_str).collect();
         let stale: Vec<&str> = listing
             .lines()
@@ -293,12 +299,6 @@ impl Kernel {
 
     fn apply_script(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<Applied, BackendError> {
         let start = Instant::now();
-        if opts.append.is_some() {
-            return Err(BackendError::Unsupported {
-                backend: BACKEND,
-                feature: "custom rules".into(),
-            });
-        }
         let script = lower(rs).map_err(lower_error)?;
         let live = self.live_sets()?;
         // Step 1: build.
@@ -359,7 +359,7 @@ impl Kernel {
         // Step 2: check both families before anything live changes.
         let mut inputs = Vec::new();
         for family in [Family::Ipv4, Family::Ipv6] {
-            let input = match self.restore_input(&script, family) {
+            let input = match self.restore_input(&script, family, opts.custom.as_deref()) {
                 Ok(i) => i,
                 Err(e) => {
                     undo(self);
@@ -498,6 +498,43 @@ fn rollback_input(saved: &str, applied: &str) -> String {
     }
     out.push_str("COMMIT\n");
     out
+}
+
+/// The custom rules as restore lines of the custom chain for `family`: each line holds rule
+/// arguments (`-p tcp --dport 8443 -j ACCEPT`); `-4 ` or `-6 ` in front keeps it to one family;
+/// blank lines and `#` comments are skipped. A line that tries to name a chain or a table of
+/// its own is refused: custom rules live in their chain only.
+fn custom_lines(custom: Option<&str>, family: Family) -> Result<String, BackendError> {
+    let chain = crate::chain_name(pbxfw_core::compile::names::CUSTOM);
+    let mut out = String::new();
+    for (i, line) in custom.unwrap_or_default().lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (only, args) = match line.split_once(' ') {
+            Some(("-4", rest)) => (Some(Family::Ipv4), rest.trim()),
+            Some(("-6", rest)) => (Some(Family::Ipv6), rest.trim()),
+            _ => (None, line),
+        };
+        let first = args.split_whitespace().next().unwrap_or_default();
+        if args.starts_with('*')
+            || args.starts_with(':')
+            || matches!(
+                first,
+                "-A" | "-I" | "-D" | "-R" | "-N" | "-X" | "-F" | "-P" | "-t" | "COMMIT"
+            )
+        {
+            return Err(BackendError::Check(format!(
+                "custom rules line {}: {line:?} names a chain, table or command; give rule arguments only (the chain is {chain})",
+                i + 1
+            )));
+        }
+        if only.is_none_or(|f| f == family) {
+            out.push_str(&format!("-A {chain} {args}\n"));
+        }
+    }
+    Ok(out)
 }
 
 /// The restore lines that make pbxfw's jump the first rule of INPUT, exactly once.

@@ -208,9 +208,24 @@ impl Kernel {
         for (set, elems) in &opts.seed {
             text.push_str(&seed_line(rs, &self.table, set, elems)?);
         }
-        if let Some(extra) = &opts.append {
-            text.push_str(extra);
-            text.push('\n');
+        if let Some(custom) = &opts.custom {
+            text.push_str(&format!(
+                "table inet {t} {{\n\tchain {c} {{\n{custom}\n\t}}\n}}\n",
+                t = self.table,
+                c = pbxfw_core::compile::names::CUSTOM
+            ));
+            // Checked on its own first, so that a mistake in them is reported as theirs.
+            if let Err(e) = self.nft(&["-c", "-f", "/dev/stdin"], Some(&text)) {
+                return Err(ApplyError::Load {
+                    stderr: format!(
+                        "the custom rules were refused (`nft -c`), nothing changed: {}",
+                        match e {
+                            KernelError::Nft { stderr, .. } => stderr,
+                            other => other.to_string(),
+                        }
+                    ),
+                });
+            }
         }
         match self.nft(&["-f", "/dev/stdin"], Some(&text)) {
             Ok(_) => {}
@@ -367,7 +382,12 @@ impl Kernel {
                 continue;
             }
             let name = s["name"].as_str().unwrap_or_default().to_string();
-            let detail = self.json(&["list", "set", "inet", &self.table, &name])?;
+            let detail = match self.json(&["list", "set", "inet", &self.table, &name]) {
+                Ok(d) => d,
+                // Removed since `list sets` (a reload or disable running meanwhile).
+                Err(KernelError::Nft { stderr, .. }) if stderr.contains("No such file") => continue,
+                Err(e) => return Err(e),
+            };
             let elems = detail
                 .iter()
                 .find_map(|i| i["set"]["elem"].as_array().cloned())
@@ -400,7 +420,12 @@ impl Kernel {
                 continue;
             }
             let chain = c["name"].as_str().unwrap_or_default().to_string();
-            for r in self.json(&["list", "chain", "inet", &self.table, &chain])? {
+            let rules = match self.json(&["list", "chain", "inet", &self.table, &chain]) {
+                Ok(r) => r,
+                Err(KernelError::Nft { stderr, .. }) if stderr.contains("No such file") => continue,
+                Err(e) => return Err(e),
+            };
+            for r in rules {
                 let rule = &r["rule"];
                 let Some(exprs) = rule["expr"].as_array() else {
                     continue;

@@ -186,7 +186,7 @@ fn apply_reload_update_status_disable() {
         let rs = rs.clone();
         move || {
             let opts = ApplyOptions {
-                append: Some("add rule inet pbxfw input ip saddr @no_such_set drop".into()),
+                custom: Some("ip saddr @no_such_set drop".into()),
                 ..ApplyOptions::default()
             };
             Kernel::default().apply(&rs, &opts).unwrap_err()

@@ -88,6 +88,7 @@ fn backend_error(py: Python<'_>, e: BackendError, backend: &str, apply: bool) ->
         BackendError::NotLoaded => ("not_loaded", "load"),
         BackendError::NoSet(_) => ("no_set", "load"),
         BackendError::Kernel(_) => ("kernel", "load"),
+        BackendError::Locked(_) => ("locked", "check"),
     };
     if apply {
         raise(
@@ -300,8 +301,19 @@ impl Explanation {
 #[pyo3(signature = (policy, backend = "nft"))]
 fn apply<'py>(py: Python<'py>, policy: &Policy, backend: &str) -> PyResult<Bound<'py, PyAny>> {
     let which = Which::parse(backend)?;
+    let custom = pbxfw_host::custom::load(backend).map_err(|m| {
+        raise(
+            py,
+            "ApplyError",
+            (m, backend.to_string(), "locked", "check"),
+        )
+    })?;
     let rs = &policy.ruleset;
-    let done = py.detach(move || which.make().apply(rs, &ApplyOptions::default()));
+    let opts = ApplyOptions {
+        custom,
+        ..Default::default()
+    };
+    let done = py.detach(move || which.make().apply(rs, &opts));
     match done {
         Ok(a) => to_py(py, &a),
         Err(e) => Err(backend_error(py, e, backend, true)),
@@ -322,12 +334,12 @@ fn status<'py>(py: Python<'py>, backend: &str) -> PyResult<Bound<'py, PyAny>> {
 }
 
 /// Remove everything pbxfw owns from the kernel, and nothing else. Returns whether anything was
-/// loaded.
+/// loaded. Refused (`BackendError`, kind `locked`) while the lock file exists.
 #[pyfunction]
 #[pyo3(signature = (backend = "nft"))]
 fn disable(py: Python<'_>, backend: &str) -> PyResult<bool> {
     let which = Which::parse(backend)?;
-    py.detach(move || which.make().disable())
+    py.detach(move || pbxfw_host::lock::disable(which.make().as_ref()))
         .map_err(|e| backend_error(py, e, backend, false))
 }
 

@@ -384,3 +384,28 @@ def test_the_interpreter_runs_while_the_kernel_is_loaded(netns: str) -> None:
     )
     assert got["elapsed_ms"] > 50, got
     assert got["ran_ms"] > got["elapsed_ms"] / 2, got
+
+
+@kernel
+def test_the_lock_file_refuses_disable(netns: str, tmp_path: pathlib.Path) -> None:
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    got = in_netns(
+        netns,
+        f"""
+        import json, os, pbxfw
+        os.environ["PBXFW_LOCK_FILE"] = {str(lock)!r}
+        pbxfw.apply(pbxfw.Policy.from_toml({SMALL!r}))
+        try:
+            pbxfw.disable()
+            raised = None
+        except pbxfw.BackendError as e:
+            raised = dict(kind=e.kind, backend=e.backend, message=str(e))
+        still = pbxfw.status()["loaded"]
+        os.remove({str(lock)!r})
+        print(json.dumps(dict(raised=raised, still=still, gone=pbxfw.disable())))
+        """,
+    )
+    assert got["raised"]["kind"] == "locked", got
+    assert "lock file" in got["raised"]["message"]
+    assert got["still"] is True and got["gone"] is True

@@ -47,9 +47,15 @@ impl Netns {
 
     /// Run a command inside the namespace; returns its output.
     pub fn exec(&self, argv: &[&str]) -> Output {
+        self.exec_env(&[], argv)
+    }
+
+    /// Run a command inside the namespace with extra environment variables.
+    pub fn exec_env(&self, env: &[(&str, &str)], argv: &[&str]) -> Output {
         Command::new("ip")
             .args(["netns", "exec", &self.name])
             .args(argv)
+            .envs(env.iter().copied())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"))
     }

@@ -179,6 +179,14 @@ if ($kernel) {
         check(($ban4['size'] ?? 0) === 1, "$backend: the ban is in the kernel");
         $policy->updateSet('ban4', 'remove', [['prefix' => '192.0.2.9']], $backend);
         $policy->updateSet('ban4', 'remove', [['prefix' => '192.0.2.9']], $backend);
+        $lock = getenv('PBXFW_LOCK_FILE');
+        if ($lock !== false) {
+            touch($lock);
+            $e = raises(fn () => $pbxfw->disable($backend));
+            check($e?->getCode() === PbxfwException::LOCKED, "$backend: the lock file refuses disable");
+            check($pbxfw->status($backend)['loaded'] === true, "$backend: still loaded under the lock");
+            unlink($lock);
+        }
         check($pbxfw->disable($backend) === true, "$backend: disable");
         check($pbxfw->disable($backend) === false, "$backend: disable again");
         check($pbxfw->status($backend)['loaded'] === false, "$backend: not loaded");

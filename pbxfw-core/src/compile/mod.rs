@@ -41,6 +41,10 @@ const MAX_ORIGIN: usize = 128;
 pub mod names {
     use crate::net::Family;
 
+    /// The chain of custom rules: empty in the IR, filled by a backend at apply time with the
+    /// administrator's own backend-specific rules.
+    pub const CUSTOM: &str = "custom";
+
     /// Static set of blacklisted networks of a family (an interval set).
     pub fn blacklist(f: Family) -> String {
         format!("blacklist{}", f.suffix())
@@ -401,6 +405,16 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
         ));
     }
     input.extend(dhcp);
+
+    // Custom rules (SPEC 2.11): the administrator's own backend-specific rules, loaded into this
+    // chain at apply time after the kernel has checked them. Empty in the IR, so the evaluator
+    // and `explain` describe the policy without them.
+    b.rs.chains.insert(names::CUSTOM.into(), Chain::default());
+    input.push(Rule::new(
+        vec![],
+        Verdict::Jump(names::CUSTOM.into()),
+        "custom rules",
+    ));
 
     // 5. Media from every zone, `reject` included. A media range never opens a UDP port the
     // PBX uses for signalling (Asterisk's default UDPTL range 4000-4999 contains IAX's 4569):

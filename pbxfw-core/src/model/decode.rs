@@ -535,7 +535,7 @@ fn settings(cx: &mut Cx, v: Option<&Value>) -> Settings {
     let Some(m) = cx.table(
         v,
         "settings",
-        &["default_verdict", "icmp_echo_rate", "log_denied"],
+        &["default_verdict", "icmp_echo_rate", "log_denied", "admins"],
     ) else {
         return s;
     };
@@ -562,6 +562,17 @@ fn settings(cx: &mut Cx, v: Option<&Value>) -> Settings {
         .and_then(|v| cx.boolean(v, "settings.log_denied"))
     {
         s.log_denied = b;
+    }
+    if let Some(list) = m.get("admins").and_then(|v| cx.array(v, "settings.admins")) {
+        for (i, v) in list.iter().enumerate() {
+            let path = format!("settings.admins[{i}]");
+            if let Some(text) = cx.string(v, &path) {
+                match text.parse::<std::net::IpAddr>() {
+                    Ok(a) => s.admins.push(a),
+                    Err(_) => cx.err(&path, Some(text), "is not an IP address"),
+                }
+            }
+        }
     }
     s
 }

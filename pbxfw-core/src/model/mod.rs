@@ -337,6 +337,9 @@ pub struct Settings {
     pub icmp_echo_rate: Rate,
     /// Log what the final rule denies (rate-limited).
     pub log_denied: bool,
+    /// Administrators' addresses whose SSH access (tcp/22) an apply must never cut off
+    /// (anti-lockout, SPEC 2.11), on top of the session an apply runs in.
+    pub admins: Vec<std::net::IpAddr>,
 }
 
 impl Default for Settings {
@@ -348,6 +351,7 @@ impl Default for Settings {
                 per: RateUnit::Second,
             },
             log_denied: false,
+            admins: Vec::new(),
         }
     }
 }

@@ -25,8 +25,8 @@ class StateError(PbxfwError, ValueError):
 class BackendError(PbxfwError):
     """A kernel backend could not do what was asked. ``backend`` names it (``nft``,
     ``iptables``, ``iptables-nft``, ``iptables-legacy``); ``kind`` says what went wrong:
-    ``unsupported``, ``check``, ``spawn``, ``refused``, ``verify``, ``not_loaded``, ``no_set`` or
-    ``kernel``."""
+    ``unsupported``, ``check``, ``spawn``, ``refused``, ``verify``, ``not_loaded``, ``no_set``,
+    ``kernel``, or ``locked`` (the lock file forbids ``disable``)."""
 
     def __init__(self, message: str, backend: str, kind: str) -> None:
         super().__init__(message)

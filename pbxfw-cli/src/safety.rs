@@ -1,0 +1,472 @@
+//! Safe apply, rollback, anti-lockout and Safe Mode at boot (SPEC 2.11), on top of the
+//! backends, the core's decisions (`pbxfw_core::safety`) and the host's state files.
+//!
+//! State kept in the state directory (`$PBXFW_STATE_DIR`, default `/var/lib/pbxfw`), every file
+//! written atomically with a kind and a version:
+//! - `applied.json`: the IR text of the last ruleset pbxfw applied, per backend: what a rollback
+//!   returns to.
+//! - `pending.json`: an apply waiting for `pbxfw confirm`: the deadline, the ruleset to return to
+//!   (or none: pbxfw was not loaded), and the dynamic set elements to re-seed.
+//! - `boots.json`: the boot history.
+//!
+//! A confirmation is claimed by renaming `pending.json` away, which only one of `confirm` and
+//! the rollback timer can do: whichever comes first wins, never both.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pbxfw_core::backend::{ApplyOptions, Backend, BackendError, Element};
+use pbxfw_core::ir::{Ruleset, SetKind};
+use pbxfw_core::net::Prefix;
+use pbxfw_core::safety::{lockouts, AdminSession, Lockout, SafeMode, SafeModeConfig};
+use pbxfw_host::boot::History;
+use pbxfw_host::{dirs, state};
+use serde::{Deserialize, Serialize};
+
+/// The last applied ruleset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Applied {
+    /// The backend it went to.
+    pub backend: String,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// Its IR text.
+    pub ir: String,
+}
+
+/// An apply waiting for confirmation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pending {
+    /// Tells this confirmation from a later one.
+    pub id: String,
+    /// Unix time in milliseconds after which the apply is rolled back.
+    pub deadline_ms: u64,
+    /// The backend.
+    pub backend: String,
+    /// The fingerprint of the ruleset awaiting confirmation.
+    pub fingerprint: String,
+    /// The ruleset to return to; `None` when pbxfw was not loaded before.
+    pub previous: Option<Applied>,
+    /// Dynamic set elements to put back: (set, element, seconds left).
+    pub seed: Vec<(String, String, Option<u64>)>,
+}
+
+const APPLIED: &str = "applied";
+const PENDING: &str = "pending_confirmation";
+
+fn applied_path() -> PathBuf {
+    dirs::state_dir().join("applied.json")
+}
+
+/// Where the pending confirmation is kept.
+pub fn pending_path() -> PathBuf {
+    dirs::state_dir().join("pending.json")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Remember `rs` as the last applied ruleset.
+pub fn record_applied(backend: &str, rs: &Ruleset) -> Result<(), String> {
+    let a = Applied {
+        backend: backend.into(),
+        fingerprint: rs.fingerprint(),
+        ir: rs.to_text(),
+    };
+    state::write(&applied_path(), APPLIED, &a)
+        .map_err(|e| format!("{}: {e}", applied_path().display()))
+}
+
+/// The pending confirmation, if any.
+pub fn pending() -> Result<Option<Pending>, String> {
+    state::read(&pending_path(), PENDING).map_err(|e| e.to_string())
+}
+
+/// The administrator sessions to protect: the SSH session this command runs in
+/// (`$SSH_CONNECTION`: client address and port, server address and port), the `--admin`
+/// addresses and the policy's `settings.admins` (TCP 22), each on the interface the route back
+/// to it leaves by.
+pub fn sessions(admins: &[IpAddr], listed: &[IpAddr]) -> Vec<AdminSession> {
+    let mut out = Vec::new();
+    if let Ok(ssh) = std::env::var("SSH_CONNECTION") {
+        let f: Vec<&str> = ssh.split_whitespace().collect();
+        if let (Some(Ok(addr)), Some(Ok(port))) = (
+            f.first().map(|a| a.parse::<IpAddr>()),
+            f.get(3).map(|p| p.parse::<u16>()),
+        ) {
+            out.push(AdminSession {
+                addr,
+                iif: route_dev(addr),
+                port,
+                from: "SSH_CONNECTION".into(),
+            });
+        }
+    }
+    for (list, from) in [(admins, "--admin"), (listed, "settings.admins")] {
+        for a in list {
+            out.push(AdminSession {
+                addr: *a,
+                iif: route_dev(*a),
+                port: 22,
+                from: from.into(),
+            });
+        }
+    }
+    out
+}
+
+/// The interface the route to `addr` leaves by (`ip route get`), or `unknown` (an unlisted
+/// interface: the internet zone).
+fn route_dev(addr: IpAddr) -> String {
+    std::process::Command::new("ip")
+        .args(["route", "get", &addr.to_string()])
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            let mut words = text.split_whitespace();
+            while let Some(w) = words.next() {
+                if w == "dev" {
+                    return words.next().map(str::to_string);
+                }
+            }
+            None
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The lock-outs `rs` would cause, as one message naming each deciding rule.
+pub fn lockout_message(rs: &Ruleset, sessions: &[AdminSession]) -> Option<String> {
+    let cut: Vec<Lockout> = lockouts(rs, sessions);
+    if cut.is_empty() {
+        return None;
+    }
+    let lines: Vec<String> = cut
+        .iter()
+        .map(|l| {
+            let rule = l
+                .explanation
+                .rule
+                .as_ref()
+                .map_or("the chain policy".to_string(), |r| {
+                    format!("rule {} of chain {} ({})", r.index, r.chain, r.origin)
+                });
+            format!(
+                "  a new connection from {} (tcp/{}, on {}, from {}) would be {} by {}: {rule}",
+                l.session.addr,
+                l.session.port,
+                l.session.iif,
+                l.session.from,
+                l.explanation.verdict,
+                l.explanation.decided_by
+            )
+        })
+        .collect();
+    Some(format!(
+        "refused: this ruleset would lock the administrator out:\n{}\nfix the policy, or pass --force",
+        lines.join("\n")
+    ))
+}
+
+/// The elements of `rs`'s dynamic sets now in the kernel, to put back after a rollback.
+fn dynamic_elements(
+    kernel: &dyn Backend,
+    rs: &Ruleset,
+) -> Result<Vec<(String, String, Option<u64>)>, BackendError> {
+    let status = kernel.status()?;
+    Ok(status
+        .sets
+        .into_iter()
+        .filter(|s| {
+            matches!(
+                rs.sets.get(&s.name).map(|x| &x.kind),
+                Some(SetKind::Dynamic(_))
+            )
+        })
+        .flat_map(|s| {
+            let name = s.name;
+            s.elements
+                .into_iter()
+                .map(move |e| (name.clone(), e.element, e.expires_in))
+        })
+        .collect())
+}
+
+/// Apply `rs` with a deadline: remember how to go back, apply, and start the detached timer
+/// that rolls back unless `pbxfw confirm` comes first.
+pub fn apply_with_confirm(
+    kernel: &dyn Backend,
+    backend_arg: &str,
+    rs: &Ruleset,
+    opts: &ApplyOptions,
+    seconds: u64,
+) -> Result<String, String> {
+    if let Some(p) = pending()? {
+        return Err(format!(
+            "refused: an apply is already waiting for confirmation (ruleset {}); run `pbxfw confirm` or `pbxfw rollback` first",
+            p.fingerprint
+        ));
+    }
+    let loaded = kernel.fingerprint().map_err(|e| e.to_string())?;
+    let previous = match &loaded {
+        None => None,
+        Some(fp) => {
+            let a: Option<Applied> =
+                state::read(&applied_path(), APPLIED).map_err(|e| e.to_string())?;
+            match a {
+                Some(a) if &a.fingerprint == fp => Some(a),
+                _ => {
+                    return Err(format!(
+                        "refused: the kernel holds ruleset {fp}, which is not the last one pbxfw applied, so it could not be rolled back to"
+                    ))
+                }
+            }
+        }
+    };
+    let seed = match &previous {
+        Some(a) => {
+            let prev = pbxfw_core::ir::parse(&a.ir).map_err(|e| e.to_string())?;
+            dynamic_elements(kernel, &prev).map_err(|e| e.to_string())?
+        }
+        None => Vec::new(),
+    };
+    let id = format!("{}-{}", std::process::id(), now_ms());
+    let p = Pending {
+        id: id.clone(),
+        deadline_ms: now_ms() + seconds * 1000,
+        backend: backend_arg.into(),
+        fingerprint: rs.fingerprint(),
+        previous,
+        seed,
+    };
+    // The pending file and its timer come before the apply: a crash (or SIGKILL) at any point
+    // after them leaves a timer that rolls back to what was loaded before, which is harmless
+    // if the apply never happened; the other order could leave an unconfirmed ruleset with no
+    // way back.
+    state::write(&pending_path(), PENDING, &p)
+        .map_err(|e| format!("{}: {e}", pending_path().display()))?;
+    if let Err(e) = spawn_timer(backend_arg, &id) {
+        let _ = state::remove(&pending_path());
+        return Err(e);
+    }
+    if let Err(e) = kernel.apply(rs, opts) {
+        // The timer finds no pending confirmation and ends.
+        let _ = state::remove(&pending_path());
+        return Err(e.to_string());
+    }
+    record_applied(backend_arg, rs)?;
+    Ok(rs.fingerprint())
+}
+
+/// Start `pbxfw rollback --when-due ID` in a session of its own (`setsid -f`): it outlives this
+/// process, even one killed with SIGKILL.
+fn spawn_timer(backend: &str, id: &str) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dirs::state_dir().join("rollback.log"))
+        .map_err(|e| e.to_string())?;
+    let status = std::process::Command::new("setsid")
+        .arg("-f")
+        .arg(exe)
+        .args(["rollback", "--backend", backend, "--when-due", id])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .status()
+        .map_err(|e| format!("cannot start the rollback timer (setsid): {e}"))?;
+    if !status.success() {
+        return Err("cannot start the rollback timer (setsid failed)".into());
+    }
+    Ok(())
+}
+
+/// Take the pending confirmation for this process alone (rename it away). `None` when there is
+/// none, or it is not `id`, or someone else took it first.
+fn claim(id: Option<&str>) -> Result<Option<Pending>, String> {
+    let Some(p) = pending()? else { return Ok(None) };
+    if id.is_some_and(|id| id != p.id) {
+        return Ok(None);
+    }
+    let taken = pending_path().with_extension(format!("claimed-{}", std::process::id()));
+    match std::fs::rename(pending_path(), &taken) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&taken);
+            Ok(Some(p))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `pbxfw confirm`: keep the applied ruleset. Returns what was confirmed.
+pub fn confirm() -> Result<Option<String>, String> {
+    Ok(claim(None)?.map(|p| p.fingerprint))
+}
+
+/// Put back what `p` says was there before.
+fn roll_back(kernel: &dyn Backend, p: &Pending) -> Result<String, String> {
+    match &p.previous {
+        None => {
+            // pbxfw was not loaded: going back is removing it (whatever the lock file says: it
+            // guards against switching the firewall off, not against undoing an unconfirmed
+            // change).
+            kernel.disable().map_err(|e| e.to_string())?;
+            Ok("pbxfw was not loaded before: removed".into())
+        }
+        Some(a) => {
+            let rs = pbxfw_core::ir::parse(&a.ir).map_err(|e| e.to_string())?;
+            let mut opts = ApplyOptions {
+                custom: pbxfw_host::custom::load(&p.backend)?,
+                ..Default::default()
+            };
+            for (set, el, left) in &p.seed {
+                let Some(SetKind::Dynamic(d)) = rs.sets.get(set).map(|s| &s.kind) else {
+                    continue;
+                };
+                let addr: IpAddr = match el.split('/').next().and_then(|a| a.parse().ok()) {
+                    Some(a) => a,
+                    None => continue,
+                };
+                let Ok(prefix) = Prefix::new(addr, d.key_len) else {
+                    continue;
+                };
+                opts.seed.entry(set.clone()).or_default().push(Element {
+                    prefix,
+                    timeout: left.map(Duration::from_secs),
+                });
+            }
+            kernel.apply(&rs, &opts).map_err(|e| e.to_string())?;
+            state::write(&applied_path(), APPLIED, a).map_err(|e| e.to_string())?;
+            Ok(format!("ruleset {} is back", a.fingerprint))
+        }
+    }
+}
+
+/// `pbxfw rollback`: now (`when_due` None), or at the deadline of confirmation `id` unless it
+/// is confirmed first.
+pub fn rollback(kernel: &dyn Backend, when_due: Option<&str>) -> Result<String, String> {
+    if let Some(id) = when_due {
+        loop {
+            match pending()? {
+                Some(p) if p.id == id => {
+                    if now_ms() >= p.deadline_ms {
+                        break;
+                    }
+                }
+                _ => return Ok(format!("confirmation {id} was confirmed (or replaced)")),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let Some(p) = claim(when_due)? else {
+        return match when_due {
+            Some(id) => Ok(format!("confirmation {id} was confirmed just in time")),
+            None => Err("nothing to roll back: no apply is waiting for confirmation".into()),
+        };
+    };
+    roll_back(kernel, &p).map(|m| format!("rolled back ruleset {}: {m}", p.fingerprint))
+}
+
+/// A pending confirmation whose deadline passed while nothing watched it (a reboot): roll it
+/// back. Used by `pbxfw boot` and the daemon at start.
+pub fn overdue(kernel: &dyn Backend) -> Result<Option<String>, String> {
+    match pending()? {
+        Some(p) if now_ms() >= p.deadline_ms => rollback(kernel, None).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The Safe Mode marker a UI can show.
+pub fn marker_path() -> PathBuf {
+    dirs::run_dir().join("safe-mode")
+}
+
+fn history() -> Result<History, String> {
+    Ok(state::read(&History::path(), History::KIND)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default())
+}
+
+fn seen(history: &mut History, boot_id: &str, uptime: u64) -> Result<(), String> {
+    history.seen(boot_id, uptime);
+    state::write(&History::path(), History::KIND, history).map_err(|e| e.to_string())
+}
+
+/// `pbxfw boot`: record the boot, hold the rules back if Safe Mode says so, roll back an apply
+/// left unconfirmed by a reboot, apply, then keep the boot's length in the history until it is
+/// long enough to count as a good boot.
+pub fn boot(
+    kernel: &dyn Backend,
+    backend_arg: &str,
+    rs: &Ruleset,
+    cfg: &SafeModeConfig,
+    heartbeat: Duration,
+) -> Result<(), String> {
+    let uptime = || pbxfw_host::boot::uptime().map_err(|e| format!("uptime: {e}"));
+    let boot_id = pbxfw_host::boot::boot_id().map_err(|e| format!("boot id: {e}"))?;
+    let mut h = history()?;
+    let decision = pbxfw_core::safety::safe_mode(h.previous(&boot_id), uptime()?, cfg);
+    seen(&mut h, &boot_id, uptime()?)?;
+    if let SafeMode::Hold {
+        until_uptime,
+        reason,
+    } = &decision
+    {
+        log(&[("event", "safe_mode"), ("detail", reason)]);
+        write_marker(&marker_path(), &decision)?;
+        while uptime()? < *until_uptime {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let _ = std::fs::remove_file(marker_path());
+        log(&[("event", "safe_mode_over")]);
+    }
+    match overdue(kernel)? {
+        Some(msg) => log(&[("event", "rollback"), ("detail", &msg)]),
+        None => {
+            let a = kernel
+                .apply(
+                    rs,
+                    &ApplyOptions {
+                        custom: pbxfw_host::custom::load(backend_arg)?,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            record_applied(backend_arg, rs)?;
+            log(&[("event", "applied"), ("fingerprint", &a.fingerprint)]);
+        }
+    }
+    // Keep the boot's length current until it counts as a good one.
+    loop {
+        let up = uptime()?;
+        let mut h = history()?;
+        seen(&mut h, &boot_id, up)?;
+        if up >= cfg.short_boot {
+            return Ok(());
+        }
+        std::thread::sleep(heartbeat);
+    }
+}
+
+fn write_marker(path: &Path, decision: &SafeMode) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let text = serde_json::to_string(decision).expect("serialisable");
+    state::write_atomic(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn log(fields: &[(&str, &str)]) {
+    let obj: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    eprintln!("{}", serde_json::Value::Object(obj));
+}

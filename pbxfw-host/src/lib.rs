@@ -1,0 +1,19 @@
+//! pbxfw-host: what pbxfw keeps and reads on the host, shared by the command line, the daemon,
+//! the C API and the Python bindings:
+//!
+//! - [`lock`]: the lock file, which refuses `disable` from every front end;
+//! - [`state`]: crash-safe state files (temp file, fsync, rename, fsync of the directory), each
+//!   with a kind and a version, and the last good copy kept beside;
+//! - [`boot`]: uptime and boot id (with test overrides) and the boot history for Safe Mode;
+//! - [`custom`]: the custom rules files, checked for their owner and mode;
+//! - [`dirs`]: where state and run-time markers live.
+//!
+//! Decisions are the core's (`pbxfw_core::safety`); this crate only reads and writes.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod boot;
+pub mod custom;
+pub mod dirs;
+pub mod lock;
+pub mod state;

@@ -1,0 +1,190 @@
+//! Crash-safe state files. Each is JSON `{"pbxfw_state": KIND, "version": N, "data": …}`,
+//! written atomically (a temp file in the same directory, fsync, rename over the old one, fsync
+//! of the directory), so that a crash at any point leaves either the old file or the new one.
+//! Before a file is replaced, its current content, if it reads back, is kept as `NAME.prev`.
+//!
+//! Reading a file that is corrupt, of another kind or of a newer version is an error that says
+//! so and names the last good copy: never a silent reset (a reset would lift every ban).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The state file format this build writes; it reads this version and older ones.
+pub const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    pbxfw_state: String,
+    version: u32,
+    data: T,
+}
+
+/// A state file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}{}", match .last_good {
+    Some(p) => format!("; the last good copy is {} (move it into place to use it)", p.display()),
+    None => String::new(),
+})]
+pub struct StateError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+    /// The last good copy, when there is one that reads back.
+    pub last_good: Option<PathBuf>,
+}
+
+/// Write `bytes` to `path` atomically: temp file beside it, fsync, rename, fsync the directory.
+/// An existing file's permissions are kept.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            f.set_permissions(meta.permissions())?;
+        }
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn prev(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".prev");
+    PathBuf::from(p)
+}
+
+fn decode<T: DeserializeOwned>(text: &str, kind: &str) -> Result<T, String> {
+    #[derive(Deserialize)]
+    struct Head {
+        pbxfw_state: String,
+        version: u32,
+    }
+    let head: Head =
+        serde_json::from_str(text).map_err(|e| format!("not a pbxfw state file: {e}"))?;
+    if head.pbxfw_state != kind {
+        return Err(format!(
+            "holds pbxfw state {:?}, expected {kind:?}",
+            head.pbxfw_state
+        ));
+    }
+    if head.version > VERSION {
+        return Err(format!(
+            "was written by a newer pbxfw (state version {}, this one reads up to {VERSION})",
+            head.version
+        ));
+    }
+    let env: Envelope<T> =
+        serde_json::from_str(text).map_err(|e| format!("corrupt {kind} state: {e}"))?;
+    Ok(env.data)
+}
+
+/// Write `data` as state `kind` to `path` (creating the directory), keeping the current file,
+/// if it reads back, as `NAME.prev`.
+pub fn write<T: Serialize>(path: &Path, kind: &str, data: &T) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    if let Ok(old) = std::fs::read_to_string(path) {
+        if decode::<serde_json::Value>(&old, kind).is_ok() {
+            write_atomic(&prev(path), old.as_bytes())?;
+        }
+    }
+    let text = serde_json::to_string(&Envelope {
+        pbxfw_state: kind.to_string(),
+        version: VERSION,
+        data,
+    })
+    .map_err(std::io::Error::other)?;
+    write_atomic(path, text.as_bytes())
+}
+
+/// Read state `kind` from `path`: `Ok(None)` when there is no file.
+pub fn read<T: DeserializeOwned>(path: &Path, kind: &str) -> Result<Option<T>, StateError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(StateError {
+                path: path.into(),
+                reason: e.to_string(),
+                last_good: None,
+            })
+        }
+    };
+    decode(&text, kind).map(Some).map_err(|reason| {
+        let p = prev(path);
+        let good = std::fs::read_to_string(&p)
+            .ok()
+            .is_some_and(|t| decode::<T>(&t, kind).is_ok());
+        StateError {
+            path: path.into(),
+            reason,
+            last_good: good.then_some(p),
+        }
+    })
+}
+
+/// Remove a state file (and nothing else); a missing file is fine.
+pub fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_previous_copy_and_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/thing.json");
+        assert_eq!(read::<u32>(&path, "thing").unwrap(), None);
+        write(&path, "thing", &1u32).unwrap();
+        write(&path, "thing", &2u32).unwrap();
+        assert_eq!(read::<u32>(&path, "thing").unwrap(), Some(2));
+        assert_eq!(read::<u32>(&prev(&path), "thing").unwrap(), Some(1));
+
+        // Corrupt: an error naming the last good copy, never a default.
+        std::fs::write(&path, "{\"pbxfw_state\":\"thing\",\"vers").unwrap();
+        let e = read::<u32>(&path, "thing").unwrap_err();
+        assert_eq!(e.last_good.as_deref(), Some(prev(&path).as_path()));
+        assert!(e.to_string().contains("the last good copy is"), "{e}");
+        // A newer version, another kind.
+        std::fs::write(&path, r#"{"pbxfw_state":"thing","version":99,"data":3}"#).unwrap();
+        assert!(read::<u32>(&path, "thing")
+            .unwrap_err()
+            .reason
+            .contains("newer pbxfw"));
+        std::fs::write(&path, r#"{"pbxfw_state":"other","version":1,"data":3}"#).unwrap();
+        assert!(read::<u32>(&path, "thing")
+            .unwrap_err()
+            .reason
+            .contains("expected"));
+        // Writing over a corrupt file does not make it the "last good" copy.
+        std::fs::write(&path, "garbage").unwrap();
+        write(&path, "thing", &4u32).unwrap();
+        assert_eq!(read::<u32>(&prev(&path), "thing").unwrap(), Some(1));
+        remove(&path).unwrap();
+        remove(&path).unwrap();
+    }
+}
