@@ -237,6 +237,23 @@ fn backend_failure(e: BackendError) -> Failure {
     Failure::new(code, e.to_string())
 }
 
+/// Free the object `*slot` points to and set `*slot` to NULL, so that freeing through the same
+/// variable twice is harmless. `slot` and `*slot` may be NULL.
+fn free_object<T>(slot: *mut *mut T) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `slot` is NULL or points to the caller's pointer variable.
+        let Some(slot) = (unsafe { slot.as_mut() }) else {
+            return;
+        };
+        if !slot.is_null() {
+            // SAFETY: every object pointer this library hands out comes from `Box::into_raw`
+            // and is freed only here, which then clears the caller's copy.
+            drop(unsafe { Box::from_raw(*slot) });
+        }
+        *slot = std::ptr::null_mut();
+    }));
+}
+
 // --- buffers and errors --------------------------------------------------------------------------
 
 /// Free a buffer returned by pbxfw and set it to `{NULL, 0}`; freeing an empty or already freed
@@ -261,17 +278,7 @@ pub extern "C" fn pbxfw_buf_free(buf: *mut pbxfw_buf) {
 /// Free an error object and set `*err` to NULL. `err` and `*err` may be NULL.
 #[no_mangle]
 pub extern "C" fn pbxfw_error_free(err: *mut *mut pbxfw_error) {
-    let _ = catch_unwind(|| {
-        // SAFETY: `err` is NULL or points to the caller's pointer variable.
-        let Some(slot) = (unsafe { err.as_mut() }) else {
-            return;
-        };
-        if !slot.is_null() {
-            // SAFETY: `*slot` came from `Box::into_raw` in `guard` and was not freed since.
-            drop(unsafe { Box::from_raw(*slot) });
-        }
-        *slot = std::ptr::null_mut();
-    });
+    free_object(err);
 }
 
 /// The error's result code (`PBXFW_ERR_NULL` for a NULL error).
@@ -351,17 +358,7 @@ pub extern "C" fn pbxfw_policy_parse(
 /// Free a policy and set `*policy` to NULL. `policy` and `*policy` may be NULL.
 #[no_mangle]
 pub extern "C" fn pbxfw_policy_free(policy: *mut *mut pbxfw_policy) {
-    let _ = catch_unwind(|| {
-        // SAFETY: `policy` is NULL or points to the caller's pointer variable.
-        let Some(slot) = (unsafe { policy.as_mut() }) else {
-            return;
-        };
-        if !slot.is_null() {
-            // SAFETY: `*slot` came from `Box::into_raw` in `pbxfw_policy_parse`.
-            drop(unsafe { Box::from_raw(*slot) });
-        }
-        *slot = std::ptr::null_mut();
-    });
+    free_object(policy);
 }
 
 /// The warnings of a valid policy, as a JSON array of diagnostics.
@@ -653,17 +650,7 @@ pub extern "C" fn pbxfw_responsive_restore(
 /// Free a state machine and set `*responsive` to NULL. Either may be NULL.
 #[no_mangle]
 pub extern "C" fn pbxfw_responsive_free(responsive: *mut *mut pbxfw_responsive) {
-    let _ = catch_unwind(|| {
-        // SAFETY: `responsive` is NULL or points to the caller's pointer variable.
-        let Some(slot) = (unsafe { responsive.as_mut() }) else {
-            return;
-        };
-        if !slot.is_null() {
-            // SAFETY: `*slot` came from `Box::into_raw` in `_new` or `_restore`.
-            drop(unsafe { Box::from_raw(*slot) });
-        }
-        *slot = std::ptr::null_mut();
-    });
+    free_object(responsive);
 }
 
 /// Feed one security event (a JSON-lines record, see `docs/events.md`) at `now` (Unix seconds;
