@@ -77,3 +77,53 @@ pub fn check_ir(text: &str) {
         }
     }
 }
+
+/// An Asterisk configuration tree, given as one text of files separated by lines
+/// `--- NAME` (the first file is `pjsip.conf` when no header comes first). Discovery must not
+/// panic; what it prints as TOML must parse and validate as a policy equal to its JSON
+/// fragment; merging it into the default policy must leave a policy that validates.
+pub fn check_asterisk(text: &str) {
+    use pbxfw_core::discover::{self, conf::Files};
+
+    struct Tree(Vec<(String, String)>);
+    impl Files for Tree {
+        fn read(&self, pattern: &str) -> Vec<(String, String)> {
+            let prefix = pattern.strip_suffix('*');
+            self.0
+                .iter()
+                .filter(|(n, _)| match prefix {
+                    Some(p) => n.starts_with(p),
+                    None => n == pattern,
+                })
+                .cloned()
+                .collect()
+        }
+    }
+    let mut files: Vec<(String, String)> = Vec::new();
+    let mut name = "pjsip.conf".to_string();
+    let mut body = String::new();
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("--- ") {
+            files.push((std::mem::replace(&mut name, n.trim().to_string()), std::mem::take(&mut body)));
+        } else {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    files.push((name, body));
+    let found = discover::discover(&Tree(files));
+    let toml = found.to_toml("/fuzz");
+    let from_toml = Policy::from_toml(&toml)
+        .unwrap_or_else(|e| panic!("discovery printed TOML that does not parse: {e}\n{toml}"))
+        .validate()
+        .unwrap_or_else(|e| panic!("discovery printed a policy that does not validate: {e:?}\n{toml}"));
+    let from_json = Policy::from_value(found.to_policy())
+        .validate()
+        .expect("the JSON fragment validates");
+    assert_eq!(from_toml.pbx, from_json.pbx);
+    assert_eq!(from_toml.services, from_json.services);
+    let _ = found.to_json().to_string();
+    let mut policy = Policy::from_toml(pbxfw_core::DEFAULT_POLICY_TOML).expect("default parses");
+    policy.merge_discovery(&found);
+    policy.validate().expect("the default policy with a discovery merged validates");
+}

@@ -105,6 +105,12 @@ enum Format {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum DiscoverFormat {
+    Toml,
+    Json,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ProtoArg {
     Udp,
@@ -325,6 +331,17 @@ enum Command {
         #[arg(long)]
         counters: bool,
     },
+    /// Read the Asterisk configuration and print the ports, media ranges and trunks it implies,
+    /// as a policy fragment; each item names the file and line it came from.
+    #[command(after_help = AFTER_HELP)]
+    Discover {
+        /// The Asterisk configuration directory.
+        #[arg(long, value_name = "DIR", default_value = "/etc/asterisk")]
+        asterisk_dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "toml")]
+        format: DiscoverFormat,
+    },
     /// Validate a policy and print every problem with its path.
     #[command(after_help = AFTER_HELP)]
     Check {
@@ -406,10 +423,40 @@ fn read_policy(path: Option<&str>) -> Result<(String, Policy), Fail> {
             (p.to_string(), text)
         }
     };
-    let policy =
+    let mut policy =
         Policy::from_text(&text, &name).map_err(|e| Fail(exit::INVALID, format!("{name}: {e}")))?;
+    // `pbx.discover`: what Asterisk is configured to do joins the policy before validation.
+    if let Some(dir) = policy.discover_dir().map(str::to_string) {
+        let found = pbxfw_host::asterisk::Dir::new(&dir).discover();
+        policy.merge_discovery(&found);
+        let mut doc = found.to_json();
+        doc["dir"] = dir.into();
+        *LAST_DISCOVERY.lock().unwrap_or_else(|e| e.into_inner()) = Some(doc);
+    }
     Ok((name, policy))
 }
+
+/// The discovery merged into the policy this command read, kept for [`record_discovery`].
+static LAST_DISCOVERY: std::sync::Mutex<Option<serde_json::Value>> = std::sync::Mutex::new(None);
+
+/// After an apply: keep what discovery contributed for `pbxfw status` (or forget an earlier
+/// discovery when the policy no longer asks for one).
+fn record_discovery() -> Result<(), Fail> {
+    let path = pbxfw_host::dirs::state_dir().join(DISCOVERY_STATE);
+    let doc = LAST_DISCOVERY
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let result = match doc {
+        Some(doc) => std::fs::create_dir_all(pbxfw_host::dirs::state_dir())
+            .and_then(|()| pbxfw_host::state::write(&path, "discovery", &doc)),
+        None => pbxfw_host::state::remove(&path),
+    };
+    result.map_err(|e| Fail(exit::IO, format!("{}: {e}", path.display())))
+}
+
+/// The state file holding the last applied discovery.
+const DISCOVERY_STATE: &str = "discovery.json";
 
 fn load_valid(path: Option<&str>) -> Result<ValidPolicy, Fail> {
     let (name, policy) = read_policy(path)?;
@@ -563,6 +610,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                             };
                             Fail(code, m)
                         })?;
+                record_discovery()?;
                 println!(
                     "applied: fingerprint {fp}; run `pbxfw confirm` within {secs} s, or it is rolled back"
                 );
@@ -570,6 +618,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             let applied = kernel.apply(&rs, &opts).map_err(kernel_fail)?;
             safety::record_applied(backend.arg(), &rs).map_err(|m| Fail(exit::IO, m))?;
+            record_discovery()?;
             println!(
                 "applied: fingerprint {} in {:.1} ms",
                 applied.fingerprint,
@@ -612,6 +661,8 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 enabled: !no_safe_mode,
                 ..Default::default()
             };
+            // Before `boot`, which keeps running to record the boot's length.
+            record_discovery()?;
             safety::boot(
                 backend.kernel().as_ref(),
                 backend.arg(),
@@ -850,6 +901,28 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                         .map_err(|e| Fail(exit::UNSUPPORTED, format!("iptables: {e}")))?;
                     print!("{}", script.text());
                 }
+            }
+            Ok(exit::OK)
+        }
+        Command::Discover {
+            asterisk_dir,
+            format,
+        } => {
+            let found = pbxfw_host::asterisk::Dir::new(&asterisk_dir).discover();
+            if found.files.is_empty() {
+                return Err(Fail(
+                    exit::IO,
+                    format!(
+                        "{}: no Asterisk configuration found",
+                        asterisk_dir.display()
+                    ),
+                ));
+            }
+            match format {
+                DiscoverFormat::Toml => {
+                    print!("{}", found.to_toml(&asterisk_dir.display().to_string()))
+                }
+                DiscoverFormat::Json => println!("{:#}", found.to_json()),
             }
             Ok(exit::OK)
         }

@@ -47,6 +47,8 @@ pub mod backend;
 pub mod cases;
 pub mod compile;
 mod diag;
+pub mod discover;
+pub mod dns;
 pub mod events;
 pub mod explain;
 pub mod ir;

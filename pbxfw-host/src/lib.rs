@@ -1,6 +1,8 @@
 //! pbxfw-host: what pbxfw keeps and reads on the host, shared by the command line, the daemon,
 //! the C API and the Python bindings:
 //!
+//! - [`asterisk`]: the Asterisk configuration directory that discovery reads;
+//! - [`dns`]: the DNS transport (nameservers, UDP and TCP) for hostnames in a policy;
 //! - [`lock`]: the lock file, which refuses `disable` from every front end;
 //! - [`state`]: crash-safe state files (temp file, fsync, rename, fsync of the directory), each
 //!   with a kind and a version, and the last good copy kept beside;
@@ -12,8 +14,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod asterisk;
 pub mod boot;
 pub mod custom;
 pub mod dirs;
+pub mod dns;
 pub mod lock;
 pub mod state;

@@ -813,10 +813,25 @@ fn pbx(cx: &mut Cx, v: Option<&Value>) -> Pbx {
             last: 4999,
         }),
         trunks: Vec::new(),
+        discover: None,
     };
-    let Some(m) = v.and_then(|v| cx.table(v, "pbx", &["rtp", "udptl", "trunks"])) else {
+    let Some(m) = v.and_then(|v| cx.table(v, "pbx", &["rtp", "udptl", "trunks", "discover"]))
+    else {
         return pbx;
     };
+    if let Some(v) = m.get("discover") {
+        if let Some(s) = cx.string(v, "pbx.discover") {
+            if s.starts_with('/') && !s.chars().any(char::is_control) {
+                pbx.discover = Some(s.to_string());
+            } else {
+                cx.err(
+                    "pbx.discover",
+                    Some(s),
+                    "must be the absolute path of the Asterisk configuration directory",
+                );
+            }
+        }
+    }
     if let Some(v) = m.get("rtp") {
         if let Some(r) = cx.port_range(v, "pbx.rtp", "the RTP range") {
             pbx.rtp = r;

@@ -6,6 +6,8 @@
 mod catalogue;
 mod decode;
 
+pub(crate) use decode::parse_source;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
@@ -413,6 +415,9 @@ pub struct Pbx {
     pub udptl: Option<PortRange>,
     /// Trunks and peers.
     pub trunks: Vec<Trunk>,
+    /// The Asterisk configuration directory whose discovery (`pbxfw_core::discover`) the
+    /// command line and the daemon merge into the policy before validating it.
+    pub discover: Option<String>,
 }
 
 /// The responsive layer's settings (SPEC 2.7).
@@ -578,17 +583,25 @@ impl ValidPolicy {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     doc: serde_json::Value,
+    /// Warnings from merging a discovery, reported with validation's.
+    merged: Vec<Diagnostic>,
 }
 
 impl Policy {
     /// Parse TOML text.
     pub fn from_toml(text: &str) -> Result<Policy, ParseError> {
-        decode::parse_toml(text).map(|doc| Policy { doc })
+        decode::parse_toml(text).map(|doc| Policy {
+            doc,
+            merged: Vec::new(),
+        })
     }
 
     /// Parse JSON text.
     pub fn from_json(text: &str) -> Result<Policy, ParseError> {
-        decode::parse_json(text).map(|doc| Policy { doc })
+        decode::parse_json(text).map(|doc| Policy {
+            doc,
+            merged: Vec::new(),
+        })
     }
 
     /// Parse text whose format is given by a file name (`.json` is JSON, anything else TOML).
@@ -602,7 +615,27 @@ impl Policy {
 
     /// A policy from an already-parsed JSON value (as Python dicts and C callers give it).
     pub fn from_value(doc: serde_json::Value) -> Policy {
-        Policy { doc }
+        Policy {
+            doc,
+            merged: Vec::new(),
+        }
+    }
+
+    /// The Asterisk configuration directory `pbx.discover` names, when it is an absolute path
+    /// (anything else is left for validation to report).
+    pub fn discover_dir(&self) -> Option<&str> {
+        self.doc
+            .get("pbx")?
+            .get("discover")?
+            .as_str()
+            .filter(|s| s.starts_with('/'))
+    }
+
+    /// Merge what discovery found into the policy; explicit entries win and each disagreement
+    /// becomes a warning of the next [`Policy::validate`].
+    pub fn merge_discovery(&mut self, found: &crate::discover::Discovery) {
+        let w = crate::discover::merge(&mut self.doc, found);
+        self.merged.extend(w);
     }
 
     /// The document as a JSON value.
@@ -612,7 +645,16 @@ impl Policy {
 
     /// Check everything; return a [`ValidPolicy`] (carrying any warnings) or every diagnostic.
     pub fn validate(&self) -> Result<ValidPolicy, crate::Diagnostics> {
-        decode::validate(&self.doc)
+        match decode::validate(&self.doc) {
+            Ok(mut v) => {
+                v.warnings.splice(0..0, self.merged.iter().cloned());
+                Ok(v)
+            }
+            Err(mut d) => {
+                d.0.splice(0..0, self.merged.iter().cloned());
+                Err(d)
+            }
+        }
     }
 }
 

@@ -1,0 +1,173 @@
+//! Reading an Asterisk configuration directory for discovery (`pbxfw_core::discover`).
+//!
+//! The core parses; this module only finds files. Names are relative to the directory, or
+//! absolute as Asterisk allows in `#include`; the last path component may be a glob (`*`, `?`),
+//! as Asterisk expands `#include "pjsip_custom*.conf"`. Files that cannot be read as UTF-8 text
+//! are read lossily (Asterisk files are ASCII in practice; a stray Latin-1 comment must not hide
+//! the rest of the file).
+
+use std::path::{Path, PathBuf};
+
+use pbxfw_core::discover::{self, conf::Files, Discovery};
+
+/// An Asterisk configuration directory such as `/etc/asterisk`.
+#[derive(Debug, Clone)]
+pub struct Dir {
+    root: PathBuf,
+}
+
+impl Dir {
+    /// The directory.
+    pub fn new(root: impl Into<PathBuf>) -> Dir {
+        Dir { root: root.into() }
+    }
+
+    /// Discover ports, ranges and trunks. A directory that does not exist or holds none of the
+    /// main files gives an empty discovery whose notes say so.
+    pub fn discover(&self) -> Discovery {
+        let mut d = discover::discover(self);
+        if d.files.is_empty() {
+            d.notes.push(discover::conf::Note {
+                origin: None,
+                message: format!(
+                    "no Asterisk configuration in {} (none of pjsip.conf, sip.conf, iax.conf, rtp.conf, udptl.conf, http.conf)",
+                    self.root.display()
+                ),
+            });
+        }
+        d
+    }
+
+    fn resolve(&self, name: &str) -> PathBuf {
+        let p = Path::new(name);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.root.join(p)
+        }
+    }
+
+    /// The name a file is reported under: relative to the root when inside it.
+    fn display_name(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+fn read_text(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+impl Files for Dir {
+    fn read(&self, pattern: &str) -> Vec<(String, String)> {
+        let path = self.resolve(pattern);
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !file.contains(['*', '?']) {
+            return read_text(&path)
+                .map(|t| vec![(self.display_name(&path), t)])
+                .unwrap_or_default();
+        }
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| glob_match(&file, n))
+            })
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|p| read_text(&p).map(|t| (self.display_name(&p), t)))
+            .collect()
+    }
+}
+
+/// `*` (any run) and `?` (one character) matching, as glob(3) does within one component;
+/// a leading dot must be matched explicitly.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    if name.starts_with('.') && !pattern.starts_with('.') {
+        return false;
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("pjsip_custom*.conf", "pjsip_custom.conf"));
+        assert!(glob_match("pjsip_custom*.conf", "pjsip_custom_a.conf"));
+        assert!(!glob_match("pjsip_custom*.conf", "pjsip.conf"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("*", ".hidden"));
+    }
+
+    #[test]
+    fn reads_relative_absolute_and_globbed_names() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("sip.conf"),
+            "[general]\n#include sip_*.conf\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("sip_b.conf"), "bindport=5160\n").unwrap();
+        std::fs::write(dir.path().join("sip_a.conf"), "bindaddr=0.0.0.0\n").unwrap();
+        std::fs::write(
+            dir.path().join("rtp.conf"),
+            b"[general]\n; caf\xe9\nrtpstart=12000\nrtpend=13000\n",
+        )
+        .unwrap();
+        let d = Dir::new(dir.path());
+        let abs = dir.path().join("sip_a.conf");
+        assert_eq!(d.read(abs.to_str().unwrap()).len(), 1);
+        let found = d.discover();
+        assert_eq!(
+            found.files,
+            ["sip.conf", "sip_a.conf", "sip_b.conf", "rtp.conf"]
+        );
+        assert_eq!(found.services["chansip"][0].value.to_string(), "udp/5160");
+        assert_eq!(found.rtp.unwrap().value.to_string(), "12000-13000");
+        let none = Dir::new(dir.path().join("absent")).discover();
+        assert!(none.notes[0]
+            .message
+            .starts_with("no Asterisk configuration"));
+    }
+}
