@@ -40,6 +40,8 @@ pub struct Sources {
 enum Msg {
     Event(SecurityEvent),
     Note(String),
+    /// New answers: what the resolving sets should hold.
+    Dns(crate::names::Desired),
 }
 
 fn now() -> u64 {
@@ -198,6 +200,7 @@ pub fn run(
     state: &Path,
     tick: Duration,
     kernel: &dyn Backend,
+    dns: &crate::names::DnsOptions,
 ) -> Result<(), String> {
     let rs = compile(policy);
     let mut machine = load_state(state, Config::from_policy(policy))?;
@@ -223,6 +226,42 @@ pub fn run(
 
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut threads = 0;
+    // Hostnames: restored answers are seeded at once; lookups run on their own thread, so a
+    // slow or unreachable DNS server delays nothing else.
+    let names = crate::names::tracked_names(policy);
+    let mut feeder = None;
+    if !names.is_empty() {
+        let (mut tracker, problem) = crate::names::load_tracker(dns.config());
+        if let Some(p) = problem {
+            log_line(&[("error", "dns-state".into()), ("detail", p)]);
+        }
+        tracker.set_names(names.clone());
+        match crate::names::Feeder::from_kernel(kernel, &rs) {
+            Ok(mut f) => {
+                let want = crate::names::desired(&rs, &tracker, t);
+                log_dns(f.sync(kernel, &rs, &want));
+                feeder = Some(f);
+            }
+            Err(e) => log_line(&[("error", "dns".into()), ("detail", e)]),
+        }
+        let resolver = dns.resolver();
+        let rs2 = rs.clone();
+        log_line(&[
+            ("event", "dns-start".into()),
+            ("names", names.len().to_string()),
+            (
+                "servers",
+                resolver
+                    .servers()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        ]);
+        spawn_source(&tx, move |tx| dns_loop(resolver, tracker, &rs2, &tx));
+        threads += 1;
+    }
     if let Some((addr, user, secret)) = sources.ami.clone() {
         spawn_source(&tx, move |tx| ami_loop(&addr, &user, &secret, &tx));
         threads += 1;
@@ -255,7 +294,10 @@ pub fn run(
     }
     drop(tx);
     if threads == 0 {
-        return Err("no event source: give --ami, --log, --events or --events-socket".into());
+        return Err(
+            "no event source and no hostname to resolve: give --ami, --log, --events or --events-socket"
+                .into(),
+        );
     }
 
     loop {
@@ -265,6 +307,20 @@ pub fn run(
             Ok(Msg::Event(e)) => machine.on_event(&e, t),
             Ok(Msg::Note(n)) => {
                 log_line(&[("event", "source".into()), ("detail", n)]);
+                continue;
+            }
+            Ok(Msg::Dns(want)) => {
+                let f = match feeder.take() {
+                    Some(f) => Ok(f),
+                    None => crate::names::Feeder::from_kernel(kernel, &rs),
+                };
+                match f {
+                    Ok(mut f) => {
+                        log_dns(f.sync(kernel, &rs, &want));
+                        feeder = Some(f);
+                    }
+                    Err(e) => log_line(&[("error", "dns".into()), ("detail", e)]),
+                }
                 continue;
             }
             Err(RecvTimeoutError::Timeout) => machine.tick(t),
@@ -280,6 +336,66 @@ pub fn run(
         if let Err(e) = save_state(state, &machine) {
             log_line(&[("error", "state".into()), ("detail", e.to_string())]);
         }
+    }
+}
+
+/// Log what a DNS sync changed in the kernel, and what it could not.
+fn log_dns((changes, errors): (Vec<crate::names::Change>, Vec<String>)) {
+    let list = |v: &[pbxfw_core::net::Prefix]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for c in changes {
+        log_line(&[
+            ("event", "dns-update".into()),
+            ("set", c.set),
+            ("added", list(&c.added)),
+            ("removed", list(&c.removed)),
+        ]);
+    }
+    for e in errors {
+        log_line(&[("error", "dns-update".into()), ("detail", e)]);
+    }
+}
+
+/// The resolver thread: look up what is due, send the resolving sets' wanted elements to the
+/// main loop when an answer changed them, keep the state file, sleep until the next lookup.
+fn dns_loop(
+    resolver: pbxfw_host::dns::Resolver,
+    mut tracker: pbxfw_core::dns::Tracker,
+    rs: &Ruleset,
+    tx: &Sender<Msg>,
+) {
+    loop {
+        let t = now();
+        let before = crate::names::desired(rs, &tracker, t);
+        if crate::names::refresh_all(&resolver, &mut tracker, t) {
+            for s in tracker.status(t) {
+                if let Some(e) = &s.last_error {
+                    log_line(&[
+                        ("event", "dns-failed".into()),
+                        ("name", s.name.clone()),
+                        ("lookup", e.lookup.to_string()),
+                        ("detail", e.error.to_string()),
+                        ("kept", s.addresses.len().to_string()),
+                    ]);
+                }
+            }
+            if let Err(e) = crate::names::save_tracker(&tracker) {
+                log_line(&[("error", "dns-state".into()), ("detail", e)]);
+            }
+        }
+        let after = crate::names::desired(rs, &tracker, t);
+        if after != before && tx.send(Msg::Dns(after)).is_err() {
+            return;
+        }
+        // Wake for the next due lookup; at least once a minute so a clock step is noticed.
+        let wait = tracker
+            .next_due()
+            .map_or(60, |d| d.saturating_sub(now()).clamp(1, 60));
+        std::thread::sleep(Duration::from_secs(wait));
     }
 }
 

@@ -24,6 +24,7 @@ macro_rules! println {
 }
 
 mod daemon;
+mod names;
 mod policy_file;
 mod safety;
 
@@ -125,6 +126,47 @@ enum StateArg {
     Established,
     Related,
     Invalid,
+}
+
+/// How hostnames are resolved (`daemon`, `resolve`).
+#[derive(clap::Args, Clone)]
+struct DnsArgs {
+    /// Nameserver to ask (repeatable; ADDR or ADDR:PORT). Default: those of /etc/resolv.conf.
+    #[arg(long = "dns-server", value_name = "ADDR[:PORT]", value_parser = parse_dns_server)]
+    dns_servers: Vec<std::net::SocketAddr>,
+    /// An answer is kept at least this many seconds, whatever its TTL.
+    #[arg(long, value_name = "SECONDS", default_value = "30")]
+    dns_ttl_floor: u32,
+    /// An answer is kept at most this many seconds, whatever its TTL.
+    #[arg(long, value_name = "SECONDS", default_value = "3600")]
+    dns_ttl_ceiling: u32,
+    /// How long to wait for each reply before trying again or the next server (default: the
+    /// `options timeout:` of /etc/resolv.conf, else 5 s as glibc; 2 s with --dns-server).
+    #[arg(long, value_name = "MS")]
+    dns_timeout_ms: Option<u64>,
+}
+
+impl DnsArgs {
+    fn options(&self) -> names::DnsOptions {
+        names::DnsOptions {
+            servers: self.dns_servers.clone(),
+            ttl_floor: self.dns_ttl_floor.max(1),
+            ttl_ceiling: self.dns_ttl_ceiling,
+            timeout: self
+                .dns_timeout_ms
+                .map(|ms| std::time::Duration::from_millis(ms.max(10))),
+        }
+    }
+}
+
+fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return Ok(a);
+    }
+    s.trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .map_err(|_| format!("`{s}` is not ADDR or ADDR:PORT"))
 }
 
 #[derive(Subcommand)]
@@ -286,6 +328,26 @@ enum Command {
         /// Backend.
         #[arg(long, value_enum, default_value = "nft")]
         backend: Backend,
+        #[command(flatten)]
+        dns: DnsArgs,
+    },
+    /// Resolve the policy's hostnames now and bring the kernel's sets up to date (the daemon
+    /// does this continuously); print each hostname's addresses.
+    #[command(after_help = AFTER_HELP)]
+    Resolve {
+        /// Policy file (TOML or JSON).
+        policy: Option<String>,
+        /// Backend.
+        #[arg(long, value_enum, default_value = "nft")]
+        backend: Backend,
+        /// Only resolve and print; leave the kernel alone.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        dns: DnsArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
     },
     /// Run a recorded Asterisk log, AMI transcript or JSON-lines file through the responsive
     /// state machine as a dry run: what would have been banned, clamped, promoted, and why.
@@ -453,6 +515,73 @@ fn record_discovery() -> Result<(), Fail> {
         None => pbxfw_host::state::remove(&path),
     };
     result.map_err(|e| Fail(exit::IO, format!("{}: {e}", path.display())))
+}
+
+/// The discovery part of `status`: where it came from, what it found, and its notes.
+fn print_discovery(d: &serde_json::Value) {
+    println!(
+        "discovered from {} ({} files):",
+        d["dir"].as_str().unwrap_or("?"),
+        d["files"].as_array().map_or(0, Vec::len)
+    );
+    let origins = d["origins"].as_array().cloned().unwrap_or_default();
+    let origin_of = |path: &str| {
+        origins
+            .iter()
+            .find(|o| o["path"] == path)
+            .and_then(|o| o["origin"].as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let p = &d["policy"];
+    for key in ["rtp", "udptl"] {
+        if let Some(r) = p["pbx"][key].as_str() {
+            println!("  {key} {r} ({})", origin_of(&format!("pbx.{key}")));
+        }
+    }
+    if let Some(services) = p["services"].as_object() {
+        for (name, body) in services {
+            let ports: Vec<String> = body["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, v)| {
+                    format!(
+                        "{} ({})",
+                        v.as_str().unwrap_or("?"),
+                        origin_of(&format!("services.{name}.ports[{i}]"))
+                    )
+                })
+                .collect();
+            println!("  {name}: {}", ports.join(", "));
+        }
+    }
+    for (i, t) in p["pbx"]["trunks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        println!(
+            "  trunk {} {} {} ({})",
+            t["name"].as_str().unwrap_or("?"),
+            t["protocol"].as_str().unwrap_or("?"),
+            t["host"].as_str().unwrap_or("?"),
+            origin_of(&format!("pbx.trunks[{i}]"))
+        );
+    }
+    for n in d["notes"].as_array().into_iter().flatten() {
+        match n["origin"].as_object() {
+            Some(o) => println!(
+                "  note: {}:{}: {}",
+                o.get("file").and_then(|f| f.as_str()).unwrap_or("?"),
+                o.get("line").and_then(|l| l.as_u64()).unwrap_or(0),
+                n["message"].as_str().unwrap_or("")
+            ),
+            None => println!("  note: {}", n["message"].as_str().unwrap_or("")),
+        }
+    }
 }
 
 /// The state file holding the last applied discovery.
@@ -676,6 +805,30 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         Command::Status { backend, format } => {
             let status = backend.kernel().status().map_err(kernel_fail)?;
             let pending = safety::pending().map_err(|m| Fail(exit::IO, m))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let hostnames = match pbxfw_host::state::read::<pbxfw_core::dns::Snapshot>(
+                &names::state_path(),
+                "dns",
+            ) {
+                Ok(Some(snap)) => {
+                    pbxfw_core::dns::Tracker::status_of(Default::default(), snap, now)
+                }
+                Ok(None) => Vec::new(),
+                Err(e) => {
+                    eprintln!("warning: {e}");
+                    Vec::new()
+                }
+            };
+            let discovery = pbxfw_host::state::read::<serde_json::Value>(
+                &pbxfw_host::dirs::state_dir().join(DISCOVERY_STATE),
+                "discovery",
+            )
+            .unwrap_or_else(|e| {
+                eprintln!("warning: {e}");
+                None
+            });
             let safe_mode = std::fs::read_to_string(safety::marker_path())
                 .ok()
                 .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
@@ -687,6 +840,8 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                         |p| serde_json::json!({"fingerprint": p.fingerprint, "deadline_ms": p.deadline_ms}),
                     );
                     v["safe_mode"] = safe_mode.unwrap_or(serde_json::Value::Null);
+                    v["hostnames"] = serde_json::to_value(&hostnames).expect("serialisable");
+                    v["discovery"] = discovery.unwrap_or(serde_json::Value::Null);
                     println!("{v:#}")
                 }
                 Format::Text => {
@@ -702,7 +857,16 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                             p.fingerprint, p.deadline_ms
                         );
                     }
-                    print_status(&status)
+                    print_status(&status);
+                    if !hostnames.is_empty() {
+                        println!("hostnames:");
+                        for l in names::status_lines(&hostnames) {
+                            println!("{l}");
+                        }
+                    }
+                    if let Some(d) = &discovery {
+                        print_discovery(d);
+                    }
                 }
             }
             Ok(exit::OK)
@@ -803,6 +967,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             state,
             tick,
             backend,
+            dns,
         } => {
             let valid = load_valid(policy.as_deref())?;
             let sources = daemon::Sources {
@@ -817,9 +982,72 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 &state,
                 std::time::Duration::from_secs(tick.max(1)),
                 backend.kernel().as_ref(),
+                &dns.options(),
             )
             .map_err(|e| Fail(exit::IO, e))?;
             Ok(exit::OK)
+        }
+        Command::Resolve {
+            policy,
+            backend,
+            dry_run,
+            dns,
+            format,
+        } => {
+            let valid = load_valid(policy.as_deref())?;
+            let rs = compile(&valid);
+            let opts = dns.options();
+            let (tracker, problem) = names::load_tracker(opts.config());
+            if let Some(p) = problem {
+                eprintln!("warning: {p}; starting from no answers");
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            // Everything is looked up now, whatever the schedule says: the user asked.
+            let mut fresh = pbxfw_core::dns::Tracker::restore(opts.config(), tracker.snapshot());
+            fresh.set_names(names::tracked_names(&valid));
+            names::refresh_all(&opts.resolver(), &mut fresh, now);
+            let mut failed = Vec::new();
+            if !dry_run {
+                names::save_tracker(&fresh).map_err(|m| Fail(exit::IO, m))?;
+                let kernel = backend.kernel();
+                let mut feeder = names::Feeder::from_kernel(kernel.as_ref(), &rs)
+                    .map_err(|m| Fail(exit::KERNEL, m))?;
+                let want = names::desired(&rs, &fresh, now);
+                let (changes, errors) = feeder.sync(kernel.as_ref(), &rs, &want);
+                for c in &changes {
+                    let list = |v: &[pbxfw_core::net::Prefix]| {
+                        v.iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    eprintln!(
+                        "{}: added [{}], removed [{}]",
+                        c.set,
+                        list(&c.added),
+                        list(&c.removed)
+                    );
+                }
+                failed = errors;
+            }
+            let status = fresh.status(now);
+            match format {
+                Format::Json => {
+                    println!("{:#}", serde_json::to_value(&status).expect("serialisable"))
+                }
+                Format::Text => {
+                    for l in names::status_lines(&status) {
+                        println!("{l}");
+                    }
+                }
+            }
+            if failed.is_empty() {
+                Ok(exit::OK)
+            } else {
+                Err(Fail(exit::KERNEL, failed.join("\n")))
+            }
         }
         Command::Replay {
             files,

@@ -343,6 +343,18 @@ impl Tracker {
         }
     }
 
+    /// What a snapshot says about each name, with its schedule as it was saved (for
+    /// `pbxfw status`, which reads the daemon's state file; [`Tracker::restore`] makes every
+    /// lookup due instead).
+    pub fn status_of(config: TrackerConfig, snapshot: Snapshot, now: u64) -> Vec<NameStatus> {
+        let t = Tracker {
+            config,
+            names: snapshot.names,
+            lookups: snapshot.lookups.into_iter().collect(),
+        };
+        t.status(now)
+    }
+
     /// A tracker seeded from a snapshot, so a restart with DNS down keeps the last good answers.
     /// Every lookup is due at once; its answer stays until a good one replaces it. Call
     /// [`Tracker::set_names`] next with the current policy's names.

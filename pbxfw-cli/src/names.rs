@@ -1,0 +1,370 @@
+//! Hostnames in the kernel (SPEC 2.12): the policy's hostnames are resolved outside the apply
+//! path (`pbxfw_host::dns`, scheduled by `pbxfw_core::dns::Tracker`) and their addresses are
+//! written into the dynamic sets whose `resolves` name them, as set-element updates: never a
+//! reload. The daemon does this continuously; `pbxfw resolve` once.
+//!
+//! Decisions:
+//! - Elements carry no timeout. The tracker keeps the last good answer when a lookup fails (a
+//!   DNS outage must not cut a trunk off), so an address leaves a set only when a good answer
+//!   no longer lists it, or when its hostname leaves the policy.
+//! - Nothing is removed from a set until every hostname feeding it has had a good answer (or a
+//!   restored one): after a reboot with DNS down, the restored answers are seeded and nothing is
+//!   taken away.
+//! - The tracker is kept in `$PBXFW_STATE_DIR/dns.json`, so a restart re-seeds the last good
+//!   answers at once, before any lookup.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pbxfw_core::backend::{Backend, Element, Op};
+use pbxfw_core::dns::{NameStatus, Snapshot, Tracker, TrackerConfig};
+use pbxfw_core::ir::SetKind;
+use pbxfw_core::net::{Family, Prefix};
+use pbxfw_core::{Ruleset, SignallingProtocol, Source, ValidPolicy};
+use pbxfw_host::dns::Resolver;
+
+/// The state file of the tracker.
+pub fn state_path() -> PathBuf {
+    pbxfw_host::dirs::state_dir().join("dns.json")
+}
+
+/// How names are resolved: the servers (empty: `/etc/resolv.conf`) and the TTL bounds.
+#[derive(Debug, Clone)]
+pub struct DnsOptions {
+    /// Nameservers; empty means the system's.
+    pub servers: Vec<SocketAddr>,
+    /// Shortest time an answer is kept before asking again.
+    pub ttl_floor: u32,
+    /// Longest time an answer is kept before asking again.
+    pub ttl_ceiling: u32,
+    /// How long to wait for a reply; `None`: resolv.conf's, or 2 s for explicit servers.
+    pub timeout: Option<Duration>,
+}
+
+impl DnsOptions {
+    /// The tracker's configuration.
+    pub fn config(&self) -> TrackerConfig {
+        TrackerConfig {
+            ttl_floor: self.ttl_floor,
+            ttl_ceiling: self.ttl_ceiling.max(self.ttl_floor),
+            retry_min: self.ttl_floor.clamp(1, 5),
+            ..TrackerConfig::default()
+        }
+    }
+
+    /// The resolver.
+    pub fn resolver(&self) -> Resolver {
+        if self.servers.is_empty() {
+            let system = Resolver::from_system();
+            match self.timeout {
+                Some(t) => {
+                    let attempts = system.attempts();
+                    Resolver::new(system.servers().to_vec(), t).with_attempts(attempts)
+                }
+                None => system,
+            }
+        } else {
+            Resolver::new(
+                self.servers.clone(),
+                self.timeout.unwrap_or(Duration::from_secs(2)),
+            )
+        }
+    }
+}
+
+/// Every hostname of the policy, with whether SRV lookups apply (SIP trunks: a provider
+/// publishes `_sip._udp`, `_sip._tcp`, `_sips._tcp`; IAX has no SRV convention).
+pub fn tracked_names(policy: &ValidPolicy) -> Vec<(String, bool)> {
+    let mut out: BTreeMap<String, bool> = BTreeMap::new();
+    let mut host = |s: &Source, srv: bool| {
+        if let Source::Host(h) = s {
+            *out.entry(h.clone()).or_default() |= srv;
+        }
+    };
+    for n in &policy.networks {
+        host(&n.source, false);
+    }
+    for b in &policy.blacklist {
+        host(&b.source, false);
+    }
+    for t in &policy.pbx.trunks {
+        host(&t.host, t.protocol != SignallingProtocol::Iax);
+    }
+    out.into_iter().collect()
+}
+
+/// The tracker from its state file (a fresh one when there is none, or when it cannot be
+/// read: that is logged, and only costs a lookup round).
+pub fn load_tracker(config: TrackerConfig) -> (Tracker, Option<String>) {
+    match pbxfw_host::state::read::<Snapshot>(&state_path(), "dns") {
+        Ok(Some(s)) => (Tracker::restore(config, s), None),
+        Ok(None) => (Tracker::new(config), None),
+        Err(e) => (Tracker::new(config), Some(e.to_string())),
+    }
+}
+
+/// Write the tracker's state file.
+pub fn save_tracker(tracker: &Tracker) -> Result<(), String> {
+    let path = state_path();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    pbxfw_host::state::write(&path, "dns", &tracker.snapshot())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// What each resolving set should hold, and whether every hostname feeding it has an answer
+/// (only then may elements be removed).
+pub type Desired = BTreeMap<String, (BTreeSet<Prefix>, bool)>;
+
+/// The elements each resolving set of `rs` should hold, from the tracker's answers.
+pub fn desired(rs: &Ruleset, tracker: &Tracker, now: u64) -> Desired {
+    let known: BTreeSet<String> = tracker
+        .status(now)
+        .into_iter()
+        .filter(|s| s.age.is_some())
+        .map(|s| s.name)
+        .collect();
+    let mut out = Desired::new();
+    for (name, set) in &rs.sets {
+        let SetKind::Dynamic(d) = &set.kind else {
+            continue;
+        };
+        if d.resolves.is_empty() {
+            continue;
+        }
+        let mut elems = BTreeSet::new();
+        for host in &d.resolves {
+            for a in tracker.addresses(host) {
+                if Family::of(&a) == set.family {
+                    elems.insert(Prefix::host(a));
+                }
+            }
+        }
+        let complete = d.resolves.iter().all(|h| known.contains(h));
+        out.insert(name.clone(), (elems, complete));
+    }
+    out
+}
+
+/// What the kernel's resolving sets hold, as last read or written.
+pub struct Feeder {
+    current: BTreeMap<String, BTreeSet<Prefix>>,
+}
+
+/// One set's change, for the log.
+pub struct Change {
+    /// The set.
+    pub set: String,
+    /// Addresses added.
+    pub added: Vec<Prefix>,
+    /// Addresses removed.
+    pub removed: Vec<Prefix>,
+}
+
+impl Feeder {
+    /// Read the resolving sets' elements from the kernel.
+    pub fn from_kernel(kernel: &dyn Backend, rs: &Ruleset) -> Result<Feeder, String> {
+        let status = kernel.status().map_err(|e| e.to_string())?;
+        let mut current = BTreeMap::new();
+        for s in &status.sets {
+            let name = s.name.as_str();
+            let resolving = matches!(rs.sets.get(name).map(|x| &x.kind),
+                Some(SetKind::Dynamic(d)) if !d.resolves.is_empty());
+            if !resolving {
+                continue;
+            }
+            let elems: BTreeSet<Prefix> = s
+                .elements
+                .iter()
+                .filter_map(|e| e.element.parse::<IpAddr>().ok().map(Prefix::host))
+                .collect();
+            current.insert(name.to_string(), elems);
+        }
+        Ok(Feeder { current })
+    }
+
+    /// Bring the kernel's sets to `want`: add what is missing; remove what is no longer
+    /// wanted where the wanted list is complete. Returns the changes made; a set that could not
+    /// be updated is reported and retried on the next call.
+    pub fn sync(
+        &mut self,
+        kernel: &dyn Backend,
+        rs: &Ruleset,
+        want: &Desired,
+    ) -> (Vec<Change>, Vec<String>) {
+        let mut changes = Vec::new();
+        let mut errors = Vec::new();
+        for (set, (elems, complete)) in want {
+            let have = self.current.entry(set.clone()).or_default();
+            let added: Vec<Prefix> = elems.difference(have).copied().collect();
+            let removed: Vec<Prefix> = if *complete {
+                have.difference(elems).copied().collect()
+            } else {
+                Vec::new()
+            };
+            let as_elements = |v: &[Prefix]| -> Vec<Element> {
+                v.iter()
+                    .map(|p| Element {
+                        prefix: *p,
+                        timeout: None,
+                    })
+                    .collect()
+            };
+            let mut ok = true;
+            if !added.is_empty() {
+                match kernel.update_set(rs, set, Op::Add, &as_elements(&added)) {
+                    Ok(()) => have.extend(added.iter().copied()),
+                    Err(e) => {
+                        ok = false;
+                        errors.push(format!("{set}: {e}"));
+                    }
+                }
+            }
+            if !removed.is_empty() {
+                match kernel.update_set(rs, set, Op::Remove, &as_elements(&removed)) {
+                    Ok(()) => {
+                        for p in &removed {
+                            have.remove(p);
+                        }
+                    }
+                    Err(e) => {
+                        ok = false;
+                        errors.push(format!("{set}: {e}"));
+                    }
+                }
+            }
+            if ok && !(added.is_empty() && removed.is_empty()) {
+                changes.push(Change {
+                    set: set.clone(),
+                    added,
+                    removed,
+                });
+            }
+        }
+        (changes, errors)
+    }
+}
+
+/// Run lookups until nothing is due at `now` (SRV answers make their targets due at once),
+/// at most four rounds. Returns whether anything was looked up.
+pub fn refresh_all(resolver: &Resolver, tracker: &mut Tracker, now: u64) -> bool {
+    let mut any = false;
+    for _ in 0..4 {
+        if tracker.due(now).is_empty() {
+            break;
+        }
+        any = true;
+        pbxfw_host::dns::refresh(resolver, tracker, now);
+    }
+    any
+}
+
+/// The text lines `status` and `resolve` print for the hostnames.
+pub fn status_lines(names: &[NameStatus]) -> Vec<String> {
+    names
+        .iter()
+        .map(|s| {
+            let addrs: Vec<String> = s.addresses.iter().map(ToString::to_string).collect();
+            let addrs = if addrs.is_empty() {
+                "(no address)".to_string()
+            } else {
+                addrs.join(", ")
+            };
+            let age = s.age.map_or("never resolved".to_string(), |a| {
+                format!("answer {a} s old")
+            });
+            let err = s.last_error.as_ref().map_or(String::new(), |e| {
+                format!("; last lookup {} failed: {}", e.lookup, e.error)
+            });
+            format!(
+                "  {}{}: {addrs} ({age}, next lookup in {} s{err})",
+                s.name,
+                if s.srv { " [srv]" } else { "" },
+                s.next_refresh
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pbxfw_core::dns::Answer;
+    use pbxfw_core::{compile, Policy};
+
+    #[test]
+    fn names_sets_and_completeness() {
+        let policy = Policy::from_toml(
+            r#"
+            [[networks]]
+            source = "office.example"
+            zone = "trusted"
+            [blacklist]
+            entries = ["bad.example"]
+            [[pbx.trunks]]
+            name = "a"
+            protocol = "pjsip"
+            host = "sip.example"
+            [[pbx.trunks]]
+            name = "b"
+            protocol = "iax"
+            host = "iax.example"
+            [[pbx.trunks]]
+            name = "c"
+            protocol = "pjsip"
+            host = "sip2.example"
+            "#,
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let names = tracked_names(&policy);
+        assert_eq!(
+            names,
+            [
+                ("bad.example".into(), false),
+                ("iax.example".into(), false),
+                ("office.example".into(), false),
+                ("sip.example".into(), true),
+                ("sip2.example".into(), true),
+            ]
+        );
+        let rs = compile(&policy);
+        let mut t = Tracker::new(TrackerConfig::default());
+        t.set_names(names);
+        let now = 1000;
+        for l in t.due(now) {
+            let addresses: Vec<IpAddr> = match (l.name.as_str(), l.rtype.to_string().as_str()) {
+                ("sip.example", "A") => vec!["192.0.2.1".parse().unwrap()],
+                ("sip.example", "AAAA") => vec!["2001:db8::1".parse().unwrap()],
+                _ => vec![],
+            };
+            if l.name == "sip2.example" {
+                continue; // never answered
+            }
+            let a = Answer {
+                addresses,
+                ttl: 60,
+                ..Answer::default()
+            };
+            t.on_result(&l, Ok(a), now);
+        }
+        let want = desired(&rs, &t, now);
+        let (v4, complete4) = &want["trunk_pjsip_dns4"];
+        assert_eq!(
+            v4.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["192.0.2.1"]
+        );
+        assert!(!complete4, "sip2.example has no answer yet");
+        let (v6, _) = &want["trunk_pjsip_dns6"];
+        assert_eq!(
+            v6.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["2001:db8::1"]
+        );
+        assert!(want["blacklist_dns4"].1, "bad.example answered (empty)");
+        assert!(want["trunk_iax_dns4"].0.is_empty());
+    }
+}
