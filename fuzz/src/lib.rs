@@ -127,3 +127,41 @@ pub fn check_asterisk(text: &str) {
     policy.merge_discovery(&found);
     policy.validate().expect("the default policy with a discovery merged validates");
 }
+
+/// A DNS reply from an untrusted server: parsing and interpreting it must not panic, whatever
+/// the bytes; what `answer_for` accepts has bounded, sorted, deduplicated contents.
+pub fn check_dns(data: &[u8]) {
+    use pbxfw_core::dns::{answer_for, encode_query, parse_response, RecordType, Tracker};
+
+    let Ok(resp) = parse_response(data) else {
+        return;
+    };
+    for q in &resp.questions {
+        let _ = encode_query(resp.id, &q.name, RecordType::A);
+    }
+    let names: Vec<String> = resp
+        .questions
+        .iter()
+        .map(|q| q.name.clone())
+        .chain(resp.answers.iter().map(|r| r.name.clone()))
+        .take(4)
+        .collect();
+    let mut tracker = Tracker::new(Default::default());
+    tracker.set_names(names.iter().map(|n| (n.clone(), true)));
+    for name in &names {
+        for rtype in [RecordType::A, RecordType::Aaaa, RecordType::Srv] {
+            if let Ok(a) = answer_for(&resp, name, rtype) {
+                assert!(a.addresses.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
+                assert!(a.addresses.len() <= resp.answers.len());
+            }
+        }
+    }
+    for lookup in tracker.due(1000) {
+        let result = answer_for(&resp, &lookup.name, lookup.rtype);
+        tracker.on_result(&lookup, result, 1000);
+    }
+    let snap = tracker.snapshot();
+    let json = serde_json::to_string(&snap).expect("snapshots serialise");
+    let back: pbxfw_core::dns::Snapshot = serde_json::from_str(&json).expect("and parse back");
+    assert_eq!(back, snap);
+}

@@ -595,16 +595,37 @@ pub fn replay(
     events: impl Iterator<Item = TimedEvent>,
     records: usize,
 ) -> ReplayReport {
-    let mut m = Machine::new(Config::from_policy(policy));
-    let mut r = ReplayReport {
-        records,
-        ..Default::default()
-    };
-    let mut t = 0;
+    let mut replayer = Replayer::new(policy);
+    replayer.report.records = records;
     for e in events {
+        replayer.feed(e);
+    }
+    replayer.report
+}
+
+/// A machine being replayed, and what it did so far.
+struct Replayer {
+    machine: Machine,
+    report: ReplayReport,
+    /// The time of the last record that carried one.
+    t: u64,
+}
+
+impl Replayer {
+    fn new(policy: &ValidPolicy) -> Replayer {
+        Replayer {
+            machine: Machine::new(Config::from_policy(policy)),
+            report: ReplayReport::default(),
+            t: 0,
+        }
+    }
+
+    fn feed(&mut self, e: TimedEvent) {
+        let r = &mut self.report;
         r.events += 1;
-        t = e.at.unwrap_or(t);
-        for a in m.on_event(&e.event, t) {
+        self.t = e.at.unwrap_or(self.t);
+        let t = self.t;
+        for a in self.machine.on_event(&e.event, t) {
             match &a {
                 Action::Ban { prefix, reason, .. } => {
                     r.banned
@@ -626,24 +647,72 @@ pub fn replay(
             r.actions.push((t, a));
         }
     }
-    r
 }
 
-/// The events of a recorded file of any supported kind, lazily where the format allows (a log
-/// of millions of lines is parsed as it is replayed, never held as events), and the number of
-/// records.
-pub fn iter_records(text: &str, year: i32) -> (Box<dyn Iterator<Item = TimedEvent> + '_>, usize) {
-    if kind_of(text) == Kind::Log {
-        // Parsed as it is replayed: a log of millions of lines is never held as events.
-        let n = text.lines().count();
-        let events = text
-            .lines()
-            .filter_map(move |l| asterisk_log::parse_line(l, year).ok().flatten());
-        (Box::new(events), n)
-    } else {
+/// Replay one recorded file of any supported kind. An Asterisk log is cut into chunks at line
+/// boundaries that worker threads parse while this thread runs the state machine over the
+/// chunks' events in file order: the parser and the machine overlap, and a log of millions of
+/// lines is never held as events (at most a few chunks' worth are in flight).
+pub fn replay_text(policy: &ValidPolicy, text: &str, year: i32) -> ReplayReport {
+    if kind_of(text) != Kind::Log {
         let (events, n) = read_records(text, year);
-        (Box::new(events.into_iter()), n)
+        return replay(policy, events.into_iter(), n);
     }
+    let chunks = split_lines(text, 256 * 1024);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    // Bounded, so fast parsers cannot run far ahead of the machine.
+    let (tx, rx) = mpsc::sync_channel::<(usize, Vec<TimedEvent>, usize)>(workers * 4);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (chunks, next) = (&chunks, &next);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(chunk) = chunks.get(i) else { return };
+                let (events, n) = parse_log(chunk, year);
+                if tx.send((i, events, n)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        let mut pending: BTreeMap<usize, (Vec<TimedEvent>, usize)> = BTreeMap::new();
+        let mut want = 0;
+        let mut replayer = Replayer::new(policy);
+        for (i, events, n) in rx {
+            pending.insert(i, (events, n));
+            while let Some((events, n)) = pending.remove(&want) {
+                replayer.report.records += n;
+                for e in events {
+                    replayer.feed(e);
+                }
+                want += 1;
+            }
+        }
+        replayer.report
+    })
+}
+
+/// `text` cut into pieces of about `size` bytes, each ending at a line break.
+fn split_lines(text: &str, size: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = size.min(rest.len());
+        while !rest.is_char_boundary(end) {
+            end += 1;
+        }
+        let end = match rest[end..].find('\n') {
+            Some(i) => end + i + 1,
+            None => rest.len(),
+        };
+        out.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    out
 }
 
 #[derive(PartialEq)]

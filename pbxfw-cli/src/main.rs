@@ -1064,9 +1064,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             };
             let report = if let [only] = &files[..] {
                 // One file is already in time order: replay it as it is parsed.
-                let text = read(only)?;
-                let (events, records) = daemon::iter_records(&text, year);
-                daemon::replay(&valid, events, records)
+                daemon::replay_text(&valid, &read(only)?, year)
             } else {
                 let mut all = Vec::new();
                 let mut records = 0;

@@ -251,7 +251,7 @@ impl Drop for Guard {
 }
 
 /// dnsmasq on 127.0.0.1:5353 inside `ns`, answering `*.test` from `hosts` with TTL 1 s.
-fn dnsmasq(ns: &Netns, hosts: &Path) -> Guard {
+fn dnsmasq(ns: &Netns, hosts: &Path, extra: &[&str]) -> Guard {
     let bin = std::env::var("PBXFW_DNSMASQ").unwrap_or("/usr/sbin/dnsmasq".into());
     assert!(
         Path::new(&bin).exists(),
@@ -274,12 +274,27 @@ fn dnsmasq(ns: &Netns, hosts: &Path) -> Guard {
             "--local-ttl=1",
         ])
         .arg(format!("--addn-hosts={}", hosts.display()))
+        .arg("--log-queries")
+        .arg(format!(
+            "--log-facility={}",
+            hosts.with_file_name("dnsmasq.log").display()
+        ))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    Guard(child)
+    let guard = Guard(child);
+    // Ready when it listens (a query sent earlier would wait out the resolver's timeout).
+    let start = Instant::now();
+    while !ns.run(&["ss", "-lun"]).contains("127.0.0.1:5353") {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "dnsmasq did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    guard
 }
 
 fn daemon(ns: &Netns, dir: &Path, args: &[&str]) -> Guard {
@@ -316,9 +331,10 @@ fn within(what: &str, dir: &Path, limit: Duration, f: impl Fn() -> bool) -> Dura
     let start = Instant::now();
     while !f() {
         let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+        let dns = std::fs::read_to_string(dir.join("dnsmasq.log")).unwrap_or_default();
         assert!(
             start.elapsed() < limit,
-            "{what}: not within {limit:?}\n{log}"
+            "{what}: not within {limit:?}\n{log}\ndnsmasq:\n{dns}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -340,18 +356,24 @@ fn a_ddns_name_moving_changes_the_set_within_its_ttl_without_a_reload() {
     let d = dir.path();
     std::fs::write(
         d.join("pbxfw.toml"),
-        "[interfaces]\neth0 = \"internet\"\n\n[responsive]\nenabled = false\n\n[[pbx.trunks]]\nname = \"home-office\"\nprotocol = \"pjsip\"\nhost = \"peer.ddns.test\"\n",
+        "[interfaces]\neth0 = \"internet\"\n\n[responsive]\nenabled = false\n\n[[pbx.trunks]]\nname = \"home-office\"\nprotocol = \"pjsip\"\nhost = \"peer.ddns.test\"\n\n[blacklist]\nentries = [\"bad.ddns.test\"]\n",
     )
     .unwrap();
     let hosts = d.join("hosts");
+    let others = "192.0.2.23 sipb.ddns.test\n198.51.100.66 bad.ddns.test\n";
     std::fs::write(
         &hosts,
-        "192.0.2.21 peer.ddns.test\n2001:db8::21 peer.ddns.test\n",
+        format!("192.0.2.21 peer.ddns.test\n2001:db8::21 peer.ddns.test\n{others}"),
     )
     .unwrap();
 
     let mut topo = Topology::new("ddns", &["eth0".to_string()]);
-    let dns = dnsmasq(&topo.pbx, &hosts);
+    // The trunk's provider also publishes an SRV record naming a second server.
+    let dns = dnsmasq(
+        &topo.pbx,
+        &hosts,
+        &["--srv-host=_sip._udp.peer.ddns.test,sipb.ddns.test,5060"],
+    );
     let state = d.join("state");
     ok(&topo.pbx.exec_env(
         &[("PBXFW_STATE_DIR", state.to_str().unwrap())],
@@ -367,10 +389,18 @@ fn a_ddns_name_moving_changes_the_set_within_its_ttl_without_a_reload() {
         d,
         &["--dns-server", "127.0.0.1:5353", "--dns-ttl-floor", "1"],
     );
-    within("first answer in the set", d, Duration::from_secs(5), || {
-        set_elements(&topo.pbx, "trunk_pjsip_dns4").contains("192.0.2.21")
-            && set_elements(&topo.pbx, "trunk_pjsip_dns6").contains("2001:db8::21")
-    });
+    within(
+        "first answers in the sets",
+        d,
+        Duration::from_secs(5),
+        || {
+            let v4 = set_elements(&topo.pbx, "trunk_pjsip_dns4");
+            v4.contains("192.0.2.21")
+                && v4.contains("192.0.2.23")
+                && set_elements(&topo.pbx, "trunk_pjsip_dns6").contains("2001:db8::21")
+                && set_elements(&topo.pbx, "blacklist_dns4").contains("198.51.100.66")
+        },
+    );
     for (src, want) in [
         ("192.0.2.21", FinalVerdict::Accept),
         ("192.0.2.22", FinalVerdict::Drop),
@@ -383,7 +413,7 @@ fn a_ddns_name_moving_changes_the_set_within_its_ttl_without_a_reload() {
     // The name moves: dnsmasq re-reads its hosts file on SIGHUP.
     std::fs::write(
         &hosts,
-        "192.0.2.22 peer.ddns.test\n2001:db8::21 peer.ddns.test\n",
+        format!("192.0.2.22 peer.ddns.test\n2001:db8::21 peer.ddns.test\n{others}"),
     )
     .unwrap();
     let _ = Command::new("kill")
@@ -427,11 +457,11 @@ fn a_ddns_name_moving_changes_the_set_within_its_ttl_without_a_reload() {
         &[env!("CARGO_BIN_EXE_pbxfw"), "status", "--format", "json"],
     ));
     let v: serde_json::Value = serde_json::from_str(&st).unwrap();
-    let h = &v["hostnames"][0];
+    let h = &v["hostnames"][1];
     assert_eq!(h["name"], "peer.ddns.test", "{v:#}");
     assert_eq!(
         h["addresses"],
-        serde_json::json!(["192.0.2.22", "2001:db8::21"])
+        serde_json::json!(["192.0.2.22", "192.0.2.23", "2001:db8::21"])
     );
     assert!(h["age"].as_u64().is_some_and(|a| a < 60), "{h}");
 }
@@ -459,7 +489,7 @@ fn an_unreachable_dns_server_delays_nothing_and_the_last_answer_is_kept() {
 
     // A first resolution while DNS works leaves its answer in the state file.
     {
-        let _dns = dnsmasq(&ns, &hosts);
+        let _dns = dnsmasq(&ns, &hosts, &[]);
         ok(&ns.exec_env(&env, &[bin, "apply", p]));
         let out = ok(&ns.exec_env(&env, &[bin, "resolve", p, "--dns-server", "127.0.0.1:5353"]));
         assert!(out.contains("sip.carrier.test [srv]: 192.0.2.31"), "{out}");
@@ -518,4 +548,58 @@ fn an_unreachable_dns_server_delays_nothing_and_the_last_answer_is_kept() {
     let st = ok(&ns.exec_env(&env, &[bin, "status"]));
     assert!(st.contains("sip.carrier.test [srv]: 192.0.2.31"), "{st}");
     assert!(st.contains("failed"), "{st}");
+}
+
+/// The same resolution through the iptables backend: ipsets updated in place.
+#[test]
+fn resolve_updates_ipsets_on_iptables() {
+    if skipped() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let policy = d.join("pbxfw.toml");
+    std::fs::write(
+        &policy,
+        "[interfaces]\neth0 = \"internet\"\n\n[[networks]]\nsource = \"office.ddns.test\"\nzone = \"trusted\"\n",
+    )
+    .unwrap();
+    let hosts = d.join("hosts");
+    std::fs::write(&hosts, "192.0.2.41 office.ddns.test\n").unwrap();
+    let ns = Netns::new("dnsipt");
+    let dns = dnsmasq(&ns, &hosts, &[]);
+    let state = d.join("state");
+    let env = [("PBXFW_STATE_DIR", state.to_str().unwrap())];
+    let (p, bin) = (policy.to_str().unwrap(), env!("CARGO_BIN_EXE_pbxfw"));
+    let be = ["--backend", "iptables-legacy"];
+    let resolve = |ns: &Netns| {
+        ok(&ns.exec_env(
+            &env,
+            &[
+                bin,
+                "resolve",
+                p,
+                "--dns-server",
+                "127.0.0.1:5353",
+                be[0],
+                be[1],
+            ],
+        ))
+    };
+    ok(&ns.exec_env(&env, &[bin, "apply", p, be[0], be[1]]));
+    resolve(&ns);
+    let list = |ns: &Netns| ns.run(&["ipset", "list", "pbxfw_zone_trusted_dns4"]);
+    assert!(list(&ns).contains("192.0.2.41"), "{}", list(&ns));
+    std::fs::write(&hosts, "192.0.2.42 office.ddns.test\n").unwrap();
+    let _ = Command::new("kill")
+        .args(["-HUP", &dns.0.id().to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(500));
+    resolve(&ns);
+    let now = list(&ns);
+    assert!(
+        now.contains("192.0.2.42") && !now.contains("192.0.2.41"),
+        "{now}"
+    );
+    ok(&ns.exec_env(&env, &[bin, "disable", be[0], be[1]]));
 }
