@@ -238,7 +238,7 @@ pub fn run(
         tracker.set_names(names.clone());
         match crate::names::Feeder::from_kernel(kernel, &rs) {
             Ok(mut f) => {
-                let want = crate::names::desired(&rs, &tracker, t);
+                let want = crate::names::desired(&rs, &tracker);
                 log_dns(f.sync(kernel, &rs, &want));
                 feeder = Some(f);
             }
@@ -370,7 +370,7 @@ fn dns_loop(
 ) {
     loop {
         let t = now();
-        let before = crate::names::desired(rs, &tracker, t);
+        let before = crate::names::desired(rs, &tracker);
         if crate::names::refresh_all(&resolver, &mut tracker, t) {
             for s in tracker.status(t) {
                 if let Some(e) = &s.last_error {
@@ -387,7 +387,7 @@ fn dns_loop(
                 log_line(&[("error", "dns-state".into()), ("detail", e)]);
             }
         }
-        let after = crate::names::desired(rs, &tracker, t);
+        let after = crate::names::desired(rs, &tracker);
         if after != before && tx.send(Msg::Dns(after)).is_err() {
             return;
         }

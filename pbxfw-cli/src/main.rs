@@ -1014,7 +1014,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 let kernel = backend.kernel();
                 let mut feeder = names::Feeder::from_kernel(kernel.as_ref(), &rs)
                     .map_err(|m| Fail(exit::KERNEL, m))?;
-                let want = names::desired(&rs, &fresh, now);
+                let want = names::desired(&rs, &fresh);
                 let (changes, errors) = feeder.sync(kernel.as_ref(), &rs, &want);
                 for c in &changes {
                     let list = |v: &[pbxfw_core::net::Prefix]| {

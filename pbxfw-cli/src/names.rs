@@ -120,13 +120,7 @@ pub fn save_tracker(tracker: &Tracker) -> Result<(), String> {
 pub type Desired = BTreeMap<String, (BTreeSet<Prefix>, bool)>;
 
 /// The elements each resolving set of `rs` should hold, from the tracker's answers.
-pub fn desired(rs: &Ruleset, tracker: &Tracker, now: u64) -> Desired {
-    let known: BTreeSet<String> = tracker
-        .status(now)
-        .into_iter()
-        .filter(|s| s.age.is_some())
-        .map(|s| s.name)
-        .collect();
+pub fn desired(rs: &Ruleset, tracker: &Tracker) -> Desired {
     let mut out = Desired::new();
     for (name, set) in &rs.sets {
         let SetKind::Dynamic(d) = &set.kind else {
@@ -143,7 +137,7 @@ pub fn desired(rs: &Ruleset, tracker: &Tracker, now: u64) -> Desired {
                 }
             }
         }
-        let complete = d.resolves.iter().all(|h| known.contains(h));
+        let complete = d.resolves.iter().all(|h| tracker.answered(h));
         out.insert(name.clone(), (elems, complete));
     }
     out
@@ -352,7 +346,7 @@ mod tests {
             };
             t.on_result(&l, Ok(a), now);
         }
-        let want = desired(&rs, &t, now);
+        let want = desired(&rs, &t);
         let (v4, complete4) = &want["trunk_pjsip_dns4"];
         assert_eq!(
             v4.iter().map(ToString::to_string).collect::<Vec<_>>(),

@@ -284,6 +284,19 @@ impl Tracker {
             .collect()
     }
 
+    /// Whether every lookup feeding `name` (A, AAAA, its SRV lookups and their targets') has a
+    /// good answer, fresh or restored: only then is [`Tracker::addresses`] the whole truth, and
+    /// may an address be taken away from the sets the name feeds.
+    pub fn answered(&self, name: &str) -> bool {
+        let name = normalise(name);
+        let Some(&srv) = self.names.get(&name) else {
+            return false;
+        };
+        self.lookups_of(&name, srv)
+            .iter()
+            .all(|l| self.lookups.get(l).is_some_and(|s| s.answer.is_some()))
+    }
+
     /// The state of every policy hostname at `now`, sorted by name.
     pub fn status(&self, now: u64) -> Vec<NameStatus> {
         self.names
