@@ -1,0 +1,113 @@
+//! Where the per-packet cost of the nft ruleset goes (not a test): UDP packets per second from
+//! one sender to an RTP port (median of 3 floods of 2 s), each variant against no ruleset in
+//! the same round:
+//!
+//! - `accept-only`: a base chain with one `accept` (the cost of having a hook at all);
+//! - `ct-established`: `ct state established accept` (connection tracking alone);
+//! - `5 rules`: four cheap rules and the conntrack rule;
+//! - `pbxfw`: the full ruleset of a policy with a 100k-address blacklist;
+//! - `pbxfw, no lookups`: the same with the blacklist and ban lookups taken out (chain `pre4`
+//!   flushed): what the four set lookups on the way cost;
+//! - `pbxfw+notrack`: that, with media ports untracked in a `prerouting` chain at priority
+//!   `raw` (an experiment: does skipping conntrack for RTP close the gap?).
+//!
+//! Run as root: `cargo run --release -p pbxfw-benches --bin hot-path`. It creates and removes
+//! its own network namespaces. Results go to BENCHMARKS.md by hand.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use pbxfw_core::backend::ApplyOptions;
+use pbxfw_core::{compile, Policy};
+use pbxfw_nft::Kernel;
+use pbxfw_testkit::netns::in_netns;
+use pbxfw_testkit::probe::{Topology, DST4};
+
+const FLOOD: Duration = Duration::from_secs(2);
+
+fn pps(topo: &Topology) -> f64 {
+    topo.watch("ip saddr 100.64.255.254 udp dport 10000");
+    in_netns(topo.client("eth0"), || {
+        let s = UdpSocket::bind("100.64.255.254:0").unwrap();
+        s.connect(SocketAddr::new(IpAddr::from_str(DST4).unwrap(), 10000))
+            .unwrap();
+        let start = Instant::now();
+        let payload = [0u8; 64];
+        while start.elapsed() < FLOOD {
+            for _ in 0..256 {
+                let _ = s.send(&payload);
+            }
+        }
+    });
+    topo.watched() as f64 / FLOOD.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn measure(topo: &Topology) -> f64 {
+    median((0..3).map(|_| pps(topo)).collect())
+}
+
+fn load(topo: &Topology, script: &str) {
+    let out = topo.pbx.exec_stdin(&["nft", "-f", "/dev/stdin"], script);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn main() {
+    let topo = Topology::new("hotpath", &["eth0".to_string()]);
+    let _sink = in_netns(&topo.pbx, || UdpSocket::bind((DST4, 10000)).unwrap());
+    let addrs: Vec<String> = (0..100_000u32)
+        .map(|i| format!("\"{}\"", Ipv4Addr::from(0x0b00_0000 + i * 3)))
+        .collect();
+    let text = format!(
+        "[interfaces]\neth0 = \"internet\"\n[blacklist]\nentries = [{}]\n",
+        addrs.join(",")
+    );
+    let rs = compile(&Policy::from_toml(&text).unwrap().validate().unwrap());
+    let chain = |body: &str| {
+        format!("table inet v {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n{body}\n }}\n}}\n")
+    };
+    let variants = [
+        ("accept-only", chain("  accept")),
+        ("ct-established", chain("  ct state established accept")),
+        (
+            "5 rules",
+            chain("  iif \"lo\" accept\n  meta nfproto ipv6 drop\n  ip saddr 192.0.2.1 drop\n  udp dport 9 drop\n  ct state established accept"),
+        ),
+    ];
+    let notrack = "table inet pbxfw {\n chain untracked {\n  type filter hook prerouting priority raw; policy accept;\n  udp dport { 4000-4568, 4570-4999, 10000-20000 } notrack\n }\n}\n";
+    println!("| round | pps: no ruleset | accept-only | ct-established | 5 rules | pbxfw | pbxfw, no lookups | pbxfw, no lookups, notrack |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for round in 1..=3 {
+        let _ = topo.pbx.exec(&["nft", "delete", "table", "inet", "pbxfw"]);
+        let base = measure(&topo);
+        let mut line = format!("| {round} | {base:.0}");
+        for (_, script) in &variants {
+            load(&topo, script);
+            line += &format!(" | {:.2}", measure(&topo) / base);
+            topo.pbx.run(&["nft", "delete", "table", "inet", "v"]);
+        }
+        let rs2 = rs.clone();
+        in_netns(&topo.pbx, move || {
+            Kernel::default()
+                .apply(&rs2, &ApplyOptions::default())
+                .unwrap();
+        });
+        line += &format!(" | {:.2}", measure(&topo) / base);
+        topo.pbx
+            .run(&["nft", "flush", "chain", "inet", "pbxfw", "pre4"]);
+        line += &format!(" | {:.2}", measure(&topo) / base);
+        load(&topo, notrack);
+        line += &format!(" | {:.2} |", measure(&topo) / base);
+        topo.pbx.run(&["nft", "delete", "table", "inet", "pbxfw"]);
+        println!("{line}");
+    }
+}
