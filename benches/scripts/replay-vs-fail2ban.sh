@@ -11,8 +11,13 @@ dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
 python3 benches/scripts/gen-asterisk-log.py "$lines" . > "$dir/full.log"
 measure() { # label, command...
   local label=$1; shift
-  /usr/bin/time -f '%e %M' -o "$dir/time" "$@" > "$dir/out" 2>&1
-  read -r secs kb < "$dir/time"
+  # Wall time from a nanosecond clock (time(1)'s %e has 10 ms steps); peak RSS from time(1).
+  local t0 t1
+  t0=$(date +%s.%N)
+  /usr/bin/time -f '%M' -o "$dir/time" "$@" > "$dir/out" 2>&1
+  t1=$(date +%s.%N)
+  secs=$(echo "$t1 - $t0" | bc -l | awk '{printf "%.3f", $1}')
+  read -r kb < "$dir/time"
   printf '%-14s %8s s  %10.0f lines/s  %8.1f MiB peak\n' "$label" "$secs" \
     "$(echo "$lines / ($secs + 0.0001)" | bc -l)" "$(echo "$kb / 1024" | bc -l)"
 }

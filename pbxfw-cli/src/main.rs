@@ -1064,7 +1064,8 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             };
             let report = if let [only] = &files[..] {
                 // One file is already in time order: replay it as it is parsed.
-                daemon::replay_text(&valid, &read(only)?, year)
+                daemon::replay_file(&valid, only, year)
+                    .map_err(|e| Fail(exit::IO, format!("{}: cannot read: {e}", only.display())))?
             } else {
                 let mut all = Vec::new();
                 let mut records = 0;
@@ -1264,17 +1265,18 @@ fn print_replay(r: &daemon::ReplayReport, elapsed: std::time::Duration) {
     );
     println!("would ban {} source(s):", r.banned.len());
     for (src, (at, why)) in &r.banned {
-        println!("  {src:<40} at {at}  {why}");
+        println!("  {:<40} at {at}  {why}", src.to_string());
     }
     println!("would clamp {} source(s):", r.clamped.len());
     for (src, at) in &r.clamped {
-        println!("  {src:<40} at {at}");
+        println!("  {:<40} at {at}", src.to_string());
     }
     println!(
         "would promote {} account(s) as registered:",
         r.registered.len()
     );
     for (acc, addrs) in &r.registered {
+        let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
         println!("  {acc:<20} from {}", addrs.join(", "));
     }
     if r.reported > 0 {
