@@ -153,6 +153,16 @@ pbxfw_result pbxfw_policy_parse(const char *text,
                                 pbxfw_error **err);
 
 /*
+ Read an Asterisk configuration directory (`dir`, `len` bytes of UTF-8, e.g.
+ `/etc/asterisk`) and describe the ports, RTP/UDPTL ranges and trunks it implies, as JSON:
+ `{"policy": fragment, "origins": [{path, origin, what}], "notes": [...], "files": [...],
+ "dir": dir}`. The fragment has the shape of a policy. A policy whose `pbx.discover` names
+ the directory gets this merged by [`pbxfw_policy_parse`] already. A directory without any
+ Asterisk file gives `PBXFW_ERR_ARGUMENT`.
+ */
+pbxfw_result pbxfw_discover(const char *dir, size_t len, pbxfw_buf *out, pbxfw_error **err);
+
+/*
  Free a policy and set `*policy` to NULL. `policy` and `*policy` may be NULL.
  */
 void pbxfw_policy_free(pbxfw_policy **policy);

@@ -51,6 +51,8 @@ pbxfw_result pbxfw_policy_parse(const char *text,
                                 pbxfw_policy **out,
                                 pbxfw_error **err);
 
+pbxfw_result pbxfw_discover(const char *dir, size_t len, pbxfw_buf *out, pbxfw_error **err);
+
 void pbxfw_policy_free(pbxfw_policy **policy);
 
 pbxfw_result pbxfw_policy_diagnostics(const pbxfw_policy *policy,

@@ -81,6 +81,18 @@ final class Pbxfw
         return new PbxfwPolicy($this, $out);
     }
 
+    /**
+     * Ports, RTP/UDPTL ranges and trunks an Asterisk configuration implies: `policy` (a
+     * fragment in the policy's shape), `origins` (path, `file:line`, what), `notes`, `files`,
+     * `dir`. A policy whose `pbx.discover` names the directory has this merged already.
+     */
+    public function discover(string $dir = '/etc/asterisk'): array
+    {
+        return $this->json(fn ($buf, $err) => $this->ffi->pbxfw_discover(
+            $dir, strlen($dir), $buf, $err
+        ));
+    }
+
     /** What is loaded in the kernel: backend, loaded, fingerprint, sets, counters. */
     public function status(string $backend = 'nft'): array
     {

@@ -333,11 +333,13 @@ pub extern "C" fn pbxfw_policy_parse(
     guard(err, || {
         check_out(out, "out")?;
         let t = self::text(text, len, "text")?;
-        let parsed = match format {
+        let mut parsed = match format {
             pbxfw_format::PBXFW_FORMAT_TOML => pbxfw_core::Policy::from_toml(t),
             pbxfw_format::PBXFW_FORMAT_JSON => pbxfw_core::Policy::from_json(t),
         }
         .map_err(|e| Failure::new(PBXFW_ERR_PARSE, e.to_string()))?;
+        // `pbx.discover`: the PBX's own configuration joins the policy, as on the command line.
+        pbxfw_host::asterisk::merge_requested(&mut parsed);
         let valid = parsed.validate().map_err(|d| {
             let errors = d.0.iter().filter(|x| x.severity == Severity::Error).count();
             Failure {
@@ -351,6 +353,36 @@ pub extern "C" fn pbxfw_policy_parse(
             out,
             Box::into_raw(Box::new(pbxfw_policy { valid, ruleset })),
         );
+        Ok(())
+    })
+}
+
+/// Read an Asterisk configuration directory (`dir`, `len` bytes of UTF-8, e.g.
+/// `/etc/asterisk`) and describe the ports, RTP/UDPTL ranges and trunks it implies, as JSON:
+/// `{"policy": fragment, "origins": [{path, origin, what}], "notes": [...], "files": [...],
+/// "dir": dir}`. The fragment has the shape of a policy. A policy whose `pbx.discover` names
+/// the directory gets this merged by [`pbxfw_policy_parse`] already. A directory without any
+/// Asterisk file gives `PBXFW_ERR_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn pbxfw_discover(
+    dir: *const c_char,
+    len: usize,
+    out: *mut pbxfw_buf,
+    err: *mut *mut pbxfw_error,
+) -> pbxfw_result {
+    guard(err, || {
+        check_out(out, "out")?;
+        let d = self::text(dir, len, "dir")?;
+        let found = pbxfw_host::asterisk::Dir::new(d).discover();
+        if found.files.is_empty() {
+            return Err(Failure::new(
+                PBXFW_ERR_ARGUMENT,
+                format!("{d}: no Asterisk configuration found"),
+            ));
+        }
+        let mut doc = found.to_json();
+        doc["dir"] = d.into();
+        put(out, json_buf(&doc)?);
         Ok(())
     })
 }

@@ -19,6 +19,14 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Where the suite finds `testdata/` (the Asterisk tree for discovery).
+fn testdata_define(crate_dir: &std::path::Path) -> String {
+    format!(
+        "-DPBXFW_TESTDATA=\"{}\"",
+        crate_dir.join("../testdata").display()
+    )
+}
+
 #[test]
 fn c_suite_passes_and_valgrind_is_clean() {
     let (crate_dir, lib_dir) = common::paths();
@@ -34,6 +42,7 @@ fn c_suite_passes_and_valgrind_is_clean() {
         .args(["--cflags", "--libs", "pbxfw"]));
     run(Command::new("gcc")
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
+        .arg(testdata_define(&crate_dir))
         .arg(crate_dir.join("tests/c/test_capi.c"))
         .args(flags.split_whitespace())
         .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
@@ -79,6 +88,7 @@ fn the_static_library_links_with_the_private_libs_of_pbxfw_pc() {
     run(Command::new("gcc")
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
         .arg(crate_dir.join("include"))
+        .arg(testdata_define(&crate_dir))
         .arg(crate_dir.join("tests/c/test_capi.c"))
         .arg(lib_dir.join("libpbxfw.a"))
         .args(private)

@@ -488,9 +488,7 @@ fn read_policy(path: Option<&str>) -> Result<(String, Policy), Fail> {
     let mut policy =
         Policy::from_text(&text, &name).map_err(|e| Fail(exit::INVALID, format!("{name}: {e}")))?;
     // `pbx.discover`: what Asterisk is configured to do joins the policy before validation.
-    if let Some(dir) = policy.discover_dir().map(str::to_string) {
-        let found = pbxfw_host::asterisk::Dir::new(&dir).discover();
-        policy.merge_discovery(&found);
+    if let Some((dir, found)) = pbxfw_host::asterisk::merge_requested(&mut policy) {
         let mut doc = found.to_json();
         doc["dir"] = dir.into();
         *LAST_DISCOVERY.lock().unwrap_or_else(|e| e.into_inner()) = Some(doc);

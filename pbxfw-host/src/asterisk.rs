@@ -10,6 +10,17 @@ use std::path::{Path, PathBuf};
 
 use pbxfw_core::discover::{self, conf::Files, Discovery};
 
+/// If the policy asks for discovery (`pbx.discover = "/etc/asterisk"`), read that directory and
+/// merge what it finds (explicit entries win; disagreements become warnings of the next
+/// `validate`). Returns the discovery merged, if any. The command line, the C API and the
+/// Python bindings all call this, so a policy means the same through every front end.
+pub fn merge_requested(policy: &mut pbxfw_core::Policy) -> Option<(String, Discovery)> {
+    let dir = policy.discover_dir()?.to_string();
+    let found = Dir::new(&dir).discover();
+    policy.merge_discovery(&found);
+    Some((dir, found))
+}
+
 /// An Asterisk configuration directory such as `/etc/asterisk`.
 #[derive(Debug, Clone)]
 pub struct Dir {

@@ -118,7 +118,7 @@ impl Policy {
         py: Python<'_>,
         parsed: Result<pbxfw_core::Policy, impl std::fmt::Display>,
     ) -> PyResult<Policy> {
-        let policy = parsed.map_err(|e| {
+        let mut policy = parsed.map_err(|e| {
             let d = vec![serde_json::json!({
                 "path": "(policy)", "severity": "error", "message": e.to_string()
             })];
@@ -127,6 +127,8 @@ impl Policy {
                 Err(err) => err,
             }
         })?;
+        // `pbx.discover`: the PBX's own configuration joins the policy, as on the command line.
+        pbxfw_host::asterisk::merge_requested(&mut policy);
         let valid = policy.validate().map_err(|d| {
             let message =
                 d.0.iter()
@@ -343,6 +345,25 @@ fn disable(py: Python<'_>, backend: &str) -> PyResult<bool> {
         .map_err(|e| backend_error(py, e, backend, false))
 }
 
+/// Read an Asterisk configuration directory and describe the ports, RTP/UDPTL ranges and
+/// trunks it implies: a dict with `policy` (a fragment in the policy's shape), `origins` (each
+/// item's `path`, `origin` as `file:line`, and `what`), `notes`, `files` and `dir`. A policy
+/// whose `pbx.discover` names the directory has this merged already. `ValueError` when the
+/// directory holds no Asterisk configuration.
+#[pyfunction]
+#[pyo3(signature = (dir = "/etc/asterisk"))]
+fn discover<'py>(py: Python<'py>, dir: &str) -> PyResult<Bound<'py, PyAny>> {
+    let found = py.detach(|| pbxfw_host::asterisk::Dir::new(dir).discover());
+    if found.files.is_empty() {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{dir}: no Asterisk configuration found"
+        )));
+    }
+    let mut doc = found.to_json();
+    doc["dir"] = dir.into();
+    to_py(py, &doc)
+}
+
 /// The responsive layer's state machine, without I/O: feed it security events, get back the
 /// actions (bans, clamps, registrations) for a backend to carry out.
 #[pyclass(module = "pbxfw._pbxfw")]
@@ -446,5 +467,6 @@ fn _pbxfw(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(apply, m)?)?;
     m.add_function(wrap_pyfunction!(status, m)?)?;
     m.add_function(wrap_pyfunction!(disable, m)?)?;
+    m.add_function(wrap_pyfunction!(discover, m)?)?;
     Ok(())
 }

@@ -28,6 +28,24 @@ SMALL = '[interfaces]\neth0 = "internet"\neth1 = "local"\n'
 # --- Policy -------------------------------------------------------------------------------------
 
 
+def test_discovery_from_an_asterisk_tree() -> None:
+    tree = ROOT / "testdata" / "asterisk"
+    found = pbxfw.discover(str(tree))
+    trunks = {(t["protocol"], t["host"]) for t in found["policy"]["pbx"]["trunks"]}
+    assert ("iax", "192.0.2.80") in trunks and ("pjsip", "sip.provider-c.example") in trunks
+    assert found["policy"]["pbx"]["rtp"] == "10000-20000"
+    origins = {o["path"]: o["origin"] for o in found["origins"]}
+    assert origins["pbx.rtp"] == "rtp_additional.conf:11"
+    with pytest.raises(ValueError):
+        pbxfw.discover(str(ROOT / "testdata" / "cases"))
+    # A policy naming the directory gets the discovery merged, explicit entries winning.
+    policy = pbxfw.Policy.from_toml(f'[pbx]\ndiscover = "{tree}"\nrtp = "12000-12999"\n')
+    assert policy.explain(iface="eth0", src="192.0.2.80", proto="udp", dport=4569).decided_by == (
+        "trunk:branch-office"
+    )
+    assert any(d["path"] == "pbx.rtp" for d in policy.diagnostics)
+
+
 def test_the_three_constructors_agree() -> None:
     doc = {"interfaces": {"eth0": "internet", "eth1": "local"}}
     a = pbxfw.Policy.from_toml(SMALL)

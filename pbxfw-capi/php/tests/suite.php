@@ -91,6 +91,18 @@ check($e?->getCode() === PbxfwException::ARGUMENT, 'unknown format');
 $e = raises(fn () => $policy->compile('pf'));
 check($e?->getCode() === PbxfwException::ARGUMENT && str_contains($e->getMessage(), 'unknown backend'), 'unknown backend');
 
+// --- discovery --------------------------------------------------------------------------------
+$tree = dirname(__DIR__, 3) . '/testdata/asterisk';
+$found = $pbxfw->discover($tree);
+$hosts = array_map(fn ($t) => $t['protocol'] . ' ' . $t['host'], $found['policy']['pbx']['trunks']);
+check(count($hosts) === 13 && in_array('iax 192.0.2.80', $hosts, true), 'discover: the trunks');
+check($found['policy']['pbx']['rtp'] === '10000-20000', 'discover: the RTP range');
+$e = raises(fn () => $pbxfw->discover(dirname(__DIR__, 3) . '/testdata/cases'));
+check($e?->getCode() === PbxfwException::ARGUMENT, 'discover: no Asterisk files');
+$merged = $pbxfw->parsePolicy("[pbx]\ndiscover = \"$tree\"\n");
+$a = $merged->explain(['iface' => 'eth0', 'src' => '192.0.2.80', 'proto' => 'udp', 'dport' => 4569]);
+check($a['decided_by'] === 'trunk:branch-office', 'pbx.discover merges the trunks');
+
 // --- explain ----------------------------------------------------------------------------------
 $a = $policy->explain(['iface' => 'eth1', 'src' => '192.0.2.5', 'proto' => 'tcp', 'dport' => 22]);
 check($a['verdict'] === 'accept' && $a['decided_by'] === 'zone:local service:ssh'

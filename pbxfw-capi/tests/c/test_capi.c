@@ -258,11 +258,39 @@ static void test_responsive(void) {
   pbxfw_policy_free(&p);
 }
 
+/* Discovery: the FreePBX tree of testdata/asterisk, a directory without Asterisk files, and a
+ * policy whose pbx.discover merges it. */
+static void test_discover(void) {
+  static const char dir[] = PBXFW_TESTDATA "/asterisk";
+  pbxfw_buf b = {NULL, 0};
+  pbxfw_error *err = NULL;
+  CHECK(pbxfw_discover(dir, strlen(dir), &b, &err) == PBXFW_OK);
+  CHECK(contains(&b, "\"host\":\"192.0.2.80\""));
+  CHECK(contains(&b, "\"origin\":\"rtp_additional.conf:11\""));
+  CHECK(count(&b, "\"protocol\":") == 13);
+  pbxfw_buf_free(&b);
+
+  static const char none[] = PBXFW_TESTDATA "/cases";
+  CHECK(pbxfw_discover(none, strlen(none), &b, &err) == PBXFW_ERR_ARGUMENT);
+  CHECK(b.ptr == NULL);
+  CHECK(err != NULL && strstr(pbxfw_error_message(err), "no Asterisk configuration") != NULL);
+  pbxfw_error_free(&err);
+  CHECK(pbxfw_discover(NULL, 5, &b, NULL) == PBXFW_ERR_NULL);
+
+  static const char text[] = "[pbx]\ndiscover = \"" PBXFW_TESTDATA "/asterisk\"\n";
+  pbxfw_policy *p = parse(text, PBXFW_FORMAT_TOML);
+  CHECK(pbxfw_policy_compile(p, "ir", 2, &b, NULL) == PBXFW_OK);
+  CHECK(contains(&b, "trunk:branch-office"));
+  pbxfw_buf_free(&b);
+  pbxfw_policy_free(&p);
+}
+
 int main(void) {
   CHECK(strlen(pbxfw_version()) > 0);
   test_policy();
   test_invalid_policies();
   test_responsive();
+  test_discover();
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;

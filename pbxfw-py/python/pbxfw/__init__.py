@@ -8,7 +8,7 @@ happens to a packet, drive the responsive layer, and apply rules to the kernel.
 """
 
 from pbxfw._errors import ApplyError, BackendError, ConfigError, PbxfwError, StateError
-from pbxfw._pbxfw import Explanation, Policy, Responsive, apply, disable, status
+from pbxfw._pbxfw import Explanation, Policy, Responsive, apply, disable, discover, status
 
 __all__ = [
     "ApplyError",
@@ -21,5 +21,6 @@ __all__ = [
     "StateError",
     "apply",
     "disable",
+    "discover",
     "status",
 ]

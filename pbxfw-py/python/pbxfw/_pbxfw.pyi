@@ -2,7 +2,7 @@
 
 from typing import Any, Dict, List, Optional, Tuple, Union, final
 
-__all__ = ["Policy", "Explanation", "Responsive", "apply", "status", "disable"]
+__all__ = ["Policy", "Explanation", "Responsive", "apply", "status", "disable", "discover"]
 
 @final
 class Policy:
@@ -97,3 +97,6 @@ def status(backend: str = "nft") -> Dict[str, Any]:
 
 def disable(backend: str = "nft") -> bool:
     """Remove everything pbxfw owns from the kernel; whether anything was loaded."""
+
+def discover(dir: str = "/etc/asterisk") -> Dict[str, Any]:
+    """Ports, RTP/UDPTL ranges and trunks an Asterisk configuration implies, with origins."""
