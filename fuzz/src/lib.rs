@@ -128,11 +128,15 @@ pub fn check_asterisk(text: &str) {
     policy.validate().expect("the default policy with a discovery merged validates");
 }
 
-/// A DNS reply from an untrusted server: parsing and interpreting it must not panic, whatever
-/// the bytes; what `answer_for` accepts has bounded, sorted, deduplicated contents.
+/// A DNS reply from an untrusted server (and the same bytes as a resolv.conf): parsing and
+/// interpreting it must not panic, whatever the bytes; what `answer_for` accepts has bounded, sorted, deduplicated contents.
 pub fn check_dns(data: &[u8]) {
     use pbxfw_core::dns::{answer_for, encode_query, parse_response, RecordType, Tracker};
 
+    // The same bytes as resolv.conf text: at most three servers, bounded timeout and attempts.
+    let r = pbxfw_host::dns::Resolver::from_resolv_conf(&String::from_utf8_lossy(data));
+    assert!(!r.servers().is_empty() && r.servers().len() <= 3);
+    assert!((1..=30).contains(&r.timeout().as_secs()) && (1..=5).contains(&r.attempts()));
     let Ok(resp) = parse_response(data) else {
         return;
     };
