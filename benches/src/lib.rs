@@ -207,3 +207,41 @@ mod tests {
         assert_eq!(zones.len(), 5);
     }
 }
+
+/// Throughput measurement for the kernel benchmark binaries (`kernel-bench`, `hot-path`).
+pub mod flood {
+    use std::net::{IpAddr, SocketAddr, UdpSocket};
+    use std::str::FromStr;
+    use std::time::{Duration, Instant};
+
+    use pbxfw_testkit::netns::in_netns;
+    use pbxfw_testkit::probe::{Topology, DST4};
+
+    /// How long each flood lasts.
+    pub const FLOOD: Duration = Duration::from_secs(2);
+
+    /// Packets per second reaching the PBX (counted at priority 100 of its input hook, after
+    /// pbxfw) from one sender in the client of `eth0`, to UDP port 10000 (the first RTP port).
+    pub fn pps(topo: &Topology) -> f64 {
+        topo.watch("ip saddr 100.64.255.254 udp dport 10000");
+        in_netns(topo.client("eth0"), || {
+            let s = UdpSocket::bind("100.64.255.254:0").unwrap();
+            s.connect(SocketAddr::new(IpAddr::from_str(DST4).unwrap(), 10000))
+                .unwrap();
+            let start = Instant::now();
+            let payload = [0u8; 64];
+            while start.elapsed() < FLOOD {
+                for _ in 0..256 {
+                    let _ = s.send(&payload);
+                }
+            }
+        });
+        topo.watched() as f64 / FLOOD.as_secs_f64()
+    }
+
+    /// The median of some measurements.
+    pub fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    }
+}

@@ -14,39 +14,14 @@
 //! Run as root: `cargo run --release -p pbxfw-benches --bin hot-path`. It creates and removes
 //! its own network namespaces. Results go to BENCHMARKS.md by hand.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::net::{Ipv4Addr, UdpSocket};
 
+use pbxfw_benches::flood::{median, pps};
 use pbxfw_core::backend::ApplyOptions;
 use pbxfw_core::{compile, Policy};
 use pbxfw_nft::Kernel;
 use pbxfw_testkit::netns::in_netns;
 use pbxfw_testkit::probe::{Topology, DST4};
-
-const FLOOD: Duration = Duration::from_secs(2);
-
-fn pps(topo: &Topology) -> f64 {
-    topo.watch("ip saddr 100.64.255.254 udp dport 10000");
-    in_netns(topo.client("eth0"), || {
-        let s = UdpSocket::bind("100.64.255.254:0").unwrap();
-        s.connect(SocketAddr::new(IpAddr::from_str(DST4).unwrap(), 10000))
-            .unwrap();
-        let start = Instant::now();
-        let payload = [0u8; 64];
-        while start.elapsed() < FLOOD {
-            for _ in 0..256 {
-                let _ = s.send(&payload);
-            }
-        }
-    });
-    topo.watched() as f64 / FLOOD.as_secs_f64()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn measure(topo: &Topology) -> f64 {
     median((0..3).map(|_| pps(topo)).collect())

@@ -10,10 +10,10 @@
 //! Run as root: `cargo run --release -p pbxfw-benches --bin kernel-bench`. It creates and
 //! removes its own network namespaces. Results go to BENCHMARKS.md by hand.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::str::FromStr;
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use pbxfw_benches::flood::{median, pps};
 use pbxfw_core::backend::{ApplyOptions, Backend, Element, Op};
 use pbxfw_core::net::Prefix;
 use pbxfw_core::{compile, Policy};
@@ -22,31 +22,10 @@ use pbxfw_nft::Kernel;
 use pbxfw_testkit::netns::in_netns;
 use pbxfw_testkit::probe::{Topology, DST4};
 
-const FLOOD: Duration = Duration::from_secs(2);
-
 fn blacklist(n: usize) -> Vec<Ipv4Addr> {
     (0..n as u32)
         .map(|i| Ipv4Addr::from(0x0b00_0000 + i * 3))
         .collect()
-}
-
-/// Packets per second reaching the PBX's sink socket from one sender in the client.
-fn pps(topo: &Topology) -> f64 {
-    topo.watch("ip saddr 100.64.255.254 udp dport 10000");
-    let client = topo.client("eth0");
-    in_netns(client, || {
-        let s = UdpSocket::bind("100.64.255.254:0").unwrap();
-        s.connect(SocketAddr::new(IpAddr::from_str(DST4).unwrap(), 10000))
-            .unwrap();
-        let start = Instant::now();
-        let payload = [0u8; 64];
-        while start.elapsed() < FLOOD {
-            for _ in 0..256 {
-                let _ = s.send(&payload);
-            }
-        }
-    });
-    topo.watched() as f64 / FLOOD.as_secs_f64()
 }
 
 /// Seconds to add one ban element (median of `samples` calls), and 10,000 in one call, through
@@ -70,11 +49,6 @@ fn time_updates(k: &dyn Backend, rs: &pbxfw_core::Ruleset, samples: u32) -> (f64
     let t = Instant::now();
     k.update_set(rs, "ban4", Op::Add, &many).unwrap();
     (one, t.elapsed().as_secs_f64())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {
