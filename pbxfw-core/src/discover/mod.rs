@@ -247,10 +247,18 @@ pub fn merge(doc: &mut Value, d: &Discovery) -> Vec<Diagnostic> {
     let Some(pbx) = pbx.as_object_mut() else {
         return warnings;
     };
-    for (key, found) in [("rtp", &d.rtp), ("udptl", &d.udptl)] {
+    // A discovered range equal to pbxfw's default changes nothing and is not written: written
+    // ranges get the overlap warnings a default does not (FreePBX's stock UDPTL range holds
+    // IAX's port, and a warning on every FreePBX host would help nobody).
+    let defaults = crate::Policy::from_value(json!({}))
+        .validate()
+        .map(|v| (v.pbx.rtp, v.pbx.udptl))
+        .unwrap_or_default();
+    for (key, found, default) in [("rtp", &d.rtp, defaults.0), ("udptl", &d.udptl, defaults.1)] {
         let Some(f) = found else { continue };
         let value = Value::String(f.value.to_string());
         match pbx.get(key) {
+            None if default == Some(f.value) => {}
             None => {
                 pbx.insert(key.into(), value);
             }
@@ -380,6 +388,20 @@ mod tests {
             "nothing added: both discovered trunks are the policy's"
         );
         assert_eq!(v.services["pjsip"].ports.len(), 1);
+    }
+
+    #[test]
+    fn a_discovered_default_range_is_not_written() {
+        let stock = discover_text("udptl.conf", "[general]\nudptlstart=4000\nudptlend=4999\n");
+        let mut doc = json!({});
+        merge(&mut doc, &stock);
+        assert!(doc["pbx"].get("udptl").is_none(), "{doc}");
+        let v = Policy::from_value(doc).validate().unwrap();
+        assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+        let other = discover_text("udptl.conf", "[general]\nudptlstart=6000\nudptlend=6999\n");
+        let mut doc = json!({});
+        merge(&mut doc, &other);
+        assert_eq!(doc["pbx"]["udptl"], "6000-6999");
     }
 
     #[test]
