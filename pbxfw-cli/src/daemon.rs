@@ -194,15 +194,23 @@ fn save_state(state: &Path, machine: &Machine) -> std::io::Result<()> {
 }
 
 /// Run the daemon until the event sources all end (they normally never do).
+///
+/// `reload` reads the policy file again. Every tick the daemon compares the kernel's
+/// fingerprint with its own ruleset's; when an `apply` loaded another one and the policy file
+/// now compiles to exactly that, the daemon adopts it: the state machine is reconfigured, its
+/// bans and registrations are re-seeded, and the hostnames to resolve are updated. (A kernel
+/// holding something the file does not compile to, during `apply --confirm` or after a manual
+/// load, is logged once and left alone.)
 pub fn run(
     policy: &ValidPolicy,
+    reload: &dyn Fn() -> Result<ValidPolicy, String>,
     sources: Sources,
     state: &Path,
     tick: Duration,
     kernel: &dyn Backend,
     dns: &crate::names::DnsOptions,
 ) -> Result<(), String> {
-    let rs = compile(policy);
+    let mut rs = compile(policy);
     let mut machine = load_state(state, Config::from_policy(policy))?;
     if let Some(dir) = state.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -230,36 +238,9 @@ pub fn run(
     // slow or unreachable DNS server delays nothing else.
     let names = crate::names::tracked_names(policy);
     let mut feeder = None;
+    let mut dns_ctl = None;
     if !names.is_empty() {
-        let (mut tracker, problem) = crate::names::load_tracker(dns.config());
-        if let Some(p) = problem {
-            log_line(&[("error", "dns-state".into()), ("detail", p)]);
-        }
-        tracker.set_names(names.clone());
-        match crate::names::Feeder::from_kernel(kernel, &rs) {
-            Ok(mut f) => {
-                let want = crate::names::desired(&rs, &tracker);
-                log_dns(f.sync(kernel, &rs, &want));
-                feeder = Some(f);
-            }
-            Err(e) => log_line(&[("error", "dns".into()), ("detail", e)]),
-        }
-        let resolver = dns.resolver();
-        let rs2 = rs.clone();
-        log_line(&[
-            ("event", "dns-start".into()),
-            ("names", names.len().to_string()),
-            (
-                "servers",
-                resolver
-                    .servers()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-        ]);
-        spawn_source(&tx, move |tx| dns_loop(resolver, tracker, &rs2, &tx));
+        dns_ctl = Some(start_dns(dns, names, &rs, kernel, &tx, &mut feeder));
         threads += 1;
     }
     if let Some((addr, user, secret)) = sources.ami.clone() {
@@ -292,7 +273,9 @@ pub fn run(
         spawn_source(&tx, move |tx| json_socket(&path, &tx));
         threads += 1;
     }
-    drop(tx);
+    // Kept for a DNS thread a reload may start; the loop ends when the sources do (never, for
+    // files and sockets), not when this sender goes.
+    let dns_tx = tx;
     if threads == 0 {
         return Err(
             "no event source and no hostname to resolve: give --ami, --log, --events or --events-socket"
@@ -300,6 +283,10 @@ pub fn run(
         );
     }
 
+    // The kernel fingerprint a reload could not match, so the file is read once per change.
+    let mut ignored: Option<String> = None;
+    let mut known: BTreeMap<String, ValidPolicy> =
+        BTreeMap::from([(rs.fingerprint(), policy.clone())]);
     loop {
         let msg = rx.recv_timeout(tick);
         let t = now();
@@ -323,7 +310,33 @@ pub fn run(
                 }
                 continue;
             }
-            Err(RecvTimeoutError::Timeout) => machine.tick(t),
+            Err(RecvTimeoutError::Timeout) => {
+                let mut actions = machine.tick(t);
+                if let Some(new) = reloaded(kernel, &rs, reload, &mut known, &mut ignored) {
+                    rs = compile(&new);
+                    machine.reconfigure(Config::from_policy(&new));
+                    // Into the sets of the new ruleset (they may be new sets).
+                    actions.extend(machine.replay_actions(t));
+                    let names = crate::names::tracked_names(&new);
+                    log_line(&[
+                        ("event", "reload".into()),
+                        ("fingerprint", rs.fingerprint()),
+                        ("names", names.len().to_string()),
+                    ]);
+                    feeder = None;
+                    match &dns_ctl {
+                        Some(ctl) => {
+                            let _ = ctl.send((names, rs.clone()));
+                        }
+                        None if !names.is_empty() => {
+                            dns_ctl =
+                                Some(start_dns(dns, names, &rs, kernel, &dns_tx, &mut feeder));
+                        }
+                        None => {}
+                    }
+                }
+                actions
+            }
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
         if actions.is_empty() {
@@ -337,6 +350,93 @@ pub fn run(
             log_line(&[("error", "state".into()), ("detail", e.to_string())]);
         }
     }
+}
+
+/// The policy to adopt, when the kernel holds a ruleset other than `rs`: one the daemon ran
+/// before (a rollback of `apply --confirm` brings the old one back), or what the policy file
+/// compiles to now, if that is exactly what is loaded.
+fn reloaded(
+    kernel: &dyn Backend,
+    rs: &Ruleset,
+    reload: &dyn Fn() -> Result<ValidPolicy, String>,
+    known: &mut BTreeMap<String, ValidPolicy>,
+    ignored: &mut Option<String>,
+) -> Option<ValidPolicy> {
+    let loaded = kernel.fingerprint().ok().flatten()?;
+    if loaded == rs.fingerprint() || ignored.as_deref() == Some(loaded.as_str()) {
+        return None;
+    }
+    if let Some(p) = known.get(&loaded) {
+        return Some(p.clone());
+    }
+    let adopt = match reload() {
+        Ok(p) if compile(&p).fingerprint() == loaded => {
+            known.insert(loaded.clone(), p.clone());
+            Some(p)
+        }
+        Ok(_) => {
+            log_line(&[
+                ("event", "reload-skipped".into()),
+                ("loaded", loaded.clone()),
+                (
+                    "detail",
+                    "the kernel holds a ruleset the policy file does not compile to".into(),
+                ),
+            ]);
+            None
+        }
+        Err(e) => {
+            log_line(&[("error", "reload".into()), ("detail", e)]);
+            None
+        }
+    };
+    if adopt.is_none() {
+        *ignored = Some(loaded);
+    }
+    adopt
+}
+
+/// Start resolving `names`: the restored answers go into the kernel at once, lookups on a
+/// thread of their own. Returns the channel that gives the thread new names after a reload.
+fn start_dns(
+    dns: &crate::names::DnsOptions,
+    names: Vec<(String, bool)>,
+    rs: &Ruleset,
+    kernel: &dyn Backend,
+    tx: &Sender<Msg>,
+    feeder: &mut Option<crate::names::Feeder>,
+) -> Sender<(Vec<(String, bool)>, Ruleset)> {
+    let (mut tracker, problem) = crate::names::load_tracker(dns.config());
+    if let Some(p) = problem {
+        log_line(&[("error", "dns-state".into()), ("detail", p)]);
+    }
+    tracker.set_names(names.clone());
+    match crate::names::Feeder::from_kernel(kernel, rs) {
+        Ok(mut f) => {
+            let want = crate::names::desired(rs, &tracker);
+            log_dns(f.sync(kernel, rs, &want));
+            *feeder = Some(f);
+        }
+        Err(e) => log_line(&[("error", "dns".into()), ("detail", e)]),
+    }
+    let resolver = dns.resolver();
+    log_line(&[
+        ("event", "dns-start".into()),
+        ("names", names.len().to_string()),
+        (
+            "servers",
+            resolver
+                .servers()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ]);
+    let (ctl_tx, ctl_rx) = mpsc::channel();
+    let rs = rs.clone();
+    spawn_source(tx, move |tx| dns_loop(resolver, tracker, rs, &ctl_rx, &tx));
+    ctl_tx
 }
 
 /// Log what a DNS sync changed in the kernel, and what it could not.
@@ -361,16 +461,19 @@ fn log_dns((changes, errors): (Vec<crate::names::Change>, Vec<String>)) {
 }
 
 /// The resolver thread: look up what is due, send the resolving sets' wanted elements to the
-/// main loop when an answer changed them, keep the state file, sleep until the next lookup.
+/// main loop when an answer changed them (or the names did), keep the state file, and wait
+/// for the next lookup or for new names from a reload.
 fn dns_loop(
     resolver: pbxfw_host::dns::Resolver,
     mut tracker: pbxfw_core::dns::Tracker,
-    rs: &Ruleset,
+    mut rs: Ruleset,
+    ctl: &mpsc::Receiver<(Vec<(String, bool)>, Ruleset)>,
     tx: &Sender<Msg>,
 ) {
+    let mut force = false;
     loop {
         let t = now();
-        let before = crate::names::desired(rs, &tracker);
+        let before = crate::names::desired(&rs, &tracker);
         if crate::names::refresh_all(&resolver, &mut tracker, t) {
             for s in tracker.status(t) {
                 if let Some(e) = &s.last_error {
@@ -387,15 +490,25 @@ fn dns_loop(
                 log_line(&[("error", "dns-state".into()), ("detail", e)]);
             }
         }
-        let after = crate::names::desired(rs, &tracker);
-        if after != before && tx.send(Msg::Dns(after)).is_err() {
+        let after = crate::names::desired(&rs, &tracker);
+        if (force || after != before) && tx.send(Msg::Dns(after)).is_err() {
             return;
         }
-        // Wake for the next due lookup; at least once a minute so a clock step is noticed.
+        force = false;
+        // Wake for the next due lookup (at least once a minute, so a clock step is noticed),
+        // or at once for new names.
         let wait = tracker
             .next_due()
             .map_or(60, |d| d.saturating_sub(now()).clamp(1, 60));
-        std::thread::sleep(Duration::from_secs(wait));
+        match ctl.recv_timeout(Duration::from_secs(wait)) {
+            Ok((names, new_rs)) => {
+                tracker.set_names(names);
+                rs = new_rs;
+                force = true;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
 

@@ -974,8 +974,11 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 json_files: events,
                 json_socket: events_socket,
             };
+            let path = policy.clone();
+            let reload = move || load_valid(path.as_deref()).map_err(|Fail(_, m)| m);
             daemon::run(
                 &valid,
+                &reload,
                 sources,
                 &state,
                 std::time::Duration::from_secs(tick.max(1)),

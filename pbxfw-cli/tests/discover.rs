@@ -603,3 +603,57 @@ fn resolve_updates_ipsets_on_iptables() {
     );
     ok(&ns.exec_env(&env, &[bin, "disable", be[0], be[1]]));
 }
+
+/// `pbxfw apply` of a policy with a new hostname while the daemon runs: the daemon notices the
+/// new ruleset on its next tick, adopts the policy and resolves the name, without a restart.
+#[test]
+fn the_daemon_follows_an_apply_that_adds_a_hostname() {
+    if skipped() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let policy = d.join("pbxfw.toml");
+    std::fs::write(&policy, "[interfaces]\neth0 = \"internet\"\n").unwrap();
+    let hosts = d.join("hosts");
+    std::fs::write(&hosts, "192.0.2.51 new.ddns.test\n").unwrap();
+    let ns = Netns::new("dnsreload");
+    let _dns = dnsmasq(&ns, &hosts, &[]);
+    let state = d.join("state");
+    let env = [
+        ("PBXFW_STATE_DIR", state.to_str().unwrap()),
+        ("PBXFW_POLICY", policy.to_str().unwrap()),
+    ];
+    let bin = env!("CARGO_BIN_EXE_pbxfw");
+    ok(&ns.exec_env(&env, &[bin, "apply"]));
+    let events = d.join("events.jsonl");
+    std::fs::write(&events, "").unwrap();
+    let _daemon = daemon(
+        &ns,
+        d,
+        &[
+            "--events",
+            events.to_str().unwrap(),
+            "--dns-server",
+            "127.0.0.1:5353",
+            "--dns-ttl-floor",
+            "1",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(
+        &policy,
+        "[interfaces]\neth0 = \"internet\"\n\n[[pbx.trunks]]\nname = \"new\"\nprotocol = \"iax\"\nhost = \"new.ddns.test\"\n",
+    )
+    .unwrap();
+    ok(&ns.exec_env(&env, &[bin, "apply"]));
+    let took = within(
+        "the new name resolved by the running daemon",
+        d,
+        Duration::from_secs(6),
+        || set_elements(&ns, "trunk_iax_dns4").contains("192.0.2.51"),
+    );
+    eprintln!("a new hostname reached the kernel {took:?} after apply");
+    let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
+    assert!(log.contains("event=reload"), "{log}");
+}
