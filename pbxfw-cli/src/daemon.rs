@@ -287,8 +287,15 @@ pub fn run(
     let mut ignored: Option<String> = None;
     let mut known: BTreeMap<String, ValidPolicy> =
         BTreeMap::from([(rs.fingerprint(), policy.clone())]);
+    // Housekeeping (expiry, reloads) runs every `tick` even when events never stop coming.
+    let mut next_tick = std::time::Instant::now() + tick;
     loop {
-        let msg = rx.recv_timeout(tick);
+        let wait = next_tick.saturating_duration_since(std::time::Instant::now());
+        let msg = if wait.is_zero() {
+            Err(RecvTimeoutError::Timeout)
+        } else {
+            rx.recv_timeout(wait)
+        };
         let t = now();
         let actions = match msg {
             Ok(Msg::Event(e)) => machine.on_event(&e, t),
@@ -311,6 +318,7 @@ pub fn run(
                 continue;
             }
             Err(RecvTimeoutError::Timeout) => {
+                next_tick = std::time::Instant::now() + tick;
                 let mut actions = machine.tick(t);
                 if let Some(new) = reloaded(kernel, &rs, reload, &mut known, &mut ignored) {
                     rs = compile(&new);
