@@ -5,20 +5,11 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use pbxfw_testkit::netns::{in_netns, skipped, Netns};
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use pbxfw_testkit::netns::{in_netns, skipped, Killed, Netns};
 
 fn setup(tag: &str) -> (Netns, PathBuf) {
     let ns = Netns::new(tag);
@@ -43,26 +34,21 @@ fn setup(tag: &str) -> (Netns, PathBuf) {
     (ns, dir)
 }
 
-fn daemon(ns: &Netns, dir: &Path, args: &[&str]) -> Guard {
-    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            env!("CARGO_BIN_EXE_pbxfw"),
-            "daemon",
-        ])
-        .arg(dir.join("pbxfw.toml"))
-        .arg("--state")
-        .arg(dir.join("state.json"))
-        .args(["--tick", "1"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Guard(child)
+fn daemon(ns: &Netns, dir: &Path, args: &[&str]) -> Killed {
+    let policy = dir.join("pbxfw.toml");
+    let state = dir.join("state.json");
+    let mut argv = vec![
+        env!("CARGO_BIN_EXE_pbxfw"),
+        "daemon",
+        policy.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--tick",
+        "1",
+    ];
+    argv.extend_from_slice(args);
+    let _ = std::fs::remove_file(dir.join("daemon.log"));
+    ns.spawn(&argv, &[], &dir.join("daemon.log"))
 }
 
 fn banned(ns: &Netns, addr: &str) -> bool {

@@ -4,12 +4,12 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use pbxfw_core::ir::{FinalVerdict, Packet, Proto};
 use pbxfw_core::{compile, eval, DynamicState, Policy};
-use pbxfw_testkit::netns::{skipped, Netns};
+use pbxfw_testkit::netns::{skipped, Killed, Netns};
 use pbxfw_testkit::probe::{observable, Topology};
 
 fn asterisk_dir() -> PathBuf {
@@ -241,50 +241,48 @@ fn discovered_trunks_in_the_kernel() {
     );
 }
 
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A temporary directory with the test's `pbxfw.toml` and the `hosts` file dnsmasq answers
+/// from; returns it with the two paths.
+fn dns_case(policy: &str, hosts: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, h) = (dir.path().join("pbxfw.toml"), dir.path().join("hosts"));
+    std::fs::write(&p, policy).unwrap();
+    std::fs::write(&h, hosts).unwrap();
+    (dir, p, h)
 }
 
 /// dnsmasq on 127.0.0.1:5353 inside `ns`, answering `*.test` from `hosts` with TTL 1 s.
-fn dnsmasq(ns: &Netns, hosts: &Path, extra: &[&str]) -> Guard {
+fn dnsmasq(ns: &Netns, hosts: &Path, extra: &[&str]) -> Killed {
     let bin = std::env::var("PBXFW_DNSMASQ").unwrap_or("/usr/sbin/dnsmasq".into());
     assert!(
         Path::new(&bin).exists(),
         "{bin} is missing (apt-get install dnsmasq-base; scripts/test installs it)"
     );
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, &bin])
-        .args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-poll",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--port=5353",
-            "--pid-file=",
-            "--user=root",
-            "--local=/test/",
-            "--local-ttl=1",
-        ])
-        .arg(format!("--addn-hosts={}", hosts.display()))
-        .arg("--log-queries")
-        .arg(format!(
-            "--log-facility={}",
-            hosts.with_file_name("dnsmasq.log").display()
-        ))
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = Guard(child);
+    let addn = format!("--addn-hosts={}", hosts.display());
+    let log = format!(
+        "--log-facility={}",
+        hosts.with_file_name("dnsmasq.log").display()
+    );
+    let mut argv = vec![
+        bin.as_str(),
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--no-poll",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        "--port=5353",
+        "--pid-file=",
+        "--user=root",
+        "--local=/test/",
+        "--local-ttl=1",
+        addn.as_str(),
+        "--log-queries",
+        log.as_str(),
+    ];
+    argv.extend_from_slice(extra);
+    let guard = ns.spawn(&argv, &[], &hosts.with_file_name("dnsmasq.stderr"));
     // Ready when it listens (a query sent earlier would wait out the resolver's timeout).
     let start = Instant::now();
     while !ns.run(&["ss", "-lun"]).contains("127.0.0.1:5353") {
@@ -297,28 +295,25 @@ fn dnsmasq(ns: &Netns, hosts: &Path, extra: &[&str]) -> Guard {
     guard
 }
 
-fn daemon(ns: &Netns, dir: &Path, args: &[&str]) -> Guard {
-    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            env!("CARGO_BIN_EXE_pbxfw"),
-            "daemon",
-        ])
-        .arg(dir.join("pbxfw.toml"))
-        .arg("--state")
-        .arg(dir.join("state/responsive.json"))
-        .args(["--tick", "1"])
-        .args(args)
-        .env("PBXFW_STATE_DIR", dir.join("state"))
-        .env_remove("PBXFW_POLICY")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Guard(child)
+fn daemon(ns: &Netns, dir: &Path, args: &[&str]) -> Killed {
+    let policy = dir.join("pbxfw.toml");
+    let state_dir = dir.join("state");
+    let state = state_dir.join("responsive.json");
+    let mut argv = vec![
+        env!("CARGO_BIN_EXE_pbxfw"),
+        "daemon",
+        policy.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--tick",
+        "1",
+    ];
+    argv.extend_from_slice(args);
+    ns.spawn(
+        &argv,
+        &[("PBXFW_STATE_DIR", state_dir.to_str().unwrap())],
+        &dir.join("daemon.log"),
+    )
 }
 
 fn set_elements(ns: &Netns, set: &str) -> String {
@@ -352,20 +347,12 @@ fn a_ddns_name_moving_changes_the_set_within_its_ttl_without_a_reload() {
     if skipped() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::write(
-        d.join("pbxfw.toml"),
-        "[interfaces]\neth0 = \"internet\"\n\n[responsive]\nenabled = false\n\n[[pbx.trunks]]\nname = \"home-office\"\nprotocol = \"pjsip\"\nhost = \"peer.ddns.test\"\n\n[blacklist]\nentries = [\"bad.ddns.test\"]\n",
-    )
-    .unwrap();
-    let hosts = d.join("hosts");
     let others = "192.0.2.23 sipb.ddns.test\n198.51.100.66 bad.ddns.test\n";
-    std::fs::write(
-        &hosts,
-        format!("192.0.2.21 peer.ddns.test\n2001:db8::21 peer.ddns.test\n{others}"),
-    )
-    .unwrap();
+    let (dir, _, hosts) = dns_case(
+        "[interfaces]\neth0 = \"internet\"\n\n[responsive]\nenabled = false\n\n[[pbx.trunks]]\nname = \"home-office\"\nprotocol = \"pjsip\"\nhost = \"peer.ddns.test\"\n\n[blacklist]\nentries = [\"bad.ddns.test\"]\n",
+        &format!("192.0.2.21 peer.ddns.test\n2001:db8::21 peer.ddns.test\n{others}"),
+    );
+    let d = dir.path();
 
     let mut topo = Topology::new("ddns", &["eth0".to_string()]);
     // The trunk's provider also publishes an SRV record naming a second server.
@@ -471,16 +458,11 @@ fn an_unreachable_dns_server_delays_nothing_and_the_last_answer_is_kept() {
     if skipped() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let policy = d.join("pbxfw.toml");
-    std::fs::write(
-        &policy,
+    let (dir, policy, hosts) = dns_case(
         "[interfaces]\neth0 = \"internet\"\n\n[[pbx.trunks]]\nname = \"carrier\"\nprotocol = \"pjsip\"\nhost = \"sip.carrier.test\"\n",
-    )
-    .unwrap();
-    let hosts = d.join("hosts");
-    std::fs::write(&hosts, "192.0.2.31 sip.carrier.test\n").unwrap();
+        "192.0.2.31 sip.carrier.test\n",
+    );
+    let d = dir.path();
     let ns = Netns::new("dnsdown");
     let state = d.join("state");
     let env = [("PBXFW_STATE_DIR", state.to_str().unwrap())];
@@ -556,16 +538,11 @@ fn resolve_updates_ipsets_on_iptables() {
     if skipped() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let policy = d.join("pbxfw.toml");
-    std::fs::write(
-        &policy,
+    let (dir, policy, hosts) = dns_case(
         "[interfaces]\neth0 = \"internet\"\n\n[[networks]]\nsource = \"office.ddns.test\"\nzone = \"trusted\"\n",
-    )
-    .unwrap();
-    let hosts = d.join("hosts");
-    std::fs::write(&hosts, "192.0.2.41 office.ddns.test\n").unwrap();
+        "192.0.2.41 office.ddns.test\n",
+    );
+    let d = dir.path();
     let ns = Netns::new("dnsipt");
     let dns = dnsmasq(&ns, &hosts, &[]);
     let state = d.join("state");
@@ -611,12 +588,11 @@ fn the_daemon_follows_an_apply_that_adds_a_hostname() {
     if skipped() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, policy, hosts) = dns_case(
+        "[interfaces]\neth0 = \"internet\"\n",
+        "192.0.2.51 new.ddns.test\n",
+    );
     let d = dir.path();
-    let policy = d.join("pbxfw.toml");
-    std::fs::write(&policy, "[interfaces]\neth0 = \"internet\"\n").unwrap();
-    let hosts = d.join("hosts");
-    std::fs::write(&hosts, "192.0.2.51 new.ddns.test\n").unwrap();
     let ns = Netns::new("dnsreload");
     let _dns = dnsmasq(&ns, &hosts, &[]);
     let state = d.join("state");

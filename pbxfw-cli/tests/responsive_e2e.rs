@@ -8,21 +8,12 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pbxfw_testkit::netns as common;
+use pbxfw_testkit::netns::Killed;
 use pbxfw_testkit::probe::{counted, SetStore, Topology, DST4, DST6};
-
-/// Kills a spawned process (and waits for it) when dropped, also on failure.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const POLICY: &str = r#"
 [interfaces]
@@ -42,8 +33,8 @@ fn root() -> PathBuf {
 struct Bed {
     topo: Topology,
     dir: PathBuf,
-    _kamailio: Guard,
-    daemon: Option<Guard>,
+    _kamailio: Killed,
+    daemon: Option<Killed>,
     report: Vec<String>,
     /// `--backend` of every pbxfw command.
     backend: &'static str,
@@ -95,7 +86,7 @@ impl Bed {
         let mut bed = Bed {
             topo,
             dir,
-            _kamailio: Guard(kamailio),
+            _kamailio: Killed(kamailio),
             daemon: None,
             report: Vec::new(),
             backend,
@@ -131,7 +122,7 @@ impl Bed {
             .stderr(log)
             .spawn()
             .unwrap();
-        self.daemon = Some(Guard(child));
+        self.daemon = Some(Killed(child));
     }
 
     /// Count the answers the pbx sends to `src` from now on.

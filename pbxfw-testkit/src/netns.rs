@@ -80,6 +80,27 @@ impl Netns {
         child.wait_with_output().unwrap()
     }
 
+    /// Start a long-running command inside the namespace (a daemon, a DNS or SIP server) with
+    /// extra environment variables, its standard error appended to `stderr`; it is killed when
+    /// the returned guard is dropped, also when the test fails.
+    pub fn spawn(&self, argv: &[&str], env: &[(&str, &str)], stderr: &std::path::Path) -> Killed {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(stderr)
+            .unwrap_or_else(|e| panic!("{}: {e}", stderr.display()));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(argv)
+            .envs(env.iter().copied())
+            .env_remove("PBXFW_POLICY")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"));
+        Killed(child)
+    }
+
     /// Run a command that must succeed; returns its stdout.
     pub fn run(&self, argv: &[&str]) -> String {
         let out = self.exec(argv);
@@ -90,6 +111,16 @@ impl Netns {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// A spawned process, killed and reaped when dropped (also on panic).
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
