@@ -97,17 +97,21 @@ pub fn parse_line_with_offset(
     let Some(content) = content(h.body) else {
         return Ok(None);
     };
-    let line_time = h.time.map(|t| match t {
-        Stamp::Local(s) => s - i64::from(utc_offset),
-        Stamp::Utc(s) => s,
-    });
     match recognise(h.level, content) {
         Found::No | Found::Skip => Ok(None),
         Found::Bad(message) => Err(EventError::Log { message }),
-        Found::Event(event, own_time) => Ok(Some(TimedEvent {
-            at: own_time.or(line_time).and_then(to_unix),
-            event,
-        })),
+        Found::Event(event, own_time) => {
+            let line_time = || {
+                h.time.get().map(|t| match t {
+                    Stamp::Local(s) => s - i64::from(utc_offset),
+                    Stamp::Utc(s) => s,
+                })
+            };
+            Ok(Some(TimedEvent {
+                at: own_time.or_else(line_time).and_then(to_unix),
+                event,
+            }))
+        }
     }
 }
 
@@ -137,32 +141,57 @@ enum Stamp {
 }
 
 struct Header<'a> {
-    time: Option<Stamp>,
+    time: LineTime<'a>,
     level: Level,
     /// `file.c: message`, `file.c:123 function: message`, …
     body: &'a str,
+}
+
+/// A line's timestamp, parsed only when the line turns out to be an event: most lines of a
+/// log are not, and reading the time was a tenth of parsing them.
+struct LineTime<'a> {
+    /// A timestamp already read (one that started the line, syslog style).
+    read: Option<Stamp>,
+    /// Bracketed fields after it, in order; the last one that is a timestamp wins.
+    brackets: [&'a str; 6],
+    pending: usize,
+    year: i32,
+}
+
+impl LineTime<'_> {
+    fn get(&self) -> Option<Stamp> {
+        self.brackets[..self.pending]
+            .iter()
+            .fold(self.read, |t, b| bracket_time(b, self.year).or(t))
+    }
 }
 
 /// Finds the level, skipping a timestamp, a syslog host and tag, and journald's extra
 /// bracketed timestamp.
 fn header(line: &str, year: i32) -> Option<Header<'_>> {
     let mut s = line.trim_end_matches(['\r', '\n']).trim_start();
-    let mut time = None;
+    let mut time = LineTime {
+        read: None,
+        brackets: [""; 6],
+        pending: 0,
+        year,
+    };
     for _ in 0..6 {
         if let Some((level, body)) = level(s) {
             return Some(Header { time, level, body });
         }
         if let Some(rest) = s.strip_prefix('[') {
             let close = cfind(rest, b']')?;
-            if let Some(t) = bracket_time(&rest[..close], year) {
-                time = Some(t);
-            }
+            time.brackets[time.pending] = &rest[..close];
+            time.pending += 1;
             s = rest[close + 1..].trim_start();
             continue;
         }
-        if time.is_none() {
+        // Only when no timestamp came before (rare: syslog and journald lines).
+        if time.get().is_none() {
             if let Some((t, rest)) = leading_time(s, year) {
-                time = Some(t);
+                time.read = Some(t);
+                time.pending = 0;
                 s = rest.trim_start();
                 continue;
             }

@@ -27,7 +27,7 @@
 //! `ban_seconds × 2^(n−1)`, capped at `max_ban_seconds`. Strikes are forgotten after
 //! `strike_memory_seconds` without a ban.
 //!
-//! Memory is bounded: beyond `max_sources` tracked prefixes, the idlest sources with no active
+//! Memory is bounded: on reaching `max_sources` tracked prefixes, the idlest sources with no active
 //! ban, clamp or registration are forgotten first; active bans are never evicted. A tracked
 //! source costs under 128 bytes (measured in `benches/`). The default bound, 57,344, is 7/8
 //! of 65,536: the table's size where that holds.
@@ -35,10 +35,10 @@
 //! [`Machine`] serialises (serde) with a version; a snapshot restores it exactly.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, DefaultHasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::compile::names;
 use crate::events::{is_attack_tool, AuthFailure, SecurityEvent};
@@ -284,10 +284,33 @@ impl Action {
 /// seconds" needs, kept small (only failures inside the longest window, at most
 /// [`MAX_RECENT`]).
 ///
-/// A boxed slice rather than a `Vec` (16 bytes instead of 24, no spare capacity): a tracked
-/// source must stay under 128 bytes, and failures are rare next to lookups.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Recent(Box<[(u32, Kind)]>);
+/// One failure is held inline, more in a boxed slice (16 bytes, no spare capacity): a tracked
+/// source must stay under 128 bytes, and most sources of a distributed attack fail once, so
+/// they cost no allocation at all (allocating was a tenth of a replay). No failures is the
+/// empty slice, which allocates nothing either. Serialised as the list of failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Recent {
+    One((u32, Kind)),
+    Many(Box<[(u32, Kind)]>),
+}
+
+impl Default for Recent {
+    fn default() -> Recent {
+        Recent::Many(Box::default())
+    }
+}
+
+impl Serialize for Recent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.as_slice().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Recent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Recent, D::Error> {
+        Ok(Recent::from_vec(Vec::deserialize(d)?))
+    }
+}
 
 /// Failure categories with thresholds of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,23 +324,56 @@ enum Kind {
 pub const MAX_RECENT: usize = 64;
 
 impl Recent {
+    fn as_slice(&self) -> &[(u32, Kind)] {
+        match self {
+            Recent::One(f) => std::slice::from_ref(f),
+            Recent::Many(v) => v,
+        }
+    }
+
+    fn from_vec(v: Vec<(u32, Kind)>) -> Recent {
+        match v[..] {
+            [f] => Recent::One(f),
+            // Exactly sized (`into_boxed_slice` shrinks only when there is spare room).
+            _ => Recent::Many(v.into_boxed_slice()),
+        }
+    }
+
     /// Record a failure at `now`, forgetting those older than `longest` seconds.
     fn push(&mut self, kind: Kind, now: u32, longest: u32) {
-        let live = |(t, _): &&(u32, Kind)| t.saturating_add(longest) > now;
-        let keep = self.0.iter().filter(live).count();
-        let skip = (keep + 1).saturating_sub(MAX_RECENT);
-        // Exactly sized, so turning it into a boxed slice does not reallocate.
-        let mut v: Vec<(u32, Kind)> = Vec::with_capacity(keep + 1 - skip);
-        v.extend(self.0.iter().filter(live).skip(skip).copied());
-        v.push((now, kind));
-        self.0 = v.into_boxed_slice();
+        let live = |(t, _): &(u32, Kind)| t.saturating_add(longest) > now;
+        let v = match std::mem::take(self) {
+            Recent::One(f) if live(&f) => vec![f, (now, kind)],
+            Recent::One(_) => {
+                *self = Recent::One((now, kind));
+                return;
+            }
+            // In place: the slice becomes a vector (no copy), loses what is outside the
+            // window and the oldest beyond the cap, and grows by exactly one (one `realloc`).
+            Recent::Many(b) => {
+                let mut v = b.into_vec();
+                v.retain(live);
+                if v.is_empty() {
+                    *self = Recent::One((now, kind));
+                    return;
+                }
+                if v.len() >= MAX_RECENT {
+                    v.drain(..v.len() + 1 - MAX_RECENT);
+                }
+                v.shrink_to_fit();
+                v.reserve_exact(1);
+                v.push((now, kind));
+                v
+            }
+        };
+        *self = Recent::from_vec(v);
     }
 
     /// Whether `t.failures` of `kind` happened within the last `t.window` seconds.
     fn reached(&self, kind: Kind, t: Threshold, now: u32) -> bool {
         t.failures > 0
             && self
-                .0
+                .as_slice()
                 .iter()
                 .filter(|(at, k)| *k == kind && at.saturating_add(t.window) > now)
                 .count()
@@ -325,8 +381,14 @@ impl Recent {
     }
 
     fn forget(&mut self, kind: Kind) {
-        if self.0.iter().any(|(_, k)| *k == kind) {
-            self.0 = self.0.iter().copied().filter(|(_, k)| *k != kind).collect();
+        if self.as_slice().iter().any(|(_, k)| *k == kind) {
+            *self = Recent::from_vec(
+                self.as_slice()
+                    .iter()
+                    .copied()
+                    .filter(|(_, k)| *k != kind)
+                    .collect(),
+            );
         }
     }
 }
@@ -378,7 +440,39 @@ pub struct Machine {
     registrations: BTreeMap<(IpAddr, String), Registration>,
 }
 
-type Sources = HashMap<Key, SourceState, BuildHasherDefault<DefaultHasher>>;
+type Sources = HashMap<Key, SourceState, BuildHasherDefault<KeyHasher>>;
+
+/// The hash of a [`Key`]: two multiply-xorshift rounds over its two words (a keyed SipHash
+/// was a tenth of a replay). Not keyed, like the SipHash with fixed keys it replaces (the core
+/// takes no randomness from the OS): a source chooses only its own address, and colliding
+/// keys cost lookups, never correctness.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(23) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        // murmur3's finaliser: every input bit reaches the low bits (the bucket) and the top
+        // seven (the tag).
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
 
 /// A tracked source prefix, compactly: 16 bytes with 8-byte alignment (a `Prefix` is 32, being
 /// 16-aligned), which keeps a tracked source under 128 bytes. IPv4 keys have `hi == u64::MAX`
@@ -514,10 +608,14 @@ pub enum RestoreError {
 impl Machine {
     /// A machine with no state.
     pub fn new(config: Config) -> Machine {
+        // Sized for the bound at once (up to 65,536 buckets): growing it step by step meant
+        // rehashing every source several times. Only the table's control bytes are touched
+        // now; the rest is written as sources arrive.
+        let capacity = config.max_sources.clamp(8, 57_344);
         Machine {
             version: SNAPSHOT_VERSION,
             config,
-            sources: Sources::default(),
+            sources: Sources::with_capacity_and_hasher(capacity, Default::default()),
             registrations: BTreeMap::new(),
         }
     }
@@ -857,24 +955,50 @@ impl Machine {
     }
 
     /// Keep at most `max_sources`: forget the idlest inactive sources, never an active ban.
+    ///
+    /// On reaching the bound, the idlest inactive sources are forgotten down to 7/16 of it and
+    /// the table is rebuilt without the tombstones the removals leave (a tombstone counts as an
+    /// occupied slot until a rehash). Evicting an eighth and keeping the tombstones, as before,
+    /// doubled the table at the first eviction and kept it doubled: 205 bytes per source of
+    /// the bound under a flood of new sources instead of 81. The rebuilt table has half the
+    /// buckets, and grows back to exactly the bound's size.
     fn bound(&mut self, now: u64) {
         let max = self.config.max_sources.max(8);
-        if self.sources.len() <= max {
+        if self.sources.len() < max {
             return;
         }
         let n = secs(now);
-        let mut idle: Vec<(u32, Key)> = self
+        // When the inactive sources were last seen; the idlest `excess` go. Their times are
+        // found by selection, not by sorting them all; of those last seen at the cut-off time
+        // itself, as many as needed go, in table order (deterministic: the hash is fixed).
+        let mut idle: Vec<u32> = self
             .sources
-            .iter()
-            .filter(|(_, s)| !s.active(n))
-            .map(|(p, s)| (s.last_seen, *p))
+            .values()
+            .filter(|s| !s.active(n))
+            .map(|s| s.last_seen)
             .collect();
-        idle.sort_unstable();
-        // Evict an eighth at once so the sort is paid rarely.
-        let excess = self.sources.len() - max + max / 8;
-        for (_, p) in idle.into_iter().take(excess) {
-            self.sources.remove(&p);
+        let excess = (self.sources.len() - max * 7 / 16).min(idle.len());
+        if excess == 0 {
+            return;
         }
+        let cut = *idle.select_nth_unstable(excess - 1).1;
+        let mut ties = excess - idle.iter().filter(|t| **t < cut).count();
+        drop(idle);
+        self.sources.retain(|_, s| {
+            if s.active(n) || s.last_seen > cut {
+                true
+            } else if s.last_seen < cut {
+                false
+            } else if ties > 0 {
+                ties -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        // Drop the tombstones now: rebuilt at half the size, the table grows back to the
+        // bound's size as sources arrive and never past it.
+        self.sources.shrink_to_fit();
     }
 }
 
@@ -913,5 +1037,77 @@ impl Config {
             max_ban_seconds: self.max_ban_seconds,
             strike_memory_seconds: self.strike_memory_seconds,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(max_sources: usize) -> Machine {
+        let policy = crate::Policy::from_toml("").unwrap().validate().unwrap();
+        let mut cfg = Config::from_policy(&policy);
+        cfg.max_sources = max_sources;
+        Machine::new(cfg)
+    }
+
+    fn failure(i: u32) -> SecurityEvent {
+        SecurityEvent::AuthFailed {
+            source: IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)),
+            account: None,
+            reason: AuthFailure::Other,
+            user_agent: None,
+            protocol: None,
+        }
+    }
+
+    /// Under a flood of new sources the table keeps the size it was made with: eviction
+    /// rebuilds it without tombstones instead of letting it double.
+    #[test]
+    fn a_flood_of_new_sources_never_grows_the_table() {
+        let mut m = machine(1000);
+        let capacity = m.sources.capacity();
+        for i in 0..20_000 {
+            m.on_event(&failure(i), 1_795_000_000 + u64::from(i / 100));
+            assert!(m.tracked() < 1000);
+            assert!(m.sources.capacity() <= capacity, "{}", m.sources.capacity());
+        }
+    }
+
+    /// The idlest go first, and exactly down to 7/16 of the bound.
+    #[test]
+    fn eviction_forgets_the_idlest() {
+        let mut m = machine(64);
+        for i in 0..63 {
+            m.on_event(&failure(i), 1_795_000_000 + u64::from(i));
+        }
+        assert_eq!(m.tracked(), 63);
+        m.on_event(&failure(63), 1_795_000_063);
+        assert_eq!(m.tracked(), 28);
+        let key = |i: u32| Key::of(&m.key(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))));
+        assert!((36..64).all(|i| m.sources.contains_key(&key(i))));
+    }
+
+    /// One failure is held without an allocation, and the snapshot still lists failures.
+    #[test]
+    fn recent_failures_keep_their_size_and_format() {
+        assert_eq!(std::mem::size_of::<Recent>(), 16);
+        let mut r = Recent::default();
+        r.push(Kind::Wrong, 100, 600);
+        assert!(matches!(r, Recent::One((100, Kind::Wrong))));
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"[[100,"Wrong"]]"#);
+        r.push(Kind::Other, 200, 600);
+        assert_eq!(r.as_slice(), [(100, Kind::Wrong), (200, Kind::Other)]);
+        let back: Recent = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        // Outside the window, the old failures go.
+        r.push(Kind::Other, 900, 600);
+        assert_eq!(r, Recent::One((900, Kind::Other)));
+        r.forget(Kind::Other);
+        assert_eq!(r.as_slice(), []);
+        for t in 0..100 {
+            r.push(Kind::Unknown, 1000 + t, 600);
+        }
+        assert_eq!(r.as_slice().len(), MAX_RECENT);
     }
 }
