@@ -5,11 +5,15 @@
 //! - `accept-only`: a base chain with one `accept` (the cost of having a hook at all);
 //! - `ct-established`: `ct state established accept` (connection tracking alone);
 //! - `5 rules`: four cheap rules and the conntrack rule;
+//! - `stateful minimum`: `iif lo accept`, `ct state established accept`, the RTP port: the
+//!   least any stateful firewall with a loopback rule does;
 //! - `pbxfw`: the full ruleset of a policy with a 100k-address blacklist;
 //! - `pbxfw, no lookups`: the same with the blacklist and ban lookups taken out (chain `pre4`
 //!   flushed): what the four set lookups on the way cost;
-//! - `pbxfw+notrack`: that, with media ports untracked in a `prerouting` chain at priority
-//!   `raw` (an experiment: does skipping conntrack for RTP close the gap?).
+//! - `pbxfw, media untracked`: an experiment, the full ruleset with RTP and UDPTL marked
+//!   `notrack` in a `prerouting` chain at priority `raw`, and untracked packets sent by the
+//!   conntrack verdict map straight to the media rules (does skipping conntrack for media
+//!   close the gap?).
 //!
 //! Run as root: `cargo run --release -p pbxfw-benches --bin hot-path`. It creates and removes
 //! its own network namespaces. Results go to BENCHMARKS.md by hand.
@@ -57,10 +61,16 @@ fn main() {
             "5 rules",
             chain("  iif \"lo\" accept\n  meta nfproto ipv6 drop\n  ip saddr 192.0.2.1 drop\n  udp dport 9 drop\n  ct state established accept"),
         ),
+        (
+            "stateful minimum",
+            chain("  iif \"lo\" accept\n  ct state established accept\n  udp dport 10000 accept"),
+        ),
     ];
-    let notrack = "table inet pbxfw {\n chain untracked {\n  type filter hook prerouting priority raw; policy accept;\n  udp dport { 4000-4568, 4570-4999, 10000-20000 } notrack\n }\n}\n";
-    println!("| round | pps: no ruleset | accept-only | ct-established | 5 rules | pbxfw | pbxfw, no lookups | pbxfw, no lookups, notrack |");
-    println!("|---|---|---|---|---|---|---|---|");
+    // The media experiment: untracked media go from the conntrack verdict map to the media
+    // rules, after the blacklist and bans as before.
+    let media = "table inet pbxfw {\n chain untracked {\n  type filter hook prerouting priority raw; policy accept;\n  udp dport { 4000-4568, 4570-4999, 10000-20000 } notrack\n }\n chain media {\n  udp dport { 4000-4568, 4570-4999, 10000-20000 } accept\n }\n}\n";
+    println!("| round | pps: no ruleset | accept-only | ct-established | 5 rules | stateful minimum | pbxfw | pbxfw, no lookups | pbxfw, media untracked |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for round in 1..=3 {
         let _ = topo.pbx.exec(&["nft", "delete", "table", "inet", "pbxfw"]);
         let base = measure(&topo);
@@ -77,10 +87,56 @@ fn main() {
                 .unwrap();
         });
         line += &format!(" | {:.2}", measure(&topo) / base);
+        // The blacklist and ban chain, saved to be put back for the last variant.
+        let pre4 = topo
+            .pbx
+            .run(&["nft", "list", "chain", "inet", "pbxfw", "pre4"]);
         topo.pbx
             .run(&["nft", "flush", "chain", "inet", "pbxfw", "pre4"]);
         line += &format!(" | {:.2}", measure(&topo) / base);
-        load(&topo, notrack);
+        load(&topo, &format!("{pre4}\n{media}"));
+        let handle = topo
+            .pbx
+            .run(&["nft", "-a", "list", "chain", "inet", "pbxfw", "input"])
+            .lines()
+            .find(|l| l.contains("ct state vmap"))
+            .and_then(|l| l.rsplit("# handle ").next())
+            .expect("the conntrack verdict map")
+            .trim()
+            .to_string();
+        topo.pbx.run(&[
+            "nft",
+            "replace",
+            "rule",
+            "inet",
+            "pbxfw",
+            "input",
+            "handle",
+            &handle,
+            "ct",
+            "state",
+            "vmap",
+            "{",
+            "invalid",
+            ":",
+            "drop",
+            ",",
+            "established",
+            ":",
+            "jump",
+            "established",
+            ",",
+            "related",
+            ":",
+            "jump",
+            "established",
+            ",",
+            "untracked",
+            ":",
+            "jump",
+            "media",
+            "}",
+        ]);
         line += &format!(" | {:.2} |", measure(&topo) / base);
         topo.pbx.run(&["nft", "delete", "table", "inet", "pbxfw"]);
         println!("{line}");

@@ -459,14 +459,18 @@ pub(super) fn parse_host_port(s: &str) -> Option<IpAddr> {
         }
         return parse_ip(host);
     }
-    if let Some(ip) = parse_ip(s) {
-        return Some(ip);
+    // One colon is IPv4 with a port (an IPv6 address has at least two); parsing as an address
+    // first and failing twice was a tenth of reading a log.
+    match s.bytes().filter(|b| *b == b':').count() {
+        1 => {
+            let (host, port) = s.split_once(':')?;
+            if !is_port(port) {
+                return None;
+            }
+            host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+        }
+        _ => parse_ip(s),
     }
-    let (host, port) = s.rsplit_once(':')?;
-    if !is_port(port) {
-        return None;
-    }
-    host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 fn is_port(s: &str) -> bool {
