@@ -852,6 +852,58 @@ impl AmiReader {
 mod tests {
     use super::*;
 
+    /// `parse_host_port` as it was before it counted colons: parse as an address, then split
+    /// off a port and parse as IPv4.
+    fn host_port_by_trying(s: &str) -> Option<IpAddr> {
+        let s = s.trim();
+        if let Some(rest) = s.strip_prefix('[') {
+            let (host, after) = rest.split_once(']')?;
+            if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+                return None;
+            }
+            return parse_ip(host);
+        }
+        if let Some(ip) = parse_ip(s) {
+            return Some(ip);
+        }
+        let (host, port) = s.rsplit_once(':')?;
+        if !is_port(port) {
+            return None;
+        }
+        host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn host_port_counts_colons_as_trying_did(
+            s in "[ 0-9a-f.:%\\[\\]]{0,30}|(1?[0-9]{1,2}\\.){3}[0-9]{1,3}(:[0-9]{0,6})?|([0-9a-f]{0,4}:){2,8}[0-9a-f]{0,4}(%[a-z0-9]{1,3})?"
+        ) {
+            proptest::prop_assert_eq!(parse_host_port(&s), host_port_by_trying(&s), "{:?}", s);
+        }
+    }
+
+    #[test]
+    fn host_port_forms() {
+        for (s, want) in [
+            ("203.0.113.9", Some("203.0.113.9")),
+            ("203.0.113.9:5060", Some("203.0.113.9")),
+            ("203.0.113.9:506000", None),
+            ("203.0.113.9:", None),
+            ("2001:db8::5", Some("2001:db8::5")),
+            ("[2001:db8::5]:5060", Some("2001:db8::5")),
+            ("::ffff:203.0.113.9", Some("203.0.113.9")),
+            ("pbx.example.com", None),
+            ("pbx.example.com:5060", None),
+        ] {
+            assert_eq!(
+                parse_host_port(s).map(|a| a.to_string()).as_deref(),
+                want,
+                "{s}"
+            );
+            assert_eq!(parse_host_port(s), host_port_by_trying(s), "{s}");
+        }
+    }
+
     #[test]
     fn times() {
         assert_eq!(civil_seconds(1970, 1, 1, 0, 0, 0), Some(0));
