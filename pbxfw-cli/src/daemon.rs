@@ -730,6 +730,9 @@ struct Replayer {
     report: ReplayReport,
     /// The time of the last record that carried one.
     t: u64,
+    /// Which (account, address) pairs `report.registered` holds: looking through an account's
+    /// list made a replay quadratic in the addresses an account registers from.
+    seen: std::collections::HashSet<(String, std::net::IpAddr)>,
 }
 
 impl Replayer {
@@ -738,6 +741,7 @@ impl Replayer {
             machine: Machine::new(Config::from_policy(policy)),
             report: ReplayReport::default(),
             t: 0,
+            seen: std::collections::HashSet::new(),
         }
     }
 
@@ -758,12 +762,13 @@ impl Replayer {
                     r.clamped.entry(*prefix).or_insert(t);
                 }
                 Action::AllowRegistered { addr, account, .. } => {
-                    if let Some(v) = r.registered.get_mut(account.as_str()) {
-                        if !v.contains(addr) {
-                            v.push(*addr);
+                    if self.seen.insert((account.clone(), *addr)) {
+                        match r.registered.get_mut(account.as_str()) {
+                            Some(v) => v.push(*addr),
+                            None => {
+                                r.registered.insert(account.clone(), vec![*addr]);
+                            }
                         }
-                    } else {
-                        r.registered.insert(account.clone(), vec![*addr]);
                     }
                 }
                 Action::ReportIdentity { .. } => r.reported += 1,
