@@ -761,13 +761,13 @@ impl Replayer {
                 Action::Clamp { prefix, .. } => {
                     r.clamped.entry(*prefix).or_insert(t);
                 }
-                Action::AllowRegistered { addr, account, .. } => {
-                    if self.seen.insert((account.clone(), *addr)) {
-                        match r.registered.get_mut(account.as_str()) {
-                            Some(v) => v.push(*addr),
-                            None => {
-                                r.registered.insert(account.clone(), vec![*addr]);
-                            }
+                Action::AllowRegistered { addr, account, .. }
+                    if self.seen.insert((account.clone(), *addr)) =>
+                {
+                    match r.registered.get_mut(account.as_str()) {
+                        Some(v) => v.push(*addr),
+                        None => {
+                            r.registered.insert(account.clone(), vec![*addr]);
                         }
                     }
                 }
