@@ -846,6 +846,9 @@ pub fn replay_file(policy: &ValidPolicy, path: &Path, year: i32) -> std::io::Res
             });
         }
         drop(done_tx);
+        // Owned here, so that returning early (a read error) drops it and a helper blocked on
+        // sending wakes up and ends instead of holding the scope open.
+        let done_rx = done_rx;
         let mut pending: BTreeMap<usize, (Vec<TimedEvent>, usize)> = BTreeMap::new();
         let mut want = 0;
         let mut replayer = Replayer::new(policy);
