@@ -169,3 +169,65 @@ pub fn check_dns(data: &[u8]) {
     let back: pbxfw_core::dns::Snapshot = serde_json::from_str(&json).expect("and parse back");
     assert_eq!(back, snap);
 }
+
+/// A responsive state snapshot as the daemon reads it back from its state file (its own file,
+/// but one a crash, a full disk or a hand edit can damage): restoring must never panic; what
+/// restores must print and restore back equal, and run on through failures, registrations,
+/// unregistrations and ticks.
+pub fn check_snapshot(data: &[u8]) {
+    use pbxfw_core::events::{AuthFailure, SecurityEvent};
+    use pbxfw_core::responsive::Machine;
+    use std::net::IpAddr;
+
+    let Ok(mut m) = Machine::restore(&String::from_utf8_lossy(data)) else {
+        return;
+    };
+    let again = Machine::restore(&m.snapshot()).expect("a snapshot restores");
+    assert_eq!(again, m, "snapshot round trip");
+    let now = 1_795_000_000u64;
+    let sources: [IpAddr; 3] = [
+        "203.0.113.9".parse().unwrap(),
+        "2001:db8::9".parse().unwrap(),
+        "10.0.0.1".parse().unwrap(),
+    ];
+    for (i, source) in sources.iter().enumerate() {
+        for k in 0..50u64 {
+            let reason = [
+                AuthFailure::UnknownAccount,
+                AuthFailure::WrongPassword,
+                AuthFailure::Other,
+            ][k as usize % 3];
+            let event = SecurityEvent::AuthFailed {
+                source: *source,
+                account: Some("100".into()),
+                reason,
+                user_agent: (k == 49).then(|| "friendly-scanner".into()),
+                protocol: None,
+            };
+            let _ = m.on_event(&event, now + k + i as u64);
+        }
+        let _ = m.on_event(
+            &SecurityEvent::Registered {
+                source: *source,
+                account: "100".into(),
+                expires: 60,
+            },
+            now + 60,
+        );
+        let _ = m.on_event(
+            &SecurityEvent::Unregistered {
+                source: *source,
+                account: "100".into(),
+            },
+            now + 61,
+        );
+    }
+    let _ = m.tick(now + 90 * 86_400);
+    let _ = m.bans(now);
+    let _ = m.replay_actions(now);
+    assert_eq!(
+        Machine::restore(&m.snapshot()).expect("a snapshot restores"),
+        m,
+        "snapshot round trip after use"
+    );
+}

@@ -1,49 +1,25 @@
 //! `pbxfw apply/status/blacklist/trust/disable` against the kernel, in a network namespace the
-//! test creates (and removes, also on failure).
+//! test creates (and removes, also on failure), one per test so that they can run in parallel.
 
 use std::process::{Command, Output};
 
-struct Netns(String);
+use pbxfw_testkit::netns::Netns;
 
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("pbxfw-test-cli-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success();
-        assert!(
-            ok,
-            "ip netns add failed (kernel tests need root; PBXFW_SKIP_KERNEL=1 skips)"
-        );
-        Netns(name)
-    }
-
-    fn pbxfw(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0, env!("CARGO_BIN_EXE_pbxfw")])
-            .args(args)
-            .env_remove("PBXFW_POLICY")
-            .output()
-            .unwrap()
-    }
-
-    fn nft(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+/// The pbxfw under test, inside `ns`, with no policy from the environment.
+fn pbxfw(ns: &Netns, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_pbxfw")])
+        .args(args)
+        .env_remove("PBXFW_POLICY")
+        .output()
+        .unwrap()
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// `nft`'s standard output inside `ns`.
+fn nft(ns: &Netns, args: &[&str]) -> String {
+    let mut argv = vec!["nft"];
+    argv.extend_from_slice(args);
+    String::from_utf8_lossy(&ns.exec(&argv).stdout).into_owned()
 }
 
 fn ok(out: &Output) -> String {
@@ -62,7 +38,7 @@ fn apply_edit_status_disable() {
     if std::env::var_os("PBXFW_SKIP_KERNEL").is_some() {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("cli-nft");
     let dir = std::env::temp_dir().join(format!("pbxfw-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let policy = dir.join("pbxfw.toml");
@@ -74,29 +50,32 @@ fn apply_edit_status_disable() {
     let p = policy.to_str().unwrap();
 
     // Nothing loaded yet; an invalid policy is refused and loads nothing.
-    assert!(ok(&ns.pbxfw(&["status"])).contains("not loaded"));
+    assert!(ok(&pbxfw(&ns, &["status"])).contains("not loaded"));
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[interfaces]\neth0 = \"dmz\"\n").unwrap();
     assert_eq!(
-        ns.pbxfw(&["apply", bad.to_str().unwrap()]).status.code(),
+        pbxfw(&ns, &["apply", bad.to_str().unwrap()]).status.code(),
         Some(2)
     );
-    assert!(ns.nft(&["list", "tables"]).is_empty());
+    assert!(nft(&ns, &["list", "tables"]).is_empty());
 
-    assert!(ok(&ns.pbxfw(&["apply", p])).contains("applied: fingerprint"));
+    assert!(ok(&pbxfw(&ns, &["apply", p])).contains("applied: fingerprint"));
     let status: serde_json::Value =
-        serde_json::from_str(&ok(&ns.pbxfw(&["status", "--format", "json"]))).unwrap();
+        serde_json::from_str(&ok(&pbxfw(&ns, &["status", "--format", "json"]))).unwrap();
     assert_eq!(status["loaded"], true);
 
     // Blacklist edits go over netlink and into the file, comments kept.
-    let out = ok(&ns.pbxfw(&[
-        "blacklist",
-        "add",
-        "192.0.2.9",
-        "2001:db8:bad::/48",
-        "--policy",
-        p,
-    ]));
+    let out = ok(&pbxfw(
+        &ns,
+        &[
+            "blacklist",
+            "add",
+            "192.0.2.9",
+            "2001:db8:bad::/48",
+            "--policy",
+            p,
+        ],
+    ));
     assert!(
         out.contains("2 element(s) added, 0 removed without a reload"),
         "{out}"
@@ -106,61 +85,62 @@ fn apply_edit_status_disable() {
         text.contains("# office PBX") && text.contains("192.0.2.9"),
         "{text}"
     );
-    assert!(ns
-        .nft(&["list", "set", "inet", "pbxfw", "blacklist_hosts4"])
-        .contains("192.0.2.9"));
-    assert!(ns
-        .nft(&["list", "set", "inet", "pbxfw", "blacklist6"])
-        .contains("2001:db8:bad::/48"));
-    let listed = ok(&ns.pbxfw(&["blacklist", "list", "--policy", p]));
+    assert!(nft(&ns, &["list", "set", "inet", "pbxfw", "blacklist_hosts4"]).contains("192.0.2.9"));
+    assert!(nft(&ns, &["list", "set", "inet", "pbxfw", "blacklist6"]).contains("2001:db8:bad::/48"));
+    let listed = ok(&pbxfw(&ns, &["blacklist", "list", "--policy", p]));
     assert_eq!(listed.lines().count(), 3, "{listed}");
     // The kernel's fingerprint follows the file: a reload of the file changes nothing.
     let fp = |ns: &Netns| {
         let s: serde_json::Value =
-            serde_json::from_str(&ok(&ns.pbxfw(&["status", "--format", "json"]))).unwrap();
+            serde_json::from_str(&ok(&pbxfw(ns, &["status", "--format", "json"]))).unwrap();
         s["fingerprint"].as_str().unwrap().to_string()
     };
     let after_edit = fp(&ns);
-    ok(&ns.pbxfw(&["apply", p]));
+    ok(&pbxfw(&ns, &["apply", p]));
     assert_eq!(after_edit, fp(&ns));
 
-    let out = ok(&ns.pbxfw(&["blacklist", "del", "192.0.2.9", "--policy", p]));
+    let out = ok(&pbxfw(
+        &ns,
+        &["blacklist", "del", "192.0.2.9", "--policy", p],
+    ));
     assert!(out.contains("0 element(s) added, 1 removed"), "{out}");
-    assert!(!ns
-        .nft(&["list", "set", "inet", "pbxfw", "blacklist_hosts4"])
-        .contains("192.0.2.9"));
+    assert!(!nft(&ns, &["list", "set", "inet", "pbxfw", "blacklist_hosts4"]).contains("192.0.2.9"));
     assert_eq!(
-        ns.pbxfw(&["blacklist", "del", "192.0.2.9", "--policy", p])
+        pbxfw(&ns, &["blacklist", "del", "192.0.2.9", "--policy", p])
             .status
             .code(),
         Some(2)
     );
 
     // Trust a host: an element of the trusted host set, over netlink.
-    let out = ok(&ns.pbxfw(&["trust", "203.0.113.5", "--policy", p]));
+    let out = ok(&pbxfw(&ns, &["trust", "203.0.113.5", "--policy", p]));
     assert!(out.contains("1 element(s) added"), "{out}");
-    assert!(ns
-        .nft(&["list", "set", "inet", "pbxfw", "zone_trusted_hosts4"])
-        .contains("203.0.113.5"));
+    assert!(nft(
+        &ns,
+        &["list", "set", "inet", "pbxfw", "zone_trusted_hosts4"]
+    )
+    .contains("203.0.113.5"));
     // Trusting a network changes the zone map: a reload.
-    let out = ok(&ns.pbxfw(&["trust", "10.20.0.0/16", "--policy", p]));
+    let out = ok(&pbxfw(&ns, &["trust", "10.20.0.0/16", "--policy", p]));
     assert!(out.contains("ruleset reloaded"), "{out}");
-    ok(&ns.pbxfw(&["untrust", "203.0.113.5", "--policy", p]));
-    assert!(!ns
-        .nft(&["list", "set", "inet", "pbxfw", "zone_trusted_hosts4"])
-        .contains("203.0.113.5"));
+    ok(&pbxfw(&ns, &["untrust", "203.0.113.5", "--policy", p]));
+    assert!(!nft(
+        &ns,
+        &["list", "set", "inet", "pbxfw", "zone_trusted_hosts4"]
+    )
+    .contains("203.0.113.5"));
     // An edit that would make the policy invalid leaves the file alone.
     let before = std::fs::read_to_string(&policy).unwrap();
     assert_eq!(
-        ns.pbxfw(&["blacklist", "add", "0.0.0.0/0", "--policy", p])
+        pbxfw(&ns, &["blacklist", "add", "0.0.0.0/0", "--policy", p])
             .status
             .code(),
         Some(2)
     );
     assert_eq!(before, std::fs::read_to_string(&policy).unwrap());
 
-    assert!(ok(&ns.pbxfw(&["disable"])).contains("removed"));
-    assert!(ns.nft(&["list", "tables"]).is_empty());
+    assert!(ok(&pbxfw(&ns, &["disable"])).contains("removed"));
+    assert!(nft(&ns, &["list", "tables"]).is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -172,7 +152,7 @@ fn iptables_backends_apply_edit_status_disable() {
         return;
     }
     for backend in ["iptables-nft", "iptables-legacy"] {
-        let ns = Netns::new();
+        let ns = Netns::new(&format!("cli-{backend}"));
         let dir = std::env::temp_dir().join(format!("pbxfw-cli-{backend}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let policy = dir.join("pbxfw.toml");
@@ -183,30 +163,22 @@ fn iptables_backends_apply_edit_status_disable() {
         .unwrap();
         let p = policy.to_str().unwrap();
         let b = ["--backend", backend];
-        assert!(ok(&ns.pbxfw(&["status", b[0], b[1]])).contains("not loaded"));
-        assert!(ok(&ns.pbxfw(&["apply", p, b[0], b[1]])).contains("applied: fingerprint"));
-        let status = ok(&ns.pbxfw(&["status", "--format", "json", b[0], b[1]]));
+        assert!(ok(&pbxfw(&ns, &["status", b[0], b[1]])).contains("not loaded"));
+        assert!(ok(&pbxfw(&ns, &["apply", p, b[0], b[1]])).contains("applied: fingerprint"));
+        let status = ok(&pbxfw(&ns, &["status", "--format", "json", b[0], b[1]]));
         let v: serde_json::Value = serde_json::from_str(&status).unwrap();
         assert_eq!(v["backend"], "iptables");
         assert_eq!(v["loaded"], true);
         // An edit goes to the kernel as set elements only.
-        let out = ok(&ns.pbxfw(&["blacklist", "add", "192.0.2.99", "--policy", p, b[0], b[1]]));
+        let out = ok(&pbxfw(
+            &ns,
+            &["blacklist", "add", "192.0.2.99", "--policy", p, b[0], b[1]],
+        ));
         assert!(out.contains("1 element(s) added"), "{out}");
-        let test = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.0,
-                "ipset",
-                "test",
-                "pbxfw_blacklist_hosts4",
-                "192.0.2.99",
-            ])
-            .output()
-            .unwrap();
+        let test = ns.exec(&["ipset", "test", "pbxfw_blacklist_hosts4", "192.0.2.99"]);
         assert!(test.status.success());
-        assert!(ok(&ns.pbxfw(&["disable", b[0], b[1]])).contains("disabled"));
-        assert!(ok(&ns.pbxfw(&["status", b[0], b[1]])).contains("not loaded"));
+        assert!(ok(&pbxfw(&ns, &["disable", b[0], b[1]])).contains("disabled"));
+        assert!(ok(&pbxfw(&ns, &["status", b[0], b[1]])).contains("not loaded"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
