@@ -927,9 +927,9 @@ fn take_block(
             break;
         }
         let start = buf.len();
-        buf.resize(start + BLOCK, 0);
-        let got = read_full(&mut b.file, &mut buf[start..])?;
-        buf.truncate(start + got);
+        // Read straight into spare capacity: zeroing a block first cost as much as the read.
+        buf.reserve(BLOCK);
+        let got = (&mut b.file).take(BLOCK as u64).read_to_end(buf)?;
         if got < BLOCK {
             b.done = true;
             continue;

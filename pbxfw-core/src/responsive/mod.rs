@@ -957,11 +957,11 @@ impl Machine {
     /// Keep at most `max_sources`: forget the idlest inactive sources, never an active ban.
     ///
     /// On reaching the bound, the idlest inactive sources are forgotten down to 7/16 of it and
-    /// the table is rebuilt without the tombstones the removals leave (a tombstone counts as an
-    /// occupied slot until a rehash). Evicting an eighth and keeping the tombstones, as before,
-    /// doubled the table at the first eviction and kept it doubled: 205 bytes per source of
-    /// the bound under a flood of new sources instead of 81. The rebuilt table has half the
-    /// buckets, and grows back to exactly the bound's size.
+    /// the table is rebuilt without tombstones (removing an entry in place leaves one, which
+    /// counts as an occupied slot until a rehash). Evicting an eighth with the tombstones left
+    /// in, as before, doubled the table at the first eviction and kept it doubled: 205 bytes
+    /// per source of the bound under a flood of new sources instead of 81. Rebuilt in place,
+    /// the table keeps exactly the bound's size.
     fn bound(&mut self, now: u64) {
         let max = self.config.max_sources.max(8);
         if self.sources.len() < max {
@@ -984,7 +984,7 @@ impl Machine {
         let cut = *idle.select_nth_unstable(excess - 1).1;
         let mut ties = excess - idle.iter().filter(|t| **t < cut).count();
         drop(idle);
-        self.sources.retain(|_, s| {
+        let mut keep = |s: &SourceState| {
             if s.active(n) || s.last_seen > cut {
                 true
             } else if s.last_seen < cut {
@@ -995,10 +995,11 @@ impl Machine {
             } else {
                 true
             }
-        });
-        // Drop the tombstones now: rebuilt at half the size, the table grows back to the
-        // bound's size as sources arrive and never past it.
-        self.sources.shrink_to_fit();
+        };
+        // Rebuilt in place, without tombstones: the survivors are taken out (draining keeps
+        // the table's memory and leaves it empty) and put back.
+        let kept: Vec<(Key, SourceState)> = self.sources.drain().filter(|(_, s)| keep(s)).collect();
+        self.sources.extend(kept);
     }
 }
 
