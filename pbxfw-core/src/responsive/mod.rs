@@ -27,10 +27,10 @@
 //! `ban_seconds × 2^(n−1)`, capped at `max_ban_seconds`. Strikes are forgotten after
 //! `strike_memory_seconds` without a ban.
 //!
-//! Memory is bounded: on reaching `max_sources` tracked prefixes, the idlest sources with no active
-//! ban, clamp or registration are forgotten first; active bans are never evicted. A tracked
-//! source costs under 128 bytes (measured in `benches/`). The default bound, 57,344, is 7/8
-//! of 65,536: the table's size where that holds.
+//! Memory is bounded: on reaching `max_sources` tracked prefixes, the idlest sources with no
+//! active ban, clamp or registration are forgotten first; active bans are never evicted. A
+//! tracked source costs under 128 bytes (measured in `benches/`). The default bound, 57,344,
+//! is 7/8 of 65,536: the table's size where that holds.
 //!
 //! [`Machine`] serialises (serde) with a version; a snapshot restores it exactly.
 
@@ -360,8 +360,11 @@ impl Recent {
                 if v.len() >= MAX_RECENT {
                     v.drain(..v.len() + 1 - MAX_RECENT);
                 }
-                v.shrink_to_fit();
-                v.reserve_exact(1);
+                if v.capacity() > v.len() + 1 {
+                    v.shrink_to(v.len() + 1);
+                } else {
+                    v.reserve_exact(1);
+                }
                 v.push((now, kind));
                 v
             }
