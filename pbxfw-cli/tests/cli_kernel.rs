@@ -4,6 +4,7 @@
 use std::process::{Command, Output};
 
 use pbxfw_testkit::netns::Netns;
+use pbxfw_testkit::ok;
 
 /// The pbxfw under test, inside `ns`, with no policy from the environment.
 fn pbxfw(ns: &Netns, args: &[&str]) -> Output {
@@ -20,17 +21,6 @@ fn nft(ns: &Netns, args: &[&str]) -> String {
     let mut argv = vec!["nft"];
     argv.extend_from_slice(args);
     String::from_utf8_lossy(&ns.exec(&argv).stdout).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

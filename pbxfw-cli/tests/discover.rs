@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use pbxfw_core::ir::{FinalVerdict, Packet, Proto};
 use pbxfw_core::{compile, eval, DynamicState, Policy};
 use pbxfw_testkit::netns::{skipped, Killed, Netns};
+use pbxfw_testkit::ok;
 use pbxfw_testkit::probe::{observable, Topology};
 
 fn asterisk_dir() -> PathBuf {
@@ -26,17 +27,6 @@ fn pbxfw(args: &[&str]) -> Output {
         .current_dir(pbxfw_testkit::root())
         .output()
         .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
