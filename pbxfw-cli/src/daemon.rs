@@ -834,7 +834,7 @@ pub fn replay_file(policy: &ValidPolicy, path: &Path, year: i32) -> std::io::Res
                 let mut buf = Vec::new();
                 loop {
                     let parsed = match take_block(blocks, &mut buf) {
-                        Ok(Some(i)) => Ok((i, parse_block(&buf, year, spare()))),
+                        Ok(Some((i, len))) => Ok((i, parse_block(&buf[..len], year, spare()))),
                         Ok(None) => return,
                         Err(e) => Err(e),
                     };
@@ -881,8 +881,8 @@ pub fn replay_file(policy: &ValidPolicy, path: &Path, year: i32) -> std::io::Res
             }
             if input_left {
                 match take_block(&blocks, &mut buf)? {
-                    Some(i) => {
-                        pending.insert(i, parse_block(&buf, year, spare()));
+                    Some((i, len)) => {
+                        pending.insert(i, parse_block(&buf[..len], year, spare()));
                     }
                     None => input_left = false,
                 }
@@ -908,42 +908,52 @@ struct Blocks {
     done: bool,
 }
 
-/// Fill `buf` with the next block of whole lines (the last line may lack its break at the end
-/// of the file) and return its index, or `None` at the end.
+/// Fill the front of `buf` with the next block of whole lines (the last line may lack its
+/// break at the end of the file) and return its index and length, or `None` at the end.
+///
+/// `buf` keeps its length from call to call: it is zeroed only when it grows and is then read
+/// into as it is (zeroing every block cost as much as reading it), with one `read` a block
+/// (`read_to_end` starts small and doubles, six calls a block).
 fn take_block(
     blocks: &std::sync::Mutex<Blocks>,
     buf: &mut Vec<u8>,
-) -> std::io::Result<Option<usize>> {
+) -> std::io::Result<Option<(usize, usize)>> {
     const BLOCK: usize = 256 * 1024;
     let mut b = blocks.lock().unwrap_or_else(|e| e.into_inner());
     let b = &mut *b;
-    buf.clear();
-    buf.append(&mut b.carry);
+    let mut len = b.carry.len();
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    buf[..len].copy_from_slice(&b.carry);
+    b.carry.clear();
     loop {
         if b.done {
-            if buf.is_empty() {
+            if len == 0 {
                 return Ok(None);
             }
             break;
         }
-        let start = buf.len();
-        // Read straight into spare capacity: zeroing a block first cost as much as the read.
-        buf.reserve(BLOCK);
-        let got = (&mut b.file).take(BLOCK as u64).read_to_end(buf)?;
+        let start = len;
+        if buf.len() < start + BLOCK {
+            buf.resize(start + BLOCK, 0);
+        }
+        let got = read_full(&mut b.file, &mut buf[start..start + BLOCK])?;
+        len += got;
         if got < BLOCK {
             b.done = true;
             continue;
         }
         // Cut after the last line break; a line longer than a block makes it read on.
-        if let Some(i) = buf[start..].iter().rposition(|c| *c == b'\n') {
-            b.carry.extend_from_slice(&buf[start + i + 1..]);
-            buf.truncate(start + i + 1);
+        if let Some(i) = memchr::memrchr(b'\n', &buf[start..len]) {
+            b.carry.extend_from_slice(&buf[start + i + 1..len]);
+            len = start + i + 1;
             break;
         }
     }
     let i = b.next;
     b.next += 1;
-    Ok(Some(i))
+    Ok(Some((i, len)))
 }
 
 /// Events of one block of log lines, into `events` (emptied first), and the number of lines.
