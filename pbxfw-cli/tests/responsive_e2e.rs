@@ -7,6 +7,7 @@
 //! `BENCHMARKS.md` reports under "Protection"; `PBXFW_E2E_REPORT=1` prints them.
 
 use std::net::IpAddr;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,6 +82,8 @@ impl Bed {
             .arg(&dir)
             .stdout(Stdio::null())
             .stderr(events)
+            // Its own process group: Killed ends the workers it forks with it.
+            .process_group(0)
             .spawn()
             .expect("kamailio is installed");
         let mut bed = Bed {

@@ -114,11 +114,22 @@ impl Netns {
     }
 }
 
-/// A spawned process, killed and reaped when dropped (also on panic).
+/// A spawned process, killed and reaped when dropped (also on panic). A process that forks
+/// workers (Kamailio) must be spawned as the leader of its own process group
+/// (`CommandExt::process_group(0)`): the whole group is killed, or the workers outlive the
+/// test, orphaned in a namespace that no longer exists.
 pub struct Killed(pub std::process::Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
+        let Ok(pid) = libc::pid_t::try_from(self.0.id()) else {
+            return;
+        };
+        // SAFETY: kill(2) takes plain integers. A negative pid names a process group; when
+        // the child leads none, this fails with ESRCH and the child alone is killed below.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
