@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pbxfw_core::events::{AuthFailure, SecurityEvent};
 use pbxfw_core::responsive::{Config, Machine};
 use pbxfw_core::Policy;
@@ -76,6 +76,40 @@ fn machine(c: &mut Criterion) {
             }
             m.tracked()
         })
+    });
+
+    // The table filled with active bans (a botnet as large as the bound, all banned), then
+    // a flood from new sources: eviction can free only what the flood itself brings.
+    let mut full = Machine::new(config());
+    let bound = full.config().max_sources;
+    for i in 0..bound as u32 {
+        let scanner = SecurityEvent::ScannerSeen {
+            source: IpAddr::from(Ipv4Addr::from(0x0b00_0000 + i)),
+            user_agent: Some("friendly-scanner".into()),
+        };
+        full.on_event(&scanner, 1_795_000_000);
+    }
+    let flood: Vec<SecurityEvent> = (0..100_000u32)
+        .map(|i| SecurityEvent::AuthFailed {
+            source: IpAddr::from(Ipv4Addr::from(0x0a00_0000 + i)),
+            account: None,
+            reason: AuthFailure::Other,
+            user_agent: None,
+            protocol: None,
+        })
+        .collect();
+    g.throughput(Throughput::Elements(flood.len() as u64));
+    g.bench_function("on_event, 100k new sources, table full of bans", |b| {
+        b.iter_batched(
+            || full.clone(),
+            |mut m| {
+                for e in &flood {
+                    black_box(m.on_event(e, 1_795_000_001));
+                }
+                m.tracked()
+            },
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
 
