@@ -434,8 +434,8 @@ pub struct Machine {
     version: u32,
     config: Config,
     /// A hash map, not a tree: with tens of thousands of sources, a lookup is one cache miss
-    /// instead of five. The hasher is SipHash with fixed keys (deterministic, no randomness
-    /// from the OS in the core); outputs that list sources are sorted.
+    /// instead of five. The hasher is [`KeyHasher`], fixed (deterministic, no randomness from
+    /// the OS in the core); outputs that list sources are sorted.
     #[serde(with = "sources_serde")]
     sources: Sources,
     /// (address, account) → registration.
