@@ -710,13 +710,25 @@ pub struct ReplayReport {
     pub reported: usize,
 }
 
+/// How much a replay's report holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Bans, clamps, registrations and counts, but not every action: the text report shows no
+    /// more, and its memory then grows with the sources, not with the events (a month of logs
+    /// makes millions of actions; keeping them was also a twentieth of a replay's time).
+    Summary,
+    /// Every action too, with its time (the JSON report).
+    Actions,
+}
+
 /// Run records through a fresh machine, with time taken from the records.
 pub fn replay(
     policy: &ValidPolicy,
     events: impl Iterator<Item = TimedEvent>,
     records: usize,
+    detail: Detail,
 ) -> ReplayReport {
-    let mut replayer = Replayer::new(policy);
+    let mut replayer = Replayer::new(policy, detail);
     replayer.report.records = records;
     for e in events {
         replayer.feed(&e);
@@ -732,16 +744,18 @@ struct Replayer {
     t: u64,
     /// Which (account, address) pairs `report.registered` holds: looking through an account's
     /// list made a replay quadratic in the addresses an account registers from.
-    seen: std::collections::HashSet<(String, std::net::IpAddr)>,
+    seen: std::collections::HashMap<String, std::collections::HashSet<std::net::IpAddr>>,
+    detail: Detail,
 }
 
 impl Replayer {
-    fn new(policy: &ValidPolicy) -> Replayer {
+    fn new(policy: &ValidPolicy, detail: Detail) -> Replayer {
         Replayer {
             machine: Machine::new(Config::from_policy(policy)),
             report: ReplayReport::default(),
             t: 0,
-            seen: std::collections::HashSet::new(),
+            seen: std::collections::HashMap::new(),
+            detail,
         }
     }
 
@@ -761,12 +775,20 @@ impl Replayer {
                 Action::Clamp { prefix, .. } => {
                     r.clamped.entry(*prefix).or_insert(t);
                 }
-                Action::AllowRegistered { addr, account, .. }
-                    if self.seen.insert((account.clone(), *addr)) =>
-                {
-                    match r.registered.get_mut(account.as_str()) {
-                        Some(v) => v.push(*addr),
+                Action::AllowRegistered { addr, account, .. } => {
+                    // Looked up by `&str`: the account is copied once, not per registration.
+                    match self.seen.get_mut(account.as_str()) {
+                        Some(addrs) => {
+                            // `registered` has the account since `seen` has it.
+                            if addrs.insert(*addr) {
+                                if let Some(v) = r.registered.get_mut(account.as_str()) {
+                                    v.push(*addr);
+                                }
+                            }
+                        }
                         None => {
+                            self.seen
+                                .insert(account.clone(), std::collections::HashSet::from([*addr]));
                             r.registered.insert(account.clone(), vec![*addr]);
                         }
                     }
@@ -774,7 +796,9 @@ impl Replayer {
                 Action::ReportIdentity { .. } => r.reported += 1,
                 _ => {}
             }
-            r.actions.push((t, a));
+            if self.detail == Detail::Actions {
+                r.actions.push((t, a));
+            }
         }
     }
 }
@@ -788,7 +812,12 @@ impl Replayer {
 /// Every thread takes its next block from the file itself (under a lock, a `read` into a buffer
 /// it reuses), and this thread, whenever the next block in order is not parsed yet, parses one
 /// too instead of waiting: with as many threads as cores, no core idles while work is left.
-pub fn replay_file(policy: &ValidPolicy, path: &Path, year: i32) -> std::io::Result<ReplayReport> {
+pub fn replay_file(
+    policy: &ValidPolicy,
+    path: &Path,
+    year: i32,
+    detail: Detail,
+) -> std::io::Result<ReplayReport> {
     let mut file = std::fs::File::open(path)?;
     let mut head = vec![0u8; 64 * 1024];
     let n = read_full(&mut file, &mut head)?;
@@ -800,7 +829,7 @@ pub fn replay_file(policy: &ValidPolicy, path: &Path, year: i32) -> std::io::Res
         let text = String::from_utf8(head)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         let (events, n) = read_records(&text, year);
-        return Ok(replay(policy, events.into_iter(), n));
+        return Ok(replay(policy, events.into_iter(), n, detail));
     }
     let helpers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -851,7 +880,7 @@ pub fn replay_file(policy: &ValidPolicy, path: &Path, year: i32) -> std::io::Res
         let done_rx = done_rx;
         let mut pending: BTreeMap<usize, (Vec<TimedEvent>, usize)> = BTreeMap::new();
         let mut want = 0;
-        let mut replayer = Replayer::new(policy);
+        let mut replayer = Replayer::new(policy, detail);
         let mut buf = Vec::new();
         let mut input_left = true;
         let receive = |parsed: Parsed, pending: &mut BTreeMap<_, _>| -> std::io::Result<()> {
@@ -1104,10 +1133,18 @@ mod tests {
             .validate()
             .unwrap();
 
-        let streamed = replay_file(&policy, &path, 2026).unwrap();
+        let streamed = replay_file(&policy, &path, 2026, Detail::Actions).unwrap();
+        // The summary is the same report without the list of actions.
+        let mut summary = replay_file(&policy, &path, 2026, Detail::Summary).unwrap();
+        assert!(summary.actions.is_empty() && !streamed.actions.is_empty());
+        summary.actions.clone_from(&streamed.actions);
+        assert_eq!(
+            serde_json::to_value(&summary).unwrap(),
+            serde_json::to_value(&streamed).unwrap()
+        );
         let lossy = String::from_utf8_lossy(&bytes).into_owned();
         let (events, n) = read_records(&lossy, 2026);
-        let whole = replay(&policy, events.into_iter(), n);
+        let whole = replay(&policy, events.into_iter(), n, Detail::Actions);
         assert_eq!(streamed.records, text.lines().count());
         assert!(streamed.events > 1000, "{}", streamed.events);
         assert_eq!(
@@ -1141,9 +1178,9 @@ mod tests {
             .unwrap()
             .validate()
             .unwrap();
-        let streamed = replay_file(&policy, &path, 2026).unwrap();
+        let streamed = replay_file(&policy, &path, 2026, Detail::Actions).unwrap();
         let (events, n) = read_records(&text, 2026);
-        let whole = replay(&policy, events.into_iter(), n);
+        let whole = replay(&policy, events.into_iter(), n, Detail::Actions);
         assert_eq!(streamed.records, 7);
         assert_eq!(streamed.events, 6);
         assert_eq!(streamed.banned.len(), 2, "{:?}", streamed.banned);

@@ -1059,13 +1059,18 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             let valid = load_valid(policy.as_deref())?;
             let year = year.unwrap_or_else(daemon::current_year);
             let start = std::time::Instant::now();
+            // Only the JSON report lists every action.
+            let detail = match format {
+                Format::Json => daemon::Detail::Actions,
+                Format::Text => daemon::Detail::Summary,
+            };
             let read = |f: &PathBuf| {
                 std::fs::read_to_string(f)
                     .map_err(|e| Fail(exit::IO, format!("{}: cannot read: {e}", f.display())))
             };
             let report = if let [only] = &files[..] {
                 // One file is already in time order: replay it as it is parsed.
-                daemon::replay_file(&valid, only, year)
+                daemon::replay_file(&valid, only, year, detail)
                     .map_err(|e| Fail(exit::IO, format!("{}: cannot read: {e}", only.display())))?
             } else {
                 let mut all = Vec::new();
@@ -1077,7 +1082,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 }
                 // Records of several files interleave by time.
                 all.sort_by_key(|e| e.at.unwrap_or(0));
-                daemon::replay(&valid, all.into_iter(), records)
+                daemon::replay(&valid, all.into_iter(), records, detail)
             };
             let elapsed = start.elapsed();
             match format {
