@@ -73,7 +73,8 @@ use std::net::IpAddr;
 
 use super::ami::{
     civil_seconds, classify_security, clip, clock, non_empty, parse_datetime, parse_event_time,
-    parse_host_port, security_event, to_unix, uri_host, uri_user, SecurityFields, DEFAULT_EXPIRES,
+    parse_host_port, security_event, split_byte, to_unix, uri_host, uri_user, SecurityFields,
+    DEFAULT_EXPIRES,
 };
 use super::{AuthFailure, EventError, SecurityEvent, TimedEvent};
 use crate::SignallingProtocol;
@@ -520,7 +521,7 @@ fn call_rejected(c: &str) -> Found {
 /// `UDP:1.2.3.4:5060` → (`UDP`, `1.2.3.4:5060`); `[2001:db8::1]:5060` has no transport.
 fn split_transport(addr: &str) -> (Option<&str>, &str) {
     match addr.as_bytes().first() {
-        Some(b) if b.is_ascii_alphabetic() => match addr.split_once(':') {
+        Some(b) if b.is_ascii_alphabetic() => match split_byte(addr, b':') {
             Some((t, rest)) if t.bytes().all(|b| b.is_ascii_alphanumeric()) => (Some(t), rest),
             _ => (None, addr),
         },
@@ -537,7 +538,7 @@ fn host_auth(c: &str) -> Found {
         Some(r) => (true, r),
         None => (false, c),
     };
-    let (addr, tail) = get!(rest.split_once(' '));
+    let (addr, tail) = get!(split_byte(rest, b' '));
     let phrases: &[(&str, AuthFailure, bool)] = &[
         ("failed to authenticate as ", WrongPassword, false),
         ("failed MD5 authentication for ", WrongPassword, false),
@@ -655,7 +656,7 @@ fn request_failed(c: &str) -> Found {
     let (head, tail) = (&rest[..at], &rest[at + CALLID.len()..]);
     let close = get!(find(tail, ") - "));
     let reason_text = &tail[close + 4..];
-    if reason_text.contains('\'') {
+    if reason_text.bytes().any(|b| b == b'\'') {
         return Found::No;
     }
     let reason = if reason_text.starts_with("No matching endpoint found") {
