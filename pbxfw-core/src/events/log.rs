@@ -256,22 +256,20 @@ fn level(s: &str) -> Option<(Level, &str)> {
     let (level, rest) = LEVELS
         .iter()
         .find_map(|(name, l)| s.strip_prefix(name).map(|r| (*l, r)))?;
+    // `[1234]` and `[C-0000002a]`: the digits run up to the first `]`, or the line is not one
+    // of these (one pass, not a search for the `]` and another over what precedes it).
+    let bracketed = |s: &str, ok: fn(&u8) -> bool| -> Option<usize> {
+        let n = s.bytes().take_while(ok).count();
+        (s.as_bytes().get(n) == Some(&b']')).then_some(n + 1)
+    };
     let mut r = rest;
     let t = r.trim_start_matches(' ');
     if let Some(inner) = t.strip_prefix('[') {
-        let close = cfind(inner, b']')?;
-        if !inner[..close].bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        r = &inner[close + 1..];
+        r = &inner[bracketed(inner, u8::is_ascii_digit)?..];
     }
     r = r.strip_prefix(':').unwrap_or(r);
     if let Some(inner) = r.strip_prefix("[C-") {
-        let close = cfind(inner, b']')?;
-        if !inner[..close].bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        r = &inner[close + 1..];
+        r = &inner[bracketed(inner, u8::is_ascii_hexdigit)?..];
     }
     r = r.strip_prefix(':').unwrap_or(r);
     Some((level, r.strip_prefix(' ')?))
