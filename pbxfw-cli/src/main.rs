@@ -1302,8 +1302,10 @@ fn write_replay(
     for (acc, addrs) in &r.registered {
         write!(out, "  {acc:<20} from ")?;
         for (i, a) in addrs.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
-            write!(out, "{sep}{a}")?;
+            if i > 0 {
+                out.write_all(b", ")?;
+            }
+            write_addr(out, a)?;
         }
         writeln!(out)?;
     }
@@ -1315,6 +1317,33 @@ fn write_replay(
         )?;
     }
     Ok(())
+}
+
+/// `a` as `Display` writes it; an IPv4 address without the formatting machinery, which was
+/// most of printing a large replay's report (an account can register from thousands).
+fn write_addr(out: &mut impl std::io::Write, a: &IpAddr) -> std::io::Result<()> {
+    let IpAddr::V4(v4) = a else {
+        return write!(out, "{a}");
+    };
+    let mut buf = [0u8; 15];
+    let mut n = 0;
+    for (i, o) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if o >= 100 {
+            buf[n] = b'0' + o / 100;
+            n += 1;
+        }
+        if o >= 10 {
+            buf[n] = b'0' + o / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + o % 10;
+        n += 1;
+    }
+    out.write_all(&buf[..n])
 }
 
 fn print_status(s: &pbxfw_core::backend::Status) {
@@ -1367,6 +1396,29 @@ fn main() -> ExitCode {
         Err(Fail(code, msg)) => {
             eprintln!("pbxfw: {msg}");
             ExitCode::from(code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let mut all: Vec<IpAddr> = ["2001:db8::7", "::ffff:1.2.3.4", "::"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        all.extend(
+            [0u8, 1, 9, 10, 99, 100, 199, 200, 255]
+                .iter()
+                .flat_map(|&a| [a, 7, 200].map(|b| IpAddr::from([a, b, 255 - a, 0]))),
+        );
+        for a in all {
+            let mut out = Vec::new();
+            write_addr(&mut out, &a).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), a.to_string());
         }
     }
 }
