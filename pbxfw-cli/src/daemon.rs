@@ -841,10 +841,11 @@ pub fn replay_file(
         next: 0,
         done: false,
     });
-    // Bounded: helpers cannot run far ahead of the machine. Event vectors come back empty to
-    // be filled again: fresh memory for every block (page faults, zeroing) cost as much as
-    // the parsing.
-    let (done_tx, done_rx) = mpsc::sync_channel::<Parsed>(helpers * 2 + 2);
+    // Bounded: helpers cannot run far ahead of the machine (8 blocks each, about 0.5 MiB of
+    // events; with 2 a helper waited on the machine's slow moments, such as an eviction, for
+    // a twentieth of its time). Event vectors come back empty to be filled again: fresh
+    // memory for every block (page faults, zeroing) cost as much as the parsing.
+    let (done_tx, done_rx) = mpsc::sync_channel::<Parsed>(helpers * 8 + 8);
     let (free_tx, free_rx) = mpsc::channel::<Vec<TimedEvent>>();
     let free_rx = std::sync::Mutex::new(free_rx);
     let spare = || {
