@@ -833,7 +833,7 @@ fn rfind(h: &str, pat: &str) -> Option<usize> {
     let (h, pat) = (h.as_bytes(), pat.as_bytes());
     let last = pat.len() - 1;
     let mut end = h.len();
-    while let Some(i) = h[..end].iter().rposition(|b| *b == pat[0]) {
+    while let Some(i) = rpos(&h[..end], pat[0]) {
         if h.get(i + last) == Some(&pat[last]) && h[i..].starts_with(pat) {
             return Some(i);
         }
@@ -865,6 +865,25 @@ fn pos(h: &[u8], b: u8) -> Option<usize> {
         .iter()
         .position(|c| *c == b)
         .map(|i| at + i)
+}
+
+/// The last `b` in `h`, eight bytes at a time from the end.
+fn rpos(h: &[u8], b: u8) -> Option<usize> {
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    let pattern = u64::from_ne_bytes([b; 8]);
+    let mut chunks = h.rchunks_exact(8);
+    let mut end = h.len();
+    for chunk in &mut chunks {
+        end -= 8;
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes")) ^ pattern;
+        // The high bit of each byte that is zero, exactly (no borrow between bytes), so the
+        // highest one is the last match.
+        let found = !((((word & LOW7) + LOW7) | word) | LOW7);
+        if found != 0 {
+            return Some(end + (7 - found.leading_zeros() / 8) as usize);
+        }
+    }
+    chunks.remainder().iter().rposition(|c| *c == b)
 }
 
 /// `s.find(c)` for an ASCII `c`.
@@ -978,6 +997,15 @@ mod tests {
             b in proptest::prop_oneof![proptest::strategy::Just(b','), proptest::strategy::Just(b']'), proptest::num::u8::ANY],
         ) {
             proptest::prop_assert_eq!(pos(&h, b), h.iter().position(|c| *c == b));
+        }
+
+        /// The same, from the end.
+        #[test]
+        fn rpos_finds_the_last_byte(
+            h in proptest::collection::vec(proptest::prop_oneof![proptest::strategy::Just(b','), proptest::strategy::Just(0x2du8), proptest::strategy::Just(0xacu8), proptest::strategy::Just(0u8), proptest::strategy::Just(0x01u8), proptest::num::u8::ANY], 0..40),
+            b in proptest::prop_oneof![proptest::strategy::Just(b','), proptest::strategy::Just(0u8), proptest::num::u8::ANY],
+        ) {
+            proptest::prop_assert_eq!(rpos(&h, b), h.iter().rposition(|c| *c == b));
         }
 
         /// The shortcut for the common prefix reads what the general loop reads.
