@@ -46,6 +46,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::scan::{rsplit_byte, split_byte};
 use super::{AuthFailure, EventError, SecurityEvent, TimedEvent};
 use crate::SignallingProtocol;
 
@@ -471,22 +472,6 @@ pub(super) fn parse_host_port(s: &str) -> Option<IpAddr> {
         }
         _ => parse_ip(s),
     }
-}
-
-/// `s.split_once(c)` for an ASCII `c`, with a plain loop: on these short texts a char
-/// pattern's searcher (`memchr` behind it) costs more than the search, and these splits were
-/// a twentieth of reading a log.
-pub(super) fn split_byte(s: &str, c: u8) -> Option<(&str, &str)> {
-    debug_assert!(c.is_ascii());
-    let i = s.bytes().position(|b| b == c)?;
-    Some((&s[..i], &s[i + 1..]))
-}
-
-/// `s.rsplit_once(c)` for an ASCII `c`, as [`split_byte`].
-pub(super) fn rsplit_byte(s: &str, c: u8) -> Option<(&str, &str)> {
-    debug_assert!(c.is_ascii());
-    let i = s.bytes().rposition(|b| b == c)?;
-    Some((&s[..i], &s[i + 1..]))
 }
 
 fn is_port(s: &str) -> bool {

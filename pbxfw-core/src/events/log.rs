@@ -73,9 +73,9 @@ use std::net::IpAddr;
 
 use super::ami::{
     civil_seconds, classify_security, clip, clock, non_empty, parse_datetime, parse_event_time,
-    parse_host_port, security_event, split_byte, to_unix, uri_host, uri_user, SecurityFields,
-    DEFAULT_EXPIRES,
+    parse_host_port, security_event, to_unix, uri_host, uri_user, SecurityFields, DEFAULT_EXPIRES,
 };
+use super::scan::{pos, rpos, split_byte};
 use super::{AuthFailure, EventError, SecurityEvent, TimedEvent};
 use crate::SignallingProtocol;
 
@@ -842,50 +842,6 @@ fn rfind(h: &str, pat: &str) -> Option<usize> {
     None
 }
 
-/// The first `b` in `h`, eight bytes at a time: cheaper than `memchr` on these short texts,
-/// and than a byte loop on the longer ones (a security line's fields).
-fn pos(h: &[u8], b: u8) -> Option<usize> {
-    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let pattern = u64::from_ne_bytes([b; 8]);
-    let mut chunks = h.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes")) ^ pattern;
-        // A byte of `word` is zero where `h` has `b`; the lowest flag is always a true one
-        // (a borrow only runs towards higher bytes).
-        let found = word.wrapping_sub(LOW) & !word & HIGH;
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|c| *c == b)
-        .map(|i| at + i)
-}
-
-/// The last `b` in `h`, eight bytes at a time from the end.
-fn rpos(h: &[u8], b: u8) -> Option<usize> {
-    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
-    let pattern = u64::from_ne_bytes([b; 8]);
-    let mut chunks = h.rchunks_exact(8);
-    let mut end = h.len();
-    for chunk in &mut chunks {
-        end -= 8;
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes")) ^ pattern;
-        // The high bit of each byte that is zero, exactly (no borrow between bytes), so the
-        // highest one is the last match.
-        let found = !((((word & LOW7) + LOW7) | word) | LOW7);
-        if found != 0 {
-            return Some(end + (7 - found.leading_zeros() / 8) as usize);
-        }
-    }
-    chunks.remainder().iter().rposition(|c| *c == b)
-}
-
 /// `s.find(c)` for an ASCII `c`.
 fn cfind(s: &str, c: u8) -> Option<usize> {
     pos(s.as_bytes(), c)
@@ -990,24 +946,6 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
-        /// The word-at-a-time search finds the first occurrence, as a byte loop does.
-        #[test]
-        fn pos_finds_the_first_byte(
-            h in proptest::collection::vec(proptest::prop_oneof![proptest::strategy::Just(b','), proptest::strategy::Just(0x2du8), proptest::strategy::Just(0xacu8), proptest::strategy::Just(0u8), proptest::num::u8::ANY], 0..40),
-            b in proptest::prop_oneof![proptest::strategy::Just(b','), proptest::strategy::Just(b']'), proptest::num::u8::ANY],
-        ) {
-            proptest::prop_assert_eq!(pos(&h, b), h.iter().position(|c| *c == b));
-        }
-
-        /// The same, from the end.
-        #[test]
-        fn rpos_finds_the_last_byte(
-            h in proptest::collection::vec(proptest::prop_oneof![proptest::strategy::Just(b','), proptest::strategy::Just(0x2du8), proptest::strategy::Just(0xacu8), proptest::strategy::Just(0u8), proptest::strategy::Just(0x01u8), proptest::num::u8::ANY], 0..40),
-            b in proptest::prop_oneof![proptest::strategy::Just(b','), proptest::strategy::Just(0u8), proptest::num::u8::ANY],
-        ) {
-            proptest::prop_assert_eq!(rpos(&h, b), h.iter().rposition(|c| *c == b));
-        }
-
         /// The shortcut for the common prefix reads what the general loop reads.
         #[test]
         fn the_common_header_is_read_as_any_header_reads_it(

@@ -114,6 +114,7 @@ pub use agents::is_attack_tool;
 pub mod ami;
 pub mod json;
 pub mod log;
+mod scan;
 
 pub use ami::{parse_event as parse_ami_event, AmiReader};
 pub use json::{parse_line as parse_json_line, to_line as to_json_line};
