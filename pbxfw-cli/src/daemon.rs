@@ -928,8 +928,9 @@ pub fn replay_file(
     // Freeing the machine (a walk over every tracked source, then unmapping megabytes) and
     // the event vectors still queued took a tenth of a large replay's time; a detached thread
     // frees them while the report is printed, and the process may end before it is done.
+    // (When no thread can be started, they are freed here, as the closure is dropped.)
     let garbage = (machine, free_rx);
-    std::thread::spawn(move || drop(garbage));
+    let _ = std::thread::Builder::new().spawn(move || drop(garbage));
     Ok(report)
 }
 
