@@ -179,6 +179,67 @@ fn per_user_grants_follow_registrations() {
     assert!(matches!(&a[..], [Action::Revoke { grants, .. }] if grants.len() == 2));
 }
 
+/// Registrations end one by one: an address stays registered while another account's
+/// registration from it lasts, and a prefix (an IPv6 /64) while any address inside it has one.
+#[test]
+fn a_registration_ends_only_its_own_account_and_address() {
+    let mut m = machine();
+    let reg = |m: &mut Machine, src: &str, account: &str| {
+        m.on_event(
+            &SecurityEvent::Registered {
+                source: ip(src),
+                account: account.into(),
+                expires: 3600,
+            },
+            T0,
+        )
+    };
+    let unreg = |m: &mut Machine, src: &str, account: &str| {
+        m.on_event(
+            &SecurityEvent::Unregistered {
+                source: ip(src),
+                account: account.into(),
+            },
+            T0 + 10,
+        )
+    };
+    // Registered in the reverse of their order: the snapshot still restores equal.
+    reg(&mut m, "198.51.100.50", "302");
+    reg(&mut m, "198.51.100.50", "301");
+    assert_eq!(Machine::restore(&m.snapshot()).unwrap(), m);
+    assert!(unreg(&mut m, "198.51.100.50", "301").is_empty());
+    assert!(
+        unreg(&mut m, "198.51.100.50", "301").is_empty(),
+        "ended twice"
+    );
+    assert!(matches!(
+        &unreg(&mut m, "198.51.100.50", "302")[..],
+        [Action::Revoke { account, .. }] if account == "302"
+    ));
+    // Two phones in one /64; one leaves, the prefix still hosts a registered device and is
+    // not banned for the failures of a third device in it.
+    reg(&mut m, "2001:db8:5:6::a", "310");
+    reg(&mut m, "2001:db8:5:6::b", "311");
+    assert!(!unreg(&mut m, "2001:db8:5:6::a", "310").is_empty());
+    for i in 0..6 {
+        let a = m.on_event(
+            &fail("2001:db8:5:6::c", "999", AuthFailure::UnknownAccount, None),
+            T0 + 20 + i,
+        );
+        assert!(bans(&a).is_empty(), "the /64 was banned: {a:?}");
+    }
+    // When the last one leaves, it is an ordinary prefix again.
+    unreg(&mut m, "2001:db8:5:6::b", "311");
+    let banned = (0..6).any(|i| {
+        !bans(&m.on_event(
+            &fail("2001:db8:5:6::c", "999", AuthFailure::UnknownAccount, None),
+            T0 + 30 + i,
+        ))
+        .is_empty()
+    });
+    assert!(banned);
+}
+
 #[test]
 fn protected_and_nat_sources_are_reported_not_banned() {
     let mut m = machine();

@@ -438,9 +438,12 @@ pub struct Machine {
     /// the OS in the core); outputs that list sources are sorted.
     #[serde(with = "sources_serde")]
     sources: Sources,
-    /// (address, account) → registration.
+    /// Address → the accounts registered from it (sorted by account), each with its expiry
+    /// and grants. A hash map, not a tree ordered by (address, account): a registration is
+    /// looked up by its address, and the tree's search was a third of handling one. Outputs
+    /// that list registrations are sorted.
     #[serde(with = "registrations_serde")]
-    registrations: BTreeMap<(IpAddr, String), Registration>,
+    registrations: Registrations,
     /// The table size at which the next eviction pass runs, when active sources left too
     /// little room for the bound to trigger it usefully (0: at the bound). See `bound`.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -452,6 +455,8 @@ fn is_zero(n: &usize) -> bool {
 }
 
 type Sources = HashMap<Key, SourceState, BuildHasherDefault<KeyHasher>>;
+
+type Registrations = HashMap<IpAddr, Vec<(String, Registration)>, BuildHasherDefault<KeyHasher>>;
 
 /// The hash of a [`Key`]: two multiply-xorshift rounds over its two words (a keyed SipHash
 /// was a tenth of a replay). Not keyed, like the SipHash with fixed keys it replaces (the core
@@ -555,14 +560,14 @@ mod sources_serde {
     }
 }
 
-/// JSON maps need string keys: registrations are written as a list.
+/// JSON maps need string keys: registrations are written as a list, sorted by address and
+/// account.
 mod registrations_serde {
-    use std::collections::BTreeMap;
     use std::net::IpAddr;
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::Registration;
+    use super::{Registration, Registrations};
 
     #[derive(Serialize, Deserialize)]
     struct Entry {
@@ -572,13 +577,10 @@ mod registrations_serde {
         registration: Registration,
     }
 
-    pub fn serialize<S: Serializer>(
-        m: &BTreeMap<(IpAddr, String), Registration>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        let v: Vec<Entry> = m
-            .iter()
-            .map(|((addr, account), r)| Entry {
+    pub fn serialize<S: Serializer>(m: &Registrations, s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<Entry> = super::sorted_registrations(m)
+            .into_iter()
+            .map(|(addr, account, r)| Entry {
                 addr: *addr,
                 account: account.clone(),
                 registration: r.clone(),
@@ -587,13 +589,31 @@ mod registrations_serde {
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<(IpAddr, String), Registration>, D::Error> {
-        let v = Vec::<Entry>::deserialize(d)?;
-        Ok(v.into_iter()
-            .map(|e| ((e.addr, e.account), e.registration))
-            .collect())
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Registrations, D::Error> {
+        let mut m = Registrations::default();
+        for e in Vec::<Entry>::deserialize(d)? {
+            super::register(&mut m, e.addr, &e.account, e.registration);
+        }
+        Ok(m)
+    }
+}
+
+/// Every registration, sorted by address and account.
+fn sorted_registrations(m: &Registrations) -> Vec<(&IpAddr, &String, &Registration)> {
+    let mut v: Vec<_> = m
+        .iter()
+        .flat_map(|(addr, accounts)| accounts.iter().map(move |(a, r)| (addr, a, r)))
+        .collect();
+    v.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+    v
+}
+
+/// Record (or renew) `account`'s registration from `addr`, keeping the accounts sorted.
+fn register(m: &mut Registrations, addr: IpAddr, account: &str, r: Registration) {
+    let accounts = m.entry(addr).or_default();
+    match accounts.binary_search_by(|(a, _)| a.as_str().cmp(account)) {
+        Ok(i) => accounts[i].1 = r,
+        Err(i) => accounts.insert(i, (account.to_owned(), r)),
     }
 }
 
@@ -627,7 +647,7 @@ impl Machine {
             version: SNAPSHOT_VERSION,
             config,
             sources: Sources::with_capacity_and_hasher(capacity, Default::default()),
-            registrations: BTreeMap::new(),
+            registrations: Registrations::default(),
             evict_at: 0,
         }
     }
@@ -683,7 +703,7 @@ impl Machine {
                 });
             }
         }
-        for ((addr, account), r) in &self.registrations {
+        for (addr, account, r) in sorted_registrations(&self.registrations) {
             if r.until > now {
                 out.push(Action::AllowRegistered {
                     addr: *addr,
@@ -729,17 +749,38 @@ impl Machine {
         self.config.protected.iter().any(|p| p.contains(addr))
     }
 
-    /// The latest expiry of the active registrations inside `key` (0 when none). The
-    /// registrations are ordered by address, so only the prefix's own range is scanned.
+    /// The latest expiry of the active registrations inside `key` (0 when none): one lookup
+    /// for a single address, a scan of all registrations for a wider prefix (an IPv6 /64; run
+    /// only when a registration inside it ends).
     fn registered_until_in(&self, key: &Prefix, now: u64) -> u32 {
-        let first = key.addr();
-        self.registrations
-            .range((first, String::new())..)
-            .take_while(|((a, _), _)| key.contains(a))
-            .filter(|(_, r)| r.until > now)
-            .map(|(_, r)| secs(r.until))
-            .max()
-            .unwrap_or(0)
+        let latest = |accounts: &Vec<(String, Registration)>| {
+            accounts
+                .iter()
+                .filter(|(_, r)| r.until > now)
+                .map(|(_, r)| secs(r.until))
+                .max()
+        };
+        let found = if key.is_host() {
+            self.registrations.get(&key.addr()).and_then(latest)
+        } else {
+            self.registrations
+                .iter()
+                .filter(|(a, _)| key.contains(a))
+                .filter_map(|(_, accounts)| latest(accounts))
+                .max()
+        };
+        found.unwrap_or(0)
+    }
+
+    /// Forget `account`'s registration from `addr`, returning it.
+    fn unregister(&mut self, addr: &IpAddr, account: &str) -> Option<Registration> {
+        let accounts = self.registrations.get_mut(addr)?;
+        let i = accounts.iter().position(|(a, _)| a == account)?;
+        let (_, r) = accounts.remove(i);
+        if accounts.is_empty() {
+            self.registrations.remove(addr);
+        }
+        Some(r)
     }
 
     /// The per-user grants of `account`. (The services every registered device gets come
@@ -816,8 +857,10 @@ impl Machine {
                     out.push(Action::Unclamp { prefix: key });
                 }
                 let grants = self.grants_for(account);
-                self.registrations.insert(
-                    (*source, account.clone()),
+                register(
+                    &mut self.registrations,
+                    *source,
+                    account,
                     Registration {
                         until,
                         grants: grants.clone(),
@@ -831,7 +874,7 @@ impl Machine {
                 });
             }
             SecurityEvent::Unregistered { source, account } => {
-                if let Some(r) = self.registrations.remove(&(*source, account.clone())) {
+                if let Some(r) = self.unregister(source, account) {
                     // The prefix stays shielded while other registrations inside it last.
                     let key = self.key(*source);
                     let remaining = self.registered_until_in(&key, now);
@@ -841,9 +884,8 @@ impl Machine {
                     // Another account registered from the same address keeps it registered.
                     let still = self
                         .registrations
-                        .range((*source, String::new())..)
-                        .take_while(|((a, _), _)| a == source)
-                        .any(|(_, r)| r.until > now);
+                        .get(source)
+                        .is_some_and(|accounts| accounts.iter().any(|(_, r)| r.until > now));
                     if !still {
                         out.push(Action::Revoke {
                             addr: *source,
@@ -954,7 +996,10 @@ impl Machine {
 
     /// Advance time: forget expired bans, clamps and registrations, and idle sources.
     pub fn tick(&mut self, now: u64) -> Vec<Action> {
-        self.registrations.retain(|_, r| r.until > now);
+        self.registrations.retain(|_, accounts| {
+            accounts.retain(|(_, r)| r.until > now);
+            !accounts.is_empty()
+        });
         let memory = self.config.strike_memory_seconds;
         let longest = self.config.clone_thresholds().longest_window;
         let n = secs(now);
