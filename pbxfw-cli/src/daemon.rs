@@ -856,11 +856,14 @@ pub fn replay_file(
             .unwrap_or_default()
     };
     let (report, machine) = std::thread::scope(|scope| {
-        for _ in 0..helpers {
+        let placement = Placement::start();
+        for h in 0..helpers {
             let done_tx = done_tx.clone();
             let blocks = &blocks;
             let spare = &spare;
+            let allowed = placement.before_spawn(h);
             scope.spawn(move || {
+                Placement::started(allowed);
                 let mut buf = Vec::new();
                 loop {
                     let parsed = match take_block(blocks, &mut buf) {
@@ -875,6 +878,7 @@ pub fn replay_file(
                 }
             });
         }
+        placement.finish();
         drop(done_tx);
         // Owned here, so that returning early (a read error) drops it and a helper blocked on
         // sending wakes up and ends instead of holding the scope open.
@@ -932,6 +936,65 @@ pub fn replay_file(
     let garbage = (machine, free_rx);
     let _ = std::thread::Builder::new().spawn(move || drop(garbage));
     Ok(report)
+}
+
+/// Where replay's threads start: each parsing thread on a CPU of its own, not queued behind
+/// the main thread.
+///
+/// Linux often puts a new thread on its parent's CPU, and in a virtual machine it is slow to
+/// move it to an idle one: an idle virtual CPU looks preempted to the guest's scheduler, which
+/// then avoids it until the next periodic balance. Here the parsing thread first ran 1.5-4 ms
+/// after it was started, with one of two cores idle, in most runs of a 35 ms replay. So the
+/// main thread moves itself to the CPU each helper should use before starting it (a thread
+/// inherits its parent's affinity), comes back, and every thread then restores the affinity
+/// it was given: after the first few microseconds the scheduler is free again. Any failure
+/// (a restricted cpuset, one CPU) leaves placement to the scheduler, as before.
+struct Placement {
+    /// The affinity the process was given, the CPU the main thread is on, and the others.
+    allowed: Option<(rustix::thread::CpuSet, usize, Vec<usize>)>,
+}
+
+impl Placement {
+    fn start() -> Placement {
+        use rustix::thread::{sched_getaffinity, sched_getcpu, CpuSet};
+        let allowed = sched_getaffinity(None).ok().and_then(|set| {
+            let here = sched_getcpu();
+            let others: Vec<usize> = (0..CpuSet::MAX_CPU)
+                .filter(|&c| c != here && set.is_set(c))
+                .collect();
+            (set.is_set(here) && !others.is_empty()).then_some((set, here, others))
+        });
+        Placement { allowed }
+    }
+
+    /// Move the main thread to helper `h`'s CPU, so that the helper starts there; returns the
+    /// affinity the helper restores once it runs.
+    fn before_spawn(&self, h: usize) -> Option<rustix::thread::CpuSet> {
+        let (set, _, others) = self.allowed.as_ref()?;
+        pin(others[h % others.len()]).then_some(*set)
+    }
+
+    /// In a helper: give it back the whole affinity (it is already running where it should).
+    fn started(allowed: Option<rustix::thread::CpuSet>) {
+        if let Some(set) = allowed {
+            let _ = rustix::thread::sched_setaffinity(None, &set);
+        }
+    }
+
+    /// Back on the main thread's CPU, with its whole affinity.
+    fn finish(self) {
+        if let Some((set, here, _)) = self.allowed {
+            pin(here);
+            let _ = rustix::thread::sched_setaffinity(None, &set);
+        }
+    }
+}
+
+/// Run the calling thread on `cpu` only (the call returns once it has moved there).
+fn pin(cpu: usize) -> bool {
+    let mut one = rustix::thread::CpuSet::new();
+    one.set(cpu);
+    rustix::thread::sched_setaffinity(None, &one).is_ok()
 }
 
 /// A block's index in the file and what parsing it gave (events, lines), or the read error.
@@ -1109,6 +1172,45 @@ pub fn read_records(text: &str, year: i32) -> (Vec<TimedEvent>, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Placing the parsing threads leaves no pinning behind: each helper runs with the
+    /// affinity the process had, the main thread gets it back, and the helpers started where
+    /// they were sent (when the machine has more than one CPU).
+    #[test]
+    fn placement_gives_every_thread_its_affinity_back() {
+        use rustix::thread::{sched_getaffinity, sched_getcpu};
+        let before = sched_getaffinity(None).unwrap();
+        let placement = Placement::start();
+        let sent: Vec<usize> = placement
+            .allowed
+            .as_ref()
+            .map(|(_, _, others)| others.iter().copied().cycle().take(3).collect())
+            .unwrap_or_default();
+        let seen = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..3)
+                .map(|h| {
+                    let allowed = placement.before_spawn(h);
+                    scope.spawn(move || {
+                        let cpu = sched_getcpu();
+                        Placement::started(allowed);
+                        (cpu, sched_getaffinity(None).unwrap())
+                    })
+                })
+                .collect();
+            placement.finish();
+            assert_eq!(sched_getaffinity(None).unwrap(), before);
+            threads
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        for (h, (cpu, affinity)) in seen.into_iter().enumerate() {
+            assert_eq!(affinity, before, "helper {h}");
+            if let Some(want) = sent.get(h) {
+                assert_eq!(cpu, *want, "helper {h} started elsewhere");
+            }
+        }
+    }
 
     /// The streamed replay (blocks cut at line breaks, parsed in parallel, fed in order) reports
     /// exactly what replaying the whole text at once does, across many blocks.
