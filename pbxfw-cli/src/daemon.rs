@@ -728,12 +728,26 @@ pub fn replay(
     records: usize,
     detail: Detail,
 ) -> ReplayReport {
+    replay_leaving(policy, events, records, detail).0
+}
+
+/// [`replay`], with what the replay leaves behind handed to the caller.
+fn replay_leaving(
+    policy: &ValidPolicy,
+    events: impl Iterator<Item = TimedEvent>,
+    records: usize,
+    detail: Detail,
+) -> (ReplayReport, Leftovers) {
     let mut replayer = Replayer::new(policy, detail);
     replayer.report.records = records;
     for e in events {
         replayer.feed(&e);
     }
-    replayer.report
+    let leftovers = Leftovers {
+        _machine: replayer.machine,
+        _buffers: None,
+    };
+    (replayer.report, leftovers)
 }
 
 /// A machine being replayed, and what it did so far.
@@ -803,6 +817,17 @@ impl Replayer {
     }
 }
 
+/// What a replay leaves behind besides its report: the machine in its final state and the
+/// event buffers. Dropping it frees them, a walk over every tracked source and thousands of
+/// small frees (a millisecond or two for a large log); a process about to exit can
+/// `std::mem::forget` it and let the kernel take the memory back at once. (Freed on a thread
+/// of their own, as before, they slowed the report instead: Linux tends to start a new thread
+/// on its parent's CPU.)
+pub struct Leftovers {
+    _machine: Machine,
+    _buffers: Option<mpsc::Receiver<Vec<TimedEvent>>>,
+}
+
 /// Replay one recorded file of any supported kind. An Asterisk log is streamed: it is cut into
 /// blocks at line breaks, blocks are parsed in parallel, and this thread runs the state machine
 /// over their events in file order, so a log of millions of lines is never held whole (at most
@@ -812,12 +837,14 @@ impl Replayer {
 /// Every thread takes its next block from the file itself (under a lock, a `read` into a buffer
 /// it reuses), and this thread, whenever the next block in order is not parsed yet, parses one
 /// too instead of waiting: with as many threads as cores, no core idles while work is left.
+///
+/// The report comes with what the replay leaves behind ([`Leftovers`]).
 pub fn replay_file(
     policy: &ValidPolicy,
     path: &Path,
     year: i32,
     detail: Detail,
-) -> std::io::Result<ReplayReport> {
+) -> std::io::Result<(ReplayReport, Leftovers)> {
     let mut file = std::fs::File::open(path)?;
     let mut head = vec![0u8; 64 * 1024];
     let n = read_full(&mut file, &mut head)?;
@@ -829,7 +856,7 @@ pub fn replay_file(
         let text = String::from_utf8(head)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         let (events, n) = read_records(&text, year);
-        return Ok(replay(policy, events.into_iter(), n, detail));
+        return Ok(replay_leaving(policy, events.into_iter(), n, detail));
     }
     let helpers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -929,13 +956,11 @@ pub fn replay_file(
         }
         Ok::<_, std::io::Error>((replayer.report, replayer.machine))
     })?;
-    // Freeing the machine (a walk over every tracked source, then unmapping megabytes) and
-    // the event vectors still queued took a tenth of a large replay's time; a detached thread
-    // frees them while the report is printed, and the process may end before it is done.
-    // (When no thread can be started, they are freed here, as the closure is dropped.)
-    let garbage = (machine, free_rx);
-    let _ = std::thread::Builder::new().spawn(move || drop(garbage));
-    Ok(report)
+    let leftovers = Leftovers {
+        _machine: machine,
+        _buffers: free_rx.into_inner().ok(),
+    };
+    Ok((report, leftovers))
 }
 
 /// Where replay's threads start: each parsing thread on a CPU of its own, not queued behind
@@ -1237,9 +1262,13 @@ mod tests {
             .validate()
             .unwrap();
 
-        let streamed = replay_file(&policy, &path, 2026, Detail::Actions).unwrap();
+        let streamed = replay_file(&policy, &path, 2026, Detail::Actions)
+            .unwrap()
+            .0;
         // The summary is the same report without the list of actions.
-        let mut summary = replay_file(&policy, &path, 2026, Detail::Summary).unwrap();
+        let mut summary = replay_file(&policy, &path, 2026, Detail::Summary)
+            .unwrap()
+            .0;
         assert!(summary.actions.is_empty() && !streamed.actions.is_empty());
         summary.actions.clone_from(&streamed.actions);
         assert_eq!(
@@ -1282,7 +1311,9 @@ mod tests {
             .unwrap()
             .validate()
             .unwrap();
-        let streamed = replay_file(&policy, &path, 2026, Detail::Actions).unwrap();
+        let streamed = replay_file(&policy, &path, 2026, Detail::Actions)
+            .unwrap()
+            .0;
         let (events, n) = read_records(&text, 2026);
         let whole = replay(&policy, events.into_iter(), n, Detail::Actions);
         assert_eq!(streamed.records, 7);
