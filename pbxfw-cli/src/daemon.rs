@@ -1237,6 +1237,43 @@ mod tests {
         }
     }
 
+    /// A log read from a pipe (`<(zcat full.1.gz)`) reports what the same log read from a file
+    /// does.
+    #[test]
+    fn a_log_from_a_pipe_replays_as_from_a_file() {
+        use std::os::fd::AsRawFd;
+        let fixture = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/events/asterisk-full.log"),
+        )
+        .unwrap();
+        let mut text = String::new();
+        while text.len() < 1024 * 1024 {
+            text.push_str(&fixture);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("full.log");
+        std::fs::write(&path, &text).unwrap();
+        let policy = pbxfw_core::Policy::from_toml("")
+            .unwrap()
+            .validate()
+            .unwrap();
+        let from_file = replay_file(&policy, &path, 2026, Detail::Actions)
+            .unwrap()
+            .0;
+
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let fd = Path::new("/proc/self/fd").join(reader.as_raw_fd().to_string());
+        let feeder = std::thread::spawn(move || writer.write_all(text.as_bytes()));
+        let from_pipe = replay_file(&policy, &fd, 2026, Detail::Actions).unwrap().0;
+        feeder.join().unwrap().unwrap();
+        drop(reader);
+        assert!(from_file.events > 1000, "{}", from_file.events);
+        assert_eq!(
+            serde_json::to_value(&from_pipe).unwrap(),
+            serde_json::to_value(&from_file).unwrap()
+        );
+    }
+
     /// The streamed replay (blocks cut at line breaks, parsed in parallel, fed in order) reports
     /// exactly what replaying the whole text at once does, across many blocks.
     #[test]
