@@ -1198,6 +1198,27 @@ pub fn read_records(text: &str, year: i32) -> (Vec<TimedEvent>, usize) {
 mod tests {
     use super::*;
 
+    /// The policy with every default.
+    fn empty_policy() -> ValidPolicy {
+        pbxfw_core::Policy::from_toml("")
+            .unwrap()
+            .validate()
+            .unwrap()
+    }
+
+    /// The recorded Asterisk log fixture, repeated until it is at least `len` bytes long.
+    fn fixture_repeated(len: usize) -> String {
+        let fixture = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/events/asterisk-full.log"),
+        )
+        .unwrap();
+        let mut text = String::new();
+        while text.len() < len {
+            text.push_str(&fixture);
+        }
+        text
+    }
+
     /// Placing the parsing threads leaves no pinning behind: each helper runs with the
     /// affinity the process had, the main thread gets it back, and the helpers started where
     /// they were sent (when the machine has more than one CPU).
@@ -1242,21 +1263,11 @@ mod tests {
     #[test]
     fn a_log_from_a_pipe_replays_as_from_a_file() {
         use std::os::fd::AsRawFd;
-        let fixture = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/events/asterisk-full.log"),
-        )
-        .unwrap();
-        let mut text = String::new();
-        while text.len() < 1024 * 1024 {
-            text.push_str(&fixture);
-        }
+        let text = fixture_repeated(1024 * 1024);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("full.log");
         std::fs::write(&path, &text).unwrap();
-        let policy = pbxfw_core::Policy::from_toml("")
-            .unwrap()
-            .validate()
-            .unwrap();
+        let policy = empty_policy();
         let from_file = replay_file(&policy, &path, 2026, Detail::Actions)
             .unwrap()
             .0;
@@ -1278,14 +1289,7 @@ mod tests {
     /// exactly what replaying the whole text at once does, across many blocks.
     #[test]
     fn streamed_replay_equals_the_whole_text() {
-        let fixture = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/events/asterisk-full.log"),
-        )
-        .unwrap();
-        let mut text = String::new();
-        while text.len() < 3 * 1024 * 1024 {
-            text.push_str(&fixture);
-        }
+        let mut text = fixture_repeated(3 * 1024 * 1024);
         // A last line without a line break, and a stray invalid byte inside a line.
         text.push_str("[Nov 20 10:15:30] NOTICE[1234] chan_sip.c: no newline at the end");
         let dir = tempfile::tempdir().unwrap();
@@ -1294,10 +1298,7 @@ mod tests {
         let at = bytes.len() - 10;
         bytes[at] = 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        let policy = pbxfw_core::Policy::from_toml("")
-            .unwrap()
-            .validate()
-            .unwrap();
+        let policy = empty_policy();
 
         let streamed = replay_file(&policy, &path, 2026, Detail::Actions)
             .unwrap()
@@ -1344,10 +1345,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("long.log");
         std::fs::write(&path, &text).unwrap();
-        let policy = pbxfw_core::Policy::from_toml("")
-            .unwrap()
-            .validate()
-            .unwrap();
+        let policy = empty_policy();
         let streamed = replay_file(&policy, &path, 2026, Detail::Actions)
             .unwrap()
             .0;
