@@ -13,6 +13,12 @@ use serde::Serialize;
 use crate::ir::Ruleset;
 use crate::net::Prefix;
 
+/// The longest element timeout any backend is given, in seconds: 365 days, the longest ban a
+/// policy may ask for. Both of the kernel's paths accept it (`nft` refuses `timeout` values of
+/// 10^8 seconds and more; netlink takes milliseconds in 64 bits), so an expiry from outside —
+/// a registration's `expires` — can never make a load or a re-seed fail.
+pub const MAX_TIMEOUT_SECS: u64 = 365 * 86_400;
+
 /// Add or remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {

@@ -32,22 +32,26 @@ enum Expect {
     Event(TimedEvent),
     Nothing,
     Error,
+    /// `EventError::Ambiguous`: a record that names nobody.
+    Ambiguous,
 }
 
 fn expectation(text: &str, whence: &str) -> Expect {
     match text.trim() {
         "none" => Expect::Nothing,
         "error" => Expect::Error,
+        "ambiguous" => Expect::Ambiguous,
         line => Expect::Event(
             json::parse_line(line).unwrap_or_else(|e| panic!("{whence}: bad expectation: {e}")),
         ),
     }
 }
 
-fn outcome<E: std::fmt::Debug>(r: Result<Option<TimedEvent>, E>) -> Expect {
+fn outcome(r: Result<Option<TimedEvent>, EventError>) -> Expect {
     match r {
         Ok(Some(ev)) => Expect::Event(ev),
         Ok(None) => Expect::Nothing,
+        Err(EventError::Ambiguous { .. }) => Expect::Ambiguous,
         Err(_) => Expect::Error,
     }
 }
@@ -179,6 +183,9 @@ fn every_fail2ban_match_is_an_auth_failure_from_its_host() {
                 "asterisk-full.log:{} (failregex {n})",
                 c.lineno
             ),
+            // Where fail2ban reads a forged copy of Asterisk's text, the line has two readings
+            // and names nobody.
+            Err(EventError::Ambiguous { .. }) if c.expect == Expect::Ambiguous => {}
             other => panic!(
                 "asterisk-full.log:{} (failregex {n}) gave {other:?}",
                 c.lineno

@@ -286,6 +286,116 @@ fn protected_and_nat_sources_are_reported_not_banned() {
     assert!(reports >= 1);
 }
 
+/// Everything an attacker could aim the machine at that it must never ban: an administrator,
+/// a trunk or trusted network named by hostname (through its resolved address), loopback,
+/// link-local (IPv6 /64 keys would take neighbour discovery with them), and a /64 that holds
+/// a trunk. Each refusal is a report that names why.
+#[test]
+fn nothing_the_policy_protects_is_ever_banned() {
+    let policy = Policy::from_toml(
+        r#"
+[settings]
+admins = ["198.51.100.99"]
+[[networks]]
+source = "office.example"
+zone = "trusted"
+[[pbx.trunks]]
+name = "carrier"
+protocol = "pjsip"
+host = "sip.carrier.example"
+[[pbx.trunks]]
+name = "v6"
+protocol = "pjsip"
+host = "2001:db8:77::10"
+"#,
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    let mut m = Machine::new(Config::from_policy(&policy));
+    m.set_resolved(vec![
+        pbxfw_core::responsive::Protected {
+            prefix: Prefix::host(ip("203.0.113.77")),
+            why: "trunk carrier".into(),
+        },
+        pbxfw_core::responsive::Protected {
+            prefix: "198.51.100.128/25".parse().unwrap(),
+            why: "trusted network office.example".into(),
+        },
+    ]);
+    for (src, why) in [
+        ("198.51.100.99", "administrator 198.51.100.99"),
+        ("203.0.113.77", "trunk carrier"),
+        ("198.51.100.200", "trusted network office.example"),
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("fe80::1", "link-local"),
+        ("169.254.3.4", "link-local"),
+        // Another host in the trunk's /64: banning the /64 would cut the trunk off.
+        ("2001:db8:77::66", "trunk v6"),
+    ] {
+        let mut reported = false;
+        for i in 0..10 {
+            let a = m.on_event(
+                &fail(src, "9", AuthFailure::UnknownAccount, Some("sipvicious")),
+                T0 + i,
+            );
+            assert!(bans(&a).is_empty(), "{src} banned: {a:?}");
+            assert!(
+                !a.iter().any(|a| matches!(a, Action::Clamp { .. })),
+                "{src} clamped"
+            );
+            reported |= a.iter().any(|a| {
+                matches!(a, Action::ReportIdentity { reason, .. } if reason.ends_with(&format!("not banned: {why}")))
+            });
+        }
+        assert!(reported, "{src}: no report naming {why:?}");
+    }
+    // A new answer replaces the old: the trunk's old address is fair game again.
+    m.set_resolved(Vec::new());
+    let a = m.on_event(
+        &fail(
+            "203.0.113.77",
+            "9",
+            AuthFailure::UnknownAccount,
+            Some("sipvicious"),
+        ),
+        T0 + 20,
+    );
+    assert_eq!(bans(&a).len(), 1, "{a:?}");
+}
+
+/// An `expires` from outside is capped (one day by default), and every timeout handed to a
+/// backend stays within what both kernel paths accept.
+#[test]
+fn registrations_and_timeouts_are_capped() {
+    let mut m = machine();
+    let a = m.on_event(
+        &SecurityEvent::Registered {
+            source: ip("198.51.100.7"),
+            account: "300".into(),
+            expires: u32::MAX,
+        },
+        T0,
+    );
+    let until = a
+        .iter()
+        .find_map(|a| match a {
+            Action::AllowRegistered { until, .. } => Some(*until),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(until, T0 + 86_400);
+    let far = Action::Ban {
+        prefix: "198.51.100.8/32".parse().unwrap(),
+        until: u64::MAX,
+        reason: "x".into(),
+    };
+    for ch in far.set_changes(T0) {
+        assert_eq!(ch.timeout, Some(pbxfw_core::backend::MAX_TIMEOUT_SECS));
+    }
+}
+
 #[test]
 fn repeat_offenders_get_longer_bans() {
     let mut m = machine();

@@ -4,32 +4,36 @@
 //! A line is `[timestamp] LEVEL[lwp][C-callid] file.c[:line function]: message`. The timestamp
 //! may be Asterisk's default `Nov 20 10:15:32` (no year: the caller passes it), FreePBX's
 //! `2026-11-20 10:15:32`, or absent (journald); a syslog prefix (`Nov 20 10:15:32 pbx
-//! asterisk[1234]: `) is accepted too. Timestamps without a zone are local time: pass the
-//! UTC offset to [`parse_line_with_offset`] ([`parse_line`] assumes UTC).
+//! asterisk[1234]: `) is accepted when its tag is Asterisk's. Timestamps without a zone are
+//! local time: pass the UTC offset to [`parse_line_with_offset`] ([`parse_line`] assumes UTC).
 //!
-//! Messages recognised (`LEVEL` in NOTICE, WARNING, SECURITY for failures, as fail2ban
-//! requires; any level for registrations):
+//! Each message is read only from the module that writes it (the prefix's file slot), at the
+//! levels fail2ban requires for failures (NOTICE, WARNING, SECURITY; any level for
+//! registrations):
 //!
-//! | message | event |
-//! |---|---|
-//! | fail2ban 1: chan_sip `Registration from '…' failed for '<addr>' - <reason>` | `AuthFailed`, reason below |
-//! | fail2ban 2: `Call from '…' (<addr>) to extension '…' rejected because extension not found in context '…'.` (chan_sip; res_pjsip_session with `TCP:`/`UDP:` and the `<name>: Call (…)` form) | `AuthFailed`, `Other` |
-//! | fail2ban 3: chan_iax2 `Host <addr> failed to authenticate as …`, `Host <addr> failed MD5 authentication for '…'` | `AuthFailed`, `WrongPassword` |
-//! | fail2ban 3: manager.c `<addr> failed to authenticate as '…'` / `<addr> tried to authenticate with nonexistent user '…'` | `AuthFailed`, `WrongPassword` / `UnknownAccount` |
-//! | fail2ban 4: chan_iax2 `No registration for peer '…' (from <addr>)` | `AuthFailed`, `UnknownAccount` |
-//! | fail2ban 5: `hacking attempt detected '<addr>'` | `AuthFailed`, `Other` |
-//! | fail2ban 6: res_security_log `SecurityEvent="…",…,RemoteAddress="IPV4/UDP/<addr>/<port>",…` | as the AMI event of that name ([`super::ami`]) |
-//! | fail2ban 7: FreePBX dialplan `"Rejecting unknown SIP connection from <addr>[:port]"` | `AuthFailed`, `Other` |
-//! | fail2ban 8: res_pjsip `Request ['<method>' ]from '…' failed for '<addr>' (callid: …) - <reason>` | `AuthFailed`, reason below |
-//! | chan_iax2 `Host <addr> denied access to register peer '…'` | `AuthFailed`, `Acl` |
-//! | chan_iax2 `Host <addr> did not provide proper plaintext password for '…'` | `AuthFailed`, `WrongPassword` |
-//! | chan_iax2 `Peer '…' is not dynamic (from <addr>)` | `AuthFailed`, `Other` |
-//! | FreePBX `Friendly Scanner from <addr>` (commented out in fail2ban's filter) | `ScannerSeen`, `friendly-scanner` |
-//! | chan_sip `Registered SIP '300' at <addr>` | `Registered` (3600 s: the line does not say) |
-//! | chan_iax2 `Registered IAX2 '300' (AUTHENTICATED) at <addr>` | `Registered` (3600 s) |
-//! | res_pjsip `Added contact '<uri>' to AOR '300' with expiration of N seconds` | `Registered`, N |
-//! | res_pjsip (debug) `Refreshed contact '<uri>' on AOR '300' with new expiration of N seconds` | `Registered`, N |
-//! | res_pjsip `Removed contact '<uri>' from AOR '300' due to …` | `Unregistered` |
+//! | module | message | event |
+//! |---|---|---|
+//! | `chan_sip.c` | fail2ban 1: `Registration from '…' failed for '<addr>' - <reason>` | `AuthFailed`, reason below |
+//! | `chan_sip.c` | fail2ban 2: `Call from '…' (<addr>) to extension '…' rejected because extension not found in context '…'.` | `AuthFailed`, `Other` |
+//! | `res_pjsip_session.c` | fail2ban 2: the same with `TCP:`/`UDP:` before the address, or `<session>: Call (<transport>:<addr>) to extension …` | `AuthFailed`, `Other` |
+//! | `chan_iax2.c` | fail2ban 3: `Host <addr> failed to authenticate as …`, `Host <addr> failed MD5 authentication for '…'` | `AuthFailed`, `WrongPassword` |
+//! | `manager.c` | fail2ban 3: `<addr> failed to authenticate as '…'` / `<addr> tried to authenticate with nonexistent user '…'` | `AuthFailed`, `WrongPassword` / `UnknownAccount` |
+//! | `chan_iax2.c` | fail2ban 4: `No registration for peer '…' (from <addr>)` | `AuthFailed`, `UnknownAccount` |
+//! | `chan_sip.c` | fail2ban 5: `hacking attempt detected '<addr>'` | `AuthFailed`, `Other` |
+//! | `res_security_log.c` | fail2ban 6: `SecurityEvent="…",…,RemoteAddress="IPV4/UDP/<addr>/<port>",…` | as the AMI event of that name ([`super::ami`]) |
+//! | `Ext. s` (FreePBX's dialplan) | fail2ban 7: `"Rejecting unknown SIP connection from <addr>[:port]"` | `AuthFailed`, `Other` |
+//! | `res_pjsip/pjsip_distributor.c` | fail2ban 8: `Request ['<method>' ]from '…' failed for '<addr>' (callid: …) - <reason>` | `AuthFailed`, reason below |
+//! | `chan_iax2.c` | `Host <addr> denied access to register peer '…'` | `AuthFailed`, `Acl` |
+//! | `chan_iax2.c` | `Host <addr> did not provide proper plaintext password for '…'` | `AuthFailed`, `WrongPassword` |
+//! | `chan_iax2.c` | `Peer '…' is not dynamic (from <addr>)` | `AuthFailed`, `Other` |
+//! | `chan_sip.c` | `Registered SIP '300' at <addr>` | `Registered` (3600 s: the line does not say) |
+//! | `chan_iax2.c` | `Registered IAX2 '300' (AUTHENTICATED) at <addr>` | `Registered` (3600 s) |
+//! | `res_pjsip_registrar.c` | `Added contact '<uri>' to AOR '300' with expiration of N seconds` | `Registered`, N |
+//! | `res_pjsip_registrar.c` | (debug) `Refreshed contact '<uri>' on AOR '300' with new expiration of N seconds` | `Registered`, N |
+//! | `res_pjsip_registrar.c` | `Removed contact '<uri>' from AOR '300' due to …` | `Unregistered` |
+//!
+//! FreePBX's `Friendly Scanner from <addr>` is not read: its address is the sender's own Via
+//! header, so anyone could name anyone with it.
 //!
 //! chan_sip reasons: `Wrong password`, `Username/auth name mismatch` → `WrongPassword`;
 //! `No matching peer found` → `UnknownAccount`; `Device does not match ACL`, `ACL error
@@ -41,14 +45,23 @@
 //! authenticate` (an internal error) → `Other`.
 //!
 //! # Attacker-controlled text
-//! Several of these lines quote SIP headers (From, To, Call-ID, user names). The address is
-//! always taken from the part Asterisk writes itself: the lines are read from their fixed end
-//! (`… failed for '<addr>' - <reason>` is the *last* such suffix), quoted fields that fail2ban
-//! requires to be quote-free are required quote-free here too, and the function slot of the
-//! log prefix is only skipped when the prefix has a line number (so a user name such as
-//! `x: 10.0.0.1 failed to authenticate as 'y` cannot start a message of its own). For security
-//! lines the `RemoteAddress` is the one followed only by well-formed `,Key="value"` pairs, as in
-//! fail2ban, and `UsingPassword` is read from after it.
+//! Most of these lines quote the sender's text (To and From headers, Call-IDs, user and peer
+//! names, dialled extensions), raw: a Call-ID may hold `' failed for '10.0.0.5:5060' (callid:`.
+//! A line is read as an event only when it has exactly one reading:
+//! - every delimiter of its message (`' failed for '`, `' (callid: `, `) - `, …) occurs exactly
+//!   once; a second occurrence means the sender's text imitates Asterisk's, and the line is
+//!   [`EventError::Ambiguous`], whichever occurrence is real;
+//! - in a security line, every key the parser reads occurs once;
+//! - a line read as two different messages is ambiguous;
+//! - a message of [`MAX_MESSAGE`] bytes or more may have been cut short by Asterisk's logger,
+//!   so that its end is the sender's: ambiguous;
+//! - the message must come from the module that writes it, with Asterisk's syslog tag, and the
+//!   line must start at its first column (a folded SIP header inside a debug dump does not).
+//!
+//! The function slot of the prefix is only skipped when the prefix has a line number, so a user
+//! name such as `x: 10.0.0.1 failed to authenticate as 'y` cannot start a message of its own.
+//! Raw SIP messages that debug logging writes into the log are skipped by [`Framer`] before
+//! lines reach this parser.
 //!
 //! ```
 //! use pbxfw_core::events::{log, AuthFailure, SecurityEvent};
@@ -95,12 +108,13 @@ pub fn parse_line_with_offset(
     let Some(h) = header(line, year) else {
         return Ok(None);
     };
-    let Some(content) = content(h.body) else {
+    let Some((module, message)) = content(h.body) else {
         return Ok(None);
     };
-    match recognise(h.level, content) {
+    match recognise(h.level, module, message.trim_start()) {
         Found::No | Found::Skip => Ok(None),
         Found::Bad(message) => Err(EventError::Log { message }),
+        Found::Ambiguous(message) => Err(EventError::Ambiguous { message }),
         Found::Event(event, own_time) => {
             let line_time = || {
                 h.time.get().map(|t| match t {
@@ -200,41 +214,59 @@ fn common_header(line: &str, year: i32) -> Option<Header<'_>> {
     Some(Header { time, level, body })
 }
 
-/// Any line's header: the level found by skipping a timestamp, a syslog host and tag, and
-/// journald's extra bracketed timestamp.
+/// Any line's header: the level, after Asterisk's bracketed timestamp or a syslog prefix
+/// (a timestamp, the host and Asterisk's tag; journald may leave out the timestamp and add one
+/// of its own in brackets). A line from another program's tag is not Asterisk's, and neither
+/// is a line that starts with a space (a folded SIP header inside a debug dump).
 fn any_header(line: &str, year: i32) -> Option<Header<'_>> {
-    let mut s = line.trim_start();
+    let mut s = line;
     let mut time = LineTime {
         read: None,
         brackets: [""; 6],
         pending: 0,
         year,
     };
+    if !s.starts_with('[') && level(s).is_none() {
+        if let Some((t, rest)) = leading_time(s, year) {
+            time.read = Some(t);
+            s = rest.trim_start_matches(' ');
+        }
+        s = asterisk_tag(s)?;
+    }
     for _ in 0..6 {
         if let Some((level, body)) = level(s) {
             return Some(Header { time, level, body });
         }
-        if let Some(rest) = s.strip_prefix('[') {
-            let close = cfind(rest, b']')?;
-            time.brackets[time.pending] = &rest[..close];
-            time.pending += 1;
-            s = rest[close + 1..].trim_start();
-            continue;
-        }
-        // Only when no timestamp came before (rare: syslog and journald lines).
-        if time.get().is_none() {
-            if let Some((t, rest)) = leading_time(s, year) {
-                time.read = Some(t);
-                time.pending = 0;
-                s = rest.trim_start();
-                continue;
-            }
-        }
-        // A syslog host name or an `asterisk[1234]:` tag.
-        let sp = cfind(s, b' ')?;
-        s = s[sp..].trim_start();
+        let rest = s.strip_prefix('[')?;
+        let close = cfind(rest, b']')?;
+        time.brackets[time.pending] = &rest[..close];
+        time.pending += 1;
+        s = rest[close + 1..].trim_start();
     }
     None
+}
+
+/// After a syslog timestamp: `pbx asterisk[1234]: ` (or `asterisk: `), and what follows.
+/// Only Asterisk's own tag: `logger -t sshd "NOTICE[1] chan_sip.c: …"` is not Asterisk's line.
+/// (Any local user can still write with the tag `asterisk`: syslog files are only as
+/// trustworthy as their senders, see docs/events.md.)
+fn asterisk_tag(s: &str) -> Option<&str> {
+    let (host, rest) = split_byte(s, b' ')?;
+    if host.is_empty() {
+        return None;
+    }
+    let rest = rest.strip_prefix("asterisk")?;
+    let rest = match rest.strip_prefix('[') {
+        Some(r) => {
+            let (pid, after) = split_byte(r, b']')?;
+            if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            after
+        }
+        None => rest,
+    };
+    rest.strip_prefix(": ")
 }
 
 /// `NOTICE[1234][C-0000001d]: ` and variants (fail2ban's `log_prefix`): the level and what
@@ -275,24 +307,26 @@ fn level(s: &str) -> Option<(Level, &str)> {
     Some((level, r.strip_prefix(' ')?))
 }
 
-/// The message after `file.c: ` or, when a line number follows the file, after
-/// `file.c:123 [in ]function: `.
-fn content(body: &str) -> Option<&str> {
+/// The module (the prefix's file slot, `chan_sip.c`, `res_pjsip/pjsip_distributor.c`, or the
+/// dialplan's `Ext. <exten>`) and the message after `file.c: ` or, when a line number follows
+/// the file, after `file.c:123 [in ]function: `.
+fn content(body: &str) -> Option<(&str, &str)> {
     let colon = cfind(body, b':')?;
     if colon == 0 {
         return None;
     }
+    let module = &body[..colon];
     let after = &body[colon + 1..];
     let digits = after.bytes().take_while(u8::is_ascii_digit).count();
     let rest = after[digits..].strip_prefix(' ')?;
     if digits > 0 {
         if let Some(c) = cfind(rest, b':') {
             if c > 0 && rest[c + 1..].starts_with(' ') {
-                return Some(&rest[c + 2..]);
+                return Some((module, &rest[c + 2..]));
             }
         }
     }
-    Some(rest)
+    Some((module, rest))
 }
 
 /// Inside `[…]`: `Nov 20 10:15:32`, `2026-11-20 10:15:32[.123]`, ISO 8601 with a zone.
@@ -363,6 +397,25 @@ enum Found {
     Event(SecurityEvent, Option<i64>),
     /// A known kind, malformed.
     Bad(String),
+    /// A known kind that can be read more than one way: a sender's text imitates Asterisk's.
+    Ambiguous(String),
+}
+
+impl Found {
+    /// What one line gives when several message templates were tried on it: a line read as
+    /// two events, or with a delimiter that occurs twice, is ambiguous; a template that read
+    /// an event wins over one that found the line malformed (that one did not read it).
+    fn or(self, other: Found) -> Found {
+        use Found::*;
+        match (self, other) {
+            (a @ Ambiguous(_), _) | (_, a @ Ambiguous(_)) => a,
+            (Event(..), Event(..)) => Ambiguous("the line reads as two different messages".into()),
+            (e @ Event(..), _) | (_, e @ Event(..)) => e,
+            (b @ Bad(_), _) | (_, b @ Bad(_)) => b,
+            (Skip, _) | (_, Skip) => Skip,
+            (No, No) => No,
+        }
+    }
 }
 
 /// Turns `Option` into `Found::No` inside the recognisers.
@@ -375,50 +428,110 @@ macro_rules! get {
     };
 }
 
-fn recognise(level: Level, content: &str) -> Found {
-    let c = content.trim_start();
-    let first = get!(c.as_bytes().first());
-    if level.failure() {
-        let found = match first {
-            b'R' => match c.as_bytes().get(2) {
-                Some(b'g') => registration_failed(c),
-                Some(b'q') => request_failed(c),
-                _ => Found::No,
-            },
-            b'S' => security_line(c),
-            b'H' | b'0'..=b'9' | b'[' | b'a'..=b'f' | b'A'..=b'F' | b':' => host_auth(c),
-            b'N' => no_registration(c),
-            b'P' => peer_not_dynamic(c),
-            b'h' => hacking(c),
-            b'"' => rejecting_unknown(c),
-            _ => Found::No,
-        };
-        if !matches!(found, Found::No) {
-            return found;
+/// `?` for `Result<_, Found>` inside the recognisers.
+macro_rules! take {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(f) => return f,
         }
-        // `Call from …`, and res_pjsip_session's `<session name>: Call (…)`.
-        let found = match first {
-            b'F' => friendly_scanner(c),
-            _ => call_rejected(c),
-        };
-        if !matches!(found, Found::No) {
-            return found;
-        }
-    }
+    };
+}
+
+/// The longest message Asterisk's logger writes whole. It formats a message into a buffer of
+/// `BUFSIZ` (8,192) bytes and cuts what does not fit, so a longer sender's text pushes
+/// Asterisk's own end of the line (the address, the reason) out of it, and what remains ends
+/// with whatever the sender chose. A message this long is never read as an event.
+pub const MAX_MESSAGE: usize = 8191;
+
+/// Modules whose lines the parser reads, as the logger names them (`__FILE__`).
+mod module {
+    pub const CHAN_SIP: &str = "chan_sip.c";
+    pub const CHAN_IAX2: &str = "chan_iax2.c";
+    pub const MANAGER: &str = "manager.c";
+    pub const SECURITY_LOG: &str = "res_security_log.c";
+    pub const PJSIP_DISTRIBUTOR: &str = "res_pjsip/pjsip_distributor.c";
+    pub const PJSIP_SESSION: &str = "res_pjsip_session.c";
+    pub const PJSIP_REGISTRAR: &str = "res_pjsip_registrar.c";
+    /// The `Log()` dialplan application (app_verbose) names the extension in the file slot;
+    /// FreePBX logs its refusals of unknown callers at extension `s`.
+    pub const DIALPLAN_S: &str = "Ext. s";
+}
+
+fn recognise(level: Level, module: &str, c: &str) -> Found {
+    use SignallingProtocol::{Chansip, Pjsip};
+    let c = c.trim_end();
+    let failure = level.failure();
     // Older verbose lines start `    -- ` or `  == `.
     let v = if level == Level::Verbose {
         c.trim_start_matches([' ', '-', '=', '>'])
     } else {
         c
     };
-    match v.as_bytes().first() {
-        Some(b'R') => match registered(v) {
-            Found::No => removed_contact(v),
-            f => f,
-        },
-        Some(b'A') => added_contact(v),
+    let found = match module {
+        module::CHAN_SIP if failure => registration_failed(c)
+            .or(call_rejected(c, Chansip))
+            .or(hacking(c))
+            .or(registered_sip(v)),
+        module::CHAN_SIP => registered_sip(v),
+        module::PJSIP_DISTRIBUTOR if failure => request_failed(c),
+        module::PJSIP_SESSION if failure => call_rejected(c, Pjsip),
+        module::CHAN_IAX2 if failure => iax_failure(c).or(registered_iax(v)),
+        module::CHAN_IAX2 => registered_iax(v),
+        module::MANAGER if failure => manager_failure(c),
+        module::SECURITY_LOG if failure => security_line(c),
+        module::PJSIP_REGISTRAR => contact(v),
+        module::DIALPLAN_S if failure => rejecting_unknown(c),
         _ => Found::No,
+    };
+    match found {
+        Found::Event(..) if c.len() >= MAX_MESSAGE => Found::Ambiguous(format!(
+            "a message of {} bytes may have been cut short by Asterisk's logger",
+            c.len()
+        )),
+        f => f,
     }
+}
+
+/// Reads `msg` as `prefix H₀ d₀ H₁ d₁ … d₍ₖ₋₁₎ Hₖ suffix` and returns the holes: the `K`
+/// before each delimiter, and the last.
+///
+/// This is how a line that quotes a sender's text (a From header, a Call-ID, an extension) is
+/// read without trusting that text: each delimiter must occur exactly once between the prefix
+/// and the suffix. The line Asterisk wrote always has one reading, with its own delimiters;
+/// if a delimiter occurs once only, that reading is the only one. A delimiter that occurs
+/// twice means a field imitates Asterisk's own text, and the line is ambiguous: it names
+/// nobody, whichever occurrence is the real one. (Reading from the fixed end, as before,
+/// named the right address for most such lines, but not for those the logger cut short, nor
+/// where the sender's text follows the address: a Call-ID.)
+fn cut<'a, const K: usize>(
+    msg: &'a str,
+    prefix: &str,
+    delims: [&str; K],
+    suffix: &str,
+) -> Result<([&'a str; K], &'a str), Found> {
+    let body = msg
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_suffix(suffix))
+        .ok_or(Found::No)?;
+    let mut holes = [""; K];
+    let mut from = 0;
+    for (i, d) in delims.iter().enumerate() {
+        let at = find(body, d).ok_or(Found::No)?;
+        // `d` is ASCII, so `at + 1` is a char boundary.
+        if find(&body[at + 1..], d).is_some() {
+            return Err(Found::Ambiguous(format!(
+                "{:?} occurs more than once",
+                d.trim()
+            )));
+        }
+        if at < from {
+            return Err(Found::No);
+        }
+        holes[i] = &body[from..at];
+        from = at + d.len();
+    }
+    Ok((holes, &body[from..]))
 }
 
 fn failed(
@@ -447,11 +560,13 @@ fn address(text: &str) -> Result<IpAddr, Found> {
 /// fail2ban 1. chan_sip: `Registration from '<To header>' failed for '<addr>' - <reason>`.
 fn registration_failed(c: &str) -> Found {
     use AuthFailure::*;
-    let rest = get!(c.strip_prefix("Registration from '"));
-    // The To header is the sender's text; what follows the *last* `' - ` and the last
-    // `' failed for '` before it is Asterisk's.
-    let (head, reason) = get!(rsplit(rest, "' - "));
-    let reason = match reason.trim_end() {
+    let ([to, addr], reason) = take!(cut(
+        c,
+        "Registration from '",
+        ["' failed for '", "' - "],
+        ""
+    ));
+    let reason = match reason {
         "Wrong password" | "Username/auth name mismatch" => WrongPassword,
         "No matching peer found" => UnknownAccount,
         "Device does not match ACL" | "ACL error (permit/deny)" => Acl,
@@ -459,61 +574,52 @@ fn registration_failed(c: &str) -> Found {
         | "Peer is not supposed to register"
         | "Device not configured to use this transport type"
         | "Unknown failure" => Other,
+        // `RTP initialization failed` is the server's own problem.
         _ => return Found::No,
     };
-    let (to, addr) = get!(rsplit(head, "' failed for '"));
-    match address(addr) {
-        Ok(source) => failed(
-            source,
-            uri_user(to),
-            reason,
-            Some(SignallingProtocol::Chansip),
-        ),
-        Err(f) => f,
-    }
+    let source = take!(address(addr));
+    failed(
+        source,
+        uri_user(to),
+        reason,
+        Some(SignallingProtocol::Chansip),
+    )
 }
+
+const REJECTED: &str = "' rejected because extension not found in context '";
 
 /// fail2ban 2. chan_sip `Call from '<user>' (<addr>) to extension '<exten>' rejected because
 /// extension not found in context '<context>'.`; res_pjsip_session the same with `TCP:`/`UDP:`
-/// before the address, or `<name>: Call (<transport>:<addr>) to extension …`.
-fn call_rejected(c: &str) -> Found {
-    let c = if c.starts_with("Call ") {
-        c
-    } else {
-        match lsplit(c, ": ") {
-            Some((name, rest)) if !name.contains(['\'', ':']) && rest.starts_with("Call ") => rest,
-            _ => return Found::No,
-        }
+/// before the address, or `<session name>: Call (<transport>:<addr>) to extension …`.
+fn call_rejected(c: &str, protocol: SignallingProtocol) -> Found {
+    // The period at the end is missing in some versions.
+    let c = c.strip_suffix('.').unwrap_or(c);
+    let from = match cut(c, "Call from '", ["' (", ") to extension '", REJECTED], "'") {
+        Ok(([user, addr, _exten], _context)) => call_from(Some(user), addr, protocol),
+        Err(f) => f,
     };
-    let mut rest = &c[5..];
-    let mut user = None;
-    if let Some(r) = rest.strip_prefix("from '") {
-        // Quote-free fields, as fail2ban requires: then only one reading of the line exists.
-        let q = get!(cfind(r, b'\''));
-        user = Some(&r[..q]);
-        rest = get!(r[q + 1..].strip_prefix(' '));
+    if protocol == SignallingProtocol::Chansip {
+        return from;
     }
-    let r = get!(rest.strip_prefix('('));
-    let close = get!(cfind(r, b')'));
-    let addr = &r[..close];
-    let r = get!(r[close + 1..].strip_prefix(" to extension '"));
-    let q = get!(cfind(r, b'\''));
-    let r = get!(r[q + 1..].strip_prefix(" rejected because extension not found in context '"));
-    let q = get!(cfind(r, b'\''));
-    let end = r[q + 1..].trim_end();
-    if !(end.is_empty() || end == ".") {
+    let named = match cut(c, "", [": Call (", ") to extension '", REJECTED], "'") {
+        // The session's name is Asterisk's (a channel or endpoint name): never quoted text.
+        Ok(([name, addr, _exten], _context)) if !name.is_empty() && !name.contains(['\'', ':']) => {
+            call_from(None, addr, protocol)
+        }
+        Ok(_) => Found::No,
+        Err(f) => f,
+    };
+    from.or(named)
+}
+
+fn call_from(user: Option<&str>, addr: &str, protocol: SignallingProtocol) -> Found {
+    let (transport, hostport) = split_transport(addr);
+    // chan_sip prints the bare address, res_pjsip_session the transport before it.
+    if transport.is_some() != (protocol == SignallingProtocol::Pjsip) {
         return Found::No;
     }
-    let (transport, hostport) = split_transport(addr);
-    let protocol = if transport.is_some() {
-        SignallingProtocol::Pjsip
-    } else {
-        SignallingProtocol::Chansip
-    };
-    match address(hostport) {
-        Ok(source) => failed(source, user, AuthFailure::Other, Some(protocol)),
-        Err(f) => f,
-    }
+    let source = take!(address(hostport));
+    failed(source, user, AuthFailure::Other, Some(protocol))
 }
 
 /// `UDP:1.2.3.4:5060` → (`UDP`, `1.2.3.4:5060`); `[2001:db8::1]:5060` has no transport.
@@ -527,189 +633,189 @@ fn split_transport(addr: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// fail2ban 3 (and chan_iax2 relatives). chan_iax2 `Host <addr> failed to authenticate as
-/// <peer>`, `Host <addr> failed MD5 authentication for '<peer>' (…)`; manager.c `<addr> failed
-/// to authenticate as '<user>'`, `<addr> tried to authenticate with nonexistent user '<user>'`.
-fn host_auth(c: &str) -> Found {
+/// fail2ban 3 and 4, and chan_iax2's other refusals: `Host <addr> failed to authenticate as
+/// <peer>`, `Host <addr> failed MD5 authentication for '<peer>' (…)`, `Host <addr> denied
+/// access to register peer '<peer>'`, `Host <addr> did not provide proper plaintext password
+/// for '<peer>'`, `No registration for peer '<peer>' (from <addr>)`, `Peer '<peer>' is not
+/// dynamic (from <addr>)`.
+fn iax_failure(c: &str) -> Found {
     use AuthFailure::*;
-    let (iax, rest) = match c.strip_prefix("Host ") {
-        Some(r) => (true, r),
-        None => (false, c),
+    let iax = |addr: &str, peer: &str, reason| {
+        let source = take!(address(addr));
+        failed(source, Some(peer), reason, Some(SignallingProtocol::Iax))
     };
-    let (addr, tail) = get!(split_byte(rest, b' '));
-    let phrases: &[(&str, AuthFailure, bool)] = &[
-        ("failed to authenticate as ", WrongPassword, false),
-        ("failed MD5 authentication for ", WrongPassword, false),
-        (
-            "tried to authenticate with nonexistent user ",
-            UnknownAccount,
-            false,
-        ),
-        ("denied access to register peer ", Acl, true),
-        (
-            "did not provide proper plaintext password for ",
-            WrongPassword,
-            true,
-        ),
-    ];
-    let (reason, name) = get!(phrases.iter().find_map(|(p, reason, iax_only)| {
-        if *iax_only && !iax {
-            return None;
+    let mut found = Found::No;
+    if c.starts_with("Host ") {
+        found = match cut(c, "Host ", [" failed to authenticate as "], "") {
+            Ok(([addr], peer)) => iax(addr, unquoted(peer), WrongPassword),
+            Err(f) => f,
         }
-        tail.strip_prefix(p).map(|name| (*reason, name))
-    }));
-    let name = match name.strip_prefix('\'') {
-        Some(n) => n.split('\'').next().unwrap_or(n),
-        None => name.trim_end(),
+        .or(
+            match cut(c, "Host ", [" failed MD5 authentication for '"], "") {
+                // `'<peer>' (<md5> != <md5>)`: the digests are Asterisk's, hex.
+                Ok(([addr], rest)) => iax(
+                    addr,
+                    rsplit(rest, "' (").map_or(rest, |(p, _)| p),
+                    WrongPassword,
+                ),
+                Err(f) => f,
+            },
+        )
+        .or(
+            match cut(c, "Host ", [" denied access to register peer '"], "'") {
+                Ok(([addr], peer)) => iax(addr, peer, Acl),
+                Err(f) => f,
+            },
+        )
+        .or(
+            match cut(
+                c,
+                "Host ",
+                [" did not provide proper plaintext password for '"],
+                "'",
+            ) {
+                Ok(([addr], peer)) => iax(addr, peer, WrongPassword),
+                Err(f) => f,
+            },
+        );
+    }
+    found
+        .or(
+            match cut(c, "No registration for peer '", ["' (from "], ")") {
+                Ok(([peer], addr)) => iax(addr, peer, UnknownAccount),
+                Err(f) => f,
+            },
+        )
+        .or(match cut(c, "Peer '", ["' is not dynamic (from "], ")") {
+            Ok(([peer], addr)) => iax(addr, peer, Other),
+            Err(f) => f,
+        })
+}
+
+/// `'name'` → `name`; an unquoted name as it is.
+fn unquoted(p: &str) -> &str {
+    p.strip_prefix('\'')
+        .and_then(|p| p.strip_suffix('\''))
+        .unwrap_or(p)
+}
+
+/// fail2ban 3. manager.c `<addr> failed to authenticate as '<user>'`, `<addr> tried to
+/// authenticate with nonexistent user '<user>'`.
+fn manager_failure(c: &str) -> Found {
+    let manager = |addr: &str, user: &str, reason| {
+        let source = take!(address(addr));
+        failed(source, Some(user), reason, None)
     };
-    let protocol = iax.then_some(SignallingProtocol::Iax);
-    match address(addr) {
-        Ok(source) => failed(source, Some(name), reason, protocol),
+    let wrong = match cut(c, "", [" failed to authenticate as '"], "'") {
+        Ok(([addr], user)) => manager(addr, user, AuthFailure::WrongPassword),
         Err(f) => f,
-    }
-}
-
-/// fail2ban 4. chan_iax2 `No registration for peer '<peer>' (from <addr>)`.
-fn no_registration(c: &str) -> Found {
-    let rest = get!(c.strip_prefix("No registration for peer '"));
-    let (peer, addr) = get!(rsplit(rest, "' (from "));
-    let addr = get!(addr.trim_end().strip_suffix(')'));
-    match address(addr) {
-        Ok(source) => failed(
-            source,
-            Some(peer),
-            AuthFailure::UnknownAccount,
-            Some(SignallingProtocol::Iax),
-        ),
+    };
+    let unknown = match cut(
+        c,
+        "",
+        [" tried to authenticate with nonexistent user '"],
+        "'",
+    ) {
+        Ok(([addr], user)) => manager(addr, user, AuthFailure::UnknownAccount),
         Err(f) => f,
-    }
-}
-
-/// chan_iax2 `Peer '<peer>' is not dynamic (from <addr>)`.
-fn peer_not_dynamic(c: &str) -> Found {
-    let rest = get!(c.strip_prefix("Peer '"));
-    let (peer, addr) = get!(rsplit(rest, "' is not dynamic (from "));
-    let addr = get!(addr.trim_end().strip_suffix(')'));
-    match address(addr) {
-        Ok(source) => failed(
-            source,
-            Some(peer),
-            AuthFailure::Other,
-            Some(SignallingProtocol::Iax),
-        ),
-        Err(f) => f,
-    }
+    };
+    wrong.or(unknown)
 }
 
 /// fail2ban 5. `hacking attempt detected '<addr>'` (a chan_sip NOTICE).
 fn hacking(c: &str) -> Found {
-    let rest = get!(c.strip_prefix("hacking attempt detected '"));
-    let addr = get!(rest.trim_end().strip_suffix('\''));
-    match address(addr) {
-        Ok(source) => failed(
-            source,
-            None,
-            AuthFailure::Other,
-            Some(SignallingProtocol::Chansip),
-        ),
-        Err(f) => f,
-    }
+    let ([], addr) = take!(cut(c, "hacking attempt detected '", [], "'"));
+    let source = take!(address(addr));
+    failed(
+        source,
+        None,
+        AuthFailure::Other,
+        Some(SignallingProtocol::Chansip),
+    )
 }
 
-/// fail2ban 7. FreePBX's dialplan: `"Rejecting unknown SIP connection from <addr>[:port]"`.
+/// fail2ban 7. FreePBX's dialplan, at extension `s`: `"Rejecting unknown SIP connection from
+/// <addr>[:port]"`. The address is `${CHANNEL(recvip)}`, the packet's source.
 fn rejecting_unknown(c: &str) -> Found {
-    let rest = get!(c.strip_prefix("\"Rejecting unknown SIP connection from "));
-    let addr = get!(rest.trim_end().strip_suffix('"'));
-    match address(addr) {
-        Ok(source) => failed(source, None, AuthFailure::Other, None),
-        Err(f) => f,
-    }
+    let ([], addr) = take!(cut(c, "\"Rejecting unknown SIP connection from ", [], "\""));
+    let source = take!(address(addr));
+    failed(source, None, AuthFailure::Other, None)
 }
 
-/// FreePBX's dialplan `Friendly Scanner from <addr>`: its User-Agent was `friendly-scanner`.
-fn friendly_scanner(c: &str) -> Found {
-    let rest = get!(c.strip_prefix("Friendly Scanner from "));
-    let addr = rest.trim_end().trim_end_matches('"');
-    match address(addr) {
-        Ok(source) => Found::Event(
-            SecurityEvent::ScannerSeen {
-                source,
-                user_agent: Some("friendly-scanner".to_owned()),
-            },
-            None,
-        ),
-        Err(f) => f,
-    }
-}
-
-/// fail2ban 8. res_pjsip `Request ['<method>' ]from '<From>' failed for '<addr>' (callid:
-/// <Call-ID>) - <reason>[ after N tries in M ms]`.
+/// fail2ban 8. res_pjsip `Request '<method>' from '<From>' failed for '<addr>' (callid:
+/// <Call-ID>) - <reason>[ after N tries in M ms]` (older versions: `Request from '<From>' …`).
+/// The Call-ID is the sender's, raw, and follows the address: a reading from the end cannot
+/// skip it, only the uniqueness of every delimiter can.
 fn request_failed(c: &str) -> Found {
     use AuthFailure::*;
-    const CALLID: &str = "' (callid: ";
-    let rest = get!(c.strip_prefix("Request "));
-    // A Call-ID has no spaces, so the last `' (callid: ` is Asterisk's, and the address is the
-    // quoted text just before it.
-    let at = get!(rfind(rest, CALLID));
-    let (head, tail) = (&rest[..at], &rest[at + CALLID.len()..]);
-    let close = get!(find(tail, ") - "));
-    let reason_text = &tail[close + 4..];
-    if reason_text.bytes().any(|b| b == b'\'') {
-        return Found::No;
-    }
-    let reason = if reason_text.starts_with("No matching endpoint found") {
-        UnknownAccount
-    } else if reason_text.starts_with("Not match Endpoint ACL")
-        || reason_text.starts_with("Not match Endpoint Contact ACL")
-    {
-        Acl
-    } else if reason_text.starts_with("Failed to authenticate") {
-        WrongPassword
-    } else if reason_text.starts_with("Error to authenticate") {
-        Other
+    const DELIMS: [&str; 3] = ["' failed for '", "' (callid: ", ") - "];
+    let ([from, addr, _callid], reason) = if c.starts_with("Request from '") {
+        take!(cut(c, "Request from '", DELIMS, ""))
     } else {
-        return Found::No;
+        let ([_method, from, addr, callid], reason) = take!(cut(
+            c,
+            "Request '",
+            ["' from '", DELIMS[0], DELIMS[1], DELIMS[2]],
+            ""
+        ));
+        ([from, addr, callid], reason)
     };
-    let q = get!(head.bytes().rposition(|b| b == b'\''));
-    let addr = &head[q + 1..];
-    let before = get!(head[..q].strip_suffix("' failed for "));
-    // The From header, for the account; not trusted for anything else.
-    let from = match before.strip_prefix("from '") {
-        Some(f) => Some(f),
-        None => before
-            .strip_prefix('\'')
-            .and_then(|m| lsplit(m, "' from '"))
-            .map(|(_, f)| f),
+    // `… after 5 tries in 2.500 ms` when the same source failed repeatedly.
+    let reason = match reason.split_once(" after ") {
+        Some((r, tries)) if tries.ends_with(" ms") && tries.contains(" tries in ") => r,
+        _ => reason,
     };
-    match address(addr) {
-        Ok(source) => failed(
-            source,
-            from.and_then(uri_user),
-            reason,
-            Some(SignallingProtocol::Pjsip),
-        ),
-        Err(f) => f,
-    }
+    let reason = match reason {
+        "No matching endpoint found" => UnknownAccount,
+        "Not match Endpoint ACL" | "Not match Endpoint Contact ACL" => Acl,
+        "Failed to authenticate" => WrongPassword,
+        // An internal error while authenticating.
+        "Error to authenticate" => Other,
+        _ => return Found::No,
+    };
+    let source = take!(address(addr));
+    failed(
+        source,
+        uri_user(from),
+        reason,
+        Some(SignallingProtocol::Pjsip),
+    )
 }
+
+/// Keys of a security line the parser reads.
+const SECURITY_KEYS: [&str; 6] = [
+    "AccountID",
+    "Service",
+    "EventTV",
+    "RemoteAddress",
+    "UserAgent",
+    "UsingPassword",
+];
 
 /// fail2ban 6. res_security_log: `SecurityEvent="<name>",EventTV="…",…,AccountID="…",
 /// SessionID="…",LocalAddress="…",RemoteAddress="IPV4/UDP/<addr>/<port>"[,Key="value"…]`.
+///
+/// res_security_log writes values as they are, quotes and commas included, and several are
+/// the sender's (AccountID, SessionID — the Call-ID —, Response, ReceivedHash). Each key this
+/// parser reads occurs once in what Asterisk writes, so a key that occurs twice was forged
+/// inside a value, and the line is ambiguous.
 fn security_line(c: &str) -> Found {
     let rest = get!(c.strip_prefix("SecurityEvent=\""));
     let q = get!(cfind(rest, b'"'));
     let Some(class) = classify_security(&rest[..q]) else {
         return Found::Skip;
     };
-    let Some((remote, head, tail)) = find_remote(c) else {
+    if find(rest, ",SecurityEvent=\"").is_some() {
+        return Found::Ambiguous("\"SecurityEvent\" occurs more than once".into());
+    }
+    let [account, service, event_tv, remote, user_agent, using_password] =
+        take!(unique_kvs(c, SECURITY_KEYS));
+    let Some(remote) = remote else {
         return Found::Bad(format!(
             "security event {:?} without a well-formed RemoteAddress",
             clip(&rest[..q])
         ));
     };
-    // Fields Asterisk writes before the sender's text (SessionID) are read from the front;
-    // those after RemoteAddress from the clean tail only, where no sender's text can forge them.
-    let [account, service, event_tv] = kvs(head, ["AccountID", "Service", "EventTV"]);
-    let [user_agent, using_password] = kvs(tail, ["UserAgent", "UsingPassword"]);
     let fields = SecurityFields {
         class,
         remote,
@@ -725,58 +831,18 @@ fn security_line(c: &str) -> Found {
     }
 }
 
-/// The `RemoteAddress` value followed only by well-formed `,Key="value"` pairs (none of them a
-/// `RemoteAddress`), with the text before and after it. At most one occurrence qualifies.
-fn find_remote(c: &str) -> Option<(&str, &str, &str)> {
-    const KEY: &str = ",RemoteAddress=\"";
-    let mut end = c.len();
-    while let Some(i) = rfind(&c[..end], KEY) {
-        let vstart = i + KEY.len();
-        if let Some(len) = cfind(&c[vstart..], b'"') {
-            let tail = &c[vstart + len + 1..];
-            if clean_tail(tail) {
-                return Some((&c[vstart..vstart + len], &c[..i], tail));
-            }
-        }
-        end = i;
-    }
-    None
-}
-
-fn clean_tail(mut t: &str) -> bool {
-    loop {
-        if t.trim_end().is_empty() {
-            return true;
-        }
-        let Some(r) = t.strip_prefix(',') else {
-            return false;
-        };
-        let n = r
-            .bytes()
-            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
-            .count();
-        if n == 0 || &r[..n] == "RemoteAddress" {
-            return false;
-        }
-        let Some(v) = r[n..].strip_prefix("=\"") else {
-            return false;
-        };
-        let Some(q) = cfind(v, b'"') else {
-            return false;
-        };
-        t = &v[q + 1..];
-    }
-}
-
-/// For each key, the value of the first `,Key="value"` in `s` (`None` when that first one has
-/// no closing quote), in one pass over the commas: a pass per key, comparing at every comma,
-/// was half the cost of a security line.
+/// For each key, the value of `,Key="value"` in `s` (`None` when the key is absent or its value
+/// has no closing quote), in one pass over the commas; a key that occurs twice makes the line
+/// ambiguous. (A pass per key, comparing at every comma, was half the cost of a security line.)
 #[inline(never)]
-fn kvs<'a, const N: usize>(s: &'a str, keys: [&str; N]) -> [Option<&'a str>; N] {
+fn unique_kvs<'a, const N: usize>(
+    s: &'a str,
+    keys: [&str; N],
+) -> Result<[Option<&'a str>; N], Found> {
     const { assert!(N > 0 && N < 32) };
     let b = s.as_bytes();
     let mut out = [None; N];
-    let mut left = (1u32 << N) - 1;
+    let mut seen = 0u32;
     let mut from = 0;
     while let Some(c) = pos(&b[from..], b',').map(|i| i + from) {
         from = c + 1;
@@ -786,21 +852,17 @@ fn kvs<'a, const N: usize>(s: &'a str, keys: [&str; N]) -> [Option<&'a str>; N] 
         };
         for (j, key) in keys.iter().enumerate() {
             let k = key.as_bytes();
-            if left & (1 << j) != 0
-                && k[0] == first
-                && rest.starts_with(k)
-                && rest[k.len()..].starts_with(b"=\"")
-            {
-                left &= !(1 << j);
+            if k[0] == first && rest.starts_with(k) && rest[k.len()..].starts_with(b"=\"") {
+                if seen & (1 << j) != 0 {
+                    return Err(Found::Ambiguous(format!("{key:?} occurs more than once")));
+                }
+                seen |= 1 << j;
                 let v = &s[from + k.len() + 2..];
                 out[j] = cfind(v, b'"').map(|q| &v[..q]);
             }
         }
-        if left == 0 {
-            break;
-        }
     }
-    out
+    Ok(out)
 }
 
 // Substring search for the short ASCII patterns of these messages: find the first byte, then
@@ -847,88 +909,69 @@ fn cfind(s: &str, c: u8) -> Option<usize> {
     pos(s.as_bytes(), c)
 }
 
-/// `h.split_once(pat)`.
-fn lsplit<'a>(h: &'a str, pat: &str) -> Option<(&'a str, &'a str)> {
-    find(h, pat).map(|i| (&h[..i], &h[i + pat.len()..]))
-}
-
 /// `h.rsplit_once(pat)`.
 fn rsplit<'a>(h: &'a str, pat: &str) -> Option<(&'a str, &'a str)> {
     rfind(h, pat).map(|i| (&h[..i], &h[i + pat.len()..]))
 }
 
-/// chan_sip `Registered SIP '<peer>' at <addr>` (only logged when the address changed), chan_iax2
-/// `Registered IAX2 '<peer>' (AUTHENTICATED) at <addr>`, res_pjsip (debug) `Refreshed contact
-/// '<uri>' on AOR '<aor>' with new expiration of N seconds`.
-fn registered(c: &str) -> Found {
-    let registered = |source, account: &str, expires| {
-        Found::Event(
-            SecurityEvent::Registered {
-                source,
-                account: account.to_owned(),
-                expires,
-            },
-            None,
-        )
-    };
-    if let Some(rest) = c.strip_prefix("Registered SIP '") {
-        let (peer, addr) = get!(rsplit(rest, "' at "));
-        return match address(addr.trim_end()) {
-            Ok(source) => registered(source, peer, DEFAULT_EXPIRES),
-            Err(f) => f,
-        };
-    }
-    if let Some(rest) = c.strip_prefix("Registered IAX2 '") {
-        let (head, addr) = get!(rsplit(rest, ") at "));
-        let (peer, state) = get!(rsplit(head, "' ("));
-        if state != "AUTHENTICATED" {
-            return Found::Skip;
-        }
-        return match address(addr.trim_end()) {
-            Ok(source) => registered(source, peer, DEFAULT_EXPIRES),
-            Err(f) => f,
-        };
-    }
-    if let Some(rest) = c.strip_prefix("Refreshed contact '") {
-        let (head, n) = get!(rsplit(rest, "' with new expiration of "));
-        let (uri, aor) = get!(rsplit(head, "' on AOR '"));
-        return contact_registered(uri, aor, n);
-    }
-    Found::No
-}
-
-/// res_pjsip `Added contact '<uri>' to AOR '<aor>' with expiration of N seconds`.
-fn added_contact(c: &str) -> Found {
-    let rest = get!(c.strip_prefix("Added contact '"));
-    let (head, n) = get!(rsplit(rest, "' with expiration of "));
-    let (uri, aor) = get!(rsplit(head, "' to AOR '"));
-    contact_registered(uri, aor, n)
-}
-
-fn contact_registered(uri: &str, aor: &str, seconds: &str) -> Found {
-    let n = get!(seconds.trim_end().strip_suffix(" seconds"));
-    let Ok(expires) = n.parse::<u32>() else {
-        return Found::Bad(format!("expiration {:?} is not a number", clip(n)));
-    };
-    // A contact named by DNS (WebRTC's `*.invalid`) gives no address to act on.
-    let Some(source) = uri_host(uri) else {
-        return Found::Skip;
-    };
+fn registered(source: IpAddr, account: &str, expires: u32) -> Found {
     Found::Event(
         SecurityEvent::Registered {
             source,
-            account: aor.to_owned(),
+            account: account.to_owned(),
             expires,
         },
         None,
     )
 }
 
-/// res_pjsip `Removed contact '<uri>' from AOR '<aor>' due to <reason>`.
-fn removed_contact(c: &str) -> Found {
-    let rest = get!(c.strip_prefix("Removed contact '"));
-    let (head, _reason) = get!(rsplit(rest, "' due to "));
-    let (uri, aor) = get!(rsplit(head, "' from AOR '"));
+/// chan_sip `Registered SIP '<peer>' at <addr>` (only logged when the address changed). The
+/// peer is one the configuration names, and the line does not say for how long.
+fn registered_sip(v: &str) -> Found {
+    let ([peer], addr) = take!(cut(v, "Registered SIP '", ["' at "], ""));
+    let source = take!(address(addr));
+    registered(source, peer, DEFAULT_EXPIRES)
+}
+
+/// chan_iax2 `Registered IAX2 '<peer>' (AUTHENTICATED|UNAUTHENTICATED) at <addr>`.
+fn registered_iax(v: &str) -> Found {
+    let ([peer, state], addr) = take!(cut(v, "Registered IAX2 '", ["' (", ") at "], ""));
+    if state != "AUTHENTICATED" {
+        return Found::Skip;
+    }
+    let source = take!(address(addr));
+    registered(source, peer, DEFAULT_EXPIRES)
+}
+
+/// res_pjsip_registrar: `Added contact '<uri>' to AOR '<aor>' with expiration of N seconds`,
+/// (debug) `Refreshed contact '<uri>' on AOR '<aor>' with new expiration of N seconds`,
+/// `Removed contact '<uri>' from AOR '<aor>' due to <reason>`. The URI is the device's
+/// Contact (the packet's source with `rewrite_contact=yes`); the AOR is configured.
+fn contact(v: &str) -> Found {
+    if v.starts_with("Added contact '") {
+        let ([uri, aor], n) = take!(cut(
+            v,
+            "Added contact '",
+            ["' to AOR '", "' with expiration of "],
+            " seconds"
+        ));
+        return contact_registered(uri, aor, n);
+    }
+    if v.starts_with("Refreshed contact '") {
+        let ([uri, aor], n) = take!(cut(
+            v,
+            "Refreshed contact '",
+            ["' on AOR '", "' with new expiration of "],
+            " seconds"
+        ));
+        return contact_registered(uri, aor, n);
+    }
+    let ([uri, aor], _reason) = take!(cut(
+        v,
+        "Removed contact '",
+        ["' from AOR '", "' due to "],
+        ""
+    ));
     let Some(source) = uri_host(uri) else {
         return Found::Skip;
     };
@@ -939,6 +982,17 @@ fn removed_contact(c: &str) -> Found {
         },
         None,
     )
+}
+
+fn contact_registered(uri: &str, aor: &str, n: &str) -> Found {
+    let Ok(expires) = n.parse::<u32>() else {
+        return Found::Bad(format!("expiration {:?} is not a number", clip(n)));
+    };
+    // A contact named by DNS (WebRTC's `*.invalid`) gives no address to act on.
+    let Some(source) = uri_host(uri) else {
+        return Found::Skip;
+    };
+    registered(source, aor, expires)
 }
 
 #[cfg(test)]
@@ -996,18 +1050,21 @@ mod tests {
     fn prefixes() {
         assert_eq!(
             content("chan_sip.c:28468 handle_request_register: Registration from"),
-            Some("Registration from")
+            Some(("chan_sip.c", "Registration from"))
         );
         assert_eq!(
             content("chan_sip.c:23417 in handle_request_register: Registration"),
-            Some("Registration")
+            Some(("chan_sip.c", "Registration"))
         );
-        assert_eq!(content("manager.c: 1.2.3.4 failed"), Some("1.2.3.4 failed"));
+        assert_eq!(
+            content("manager.c: 1.2.3.4 failed"),
+            Some(("manager.c", "1.2.3.4 failed"))
+        );
         // Without a line number, the function slot is not skipped: a user name cannot start
         // a message of its own.
         assert_eq!(
             content("manager.c: 1.2.3.4 failed to authenticate as 'x: 10.0.0.1 failed to authenticate as 'y'"),
-            Some("1.2.3.4 failed to authenticate as 'x: 10.0.0.1 failed to authenticate as 'y'")
+            Some(("manager.c", "1.2.3.4 failed to authenticate as 'x: 10.0.0.1 failed to authenticate as 'y'"))
         );
         assert!(level("NOTICES[1] x").is_none());
         assert_eq!(
@@ -1021,25 +1078,75 @@ mod tests {
     }
 
     #[test]
-    fn security_tail() {
-        assert!(clean_tail(""));
-        assert!(clean_tail(",Challenge=\"x\",UsingPassword=\"1\""));
-        assert!(!clean_tail("\",LocalAddress=\"x\""));
-        assert!(!clean_tail(",RemoteAddress=\"IPV4/UDP/1.2.3.4/5060\""));
+    fn syslog_lines_need_asterisks_tag() {
+        let msg = "NOTICE[1] chan_sip.c: hacking attempt detected '203.0.113.9'";
+        for ok in [
+            format!("Nov 20 10:15:32 pbx asterisk[7]: {msg}"),
+            format!("Nov 20 10:15:32 pbx asterisk: {msg}"),
+            format!("pbx asterisk[7]: {msg}"),
+        ] {
+            assert!(parse_line(&ok, 2026).unwrap().is_some(), "{ok}");
+        }
+        for not in [
+            format!("Nov 20 10:15:32 pbx sshd[7]: {msg}"),
+            format!("Nov 20 10:15:32 pbx asterisk-fake[7]: {msg}"),
+            format!("Nov 20 10:15:32 pbx asterisk[x]: {msg}"),
+            format!("pbx logger: {msg}"),
+            format!(" [2026-11-20 10:15:32] {msg}"),
+            format!("\t{msg}"),
+        ] {
+            assert_eq!(parse_line(&not, 2026), Ok(None), "{not}");
+        }
+    }
+
+    #[test]
+    fn cut_reads_a_template_once_or_not_at_all() {
+        let d = ["' failed for '", "' - "];
         assert_eq!(
-            kvs(",a=\"1\",UsingPassword=\"0\"", ["UsingPassword"]),
-            [Some("0")]
+            cut("R '<sip:1@x>' failed for '1.2.3.4' - Wrong", "R '", d, "").ok(),
+            Some((["<sip:1@x>", "1.2.3.4"], "Wrong"))
         );
-        assert_eq!(kvs("xUsingPassword=\"1\"", ["UsingPassword"]), [None]);
-        // The first occurrence of each key counts, closed or not; keys are found in any order.
-        assert_eq!(
-            kvs(
-                ",B=\"2\",A=\"1\",B=\"3\",C=\"open,A=\"4\"",
-                ["A", "B", "C", "D"]
+        assert!(matches!(
+            cut(
+                "R 'a' failed for 'b' - c' failed for '1.2.3.4' - Wrong",
+                "R '",
+                d,
+                ""
             ),
-            [Some("1"), Some("2"), Some("open,A="), None]
+            Err(Found::Ambiguous(_))
+        ));
+        assert!(matches!(
+            cut("R 'a' - b' failed for 'c", "R '", d, ""),
+            Err(Found::No)
+        ));
+        assert!(matches!(
+            cut("X 'a' failed for 'b' - c", "R '", d, ""),
+            Err(Found::No)
+        ));
+        // The prefix's own quote is not the start of a delimiter: no reading puts one there.
+        assert!(matches!(
+            cut("R ' failed for '1.2.3.4' - W", "R '", d, ""),
+            Err(Found::No)
+        ));
+    }
+
+    #[test]
+    fn security_keys_are_read_once() {
+        assert_eq!(
+            unique_kvs(",a=\"1\",UsingPassword=\"0\"", ["UsingPassword"]).ok(),
+            Some([Some("0")])
         );
-        assert_eq!(kvs(",A=\"x,B=\"y\"", ["A", "B"]), [Some("x,B="), Some("y")]);
-        assert_eq!(kvs(",A=\"unclosed", ["A"]), [None]);
+        assert_eq!(
+            unique_kvs("xUsingPassword=\"1\"", ["UsingPassword"]).ok(),
+            Some([None])
+        );
+        assert_eq!(
+            unique_kvs(",B=\"2\",A=\"1\",C=\"open", ["A", "B", "C", "D"]).ok(),
+            Some([Some("1"), Some("2"), None, None])
+        );
+        assert!(matches!(
+            unique_kvs(",A=\"x,B=\"y\",B=\"z\"", ["A", "B"]),
+            Err(Found::Ambiguous(_))
+        ));
     }
 }

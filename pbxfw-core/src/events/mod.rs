@@ -152,4 +152,13 @@ pub enum EventError {
         /// serde_json's message, with line and column.
         message: String,
     },
+    /// A record of a kind the firewall uses that can be read more than one way: text the
+    /// sender chose (a Call-ID, a From header, a user name) imitates the record's own
+    /// structure, a key occurs twice, or the record may have been cut short. It acts against
+    /// nobody (docs/events.md, "Trust"); callers count it.
+    #[error("ambiguous record, ignored: {message}")]
+    Ambiguous {
+        /// Why it can be read more than one way.
+        message: String,
+    },
 }

@@ -78,8 +78,14 @@ pub struct Config {
     pub ipv4_prefix: u8,
     /// Sources are tracked per prefix of this length (IPv6).
     pub ipv6_prefix: u8,
-    /// Sources never banned: trusted networks and trunks.
-    pub protected: Vec<Prefix>,
+    /// Sources never banned or clamped: trusted networks, trunks, administrators (by address;
+    /// those named by hostname are given as they resolve, [`Machine::set_resolved`]).
+    pub protected: Vec<Protected>,
+    /// Longest registration honoured, in seconds: an event's `expires` is capped to it (a
+    /// forged or broken `expires` of 2^32 − 1 s would otherwise register a source for a
+    /// century). The device refreshes long before.
+    #[serde(default = "default_max_registration")]
+    pub max_registration_seconds: u32,
     /// Per-user grants: account → services.
     pub user_grants: BTreeMap<String, Vec<String>>,
     /// Most sources tracked at once.
@@ -90,21 +96,19 @@ impl Config {
     /// The defaults of SPEC 2.7 with the policy's protected sources, grants and prefixes.
     pub fn from_policy(policy: &ValidPolicy) -> Config {
         let r = &policy.responsive;
-        let mut protected: Vec<Prefix> = policy
-            .networks
-            .iter()
-            .filter(|n| n.zone == crate::Zone::Trusted)
-            .filter_map(|n| match n.source {
-                Source::Net(p) => Some(p),
+        let mut protected: Vec<Protected> = protected_sources(policy)
+            .into_iter()
+            .filter_map(|(source, why)| match source {
+                Source::Net(p) => Some(Protected { prefix: *p, why }),
                 Source::Host(_) => None,
             })
             .collect();
-        protected.extend(policy.pbx.trunks.iter().filter_map(|t| match t.host {
-            Source::Net(p) => Some(p),
-            Source::Host(_) => None,
+        protected.extend(policy.settings.admins.iter().map(|a| Protected {
+            prefix: Prefix::host(*a),
+            why: format!("administrator {a}"),
         }));
         protected.sort();
-        protected.dedup();
+        protected.dedup_by(|a, b| a.prefix == b.prefix);
         Config {
             unknown_account: Threshold {
                 failures: 3,
@@ -129,6 +133,7 @@ impl Config {
             ipv4_prefix: r.ipv4_prefix,
             ipv6_prefix: r.ipv6_prefix,
             protected,
+            max_registration_seconds: default_max_registration(),
             user_grants: policy
                 .users
                 .iter()
@@ -138,6 +143,76 @@ impl Config {
             // a tracked source under 128 bytes (benches/src/bin/memory-per-source.rs).
             max_sources: 57_344,
         }
+    }
+}
+
+/// A source the machine never bans or clamps, and why (named in the report it gives instead).
+///
+/// Older snapshots list protected sources as bare prefixes; they still restore.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Protected {
+    /// The source.
+    pub prefix: Prefix,
+    /// Why it is protected: `trunk provider-a`, `trusted network 10.0.0.0/8`, ….
+    pub why: String,
+}
+
+impl<'de> Deserialize<'de> for Protected {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Protected, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Full { prefix: Prefix, why: String },
+            Bare(Prefix),
+        }
+        Ok(match Repr::deserialize(d)? {
+            Repr::Full { prefix, why } => Protected { prefix, why },
+            Repr::Bare(prefix) => Protected {
+                why: format!("protected source {prefix}"),
+                prefix,
+            },
+        })
+    }
+}
+
+/// One day: registrations are refreshed well within it (phones ask for an hour or less).
+fn default_max_registration() -> u32 {
+    86_400
+}
+
+/// The policy's sources that are never banned, in whatever form they are given (addresses,
+/// networks, hostnames), with why: trunks and trusted networks. (Administrators are addresses
+/// only.) The daemon resolves the hostnames among them and gives their addresses to
+/// [`Machine::set_resolved`].
+pub fn protected_sources(policy: &ValidPolicy) -> Vec<(&Source, String)> {
+    let trusted = policy
+        .networks
+        .iter()
+        .filter(|n| n.zone == crate::Zone::Trusted)
+        .map(|n| (&n.source, format!("trusted network {}", n.source)));
+    let trunks = policy
+        .pbx
+        .trunks
+        .iter()
+        .map(|t| (&t.host, format!("trunk {}", t.name)));
+    trusted.chain(trunks).collect()
+}
+
+/// Why an address is never acted on whatever the policy says: it is not a remote unicast
+/// source (loopback, link-local — which also carries IPv6 neighbour discovery —, unspecified,
+/// multicast, broadcast). An event naming one is forged or broken.
+fn special(addr: &IpAddr) -> Option<&'static str> {
+    match addr {
+        IpAddr::V4(a) if a.is_loopback() => Some("loopback"),
+        IpAddr::V4(a) if a.is_link_local() => Some("link-local"),
+        IpAddr::V4(a) if a.is_unspecified() || a.is_broadcast() || a.is_multicast() => {
+            Some("not a unicast address")
+        }
+        IpAddr::V6(a) if a.is_loopback() => Some("loopback"),
+        IpAddr::V6(a) if a.is_unicast_link_local() => Some("link-local"),
+        IpAddr::V6(a) if a.is_unspecified() || a.is_multicast() => Some("not a unicast address"),
+        IpAddr::V6(a) => a.to_ipv4_mapped().and_then(|v4| special(&IpAddr::V4(v4))),
+        IpAddr::V4(_) => None,
     }
 }
 
@@ -227,7 +302,10 @@ impl Action {
             set,
             add,
             prefix,
-            timeout: until.map(|u| u.saturating_sub(now).max(1)),
+            timeout: until.map(|u| {
+                u.saturating_sub(now)
+                    .clamp(1, crate::backend::MAX_TIMEOUT_SECS)
+            }),
         };
         match self {
             Action::Ban { prefix, until, .. } => {
@@ -448,6 +526,10 @@ pub struct Machine {
     /// little room for the bound to trigger it usefully (0: at the bound). See `bound`.
     #[serde(default, skip_serializing_if = "is_zero")]
     evict_at: usize,
+    /// The current addresses of protected sources named by hostname ([`Machine::set_resolved`]);
+    /// not part of a snapshot: the resolver keeps its own answers and gives them again.
+    #[serde(skip)]
+    resolved: Vec<Protected>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -649,6 +731,7 @@ impl Machine {
             sources: Sources::with_capacity_and_hasher(capacity, Default::default()),
             registrations: Registrations::default(),
             evict_at: 0,
+            resolved: Vec::new(),
         }
     }
 
@@ -745,8 +828,26 @@ impl Machine {
         Prefix::new(addr, len).unwrap_or_else(|_| Prefix::host(addr))
     }
 
-    fn protected(&self, addr: &IpAddr) -> bool {
-        self.config.protected.iter().any(|p| p.contains(addr))
+    /// The current addresses of the protected sources named by hostname (trunks, trusted
+    /// networks), as the resolver last answered; they replace those given before.
+    pub fn set_resolved(&mut self, resolved: Vec<Protected>) {
+        self.resolved = resolved;
+    }
+
+    /// Why the source `addr`, tracked as `key`, must never be banned or clamped, if it must
+    /// not: a ban covers the whole key (an IPv6 /64), so a protected source anywhere inside
+    /// it protects the key.
+    fn protection(&self, addr: &IpAddr, key: &Prefix) -> Option<String> {
+        if let Some(why) = special(addr) {
+            return Some(why.to_string());
+        }
+        let overlaps = |p: &Prefix| p.family() == key.family() && (p.covers(key) || key.covers(p));
+        self.config
+            .protected
+            .iter()
+            .chain(&self.resolved)
+            .find(|p| overlaps(&p.prefix))
+            .map(|p| p.why.clone())
     }
 
     /// The latest expiry of the active registrations inside `key` (0 when none): one lookup
@@ -842,7 +943,8 @@ impl Machine {
             } => {
                 let key = self.key(*source);
                 let n = secs(now);
-                let until = now + (*expires).max(1) as u64;
+                let until = now
+                    + u64::from((*expires).clamp(1, self.config.max_registration_seconds.max(1)));
                 let s = self.sources.entry(Key::of(&key)).or_default();
                 if s.banned_until > n {
                     // A banned source cannot register (its packets never reach the PBX); an
@@ -910,11 +1012,16 @@ impl Machine {
         out: &mut Vec<Action>,
     ) {
         let key = self.key(addr);
-        let protected = self.protected(&addr);
+        let protection = self.protection(&addr, &key);
         let cfg = self.config.clone_thresholds();
         let n = secs(now);
         let s = self.sources.entry(Key::of(&key)).or_default();
-        let shielded = protected || s.registered_until > n;
+        let shield = match protection {
+            Some(why) => Some(why),
+            None if s.registered_until > n => Some("registered devices behind it".to_string()),
+            None => None,
+        };
+        let shielded = shield.is_some();
         s.last_seen = n;
         if s.banned_until > n {
             return;
@@ -952,12 +1059,12 @@ impl Machine {
         if let Some(reason) = ban_reason {
             // Counted failures are spent: the next threshold starts from zero.
             s.recent.forget(kind);
-            if shielded {
+            if let Some(why) = shield {
                 out.push(Action::ReportIdentity {
                     source: addr,
                     account: account.map(str::to_string),
                     user_agent: user_agent.map(str::to_string),
-                    reason,
+                    reason: format!("{reason}; not banned: {why}"),
                 });
                 return;
             }
@@ -1204,6 +1311,27 @@ mod tests {
         // The spacing is state: a snapshot keeps it.
         let back = Machine::restore(&serde_json::to_string(&m).unwrap()).unwrap();
         assert_eq!(back, m);
+    }
+
+    /// Snapshots written before protected sources carried their reason still restore.
+    #[test]
+    fn older_snapshots_with_bare_protected_prefixes_restore() {
+        let m = machine(64);
+        let mut v: serde_json::Value = serde_json::from_str(&m.snapshot()).unwrap();
+        v["config"]["protected"] = serde_json::json!(["192.0.2.0/24"]);
+        v["config"]
+            .as_object_mut()
+            .unwrap()
+            .remove("max_registration_seconds");
+        let back = Machine::restore(&v.to_string()).unwrap();
+        assert_eq!(
+            back.config().protected,
+            vec![Protected {
+                prefix: "192.0.2.0/24".parse().unwrap(),
+                why: "protected source 192.0.2.0/24".into()
+            }]
+        );
+        assert_eq!(back.config().max_registration_seconds, 86_400);
     }
 
     /// One failure is held without an allocation, and the snapshot still lists failures.
