@@ -364,8 +364,17 @@ pub(super) struct SecurityFields<'a> {
     pub using_password: Option<&'a str>,
 }
 
-/// Builds the event; `Ok(None)` for a success without a password.
+/// Builds the event; `Ok(None)` for a success without a password, and for chan_sip's events.
+///
+/// chan_sip's security events (`Service: SIP`) are not read: their `RemoteAddress` is the
+/// packet's source with the Via header's port, or the host of a `maddr=` parameter in that
+/// Via, which the sender writes (channels/sip/security_events.c, `check_via`). chan_sip's
+/// failures come from its own log lines and AMI `PeerStatus` events, which name the socket's
+/// address.
 pub(super) fn security_event(f: &SecurityFields<'_>) -> Result<Option<SecurityEvent>, String> {
+    if f.service.is_some_and(|s| s.eq_ignore_ascii_case("SIP")) {
+        return Ok(None);
+    }
     let source = parse_remote_address(f.remote).ok_or_else(|| {
         format!(
             "RemoteAddress {:?} is not IPV4|IPV6/transport/address/port",

@@ -18,14 +18,12 @@
 //! | `res_pjsip_session.c` | fail2ban 2: the same with `TCP:`/`UDP:` before the address, or `<session>: Call (<transport>:<addr>) to extension …` | `AuthFailed`, `Other` |
 //! | `chan_iax2.c` | fail2ban 3: `Host <addr> failed to authenticate as …`, `Host <addr> failed MD5 authentication for '…'` | `AuthFailed`, `WrongPassword` |
 //! | `manager.c` | fail2ban 3: `<addr> failed to authenticate as '…'` / `<addr> tried to authenticate with nonexistent user '…'` | `AuthFailed`, `WrongPassword` / `UnknownAccount` |
-//! | `chan_iax2.c` | fail2ban 4: `No registration for peer '…' (from <addr>)` | `AuthFailed`, `UnknownAccount` |
 //! | `chan_sip.c` | fail2ban 5: `hacking attempt detected '<addr>'` | `AuthFailed`, `Other` |
 //! | `res_security_log.c` | fail2ban 6: `SecurityEvent="…",…,RemoteAddress="IPV4/UDP/<addr>/<port>",…` | as the AMI event of that name ([`super::ami`]) |
 //! | `Ext. s` (FreePBX's dialplan) | fail2ban 7: `"Rejecting unknown SIP connection from <addr>[:port]"` | `AuthFailed`, `Other` |
 //! | `res_pjsip/pjsip_distributor.c` | fail2ban 8: `Request ['<method>' ]from '…' failed for '<addr>' (callid: …) - <reason>` | `AuthFailed`, reason below |
 //! | `chan_iax2.c` | `Host <addr> denied access to register peer '…'` | `AuthFailed`, `Acl` |
 //! | `chan_iax2.c` | `Host <addr> did not provide proper plaintext password for '…'` | `AuthFailed`, `WrongPassword` |
-//! | `chan_iax2.c` | `Peer '…' is not dynamic (from <addr>)` | `AuthFailed`, `Other` |
 //! | `chan_sip.c` | `Registered SIP '300' at <addr>` | `Registered` (3600 s: the line does not say) |
 //! | `chan_iax2.c` | `Registered IAX2 '300' (AUTHENTICATED) at <addr>` | `Registered` (3600 s) |
 //! | `res_pjsip_registrar.c` | `Added contact '<uri>' to AOR '300' with expiration of N seconds` | `Registered`, N |
@@ -100,18 +98,48 @@ pub fn parse_line(line: &str, year: i32) -> Result<Option<TimedEvent>, EventErro
 
 /// Parses one line whose zone-less timestamps are local time `utc_offset` seconds east of UTC
 /// (`3600` for CET, `-18000` for EST).
+///
+/// One line alone cannot tell whether a sender wrote it (see the module docs): a log followed
+/// or replayed as a whole is read through a [`Framer`].
 pub fn parse_line_with_offset(
     line: &str,
     year: i32,
     utc_offset: i32,
 ) -> Result<Option<TimedEvent>, EventError> {
+    read(line, year, utc_offset).0
+}
+
+/// What a line says about the lines after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Nothing: the next line is a line of its own.
+    Nothing,
+    /// A pjsip debug dump follows: this many bytes (the message and its line break).
+    Dump(u64),
+    /// The message may go on with a sender's newline, or a raw SIP message follows: lines
+    /// that start within this many bytes may be the sender's.
+    Window(u64),
+}
+
+/// The longest run of a sender's bytes one message can put into the log: Asterisk's logger
+/// writes at most 8,191 bytes a message (13.x: 8,191 of message after the prefix).
+const LINE_WINDOW: u64 = 8192 + 512;
+
+/// A chan_sip debug dump holds a whole datagram (up to 65,535 bytes) and says nothing of its
+/// length.
+const DUMP_WINDOW: u64 = 65_536 + LINE_WINDOW;
+
+fn read(line: &str, year: i32, utc_offset: i32) -> (Result<Option<TimedEvent>, EventError>, After) {
     let Some(h) = header(line, year) else {
-        return Ok(None);
+        return (Ok(None), unprefixed(line));
     };
     let Some((module, message)) = content(h.body) else {
-        return Ok(None);
+        return (Ok(None), After::Nothing);
     };
-    match recognise(h.level, module, message.trim_start()) {
+    let message = message.trim_start();
+    let found = recognise(h.level, module, message);
+    let after = follows(module, message, &found);
+    let result = match found {
         Found::No | Found::Skip => Ok(None),
         Found::Bad(message) => Err(EventError::Log { message }),
         Found::Ambiguous(message) => Err(EventError::Ambiguous { message }),
@@ -127,6 +155,212 @@ pub fn parse_line_with_offset(
                 event,
             }))
         }
+    };
+    (result, after)
+}
+
+/// chan_sip's debug dumps put their header on a line of its own (the message starts with a
+/// line break): `<--- SIP read from UDP:1.2.3.4:5060 --->`, `<--- Transmitting (NAT) to … --->`,
+/// `<--- Reliably Transmitting (NAT) to … --->`.
+fn unprefixed(line: &str) -> After {
+    let l = line.trim_end();
+    let chan_sip_dump = l.ends_with(" --->")
+        && (l.starts_with("<--- SIP read from ")
+            || l.starts_with("<--- Transmitting (")
+            || l.starts_with("<--- Reliably Transmitting ("));
+    if chan_sip_dump {
+        After::Window(DUMP_WINDOW)
+    } else {
+        After::Nothing
+    }
+}
+
+/// What follows a line of `module` with `message`, read as `found` (see [`Framer`]).
+///
+/// Asterisk writes some senders' text raw, newlines included: chan_sip and res_pjsip_session
+/// print the dialled extension decoded (`%0A` is a newline), chan_iax2 the sender's user name
+/// (with `authdebug`), res_security_log user names, the dialplan's `Log()` and `Executing`
+/// lines the extension and whatever the dialplan expands. A line that starts as one of the
+/// messages this module reads but does not end as Asterisk ends it went on past a sender's
+/// newline, and the lines after it may be the sender's; so may those after a message that
+/// ends with a sender's text, or after a dialplan line nothing tells the end of.
+fn follows(module: &str, m: &str, found: &Found) -> After {
+    let incomplete = matches!(found, Found::No | Found::Bad(_));
+    let window = After::Window(LINE_WINDOW);
+    let starts = |prefixes: &[&str]| prefixes.iter().any(|p| m.starts_with(p));
+    match module {
+        "res_pjsip_logger.c" => pjsip_dump(m),
+        module::CHAN_SIP
+            if starts(&[
+                "Retransmitting #",
+                "Transmitting (",
+                "Reliably Transmitting (",
+                "<--- ",
+            ]) =>
+        {
+            After::Window(DUMP_WINDOW)
+        }
+        // These end with (or start with) the sender's text: nothing tells where it ended.
+        module::CHAN_IAX2
+            if (m.starts_with("Host ")
+                && (m.contains(" failed to authenticate as ")
+                    || m.contains(" failed MD5 authentication for '")))
+                || m.starts_with("No registration for peer '")
+                || m.starts_with("Peer '") =>
+        {
+            window
+        }
+        _ if !incomplete => After::Nothing,
+        module::CHAN_SIP if starts(&["Registration from '", "Call from '", "Registered SIP '"]) => {
+            window
+        }
+        module::PJSIP_DISTRIBUTOR if m.starts_with("Request ") => window,
+        module::PJSIP_SESSION if m.starts_with("Call from '") || m.contains(": Call (") => window,
+        module::CHAN_IAX2
+            if starts(&[
+                "Host ",
+                "No registration for peer '",
+                "Peer '",
+                "Registered IAX2 '",
+            ]) =>
+        {
+            window
+        }
+        module::MANAGER
+            if m.contains(" failed to authenticate as '")
+                || m.contains(" tried to authenticate with nonexistent user '") =>
+        {
+            window
+        }
+        module::SECURITY_LOG if m.starts_with("SecurityEvent=\"") => window,
+        module::PJSIP_REGISTRAR
+            if starts(&[
+                "Added contact '",
+                "Refreshed contact '",
+                "Removed contact '",
+            ]) =>
+        {
+            window
+        }
+        "pbx.c" if m.starts_with("Executing [") && !m.ends_with(") in new stack") => window,
+        _ if module.starts_with("Ext. ") => window,
+        _ => After::Nothing,
+    }
+}
+
+/// res_pjsip_logger: `<--- Received SIP request (543 bytes) from UDP:1.2.3.4:5060 --->` or
+/// `<--- Transmitting SIP response (512 bytes) to UDP:1.2.3.4:5060 --->`, then the message raw
+/// (headers and body: any line of it may look like a log line) and a line break.
+fn pjsip_dump(m: &str) -> After {
+    let Some(rest) = m
+        .strip_prefix("<--- Received SIP ")
+        .or_else(|| m.strip_prefix("<--- Transmitting SIP "))
+    else {
+        return After::Nothing;
+    };
+    let Some(rest) = rest
+        .strip_prefix("request (")
+        .or_else(|| rest.strip_prefix("response ("))
+    else {
+        return After::Nothing;
+    };
+    match rest.split_once(" bytes) ") {
+        Some((n, _)) => match n.parse::<u64>() {
+            Ok(n) if n <= 65_535 => After::Dump(n + 1),
+            _ => After::Window(DUMP_WINDOW),
+        },
+        None => After::Nothing,
+    }
+}
+
+/// Reads a log line by line, in order, as Asterisk wrote it: skips the raw SIP messages that
+/// debug logging writes into the log, and refuses lines that a sender may have written.
+///
+/// Lines are bytes, with their line break: counts are in bytes, and a line that is not UTF-8
+/// (a Latin-1 caller name) is read with its bad bytes replaced.
+///
+/// - **pjsip dumps** (`pjsip set logger on`) say their length: the next that many bytes are
+///   skipped exactly. A dump that does not end where it said (a NUL byte in the packet cuts it
+///   short) starts a window, as below.
+/// - **chan_sip dumps** (`sip set debug on`) do not: every line within 64 KiB after one is
+///   suspect.
+/// - **A message that may go on past a sender's newline** (see the module docs) makes every
+///   line that starts within the next 8.5 KiB suspect: one message is at most 8,191 bytes.
+///
+/// A suspect line that would be an event is [`EventError::Ambiguous`] instead. The state is
+/// two counters; it serialises, so a follower can persist it with its read offset.
+///
+/// ```
+/// use pbxfw_core::events::log::Framer;
+///
+/// let mut f = Framer::default();
+/// let dump = "GET / HTTP/1.0\r\n\r\n[Nov 20 10:15:32] NOTICE[1] chan_sip.c: Registration from '' failed for '10.9.9.9' - Wrong password\n";
+/// let header = format!(
+///     "[Nov 20 10:15:31] VERBOSE[7] res_pjsip_logger.c: <--- Received SIP request ({} bytes) from UDP:203.0.113.5:5060 --->\n",
+///     dump.len()
+/// );
+/// assert_eq!(f.read(header.as_bytes(), 2026, 0), Ok(None));
+/// for line in dump.split_inclusive('\n') {
+///     assert_eq!(f.read(line.as_bytes(), 2026, 0), Ok(None));
+/// }
+/// assert_eq!(f.read(b"\n", 2026, 0), Ok(None));
+/// let real = b"[Nov 20 10:15:33] NOTICE[1] chan_sip.c: Registration from '' failed for '203.0.113.5' - Wrong password\n";
+/// assert!(f.read(real, 2026, 0)?.is_some());
+/// # Ok::<(), pbxfw_core::events::EventError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Framer {
+    /// Bytes of a pjsip dump still to skip, its final line break included.
+    dump: u64,
+    /// Lines that start within this many bytes are suspect.
+    window: u64,
+}
+
+impl Framer {
+    /// Reads the next line (with its line break, if it has one).
+    pub fn read(
+        &mut self,
+        line: &[u8],
+        year: i32,
+        utc_offset: i32,
+    ) -> Result<Option<TimedEvent>, EventError> {
+        let len = line.len() as u64;
+        if self.dump > 0 {
+            if len <= self.dump {
+                self.dump -= len;
+                return Ok(None);
+            }
+            let rest = &line[self.dump as usize..];
+            self.dump = 0;
+            if rest == b"\n" || rest == b"\r\n" {
+                return Ok(None);
+            }
+            // The dump did not end where it said: what follows cannot be placed.
+            self.window = self.window.max(DUMP_WINDOW);
+        }
+        let text = String::from_utf8_lossy(line);
+        let (result, after) = read(&text, year, utc_offset);
+        let inside = self.window > 0;
+        self.window = self.window.saturating_sub(len);
+        match after {
+            After::Nothing => {}
+            After::Dump(n) => self.dump = n,
+            After::Window(w) => self.window = self.window.max(w),
+        }
+        match result {
+            Ok(Some(_)) | Err(EventError::Ambiguous { .. }) if inside => {
+                Err(EventError::Ambiguous {
+                    message: "within a debug dump or a message that may go on with a sender's text"
+                        .into(),
+                })
+            }
+            r => r,
+        }
+    }
+
+    /// Whether the next line is read as a line of its own (no dump or window is open).
+    pub fn is_clear(&self) -> bool {
+        self.dump == 0 && self.window == 0
     }
 }
 
@@ -567,13 +801,25 @@ fn registration_failed(c: &str) -> Found {
         ""
     ));
     let reason = match reason {
-        "Wrong password" | "Username/auth name mismatch" => WrongPassword,
-        "No matching peer found" => UnknownAccount,
-        "Device does not match ACL" | "ACL error (permit/deny)" => Acl,
-        "Not a local domain"
-        | "Peer is not supposed to register"
+        "Wrong password" => WrongPassword,
+        "Peer is not supposed to register"
         | "Device not configured to use this transport type"
         | "Unknown failure" => Other,
+        // Asterisk's logger deletes from an ESC byte up to the next `m` (`term_strip`). A To
+        // header ending `…' failed for '10.9.9.9' - No m` + ESC loses Asterisk's own
+        // `' failed for '<addr>' - No m` and reads `No matching peer found` against 10.9.9.9.
+        // A reason with an `m` can be completed that way; one without cannot (the deletion
+        // then runs to the end of the message and glues the next one on).
+        "No matching peer found"
+        | "Username/auth name mismatch"
+        | "Device does not match ACL"
+        | "ACL error (permit/deny)"
+        | "Not a local domain" => {
+            return Found::Ambiguous(
+                "chan_sip's reason has an `m`: the line may be a sender's, rewritten by Asterisk's escape-sequence stripping"
+                    .into(),
+            )
+        }
         // `RTP initialization failed` is the server's own problem.
         _ => return Found::No,
     };
@@ -679,17 +925,18 @@ fn iax_failure(c: &str) -> Found {
             },
         );
     }
+    // `No registration for peer '<name>' (from <addr>)` and `Peer '<name>' is not dynamic (from
+    // <addr>)` (fail2ban 4) print the name the sender sent, raw and newlines included, before
+    // the address: a name `x' (from 10.9.9.9)` + newline ends the line with any address, and
+    // nothing left on it tells. They are not read.
+    if c.starts_with("No registration for peer '")
+        || (c.starts_with("Peer '") && c.contains("' is not dynamic (from "))
+    {
+        return found.or(Found::Ambiguous(
+            "chan_iax2 prints the sender's peer name raw before the address".into(),
+        ));
+    }
     found
-        .or(
-            match cut(c, "No registration for peer '", ["' (from "], ")") {
-                Ok(([peer], addr)) => iax(addr, peer, UnknownAccount),
-                Err(f) => f,
-            },
-        )
-        .or(match cut(c, "Peer '", ["' is not dynamic (from "], ")") {
-            Ok(([peer], addr)) => iax(addr, peer, Other),
-            Err(f) => f,
-        })
 }
 
 /// `'name'` → `name`; an unquoted name as it is.
@@ -773,6 +1020,16 @@ fn request_failed(c: &str) -> Found {
         "Error to authenticate" => Other,
         _ => return Found::No,
     };
+    // pjsip prints a display name inside quotes, raw: an ESC in it, and an `m` in the Call-ID,
+    // make Asterisk's logger delete everything between, its own `' failed for '<addr>' (callid: `
+    // included, and the sender's Call-ID then reads as the rest of the line, with any address.
+    // Asterisk's opening quote stays: a From with a quote may be a sender's line. (The same
+    // holds for a quoted URI parameter.)
+    if from.contains('"') {
+        return Found::Ambiguous(
+            "the From header is quoted: the line may be a sender's, rewritten by Asterisk's escape-sequence stripping".into(),
+        );
+    }
     let source = take!(address(addr));
     failed(
         source,
@@ -782,87 +1039,105 @@ fn request_failed(c: &str) -> Found {
     )
 }
 
-/// Keys of a security line the parser reads.
-const SECURITY_KEYS: [&str; 6] = [
-    "AccountID",
-    "Service",
+/// The keys res_security_log writes between the event's name and the address, in this order,
+/// for every event this parser reads (main/security_events.c).
+const BEFORE_REMOTE: [&str; 7] = [
     "EventTV",
-    "RemoteAddress",
-    "UserAgent",
-    "UsingPassword",
+    "Severity",
+    "Service",
+    "EventVersion",
+    "AccountID",
+    "SessionID",
+    "LocalAddress",
 ];
 
-/// fail2ban 6. res_security_log: `SecurityEvent="<name>",EventTV="…",…,AccountID="…",
-/// SessionID="…",LocalAddress="…",RemoteAddress="IPV4/UDP/<addr>/<port>"[,Key="value"…]`.
+/// The keys that may follow the address: each event's own required keys, then the optional
+/// ones.
+const AFTER_REMOTE: [&str; 14] = [
+    "Challenge",
+    "Response",
+    "ExpectedResponse",
+    "UsingPassword",
+    "Module",
+    "SessionTV",
+    "ACLName",
+    "ReceivedChallenge",
+    "ReceivedHash",
+    "RequestType",
+    "RequestParams",
+    "AuthMethod",
+    "ExpectedAddress",
+    "AttemptedTransport",
+];
+
+/// fail2ban 6. res_security_log: `SecurityEvent="<name>",EventTV="…",Severity="…",Service="…",
+/// EventVersion="…",AccountID="…",SessionID="…",LocalAddress="…",
+/// RemoteAddress="IPV4/UDP/<addr>/<port>"[,Key="value"…]`.
 ///
 /// res_security_log writes values as they are, quotes and commas included, and several are
-/// the sender's (AccountID, SessionID — the Call-ID —, Response, ReceivedHash). Each key this
-/// parser reads occurs once in what Asterisk writes, so a key that occurs twice was forged
-/// inside a value, and the line is ambiguous.
+/// the sender's: the account (res_pjsip: the From user), the session (the Call-ID), the
+/// challenge and response. And Asterisk's logger deletes from an ESC byte to the next `m`,
+/// which `RemoteAddress` itself holds: an ESC in the Call-ID deletes the real address's key,
+/// and a `,RemoteAddress="…"` in the response is left as the only one. So the line is read
+/// only when it is exactly what Asterisk writes: `,Key="value"` pairs with no quote inside a
+/// value, the keys before the address exactly those above, each key after it a known one,
+/// and none twice. Anything else is ambiguous.
 fn security_line(c: &str) -> Found {
     let rest = get!(c.strip_prefix("SecurityEvent=\""));
     let q = get!(cfind(rest, b'"'));
     let Some(class) = classify_security(&rest[..q]) else {
         return Found::Skip;
     };
-    if find(rest, ",SecurityEvent=\"").is_some() {
-        return Found::Ambiguous("\"SecurityEvent\" occurs more than once".into());
+    let ambiguous = |why: &str| Found::Ambiguous(format!("security line: {why}"));
+    let mut pairs = [("", ""); 24];
+    let mut n = 0;
+    let mut t = &rest[q + 1..];
+    while !t.is_empty() {
+        let Some(r) = t.strip_prefix(',') else {
+            return ambiguous("a value holds a quote, or the line is not Key=\"value\" pairs");
+        };
+        let k = r.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        let Some(v) = r[k..].strip_prefix("=\"") else {
+            return ambiguous("not Key=\"value\" pairs");
+        };
+        let Some(end) = cfind(v, b'"') else {
+            return ambiguous("a value is not closed");
+        };
+        if n == pairs.len() {
+            return ambiguous("more keys than any security event has");
+        }
+        pairs[n] = (&r[..k], &v[..end]);
+        n += 1;
+        t = &v[end + 1..];
     }
-    let [account, service, event_tv, remote, user_agent, using_password] =
-        take!(unique_kvs(c, SECURITY_KEYS));
-    let Some(remote) = remote else {
-        return Found::Bad(format!(
-            "security event {:?} without a well-formed RemoteAddress",
-            clip(&rest[..q])
-        ));
-    };
+    let pairs = &pairs[..n];
+    let keys_before = pairs.iter().take(BEFORE_REMOTE.len()).map(|(k, _)| *k);
+    if n <= BEFORE_REMOTE.len()
+        || !keys_before.eq(BEFORE_REMOTE)
+        || pairs[BEFORE_REMOTE.len()].0 != "RemoteAddress"
+    {
+        return ambiguous("the keys before RemoteAddress are not Asterisk's");
+    }
+    let after = &pairs[BEFORE_REMOTE.len() + 1..];
+    for (i, (k, _)) in after.iter().enumerate() {
+        if !AFTER_REMOTE.contains(k) || after[..i].iter().any(|(seen, _)| seen == k) {
+            return ambiguous("an unknown or repeated key after RemoteAddress");
+        }
+    }
+    let get = |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
     let fields = SecurityFields {
         class,
-        remote,
-        account,
-        service,
-        user_agent,
-        using_password,
+        remote: pairs[BEFORE_REMOTE.len()].1,
+        account: get("AccountID"),
+        service: get("Service"),
+        user_agent: None,
+        using_password: get("UsingPassword"),
     };
     match security_event(&fields) {
-        Ok(Some(ev)) => Found::Event(ev, event_tv.and_then(parse_event_time)),
+        Ok(Some(ev)) => Found::Event(ev, get("EventTV").and_then(parse_event_time)),
         Ok(None) => Found::Skip,
         Err(m) => Found::Bad(m),
     }
-}
-
-/// For each key, the value of `,Key="value"` in `s` (`None` when the key is absent or its value
-/// has no closing quote), in one pass over the commas; a key that occurs twice makes the line
-/// ambiguous. (A pass per key, comparing at every comma, was half the cost of a security line.)
-#[inline(never)]
-fn unique_kvs<'a, const N: usize>(
-    s: &'a str,
-    keys: [&str; N],
-) -> Result<[Option<&'a str>; N], Found> {
-    const { assert!(N > 0 && N < 32) };
-    let b = s.as_bytes();
-    let mut out = [None; N];
-    let mut seen = 0u32;
-    let mut from = 0;
-    while let Some(c) = pos(&b[from..], b',').map(|i| i + from) {
-        from = c + 1;
-        let rest = &b[from..];
-        let Some(&first) = rest.first() else {
-            break;
-        };
-        for (j, key) in keys.iter().enumerate() {
-            let k = key.as_bytes();
-            if k[0] == first && rest.starts_with(k) && rest[k.len()..].starts_with(b"=\"") {
-                if seen & (1 << j) != 0 {
-                    return Err(Found::Ambiguous(format!("{key:?} occurs more than once")));
-                }
-                seen |= 1 << j;
-                let v = &s[from + k.len() + 2..];
-                out[j] = cfind(v, b'"').map(|q| &v[..q]);
-            }
-        }
-    }
-    Ok(out)
 }
 
 // Substring search for the short ASCII patterns of these messages: find the first byte, then
@@ -1127,26 +1402,6 @@ mod tests {
         assert!(matches!(
             cut("R ' failed for '1.2.3.4' - W", "R '", d, ""),
             Err(Found::No)
-        ));
-    }
-
-    #[test]
-    fn security_keys_are_read_once() {
-        assert_eq!(
-            unique_kvs(",a=\"1\",UsingPassword=\"0\"", ["UsingPassword"]).ok(),
-            Some([Some("0")])
-        );
-        assert_eq!(
-            unique_kvs("xUsingPassword=\"1\"", ["UsingPassword"]).ok(),
-            Some([None])
-        );
-        assert_eq!(
-            unique_kvs(",B=\"2\",A=\"1\",C=\"open", ["A", "B", "C", "D"]).ok(),
-            Some([Some("1"), Some("2"), None, None])
-        );
-        assert!(matches!(
-            unique_kvs(",A=\"x,B=\"y\",B=\"z\"", ["A", "B"]),
-            Err(Found::Ambiguous(_))
         ));
     }
 }
