@@ -297,10 +297,10 @@ enum Command {
         /// Policy file (TOML or JSON).
         policy: Option<String>,
         /// Asterisk AMI address (host:port).
-        #[arg(long, value_name = "HOST:PORT")]
+        #[arg(long, value_name = "HOST:PORT", env = "PBXFW_AMI")]
         ami: Option<String>,
         /// AMI user.
-        #[arg(long, default_value = "pbxfw")]
+        #[arg(long, default_value = "pbxfw", env = "PBXFW_AMI_USER")]
         ami_user: String,
         /// AMI secret (or $PBXFW_AMI_SECRET).
         #[arg(
@@ -310,15 +310,22 @@ enum Command {
             default_value = ""
         )]
         ami_secret: String,
-        /// Asterisk log file to follow (repeatable).
+        /// Asterisk log file to follow (repeatable). Not followed when AMI is configured,
+        /// unless --log-with-ami: a sender can write into Asterisk's logs (docs/events.md).
         #[arg(long = "log", value_name = "FILE")]
         logs: Vec<PathBuf>,
+        /// Follow the --log files even when AMI is configured.
+        #[arg(long)]
+        log_with_ami: bool,
         /// JSON-lines event file to follow (repeatable).
         #[arg(long = "events", value_name = "FILE")]
         events: Vec<PathBuf>,
-        /// Unix socket accepting JSON-lines events.
+        /// Unix socket accepting JSON-lines events (created 0600: root only).
         #[arg(long, value_name = "PATH")]
         events_socket: Option<PathBuf>,
+        /// Let this group write events to the socket too (mode 0660).
+        #[arg(long, value_name = "GROUP", requires = "events_socket")]
+        events_socket_group: Option<String>,
         /// Where the responsive state is kept across restarts.
         #[arg(long, default_value = "/var/lib/pbxfw/responsive.json")]
         state: PathBuf,
@@ -712,13 +719,18 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         } => {
             let valid = load_valid(policy.as_deref())?;
             let rs = compile(&valid);
+            let sessions = safety::sessions(&admins, &valid.settings.admins);
             if !force {
-                if let Some(msg) =
-                    safety::lockout_message(&rs, &safety::sessions(&admins, &valid.settings.admins))
-                {
+                if let Some(msg) = safety::lockout_message(&rs, &sessions) {
                     return Err(Fail(exit::SAFETY, msg));
                 }
             }
+            // The daemon never bans the sessions an apply came from.
+            let from: Vec<IpAddr> = sessions
+                .iter()
+                .filter(|s| s.from != "settings.admins")
+                .map(|s| s.addr)
+                .collect();
             let kernel = backend.kernel();
             let opts = ApplyOptions {
                 counters,
@@ -727,16 +739,22 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 ..Default::default()
             };
             if let Some(secs) = confirm {
-                let fp =
-                    safety::apply_with_confirm(kernel.as_ref(), backend.arg(), &rs, &opts, secs)
-                        .map_err(|m| {
-                            let code = if m.starts_with("refused") {
-                                exit::SAFETY
-                            } else {
-                                exit::KERNEL
-                            };
-                            Fail(code, m)
-                        })?;
+                let fp = safety::apply_with_confirm(
+                    kernel.as_ref(),
+                    backend.arg(),
+                    &rs,
+                    &opts,
+                    secs,
+                    &from,
+                )
+                .map_err(|m| {
+                    let code = if m.starts_with("refused") {
+                        exit::SAFETY
+                    } else {
+                        exit::KERNEL
+                    };
+                    Fail(code, m)
+                })?;
                 record_discovery()?;
                 println!(
                     "applied: fingerprint {fp}; run `pbxfw confirm` within {secs} s, or it is rolled back"
@@ -744,7 +762,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 return Ok(exit::OK);
             }
             let applied = kernel.apply(&rs, &opts).map_err(kernel_fail)?;
-            safety::record_applied(backend.arg(), &rs).map_err(|m| Fail(exit::IO, m))?;
+            safety::record_applied(backend.arg(), &rs, &from).map_err(|m| Fail(exit::IO, m))?;
             record_discovery()?;
             println!(
                 "applied: fingerprint {} in {:.1} ms",
@@ -960,19 +978,34 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             ami_user,
             ami_secret,
             logs,
+            log_with_ami,
             events,
             events_socket,
+            events_socket_group,
             state,
             tick,
             backend,
             dns,
         } => {
             let valid = load_valid(policy.as_deref())?;
+            let logs = if ami.is_some() && !logs.is_empty() && !log_with_ami {
+                daemon::log_line(&[
+                    ("event", "sources".into()),
+                    (
+                        "detail",
+                        "AMI is configured: the --log files are not followed (a sender can write into Asterisk's logs; --log-with-ami follows them too)".into(),
+                    ),
+                ]);
+                Vec::new()
+            } else {
+                logs
+            };
             let sources = daemon::Sources {
                 ami: ami.map(|a| (a, ami_user, ami_secret)),
                 logs,
                 json_files: events,
                 json_socket: events_socket,
+                json_socket_group: events_socket_group,
             };
             let path = policy.clone();
             let reload = move || load_valid(path.as_deref()).map_err(|Fail(_, m)| m);
@@ -1065,7 +1098,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 Format::Text => daemon::Detail::Summary,
             };
             let read = |f: &PathBuf| {
-                std::fs::read_to_string(f)
+                std::fs::read(f)
                     .map_err(|e| Fail(exit::IO, format!("{}: cannot read: {e}", f.display())))
             };
             let mut leftovers = None;
@@ -1078,14 +1111,18 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             } else {
                 let mut all = Vec::new();
                 let mut records = 0;
+                let mut ambiguous = 0;
                 for f in &files {
-                    let (events, n) = daemon::read_records(&read(f)?, year);
+                    let (events, n, a) = daemon::read_records(&read(f)?, year);
                     records += n;
+                    ambiguous += a;
                     all.extend(events);
                 }
                 // Records of several files interleave by time.
                 all.sort_by_key(|e| e.at.unwrap_or(0));
-                daemon::replay(&valid, all.into_iter(), records, detail)
+                let mut report = daemon::replay(&valid, all.into_iter(), records, detail);
+                report.ambiguous = ambiguous;
+                report
             };
             let elapsed = start.elapsed();
             match format {
@@ -1319,6 +1356,13 @@ fn write_replay(
             out,
             "{} identity report(s) instead of bans (protected or NATed sources)",
             r.reported
+        )?;
+    }
+    if r.ambiguous > 0 {
+        writeln!(
+            out,
+            "{} record(s) ignored: a sender may have written them (see docs/events.md, \"Trust\")",
+            r.ambiguous
         )?;
     }
     Ok(())

@@ -33,6 +33,10 @@ pub struct Applied {
     pub fingerprint: String,
     /// Its IR text.
     pub ir: String,
+    /// The addresses of the sessions that applied it (`SSH_CONNECTION`, `--admin`): the
+    /// daemon never bans them.
+    #[serde(default)]
+    pub sessions: Vec<IpAddr>,
 }
 
 /// An apply waiting for confirmation.
@@ -71,15 +75,25 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Remember `rs` as the last applied ruleset.
-pub fn record_applied(backend: &str, rs: &Ruleset) -> Result<(), String> {
+/// Remember `rs` as the last applied ruleset, applied from `sessions`.
+pub fn record_applied(backend: &str, rs: &Ruleset, sessions: &[IpAddr]) -> Result<(), String> {
     let a = Applied {
         backend: backend.into(),
         fingerprint: rs.fingerprint(),
         ir: rs.to_text(),
+        sessions: sessions.to_vec(),
     };
     state::write(&applied_path(), APPLIED, &a)
         .map_err(|e| format!("{}: {e}", applied_path().display()))
+}
+
+/// The sessions the last apply came from (none when nothing was recorded or it cannot be read).
+pub fn applied_sessions() -> Vec<IpAddr> {
+    state::read::<Applied>(&applied_path(), APPLIED)
+        .ok()
+        .flatten()
+        .map(|a| a.sessions)
+        .unwrap_or_default()
 }
 
 /// The pending confirmation, if any.
@@ -205,6 +219,7 @@ pub fn apply_with_confirm(
     rs: &Ruleset,
     opts: &ApplyOptions,
     seconds: u64,
+    sessions: &[IpAddr],
 ) -> Result<String, String> {
     if let Some(p) = pending()? {
         return Err(format!(
@@ -259,7 +274,7 @@ pub fn apply_with_confirm(
         let _ = state::remove(&pending_path());
         return Err(e.to_string());
     }
-    record_applied(backend_arg, rs)?;
+    record_applied(backend_arg, rs, sessions)?;
     Ok(rs.fingerprint())
 }
 
@@ -439,7 +454,7 @@ pub fn boot(
                     },
                 )
                 .map_err(|e| e.to_string())?;
-            record_applied(backend_arg, rs)?;
+            record_applied(backend_arg, rs, &[])?;
             log(&[("event", "applied"), ("fingerprint", &a.fingerprint)]);
         }
     }

@@ -154,10 +154,20 @@ fn replay_reports_what_would_have_happened() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["banned"]["203.0.113.9"].is_array(), "{v:#}");
     assert!(v["registered"]["300"].is_array(), "{v:#}");
+    assert!(
+        v["banned"]["203.0.113.83"][1]
+            .as_str()
+            .is_some_and(|r| r.contains("attack tool")),
+        "{v:#}"
+    );
+    // The fixture of log lines holds lines a sender could have written: counted, never read.
     let log = root.join("testdata/events/asterisk-full.log");
     let out = pbxfw(&["replay", log.to_str().unwrap(), "--year", "2026"], None);
     let s = text(&out.stdout);
-    assert!(s.contains("would ban") && s.contains("attack tool"), "{s}");
+    assert!(
+        s.contains("security events") && s.contains("record(s) ignored"),
+        "{s}"
+    );
     assert_eq!(
         pbxfw(&["replay", "/nonexistent.log"], None).status.code(),
         Some(3)

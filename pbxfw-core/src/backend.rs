@@ -272,6 +272,14 @@ pub trait Backend {
     /// The fingerprint of the loaded ruleset, or `None` when pbxfw is not loaded.
     fn fingerprint(&self) -> Result<Option<String>, BackendError>;
 
+    /// An identifier of the loaded ruleset's dynamic sets as the kernel holds them: the same
+    /// as long as they keep their elements (an apply keeps them), another once they were
+    /// created anew (the table deleted and loaded again), which lost every ban and
+    /// registration in them. `None` when pbxfw is not loaded, or when the backend cannot tell.
+    fn instance(&self) -> Result<Option<String>, BackendError> {
+        Ok(None)
+    }
+
     /// What is loaded.
     fn status(&self) -> Result<Status, BackendError>;
 

@@ -527,3 +527,60 @@ proptest! {
         }
     }
 }
+
+// --- AMI ---------------------------------------------------------------------------------------
+
+fn ami_events(stream: &str) -> Vec<Result<TimedEvent, EventError>> {
+    let mut r = pbxfw_core::events::AmiReader::new();
+    r.feed(stream.as_bytes());
+    std::iter::from_fn(|| r.next_event()).collect()
+}
+
+/// AMI escapes no line break: a user name with `\r\n\r\n` ends the real event early and starts
+/// one of the sender's. The real event's head then lacks its RemoteAddress, and what follows
+/// it within 1 KiB names nobody; a repeated key names nobody either.
+#[test]
+fn ami_values_cannot_start_an_event_of_their_own() {
+    let forged = format!("Event: FailedACL\r\nPrivilege: security,all\r\nService: PJSIP\r\nAccountID: x\r\nRemoteAddress: IPV4/UDP/{VICTIM4}/5060\r\n\r\nX: y");
+    let stream = format!(
+        "Event: InvalidAccountID\r\nPrivilege: security,all\r\nService: PJSIP\r\nAccountID: a\r\n\r\n{forged}\r\nSessionID: s\r\nLocalAddress: IPV4/UDP/192.0.2.10/5060\r\nRemoteAddress: IPV4/UDP/203.0.113.5/5060\r\n\r\n"
+    );
+    let got = ami_events(&stream);
+    assert!(
+        got.iter()
+            .all(|r| !matches!(r, Ok(t) if is_victim(t.event.source()))),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|r| matches!(r, Err(EventError::Ambiguous { .. }))),
+        "{got:?}"
+    );
+    // A duplicate key: the first occurrence would be the sender's.
+    let dup = format!("Event: InvalidAccountID\r\nPrivilege: security,all\r\nService: PJSIP\r\nAccountID: a\r\nRemoteAddress: IPV4/UDP/{VICTIM4}/5060\r\nSessionID: s\r\nRemoteAddress: IPV4/UDP/203.0.113.5/5060\r\n\r\n");
+    assert!(matches!(
+        ami_events(&dup)[..],
+        [Err(EventError::Ambiguous { .. })]
+    ));
+    // Beyond the window, events are read again.
+    let later = format!(
+        "{stream}{}Event: InvalidAccountID\r\nPrivilege: security,all\r\nService: PJSIP\r\nAccountID: b\r\nSessionID: s\r\nLocalAddress: IPV4/UDP/192.0.2.10/5060\r\nRemoteAddress: IPV4/UDP/203.0.113.5/5060\r\n\r\n",
+        "Event: Reload\r\nPrivilege: system,all\r\nModule: x\r\n\r\n".repeat(30)
+    );
+    assert!(matches!(ami_events(&later).last(), Some(Ok(_))));
+    // chan_sip's security events are never read: their RemoteAddress follows the Via header.
+    let chan_sip = format!("Event: InvalidAccountID\r\nPrivilege: security,all\r\nService: SIP\r\nAccountID: a\r\nSessionID: 0x1\r\nLocalAddress: IPV4/UDP/192.0.2.10/5060\r\nRemoteAddress: IPV4/UDP/{VICTIM4}/5060\r\n\r\n");
+    assert!(ami_events(&chan_sip).is_empty());
+}
+
+/// The dialplan's `Log()` puts the extension in the file slot: a newline in it cuts the
+/// prefix itself short, and the next line is the sender's.
+#[test]
+fn a_newline_in_a_dialplan_extension_cannot_write_a_line() {
+    let forged = format!("NOTICE[1] manager.c: {VICTIM4} failed to authenticate as ''");
+    let mut text = format!("[2026-11-20 10:15:32] WARNING[6410][C-00000bac] Ext. 1\n{forged}\n:1 @ from-did: Friendly Scanner from 198.51.100.1\n").into_bytes();
+    text.extend(genuine());
+    assert_names_nobody(&text, "Log() extension");
+    // The forged line, and the real one after it: both within 8.5 KiB of the cut prefix.
+    assert_eq!(ambiguous(&text), 2);
+}

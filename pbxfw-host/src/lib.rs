@@ -2,6 +2,7 @@
 //! the C API and the Python bindings:
 //!
 //! - [`asterisk`]: the Asterisk configuration directory that discovery reads;
+//! - [`follow`]: following a growing log file as bytes, across rotation, truncation and restarts;
 //! - [`dns`]: the DNS transport (nameservers, UDP and TCP) for hostnames in a policy;
 //! - [`lock`]: the lock file, which refuses `disable` from every front end;
 //! - [`state`]: crash-safe state files (temp file, fsync, rename, fsync of the directory), each
@@ -19,5 +20,6 @@ pub mod boot;
 pub mod custom;
 pub mod dirs;
 pub mod dns;
+pub mod follow;
 pub mod lock;
 pub mod state;

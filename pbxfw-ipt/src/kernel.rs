@@ -710,6 +710,19 @@ impl Backend for Kernel {
         Ok(if v4 == v6 { v4 } else { None })
     }
 
+    /// The `initval` of the machine's IPv4 ban ipset: a random seed the kernel draws when the
+    /// set is created (ipset 7's header), so a set created anew has another.
+    fn instance(&self) -> Result<Option<String>, BackendError> {
+        let name = crate::ipset_name(&pbxfw_core::compile::names::ban(Family::Ipv4));
+        Ok(self.live_sets()?.get(&name).and_then(|s| {
+            s.header
+                .split_whitespace()
+                .skip_while(|w| *w != "initval")
+                .nth(1)
+                .map(str::to_string)
+        }))
+    }
+
     fn status(&self) -> Result<Status, BackendError> {
         let Some(fingerprint) = Backend::fingerprint(self)? else {
             return Ok(Status::not_loaded(BACKEND));

@@ -595,6 +595,35 @@ impl Backend for Kernel {
         Ok(Kernel::fingerprint(self)?)
     }
 
+    /// The kernel's handles of the table and of the machine's IPv4 ban set: a set created
+    /// anew gets another handle, one an apply keeps (dynamic sets are never re-declared)
+    /// keeps its own.
+    fn instance(&self) -> Result<Option<String>, BackendError> {
+        let handle = |items: &[Value], kind: &str, name: &str| {
+            items.iter().find_map(|i| {
+                let o = &i[kind];
+                let table = if kind == "table" {
+                    &o["name"]
+                } else {
+                    &o["table"]
+                };
+                (table.as_str() == Some(self.table.as_str())
+                    && (kind == "table" || o["name"].as_str() == Some(name)))
+                .then(|| o["handle"].as_u64())
+                .flatten()
+            })
+        };
+        let tables = self.json(&["list", "tables", "inet"])?;
+        // Handles of sets count from one in each table: the table's own handle (from a
+        // counter of the whole namespace) tells a table created anew.
+        let Some(table) = handle(&tables, "table", "") else {
+            return Ok(None);
+        };
+        let ban = pbxfw_core::compile::names::ban(pbxfw_core::net::Family::Ipv4);
+        let sets = self.json(&["list", "sets", "inet"])?;
+        Ok(handle(&sets, "set", &ban).map(|set| format!("table {table} set {set}")))
+    }
+
     fn status(&self) -> Result<Status, BackendError> {
         Ok(Kernel::status(self)?)
     }

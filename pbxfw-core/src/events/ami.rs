@@ -64,7 +64,7 @@ pub const DEFAULT_EXPIRES: u32 = 3600;
 /// lacks a field it needs or carries a malformed one.
 pub fn parse_event(block: &str) -> Result<Option<TimedEvent>, EventError> {
     let b = Block(block);
-    let Some(name) = b.get("Event").map_err(|m| err("?", m))? else {
+    let Some(name) = b.get("Event").map_err(|p| err("?", p))? else {
         return Ok(None);
     };
     let kind = classify(name);
@@ -77,13 +77,40 @@ pub fn parse_event(block: &str) -> Result<Option<TimedEvent>, EventError> {
         Kind::Peer => peer(&b),
         Kind::Ignore => Ok(None),
     };
-    result.map_err(|m| err(name, m))
+    result.map_err(|p| err(name, p))
 }
 
-fn err(event: &str, message: String) -> EventError {
-    EventError::Ami {
-        event: clip(event),
-        message,
+fn err(event: &str, problem: Problem) -> EventError {
+    match problem {
+        Problem::Bad(message) => EventError::Ami {
+            event: clip(event),
+            message,
+        },
+        Problem::Ambiguous(message) => EventError::Ambiguous {
+            message: format!("AMI {} event: {message}", clip(event)),
+        },
+    }
+}
+
+/// What is wrong with a block of a kind the firewall reads.
+#[derive(Debug)]
+enum Problem {
+    /// A field is missing or malformed.
+    Bad(String),
+    /// A key appears twice with different values: a value the sender wrote (AMI escapes no
+    /// line break) carried a line of its own.
+    Ambiguous(String),
+}
+
+impl From<String> for Problem {
+    fn from(s: String) -> Problem {
+        Problem::Bad(s)
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(s: &str) -> Problem {
+        Problem::Bad(s.to_string())
     }
 }
 
@@ -109,6 +136,31 @@ fn classify(event: &str) -> Kind {
     }
 }
 
+/// The answer to a `Login` action, from the block that carries it: `Some(Ok(()))` when
+/// accepted (`Response: Success`), `Some(Err(message))` when refused (`Response: Error`,
+/// `Message: Authentication failed`), `None` for a block that is not a response (an event).
+///
+/// ```
+/// use pbxfw_core::events::ami::login_response;
+///
+/// assert_eq!(login_response("Response: Success\r\nMessage: Authentication accepted"), Some(Ok(())));
+/// assert_eq!(
+///     login_response("Response: Error\r\nMessage: Authentication failed"),
+///     Some(Err("Authentication failed".into()))
+/// );
+/// assert_eq!(login_response("Event: FullyBooted\r\nStatus: Fully Booted"), None);
+/// ```
+pub fn login_response(block: &str) -> Option<Result<(), String>> {
+    let b = Block(block);
+    let response = b.get("Response").ok().flatten()?;
+    if response.eq_ignore_ascii_case("Success") {
+        Some(Ok(()))
+    } else {
+        let message = b.get("Message").ok().flatten().unwrap_or(response);
+        Some(Err(clip(message)))
+    }
+}
+
 /// The lines of one block, read without allocating.
 struct Block<'a>(&'a str);
 
@@ -126,17 +178,17 @@ impl<'a> Block<'a> {
     }
 
     /// The value of `key` (case-insensitive); an error if it appears twice with different values.
-    fn get(&self, key: &str) -> Result<Option<&'a str>, String> {
+    fn get(&self, key: &str) -> Result<Option<&'a str>, Problem> {
         let mut found: Option<&'a str> = None;
         for (k, v) in self.pairs() {
             if k.eq_ignore_ascii_case(key) {
                 match found {
                     Some(prev) if prev != v => {
-                        return Err(format!(
+                        return Err(Problem::Ambiguous(format!(
                             "{key} appears twice with different values ({:?} and {:?})",
                             clip(prev),
                             clip(v)
-                        ))
+                        )))
                     }
                     _ => found = Some(v),
                 }
@@ -145,13 +197,14 @@ impl<'a> Block<'a> {
         Ok(found)
     }
 
-    fn require(&self, key: &str) -> Result<&'a str, String> {
-        self.get(key)?.ok_or_else(|| format!("no {key}"))
+    fn require(&self, key: &str) -> Result<&'a str, Problem> {
+        self.get(key)?
+            .ok_or_else(|| Problem::Bad(format!("no {key}")))
     }
 
     /// When the event happened: `EventTV` (security events), else the `Timestamp` that
     /// `timestampevents = yes` in manager.conf adds, else `SessionTV`.
-    fn time(&self) -> Result<Option<u64>, String> {
+    fn time(&self) -> Result<Option<u64>, Problem> {
         for key in ["EventTV", "Timestamp", "SessionTV"] {
             if let Some(v) = self.get(key)? {
                 if let Some(t) = parse_event_time(v) {
@@ -163,7 +216,7 @@ impl<'a> Block<'a> {
     }
 }
 
-fn security(b: &Block<'_>, class: SecurityClass) -> Result<Option<TimedEvent>, String> {
+fn security(b: &Block<'_>, class: SecurityClass) -> Result<Option<TimedEvent>, Problem> {
     let remote = b.require("RemoteAddress")?;
     let fields = SecurityFields {
         class,
@@ -182,7 +235,7 @@ fn security(b: &Block<'_>, class: SecurityClass) -> Result<Option<TimedEvent>, S
     }))
 }
 
-fn contact(b: &Block<'_>) -> Result<Option<TimedEvent>, String> {
+fn contact(b: &Block<'_>) -> Result<Option<TimedEvent>, Problem> {
     // `ContactStatus` events say `ContactStatus:`; `ContactStatusDetail` (the answer to
     // PJSIPShowRegistrationInboundContactStatuses, useful to seed state at start) says `Status:`.
     let status = match b.get("ContactStatus")? {
@@ -249,7 +302,7 @@ fn contact(b: &Block<'_>) -> Result<Option<TimedEvent>, String> {
     Ok(Some(TimedEvent { at, event }))
 }
 
-fn peer(b: &Block<'_>) -> Result<Option<TimedEvent>, String> {
+fn peer(b: &Block<'_>) -> Result<Option<TimedEvent>, Problem> {
     let status = b.require("PeerStatus")?;
     let is = |s: &str| status.eq_ignore_ascii_case(s);
     if !(is("Registered") || is("Unregistered") || is("Unreachable") || is("Rejected")) {
@@ -745,7 +798,16 @@ pub struct AmiReader {
     skipping: bool,
     /// The banner may still come.
     at_start: bool,
+    /// Bytes of the last block handed out, its terminating empty line included.
+    last: usize,
+    /// Blocks that start within this many bytes are suspect (see [`AmiReader::next_event`]).
+    window: usize,
 }
+
+/// How far a sender's line breaks can reach past a malformed block: AMI escapes no value, and
+/// the longest value a sender writes into the events read here (a chan_sip user name) is
+/// 255 bytes.
+const AMI_WINDOW: usize = 1024;
 
 impl Default for AmiReader {
     fn default() -> Self {
@@ -769,6 +831,8 @@ impl AmiReader {
             limit: limit.max(1),
             skipping: false,
             at_start: true,
+            last: 0,
+            window: 0,
         }
     }
 
@@ -821,6 +885,7 @@ impl AmiReader {
             }
             let block = String::from_utf8_lossy(&self.buf[..end]).into_owned();
             self.consume(next);
+            self.last = next;
             return Some(Ok(block));
         }
     }
@@ -828,14 +893,36 @@ impl AmiReader {
     /// The next event the firewall uses, skipping other blocks; `None` until more bytes
     /// arrive. Errors (an oversized block, a malformed security event) are returned in order
     /// and reading can go on after them.
+    ///
+    /// AMI escapes no line break in a value, and some values are the sender's (user names):
+    /// a value with `\r\n\r\n` ends its event early and starts one of the sender's. The real
+    /// event's head then lacks the keys that come after the value (a security event's
+    /// `RemoteAddress`) or repeats one: a block of a kind read here that is malformed or
+    /// repeats a key makes every block that starts within the next 1 KiB suspect, and an
+    /// event read from a suspect block is [`EventError::Ambiguous`].
     pub fn next_event(&mut self) -> Option<Result<TimedEvent, EventError>> {
         loop {
-            match self.next_block()? {
-                Err(e) => return Some(Err(e)),
+            let block = self.next_block()?;
+            let inside = self.window > 0;
+            self.window = self.window.saturating_sub(self.last);
+            match block {
+                Err(e) => {
+                    self.window = AMI_WINDOW;
+                    return Some(Err(e));
+                }
                 Ok(block) => match parse_event(&block) {
+                    Ok(Some(_)) if inside => {
+                        return Some(Err(EventError::Ambiguous {
+                            message: "AMI event right after a malformed one: it may be a sender's"
+                                .into(),
+                        }))
+                    }
                     Ok(Some(ev)) => return Some(Ok(ev)),
                     Ok(None) => continue,
-                    Err(e) => return Some(Err(e)),
+                    Err(e) => {
+                        self.window = AMI_WINDOW;
+                        return Some(Err(e));
+                    }
                 },
             }
         }

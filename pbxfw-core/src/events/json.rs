@@ -37,6 +37,65 @@ pub fn parse_line(line: &str) -> Result<TimedEvent, EventError> {
     Ok(wire.into())
 }
 
+/// Reads a line of a followed file of JSON events: a JSON object that starts the line, or one
+/// that follows exactly a Kamailio log prefix written by the script (`xlog`): ` 0(1234)
+/// NOTICE: <script>: {…}`, possibly after a syslog prefix. The rest of such a file (Kamailio's
+/// own messages, which quote SIP text) is never read: an object anywhere else on a line is
+/// not an event. `Ok(None)` for lines that hold no event.
+pub fn parse_logged_line(line: &str) -> Result<Option<TimedEvent>, EventError> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    if line.starts_with('{') {
+        return parse_line(line).map(Some);
+    }
+    const SCRIPT: &str = "<script>: {";
+    let Some(at) = line.find(SCRIPT) else {
+        return Ok(None);
+    };
+    if !kamailio_prefix(&line[..at]) {
+        return Ok(None);
+    }
+    parse_line(&line[at + SCRIPT.len() - 1..]).map(Some)
+}
+
+/// What Kamailio writes before a message: `N(pid) LEVEL: ` on standard error (`%2d(%d) %s: `),
+/// after a syslog prefix that ends with Kamailio's tag (`… kamailio[1234]: `), or both.
+fn kamailio_prefix(p: &str) -> bool {
+    let Some(p) = p.strip_suffix(": ") else {
+        return false;
+    };
+    let (head, level) = p.rsplit_once(' ').unwrap_or(("", p));
+    if level.is_empty() || !level.bytes().all(|b| b.is_ascii_uppercase()) {
+        return false;
+    }
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let tag = |s: &str| {
+        s.strip_suffix(':').is_some_and(|s| {
+            s.rsplit(' ').next().is_some_and(|t| {
+                t == "kamailio"
+                    || t.strip_prefix("kamailio[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .is_some_and(digits)
+            })
+        })
+    };
+    let head = head.trim_end();
+    // `N(pid)`, and what precedes it: nothing, or a syslog prefix with Kamailio's tag.
+    if let Some(h) = head.strip_suffix(')') {
+        if let Some((h, pid)) = h.rsplit_once('(') {
+            let (before, proc_no) = h.rsplit_once(' ').unwrap_or(("", h));
+            if digits(pid) && digits(proc_no) {
+                let before = before.trim();
+                return before.is_empty() || tag(before);
+            }
+        }
+        return false;
+    }
+    tag(head)
+}
+
 /// One line for `event` (no trailing newline), in the form [`parse_line`] reads.
 pub fn to_line(event: &TimedEvent) -> String {
     serde_json::to_string(event).expect("a TimedEvent always serialises")
@@ -220,6 +279,31 @@ mod tests {
             assert_eq!(parse_line(&line).unwrap(), ev, "{line}");
             // The derived Deserialize of TimedEvent agrees with the mirror.
             assert_eq!(serde_json::from_str::<TimedEvent>(&line).unwrap(), ev);
+        }
+    }
+
+    #[test]
+    fn logged_lines_are_read_only_after_kamailios_own_prefix() {
+        let ev = r#"{"event":"scanner_seen","source":"203.0.113.9"}"#;
+        for ok in [
+            ev.to_string(),
+            format!(" 0(1234) NOTICE: <script>: {ev}"),
+            format!("12(99) ERR: <script>: {ev}"),
+            format!("Nov 20 10:15:32 pbx kamailio[1234]: NOTICE: <script>: {ev}"),
+            format!("Nov 20 10:15:32 pbx kamailio[1234]:  3(1240) NOTICE: <script>: {ev}"),
+        ] {
+            assert!(parse_logged_line(&ok).unwrap().is_some(), "{ok}");
+        }
+        // Kamailio's own messages quote SIP text: an object in them is never an event.
+        for not in [
+            format!(" 0(1234) ERROR: <core> [parser/parse_uri.c:1]: bad uri <script>: {ev}"),
+            format!(" 0(1234) WARNING: tm [t_lookup.c:1]: x {ev}"),
+            format!("Nov 20 10:15:32 pbx sshd[1]: NOTICE: <script>: {ev}"),
+            format!("x 0(1234) NOTICE: <script>: {ev}"),
+            format!("  {ev} trailing"),
+            String::new(),
+        ] {
+            assert_eq!(parse_logged_line(&not), Ok(None), "{not}");
         }
     }
 

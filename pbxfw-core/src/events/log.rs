@@ -121,8 +121,14 @@ enum After {
     Window(u64),
 }
 
-/// The longest run of a sender's bytes one message can put into the log: Asterisk's logger
-/// writes at most 8,191 bytes a message (13.x: 8,191 of message after the prefix).
+/// How far a sender's newline in one of the fields the parser knows can reach: the longest
+/// such field is 255 bytes (a chan_iax2 user name; a decoded extension is at most 79, a
+/// res_pjsip user name 36).
+const FIELD_WINDOW: u64 = 512;
+
+/// How far a sender's newline in text the parser does not know the length of (what the
+/// dialplan logs) can reach: Asterisk's logger writes at most 8,191 bytes a message (13.x:
+/// 8,191 of message after the prefix).
 const LINE_WINDOW: u64 = 8192 + 512;
 
 /// A chan_sip debug dump holds a whole datagram (up to 65,535 bytes) and says nothing of its
@@ -133,14 +139,16 @@ fn read(line: &str, year: i32, utc_offset: i32) -> (Result<Option<TimedEvent>, E
     let Some(h) = header(line, year) else {
         return (Ok(None), unprefixed(line));
     };
+    // A prefix with no `file: ` after it: a dialplan line whose extension (in the file slot)
+    // held a newline. What follows may be the sender's.
     let Some((module, message)) = content(h.body) else {
-        return (Ok(None), After::Nothing);
+        return (Ok(None), After::Window(LINE_WINDOW));
     };
     let message = message.trim_start();
     let found = recognise(h.level, module, message);
     let after = follows(module, message, &found);
     let result = match found {
-        Found::No | Found::Skip => Ok(None),
+        Found::No | Found::Incomplete | Found::Skip => Ok(None),
         Found::Bad(message) => Err(EventError::Log { message }),
         Found::Ambiguous(message) => Err(EventError::Ambiguous { message }),
         Found::Event(event, own_time) => {
@@ -185,8 +193,7 @@ fn unprefixed(line: &str) -> After {
 /// newline, and the lines after it may be the sender's; so may those after a message that
 /// ends with a sender's text, or after a dialplan line nothing tells the end of.
 fn follows(module: &str, m: &str, found: &Found) -> After {
-    let incomplete = matches!(found, Found::No | Found::Bad(_));
-    let window = After::Window(LINE_WINDOW);
+    let window = After::Window(FIELD_WINDOW);
     let starts = |prefixes: &[&str]| prefixes.iter().any(|p| m.starts_with(p));
     match module {
         "res_pjsip_logger.c" => pjsip_dump(m),
@@ -210,40 +217,17 @@ fn follows(module: &str, m: &str, found: &Found) -> After {
         {
             window
         }
-        _ if !incomplete => After::Nothing,
-        module::CHAN_SIP if starts(&["Registration from '", "Call from '", "Registered SIP '"]) => {
+        // A security line that is not exactly Asterisk's may have been cut by a newline.
+        module::SECURITY_LOG if !matches!(found, Found::Event(..) | Found::Skip | Found::No) => {
             window
         }
-        module::PJSIP_DISTRIBUTOR if m.starts_with("Request ") => window,
-        module::PJSIP_SESSION if m.starts_with("Call from '") || m.contains(": Call (") => window,
-        module::CHAN_IAX2
-            if starts(&[
-                "Host ",
-                "No registration for peer '",
-                "Peer '",
-                "Registered IAX2 '",
-            ]) =>
-        {
-            window
+        _ if matches!(found, Found::Incomplete) => window,
+        "pbx.c" if m.starts_with("Executing [") && !m.ends_with(") in new stack") => {
+            After::Window(LINE_WINDOW)
         }
-        module::MANAGER
-            if m.contains(" failed to authenticate as '")
-                || m.contains(" tried to authenticate with nonexistent user '") =>
-        {
-            window
+        _ if module.starts_with("Ext. ") && !matches!(found, Found::Event(..)) => {
+            After::Window(LINE_WINDOW)
         }
-        module::SECURITY_LOG if m.starts_with("SecurityEvent=\"") => window,
-        module::PJSIP_REGISTRAR
-            if starts(&[
-                "Added contact '",
-                "Refreshed contact '",
-                "Removed contact '",
-            ]) =>
-        {
-            window
-        }
-        "pbx.c" if m.starts_with("Executing [") && !m.ends_with(") in new stack") => window,
-        _ if module.starts_with("Ext. ") => window,
         _ => After::Nothing,
     }
 }
@@ -285,7 +269,9 @@ fn pjsip_dump(m: &str) -> After {
 /// - **chan_sip dumps** (`sip set debug on`) do not: every line within 64 KiB after one is
 ///   suspect.
 /// - **A message that may go on past a sender's newline** (see the module docs) makes every
-///   line that starts within the next 8.5 KiB suspect: one message is at most 8,191 bytes.
+///   line that starts within the next 512 bytes suspect (the longest field a sender can put a
+///   newline into is 255 bytes), or 8.5 KiB after dialplan lines (one message is at most
+///   8,191 bytes).
 ///
 /// A suspect line that would be an event is [`EventError::Ambiguous`] instead. The state is
 /// two counters; it serialises, so a follower can persist it with its read offset.
@@ -625,6 +611,9 @@ fn syslog_time(s: &str, year: i32) -> Option<(Stamp, &str)> {
 enum Found {
     /// Not a line of a kind this module knows.
     No,
+    /// The start of a message this module reads that does not end as Asterisk ends it: it
+    /// went on past a newline (see [`Framer`]).
+    Incomplete,
     /// A known kind that asks for nothing (a `ChallengeSent`, a DNS-named contact, …).
     Skip,
     /// The event, with the time the message itself carries (security lines' `EventTV`).
@@ -647,6 +636,7 @@ impl Found {
             (e @ Event(..), _) | (_, e @ Event(..)) => e,
             (b @ Bad(_), _) | (_, b @ Bad(_)) => b,
             (Skip, _) | (_, Skip) => Skip,
+            (Incomplete, _) | (_, Incomplete) => Incomplete,
             (No, No) => No,
         }
     }
@@ -744,14 +734,17 @@ fn cut<'a, const K: usize>(
     delims: [&str; K],
     suffix: &str,
 ) -> Result<([&'a str; K], &'a str), Found> {
-    let body = msg
-        .strip_prefix(prefix)
-        .and_then(|r| r.strip_suffix(suffix))
-        .ok_or(Found::No)?;
+    let rest = msg.strip_prefix(prefix).ok_or(Found::No)?;
+    // A message that starts as this one (its prefix, or its first delimiter when it has no
+    // prefix) but lacks the rest is incomplete, not another message.
+    if prefix.is_empty() && delims.first().is_some_and(|d| find(rest, d).is_none()) {
+        return Err(Found::No);
+    }
+    let body = rest.strip_suffix(suffix).ok_or(Found::Incomplete)?;
     let mut holes = [""; K];
     let mut from = 0;
     for (i, d) in delims.iter().enumerate() {
-        let at = find(body, d).ok_or(Found::No)?;
+        let at = find(body, d).ok_or(Found::Incomplete)?;
         // `d` is ASCII, so `at + 1` is a char boundary.
         if find(&body[at + 1..], d).is_some() {
             return Err(Found::Ambiguous(format!(
@@ -760,7 +753,7 @@ fn cut<'a, const K: usize>(
             )));
         }
         if at < from {
-            return Err(Found::No);
+            return Err(Found::Incomplete);
         }
         holes[i] = &body[from..at];
         from = at + d.len();
@@ -1085,10 +1078,13 @@ const AFTER_REMOTE: [&str; 14] = [
 fn security_line(c: &str) -> Found {
     let rest = get!(c.strip_prefix("SecurityEvent=\""));
     let q = get!(cfind(rest, b'"'));
-    let Some(class) = classify_security(&rest[..q]) else {
-        return Found::Skip;
+    let class = classify_security(&rest[..q]);
+    // An event this parser does not read is skipped; if it is not exactly Asterisk's, what
+    // follows it may be a sender's all the same (the framer opens a window after it).
+    let ambiguous = |why: &str| match class {
+        Some(_) => Found::Ambiguous(format!("security line: {why}")),
+        None => Found::Incomplete,
     };
-    let ambiguous = |why: &str| Found::Ambiguous(format!("security line: {why}"));
     let mut pairs = [("", ""); 24];
     let mut n = 0;
     let mut t = &rest[q + 1..];
@@ -1124,6 +1120,9 @@ fn security_line(c: &str) -> Found {
             return ambiguous("an unknown or repeated key after RemoteAddress");
         }
     }
+    let Some(class) = class else {
+        return Found::Skip;
+    };
     let get = |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
     let fields = SecurityFields {
         class,
@@ -1390,9 +1389,10 @@ mod tests {
             ),
             Err(Found::Ambiguous(_))
         ));
+        // The start of the message without its end: it went on past a newline.
         assert!(matches!(
             cut("R 'a' - b' failed for 'c", "R '", d, ""),
-            Err(Found::No)
+            Err(Found::Incomplete)
         ));
         assert!(matches!(
             cut("X 'a' failed for 'b' - c", "R '", d, ""),
@@ -1401,7 +1401,7 @@ mod tests {
         // The prefix's own quote is not the start of a delimiter: no reading puts one there.
         assert!(matches!(
             cut("R ' failed for '1.2.3.4' - W", "R '", d, ""),
-            Err(Found::No)
+            Err(Found::Incomplete)
         ));
     }
 }

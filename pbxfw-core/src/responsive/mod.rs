@@ -763,6 +763,28 @@ impl Machine {
         v
     }
 
+    /// Take over a ban found in the kernel that the machine does not know (a daemon killed
+    /// after it banned and before it saved its state): the ban lasts `until`. A source this
+    /// machine would never ban is not taken over, nor one it already bans. Returns whether
+    /// it was.
+    pub fn adopt_ban(&mut self, prefix: Prefix, until: u64, now: u64) -> bool {
+        let key = self.key(prefix.addr());
+        if key != prefix || until <= now || self.protection(&prefix.addr(), &key).is_some() {
+            return false;
+        }
+        let n = secs(now);
+        let s = self.sources.entry(Key::of(&key)).or_default();
+        if s.banned_until > n {
+            return false;
+        }
+        s.banned_until = secs(until);
+        s.last_ban = n;
+        s.last_seen = n;
+        s.strikes = s.strikes.max(1);
+        self.bound(now);
+        true
+    }
+
     /// The actions that re-create the current state in empty sets (after a reboot).
     pub fn replay_actions(&self, now: u64) -> Vec<Action> {
         let mut out = Vec::new();
