@@ -267,7 +267,8 @@ pub struct Saved {
 const STATE_KIND: &str = "responsive";
 
 /// Load the daemon's state from `state`, or start fresh when the file does not exist. A file
-/// that exists but cannot be read is an error: starting empty would silently lift every ban.
+/// that exists but cannot be read is an error that names the last good copy, if there is one:
+/// starting empty would silently lift every ban.
 pub fn load_state(state: &Path, config: Config) -> Result<Saved, String> {
     let text = match std::fs::read_to_string(state) {
         Ok(t) => t,
@@ -280,25 +281,68 @@ pub fn load_state(state: &Path, config: Config) -> Result<Saved, String> {
         }
         Err(e) => return Err(format!("{}: {e}", state.display())),
     };
-    // A bare snapshot: what the daemon wrote before its state held more than the machine.
-    if let Ok(mut m) = Machine::restore(&text) {
-        m.reconfigure(config);
+    match parse_saved(&text) {
+        Ok(mut saved) => {
+            saved.machine.reconfigure(config);
+            Ok(saved)
+        }
+        Err(e) => {
+            let mut prev = state.as_os_str().to_owned();
+            prev.push(".prev");
+            let prev = PathBuf::from(prev);
+            let good = std::fs::read_to_string(&prev)
+                .ok()
+                .is_some_and(|t| parse_saved(&t).is_ok());
+            Err(if good {
+                format!(
+                    "{}: {e}; the last good copy is {} (move it into place to use it)",
+                    state.display(),
+                    prev.display()
+                )
+            } else {
+                format!("{}: {e}", state.display())
+            })
+        }
+    }
+}
+
+/// The state as this daemon writes it, or a bare machine snapshot as daemons wrote it before
+/// the state held more than the machine.
+fn parse_saved(text: &str) -> Result<Saved, String> {
+    #[derive(Deserialize)]
+    struct Head {
+        pbxfw_state: Option<String>,
+        version: Option<u64>,
+    }
+    let head: Head = serde_json::from_str(text).map_err(|e| format!("not a state file: {e}"))?;
+    let Some(kind) = head.pbxfw_state else {
+        let machine = Machine::restore(text).map_err(|e| e.to_string())?;
         return Ok(Saved {
-            machine: m,
+            machine,
             files: BTreeMap::new(),
             counters: Counters::default(),
         });
+    };
+    if kind != STATE_KIND {
+        return Err(format!("holds pbxfw state {kind:?}, expected {STATE_KIND:?}"));
     }
-    let saved = pbxfw_host::state::read::<SavedIn>(state, STATE_KIND)
-        .map_err(|e| e.to_string())?
-        .expect("the file exists");
-    let mut machine = Machine::restore(&saved.machine.to_string())
-        .map_err(|e| format!("{}: {e}", state.display()))?;
-    machine.reconfigure(config);
+    if head.version.unwrap_or(0) > u64::from(pbxfw_host::state::VERSION) {
+        return Err(format!(
+            "was written by a newer pbxfw (state version {}, this one reads up to {})",
+            head.version.unwrap_or(0),
+            pbxfw_host::state::VERSION
+        ));
+    }
+    #[derive(Deserialize)]
+    struct Envelope {
+        data: SavedIn,
+    }
+    let env: Envelope = serde_json::from_str(text).map_err(|e| format!("corrupt state: {e}"))?;
+    let machine = Machine::restore(&env.data.machine.to_string()).map_err(|e| e.to_string())?;
     Ok(Saved {
         machine,
-        files: saved.files,
-        counters: saved.counters,
+        files: env.data.files,
+        counters: env.data.counters,
     })
 }
 

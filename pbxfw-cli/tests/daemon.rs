@@ -1,6 +1,6 @@
 //! `pbxfw daemon` event sources against the kernel of a network namespace: an Asterisk AMI
 //! server (login, events, a dropped connection and the reconnect), and an Asterisk log file
-//! followed across a rotation.
+//! followed across rotation, truncation and restarts, and a JSON-lines socket.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -151,8 +151,21 @@ fn ami_events_ban_and_the_connection_is_restored() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The number of events the daemon's state says it acted on.
+fn events_counted(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["data"]["counters"]["events"].as_u64())
+        .unwrap_or(0)
+}
+
+/// An Asterisk log followed through what happens to it: a line that is not UTF-8, a restart
+/// with lines written while the daemon was down, a rotation, a truncation. Every event is
+/// counted exactly once: two failures of a source never ban it (three unknown accounts do),
+/// and the state's counter matches the lines written.
 #[test]
-fn a_log_file_is_followed_across_rotation() {
+fn a_log_file_is_followed_across_rotation_truncation_and_restarts() {
     if skipped() {
         return;
     }
@@ -160,35 +173,79 @@ fn a_log_file_is_followed_across_rotation() {
     let log = dir.join("full");
     std::fs::write(
         &log,
-        "[2026-11-20 10:00:00] NOTICE[1] chan_sip.c: old line before start\n",
+        "[2026-11-20 10:00:00] NOTICE[1] chan_sip.c: old line before the first start\n",
     )
     .unwrap();
-    let _d = daemon(&ns, &dir, &["--log", log.to_str().unwrap()]);
-    std::thread::sleep(Duration::from_millis(800));
-    let append = |path: &PathBuf, addr: &str| {
+    let fail = |path: &PathBuf, addr: &str, n: usize| {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .unwrap();
-        for n in 0..3 {
+        for i in 0..n {
             writeln!(
                 f,
-                "[2026-11-20 10:15:3{n}] NOTICE[1638] chan_sip.c: Registration from '<sip:10{n}@pbx>' failed for '{addr}:5060' - No matching peer found"
+                "[2026-11-20 10:15:3{i}] NOTICE[1638] res_pjsip/pjsip_distributor.c: Request 'REGISTER' from '<sip:10{i}@pbx>' failed for '{addr}:5060' (callid: {i}) - No matching endpoint found"
             )
             .unwrap();
         }
     };
-    append(&log, "198.51.100.61");
+    let mut written = 0u64;
+    let mut expect_count = |n: u64, dir: &Path| {
+        written += n;
+        let want = written;
+        eventually(&format!("{want} events counted"), dir, || {
+            events_counted(dir) == want
+        });
+    };
+    let mut d = Some(daemon(&ns, &dir, &["--log", log.to_str().unwrap()]));
+    std::thread::sleep(Duration::from_millis(800));
+    // A Latin-1 byte (a caller name) is one bad byte, not a reason to stop or start over.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(b"[2026-11-20 10:15:29] VERBOSE[1] pbx.c: Caller 'Jos\xe9' dialled 100\n")
+        .unwrap();
+    fail(&log, "198.51.100.61", 2);
+    expect_count(2, &dir);
+    // A restart reads on from where it stopped: the two are not counted again.
+    drop(d.take());
+    d = Some(daemon(&ns, &dir, &["--log", log.to_str().unwrap()]));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!banned(&ns, "198.51.100.61"), "counted twice");
+    fail(&log, "198.51.100.61", 1);
+    expect_count(1, &dir);
     eventually("ban from the log", &dir, || banned(&ns, "198.51.100.61"));
-    // logrotate: the file is moved away and a new one created.
+    // Written while the daemon is down: read when it is back, once.
+    drop(d.take());
+    fail(&log, "198.51.100.62", 2);
+    d = Some(daemon(&ns, &dir, &["--log", log.to_str().unwrap()]));
+    expect_count(2, &dir);
+    assert!(!banned(&ns, "198.51.100.62"));
+    fail(&log, "198.51.100.62", 1);
+    expect_count(1, &dir);
+    eventually("ban after the restart", &dir, || banned(&ns, "198.51.100.62"));
+    // logrotate: the file is moved away and a new one created; the old file's last lines
+    // and the new file's first both count.
+    fail(&log, "198.51.100.63", 2);
     std::fs::rename(&log, dir.join("full.1")).unwrap();
     std::fs::write(&log, "").unwrap();
-    std::thread::sleep(Duration::from_millis(600));
-    append(&log, "198.51.100.62");
-    eventually("ban from the new file", &dir, || {
-        banned(&ns, "198.51.100.62")
+    fail(&log, "198.51.100.63", 1);
+    expect_count(3, &dir);
+    eventually("ban across the rotation", &dir, || {
+        banned(&ns, "198.51.100.63")
     });
+    // copytruncate: the file is emptied in place and written again.
+    std::fs::write(&log, "").unwrap();
+    fail(&log, "198.51.100.64", 2);
+    expect_count(2, &dir);
+    fail(&log, "198.51.100.64", 1);
+    expect_count(1, &dir);
+    eventually("ban after the truncation", &dir, || {
+        banned(&ns, "198.51.100.64")
+    });
+    drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -211,6 +268,10 @@ fn json_lines_on_a_unix_socket_ban() {
     .unwrap();
     eventually("ban from the socket", &dir, || banned(&ns, "192.0.2.77"));
     let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();
-    assert!(log.contains("bad event line"), "{log}");
+    assert!(log.contains("event=refused") && log.contains("JSON event"), "{log}");
+    // Created 0600 whatever the umask: only root may write events.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
     let _ = std::fs::remove_dir_all(&dir);
 }
