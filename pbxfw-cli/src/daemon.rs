@@ -324,7 +324,9 @@ fn parse_saved(text: &str) -> Result<Saved, String> {
         });
     };
     if kind != STATE_KIND {
-        return Err(format!("holds pbxfw state {kind:?}, expected {STATE_KIND:?}"));
+        return Err(format!(
+            "holds pbxfw state {kind:?}, expected {STATE_KIND:?}"
+        ));
     }
     if head.version.unwrap_or(0) > u64::from(pbxfw_host::state::VERSION) {
         return Err(format!(

@@ -225,7 +225,9 @@ fn a_log_file_is_followed_across_rotation_truncation_and_restarts() {
     assert!(!banned(&ns, "198.51.100.62"));
     fail(&log, "198.51.100.62", 1);
     expect_count(1, &dir);
-    eventually("ban after the restart", &dir, || banned(&ns, "198.51.100.62"));
+    eventually("ban after the restart", &dir, || {
+        banned(&ns, "198.51.100.62")
+    });
     // logrotate: the file is moved away and a new one created; the old file's last lines
     // and the new file's first both count.
     fail(&log, "198.51.100.63", 2);
@@ -268,7 +270,10 @@ fn json_lines_on_a_unix_socket_ban() {
     .unwrap();
     eventually("ban from the socket", &dir, || banned(&ns, "192.0.2.77"));
     let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();
-    assert!(log.contains("event=refused") && log.contains("JSON event"), "{log}");
+    assert!(
+        log.contains("event=refused") && log.contains("JSON event"),
+        "{log}"
+    );
     // Created 0600 whatever the umask: only root may write events.
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;

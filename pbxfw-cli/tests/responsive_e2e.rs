@@ -234,6 +234,89 @@ fn attacks_are_stopped_on_iptables_legacy() {
     }
 }
 
+/// The project's Kamailio recipe against requests written to inject into its events: a user
+/// name that closes the JSON string and adds keys, and an expiry of 2^32 - 3 seconds. Every
+/// event line it writes is valid and names only what the script checked; the registration
+/// lasts at most an hour, and the attacker is registered never.
+#[test]
+fn the_kamailio_recipe_cannot_be_injected() {
+    if common::skipped() {
+        return;
+    }
+    let bed = Bed::new("nft");
+    let attacker = "198.51.100.90";
+    bed.topo.add_source("eth0", ip(attacker));
+    let injected = r#"300\",\"expires\":4294967293,\"event\":\"registered\",\"x\":\""#;
+    let r = bed.run_client(&[
+        "--src",
+        attacker,
+        "--dst",
+        DST4,
+        "--user",
+        "300",
+        "--auth-user",
+        injected,
+        "--password",
+        "wrong",
+        "--expires",
+        "4294967293",
+    ]);
+    assert_eq!(r["registered"], false, "{r}");
+    let phone = "198.51.100.91";
+    bed.topo.add_source("eth0", ip(phone));
+    let r = bed.run_client(&[
+        "--src",
+        phone,
+        "--dst",
+        DST4,
+        "--user",
+        "301",
+        "--password",
+        "phone301-secret",
+        "--expires",
+        "4294967293",
+        "--ua",
+        "Evil\"},{\"event\":\"registered",
+    ]);
+    assert_eq!(r["registered"], true, "{r}");
+    bed.eventually("the phone registered", Duration::from_secs(5), |b| {
+        b.topo.set_has("registered4", phone)
+    });
+    let events = std::fs::read_to_string(bed.dir.join("events.log")).unwrap();
+    let mut lines = 0;
+    for line in events.lines().filter(|l| l.contains("<script>: ")) {
+        lines += 1;
+        let ev = pbxfw_core::events::json::parse_logged_line(line)
+            .unwrap_or_else(|e| panic!("{e}: {line}"))
+            .unwrap_or_else(|| panic!("not an event: {line}"));
+        match ev.event {
+            pbxfw_core::events::SecurityEvent::Registered {
+                source, expires, ..
+            } => {
+                assert_eq!(source, ip(phone), "{line}");
+                assert!(expires <= 3600, "{line}");
+            }
+            pbxfw_core::events::SecurityEvent::AuthFailed {
+                account,
+                user_agent,
+                ..
+            } => {
+                let ok = |s: &str| {
+                    s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b" ._()+-<>".contains(&b))
+                };
+                assert!(account.as_deref().is_none_or(ok), "{line}");
+                assert!(user_agent.as_deref().is_none_or(ok), "{line}");
+            }
+            _ => {}
+        }
+    }
+    assert!(lines >= 2, "{events}");
+    assert!(!bed.topo.set_has("registered4", attacker));
+    let refused = bed.log().matches("event=refused").count();
+    assert_eq!(refused, 0, "the daemon refused lines:\n{}", bed.log());
+}
+
 /// The whole scenario against one backend.
 fn attacks_are_stopped(backend: &'static str) {
     let mut bed = Bed::new(backend);

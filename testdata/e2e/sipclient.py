@@ -24,6 +24,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=0.5)
     ap.add_argument("--ua", default="Yealink SIP-T46S 66.86.0.15")
     ap.add_argument("--expires", type=int, default=600)
+    ap.add_argument("--auth-user", help="the Authorization username as sent (raw, quotes escaped by the caller); default --user")
     a = ap.parse_args()
 
     fam = socket.AF_INET6 if ":" in a.src else socket.AF_INET
@@ -81,7 +82,8 @@ def main():
                 if m:
                     realm, nonce = m.group(1), m.group(2)
                     resp = md5(f"{md5(f'{a.user}:{realm}:{a.password}')}:{nonce}:{md5(f'REGISTER:{uri}')}")
-                    auth = (f'Authorization: Digest username="{a.user}", realm="{realm}", '
+                    auth_user = a.auth_user if a.auth_user is not None else a.user
+                    auth = (f'Authorization: Digest username="{auth_user}", realm="{realm}", '
                             f'nonce="{nonce}", uri="{uri}", response="{resp}", algorithm=MD5')
                     code, _ = request("REGISTER", uri, auth)
             if code == "200":

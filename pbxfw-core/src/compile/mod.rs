@@ -73,6 +73,11 @@ pub mod names {
     pub fn meter(tier: &str, f: Family) -> String {
         format!("meter_{tier}{}", f.suffix())
     }
+    /// Static set of the administrators' addresses (`settings.admins`), which the responsive
+    /// tiers never meter.
+    pub fn admins(f: Family) -> String {
+        format!("admins{}", f.suffix())
+    }
     /// Dynamic set of registered device sources.
     pub fn registered(f: Family) -> String {
         format!("registered{}", f.suffix())
@@ -628,6 +633,33 @@ fn responsive_chain(
             vec![Match::Family(f), Match::Src(set)],
             Verdict::Return,
             "responsive: trunks are never limited or banned",
+        ));
+    }
+    // The administrators (`settings.admins`) are admitted without being metered: an admin
+    // testing a softphone from the office must not ban the office.
+    for f in Family::BOTH {
+        let admins: Vec<Element> = policy
+            .settings
+            .admins
+            .iter()
+            .filter(|a| Family::of(a) == f)
+            .map(|a| (Prefix::host(*a), format!("settings.admins {a}")))
+            .collect();
+        if admins.is_empty() {
+            continue;
+        }
+        let set = names::admins(f);
+        b.static_set(
+            set.clone(),
+            f,
+            "administrators (settings.admins): never metered by the responsive tiers",
+            admins,
+            true,
+        );
+        rules.push(Rule::new(
+            vec![Match::Family(f), Match::Src(set)],
+            Verdict::Accept,
+            "responsive: administrators are never limited or banned (settings.admins)",
         ));
     }
     // Sources the state machine clamped (a phone with a wrong password, a slow cracker): a
