@@ -348,6 +348,21 @@ fn parse_saved(text: &str) -> Result<Saved, String> {
     })
 }
 
+/// What `pbxfw status` shows of the daemon's state at `path`: its counters and how far each
+/// file was read (`None` when there is no state yet, or it cannot be read).
+pub fn state_summary(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let saved = parse_saved(&text).ok()?;
+    let t = now();
+    Some(serde_json::json!({
+        "state": path.display().to_string(),
+        "counters": saved.counters,
+        "bans": saved.machine.bans(t).len(),
+        "tracked": saved.machine.tracked(),
+        "files": saved.files,
+    }))
+}
+
 /// Write the daemon's state atomically (temp file, fsync, rename), keeping the file it
 /// replaces as `NAME.prev` by a hard link (no copy: under a flood the state is megabytes and
 /// written ten times a second).

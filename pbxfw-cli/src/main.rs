@@ -848,6 +848,9 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             let safe_mode = std::fs::read_to_string(safety::marker_path())
                 .ok()
                 .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+            let responsive = daemon::state_summary(
+                &pbxfw_host::dirs::state_dir().join("responsive.json"),
+            );
             match format {
                 Format::Json => {
                     let mut v = serde_json::to_value(&status).expect("serialisable");
@@ -858,6 +861,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     v["safe_mode"] = safe_mode.unwrap_or(serde_json::Value::Null);
                     v["hostnames"] = serde_json::to_value(&hostnames).expect("serialisable");
                     v["discovery"] = discovery.unwrap_or(serde_json::Value::Null);
+                    v["responsive"] = responsive.unwrap_or(serde_json::Value::Null);
                     println!("{v:#}")
                 }
                 Format::Text => {
@@ -874,6 +878,13 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                         );
                     }
                     print_status(&status);
+                    if let Some(r) = &responsive {
+                        let c = &r["counters"];
+                        println!(
+                            "responsive daemon: {} event(s) acted on, {} ambiguous record(s) ignored, {} malformed; {} ban(s) in its state",
+                            c["events"], c["ambiguous"], c["malformed"], r["bans"]
+                        );
+                    }
                     if !hostnames.is_empty() {
                         println!("hostnames:");
                         for l in names::status_lines(&hostnames) {

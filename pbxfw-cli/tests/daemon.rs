@@ -248,6 +248,19 @@ fn a_log_file_is_followed_across_rotation_truncation_and_restarts() {
         banned(&ns, "198.51.100.64")
     });
     drop(d);
+    // `pbxfw status` shows the daemon's counters.
+    let state_dir = dir.join("statedir");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    std::fs::copy(dir.join("state.json"), state_dir.join("responsive.json")).unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_pbxfw")])
+        .args(["status", "--format", "json"])
+        .env("PBXFW_STATE_DIR", &state_dir)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["responsive"]["counters"]["events"], 12, "{v:#}");
+    assert_eq!(v["responsive"]["bans"], 4, "{v:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
