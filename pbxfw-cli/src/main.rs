@@ -848,6 +848,10 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             let safe_mode = std::fs::read_to_string(safety::marker_path())
                 .ok()
                 .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+            let state_problems = std::fs::read_to_string(safety::problems_path())
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .unwrap_or(serde_json::json!([]));
             let responsive = daemon::state_summary(
                 &pbxfw_host::dirs::state_dir().join("responsive.json"),
             );
@@ -862,6 +866,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     v["hostnames"] = serde_json::to_value(&hostnames).expect("serialisable");
                     v["discovery"] = discovery.unwrap_or(serde_json::Value::Null);
                     v["responsive"] = responsive.unwrap_or(serde_json::Value::Null);
+                    v["state_problems"] = state_problems.clone();
                     println!("{v:#}")
                 }
                 Format::Text => {
@@ -869,6 +874,13 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                         println!(
                             "SAFE MODE: {}",
                             m["reason"].as_str().unwrap_or("rules held back")
+                        );
+                    }
+                    for p in state_problems.as_array().into_iter().flatten() {
+                        println!(
+                            "STATE PROBLEM ({}): {}",
+                            p["state"].as_str().unwrap_or("?"),
+                            p["detail"].as_str().unwrap_or("?")
                         );
                     }
                     if let Some(p) = &pending {

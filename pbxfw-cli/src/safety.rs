@@ -426,9 +426,17 @@ pub fn boot(
 ) -> Result<(), String> {
     let uptime = || pbxfw_host::boot::uptime().map_err(|e| format!("uptime: {e}"));
     let boot_id = pbxfw_host::boot::boot_id().map_err(|e| format!("boot id: {e}"))?;
-    let mut h = history()?;
+    // A damaged state file never keeps the firewall from loading: without a history there is
+    // no Safe Mode decision to take (the rules load), without a readable pending confirmation
+    // there is nothing to roll back to. Each problem is logged and shown by `pbxfw status`.
+    let mut h = history().unwrap_or_else(|e| {
+        state_problem("boot history", &e);
+        History::default()
+    });
     let decision = pbxfw_core::safety::safe_mode(h.previous(&boot_id), uptime()?, cfg);
-    seen(&mut h, &boot_id, uptime()?)?;
+    if let Err(e) = seen(&mut h, &boot_id, uptime()?) {
+        state_problem("boot history", &e);
+    }
     if let SafeMode::Hold {
         until_uptime,
         reason,
@@ -442,7 +450,18 @@ pub fn boot(
         let _ = std::fs::remove_file(marker_path());
         log(&[("event", "safe_mode_over")]);
     }
-    match overdue(kernel)? {
+    let overdue = overdue(kernel).unwrap_or_else(|e| {
+        // Kept aside, so that a later apply or rollback is not refused by it.
+        let mut aside = pending_path().into_os_string();
+        aside.push(".damaged");
+        let _ = std::fs::rename(pending_path(), &aside);
+        state_problem(
+            "pending confirmation",
+            &format!("{e}; moved to {}, the policy is loaded instead", Path::new(&aside).display()),
+        );
+        None
+    });
+    match overdue {
         Some(msg) => log(&[("event", "rollback"), ("detail", &msg)]),
         None => {
             let a = kernel
@@ -461,13 +480,36 @@ pub fn boot(
     // Keep the boot's length current until it counts as a good one.
     loop {
         let up = uptime()?;
-        let mut h = history()?;
-        seen(&mut h, &boot_id, up)?;
+        let mut h = history().unwrap_or_default();
+        if let Err(e) = seen(&mut h, &boot_id, up) {
+            state_problem("boot history", &e);
+        }
         if up >= cfg.short_boot {
             return Ok(());
         }
         std::thread::sleep(heartbeat);
     }
+}
+
+/// Where `pbxfw boot` notes the state files it could not use (a reboot clears it).
+pub fn problems_path() -> PathBuf {
+    dirs::run_dir().join("state-problems.json")
+}
+
+/// Log a state file that could not be used and note it for `pbxfw status`.
+fn state_problem(what: &str, detail: &str) {
+    log(&[("event", "state_problem"), ("state", what), ("detail", detail)]);
+    let path = problems_path();
+    let mut list: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    list.push(serde_json::json!({"state": what, "detail": detail}));
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let text = serde_json::to_string(&list).expect("serialisable");
+    let _ = state::write_atomic(&path, text.as_bytes());
 }
 
 fn write_marker(path: &Path, decision: &SafeMode) -> Result<(), String> {

@@ -340,6 +340,43 @@ fn safe_mode_holds_the_rules_after_a_short_boot() {
     wait_for(&h, &fa, Duration::from_secs(5));
 }
 
+/// Damaged boot history and pending confirmation never keep the firewall from loading at
+/// boot: the policy is loaded, and `status` says what could not be used.
+#[test]
+fn damaged_boot_state_still_loads_the_policy() {
+    if common::skipped() {
+        return;
+    }
+    let h = Host::new("damaged");
+    let fa = h.fingerprint_of("a.toml");
+    write(&h.path("boot_id"), "boot-1\n");
+    write(&h.path("uptime"), "700.00 10.00\n");
+    std::fs::create_dir_all(h.path("state")).unwrap();
+    write(&h.path("state/boots.json"), "{\"pbxfw_state\":\"boots\",\"ver");
+    write(&h.path("state/pending.json"), "\u{0}garbage");
+    let out = h
+        .cmd(&["boot", &h.policy("a.toml"), "--heartbeat", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(&h, &fa, Duration::from_secs(5));
+    let status: serde_json::Value =
+        serde_json::from_str(&h.ok(&["status", "--format", "json"])).unwrap();
+    let problems = status["state_problems"].to_string();
+    assert!(
+        problems.contains("boot history") && problems.contains("pending confirmation"),
+        "{status:#}"
+    );
+    assert!(h.ok(&["status"]).contains("STATE PROBLEM"));
+    // The damaged confirmation was moved aside: an apply is not refused by it.
+    assert!(h.path("state/pending.json.damaged").exists());
+    h.ok(&["apply", &h.policy("a.toml")]);
+}
+
 #[test]
 fn sigkill_at_random_points_leaves_the_old_or_the_new_ruleset_and_readable_state() {
     if common::skipped() {
