@@ -852,9 +852,8 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 .ok()
                 .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
                 .unwrap_or(serde_json::json!([]));
-            let responsive = daemon::state_summary(
-                &pbxfw_host::dirs::state_dir().join("responsive.json"),
-            );
+            let responsive =
+                daemon::state_summary(&pbxfw_host::dirs::state_dir().join("responsive.json"));
             match format {
                 Format::Json => {
                     let mut v = serde_json::to_value(&status).expect("serialisable");

@@ -457,7 +457,10 @@ pub fn boot(
         let _ = std::fs::rename(pending_path(), &aside);
         state_problem(
             "pending confirmation",
-            &format!("{e}; moved to {}, the policy is loaded instead", Path::new(&aside).display()),
+            &format!(
+                "{e}; moved to {}, the policy is loaded instead",
+                Path::new(&aside).display()
+            ),
         );
         None
     });
@@ -498,7 +501,11 @@ pub fn problems_path() -> PathBuf {
 
 /// Log a state file that could not be used and note it for `pbxfw status`.
 fn state_problem(what: &str, detail: &str) {
-    log(&[("event", "state_problem"), ("state", what), ("detail", detail)]);
+    log(&[
+        ("event", "state_problem"),
+        ("state", what),
+        ("detail", detail),
+    ]);
     let path = problems_path();
     let mut list: Vec<serde_json::Value> = std::fs::read_to_string(&path)
         .ok()

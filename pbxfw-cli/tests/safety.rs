@@ -352,7 +352,10 @@ fn damaged_boot_state_still_loads_the_policy() {
     write(&h.path("boot_id"), "boot-1\n");
     write(&h.path("uptime"), "700.00 10.00\n");
     std::fs::create_dir_all(h.path("state")).unwrap();
-    write(&h.path("state/boots.json"), "{\"pbxfw_state\":\"boots\",\"ver");
+    write(
+        &h.path("state/boots.json"),
+        "{\"pbxfw_state\":\"boots\",\"ver",
+    );
     write(&h.path("state/pending.json"), "\u{0}garbage");
     let out = h
         .cmd(&["boot", &h.policy("a.toml"), "--heartbeat", "1"])

@@ -76,7 +76,42 @@ fn read_text(path: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+impl Dir {
+    /// Whether `path` (after symbolic links) lies inside the directory. A glob's directory is
+    /// checked, and each file it matches again when read.
+    fn inside(&self, path: &Path) -> bool {
+        let Ok(root) = self.root.canonicalize() else {
+            return false;
+        };
+        match path.canonicalize() {
+            Ok(p) => p.starts_with(&root),
+            // Not there (yet): its directory decides, and reading finds nothing anyway.
+            Err(_) => path
+                .parent()
+                .and_then(|d| d.canonicalize().ok())
+                .is_some_and(|d| d.starts_with(&root)),
+        }
+    }
+}
+
 impl Files for Dir {
+    fn outside(&self, pattern: &str) -> bool {
+        let path = self.resolve(pattern);
+        let probe = if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.contains(['*', '?']))
+        {
+            path.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+                .join(".")
+        } else {
+            path
+        };
+        !self.inside(&probe)
+    }
+
     fn read(&self, pattern: &str) -> Vec<(String, String)> {
         let path = self.resolve(pattern);
         let file = path
@@ -84,6 +119,9 @@ impl Files for Dir {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
         if !file.contains(['*', '?']) {
+            if !self.inside(&path) {
+                return Vec::new();
+            }
             return read_text(&path)
                 .map(|t| vec![(self.display_name(&path), t)])
                 .unwrap_or_default();
@@ -104,6 +142,7 @@ impl Files for Dir {
         names.sort();
         names
             .into_iter()
+            .filter(|p| self.inside(p))
             .filter_map(|p| read_text(&p).map(|t| (self.display_name(&p), t)))
             .collect()
     }
@@ -149,6 +188,50 @@ mod tests {
         assert!(!glob_match("pjsip_custom*.conf", "pjsip.conf"));
         assert!(glob_match("a?c", "abc"));
         assert!(!glob_match("*", ".hidden"));
+    }
+
+    /// `#include` of a file outside the directory, directly, by `..`, through a symbolic link
+    /// or a glob, is never read: its content never reaches the notes or the policy.
+    #[test]
+    fn nothing_outside_the_directory_is_read() {
+        let outer = tempfile::tempdir().unwrap();
+        let secret = outer.path().join("shadow");
+        std::fs::write(&secret, "root:$6$secret:19000:0:99999:7:::\n").unwrap();
+        let root = outer.path().join("asterisk");
+        std::fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink(&secret, root.join("link.conf")).unwrap();
+        std::fs::write(
+            root.join("pjsip.conf"),
+            format!(
+                "[general]\n#include \"{}\"\n#include ../shadow\n#include link.conf\n#include ../sha*\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let d = Dir::new(&root);
+        for p in [
+            secret.to_str().unwrap(),
+            "../shadow",
+            "link.conf",
+            "../sha*",
+        ] {
+            assert!(d.outside(p), "{p}");
+            assert!(d.read(p).is_empty(), "{p}");
+        }
+        assert!(!d.outside("pjsip.conf"));
+        let found = d.discover();
+        let text = format!("{:?}", found);
+        assert!(!text.contains("secret"), "{text}");
+        assert_eq!(
+            found
+                .notes
+                .iter()
+                .filter(|n| n.message.contains("outside the configuration directory"))
+                .count(),
+            4,
+            "{:?}",
+            found.notes
+        );
     }
 
     #[test]

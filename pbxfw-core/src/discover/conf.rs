@@ -113,6 +113,14 @@ pub trait Files {
     /// The files matching `pattern` (a name relative to the configuration directory, possibly
     /// an absolute path or a glob), each as (name, text), sorted by name. Empty when none.
     fn read(&self, pattern: &str) -> Vec<(String, String)>;
+
+    /// Whether `pattern` names something outside the configuration directory, which is never
+    /// read: the files are writable by the PBX's user, and an `#include "/etc/shadow"` must
+    /// not print another file's content into a policy's notes.
+    fn outside(&self, pattern: &str) -> bool {
+        let _ = pattern;
+        false
+    }
 }
 
 /// Includes deeper than this are refused (Asterisk has no limit, but loops must end).
@@ -257,6 +265,13 @@ impl Parser<'_> {
                     self.note(
                         Some(origin),
                         format!("#{w} {arg}: includes nested deeper than {MAX_DEPTH}; not read"),
+                    );
+                    return;
+                }
+                if self.files.outside(arg) {
+                    self.note(
+                        Some(origin),
+                        format!("#{w} {arg}: outside the configuration directory; not read"),
                     );
                     return;
                 }

@@ -323,12 +323,40 @@ pub fn merge(doc: &mut Value, d: &Discovery) -> Vec<Diagnostic> {
         }) {
             continue;
         }
+        if let Some(p) = too_wide(&t.value.host) {
+            warnings.push(Diagnostic {
+                path: "pbx.discover".into(),
+                severity: Severity::Error,
+                value: Some(t.value.host.clone()),
+                message: format!(
+                    "{proto} trunk {} at {}: {p} holds more than a /{MAX_TRUNK_V4} (IPv4) or /{MAX_TRUNK_V6} (IPv6): every source in it would be a trunk, never metered nor banned. Not taken from Asterisk's configuration (which the PBX's user can write); name it in [[pbx.trunks]] if it is meant",
+                    t.value.name, t.origin
+                ),
+            });
+            continue;
+        }
         trunks.push(trunk_value(t));
     }
     if trunks.is_empty() {
         pbx.remove("trunks");
     }
     warnings
+}
+
+/// The widest IPv4 network a discovered trunk may be (a provider's range is a /24 or a /22 at
+/// most; `match=0.0.0.0/1,128.0.0.0/1` would make every source a trunk).
+pub const MAX_TRUNK_V4: u8 = 16;
+/// The widest IPv6 network a discovered trunk may be.
+pub const MAX_TRUNK_V6: u8 = 32;
+
+/// The network of `host` when it is wider than a discovered trunk may be.
+fn too_wide(host: &str) -> Option<crate::net::Prefix> {
+    let (p, _) = crate::net::Prefix::parse_lenient(host).ok()?;
+    let limit = match p.family() {
+        crate::net::Family::Ipv4 => MAX_TRUNK_V4,
+        crate::net::Family::Ipv6 => MAX_TRUNK_V6,
+    };
+    (p.prefix_len() < limit).then_some(p)
 }
 
 fn compact(v: &Value) -> String {
@@ -411,5 +439,38 @@ mod tests {
         let v = Policy::from_value(doc).validate().unwrap();
         assert_eq!(v.pbx.trunks.len(), 2);
         assert_eq!(v.services["pjsip"].ports[0].to_string(), "udp/5070");
+    }
+
+    /// `match=0.0.0.0/1,128.0.0.0/1` in a file the PBX's user can write would make every IPv4
+    /// source a trunk: an error, unless the policy names that trunk itself.
+    #[test]
+    fn a_trunk_wider_than_the_bound_is_an_error_unless_the_policy_names_it() {
+        let conf = "[wide]\ntype=identify\nendpoint=wide\nmatch=0.0.0.0/1,128.0.0.0/1,2001::/16,203.0.113.0/24\n";
+        let d = crate::discover::discover_text("pjsip.conf", conf);
+        let mut p = Policy::from_toml("").unwrap();
+        p.merge_discovery(&d);
+        let errors = p.validate().unwrap_err();
+        let text = errors.to_string();
+        assert_eq!(
+            errors
+                .0
+                .iter()
+                .filter(|e| e.severity == Severity::Error)
+                .count(),
+            3,
+            "{text}"
+        );
+        assert!(
+            text.contains("0.0.0.0/1") && text.contains("never metered"),
+            "{text}"
+        );
+        // Named by the policy itself: taken as written.
+        let mut p = Policy::from_toml(
+            "[[pbx.trunks]]\nname = \"all\"\nprotocol = \"pjsip\"\nhost = \"0.0.0.0/1\"\n[[pbx.trunks]]\nname = \"all2\"\nprotocol = \"pjsip\"\nhost = \"128.0.0.0/1\"\n[[pbx.trunks]]\nname = \"v6\"\nprotocol = \"pjsip\"\nhost = \"2001::/16\"\n",
+        )
+        .unwrap();
+        p.merge_discovery(&d);
+        let v = p.validate().unwrap();
+        assert_eq!(v.pbx.trunks.len(), 4);
     }
 }

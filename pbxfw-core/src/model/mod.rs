@@ -632,7 +632,8 @@ impl Policy {
     }
 
     /// Merge what discovery found into the policy; explicit entries win and each disagreement
-    /// becomes a warning of the next [`Policy::validate`].
+    /// becomes a warning of the next [`Policy::validate`]. A discovered trunk wider than
+    /// [`crate::discover::MAX_TRUNK_V4`] / [`crate::discover::MAX_TRUNK_V6`] is an error of it.
     pub fn merge_discovery(&mut self, found: &crate::discover::Discovery) {
         let w = crate::discover::merge(&mut self.doc, found);
         self.merged.extend(w);
@@ -645,7 +646,16 @@ impl Policy {
 
     /// Check everything; return a [`ValidPolicy`] (carrying any warnings) or every diagnostic.
     pub fn validate(&self) -> Result<ValidPolicy, crate::Diagnostics> {
+        let merge_errors = self
+            .merged
+            .iter()
+            .any(|d| d.severity == crate::diag::Severity::Error);
         match decode::validate(&self.doc) {
+            Ok(v) if merge_errors => {
+                let mut all = self.merged.clone();
+                all.extend(v.warnings);
+                Err(crate::Diagnostics(all))
+            }
             Ok(mut v) => {
                 v.warnings.splice(0..0, self.merged.iter().cloned());
                 Ok(v)
