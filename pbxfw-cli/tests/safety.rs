@@ -512,6 +512,34 @@ fn custom_rules_are_checked_then_loaded_into_their_chain() {
     assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stderr).contains("custom rules were refused"));
     assert_eq!(topo.probe(&api), Some(FinalVerdict::Accept));
+    // A file that closes the chain to run commands of its own is refused before the kernel
+    // sees it: every line is a rule of the custom chain, or nothing loads.
+    let other = topo.pbx.exec_stdin(
+        &["nft", "-f", "/dev/stdin"],
+        "table inet someone_else {\n chain c {\n type filter hook input priority 10;\n }\n}\n",
+    );
+    assert!(other.status.success());
+    for escape in [
+        "tcp dport 8443 accept\n}\n}\nflush ruleset\n",
+        "tcp dport 8443 accept; flush ruleset\n",
+        "delete table inet someone_else\n",
+        "table inet x { chain y { } }\n",
+        "tcp dport { 1, 2 accept\n",
+    ] {
+        write(&file, escape);
+        let out = run(&topo.pbx.name, &["apply", &policy]);
+        assert_eq!(out.status.code(), Some(5), "{escape}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("custom rules were refused"),
+            "{escape}"
+        );
+        let tables = topo.pbx.exec(&["nft", "list", "tables"]);
+        assert!(
+            String::from_utf8_lossy(&tables.stdout).contains("someone_else"),
+            "{escape}: another table was touched"
+        );
+        assert_eq!(topo.probe(&api), Some(FinalVerdict::Accept), "{escape}");
+    }
 
     // iptables: rule arguments, `-6 ` for one family; a line naming a chain is refused.
     let ipt = custom.path().join("custom.iptables");

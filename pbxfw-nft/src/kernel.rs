@@ -209,11 +209,10 @@ impl Kernel {
             text.push_str(&seed_line(rs, &self.table, set, elems)?);
         }
         if let Some(custom) = &opts.custom {
-            text.push_str(&format!(
-                "table inet {t} {{\n\tchain {c} {{\n{custom}\n\t}}\n}}\n",
-                t = self.table,
-                c = pbxfw_core::compile::names::CUSTOM
-            ));
+            let rules = custom_rules(&self.table, custom).map_err(|m| ApplyError::Load {
+                stderr: format!("the custom rules were refused, nothing changed: {m}"),
+            })?;
+            text.push_str(&rules);
             // Checked on its own first, so that a mistake in them is reported as theirs.
             if let Err(e) = self.nft(&["-c", "-f", "/dev/stdin"], Some(&text)) {
                 return Err(ApplyError::Load {
@@ -538,6 +537,60 @@ impl From<KernelError> for BackendError {
 
 /// The errno of a removal of an absent element.
 const ENOENT: i32 = 2;
+
+/// The custom rules file's lines as rules of the `custom` chain: each rule line becomes
+/// `add rule inet TABLE custom LINE`, so no line can leave the chain. A line that is a command
+/// of its own (`table`, `flush`, `delete`, …), that holds a `;` (which ends an nft command and
+/// starts another), whose braces do not balance, or that goes on to the next line, is refused
+/// with its number. Empty lines and `#` comments are skipped.
+pub fn custom_rules(table: &str, text: &str) -> Result<String, String> {
+    const COMMANDS: &[&str] = &[
+        "add", "chain", "create", "define", "delete", "describe", "destroy", "export", "flowtable",
+        "flush", "get", "import", "include", "insert", "list", "map", "monitor", "rename",
+        "replace", "reset", "set", "table",
+    ];
+    let mut out = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let n = i + 1;
+        let first = line.split_whitespace().next().unwrap_or("");
+        if COMMANDS.contains(&first.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "line {n}: `{first}` is a command, not a rule of the custom chain"
+            ));
+        }
+        if line.contains(';') {
+            return Err(format!(
+                "line {n}: `;` would end the rule and start another command"
+            ));
+        }
+        if line.ends_with('\\') {
+            return Err(format!("line {n}: a rule is one line"));
+        }
+        let mut depth = 0i32;
+        for c in line.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => {}
+            }
+            if depth < 0 {
+                break;
+            }
+        }
+        if depth != 0 {
+            return Err(format!("line {n}: its braces do not balance"));
+        }
+        out.push_str(&format!(
+            "add rule inet {table} {} {line}\n",
+            pbxfw_core::compile::names::CUSTOM
+        ));
+    }
+    Ok(out)
+}
 
 impl Backend for Kernel {
     fn name(&self) -> &'static str {
