@@ -85,7 +85,8 @@ typedef struct pbxfw_error pbxfw_error;
 typedef struct pbxfw_policy pbxfw_policy;
 
 /*
- The responsive layer's state machine.
+ The responsive layer's state machine. Calls on one handle from several threads are
+ serialised by a lock inside it.
  */
 typedef struct pbxfw_responsive pbxfw_responsive;
 
@@ -144,11 +145,12 @@ const char *pbxfw_version(void);
 /*
  Parse and validate a policy. On success `*out` is a new policy the caller frees with
  [`pbxfw_policy_free`]. An invalid policy gives `PBXFW_ERR_INVALID` and, in `*err`, every
- diagnostic.
+ diagnostic. `format` is a `pbxfw_format` (passed as an integer: any other value gives
+ `PBXFW_ERR_ARGUMENT`, never undefined behaviour).
  */
 pbxfw_result pbxfw_policy_parse(const char *text,
                                 size_t len,
-                                pbxfw_format format,
+                                uint32_t format,
                                 pbxfw_policy **out,
                                 pbxfw_error **err);
 

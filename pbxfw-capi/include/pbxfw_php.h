@@ -47,7 +47,7 @@ const char *pbxfw_version(void);
 
 pbxfw_result pbxfw_policy_parse(const char *text,
                                 size_t len,
-                                pbxfw_format format,
+                                uint32_t format,
                                 pbxfw_policy **out,
                                 pbxfw_error **err);
 

@@ -100,9 +100,24 @@ pub struct pbxfw_policy {
     ruleset: Ruleset,
 }
 
-/// The responsive layer's state machine.
+/// The responsive layer's state machine. Calls on one handle from several threads are
+/// serialised by a lock inside it.
 pub struct pbxfw_responsive {
-    machine: Machine,
+    machine: std::sync::Mutex<Machine>,
+}
+
+impl pbxfw_responsive {
+    fn new(machine: Machine) -> pbxfw_responsive {
+        pbxfw_responsive {
+            machine: std::sync::Mutex::new(machine),
+        }
+    }
+
+    /// The machine, locked. A panic while it was held (a bug, reported as `PBXFW_ERR_PANIC`)
+    /// leaves it usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Machine> {
+        self.machine.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 struct Failure {
@@ -175,11 +190,6 @@ fn object<'a, T>(ptr: *const T, what: &str) -> Result<&'a T, Failure> {
     // SAFETY: non-NULL pointers come from this library's constructors and are alive until the
     // caller frees them.
     unsafe { ptr.as_ref() }.ok_or_else(|| null(what))
-}
-
-fn object_mut<'a, T>(ptr: *mut T, what: &str) -> Result<&'a mut T, Failure> {
-    // SAFETY: as in `object`; the caller does not use the object from two threads at once.
-    unsafe { ptr.as_mut() }.ok_or_else(|| null(what))
 }
 
 /// Write `value` through the out-pointer `out`.
@@ -321,12 +331,13 @@ pub extern "C" fn pbxfw_version() -> *const c_char {
 
 /// Parse and validate a policy. On success `*out` is a new policy the caller frees with
 /// [`pbxfw_policy_free`]. An invalid policy gives `PBXFW_ERR_INVALID` and, in `*err`, every
-/// diagnostic.
+/// diagnostic. `format` is a `pbxfw_format` (passed as an integer: any other value gives
+/// `PBXFW_ERR_ARGUMENT`, never undefined behaviour).
 #[no_mangle]
 pub extern "C" fn pbxfw_policy_parse(
     text: *const c_char,
     len: usize,
-    format: pbxfw_format,
+    format: u32,
     out: *mut *mut pbxfw_policy,
     err: *mut *mut pbxfw_error,
 ) -> pbxfw_result {
@@ -334,8 +345,14 @@ pub extern "C" fn pbxfw_policy_parse(
         check_out(out, "out")?;
         let t = self::text(text, len, "text")?;
         let mut parsed = match format {
-            pbxfw_format::PBXFW_FORMAT_TOML => pbxfw_core::Policy::from_toml(t),
-            pbxfw_format::PBXFW_FORMAT_JSON => pbxfw_core::Policy::from_json(t),
+            f if f == pbxfw_format::PBXFW_FORMAT_TOML as u32 => pbxfw_core::Policy::from_toml(t),
+            f if f == pbxfw_format::PBXFW_FORMAT_JSON as u32 => pbxfw_core::Policy::from_json(t),
+            other => {
+                return Err(Failure::new(
+                    PBXFW_ERR_ARGUMENT,
+                    format!("format {other} is not a pbxfw_format (0: TOML, 1: JSON)"),
+                ))
+            }
         }
         .map_err(|e| Failure::new(PBXFW_ERR_PARSE, e.to_string()))?;
         // `pbx.discover`: the PBX's own configuration joins the policy, as on the command line.
@@ -653,7 +670,7 @@ pub extern "C" fn pbxfw_responsive_new(
         check_out(out, "out")?;
         let p = object(policy, "policy")?;
         let machine = Machine::new(Config::from_policy(&p.valid));
-        put(out, Box::into_raw(Box::new(pbxfw_responsive { machine })));
+        put(out, Box::into_raw(Box::new(pbxfw_responsive::new(machine))));
         Ok(())
     })
 }
@@ -674,7 +691,7 @@ pub extern "C" fn pbxfw_responsive_restore(
         let mut machine = Machine::restore(text(snapshot, snapshot_len, "snapshot")?)
             .map_err(|e| Failure::new(PBXFW_ERR_STATE, e.to_string()))?;
         machine.reconfigure(Config::from_policy(&p.valid));
-        put(out, Box::into_raw(Box::new(pbxfw_responsive { machine })));
+        put(out, Box::into_raw(Box::new(pbxfw_responsive::new(machine))));
         Ok(())
     })
 }
@@ -699,7 +716,7 @@ pub extern "C" fn pbxfw_responsive_on_event(
 ) -> pbxfw_result {
     guard(err, || {
         check_out(actions, "actions")?;
-        let r = object_mut(responsive, "responsive")?;
+        let r = object(responsive, "responsive")?;
         let timed = pbxfw_core::events::json::parse_line(text(event, event_len, "event")?)
             .map_err(|e| Failure::new(PBXFW_ERR_ARGUMENT, format!("event: {e}")))?;
         let t = match (now, timed.at) {
@@ -712,7 +729,8 @@ pub extern "C" fn pbxfw_responsive_on_event(
             }
             (t, _) => t,
         };
-        put(actions, json_buf(&r.machine.on_event(&timed.event, t))?);
+        let done = r.lock().on_event(&timed.event, t);
+        put(actions, json_buf(&done)?);
         Ok(())
     })
 }
@@ -727,8 +745,9 @@ pub extern "C" fn pbxfw_responsive_tick(
 ) -> pbxfw_result {
     guard(err, || {
         check_out(actions, "actions")?;
-        let r = object_mut(responsive, "responsive")?;
-        put(actions, json_buf(&r.machine.tick(now))?);
+        let r = object(responsive, "responsive")?;
+        let done = r.lock().tick(now);
+        put(actions, json_buf(&done)?);
         Ok(())
     })
 }
@@ -745,7 +764,7 @@ pub extern "C" fn pbxfw_responsive_bans(
         check_out(out, "out")?;
         let r = object(responsive, "responsive")?;
         let bans: Vec<serde_json::Value> = r
-            .machine
+            .lock()
             .bans(now)
             .into_iter()
             .map(|(p, until)| serde_json::json!({"prefix": p.to_string(), "until": until}))
@@ -765,7 +784,8 @@ pub extern "C" fn pbxfw_responsive_snapshot(
     guard(err, || {
         check_out(out, "out")?;
         let r = object(responsive, "responsive")?;
-        put(out, buf(r.machine.snapshot().into_bytes()));
+        let snapshot = r.lock().snapshot();
+        put(out, buf(snapshot.into_bytes()));
         Ok(())
     })
 }

@@ -41,7 +41,7 @@ fn c_suite_passes_and_valgrind_is_clean() {
         ))
         .args(["--cflags", "--libs", "pbxfw"]));
     run(Command::new("gcc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pthread"])
         .arg(testdata_define(&crate_dir))
         .arg(crate_dir.join("tests/c/test_capi.c"))
         .args(flags.split_whitespace())

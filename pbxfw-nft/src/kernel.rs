@@ -545,9 +545,28 @@ const ENOENT: i32 = 2;
 /// with its number. Empty lines and `#` comments are skipped.
 pub fn custom_rules(table: &str, text: &str) -> Result<String, String> {
     const COMMANDS: &[&str] = &[
-        "add", "chain", "create", "define", "delete", "describe", "destroy", "export", "flowtable",
-        "flush", "get", "import", "include", "insert", "list", "map", "monitor", "rename",
-        "replace", "reset", "set", "table",
+        "add",
+        "chain",
+        "create",
+        "define",
+        "delete",
+        "describe",
+        "destroy",
+        "export",
+        "flowtable",
+        "flush",
+        "get",
+        "import",
+        "include",
+        "insert",
+        "list",
+        "map",
+        "monitor",
+        "rename",
+        "replace",
+        "reset",
+        "set",
+        "table",
     ];
     let mut out = String::new();
     for (i, raw) in text.lines().enumerate() {

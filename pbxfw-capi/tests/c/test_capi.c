@@ -3,6 +3,7 @@
 
 #include "pbxfw.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,12 @@ static void test_invalid_policies(void) {
   pbxfw_buf_free(&d);
   pbxfw_error_free(&err);
 
+  /* A format that is no pbxfw_format is an argument error, never undefined behaviour. */
+  CHECK(pbxfw_policy_parse("", 0, 7, &p, &err) == PBXFW_ERR_ARGUMENT);
+  CHECK(strstr(pbxfw_error_message(err), "not a pbxfw_format") != NULL);
+  pbxfw_error_free(&err);
+  CHECK(pbxfw_policy_parse("", 0, 0xffffffffu, &p, &err) == PBXFW_ERR_ARGUMENT);
+  pbxfw_error_free(&err);
   CHECK(pbxfw_policy_parse("[x", 2, PBXFW_FORMAT_TOML, &p, &err) == PBXFW_ERR_PARSE);
   CHECK(strstr(pbxfw_error_message(err), "TOML syntax error") != NULL);
   CHECK(pbxfw_error_diagnostics(err, &d) == PBXFW_OK);
@@ -258,6 +265,53 @@ static void test_responsive(void) {
   pbxfw_policy_free(&p);
 }
 
+/* One responsive handle and one policy used by several threads at once: calls on the handle
+ * are serialised inside it, and every event is counted once. */
+struct worker {
+  pbxfw_responsive *r;
+  int id;
+  size_t bans;
+};
+
+static void *feed(void *arg) {
+  struct worker *w = arg;
+  char event[256];
+  for (int i = 0; i < 300; i++) {
+    int n = snprintf(event, sizeof event,
+                     "{\"event\":\"auth_failed\",\"source\":\"203.0.%d.%d\","
+                     "\"reason\":\"unknown_account\",\"account\":\"1\"}",
+                     w->id, i / 3);
+    pbxfw_buf a = {NULL, 0};
+    if (pbxfw_responsive_on_event(w->r, event, (size_t)n, 1795000000, &a, NULL) != PBXFW_OK) {
+      return NULL;
+    }
+    w->bans += count(&a, "\"action\":\"ban\"");
+    pbxfw_buf_free(&a);
+  }
+  return NULL;
+}
+
+static void test_threads(void) {
+  pbxfw_policy *p = parse(POLICY, PBXFW_FORMAT_TOML);
+  pbxfw_responsive *r = NULL;
+  CHECK(pbxfw_responsive_new(p, &r, NULL) == PBXFW_OK);
+  pthread_t t[4];
+  struct worker w[4];
+  for (int i = 0; i < 4; i++) {
+    w[i] = (struct worker){r, i + 1, 0};
+    CHECK(pthread_create(&t[i], NULL, feed, &w[i]) == 0);
+  }
+  size_t bans = 0;
+  for (int i = 0; i < 4; i++) {
+    CHECK(pthread_join(t[i], NULL) == 0);
+    bans += w[i].bans;
+  }
+  /* Each thread's 100 sources fail three times: every one of the 400 is banned once. */
+  CHECK(bans == 400);
+  pbxfw_responsive_free(&r);
+  pbxfw_policy_free(&p);
+}
+
 /* Discovery: the FreePBX tree of testdata/asterisk, a directory without Asterisk files, and a
  * policy whose pbx.discover merges it. */
 static void test_discover(void) {
@@ -290,6 +344,7 @@ int main(void) {
   test_policy();
   test_invalid_policies();
   test_responsive();
+  test_threads();
   test_discover();
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);
