@@ -2,6 +2,7 @@
 //! in `testdata/asterisk` (golden output), the discovered policy in the kernel with real
 //! packets, and hostnames kept fresh from a real DNS server (dnsmasq) without reloads.
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -622,4 +623,93 @@ fn the_daemon_follows_an_apply_that_adds_a_hostname() {
     eprintln!("a new hostname reached the kernel {took:?} after apply");
     let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
     assert!(log.contains("event=reload"), "{log}");
+}
+
+/// A trunk given by hostname, resolved through a real DNS server, is protected like one given
+/// by address: events that name it (forged JSON events with an attack tool's User-Agent, and an
+/// Asterisk log line whose Call-ID frames it) never ban it, each refusal is reported naming the
+/// trunk, and a flood from its own address on the signalling port is never metered or banned.
+#[test]
+fn a_hostname_trunk_survives_framing_and_its_own_flood() {
+    if skipped() {
+        return;
+    }
+    let trunk = "192.0.2.41";
+    let (dir, _, hosts) = dns_case(
+        "[interfaces]\neth0 = \"internet\"\n\n[[pbx.trunks]]\nname = \"carrier\"\nprotocol = \"pjsip\"\nhost = \"carrier.ddns.test\"\n",
+        &format!("{trunk} carrier.ddns.test\n"),
+    );
+    let d = dir.path();
+    let mut topo = Topology::new("trunkdns", &["eth0".to_string()]);
+    let _dns = dnsmasq(&topo.pbx, &hosts, &[]);
+    let state = d.join("state");
+    ok(&topo.pbx.exec_env(
+        &[("PBXFW_STATE_DIR", state.to_str().unwrap())],
+        &[
+            env!("CARGO_BIN_EXE_pbxfw"),
+            "apply",
+            d.join("pbxfw.toml").to_str().unwrap(),
+        ],
+    ));
+    let events = d.join("events.jsonl");
+    let log = d.join("full");
+    std::fs::write(&events, "").unwrap();
+    std::fs::write(&log, "").unwrap();
+    let _daemon = daemon(
+        &topo.pbx,
+        d,
+        &[
+            "--dns-server",
+            "127.0.0.1:5353",
+            "--events",
+            events.to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+        ],
+    );
+    within("the trunk resolved", d, Duration::from_secs(5), || {
+        set_elements(&topo.pbx, "trunk_pjsip_dns4").contains(trunk)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // Framing: an attack tool's User-Agent bans at once; three unknown accounts ban too.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&events)
+        .unwrap();
+    for i in 0..5 {
+        writeln!(
+            f,
+            "{{\"event\":\"auth_failed\",\"source\":\"{trunk}\",\"reason\":\"unknown_account\",\"account\":\"{i}\",\"user_agent\":\"sipvicious\"}}"
+        )
+        .unwrap();
+    }
+    let mut l = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(
+        l,
+        "[2026-11-20 10:15:32] NOTICE[1] res_pjsip/pjsip_distributor.c: Request 'REGISTER' from '<sip:1@pbx>' failed for '203.0.113.66:5060' (callid: z' failed for '{trunk}:5060' (callid: q) - No matching endpoint found"
+    )
+    .unwrap();
+    within("the refusal reported", d, Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default();
+        text.contains("action=report") && text.contains("not banned: trunk carrier")
+    });
+    // The trunk floods its own signalling port: trunks never reach the meters.
+    let src: IpAddr = trunk.parse().unwrap();
+    topo.add_source("eth0", src);
+    topo.send_udp("eth0", src, 5060, 5060, 300, Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(500));
+    for set in ["ban4", "tier_ban4", "clamped4"] {
+        assert!(!topo.set_has(set, trunk), "the trunk is in {set}");
+    }
+    // The probe gives the client the address again itself.
+    topo.client("eth0")
+        .run(&["ip", "addr", "del", &format!("{trunk}/32"), "dev", "c0"]);
+    let got = topo.probe(&Packet::new("eth0", src, Proto::Udp, Some(5060)));
+    assert_eq!(got, Some(FinalVerdict::Accept));
+    let text = std::fs::read_to_string(d.join("daemon.log")).unwrap();
+    assert!(!text.contains("action=ban"), "{text}");
+    assert!(
+        text.contains("event=refused"),
+        "the framing line was not refused:\n{text}"
+    );
 }
