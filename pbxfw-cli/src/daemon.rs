@@ -372,11 +372,23 @@ fn save_state(
     files: &BTreeMap<String, FilePosition>,
     counters: &Counters,
 ) -> std::io::Result<()> {
-    let text = serde_json::to_string(&serde_json::json!({
-        "pbxfw_state": STATE_KIND,
-        "version": pbxfw_host::state::VERSION,
-        "data": SavedOut { machine, files, counters },
-    }))
+    // Written straight from the machine: through a `serde_json::Value` the state would exist
+    // twice more in memory, tens of megabytes for a table full of sources.
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        pbxfw_state: &'static str,
+        version: u32,
+        data: SavedOut<'a>,
+    }
+    let text = serde_json::to_string(&Envelope {
+        pbxfw_state: STATE_KIND,
+        version: pbxfw_host::state::VERSION,
+        data: SavedOut {
+            machine,
+            files,
+            counters,
+        },
+    })
     .map_err(std::io::Error::other)?;
     let mut prev = state.as_os_str().to_owned();
     prev.push(".prev");
