@@ -293,3 +293,93 @@ fn json_lines_on_a_unix_socket_ban() {
     assert_eq!(mode, 0o600);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The table deleted and loaded again (`nft delete table`, `pbxfw apply`): the same ruleset,
+/// but empty sets. The daemon notices at its next tick and puts its bans back.
+#[test]
+fn a_table_created_anew_gets_its_bans_back() {
+    if skipped() {
+        return;
+    }
+    let (ns, dir) = setup("reseed");
+    let events = dir.join("events.jsonl");
+    std::fs::write(&events, "").unwrap();
+    let _d = daemon(&ns, &dir, &["--events", events.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::write(
+        &events,
+        "{\"event\":\"auth_failed\",\"source\":\"192.0.2.81\",\"reason\":\"unknown_account\",\"user_agent\":\"sipvicious\"}\n",
+    )
+    .unwrap();
+    eventually("the ban", &dir, || banned(&ns, "192.0.2.81"));
+    assert!(ns
+        .exec(&["nft", "delete", "table", "inet", "pbxfw"])
+        .status
+        .success());
+    let out = ns.exec(&[
+        env!("CARGO_BIN_EXE_pbxfw"),
+        "apply",
+        dir.join("pbxfw.toml").to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert!(
+        !banned(&ns, "192.0.2.81"),
+        "the new table kept the ban by itself?"
+    );
+    eventually("the ban put back", &dir, || banned(&ns, "192.0.2.81"));
+    let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();
+    assert!(log.contains("event=reseed"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A refused AMI login is an error the daemon logs, and it tries again.
+#[test]
+fn a_refused_ami_login_is_logged_and_retried() {
+    if skipped() {
+        return;
+    }
+    let (ns, dir) = setup("amilogin");
+    let listener = in_netns(&ns, || TcpListener::bind("127.0.0.1:5038").unwrap());
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        for _ in 0..2 {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            s.write_all(b"Asterisk Call Manager/5.0.1\r\n").unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let _ = s.write_all(
+                b"Response: Error\r\nActionID: pbxfw-login\r\nMessage: Authentication failed\r\n\r\n",
+            );
+            let _ = tx.send(());
+        }
+    });
+    let _d = daemon(
+        &ns,
+        &dir,
+        &[
+            "--ami",
+            "127.0.0.1:5038",
+            "--ami-user",
+            "pbxfw",
+            "--ami-secret",
+            "wrong",
+        ],
+    );
+    // Two attempts, a second apart.
+    for _ in 0..2 {
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    eventually("the refusal logged", &dir, || {
+        std::fs::read_to_string(dir.join("daemon.log"))
+            .unwrap_or_default()
+            .contains("login refused: Authentication failed")
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
