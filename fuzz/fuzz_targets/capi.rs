@@ -27,10 +27,11 @@ fuzz_target!(|data: &[u8]| {
     let backend = parts.next().unwrap_or_default();
     let ptr = |b: &[u8]| b.as_ptr().cast::<c_char>();
     let mut err: *mut pbxfw_error = null_mut();
-    let format = if data.first() == Some(&b'{') {
-        pbxfw_format::PBXFW_FORMAT_JSON
-    } else {
-        pbxfw_format::PBXFW_FORMAT_TOML
+    // Any integer: values that are no pbxfw_format must be refused, never undefined.
+    let format = match data.first() {
+        Some(b'{') => pbxfw_format::PBXFW_FORMAT_JSON as u32,
+        Some(b'\x00') => u32::from(data.get(1).copied().unwrap_or(7)),
+        _ => pbxfw_format::PBXFW_FORMAT_TOML as u32,
     };
     let mut policy: *mut pbxfw_policy = null_mut();
     let r = pbxfw_policy_parse(ptr(policy_text), policy_text.len(), format, &mut policy, &mut err);

@@ -443,7 +443,7 @@ fn resolved_protection(policy: &ValidPolicy, answers: &[(String, Vec<IpAddr>)]) 
 
 /// The machine's bans the kernel holds and the machine does not know (written to the kernel by
 /// a daemon that was killed before its state was), adopted with their remaining time.
-fn merge_kernel_bans(kernel: &dyn Backend, rs: &Ruleset, machine: &mut Machine, t: u64) -> usize {
+fn merge_kernel_bans(kernel: &dyn Backend, machine: &mut Machine, t: u64) -> usize {
     let bans: Vec<String> = pbxfw_core::net::Family::BOTH
         .iter()
         .map(|f| pbxfw_core::compile::names::ban(*f))
@@ -467,7 +467,6 @@ fn merge_kernel_bans(kernel: &dyn Backend, rs: &Ruleset, machine: &mut Machine, 
             }
         }
     }
-    let _ = rs;
     adopted
 }
 
@@ -507,7 +506,7 @@ pub fn run(
     }
     let t = now();
     machine.tick(t);
-    let adopted = merge_kernel_bans(kernel, &rs, &mut machine, t);
+    let adopted = merge_kernel_bans(kernel, &mut machine, t);
     let seed = machine.replay_actions(t);
     let failed = apply_actions(kernel, &rs, &seed, t);
     let mut instance = kernel.instance().ok().flatten();
