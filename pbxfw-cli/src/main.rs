@@ -23,10 +23,7 @@ macro_rules! println {
     }};
 }
 
-mod daemon;
-mod names;
-mod policy_file;
-mod safety;
+use pbxfw_runtime::{daemon, names, policy_file, safety};
 
 /// Exit codes, as documented in `--help`.
 mod exit {
