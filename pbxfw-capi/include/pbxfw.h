@@ -58,6 +58,16 @@ typedef enum {
    written by someone other than root (apply).
    */
   PBXFW_ERR_LOCKED = 10,
+  /*
+   Refused for safety, nothing changed: the ruleset would cut off an administrator
+   (anti-lockout), an apply is waiting for confirmation, or the kernel holds a ruleset
+   pbxfw did not apply last.
+   */
+  PBXFW_ERR_REFUSED = 11,
+  /*
+   A file pbxfw keeps could not be read or written; the message names it.
+   */
+  PBXFW_ERR_IO = 12,
 } pbxfw_result;
 
 /*
@@ -80,7 +90,8 @@ typedef enum {
 typedef struct pbxfw_error pbxfw_error;
 
 /*
- A validated policy and its compiled ruleset. Immutable.
+ A validated policy (with what `pbx.discover` merged into it) and its compiled ruleset.
+ Immutable.
  */
 typedef struct pbxfw_policy pbxfw_policy;
 
@@ -206,19 +217,47 @@ pbxfw_result pbxfw_policy_explain(const pbxfw_policy *policy,
                                   pbxfw_error **err);
 
 /*
- Load the policy into the kernel of the calling thread's network namespace (dynamic sets keep
- their elements, the custom rules file of the backend is loaded too) and verify it. `*out` is JSON `{"fingerprint": …, "elapsed": ms}`. On
- `PBXFW_ERR_KERNEL` or `PBXFW_ERR_UNSUPPORTED` the kernel holds what it held before.
+ Apply the policy to the kernel of the calling thread's network namespace, as `pbxfw apply`
+ does: refused (`PBXFW_ERR_REFUSED`, nothing changes) when the ruleset would cut off the
+ administrator (`$SSH_CONNECTION`, `settings.admins` and the `admins` of `options`), then
+ loaded with the backend's custom rules, verified, and recorded as the last applied ruleset
+ (what `rollback` returns to). Dynamic sets keep their elements. `options` is JSON (empty
+ text: none): `{"confirm": seconds, "admins": ["198.51.100.7", "198.51.100.7:443"], "force":
+ false, "counters": false}`; with `confirm`, the ruleset is rolled back after that many
+ seconds unless [`pbxfw_kernel_confirm`] comes first (the timer is a `pbxfw rollback`
+ process: `$PBXFW_BIN`, else `pbxfw` beside the program or in `$PATH`). `*out` is JSON
+ `{"fingerprint": …, "elapsed_ms": …}` or, with `confirm`, `{"fingerprint": …,
+ "rolled_back_at_ms": …}`. On any error the kernel holds what it held before.
  */
 pbxfw_result pbxfw_kernel_apply(const pbxfw_policy *policy,
                                 const char *backend,
                                 size_t backend_len,
+                                const char *options,
+                                size_t options_len,
                                 pbxfw_buf *out,
                                 pbxfw_error **err);
 
 /*
- What is loaded, as JSON (`backend`, `loaded`, `fingerprint`, `sets`, `counters`), as
- `pbxfw status --format json` prints it.
+ Keep the ruleset an apply with `confirm` loaded. `*fingerprint` (which may be NULL) is its
+ fingerprint. Nothing waiting for confirmation gives `PBXFW_ERR_ARGUMENT`.
+ */
+pbxfw_result pbxfw_kernel_confirm(pbxfw_buf *fingerprint, pbxfw_error **err);
+
+/*
+ Go back now to the ruleset before an apply with `confirm` (its dynamic sets' elements put
+ back). `*message` (which may be NULL) says what happened. Nothing waiting for confirmation
+ gives `PBXFW_ERR_ARGUMENT`.
+ */
+pbxfw_result pbxfw_kernel_rollback(const char *backend,
+                                   size_t backend_len,
+                                   pbxfw_buf *message,
+                                   pbxfw_error **err);
+
+/*
+ What is loaded and what the host keeps about it, as the JSON text `pbxfw status --format
+ json` prints, byte for byte: the backend, fingerprint, sets with their timed elements and
+ counters, and `pending_confirmation`, `safe_mode`, `hostnames`, `discovery`, `responsive`,
+ `state_problems`.
  */
 pbxfw_result pbxfw_kernel_status(const char *backend,
                                  size_t backend_len,
@@ -236,16 +275,21 @@ pbxfw_result pbxfw_kernel_disable(const char *backend,
                                   pbxfw_error **err);
 
 /*
- Add or remove elements of a loaded set without a reload. `update` is JSON:
- `{"set": "ban4", "op": "add", "elements": [{"prefix": "192.0.2.9", "timeout": 600}]}` (`op` is
- `add` or `remove`; removing an absent element is not an error). `policy` is the applied one.
+ Carry out responsive actions (the JSON array `pbxfw_responsive_on_event` and
+ `pbxfw_responsive_tick` return) in the kernel, where `policy` is the applied one: bans,
+ slow lane, registrations and their grants, batched into one update per set and operation.
+ `now` is the Unix time the actions were decided at (0: the clock). `*out` (which may be
+ NULL) is JSON `{"updates": n, "elements": n, "failures": []}`. When the kernel refuses an
+ update the others are still made, and the result is `PBXFW_ERR_KERNEL` naming each refusal.
  */
-pbxfw_result pbxfw_kernel_update_set(const pbxfw_policy *policy,
-                                     const char *backend,
-                                     size_t backend_len,
-                                     const char *update,
-                                     size_t update_len,
-                                     pbxfw_error **err);
+pbxfw_result pbxfw_kernel_carry_out(const pbxfw_policy *policy,
+                                    const char *backend,
+                                    size_t backend_len,
+                                    const char *actions,
+                                    size_t actions_len,
+                                    uint64_t now,
+                                    pbxfw_buf *out,
+                                    pbxfw_error **err);
 
 /*
  A fresh responsive state machine configured by the policy. Freed by

@@ -15,6 +15,8 @@ typedef enum {
   PBXFW_ERR_STATE = 8,
   PBXFW_ERR_PANIC = 9,
   PBXFW_ERR_LOCKED = 10,
+  PBXFW_ERR_REFUSED = 11,
+  PBXFW_ERR_IO = 12,
 } pbxfw_result;
 
 typedef enum {
@@ -78,8 +80,17 @@ pbxfw_result pbxfw_policy_explain(const pbxfw_policy *policy,
 pbxfw_result pbxfw_kernel_apply(const pbxfw_policy *policy,
                                 const char *backend,
                                 size_t backend_len,
+                                const char *options,
+                                size_t options_len,
                                 pbxfw_buf *out,
                                 pbxfw_error **err);
+
+pbxfw_result pbxfw_kernel_confirm(pbxfw_buf *fingerprint, pbxfw_error **err);
+
+pbxfw_result pbxfw_kernel_rollback(const char *backend,
+                                   size_t backend_len,
+                                   pbxfw_buf *message,
+                                   pbxfw_error **err);
 
 pbxfw_result pbxfw_kernel_status(const char *backend,
                                  size_t backend_len,
@@ -91,12 +102,14 @@ pbxfw_result pbxfw_kernel_disable(const char *backend,
                                   bool *was_loaded,
                                   pbxfw_error **err);
 
-pbxfw_result pbxfw_kernel_update_set(const pbxfw_policy *policy,
-                                     const char *backend,
-                                     size_t backend_len,
-                                     const char *update,
-                                     size_t update_len,
-                                     pbxfw_error **err);
+pbxfw_result pbxfw_kernel_carry_out(const pbxfw_policy *policy,
+                                    const char *backend,
+                                    size_t backend_len,
+                                    const char *actions,
+                                    size_t actions_len,
+                                    uint64_t now,
+                                    pbxfw_buf *out,
+                                    pbxfw_error **err);
 
 pbxfw_result pbxfw_responsive_new(const pbxfw_policy *policy,
                                   pbxfw_responsive **out,

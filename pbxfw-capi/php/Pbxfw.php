@@ -28,6 +28,8 @@ final class PbxfwException extends RuntimeException
     public const STATE = 8;
     public const PANIC = 9;
     public const LOCKED = 10;
+    public const REFUSED = 11;
+    public const IO = 12;
 
     /** @param list<array{path: string, severity: string, message: string, value?: string}> $diagnostics */
     public function __construct(string $message, int $code, public readonly array $diagnostics = [])
@@ -93,10 +95,34 @@ final class Pbxfw
         ));
     }
 
-    /** What is loaded in the kernel: backend, loaded, fingerprint, sets, counters. */
+    /**
+     * What is loaded and what the host keeps about it, as `pbxfw status --format json`:
+     * backend, loaded, fingerprint, sets, counters, pending_confirmation, safe_mode, hostnames,
+     * discovery, responsive, state_problems.
+     */
     public function status(string $backend = 'nft'): array
     {
-        return $this->json(fn ($buf, $err) => $this->ffi->pbxfw_kernel_status(
+        return self::decode($this->statusJson($backend));
+    }
+
+    /** The same as the JSON text itself, byte for byte what `pbxfw status --format json` prints. */
+    public function statusJson(string $backend = 'nft'): string
+    {
+        return $this->text(fn ($buf, $err) => $this->ffi->pbxfw_kernel_status(
+            $backend, strlen($backend), $buf, $err
+        ));
+    }
+
+    /** Keep the ruleset an apply with `confirm` loaded; returns its fingerprint. */
+    public function confirm(): string
+    {
+        return $this->text(fn ($buf, $err) => $this->ffi->pbxfw_kernel_confirm($buf, $err));
+    }
+
+    /** Go back now to the ruleset before an apply with `confirm`; says what happened. */
+    public function rollback(string $backend = 'nft'): string
+    {
+        return $this->text(fn ($buf, $err) => $this->ffi->pbxfw_kernel_rollback(
             $backend, strlen($backend), $buf, $err
         ));
     }
@@ -233,20 +259,32 @@ final class PbxfwPolicy
         ));
     }
 
-    /** Load into the kernel and verify; returns fingerprint and elapsed (ms). */
-    public function apply(string $backend = 'nft'): array
+    /**
+     * Apply to the kernel as `pbxfw apply` does, anti-lockout first. `$options`: `confirm`
+     * (seconds until it is rolled back unless `Pbxfw::confirm()` comes), `admins` (addresses
+     * whose access must survive, `ADDR` for SSH or `ADDR:PORT`; a web module passes its
+     * client's, e.g. `$_SERVER['REMOTE_ADDR'] . ':443'`), `force`, `counters`. Returns
+     * fingerprint and elapsed_ms, or with `confirm` rolled_back_at_ms. A refusal is a
+     * PbxfwException with code REFUSED; nothing changed.
+     */
+    public function apply(string $backend = 'nft', array $options = []): array
     {
+        $json = $options === [] ? '' : json_encode($options, JSON_THROW_ON_ERROR);
         return $this->pbxfw->json(fn ($buf, $err) => $this->pbxfw->ffi()->pbxfw_kernel_apply(
-            $this->ptr, $backend, strlen($backend), $buf, $err
+            $this->ptr, $backend, strlen($backend), $json, strlen($json), $buf, $err
         ));
     }
 
-    /** Add (`add`) or remove (`remove`) elements of a loaded set without a reload. */
-    public function updateSet(string $set, string $op, array $elements, string $backend = 'nft'): void
+    /**
+     * Carry out the actions a PbxfwResponsive returned (bans, slow lane, registrations and
+     * their grants) in the kernel, this policy being the applied one. `$now`: when they were
+     * decided (0: now). Returns updates, elements and failures.
+     */
+    public function carryOut(array $actions, string $backend = 'nft', int $now = 0): array
     {
-        $json = json_encode(['set' => $set, 'op' => $op, 'elements' => $elements], JSON_THROW_ON_ERROR);
-        $this->pbxfw->call(fn ($err) => $this->pbxfw->ffi()->pbxfw_kernel_update_set(
-            $this->ptr, $backend, strlen($backend), $json, strlen($json), $err
+        $json = json_encode($actions, JSON_THROW_ON_ERROR);
+        return $this->pbxfw->json(fn ($buf, $err) => $this->pbxfw->ffi()->pbxfw_kernel_carry_out(
+            $this->ptr, $backend, strlen($backend), $json, strlen($json), $now, $buf, $err
         ));
     }
 

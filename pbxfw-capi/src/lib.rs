@@ -26,13 +26,17 @@
 
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
 
-use pbxfw_core::backend::{ApplyOptions, Backend, BackendError, Element, Op};
+use pbxfw_core::backend::BackendError;
 use pbxfw_core::explain::explain;
 use pbxfw_core::ir::{CtState, Proto};
-use pbxfw_core::responsive::{Config, Machine};
-use pbxfw_core::{compile, Diagnostic, Packet, Ruleset, Severity, ValidPolicy};
+use pbxfw_core::responsive::{Action, Config, Machine};
+use pbxfw_core::{Diagnostic, Packet};
+use pbxfw_runtime::actions::carry_out;
+use pbxfw_runtime::policy::Format;
+use pbxfw_runtime::render::Target;
+use pbxfw_runtime::safety::Admin;
+use pbxfw_runtime::{ApplyRequest, BackendName, Error, Loaded, Refusal};
 use serde::Deserialize;
 
 /// The result of every call. The numbers are stable.
@@ -62,6 +66,12 @@ pub enum pbxfw_result {
     /// Refused for safety: the lock file exists (disable), or the custom rules file may be
     /// written by someone other than root (apply).
     PBXFW_ERR_LOCKED = 10,
+    /// Refused for safety, nothing changed: the ruleset would cut off an administrator
+    /// (anti-lockout), an apply is waiting for confirmation, or the kernel holds a ruleset
+    /// pbxfw did not apply last.
+    PBXFW_ERR_REFUSED = 11,
+    /// A file pbxfw keeps could not be read or written; the message names it.
+    PBXFW_ERR_IO = 12,
 }
 
 use pbxfw_result::*;
@@ -94,10 +104,10 @@ pub struct pbxfw_error {
     diagnostics: String,
 }
 
-/// A validated policy and its compiled ruleset. Immutable.
+/// A validated policy (with what `pbx.discover` merged into it) and its compiled ruleset.
+/// Immutable.
 pub struct pbxfw_policy {
-    valid: ValidPolicy,
-    ruleset: Ruleset,
+    loaded: Loaded,
 }
 
 /// The responsive layer's state machine. Calls on one handle from several threads are
@@ -221,30 +231,45 @@ fn json_buf(value: &impl serde::Serialize) -> Result<pbxfw_buf, Failure> {
 }
 
 /// Which kernel backend a caller names.
-fn backend(name: &str) -> Result<Box<dyn Backend>, Failure> {
-    use pbxfw_ipt::Variant;
-    Ok(match name {
-        "nft" => Box::new(pbxfw_nft::Kernel::default()),
-        "iptables" => Box::new(pbxfw_ipt::Kernel::default()),
-        "iptables-nft" => Box::new(pbxfw_ipt::Kernel::new(Variant::Nft)),
-        "iptables-legacy" => Box::new(pbxfw_ipt::Kernel::new(Variant::Legacy)),
-        other => {
-            return Err(Failure::new(
-                PBXFW_ERR_ARGUMENT,
-                format!("unknown backend {other:?} (nft, iptables, iptables-nft, iptables-legacy)"),
-            ))
-        }
-    })
+fn backend(name: &str) -> Result<BackendName, Failure> {
+    name.parse().map_err(failure)
 }
 
-fn backend_failure(e: BackendError) -> Failure {
-    let code = match e {
-        BackendError::Unsupported { .. } => PBXFW_ERR_UNSUPPORTED,
-        BackendError::NoSet(_) => PBXFW_ERR_ARGUMENT,
-        BackendError::Locked(_) => PBXFW_ERR_LOCKED,
-        _ => PBXFW_ERR_KERNEL,
+/// A runtime error as a result code: the one place the C API maps them (`docs/c-api.md`).
+fn failure(e: Error) -> Failure {
+    let code = match &e {
+        Error::Parse { .. } => PBXFW_ERR_PARSE,
+        Error::Invalid { .. } => PBXFW_ERR_INVALID,
+        Error::Refused(Refusal::Locked { .. } | Refusal::UnsafeCustomRules { .. }) => {
+            PBXFW_ERR_LOCKED
+        }
+        Error::Refused(_) => PBXFW_ERR_REFUSED,
+        Error::Backend(BackendError::Unsupported { .. }) => PBXFW_ERR_UNSUPPORTED,
+        Error::Backend(BackendError::NoSet(_)) => PBXFW_ERR_ARGUMENT,
+        Error::Backend(BackendError::Locked(_)) => PBXFW_ERR_LOCKED,
+        Error::Backend(_) => PBXFW_ERR_KERNEL,
+        Error::State(_) => PBXFW_ERR_STATE,
+        Error::Io { .. } => PBXFW_ERR_IO,
+        Error::Usage(_) => PBXFW_ERR_ARGUMENT,
     };
-    Failure::new(code, e.to_string())
+    let diagnostics = match e {
+        Error::Invalid {
+            ref diagnostics, ..
+        } => diagnostics.0.clone(),
+        _ => Vec::new(),
+    };
+    Failure {
+        code,
+        message: e.to_string(),
+        diagnostics,
+    }
+}
+
+/// The clock, for the calls that take none.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Free the object `*slot` points to and set `*slot` to NULL, so that freeing through the same
@@ -344,32 +369,20 @@ pub extern "C" fn pbxfw_policy_parse(
     guard(err, || {
         check_out(out, "out")?;
         let t = self::text(text, len, "text")?;
-        let mut parsed = match format {
-            f if f == pbxfw_format::PBXFW_FORMAT_TOML as u32 => pbxfw_core::Policy::from_toml(t),
-            f if f == pbxfw_format::PBXFW_FORMAT_JSON as u32 => pbxfw_core::Policy::from_json(t),
+        let format = match format {
+            f if f == pbxfw_format::PBXFW_FORMAT_TOML as u32 => Format::Toml,
+            f if f == pbxfw_format::PBXFW_FORMAT_JSON as u32 => Format::Json,
             other => {
                 return Err(Failure::new(
                     PBXFW_ERR_ARGUMENT,
                     format!("format {other} is not a pbxfw_format (0: TOML, 1: JSON)"),
                 ))
             }
-        }
-        .map_err(|e| Failure::new(PBXFW_ERR_PARSE, e.to_string()))?;
-        // `pbx.discover`: the PBX's own configuration joins the policy, as on the command line.
-        pbxfw_host::asterisk::merge_requested(&mut parsed);
-        let valid = parsed.validate().map_err(|d| {
-            let errors = d.0.iter().filter(|x| x.severity == Severity::Error).count();
-            Failure {
-                code: PBXFW_ERR_INVALID,
-                message: format!("the policy is invalid ({errors} error(s)): {}", d.0[0]),
-                diagnostics: d.0,
-            }
-        })?;
-        let ruleset = compile(&valid);
-        put(
-            out,
-            Box::into_raw(Box::new(pbxfw_policy { valid, ruleset })),
-        );
+        };
+        // Parsed, merged with what `pbx.discover` finds, validated and compiled, as every front
+        // end does it.
+        let loaded = pbxfw_runtime::policy::load_text_as(t, format, "(policy)").map_err(failure)?;
+        put(out, Box::into_raw(Box::new(pbxfw_policy { loaded })));
         Ok(())
     })
 }
@@ -420,7 +433,7 @@ pub extern "C" fn pbxfw_policy_diagnostics(
     guard(err, || {
         check_out(out, "out")?;
         let p = object(policy, "policy")?;
-        put(out, json_buf(&p.valid.warnings)?);
+        put(out, json_buf(&p.loaded.policy.warnings)?);
         Ok(())
     })
 }
@@ -435,7 +448,7 @@ pub extern "C" fn pbxfw_policy_fingerprint(
     guard(err, || {
         check_out(out, "out")?;
         let p = object(policy, "policy")?;
-        put(out, buf(p.ruleset.fingerprint().into_bytes()));
+        put(out, buf(p.loaded.ruleset.fingerprint().into_bytes()));
         Ok(())
     })
 }
@@ -452,23 +465,11 @@ pub extern "C" fn pbxfw_policy_compile(
     guard(err, || {
         check_out(out, "out")?;
         let p = object(policy, "policy")?;
-        let text = match self::text(backend, backend_len, "backend")? {
-            "ir" => p.ruleset.to_text(),
-            "nft" => {
-                pbxfw_nft::lower(&p.ruleset, &pbxfw_nft::Options::default())
-                    .map_err(|e| Failure::new(PBXFW_ERR_UNSUPPORTED, e.to_string()))?
-                    .text
-            }
-            "iptables" => pbxfw_ipt::lower(&p.ruleset)
-                .map_err(|e| Failure::new(PBXFW_ERR_UNSUPPORTED, e.to_string()))?
-                .text(),
-            other => {
-                return Err(Failure::new(
-                    PBXFW_ERR_ARGUMENT,
-                    format!("unknown backend {other:?} (nft, iptables, ir)"),
-                ))
-            }
-        };
+        let target: Target = self::text(backend, backend_len, "backend")?
+            .parse()
+            .map_err(failure)?;
+        let text =
+            pbxfw_runtime::render::render(&p.loaded.ruleset, target, false).map_err(failure)?;
         put(out, buf(text.into_bytes()));
         Ok(())
     })
@@ -528,42 +529,123 @@ pub extern "C" fn pbxfw_policy_explain(
             .unwrap_or("new")
             .parse::<CtState>()
             .map_err(bad)?;
-        put(out, json_buf(&explain(&p.ruleset, &packet, q.registered))?);
+        put(
+            out,
+            json_buf(&explain(&p.loaded.ruleset, &packet, q.registered))?,
+        );
         Ok(())
     })
 }
 
 // --- the kernel ----------------------------------------------------------------------------------
 
-/// Load the policy into the kernel of the calling thread's network namespace (dynamic sets keep
-/// their elements, the custom rules file of the backend is loaded too) and verify it. `*out` is JSON `{"fingerprint": …, "elapsed": ms}`. On
-/// `PBXFW_ERR_KERNEL` or `PBXFW_ERR_UNSUPPORTED` the kernel holds what it held before.
+/// How to apply, as JSON; every field may be left out.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApplyIn {
+    /// Roll back after this many seconds unless confirmed.
+    confirm: Option<u64>,
+    /// Administrators whose access must survive: `ADDR` (tcp/22) or `ADDR:PORT`.
+    #[serde(default)]
+    admins: Vec<String>,
+    /// Apply even if an administrator would be cut off.
+    #[serde(default)]
+    force: bool,
+    /// A counter on every rule (nft).
+    #[serde(default)]
+    counters: bool,
+}
+
+/// Apply the policy to the kernel of the calling thread's network namespace, as `pbxfw apply`
+/// does: refused (`PBXFW_ERR_REFUSED`, nothing changes) when the ruleset would cut off the
+/// administrator (`$SSH_CONNECTION`, `settings.admins` and the `admins` of `options`), then
+/// loaded with the backend's custom rules, verified, and recorded as the last applied ruleset
+/// (what `rollback` returns to). Dynamic sets keep their elements. `options` is JSON (empty
+/// text: none): `{"confirm": seconds, "admins": ["198.51.100.7", "198.51.100.7:443"], "force":
+/// false, "counters": false}`; with `confirm`, the ruleset is rolled back after that many
+/// seconds unless [`pbxfw_kernel_confirm`] comes first (the timer is a `pbxfw rollback`
+/// process: `$PBXFW_BIN`, else `pbxfw` beside the program or in `$PATH`). `*out` is JSON
+/// `{"fingerprint": …, "elapsed_ms": …}` or, with `confirm`, `{"fingerprint": …,
+/// "rolled_back_at_ms": …}`. On any error the kernel holds what it held before.
 #[no_mangle]
 pub extern "C" fn pbxfw_kernel_apply(
     policy: *const pbxfw_policy,
     backend: *const c_char,
     backend_len: usize,
+    options: *const c_char,
+    options_len: usize,
     out: *mut pbxfw_buf,
     err: *mut *mut pbxfw_error,
 ) -> pbxfw_result {
     guard(err, || {
         check_out(out, "out")?;
         let p = object(policy, "policy")?;
-        let name = text(backend, backend_len, "backend")?;
-        let k = self::backend(name)?;
-        let opts = ApplyOptions {
-            custom: pbxfw_host::custom::load(name)
-                .map_err(|m| Failure::new(PBXFW_ERR_LOCKED, m))?,
-            ..Default::default()
+        let backend = self::backend(text(backend, backend_len, "backend")?)?;
+        let bad = |m: String| Failure::new(PBXFW_ERR_ARGUMENT, m);
+        let options = text(options, options_len, "options")?;
+        let o: ApplyIn = if options.trim().is_empty() {
+            ApplyIn::default()
+        } else {
+            serde_json::from_str(options).map_err(|e| bad(format!("options: {e}")))?
         };
-        let applied = k.apply(&p.ruleset, &opts).map_err(backend_failure)?;
-        put(out, json_buf(&applied)?);
+        let admins = o
+            .admins
+            .iter()
+            .map(|a| a.parse().map_err(|e| bad(format!("options: admins: {e}"))))
+            .collect::<Result<Vec<Admin>, Failure>>()?;
+        let req = ApplyRequest {
+            backend,
+            counters: o.counters,
+            confirm: o.confirm,
+            admins,
+            force: o.force,
+        };
+        let done = pbxfw_runtime::apply(&p.loaded, &req).map_err(failure)?;
+        put(out, json_buf(&done)?);
         Ok(())
     })
 }
 
-/// What is loaded, as JSON (`backend`, `loaded`, `fingerprint`, `sets`, `counters`), as
-/// `pbxfw status --format json` prints it.
+/// Keep the ruleset an apply with `confirm` loaded. `*fingerprint` (which may be NULL) is its
+/// fingerprint. Nothing waiting for confirmation gives `PBXFW_ERR_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn pbxfw_kernel_confirm(
+    fingerprint: *mut pbxfw_buf,
+    err: *mut *mut pbxfw_error,
+) -> pbxfw_result {
+    guard(err, || {
+        let fp = pbxfw_runtime::confirm().map_err(failure)?;
+        if !fingerprint.is_null() {
+            put(fingerprint, buf(fp.into_bytes()));
+        }
+        Ok(())
+    })
+}
+
+/// Go back now to the ruleset before an apply with `confirm` (its dynamic sets' elements put
+/// back). `*message` (which may be NULL) says what happened. Nothing waiting for confirmation
+/// gives `PBXFW_ERR_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn pbxfw_kernel_rollback(
+    backend: *const c_char,
+    backend_len: usize,
+    message: *mut pbxfw_buf,
+    err: *mut *mut pbxfw_error,
+) -> pbxfw_result {
+    guard(err, || {
+        let backend = self::backend(text(backend, backend_len, "backend")?)?;
+        let m = pbxfw_runtime::rollback(backend).map_err(failure)?;
+        if !message.is_null() {
+            put(message, buf(m.into_bytes()));
+        }
+        Ok(())
+    })
+}
+
+/// What is loaded and what the host keeps about it, as the JSON text `pbxfw status --format
+/// json` prints, byte for byte: the backend, fingerprint, sets with their timed elements and
+/// counters, and `pending_confirmation`, `safe_mode`, `hostnames`, `discovery`, `responsive`,
+/// `state_problems`.
 #[no_mangle]
 pub extern "C" fn pbxfw_kernel_status(
     backend: *const c_char,
@@ -573,8 +655,9 @@ pub extern "C" fn pbxfw_kernel_status(
 ) -> pbxfw_result {
     guard(err, || {
         check_out(out, "out")?;
-        let k = self::backend(text(backend, backend_len, "backend")?)?;
-        put(out, json_buf(&k.status().map_err(backend_failure)?)?);
+        let backend = self::backend(text(backend, backend_len, "backend")?)?;
+        let s = pbxfw_runtime::status(backend, now()).map_err(failure)?;
+        put(out, buf(s.to_json().into_bytes()));
         Ok(())
     })
 }
@@ -590,8 +673,8 @@ pub extern "C" fn pbxfw_kernel_disable(
     err: *mut *mut pbxfw_error,
 ) -> pbxfw_result {
     guard(err, || {
-        let k = self::backend(text(backend, backend_len, "backend")?)?;
-        let any = pbxfw_host::lock::disable(k.as_ref()).map_err(backend_failure)?;
+        let backend = self::backend(text(backend, backend_len, "backend")?)?;
+        let any = pbxfw_runtime::disable(backend).map_err(failure)?;
         if !was_loaded.is_null() {
             put(was_loaded, any);
         }
@@ -599,60 +682,46 @@ pub extern "C" fn pbxfw_kernel_disable(
     })
 }
 
-/// A set update, as JSON.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateIn {
-    set: String,
-    op: String,
-    elements: Vec<ElementIn>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ElementIn {
-    prefix: String,
-    timeout: Option<u64>,
-}
-
-/// Add or remove elements of a loaded set without a reload. `update` is JSON:
-/// `{"set": "ban4", "op": "add", "elements": [{"prefix": "192.0.2.9", "timeout": 600}]}` (`op` is
-/// `add` or `remove`; removing an absent element is not an error). `policy` is the applied one.
+/// Carry out responsive actions (the JSON array `pbxfw_responsive_on_event` and
+/// `pbxfw_responsive_tick` return) in the kernel, where `policy` is the applied one: bans,
+/// slow lane, registrations and their grants, batched into one update per set and operation.
+/// `now` is the Unix time the actions were decided at (0: the clock). `*out` (which may be
+/// NULL) is JSON `{"updates": n, "elements": n, "failures": []}`. When the kernel refuses an
+/// update the others are still made, and the result is `PBXFW_ERR_KERNEL` naming each refusal.
 #[no_mangle]
-pub extern "C" fn pbxfw_kernel_update_set(
+pub extern "C" fn pbxfw_kernel_carry_out(
     policy: *const pbxfw_policy,
     backend: *const c_char,
     backend_len: usize,
-    update: *const c_char,
-    update_len: usize,
+    actions: *const c_char,
+    actions_len: usize,
+    now: u64,
+    out: *mut pbxfw_buf,
     err: *mut *mut pbxfw_error,
 ) -> pbxfw_result {
     guard(err, || {
         let p = object(policy, "policy")?;
-        let k = self::backend(text(backend, backend_len, "backend")?)?;
-        let bad = |m: String| Failure::new(PBXFW_ERR_ARGUMENT, m);
-        let u: UpdateIn = serde_json::from_str(text(update, update_len, "update")?)
-            .map_err(|e| bad(format!("update: {e}")))?;
-        let op = match u.op.as_str() {
-            "add" => Op::Add,
-            "remove" => Op::Remove,
-            other => return Err(bad(format!("update: op {other:?} (add, remove)"))),
-        };
-        let elements = u
-            .elements
-            .iter()
-            .map(|e| {
-                Ok(Element {
-                    prefix: e
-                        .prefix
-                        .parse()
-                        .map_err(|x| bad(format!("update: {:?}: {x}", e.prefix)))?,
-                    timeout: e.timeout.map(Duration::from_secs),
-                })
-            })
-            .collect::<Result<Vec<_>, Failure>>()?;
-        k.update_set(&p.ruleset, &u.set, op, &elements)
-            .map_err(backend_failure)
+        let backend = self::backend(text(backend, backend_len, "backend")?)?;
+        let actions: Vec<Action> = serde_json::from_str(text(actions, actions_len, "actions")?)
+            .map_err(|e| Failure::new(PBXFW_ERR_ARGUMENT, format!("actions: {e}")))?;
+        let at = if now == 0 { self::now() } else { now };
+        let done = carry_out(backend.open().as_ref(), &p.loaded.ruleset, &actions, at);
+        if !done.failures.is_empty() {
+            let lines: Vec<String> = done.failures.iter().map(ToString::to_string).collect();
+            return Err(Failure::new(
+                PBXFW_ERR_KERNEL,
+                format!(
+                    "{} of {} set updates refused (the others were made):\n{}",
+                    done.failures.len(),
+                    done.failures.len() + done.updates,
+                    lines.join("\n")
+                ),
+            ));
+        }
+        if !out.is_null() {
+            put(out, json_buf(&done)?);
+        }
+        Ok(())
     })
 }
 
@@ -669,7 +738,7 @@ pub extern "C" fn pbxfw_responsive_new(
     guard(err, || {
         check_out(out, "out")?;
         let p = object(policy, "policy")?;
-        let machine = Machine::new(Config::from_policy(&p.valid));
+        let machine = Machine::new(Config::from_policy(&p.loaded.policy));
         put(out, Box::into_raw(Box::new(pbxfw_responsive::new(machine))));
         Ok(())
     })
@@ -690,7 +759,7 @@ pub extern "C" fn pbxfw_responsive_restore(
         let p = object(policy, "policy")?;
         let mut machine = Machine::restore(text(snapshot, snapshot_len, "snapshot")?)
             .map_err(|e| Failure::new(PBXFW_ERR_STATE, e.to_string()))?;
-        machine.reconfigure(Config::from_policy(&p.valid));
+        machine.reconfigure(Config::from_policy(&p.loaded.policy));
         put(out, Box::into_raw(Box::new(pbxfw_responsive::new(machine))));
         Ok(())
     })

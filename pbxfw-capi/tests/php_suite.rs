@@ -80,8 +80,15 @@ fn php_applies_reports_and_disables_in_a_namespace() {
     let lib = lib_dir.join("libpbxfw.so");
     let lock = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("php-suite.lock");
     let _ = std::fs::remove_file(&lock);
+    // An apply keeps its record (what a rollback returns to) where the host's state lives.
+    let state = tempfile::tempdir().unwrap();
+    let run = tempfile::tempdir().unwrap();
     let out = ns.exec_env(
-        &[("PBXFW_LOCK_FILE", lock.to_str().unwrap())],
+        &[
+            ("PBXFW_LOCK_FILE", lock.to_str().unwrap()),
+            ("PBXFW_STATE_DIR", state.path().to_str().unwrap()),
+            ("PBXFW_RUN_DIR", run.path().to_str().unwrap()),
+        ],
         &[
             "php",
             "-d",

@@ -1,16 +1,17 @@
 //! `pbxfw`: the command line of the pbxfw firewall for PBX hosts.
 #![forbid(unsafe_code)]
 
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pbxfw_core::backend::{ApplyOptions, Backend as KernelBackend, BackendError};
+use pbxfw_core::backend::BackendError;
 use pbxfw_core::explain::{explain, Explanation};
 use pbxfw_core::ir::CtState;
-use pbxfw_core::{compile, Packet, Policy, Proto, Severity, ValidPolicy, DEFAULT_POLICY_TOML};
+use pbxfw_core::{Packet, Proto, Severity};
+use pbxfw_runtime::render::{render, Target};
+use pbxfw_runtime::{ApplyRequest, BackendName, Error, Loaded};
 
 /// `println!` that ends the process quietly when standard output is closed
 /// (`pbxfw status | head`) instead of panicking.
@@ -23,7 +24,7 @@ macro_rules! println {
     }};
 }
 
-use pbxfw_runtime::{daemon, names, policy_file, safety};
+use pbxfw_runtime::{daemon, edit, names, replay, safety};
 
 /// Exit codes, as documented in `--help`.
 mod exit {
@@ -35,9 +36,6 @@ mod exit {
     pub const KERNEL: u8 = 5;
     pub const SAFETY: u8 = 6;
 }
-
-/// Where the policy lives when no POLICY argument is given.
-const POLICY_PATH: &str = "/etc/pbxfw/pbxfw.toml";
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -76,23 +74,13 @@ enum Backend {
 }
 
 impl Backend {
-    /// The name `--backend` takes (kept with a pending confirmation for its rollback timer).
-    fn arg(self) -> &'static str {
+    /// The runtime's name for it.
+    fn name(self) -> BackendName {
         match self {
-            Backend::Nft => "nft",
-            Backend::Iptables => "iptables",
-            Backend::IptablesNft => "iptables-nft",
-            Backend::IptablesLegacy => "iptables-legacy",
-        }
-    }
-
-    fn kernel(self) -> Box<dyn KernelBackend> {
-        use pbxfw_ipt::Variant;
-        match self {
-            Backend::Nft => Box::new(pbxfw_nft::Kernel::default()),
-            Backend::Iptables => Box::new(pbxfw_ipt::Kernel::default()),
-            Backend::IptablesNft => Box::new(pbxfw_ipt::Kernel::new(Variant::Nft)),
-            Backend::IptablesLegacy => Box::new(pbxfw_ipt::Kernel::new(Variant::Legacy)),
+            Backend::Nft => BackendName::Nft,
+            Backend::Iptables => BackendName::Iptables,
+            Backend::IptablesNft => BackendName::IptablesNft,
+            Backend::IptablesLegacy => BackendName::IptablesLegacy,
         }
     }
 }
@@ -219,10 +207,10 @@ enum Command {
         /// Roll back to the previous ruleset unless `pbxfw confirm` comes within SECONDS.
         #[arg(long, value_name = "SECONDS")]
         confirm: Option<u64>,
-        /// An administrator address whose SSH access (tcp/22) must survive (repeatable; the
-        /// session in $SSH_CONNECTION is always checked).
-        #[arg(long = "admin", value_name = "ADDR")]
-        admins: Vec<IpAddr>,
+        /// An administrator address whose SSH access (tcp/22), or with `:PORT` another TCP
+        /// port, must survive (repeatable; the session in $SSH_CONNECTION is always checked).
+        #[arg(long = "admin", value_name = "ADDR[:PORT]")]
+        admins: Vec<pbxfw_runtime::safety::Admin>,
         /// Apply even if the administrator would be locked out.
         #[arg(long)]
         force: bool,
@@ -458,65 +446,484 @@ enum Command {
 /// A failure that ends the command: its message and exit code.
 struct Fail(u8, String);
 
-/// POLICY argument, else $PBXFW_POLICY, else /etc/pbxfw/pbxfw.toml when it exists.
-fn resolve(path: Option<&str>) -> Option<String> {
-    path.map(str::to_string)
-        .or_else(|| std::env::var("PBXFW_POLICY").ok().filter(|s| !s.is_empty()))
-        .or_else(|| {
-            std::path::Path::new(POLICY_PATH)
-                .exists()
-                .then(|| POLICY_PATH.to_string())
-        })
-}
-
-fn read_policy(path: Option<&str>) -> Result<(String, Policy), Fail> {
-    let path = resolve(path);
-    let (name, text) = match path.as_deref() {
-        None => (
-            "(default policy)".to_string(),
-            DEFAULT_POLICY_TOML.to_string(),
-        ),
-        Some("-") => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| Fail(exit::IO, format!("standard input: {e}")))?;
-            ("(stdin)".to_string(), s)
-        }
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| Fail(exit::IO, format!("{p}: cannot read: {e}")))?;
-            (p.to_string(), text)
-        }
-    };
-    let mut policy =
-        Policy::from_text(&text, &name).map_err(|e| Fail(exit::INVALID, format!("{name}: {e}")))?;
-    // `pbx.discover`: what Asterisk is configured to do joins the policy before validation.
-    if let Some((dir, found)) = pbxfw_host::asterisk::merge_requested(&mut policy) {
-        let mut doc = found.to_json();
-        doc["dir"] = dir.into();
-        *LAST_DISCOVERY.lock().unwrap_or_else(|e| e.into_inner()) = Some(doc);
+/// The one place a runtime error becomes an exit code (documented in `--help`).
+impl From<Error> for Fail {
+    fn from(e: Error) -> Fail {
+        let code = match &e {
+            Error::Parse { .. } | Error::Invalid { .. } | Error::Usage(_) => exit::INVALID,
+            Error::Io { .. } | Error::State(_) => exit::IO,
+            Error::Refused(_) | Error::Backend(BackendError::Locked(_)) => exit::SAFETY,
+            Error::Backend(BackendError::Unsupported { .. }) => exit::UNSUPPORTED,
+            Error::Backend(_) => exit::KERNEL,
+        };
+        let message = match e {
+            // One line per problem, each with its path, as `check` prints them.
+            Error::Invalid { name, diagnostics } => diagnostics
+                .iter()
+                .map(|d| format!("{name}: {d}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            e => e.to_string(),
+        };
+        Fail(code, message)
     }
-    Ok((name, policy))
 }
 
-/// The discovery merged into the policy this command read, kept for [`record_discovery`].
-static LAST_DISCOVERY: std::sync::Mutex<Option<serde_json::Value>> = std::sync::Mutex::new(None);
+/// The policy, its warnings printed.
+fn load(path: Option<&str>) -> Result<Loaded, Fail> {
+    let loaded = pbxfw_runtime::load(path)?;
+    for w in loaded.warnings() {
+        eprintln!("{}: {w}", loaded.name);
+    }
+    Ok(loaded)
+}
 
-/// After an apply: keep what discovery contributed for `pbxfw status` (or forget an earlier
-/// discovery when the policy no longer asks for one).
-fn record_discovery() -> Result<(), Fail> {
-    let path = pbxfw_host::dirs::state_dir().join(DISCOVERY_STATE);
-    let doc = LAST_DISCOVERY
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let result = match doc {
-        Some(doc) => std::fs::create_dir_all(pbxfw_host::dirs::state_dir())
-            .and_then(|()| pbxfw_host::state::write(&path, "discovery", &doc)),
-        None => pbxfw_host::state::remove(&path),
-    };
-    result.map_err(|e| Fail(exit::IO, format!("{}: {e}", path.display())))
+fn print_edit(o: &pbxfw_runtime::edit::EditOutcome) {
+    use pbxfw_runtime::edit::KernelChange;
+    println!("{}: {}", o.file, o.summary);
+    match &o.kernel {
+        KernelChange::NotLoaded => {
+            println!("pbxfw is not loaded; the change takes effect at the next apply")
+        }
+        KernelChange::Elements {
+            added,
+            removed,
+            elapsed_ms,
+            fingerprint,
+        } => println!(
+            "kernel: {added} element(s) added, {removed} removed without a reload in {elapsed_ms:.1} ms; fingerprint {fingerprint}"
+        ),
+        KernelChange::Reloaded {
+            reason,
+            fingerprint,
+        } => println!("kernel: ruleset reloaded ({reason}); fingerprint {fingerprint}"),
+    }
+}
+
+fn run(cli: Cli) -> Result<u8, Fail> {
+    match cli.command {
+        Command::Apply {
+            policy,
+            backend,
+            counters,
+            confirm,
+            admins,
+            force,
+        } => {
+            let loaded = load(policy.as_deref())?;
+            let out = pbxfw_runtime::apply(
+                &loaded,
+                &ApplyRequest {
+                    backend: backend.name(),
+                    counters,
+                    confirm,
+                    admins,
+                    force,
+                },
+            )?;
+            match (confirm, out.elapsed_ms) {
+                (Some(secs), _) => println!(
+                    "applied: fingerprint {}; run `pbxfw confirm` within {secs} s, or it is rolled back",
+                    out.fingerprint
+                ),
+                (None, ms) => println!(
+                    "applied: fingerprint {} in {:.1} ms",
+                    out.fingerprint,
+                    ms.unwrap_or_default()
+                ),
+            }
+            Ok(exit::OK)
+        }
+        Command::Confirm => {
+            let fp = pbxfw_runtime::confirm()?;
+            println!("confirmed: ruleset {fp} stays");
+            Ok(exit::OK)
+        }
+        Command::Rollback { backend, when_due } => {
+            let msg = match when_due {
+                Some(id) => safety::rollback(backend.name().open().as_ref(), Some(&id))?,
+                None => pbxfw_runtime::rollback(backend.name())?,
+            };
+            println!("{msg}");
+            Ok(exit::OK)
+        }
+        Command::Boot {
+            policy,
+            backend,
+            no_safe_mode,
+            heartbeat,
+        } => {
+            let loaded = load(policy.as_deref())?;
+            pbxfw_runtime::apply::boot(
+                &loaded,
+                backend.name(),
+                !no_safe_mode,
+                std::time::Duration::from_secs(heartbeat.max(1)),
+            )?;
+            Ok(exit::OK)
+        }
+        Command::Status { backend, format } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let s = pbxfw_runtime::status(backend.name(), now)?;
+            for w in &s.warnings {
+                eprintln!("warning: {w}");
+            }
+            match format {
+                Format::Json => println!("{}", s.to_json()),
+                Format::Text => print_full_status(&s),
+            }
+            Ok(exit::OK)
+        }
+        Command::Disable { backend } => {
+            if pbxfw_runtime::disable(backend.name())? {
+                println!(
+                    "pbxfw disabled: {} removed",
+                    match backend.name() {
+                        BackendName::Nft => "table inet pbxfw",
+                        _ => "the PBXFW chains, the jump from INPUT and the pbxfw_ ipsets",
+                    }
+                );
+            } else {
+                println!("pbxfw was not loaded");
+            }
+            Ok(exit::OK)
+        }
+        Command::Blacklist(BlacklistCmd::Add {
+            entries,
+            policy,
+            backend,
+        }) => {
+            let file = edit::file(policy.as_deref())?;
+            print_edit(&edit::blacklist_add(&file, backend.name(), &entries)?);
+            Ok(exit::OK)
+        }
+        Command::Blacklist(BlacklistCmd::Del {
+            entries,
+            policy,
+            backend,
+        }) => {
+            let file = edit::file(policy.as_deref())?;
+            print_edit(&edit::blacklist_del(&file, backend.name(), &entries)?);
+            Ok(exit::OK)
+        }
+        Command::Blacklist(BlacklistCmd::List { policy, format }) => {
+            let entries = edit::blacklist_list(policy.as_deref())?;
+            match format {
+                Format::Json => println!("{:#}", serde_json::json!(entries)),
+                Format::Text => entries.iter().for_each(|e| println!("{e}")),
+            }
+            Ok(exit::OK)
+        }
+        Command::Trust {
+            addr,
+            policy,
+            backend,
+        } => {
+            let file = edit::file(policy.as_deref())?;
+            print_edit(&edit::trust(&file, backend.name(), &addr)?);
+            Ok(exit::OK)
+        }
+        Command::Untrust {
+            addr,
+            policy,
+            backend,
+        } => {
+            let file = edit::file(policy.as_deref())?;
+            print_edit(&edit::untrust(&file, backend.name(), &addr)?);
+            Ok(exit::OK)
+        }
+        Command::Daemon {
+            policy,
+            ami,
+            ami_user,
+            ami_secret,
+            logs,
+            log_with_ami,
+            events,
+            events_socket,
+            events_socket_group,
+            state,
+            tick,
+            backend,
+            dns,
+        } => {
+            let daemon = daemon::Daemon::new(daemon::DaemonConfig {
+                policy,
+                sources: daemon::Sources {
+                    ami: ami.map(|a| (a, ami_user, ami_secret)),
+                    logs,
+                    json_files: events,
+                    json_socket: events_socket,
+                    json_socket_group: events_socket_group,
+                },
+                logs_with_ami: log_with_ami,
+                state,
+                tick: std::time::Duration::from_secs(tick.max(1)),
+                backend: backend.name(),
+                dns: dns.options(),
+            })?;
+            daemon.run()?;
+            Ok(exit::OK)
+        }
+        Command::Resolve {
+            policy,
+            backend,
+            dry_run,
+            dns,
+            format,
+        } => {
+            let loaded = load(policy.as_deref())?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            // Everything is looked up now, whatever the schedule says: the user asked.
+            let r = names::resolve_now(
+                &loaded,
+                (!dry_run).then(|| backend.name()),
+                &dns.options(),
+                now,
+            )?;
+            if let Some(p) = &r.problem {
+                eprintln!("warning: {p}; starting from no answers");
+            }
+            for c in &r.changes {
+                let list = |v: &[pbxfw_core::net::Prefix]| {
+                    v.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                eprintln!(
+                    "{}: added [{}], removed [{}]",
+                    c.set,
+                    list(&c.added),
+                    list(&c.removed)
+                );
+            }
+            match format {
+                Format::Json => {
+                    println!(
+                        "{:#}",
+                        serde_json::to_value(&r.status).expect("serialisable")
+                    )
+                }
+                Format::Text => {
+                    for l in names::status_lines(&r.status) {
+                        println!("{l}");
+                    }
+                }
+            }
+            if r.errors.is_empty() {
+                Ok(exit::OK)
+            } else {
+                Err(Fail(exit::KERNEL, r.errors.join("\n")))
+            }
+        }
+        Command::Replay {
+            files,
+            policy,
+            year,
+            format,
+        } => {
+            let loaded = load(policy.as_deref())?;
+            let year = year.unwrap_or_else(daemon::current_year);
+            let start = std::time::Instant::now();
+            // Only the JSON report lists every action.
+            let detail = match format {
+                Format::Json => replay::Detail::Actions,
+                Format::Text => replay::Detail::Summary,
+            };
+            let (report, leftovers) = replay::replay_files(&loaded.policy, &files, year, detail)?;
+            let elapsed = start.elapsed();
+            match format {
+                Format::Json => {
+                    println!("{:#}", serde_json::to_value(&report).expect("serialisable"))
+                }
+                Format::Text => print_replay(&report, elapsed),
+            }
+            // The process ends now: freeing the report's thousands of entries, and the
+            // machine's tens of thousands, one by one would only delay the exit (milliseconds
+            // for a large log).
+            std::mem::forget(report);
+            std::mem::forget(leftovers);
+            Ok(exit::OK)
+        }
+        Command::Compile {
+            policy,
+            backend,
+            ir,
+            counters,
+        } => {
+            let loaded = load(policy.as_deref())?;
+            let target = if ir {
+                Target::Ir
+            } else {
+                backend.name().as_str().parse()?
+            };
+            print!("{}", render(&loaded.ruleset, target, counters)?);
+            Ok(exit::OK)
+        }
+        Command::Discover {
+            asterisk_dir,
+            format,
+        } => {
+            let found = pbxfw_host::asterisk::Dir::new(&asterisk_dir).discover();
+            if found.files.is_empty() {
+                return Err(Fail(
+                    exit::IO,
+                    format!(
+                        "{}: no Asterisk configuration found",
+                        asterisk_dir.display()
+                    ),
+                ));
+            }
+            match format {
+                DiscoverFormat::Toml => {
+                    print!("{}", found.to_toml(&asterisk_dir.display().to_string()))
+                }
+                DiscoverFormat::Json => println!("{:#}", found.to_json()),
+            }
+            Ok(exit::OK)
+        }
+        Command::Check {
+            policy,
+            strict,
+            format,
+        } => {
+            let (name, diags) = match pbxfw_runtime::load(policy.as_deref()) {
+                Ok(l) => (l.name, l.policy.warnings),
+                Err(Error::Invalid { name, diagnostics }) => (name, diagnostics.0),
+                Err(e @ Error::Parse { .. }) if format == Format::Json => {
+                    let out = serde_json::json!({
+                        "ok": false, "errors": 1, "warnings": 0,
+                        "diagnostics": [{"path": "(policy)", "severity": "error", "message": e.to_string()}],
+                    });
+                    println!("{out:#}");
+                    return Ok(exit::INVALID);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let errors = diags
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            let warnings = diags.len() - errors;
+            match format {
+                Format::Json => {
+                    let out = serde_json::json!({
+                        "ok": errors == 0,
+                        "errors": errors,
+                        "warnings": warnings,
+                        "diagnostics": diags,
+                    });
+                    println!("{out:#}");
+                }
+                Format::Text => {
+                    for d in &diags {
+                        println!("{name}: {d}");
+                    }
+                    println!("{name}: {errors} error(s), {warnings} warning(s)");
+                }
+            }
+            Ok(if errors > 0 {
+                exit::INVALID
+            } else if strict && warnings > 0 {
+                exit::WARNINGS
+            } else {
+                exit::OK
+            })
+        }
+        Command::Explain {
+            policy,
+            iif,
+            src,
+            proto,
+            dport,
+            sport,
+            icmp_type,
+            state,
+            registered,
+            format,
+        } => {
+            let loaded = load(policy.as_deref())?;
+            let proto = match proto {
+                ProtoArg::Udp => Proto::Udp,
+                ProtoArg::Tcp => Proto::Tcp,
+                ProtoArg::Icmp => Proto::Icmp,
+                ProtoArg::Icmpv6 => Proto::Icmpv6,
+            };
+            let ported = matches!(proto, Proto::Udp | Proto::Tcp);
+            if ported && dport.is_none() {
+                return Err(Fail(
+                    exit::INVALID,
+                    "--dport is required for udp and tcp".into(),
+                ));
+            }
+            if !ported && (dport.is_some() || sport.is_some()) {
+                return Err(Fail(
+                    exit::INVALID,
+                    "--dport and --sport apply to udp and tcp only".into(),
+                ));
+            }
+            let mut packet = Packet::new(&iif, src, proto, dport);
+            packet.sport = sport;
+            packet.icmp_type = proto.echo_request().map(|echo| icmp_type.unwrap_or(echo));
+            packet.ct = match state {
+                StateArg::New => CtState::New,
+                StateArg::Established => CtState::Established,
+                StateArg::Related => CtState::Related,
+                StateArg::Invalid => CtState::Invalid,
+            };
+            let e = explain(&loaded.ruleset, &packet, registered);
+            match format {
+                Format::Json => println!("{:#}", serde_json::to_value(&e).expect("serialisable")),
+                Format::Text => print_explanation(&e),
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// `pbxfw status` as text.
+fn print_full_status(s: &pbxfw_runtime::Status) {
+    if let Some(m) = &s.safe_mode {
+        println!(
+            "SAFE MODE: {}",
+            m["reason"].as_str().unwrap_or("rules held back")
+        );
+    }
+    for p in &s.state_problems {
+        println!(
+            "STATE PROBLEM ({}): {}",
+            p["state"].as_str().unwrap_or("?"),
+            p["detail"].as_str().unwrap_or("?")
+        );
+    }
+    if let Some(p) = &s.pending_confirmation {
+        println!(
+            "waiting for confirmation: ruleset {} is rolled back at {} ms (Unix) unless `pbxfw confirm` comes first",
+            p.fingerprint, p.deadline_ms
+        );
+    }
+    print_status(&s.kernel);
+    if let Some(r) = &s.responsive {
+        let c = &r["counters"];
+        println!(
+            "responsive daemon: {} event(s) acted on, {} ambiguous record(s) ignored, {} malformed; {} ban(s) in its state",
+            c["events"], c["ambiguous"], c["malformed"], r["bans"]
+        );
+    }
+    if !s.hostnames.is_empty() {
+        println!("hostnames:");
+        for l in names::status_lines(&s.hostnames) {
+            println!("{l}");
+        }
+    }
+    if let Some(d) = &s.discovery {
+        print_discovery(d);
+    }
 }
 
 /// The discovery part of `status`: where it came from, what it found, and its notes.
@@ -586,747 +993,7 @@ fn print_discovery(d: &serde_json::Value) {
     }
 }
 
-/// The state file holding the last applied discovery.
-const DISCOVERY_STATE: &str = "discovery.json";
-
-fn load_valid(path: Option<&str>) -> Result<ValidPolicy, Fail> {
-    let (name, policy) = read_policy(path)?;
-    match policy.validate() {
-        Ok(v) => {
-            for w in &v.warnings {
-                eprintln!("{name}: {w}");
-            }
-            Ok(v)
-        }
-        Err(diags) => {
-            let lines: Vec<String> = diags.iter().map(|d| format!("{name}: {d}")).collect();
-            Err(Fail(exit::INVALID, lines.join("\n")))
-        }
-    }
-}
-
-fn kernel_fail(e: BackendError) -> Fail {
-    match e {
-        BackendError::Unsupported { .. } => Fail(exit::UNSUPPORTED, e.to_string()),
-        BackendError::Locked(_) => Fail(exit::SAFETY, e.to_string()),
-        e => Fail(exit::KERNEL, e.to_string()),
-    }
-}
-
-/// Edit the policy file with `f`, validate the result, write it atomically, then bring the
-/// kernel along: incrementally over netlink when only set elements changed, else by a reload.
-fn edit_policy(
-    path: Option<String>,
-    backend: Backend,
-    f: impl FnOnce(&mut policy_file::Doc) -> Result<String, Fail>,
-) -> Result<u8, Fail> {
-    let path = resolve(path.as_deref()).ok_or_else(|| {
-        Fail(
-            exit::IO,
-            format!("no policy file to edit: pass --policy FILE or create {POLICY_PATH}"),
-        )
-    })?;
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Fail(exit::IO, format!("{path}: cannot read: {e}")))?;
-    let old = load_valid(Some(&path))?;
-    let mut doc = policy_file::Doc::parse(&text, &path)
-        .map_err(|e| Fail(exit::INVALID, format!("{path}: {e}")))?;
-    let summary = f(&mut doc)?;
-    let new = doc
-        .policy(&path)
-        .map_err(|e| Fail(exit::INVALID, format!("{path}: {e}")))?
-        .validate()
-        .map_err(|d| {
-            Fail(
-                exit::INVALID,
-                format!("{path}: the edit would make the policy invalid; nothing changed:\n{d}"),
-            )
-        })?;
-    policy_file::write_atomic(std::path::Path::new(&path), &doc.render())
-        .map_err(|e| Fail(exit::IO, format!("{path}: cannot write: {e}")))?;
-    println!("{path}: {summary}");
-    let kernel = backend.kernel();
-    match kernel.fingerprint() {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            println!("pbxfw is not loaded; the change takes effect at the next apply");
-            return Ok(exit::OK);
-        }
-        Err(e) => {
-            return Err(Fail(
-                exit::KERNEL,
-                format!("the policy file is updated, but the kernel cannot be read: {e}"),
-            ))
-        }
-    }
-    let synced = kernel
-        .sync(
-            &compile(&old),
-            &compile(&new),
-            &ApplyOptions {
-                custom: pbxfw_host::custom::load(backend.arg())
-                    .map_err(|m| Fail(exit::SAFETY, m))?,
-                ..Default::default()
-            },
-        )
-        .map_err(|e| {
-            Fail(
-                exit::KERNEL,
-                format!("the policy file is updated, but the kernel was not: {e}"),
-            )
-        })?;
-    if synced.incremental {
-        println!(
-            "kernel: {} element(s) added, {} removed without a reload in {:.1} ms; fingerprint {}",
-            synced.added,
-            synced.removed,
-            synced.elapsed.as_secs_f64() * 1000.0,
-            synced.fingerprint
-        );
-    } else {
-        println!(
-            "kernel: ruleset reloaded ({}); fingerprint {}",
-            synced.reason.unwrap_or_default(),
-            synced.fingerprint
-        );
-    }
-    Ok(exit::OK)
-}
-
-/// Whether two written sources mean the same thing (`10.0.0.1` and `10.0.0.1/32`).
-fn same_source(a: &str, b: &str) -> bool {
-    use pbxfw_core::net::Prefix;
-    match (Prefix::parse_lenient(a), Prefix::parse_lenient(b)) {
-        (Ok((x, _)), Ok((y, _))) => x == y,
-        _ => a
-            .trim_end_matches('.')
-            .eq_ignore_ascii_case(b.trim_end_matches('.')),
-    }
-}
-
-fn run(cli: Cli) -> Result<u8, Fail> {
-    match cli.command {
-        Command::Apply {
-            policy,
-            backend,
-            counters,
-            confirm,
-            admins,
-            force,
-        } => {
-            let valid = load_valid(policy.as_deref())?;
-            let rs = compile(&valid);
-            let sessions = safety::sessions(&admins, &valid.settings.admins);
-            if !force {
-                if let Some(msg) = safety::lockout_message(&rs, &sessions) {
-                    return Err(Fail(exit::SAFETY, msg));
-                }
-            }
-            // The daemon never bans the sessions an apply came from.
-            let from: Vec<IpAddr> = sessions
-                .iter()
-                .filter(|s| s.from != "settings.admins")
-                .map(|s| s.addr)
-                .collect();
-            let kernel = backend.kernel();
-            let opts = ApplyOptions {
-                counters,
-                custom: pbxfw_host::custom::load(backend.arg())
-                    .map_err(|m| Fail(exit::SAFETY, m))?,
-                ..Default::default()
-            };
-            if let Some(secs) = confirm {
-                let fp = safety::apply_with_confirm(
-                    kernel.as_ref(),
-                    backend.arg(),
-                    &rs,
-                    &opts,
-                    secs,
-                    &from,
-                )
-                .map_err(|m| {
-                    let code = if m.starts_with("refused") {
-                        exit::SAFETY
-                    } else {
-                        exit::KERNEL
-                    };
-                    Fail(code, m)
-                })?;
-                record_discovery()?;
-                println!(
-                    "applied: fingerprint {fp}; run `pbxfw confirm` within {secs} s, or it is rolled back"
-                );
-                return Ok(exit::OK);
-            }
-            let applied = kernel.apply(&rs, &opts).map_err(kernel_fail)?;
-            safety::record_applied(backend.arg(), &rs, &from).map_err(|m| Fail(exit::IO, m))?;
-            record_discovery()?;
-            println!(
-                "applied: fingerprint {} in {:.1} ms",
-                applied.fingerprint,
-                applied.elapsed.as_secs_f64() * 1000.0
-            );
-            Ok(exit::OK)
-        }
-        Command::Confirm => match safety::confirm().map_err(|m| Fail(exit::IO, m))? {
-            Some(fp) => {
-                println!("confirmed: ruleset {fp} stays");
-                Ok(exit::OK)
-            }
-            None => Err(Fail(
-                exit::INVALID,
-                "nothing to confirm: no apply is waiting for confirmation".into(),
-            )),
-        },
-        Command::Rollback { backend, when_due } => {
-            let kernel = backend.kernel();
-            let msg = safety::rollback(kernel.as_ref(), when_due.as_deref()).map_err(|m| {
-                let code = if m.starts_with("nothing") {
-                    exit::INVALID
-                } else {
-                    exit::KERNEL
-                };
-                Fail(code, m)
-            })?;
-            println!("{msg}");
-            Ok(exit::OK)
-        }
-        Command::Boot {
-            policy,
-            backend,
-            no_safe_mode,
-            heartbeat,
-        } => {
-            let valid = load_valid(policy.as_deref())?;
-            let rs = compile(&valid);
-            let cfg = pbxfw_core::safety::SafeModeConfig {
-                enabled: !no_safe_mode,
-                ..Default::default()
-            };
-            // Before `boot`, which keeps running to record the boot's length.
-            record_discovery()?;
-            safety::boot(
-                backend.kernel().as_ref(),
-                backend.arg(),
-                &rs,
-                &cfg,
-                std::time::Duration::from_secs(heartbeat.max(1)),
-            )
-            .map_err(|m| Fail(exit::KERNEL, m))?;
-            Ok(exit::OK)
-        }
-        Command::Status { backend, format } => {
-            let status = backend.kernel().status().map_err(kernel_fail)?;
-            let pending = safety::pending().map_err(|m| Fail(exit::IO, m))?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let hostnames = match pbxfw_host::state::read::<pbxfw_core::dns::Snapshot>(
-                &names::state_path(),
-                "dns",
-            ) {
-                Ok(Some(snap)) => {
-                    pbxfw_core::dns::Tracker::status_of(Default::default(), snap, now)
-                }
-                Ok(None) => Vec::new(),
-                Err(e) => {
-                    eprintln!("warning: {e}");
-                    Vec::new()
-                }
-            };
-            let discovery = pbxfw_host::state::read::<serde_json::Value>(
-                &pbxfw_host::dirs::state_dir().join(DISCOVERY_STATE),
-                "discovery",
-            )
-            .unwrap_or_else(|e| {
-                eprintln!("warning: {e}");
-                None
-            });
-            let safe_mode = std::fs::read_to_string(safety::marker_path())
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-            let state_problems = std::fs::read_to_string(safety::problems_path())
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .unwrap_or(serde_json::json!([]));
-            let responsive =
-                daemon::state_summary(&pbxfw_host::dirs::state_dir().join("responsive.json"));
-            match format {
-                Format::Json => {
-                    let mut v = serde_json::to_value(&status).expect("serialisable");
-                    v["pending_confirmation"] = pending.as_ref().map_or(
-                        serde_json::Value::Null,
-                        |p| serde_json::json!({"fingerprint": p.fingerprint, "deadline_ms": p.deadline_ms}),
-                    );
-                    v["safe_mode"] = safe_mode.unwrap_or(serde_json::Value::Null);
-                    v["hostnames"] = serde_json::to_value(&hostnames).expect("serialisable");
-                    v["discovery"] = discovery.unwrap_or(serde_json::Value::Null);
-                    v["responsive"] = responsive.unwrap_or(serde_json::Value::Null);
-                    v["state_problems"] = state_problems.clone();
-                    println!("{v:#}")
-                }
-                Format::Text => {
-                    if let Some(m) = &safe_mode {
-                        println!(
-                            "SAFE MODE: {}",
-                            m["reason"].as_str().unwrap_or("rules held back")
-                        );
-                    }
-                    for p in state_problems.as_array().into_iter().flatten() {
-                        println!(
-                            "STATE PROBLEM ({}): {}",
-                            p["state"].as_str().unwrap_or("?"),
-                            p["detail"].as_str().unwrap_or("?")
-                        );
-                    }
-                    if let Some(p) = &pending {
-                        println!(
-                            "waiting for confirmation: ruleset {} is rolled back at {} ms (Unix) unless `pbxfw confirm` comes first",
-                            p.fingerprint, p.deadline_ms
-                        );
-                    }
-                    print_status(&status);
-                    if let Some(r) = &responsive {
-                        let c = &r["counters"];
-                        println!(
-                            "responsive daemon: {} event(s) acted on, {} ambiguous record(s) ignored, {} malformed; {} ban(s) in its state",
-                            c["events"], c["ambiguous"], c["malformed"], r["bans"]
-                        );
-                    }
-                    if !hostnames.is_empty() {
-                        println!("hostnames:");
-                        for l in names::status_lines(&hostnames) {
-                            println!("{l}");
-                        }
-                    }
-                    if let Some(d) = &discovery {
-                        print_discovery(d);
-                    }
-                }
-            }
-            Ok(exit::OK)
-        }
-        Command::Disable { backend } => {
-            let kernel = backend.kernel();
-            if pbxfw_host::lock::disable(kernel.as_ref()).map_err(kernel_fail)? {
-                println!(
-                    "pbxfw disabled: {} removed",
-                    match kernel.name() {
-                        "nft" => "table inet pbxfw",
-                        _ => "the PBXFW chains, the jump from INPUT and the pbxfw_ ipsets",
-                    }
-                );
-            } else {
-                println!("pbxfw was not loaded");
-            }
-            Ok(exit::OK)
-        }
-        Command::Blacklist(BlacklistCmd::Add {
-            entries,
-            policy,
-            backend,
-        }) => edit_policy(policy, backend, |doc| {
-            let existing = doc.blacklist();
-            let mut added = Vec::new();
-            for e in entries {
-                if !existing.iter().chain(&added).any(|x| same_source(x, &e)) {
-                    doc.blacklist_add(&e);
-                    added.push(e);
-                }
-            }
-            Ok(format!("blacklist: {} entr(ies) added", added.len()))
-        }),
-        Command::Blacklist(BlacklistCmd::Del {
-            entries,
-            policy,
-            backend,
-        }) => edit_policy(policy, backend, |doc| {
-            let mut removed = 0;
-            for e in &entries {
-                let n = doc.blacklist_remove(|x| same_source(x, e));
-                if n == 0 {
-                    return Err(Fail(
-                        exit::INVALID,
-                        format!("{e} is not in the blacklist; nothing changed"),
-                    ));
-                }
-                removed += n;
-            }
-            Ok(format!("blacklist: {removed} entr(ies) removed"))
-        }),
-        Command::Blacklist(BlacklistCmd::List { policy, format }) => {
-            let (name, _) = read_policy(policy.as_deref())?;
-            let path = resolve(policy.as_deref());
-            let text = match path {
-                Some(p) if p != "-" => {
-                    std::fs::read_to_string(&p).map_err(|e| Fail(exit::IO, format!("{p}: {e}")))?
-                }
-                _ => DEFAULT_POLICY_TOML.to_string(),
-            };
-            let doc = policy_file::Doc::parse(&text, &name).map_err(|e| Fail(exit::INVALID, e))?;
-            let entries = doc.blacklist();
-            match format {
-                Format::Json => println!("{:#}", serde_json::json!(entries)),
-                Format::Text => entries.iter().for_each(|e| println!("{e}")),
-            }
-            Ok(exit::OK)
-        }
-        Command::Trust {
-            addr,
-            policy,
-            backend,
-        } => edit_policy(policy, backend, |doc| {
-            if pbxfw_core::net::Prefix::parse_lenient(&addr).is_err() {
-                return Err(Fail(
-                    exit::INVALID,
-                    format!("{addr:?} is not an address or CIDR"),
-                ));
-            }
-            // One zone per source: an existing override of the same source is replaced.
-            let replaced = doc.networks_remove(|s, _| same_source(s, &addr));
-            doc.network_add(&addr, "trusted", "added by pbxfw trust");
-            Ok(if replaced > 0 {
-                format!("{addr} moved to the trusted zone")
-            } else {
-                format!("{addr} added to the trusted zone")
-            })
-        }),
-        Command::Daemon {
-            policy,
-            ami,
-            ami_user,
-            ami_secret,
-            logs,
-            log_with_ami,
-            events,
-            events_socket,
-            events_socket_group,
-            state,
-            tick,
-            backend,
-            dns,
-        } => {
-            let valid = load_valid(policy.as_deref())?;
-            let logs = if ami.is_some() && !logs.is_empty() && !log_with_ami {
-                daemon::log_line(&[
-                    ("event", "sources".into()),
-                    (
-                        "detail",
-                        "AMI is configured: the --log files are not followed (a sender can write into Asterisk's logs; --log-with-ami follows them too)".into(),
-                    ),
-                ]);
-                Vec::new()
-            } else {
-                logs
-            };
-            let sources = daemon::Sources {
-                ami: ami.map(|a| (a, ami_user, ami_secret)),
-                logs,
-                json_files: events,
-                json_socket: events_socket,
-                json_socket_group: events_socket_group,
-            };
-            let path = policy.clone();
-            let reload = move || load_valid(path.as_deref()).map_err(|Fail(_, m)| m);
-            daemon::run(
-                &valid,
-                &reload,
-                sources,
-                &state,
-                std::time::Duration::from_secs(tick.max(1)),
-                backend.kernel().as_ref(),
-                &dns.options(),
-            )
-            .map_err(|e| Fail(exit::IO, e))?;
-            Ok(exit::OK)
-        }
-        Command::Resolve {
-            policy,
-            backend,
-            dry_run,
-            dns,
-            format,
-        } => {
-            let valid = load_valid(policy.as_deref())?;
-            let rs = compile(&valid);
-            let opts = dns.options();
-            let (tracker, problem) = names::load_tracker(opts.config());
-            if let Some(p) = problem {
-                eprintln!("warning: {p}; starting from no answers");
-            }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            // Everything is looked up now, whatever the schedule says: the user asked.
-            let mut fresh = pbxfw_core::dns::Tracker::restore(opts.config(), tracker.snapshot());
-            fresh.set_names(names::tracked_names(&valid));
-            names::refresh_all(&opts.resolver(), &mut fresh, now);
-            let mut failed = Vec::new();
-            if !dry_run {
-                names::save_tracker(&fresh).map_err(|m| Fail(exit::IO, m))?;
-                let kernel = backend.kernel();
-                let mut feeder = names::Feeder::from_kernel(kernel.as_ref(), &rs)
-                    .map_err(|m| Fail(exit::KERNEL, m))?;
-                let want = names::desired(&rs, &fresh);
-                let (changes, errors) = feeder.sync(kernel.as_ref(), &rs, &want);
-                for c in &changes {
-                    let list = |v: &[pbxfw_core::net::Prefix]| {
-                        v.iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
-                    eprintln!(
-                        "{}: added [{}], removed [{}]",
-                        c.set,
-                        list(&c.added),
-                        list(&c.removed)
-                    );
-                }
-                failed = errors;
-            }
-            let status = fresh.status(now);
-            match format {
-                Format::Json => {
-                    println!("{:#}", serde_json::to_value(&status).expect("serialisable"))
-                }
-                Format::Text => {
-                    for l in names::status_lines(&status) {
-                        println!("{l}");
-                    }
-                }
-            }
-            if failed.is_empty() {
-                Ok(exit::OK)
-            } else {
-                Err(Fail(exit::KERNEL, failed.join("\n")))
-            }
-        }
-        Command::Replay {
-            files,
-            policy,
-            year,
-            format,
-        } => {
-            let valid = load_valid(policy.as_deref())?;
-            let year = year.unwrap_or_else(daemon::current_year);
-            let start = std::time::Instant::now();
-            // Only the JSON report lists every action.
-            let detail = match format {
-                Format::Json => daemon::Detail::Actions,
-                Format::Text => daemon::Detail::Summary,
-            };
-            let read = |f: &PathBuf| {
-                std::fs::read(f)
-                    .map_err(|e| Fail(exit::IO, format!("{}: cannot read: {e}", f.display())))
-            };
-            let mut leftovers = None;
-            let report = if let [only] = &files[..] {
-                // One file is already in time order: replay it as it is parsed.
-                let (report, left) = daemon::replay_file(&valid, only, year, detail)
-                    .map_err(|e| Fail(exit::IO, format!("{}: cannot read: {e}", only.display())))?;
-                leftovers = Some(left);
-                report
-            } else {
-                let mut all = Vec::new();
-                let mut records = 0;
-                let mut ambiguous = 0;
-                for f in &files {
-                    let (events, n, a) = daemon::read_records(&read(f)?, year);
-                    records += n;
-                    ambiguous += a;
-                    all.extend(events);
-                }
-                // Records of several files interleave by time.
-                all.sort_by_key(|e| e.at.unwrap_or(0));
-                let mut report = daemon::replay(&valid, all.into_iter(), records, detail);
-                report.ambiguous = ambiguous;
-                report
-            };
-            let elapsed = start.elapsed();
-            match format {
-                Format::Json => {
-                    println!("{:#}", serde_json::to_value(&report).expect("serialisable"))
-                }
-                Format::Text => print_replay(&report, elapsed),
-            }
-            // The process ends now: freeing the report's thousands of entries, and the
-            // machine's tens of thousands, one by one would only delay the exit (milliseconds
-            // for a large log).
-            std::mem::forget(report);
-            std::mem::forget(leftovers);
-            Ok(exit::OK)
-        }
-        Command::Untrust {
-            addr,
-            policy,
-            backend,
-        } => edit_policy(policy, backend, |doc| {
-            let n = doc.networks_remove(|s, z| same_source(s, &addr) && z == "trusted");
-            if n == 0 {
-                return Err(Fail(
-                    exit::INVALID,
-                    format!("{addr} is not in the trusted zone; nothing changed"),
-                ));
-            }
-            Ok(format!("{addr} removed from the trusted zone"))
-        }),
-        Command::Compile {
-            policy,
-            backend,
-            ir,
-            counters,
-        } => {
-            let valid = load_valid(policy.as_deref())?;
-            let rs = compile(&valid);
-            if ir {
-                print!("{}", rs.to_text());
-                return Ok(exit::OK);
-            }
-            match backend {
-                Backend::Nft => {
-                    let opts = pbxfw_nft::Options {
-                        counters,
-                        ..Default::default()
-                    };
-                    let script = pbxfw_nft::lower(&rs, &opts)
-                        .map_err(|e| Fail(exit::UNSUPPORTED, format!("nft: {e}")))?;
-                    print!("{}", script.text);
-                }
-                Backend::Iptables | Backend::IptablesNft | Backend::IptablesLegacy => {
-                    let script = pbxfw_ipt::lower(&rs)
-                        .map_err(|e| Fail(exit::UNSUPPORTED, format!("iptables: {e}")))?;
-                    print!("{}", script.text());
-                }
-            }
-            Ok(exit::OK)
-        }
-        Command::Discover {
-            asterisk_dir,
-            format,
-        } => {
-            let found = pbxfw_host::asterisk::Dir::new(&asterisk_dir).discover();
-            if found.files.is_empty() {
-                return Err(Fail(
-                    exit::IO,
-                    format!(
-                        "{}: no Asterisk configuration found",
-                        asterisk_dir.display()
-                    ),
-                ));
-            }
-            match format {
-                DiscoverFormat::Toml => {
-                    print!("{}", found.to_toml(&asterisk_dir.display().to_string()))
-                }
-                DiscoverFormat::Json => println!("{:#}", found.to_json()),
-            }
-            Ok(exit::OK)
-        }
-        Command::Check {
-            policy,
-            strict,
-            format,
-        } => {
-            let (name, policy) = match read_policy(policy.as_deref()) {
-                Ok(p) => p,
-                Err(Fail(code, msg)) if format == Format::Json && code == exit::INVALID => {
-                    let out = serde_json::json!({
-                        "ok": false, "errors": 1, "warnings": 0,
-                        "diagnostics": [{"path": "(policy)", "severity": "error", "message": msg}],
-                    });
-                    println!("{out:#}");
-                    return Ok(code);
-                }
-                Err(e) => return Err(e),
-            };
-            let diags = match policy.validate() {
-                Ok(v) => v.warnings,
-                Err(d) => d.0,
-            };
-            let errors = diags
-                .iter()
-                .filter(|d| d.severity == Severity::Error)
-                .count();
-            let warnings = diags.len() - errors;
-            match format {
-                Format::Json => {
-                    let out = serde_json::json!({
-                        "ok": errors == 0,
-                        "errors": errors,
-                        "warnings": warnings,
-                        "diagnostics": diags,
-                    });
-                    println!("{out:#}");
-                }
-                Format::Text => {
-                    for d in &diags {
-                        println!("{name}: {d}");
-                    }
-                    println!("{name}: {errors} error(s), {warnings} warning(s)");
-                }
-            }
-            Ok(if errors > 0 {
-                exit::INVALID
-            } else if strict && warnings > 0 {
-                exit::WARNINGS
-            } else {
-                exit::OK
-            })
-        }
-        Command::Explain {
-            policy,
-            iif,
-            src,
-            proto,
-            dport,
-            sport,
-            icmp_type,
-            state,
-            registered,
-            format,
-        } => {
-            let valid = load_valid(policy.as_deref())?;
-            let rs = compile(&valid);
-            let proto = match proto {
-                ProtoArg::Udp => Proto::Udp,
-                ProtoArg::Tcp => Proto::Tcp,
-                ProtoArg::Icmp => Proto::Icmp,
-                ProtoArg::Icmpv6 => Proto::Icmpv6,
-            };
-            let ported = matches!(proto, Proto::Udp | Proto::Tcp);
-            if ported && dport.is_none() {
-                return Err(Fail(
-                    exit::INVALID,
-                    "--dport is required for udp and tcp".into(),
-                ));
-            }
-            if !ported && (dport.is_some() || sport.is_some()) {
-                return Err(Fail(
-                    exit::INVALID,
-                    "--dport and --sport apply to udp and tcp only".into(),
-                ));
-            }
-            let mut packet = Packet::new(&iif, src, proto, dport);
-            packet.sport = sport;
-            packet.icmp_type = proto.echo_request().map(|echo| icmp_type.unwrap_or(echo));
-            packet.ct = match state {
-                StateArg::New => CtState::New,
-                StateArg::Established => CtState::Established,
-                StateArg::Related => CtState::Related,
-                StateArg::Invalid => CtState::Invalid,
-            };
-            let e = explain(&rs, &packet, registered);
-            match format {
-                Format::Json => println!("{:#}", serde_json::to_value(&e).expect("serialisable")),
-                Format::Text => print_explanation(&e),
-            }
-            Ok(exit::OK)
-        }
-    }
-}
-
-fn print_replay(r: &daemon::ReplayReport, elapsed: std::time::Duration) {
+fn print_replay(r: &replay::ReplayReport, elapsed: std::time::Duration) {
     // One write for the whole report: stdout is line-buffered, and a line per banned source
     // made a write(2) each, a tenth of the replay of a large log.
     use std::io::Write as _;
@@ -1337,7 +1004,7 @@ fn print_replay(r: &daemon::ReplayReport, elapsed: std::time::Duration) {
 
 fn write_replay(
     out: &mut impl std::io::Write,
-    r: &daemon::ReplayReport,
+    r: &replay::ReplayReport,
     elapsed: std::time::Duration,
 ) -> std::io::Result<()> {
     writeln!(

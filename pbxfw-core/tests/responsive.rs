@@ -159,7 +159,7 @@ fn per_user_grants_follow_registrations() {
     let changes: Vec<String> = a[0]
         .set_changes(T0)
         .iter()
-        .map(|c| format!("{} {} {:?}", c.set, c.prefix, c.timeout))
+        .map(|c| format!("{} {} {:?}", c.set(), c.prefix, c.timeout))
         .collect();
     assert_eq!(
         changes,

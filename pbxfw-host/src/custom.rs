@@ -21,24 +21,43 @@ pub fn path(backend: &str) -> PathBuf {
     dir.join(format!("custom.{kind}"))
 }
 
+/// Why the custom rules file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CustomError {
+    /// Someone other than root could have written it.
+    #[error("refused: {} must be owned by root and not writable by group or others ({detail})", path.display())]
+    Unsafe {
+        /// The file.
+        path: PathBuf,
+        /// Its owner and mode.
+        detail: String,
+    },
+    /// It cannot be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// The custom rules for `backend`, if its file exists: refused unless owned by root and not
 /// writable by group or others.
-pub fn load(backend: &str) -> Result<Option<String>, String> {
+pub fn load(backend: &str) -> Result<Option<String>, CustomError> {
     let p = path(backend);
     let meta = match std::fs::metadata(&p) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", p.display())),
+        Err(source) => return Err(CustomError::Io { path: p, source }),
     };
     if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "refused: {} must be owned by root and not writable by group or others (owner uid {}, mode {:o})",
-            p.display(),
-            meta.uid(),
-            meta.mode() & 0o7777
-        ));
+        return Err(CustomError::Unsafe {
+            detail: format!("owner uid {}, mode {:o}", meta.uid(), meta.mode() & 0o7777),
+            path: p,
+        });
     }
     std::fs::read_to_string(&p)
         .map(Some)
-        .map_err(|e| format!("{}: {e}", p.display()))
+        .map_err(|source| CustomError::Io { path: p, source })
 }

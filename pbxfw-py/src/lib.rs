@@ -1,6 +1,7 @@
 //! pbxfw-py: the Python bindings of pbxfw, the private native module `pbxfw._pbxfw`.
 //!
-//! Conversion and error mapping only: every decision is made by `pbxfw-core` and the backends.
+//! Conversion and error mapping only: every procedure is `pbxfw-runtime`'s (the same the
+//! command line and the C API run), every decision `pbxfw-core`'s.
 //! Structured values (diagnostics, status, responsive actions) cross as JSON, decoded by
 //! Python's own `json` module, so Python sees plain dicts and lists with the same field names as
 //! the command line's `--format json`. Errors are raised as the exception classes of
@@ -11,12 +12,17 @@
 
 use std::net::IpAddr;
 
-use pbxfw_core::backend::{ApplyOptions, Backend, BackendError};
+use pbxfw_core::backend::BackendError;
 use pbxfw_core::explain::explain;
 use pbxfw_core::ir::{CtState, Proto};
-use pbxfw_core::responsive::{Config, Machine};
-use pbxfw_core::{compile, Packet, Ruleset, ValidPolicy};
-use pyo3::exceptions::PyValueError;
+use pbxfw_core::responsive::{Action, Config, Machine};
+use pbxfw_core::Packet;
+use pbxfw_runtime::actions::carry_out as carry_out_in;
+use pbxfw_runtime::policy::Format;
+use pbxfw_runtime::render::Target;
+use pbxfw_runtime::safety::Admin;
+use pbxfw_runtime::{ApplyRequest, BackendName, Error, Loaded};
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
@@ -36,112 +42,87 @@ fn raise<'py>(py: Python<'py>, class: &str, args: impl pyo3::call::PyCallArgs<'p
 fn to_py<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
     let text = serde_json::to_string(value)
         .map_err(|e| PyValueError::new_err(format!("cannot encode: {e}")))?;
+    json_py(py, &text)
+}
+
+fn json_py<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
     py.import("json")?.call_method1("loads", (text,))
 }
 
-/// A kernel backend named by the caller, checked before the interpreter is released.
-#[derive(Clone, Copy)]
-enum Which {
-    Nft,
-    Iptables,
-    IptablesNft,
-    IptablesLegacy,
-}
-
-impl Which {
-    fn parse(name: &str) -> PyResult<Which> {
-        Ok(match name {
-            "nft" => Which::Nft,
-            "iptables" => Which::Iptables,
-            "iptables-nft" => Which::IptablesNft,
-            "iptables-legacy" => Which::IptablesLegacy,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "unknown backend {other:?} (nft, iptables, iptables-nft, iptables-legacy)"
-                )))
+/// A runtime error as the exception of `pbxfw._errors` that means it: the one place the
+/// bindings map errors (`docs/python.md`). `backend` names the backend of a kernel call, and
+/// `apply` makes a backend failure an `ApplyError` with its stage.
+fn error(py: Python<'_>, e: Error, backend: Option<BackendName>, apply: bool) -> PyErr {
+    let message = e.to_string();
+    match e {
+        Error::Parse { .. } => match to_py(
+            py,
+            &[serde_json::json!({
+                "path": "(policy)", "severity": "error", "message": message
+            })],
+        ) {
+            Ok(list) => raise(py, "ConfigError", (message, list)),
+            Err(err) => err,
+        },
+        Error::Invalid { diagnostics, .. } => match to_py(py, &diagnostics.0) {
+            Ok(list) => raise(py, "ConfigError", (message, list)),
+            Err(err) => err,
+        },
+        Error::Refused(r) => raise(py, "RefusedError", (message, r.reason())),
+        Error::Backend(BackendError::Locked(_)) => raise(py, "RefusedError", (message, "locked")),
+        Error::Backend(b) => {
+            let name = backend.map_or("", |b| b.as_str());
+            let (kind, stage) = match &b {
+                BackendError::Unsupported { .. } => ("unsupported", "check"),
+                BackendError::Check(_) => ("check", "check"),
+                BackendError::Spawn { .. } => ("spawn", "load"),
+                BackendError::Load(_) => ("refused", "load"),
+                BackendError::Verify { .. } => ("verify", "verify"),
+                BackendError::NotLoaded => ("not_loaded", "load"),
+                BackendError::NoSet(_) => ("no_set", "load"),
+                BackendError::Kernel(_) => ("kernel", "load"),
+                BackendError::Locked(_) => ("locked", "check"),
+            };
+            if apply {
+                raise(py, "ApplyError", (message, name, kind, stage))
+            } else {
+                raise(py, "BackendError", (message, name, kind))
             }
-        })
-    }
-
-    /// The backend (detecting the iptables variant for plain `iptables` runs commands: call it
-    /// with the interpreter released).
-    fn make(self) -> Box<dyn Backend> {
-        use pbxfw_ipt::Variant;
-        match self {
-            Which::Nft => Box::new(pbxfw_nft::Kernel::default()),
-            Which::Iptables => Box::new(pbxfw_ipt::Kernel::default()),
-            Which::IptablesNft => Box::new(pbxfw_ipt::Kernel::new(Variant::Nft)),
-            Which::IptablesLegacy => Box::new(pbxfw_ipt::Kernel::new(Variant::Legacy)),
         }
+        Error::State(_) => raise(py, "StateError", (message,)),
+        Error::Io { path, source } => {
+            PyOSError::new_err((source.raw_os_error().unwrap_or(0), message, path))
+        }
+        Error::Usage(_) => raise(py, "UsageError", (message,)),
     }
 }
 
-/// A backend error as `BackendError(message, backend, kind)`, or, from an apply,
-/// `ApplyError(message, backend, kind, stage)`.
-fn backend_error(py: Python<'_>, e: BackendError, backend: &str, apply: bool) -> PyErr {
-    let (kind, stage) = match &e {
-        BackendError::Unsupported { .. } => ("unsupported", "check"),
-        BackendError::Check(_) => ("check", "check"),
-        BackendError::Spawn { .. } => ("spawn", "load"),
-        BackendError::Load(_) => ("refused", "load"),
-        BackendError::Verify { .. } => ("verify", "verify"),
-        BackendError::NotLoaded => ("not_loaded", "load"),
-        BackendError::NoSet(_) => ("no_set", "load"),
-        BackendError::Kernel(_) => ("kernel", "load"),
-        BackendError::Locked(_) => ("locked", "check"),
-    };
-    if apply {
-        raise(
-            py,
-            "ApplyError",
-            (e.to_string(), backend.to_string(), kind, stage),
-        )
-    } else {
-        raise(
-            py,
-            "BackendError",
-            (e.to_string(), backend.to_string(), kind),
-        )
-    }
+/// A backend named by the caller, checked before the interpreter is released.
+fn backend_named(py: Python<'_>, name: &str) -> PyResult<BackendName> {
+    name.parse().map_err(|e| error(py, e, None, false))
+}
+
+/// The clock: Unix seconds.
+fn clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A validated policy. Build it with `from_toml`, `from_json` or `from_dict`; an invalid
 /// document raises `ConfigError` carrying every diagnostic.
 #[pyclass(frozen, module = "pbxfw._pbxfw")]
 struct Policy {
-    valid: ValidPolicy,
-    ruleset: Ruleset,
+    loaded: Loaded,
 }
 
 impl Policy {
-    fn new(
-        py: Python<'_>,
-        parsed: Result<pbxfw_core::Policy, impl std::fmt::Display>,
-    ) -> PyResult<Policy> {
-        let mut policy = parsed.map_err(|e| {
-            let d = vec![serde_json::json!({
-                "path": "(policy)", "severity": "error", "message": e.to_string()
-            })];
-            match to_py(py, &d) {
-                Ok(list) => raise(py, "ConfigError", (e.to_string(), list)),
-                Err(err) => err,
-            }
-        })?;
-        // `pbx.discover`: the PBX's own configuration joins the policy, as on the command line.
-        pbxfw_host::asterisk::merge_requested(&mut policy);
-        let valid = policy.validate().map_err(|d| {
-            let message =
-                d.0.iter()
-                    .map(|x| x.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n");
-            match to_py(py, &d.0) {
-                Ok(list) => raise(py, "ConfigError", (message, list)),
-                Err(err) => err,
-            }
-        })?;
-        let ruleset = compile(&valid);
-        Ok(Policy { valid, ruleset })
+    /// Parsed, merged with what `pbx.discover` finds, validated and compiled, as every front
+    /// end does it.
+    fn load(py: Python<'_>, text: &str, format: Format) -> PyResult<Policy> {
+        pbxfw_runtime::policy::load_text_as(text, format, "(policy)")
+            .map(|loaded| Policy { loaded })
+            .map_err(|e| error(py, e, None, false))
     }
 }
 
@@ -150,13 +131,13 @@ impl Policy {
     /// Parse and validate TOML text.
     #[staticmethod]
     fn from_toml(py: Python<'_>, text: &str) -> PyResult<Policy> {
-        Policy::new(py, pbxfw_core::Policy::from_toml(text))
+        Policy::load(py, text, Format::Toml)
     }
 
     /// Parse and validate JSON text.
     #[staticmethod]
     fn from_json(py: Python<'_>, text: &str) -> PyResult<Policy> {
-        Policy::new(py, pbxfw_core::Policy::from_json(text))
+        Policy::load(py, text, Format::Json)
     }
 
     /// Validate a dict (as `json.loads` or `tomllib.load` give it).
@@ -176,43 +157,28 @@ impl Policy {
                 )
             })?
             .extract()?;
-        Policy::new(py, pbxfw_core::Policy::from_json(&text))
+        Policy::load(py, &text, Format::Json)
     }
 
     /// The warnings of the valid policy, each a dict with `path`, `severity`, `message` and,
     /// when there is one, `value`.
     #[getter]
     fn diagnostics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_py(py, &self.valid.warnings)
+        to_py(py, &self.loaded.policy.warnings)
     }
 
     /// The fingerprint of the compiled ruleset (what `status` shows once applied).
     #[getter]
     fn fingerprint(&self) -> String {
-        self.ruleset.fingerprint()
+        self.loaded.ruleset.fingerprint()
     }
 
     /// The rules for `backend`: `"nft"`, `"iptables"`, or `"ir"` for the backend-neutral IR.
     #[pyo3(signature = (backend = "nft"))]
     fn compile(&self, py: Python<'_>, backend: &str) -> PyResult<String> {
-        match backend {
-            "ir" => Ok(self.ruleset.to_text()),
-            "nft" => pbxfw_nft::lower(&self.ruleset, &pbxfw_nft::Options::default())
-                .map(|s| s.text)
-                .map_err(|e| raise(py, "BackendError", (e.to_string(), "nft", "unsupported"))),
-            "iptables" => pbxfw_ipt::lower(&self.ruleset)
-                .map(|s| s.text())
-                .map_err(|e| {
-                    raise(
-                        py,
-                        "BackendError",
-                        (e.to_string(), "iptables", "unsupported"),
-                    )
-                }),
-            other => Err(PyValueError::new_err(format!(
-                "unknown backend {other:?} (nft, iptables, ir)"
-            ))),
-        }
+        let target: Target = backend.parse().map_err(|e| error(py, e, None, false))?;
+        pbxfw_runtime::render::render(&self.loaded.ruleset, target, false)
+            .map_err(|e| error(py, e, None, false))
     }
 
     /// What happens to a packet, and which policy object decides.
@@ -247,7 +213,7 @@ impl Policy {
         packet.sport = sport;
         packet.icmp_type = proto.echo_request().map(|echo| icmp_type.unwrap_or(echo));
         packet.ct = state.parse::<CtState>().map_err(PyValueError::new_err)?;
-        let e = explain(&self.ruleset, &packet, registered);
+        let e = explain(&self.loaded.ruleset, &packet, registered);
         Ok(Explanation {
             verdict: e.verdict.to_string(),
             zone: e.zone.map(|z| z.to_string()),
@@ -260,7 +226,10 @@ impl Policy {
     }
 
     fn __repr__(&self) -> String {
-        format!("<pbxfw.Policy fingerprint={}>", self.ruleset.fingerprint())
+        format!(
+            "<pbxfw.Policy fingerprint={}>",
+            self.loaded.ruleset.fingerprint()
+        )
     }
 }
 
@@ -297,52 +266,130 @@ impl Explanation {
     }
 }
 
-/// Load `policy` into the kernel of this network namespace (dynamic sets keep their elements)
-/// and verify it. Returns `{"fingerprint": str, "elapsed": milliseconds}`.
+/// Apply `policy` to the kernel of this network namespace as `pbxfw apply` does: refused
+/// (`RefusedError`, reason `lockout`; nothing changes) when it would cut off the administrator
+/// (`$SSH_CONNECTION`, `settings.admins`, and `admins`: `"ADDR"` for SSH or `"ADDR:PORT"`),
+/// unless `force`; loaded with the backend's custom rules, verified, and recorded as the last
+/// applied ruleset. With `confirm`, it is rolled back after that many seconds unless
+/// `confirm()` comes first. Returns `{"fingerprint", "elapsed_ms"}`, or with `confirm`
+/// `{"fingerprint", "rolled_back_at_ms"}`.
 #[pyfunction]
-#[pyo3(signature = (policy, backend = "nft"))]
-fn apply<'py>(py: Python<'py>, policy: &Policy, backend: &str) -> PyResult<Bound<'py, PyAny>> {
-    let which = Which::parse(backend)?;
-    let custom = pbxfw_host::custom::load(backend).map_err(|m| {
-        raise(
-            py,
-            "ApplyError",
-            (m, backend.to_string(), "locked", "check"),
-        )
-    })?;
-    let rs = &policy.ruleset;
-    let opts = ApplyOptions {
-        custom,
-        ..Default::default()
+#[pyo3(signature = (policy, backend = "nft", *, confirm = None, admins = None, force = false, counters = false))]
+fn apply<'py>(
+    py: Python<'py>,
+    policy: &Policy,
+    backend: &str,
+    confirm: Option<u64>,
+    admins: Option<Vec<String>>,
+    force: bool,
+    counters: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let backend = backend_named(py, backend)?;
+    let admins = admins
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            a.parse::<Admin>()
+                .map_err(|e| raise(py, "UsageError", (e,)))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let req = ApplyRequest {
+        backend,
+        counters,
+        confirm,
+        admins,
+        force,
     };
-    let done = py.detach(move || which.make().apply(rs, &opts));
-    match done {
-        Ok(a) => to_py(py, &a),
-        Err(e) => Err(backend_error(py, e, backend, true)),
+    let loaded = &policy.loaded;
+    match py.detach(move || pbxfw_runtime::apply(loaded, &req)) {
+        Ok(done) => to_py(py, &done),
+        Err(e) => Err(error(py, e, Some(backend), true)),
     }
 }
 
-/// What is loaded: a dict with `backend`, `loaded`, `fingerprint`, `sets` and `counters`, as
-/// `pbxfw status --format json` prints it.
+/// Keep the ruleset an `apply(confirm=…)` loaded. Returns its fingerprint; `UsageError` when
+/// nothing waits for confirmation.
+#[pyfunction]
+fn confirm(py: Python<'_>) -> PyResult<String> {
+    py.detach(pbxfw_runtime::confirm)
+        .map_err(|e| error(py, e, None, false))
+}
+
+/// Go back now to the ruleset before an `apply(confirm=…)`. Says what happened; `UsageError`
+/// when nothing waits for confirmation.
+#[pyfunction]
+#[pyo3(signature = (backend = "nft"))]
+fn rollback(py: Python<'_>, backend: &str) -> PyResult<String> {
+    let backend = backend_named(py, backend)?;
+    py.detach(move || pbxfw_runtime::rollback(backend))
+        .map_err(|e| error(py, e, Some(backend), false))
+}
+
+/// What is loaded and what the host keeps about it, as `pbxfw status --format json` prints it:
+/// a dict with `backend`, `loaded`, `fingerprint`, `sets`, `counters`, `pending_confirmation`,
+/// `safe_mode`, `hostnames`, `discovery`, `responsive` and `state_problems`.
 #[pyfunction]
 #[pyo3(signature = (backend = "nft"))]
 fn status<'py>(py: Python<'py>, backend: &str) -> PyResult<Bound<'py, PyAny>> {
-    let which = Which::parse(backend)?;
-    let done = py.detach(move || which.make().status());
-    match done {
-        Ok(s) => to_py(py, &s),
-        Err(e) => Err(backend_error(py, e, backend, false)),
+    let backend = backend_named(py, backend)?;
+    match py.detach(move || pbxfw_runtime::status(backend, clock())) {
+        Ok(s) => json_py(py, &s.to_json()),
+        Err(e) => Err(error(py, e, Some(backend), false)),
     }
 }
 
 /// Remove everything pbxfw owns from the kernel, and nothing else. Returns whether anything was
-/// loaded. Refused (`BackendError`, kind `locked`) while the lock file exists.
+/// loaded. Refused (`RefusedError`, reason `locked`) while the lock file exists.
 #[pyfunction]
 #[pyo3(signature = (backend = "nft"))]
 fn disable(py: Python<'_>, backend: &str) -> PyResult<bool> {
-    let which = Which::parse(backend)?;
-    py.detach(move || pbxfw_host::lock::disable(which.make().as_ref()))
-        .map_err(|e| backend_error(py, e, backend, false))
+    let backend = backend_named(py, backend)?;
+    py.detach(move || pbxfw_runtime::disable(backend))
+        .map_err(|e| error(py, e, Some(backend), false))
+}
+
+/// Carry out the actions `Responsive.on_event` and `Responsive.tick` returned (bans, slow
+/// lane, registrations and their grants) in the kernel, `policy` being the applied one,
+/// batched into one update per set and operation. `now`: when they were decided (default: the
+/// clock). Returns `{"updates", "elements", "failures"}`; when the kernel refused an update the
+/// others are still made and `BackendError` (kind `kernel`) names each refusal.
+#[pyfunction]
+#[pyo3(signature = (policy, actions, backend = "nft", now = None))]
+fn carry_out<'py>(
+    py: Python<'py>,
+    policy: &Policy,
+    actions: &Bound<'py, PyAny>,
+    backend: &str,
+    now: Option<u64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let backend = backend_named(py, backend)?;
+    let text: String = py
+        .import("json")?
+        .call_method1("dumps", (actions,))?
+        .extract()?;
+    let actions: Vec<Action> = serde_json::from_str(&text)
+        .map_err(|e| raise(py, "UsageError", (format!("actions: {e}"),)))?;
+    let rs = &policy.loaded.ruleset;
+    let at = now.unwrap_or_else(clock);
+    let done = py.detach(move || carry_out_in(backend.open().as_ref(), rs, &actions, at));
+    if done.failures.is_empty() {
+        return to_py(py, &done);
+    }
+    let lines: Vec<String> = done.failures.iter().map(ToString::to_string).collect();
+    Err(raise(
+        py,
+        "BackendError",
+        (
+            format!(
+                "{} of {} set updates refused (the others were made):\n{}",
+                done.failures.len(),
+                done.failures.len() + done.updates,
+                lines.join("\n")
+            ),
+            backend.as_str(),
+            "kernel",
+        ),
+    ))
 }
 
 /// Read an Asterisk configuration directory and describe the ports, RTP/UDPTL ranges and
@@ -387,7 +434,7 @@ impl Responsive {
     #[new]
     fn new(policy: &Policy) -> Responsive {
         Responsive {
-            machine: Machine::new(Config::from_policy(&policy.valid)),
+            machine: Machine::new(Config::from_policy(&policy.loaded.policy)),
         }
     }
 
@@ -397,7 +444,7 @@ impl Responsive {
     fn restore(py: Python<'_>, policy: &Policy, snapshot: &str) -> PyResult<Responsive> {
         let mut machine =
             Machine::restore(snapshot).map_err(|e| raise(py, "StateError", (e.to_string(),)))?;
-        machine.reconfigure(Config::from_policy(&policy.valid));
+        machine.reconfigure(Config::from_policy(&policy.loaded.policy));
         Ok(Responsive { machine })
     }
 
@@ -465,6 +512,9 @@ fn _pbxfw(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Explanation>()?;
     m.add_class::<Responsive>()?;
     m.add_function(wrap_pyfunction!(apply, m)?)?;
+    m.add_function(wrap_pyfunction!(confirm, m)?)?;
+    m.add_function(wrap_pyfunction!(rollback, m)?)?;
+    m.add_function(wrap_pyfunction!(carry_out, m)?)?;
     m.add_function(wrap_pyfunction!(status, m)?)?;
     m.add_function(wrap_pyfunction!(disable, m)?)?;
     m.add_function(wrap_pyfunction!(discover, m)?)?;

@@ -7,6 +7,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import textwrap
 import uuid
 
@@ -262,6 +263,11 @@ def test_the_exception_hierarchy() -> None:
     assert issubclass(pbxfw.ConfigError, ValueError)
     assert issubclass(pbxfw.ApplyError, pbxfw.BackendError)
     assert issubclass(pbxfw.BackendError, pbxfw.PbxfwError)
+    assert issubclass(pbxfw.RefusedError, pbxfw.PbxfwError)
+    assert not issubclass(pbxfw.RefusedError, pbxfw.BackendError)
+    assert issubclass(pbxfw.UsageError, ValueError)
+    r = pbxfw.RefusedError("m", "lockout")
+    assert (str(r), r.reason) == ("m", "lockout")
     e = pbxfw.ApplyError("m", "nft", "refused", "load")
     assert (str(e), e.backend, e.kind, e.stage) == ("m", "nft", "refused", "load")
 
@@ -301,13 +307,18 @@ def netns():  # type: ignore[no-untyped-def]
 
 
 def in_netns(ns: str, code: str) -> dict:
-    """Run `code` with this interpreter inside `ns`; it prints one JSON object."""
-    out = subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, "-W", "error", "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """Run `code` with this interpreter inside `ns`; it prints one JSON object. What an apply
+    keeps on the host (its record, a pending confirmation) goes to directories of its own."""
+    with tempfile.TemporaryDirectory() as state, tempfile.TemporaryDirectory() as run:
+        env = dict(os.environ, PBXFW_STATE_DIR=state, PBXFW_RUN_DIR=run)
+        env.pop("SSH_CONNECTION", None)
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-W", "error", "-c", textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -330,7 +341,7 @@ def test_apply_status_disable(netns: str, backend: str) -> None:
         """,
     )
     assert got["applied"]["fingerprint"] == got["fp"]
-    assert got["applied"]["elapsed"] > 0
+    assert got["applied"]["elapsed_ms"] > 0
     assert got["status"]["loaded"] is True
     assert got["status"]["fingerprint"] == got["fp"]
     assert {"ban4", "registered6"} <= {s["name"] for s in got["status"]["sets"]}
@@ -397,7 +408,7 @@ def test_the_interpreter_runs_while_the_kernel_is_loaded(netns: str) -> None:
             stamps.append(time.monotonic())
         t.join()
         # How long this thread kept running while the other one was alive.
-        print(json.dumps(dict(elapsed_ms=result["elapsed"], ran_ms=(stamps[-1] - stamps[0]) * 1000)))
+        print(json.dumps(dict(elapsed_ms=result["elapsed_ms"], ran_ms=(stamps[-1] - stamps[0]) * 1000)))
         """,
     )
     assert got["elapsed_ms"] > 50, got
@@ -417,13 +428,83 @@ def test_the_lock_file_refuses_disable(netns: str, tmp_path: pathlib.Path) -> No
         try:
             pbxfw.disable()
             raised = None
-        except pbxfw.BackendError as e:
-            raised = dict(kind=e.kind, backend=e.backend, message=str(e))
+        except pbxfw.RefusedError as e:
+            raised = dict(reason=e.reason, message=str(e))
         still = pbxfw.status()["loaded"]
         os.remove({str(lock)!r})
         print(json.dumps(dict(raised=raised, still=still, gone=pbxfw.disable())))
         """,
     )
-    assert got["raised"]["kind"] == "locked", got
+    assert got["raised"]["reason"] == "locked", got
     assert "lock file" in got["raised"]["message"]
     assert got["still"] is True and got["gone"] is True
+
+
+@kernel
+def test_apply_is_refused_where_the_command_line_refuses(netns: str) -> None:
+    # An administrator on the internet whose SSH the policy does not open: refused, nothing
+    # loaded; forced, it goes through.
+    got = in_netns(
+        netns,
+        f"""
+        import json, pbxfw
+        p = pbxfw.Policy.from_toml({SMALL!r})
+        try:
+            pbxfw.apply(p, admins=["198.51.100.7"])
+            raised = None
+        except pbxfw.RefusedError as e:
+            raised = dict(reason=e.reason, message=str(e))
+        loaded = pbxfw.status()["loaded"]
+        web = None
+        try:
+            pbxfw.apply(p, admins=["198.51.100.7:443"])
+        except pbxfw.RefusedError as e:
+            web = str(e)
+        forced = pbxfw.apply(p, admins=["198.51.100.7"], force=True)["fingerprint"]
+        try:
+            pbxfw.apply(p, admins=["nowhere"])
+            bad = None
+        except pbxfw.UsageError as e:
+            bad = str(e)
+        print(json.dumps(dict(raised=raised, loaded=loaded, web=web, forced=forced,
+                              fp=p.fingerprint, bad=bad)))
+        """,
+    )
+    assert got["raised"]["reason"] == "lockout", got
+    assert "198.51.100.7 (tcp/22" in got["raised"]["message"], got
+    assert got["loaded"] is False
+    assert "tcp/443" in got["web"]
+    assert got["forced"] == got["fp"]
+    assert "nowhere" in got["bad"]
+
+
+@kernel
+def test_carry_out_bans_and_lifts_by_role(netns: str) -> None:
+    got = in_netns(
+        netns,
+        f"""
+        import json, time, pbxfw
+        p = pbxfw.Policy.from_toml({SMALL!r})
+        pbxfw.apply(p)
+        r = pbxfw.Responsive(p)
+        t = int(time.time())
+        actions = []
+        for i in range(5):
+            actions += r.on_event(dict({SCANNER!r}, account=str(100 + i)), now=t)
+        done = pbxfw.carry_out(p, actions, now=t)
+        size = lambda: {{s["name"]: s["size"] for s in pbxfw.status()["sets"]}}
+        banned = size()
+        lifted = pbxfw.carry_out(p, [dict(action="unban", prefix="203.0.113.9")])
+        try:
+            pbxfw.carry_out(p, [dict(action="shred")])
+            bad = None
+        except pbxfw.UsageError as e:
+            bad = str(e)
+        print(json.dumps(dict(done=done, banned=banned, lifted=lifted, after=size(), bad=bad)))
+        """,
+    )
+    assert got["done"]["failures"] == [] and got["done"]["updates"] >= 1, got
+    assert got["banned"]["ban4"] == 1, got
+    assert got["lifted"]["failures"] == [], got
+    assert got["after"]["ban4"] == 0, got
+    assert got["bad"] and "actions" in got["bad"]

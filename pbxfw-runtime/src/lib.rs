@@ -8,7 +8,22 @@
 //! arguments, call it, and map its errors.
 #![forbid(unsafe_code)]
 
+pub mod actions;
+pub mod apply;
+pub mod backends;
 pub mod daemon;
+pub mod edit;
+pub mod error;
 pub mod names;
+pub mod policy;
 pub mod policy_file;
+pub mod render;
+pub mod replay;
 pub mod safety;
+pub mod status;
+
+pub use apply::{apply, confirm, disable, rollback, ApplyOutcome, ApplyRequest};
+pub use backends::BackendName;
+pub use error::{Error, Refusal, Result};
+pub use policy::{load, load_text, Loaded};
+pub use status::{status, Status};

@@ -43,6 +43,18 @@ pub struct DnsOptions {
     pub timeout: Option<Duration>,
 }
 
+impl Default for DnsOptions {
+    /// The system's servers, answers kept 30 s to an hour.
+    fn default() -> DnsOptions {
+        DnsOptions {
+            servers: Vec::new(),
+            ttl_floor: 30,
+            ttl_ceiling: 3600,
+            timeout: None,
+        }
+    }
+}
+
 impl DnsOptions {
     /// The tracker's configuration.
     pub fn config(&self) -> TrackerConfig {
@@ -106,13 +118,13 @@ pub fn load_tracker(config: TrackerConfig) -> (Tracker, Option<String>) {
 }
 
 /// Write the tracker's state file.
-pub fn save_tracker(tracker: &Tracker) -> Result<(), String> {
+pub fn save_tracker(tracker: &Tracker) -> crate::Result<()> {
     let path = state_path();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
     }
     pbxfw_host::state::write(&path, "dns", &tracker.snapshot())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| crate::Error::io(&path, e))
 }
 
 /// What each resolving set should hold, and whether every hostname feeding it has an answer
@@ -149,6 +161,7 @@ pub struct Feeder {
 }
 
 /// One set's change, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// The set.
     pub set: String,
@@ -160,8 +173,8 @@ pub struct Change {
 
 impl Feeder {
     /// Read the resolving sets' elements from the kernel.
-    pub fn from_kernel(kernel: &dyn Backend, rs: &Ruleset) -> Result<Feeder, String> {
-        let status = kernel.status().map_err(|e| e.to_string())?;
+    pub fn from_kernel(kernel: &dyn Backend, rs: &Ruleset) -> crate::Result<Feeder> {
+        let status = kernel.status()?;
         let mut current = BTreeMap::new();
         for s in &status.sets {
             let name = s.name.as_str();
@@ -361,4 +374,45 @@ mod tests {
         assert!(want["blacklist_dns4"].1, "bad.example answered (empty)");
         assert!(want["trunk_iax_dns4"].0.is_empty());
     }
+}
+
+/// What [`resolve_now`] did.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Each hostname's addresses and the age of their answers.
+    pub status: Vec<NameStatus>,
+    /// What changed in the kernel's sets.
+    pub changes: Vec<Change>,
+    /// Sets that could not be updated.
+    pub errors: Vec<String>,
+    /// The saved answers could not be read (lookups started from none).
+    pub problem: Option<String>,
+}
+
+/// Resolve every hostname of `loaded` now, whatever the schedule says, and (unless `backend`
+/// is `None`: a dry run) save the answers and bring `backend`'s sets up to date.
+pub fn resolve_now(
+    loaded: &crate::policy::Loaded,
+    backend: Option<crate::backends::BackendName>,
+    dns: &DnsOptions,
+    now: u64,
+) -> crate::Result<Resolved> {
+    let (tracker, problem) = load_tracker(dns.config());
+    let mut fresh = Tracker::restore(dns.config(), tracker.snapshot());
+    fresh.set_names(tracked_names(&loaded.policy));
+    refresh_all(&dns.resolver(), &mut fresh, now);
+    let (mut changes, mut errors) = (Vec::new(), Vec::new());
+    if let Some(b) = backend {
+        save_tracker(&fresh)?;
+        let kernel = b.open();
+        let mut feeder = Feeder::from_kernel(kernel.as_ref(), &loaded.ruleset)?;
+        let want = desired(&loaded.ruleset, &fresh);
+        (changes, errors) = feeder.sync(kernel.as_ref(), &loaded.ruleset, &want);
+    }
+    Ok(Resolved {
+        status: fresh.status(now),
+        changes,
+        errors,
+        problem,
+    })
 }

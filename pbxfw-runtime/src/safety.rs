@@ -24,6 +24,8 @@ use pbxfw_host::boot::History;
 use pbxfw_host::{dirs, state};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Refusal, Result};
+
 /// The last applied ruleset.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Applied {
@@ -76,15 +78,14 @@ fn now_ms() -> u64 {
 }
 
 /// Remember `rs` as the last applied ruleset, applied from `sessions`.
-pub fn record_applied(backend: &str, rs: &Ruleset, sessions: &[IpAddr]) -> Result<(), String> {
+pub fn record_applied(backend: &str, rs: &Ruleset, sessions: &[IpAddr]) -> Result<()> {
     let a = Applied {
         backend: backend.into(),
         fingerprint: rs.fingerprint(),
         ir: rs.to_text(),
         sessions: sessions.to_vec(),
     };
-    state::write(&applied_path(), APPLIED, &a)
-        .map_err(|e| format!("{}: {e}", applied_path().display()))
+    state::write(&applied_path(), APPLIED, &a).map_err(|e| Error::io(applied_path(), e))
 }
 
 /// The sessions the last apply came from (none when nothing was recorded or it cannot be read).
@@ -97,15 +98,55 @@ pub fn applied_sessions() -> Vec<IpAddr> {
 }
 
 /// The pending confirmation, if any.
-pub fn pending() -> Result<Option<Pending>, String> {
-    state::read(&pending_path(), PENDING).map_err(|e| e.to_string())
+pub fn pending() -> Result<Option<Pending>> {
+    Ok(state::read(&pending_path(), PENDING)?)
 }
 
-/// The administrator sessions to protect: the SSH session this command runs in
-/// (`$SSH_CONNECTION`: client address and port, server address and port), the `--admin`
-/// addresses and the policy's `settings.admins` (TCP 22), each on the interface the route back
-/// to it leaves by.
-pub fn sessions(admins: &[IpAddr], listed: &[IpAddr]) -> Vec<AdminSession> {
+/// An administrator's address whose access must survive an apply: `ADDR` (its SSH, tcp/22) or
+/// `ADDR:PORT` / `[ADDR6]:PORT` (another TCP port, such as the PBX's web interface on 443, for
+/// a web front end passing its client's address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admin {
+    /// The client's address.
+    pub addr: IpAddr,
+    /// The TCP port it reaches the host on.
+    pub port: u16,
+}
+
+impl Admin {
+    /// An administrator reaching the host's SSH.
+    pub fn ssh(addr: IpAddr) -> Admin {
+        Admin { addr, port: 22 }
+    }
+}
+
+impl std::str::FromStr for Admin {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Admin, String> {
+        if let Ok(addr) = s.parse::<IpAddr>() {
+            return Ok(Admin::ssh(addr));
+        }
+        s.parse::<std::net::SocketAddr>()
+            .map(|a| Admin {
+                addr: a.ip(),
+                port: a.port(),
+            })
+            .map_err(|_| format!("{s:?} is not ADDR, ADDR:PORT or [ADDR6]:PORT"))
+    }
+}
+
+impl std::fmt::Display for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::net::SocketAddr::new(self.addr, self.port).fmt(f)
+    }
+}
+
+/// The administrator sessions to protect: the SSH session this process runs in
+/// (`$SSH_CONNECTION`: client address and port, server address and port), the `admins` of the
+/// request (`--admin`) and the policy's `settings.admins` (TCP 22), each on the interface the
+/// route back to it leaves by.
+pub fn sessions(admins: &[Admin], listed: &[IpAddr]) -> Vec<AdminSession> {
     let mut out = Vec::new();
     if let Ok(ssh) = std::env::var("SSH_CONNECTION") {
         let f: Vec<&str> = ssh.split_whitespace().collect();
@@ -121,12 +162,13 @@ pub fn sessions(admins: &[IpAddr], listed: &[IpAddr]) -> Vec<AdminSession> {
             });
         }
     }
-    for (list, from) in [(admins, "--admin"), (listed, "settings.admins")] {
+    let listed: Vec<Admin> = listed.iter().copied().map(Admin::ssh).collect();
+    for (list, from) in [(admins, "--admin"), (&listed[..], "settings.admins")] {
         for a in list {
             out.push(AdminSession {
-                addr: *a,
-                iif: route_dev(*a),
-                port: 22,
+                addr: a.addr,
+                iif: route_dev(a.addr),
+                port: a.port,
                 from: from.into(),
             });
         }
@@ -154,11 +196,11 @@ fn route_dev(addr: IpAddr) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The lock-outs `rs` would cause, as one message naming each deciding rule.
-pub fn lockout_message(rs: &Ruleset, sessions: &[AdminSession]) -> Option<String> {
+/// The refusal when `rs` would cut off one of `sessions`, naming each deciding rule.
+pub fn check_lockout(rs: &Ruleset, sessions: &[AdminSession]) -> Result<()> {
     let cut: Vec<Lockout> = lockouts(rs, sessions);
     if cut.is_empty() {
-        return None;
+        return Ok(());
     }
     let lines: Vec<String> = cut
         .iter()
@@ -181,10 +223,7 @@ pub fn lockout_message(rs: &Ruleset, sessions: &[AdminSession]) -> Option<String
             )
         })
         .collect();
-    Some(format!(
-        "refused: this ruleset would lock the administrator out:\n{}\nfix the policy, or pass --force",
-        lines.join("\n")
-    ))
+    Err(Refusal::Lockout { lines }.into())
 }
 
 /// The elements of `rs`'s dynamic sets now in the kernel, to put back after a rollback.
@@ -220,34 +259,26 @@ pub fn apply_with_confirm(
     opts: &ApplyOptions,
     seconds: u64,
     sessions: &[IpAddr],
-) -> Result<String, String> {
+) -> Result<String> {
     if let Some(p) = pending()? {
-        return Err(format!(
-            "refused: an apply is already waiting for confirmation (ruleset {}); run `pbxfw confirm` or `pbxfw rollback` first",
-            p.fingerprint
-        ));
+        return Err(Refusal::PendingConfirmation {
+            fingerprint: p.fingerprint,
+        }
+        .into());
     }
-    let loaded = kernel.fingerprint().map_err(|e| e.to_string())?;
+    let loaded = kernel.fingerprint()?;
     let previous = match &loaded {
         None => None,
         Some(fp) => {
-            let a: Option<Applied> =
-                state::read(&applied_path(), APPLIED).map_err(|e| e.to_string())?;
+            let a: Option<Applied> = state::read(&applied_path(), APPLIED)?;
             match a {
                 Some(a) if &a.fingerprint == fp => Some(a),
-                _ => {
-                    return Err(format!(
-                        "refused: the kernel holds ruleset {fp}, which is not the last one pbxfw applied, so it could not be rolled back to"
-                    ))
-                }
+                _ => return Err(Refusal::NotLastApplied { loaded: fp.clone() }.into()),
             }
         }
     };
     let seed = match &previous {
-        Some(a) => {
-            let prev = pbxfw_core::ir::parse(&a.ir).map_err(|e| e.to_string())?;
-            dynamic_elements(kernel, &prev).map_err(|e| e.to_string())?
-        }
+        Some(a) => dynamic_elements(kernel, &parse_ir(&a.ir)?)?,
         None => Vec::new(),
     };
     let id = format!("{}-{}", std::process::id(), now_ms());
@@ -263,8 +294,7 @@ pub fn apply_with_confirm(
     // after them leaves a timer that rolls back to what was loaded before, which is harmless
     // if the apply never happened; the other order could leave an unconfirmed ruleset with no
     // way back.
-    state::write(&pending_path(), PENDING, &p)
-        .map_err(|e| format!("{}: {e}", pending_path().display()))?;
+    state::write(&pending_path(), PENDING, &p).map_err(|e| Error::io(pending_path(), e))?;
     if let Err(e) = spawn_timer(backend_arg, &id) {
         let _ = state::remove(&pending_path());
         return Err(e);
@@ -272,39 +302,78 @@ pub fn apply_with_confirm(
     if let Err(e) = kernel.apply(rs, opts) {
         // The timer finds no pending confirmation and ends.
         let _ = state::remove(&pending_path());
-        return Err(e.to_string());
+        return Err(e.into());
     }
     record_applied(backend_arg, rs, sessions)?;
     Ok(rs.fingerprint())
 }
 
+/// The IR text of an applied record, parsed.
+fn parse_ir(ir: &str) -> Result<Ruleset> {
+    pbxfw_core::ir::parse(ir).map_err(|e| {
+        Error::State(state::StateError {
+            path: applied_path(),
+            reason: format!("the ruleset it holds does not parse: {e}"),
+            last_good: None,
+        })
+    })
+}
+
+/// The `pbxfw` program, which runs the rollback timer: `$PBXFW_BIN`, else this program if it
+/// is `pbxfw` (the command line), else the first of `/usr/bin/pbxfw`, `/usr/local/bin/pbxfw`
+/// and `pbxfw` on the `PATH`. A library front end (PHP, Python) finds the installed one.
+pub fn pbxfw_program() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PBXFW_BIN").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    if let Ok(me) = std::env::current_exe() {
+        if me.file_name().is_some_and(|n| n == "pbxfw") {
+            return Some(me);
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    ["/usr/bin", "/usr/local/bin"]
+        .iter()
+        .map(PathBuf::from)
+        .chain(std::env::split_paths(&path))
+        .map(|d| d.join("pbxfw"))
+        .find(|p| p.is_file())
+}
+
 /// Start `pbxfw rollback --when-due ID` in a session of its own (`setsid -f`): it outlives this
 /// process, even one killed with SIGKILL.
-fn spawn_timer(backend: &str, id: &str) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+fn spawn_timer(backend: &str, id: &str) -> Result<()> {
+    let exe = pbxfw_program().ok_or_else(|| {
+        Error::Usage(
+            "no pbxfw program to run the rollback timer (set PBXFW_BIN, or install pbxfw)".into(),
+        )
+    })?;
+    let log_path = dirs::state_dir().join("rollback.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dirs::state_dir().join("rollback.log"))
-        .map_err(|e| e.to_string())?;
+        .open(&log_path)
+        .map_err(|e| Error::io(&log_path, e))?;
     let status = std::process::Command::new("setsid")
         .arg("-f")
         .arg(exe)
         .args(["rollback", "--backend", backend, "--when-due", id])
         .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stdout(log.try_clone().map_err(|e| Error::io(&log_path, e))?)
         .stderr(log)
         .status()
-        .map_err(|e| format!("cannot start the rollback timer (setsid): {e}"))?;
+        .map_err(|e| Error::io("setsid", e))?;
     if !status.success() {
-        return Err("cannot start the rollback timer (setsid failed)".into());
+        return Err(Error::Usage(
+            "cannot start the rollback timer (setsid failed)".into(),
+        ));
     }
     Ok(())
 }
 
 /// Take the pending confirmation for this process alone (rename it away). `None` when there is
 /// none, or it is not `id`, or someone else took it first.
-fn claim(id: Option<&str>) -> Result<Option<Pending>, String> {
+fn claim(id: Option<&str>) -> Result<Option<Pending>> {
     let Some(p) = pending()? else { return Ok(None) };
     if id.is_some_and(|id| id != p.id) {
         return Ok(None);
@@ -316,29 +385,29 @@ fn claim(id: Option<&str>) -> Result<Option<Pending>, String> {
             Ok(Some(p))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(Error::io(pending_path(), e)),
     }
 }
 
 /// `pbxfw confirm`: keep the applied ruleset. Returns what was confirmed.
-pub fn confirm() -> Result<Option<String>, String> {
+pub fn confirm() -> Result<Option<String>> {
     Ok(claim(None)?.map(|p| p.fingerprint))
 }
 
 /// Put back what `p` says was there before.
-fn roll_back(kernel: &dyn Backend, p: &Pending) -> Result<String, String> {
+fn roll_back(kernel: &dyn Backend, p: &Pending) -> Result<String> {
     match &p.previous {
         None => {
             // pbxfw was not loaded: going back is removing it (whatever the lock file says: it
             // guards against switching the firewall off, not against undoing an unconfirmed
             // change).
-            kernel.disable().map_err(|e| e.to_string())?;
+            kernel.disable()?;
             Ok("pbxfw was not loaded before: removed".into())
         }
         Some(a) => {
-            let rs = pbxfw_core::ir::parse(&a.ir).map_err(|e| e.to_string())?;
+            let rs = parse_ir(&a.ir)?;
             let mut opts = ApplyOptions {
-                custom: pbxfw_host::custom::load(&p.backend)?,
+                custom: custom_rules(&p.backend)?,
                 ..Default::default()
             };
             for (set, el, left) in &p.seed {
@@ -357,8 +426,8 @@ fn roll_back(kernel: &dyn Backend, p: &Pending) -> Result<String, String> {
                     timeout: left.map(Duration::from_secs),
                 });
             }
-            kernel.apply(&rs, &opts).map_err(|e| e.to_string())?;
-            state::write(&applied_path(), APPLIED, a).map_err(|e| e.to_string())?;
+            kernel.apply(&rs, &opts)?;
+            state::write(&applied_path(), APPLIED, a).map_err(|e| Error::io(applied_path(), e))?;
             Ok(format!("ruleset {} is back", a.fingerprint))
         }
     }
@@ -366,7 +435,7 @@ fn roll_back(kernel: &dyn Backend, p: &Pending) -> Result<String, String> {
 
 /// `pbxfw rollback`: now (`when_due` None), or at the deadline of confirmation `id` unless it
 /// is confirmed first.
-pub fn rollback(kernel: &dyn Backend, when_due: Option<&str>) -> Result<String, String> {
+pub fn rollback(kernel: &dyn Backend, when_due: Option<&str>) -> Result<String> {
     if let Some(id) = when_due {
         loop {
             match pending()? {
@@ -383,7 +452,9 @@ pub fn rollback(kernel: &dyn Backend, when_due: Option<&str>) -> Result<String, 
     let Some(p) = claim(when_due)? else {
         return match when_due {
             Some(id) => Ok(format!("confirmation {id} was confirmed just in time")),
-            None => Err("nothing to roll back: no apply is waiting for confirmation".into()),
+            None => Err(Error::Usage(
+                "nothing to roll back: no apply is waiting for confirmation".into(),
+            )),
         };
     };
     roll_back(kernel, &p).map(|m| format!("rolled back ruleset {}: {m}", p.fingerprint))
@@ -391,7 +462,7 @@ pub fn rollback(kernel: &dyn Backend, when_due: Option<&str>) -> Result<String, 
 
 /// A pending confirmation whose deadline passed while nothing watched it (a reboot): roll it
 /// back. Used by `pbxfw boot` and the daemon at start.
-pub fn overdue(kernel: &dyn Backend) -> Result<Option<String>, String> {
+pub fn overdue(kernel: &dyn Backend) -> Result<Option<String>> {
     match pending()? {
         Some(p) if now_ms() >= p.deadline_ms => rollback(kernel, None).map(Some),
         _ => Ok(None),
@@ -403,15 +474,24 @@ pub fn marker_path() -> PathBuf {
     dirs::run_dir().join("safe-mode")
 }
 
-fn history() -> Result<History, String> {
-    Ok(state::read(&History::path(), History::KIND)
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default())
+fn history() -> Result<History> {
+    Ok(state::read(&History::path(), History::KIND)?.unwrap_or_default())
 }
 
-fn seen(history: &mut History, boot_id: &str, uptime: u64) -> Result<(), String> {
+fn seen(history: &mut History, boot_id: &str, uptime: u64) -> Result<()> {
     history.seen(boot_id, uptime);
-    state::write(&History::path(), History::KIND, history).map_err(|e| e.to_string())
+    state::write(&History::path(), History::KIND, history)
+        .map_err(|e| Error::io(History::path(), e))
+}
+
+/// The custom rules for `backend`: a file anyone but root could have written is refused.
+pub fn custom_rules(backend: &str) -> Result<Option<String>> {
+    pbxfw_host::custom::load(backend).map_err(|e| match e {
+        pbxfw_host::custom::CustomError::Unsafe { path, detail } => {
+            Refusal::UnsafeCustomRules { path, detail }.into()
+        }
+        pbxfw_host::custom::CustomError::Io { path, source } => Error::io(path, source),
+    })
 }
 
 /// `pbxfw boot`: record the boot, hold the rules back if Safe Mode says so, roll back an apply
@@ -423,19 +503,20 @@ pub fn boot(
     rs: &Ruleset,
     cfg: &SafeModeConfig,
     heartbeat: Duration,
-) -> Result<(), String> {
-    let uptime = || pbxfw_host::boot::uptime().map_err(|e| format!("uptime: {e}"));
-    let boot_id = pbxfw_host::boot::boot_id().map_err(|e| format!("boot id: {e}"))?;
+) -> Result<()> {
+    let uptime = || pbxfw_host::boot::uptime().map_err(|e| Error::io("/proc/uptime", e));
+    let boot_id =
+        pbxfw_host::boot::boot_id().map_err(|e| Error::io("/proc/sys/kernel/random/boot_id", e))?;
     // A damaged state file never keeps the firewall from loading: without a history there is
     // no Safe Mode decision to take (the rules load), without a readable pending confirmation
     // there is nothing to roll back to. Each problem is logged and shown by `pbxfw status`.
     let mut h = history().unwrap_or_else(|e| {
-        state_problem("boot history", &e);
+        state_problem("boot history", &e.to_string());
         History::default()
     });
     let decision = pbxfw_core::safety::safe_mode(h.previous(&boot_id), uptime()?, cfg);
     if let Err(e) = seen(&mut h, &boot_id, uptime()?) {
-        state_problem("boot history", &e);
+        state_problem("boot history", &e.to_string());
     }
     if let SafeMode::Hold {
         until_uptime,
@@ -467,15 +548,13 @@ pub fn boot(
     match overdue {
         Some(msg) => log(&[("event", "rollback"), ("detail", &msg)]),
         None => {
-            let a = kernel
-                .apply(
-                    rs,
-                    &ApplyOptions {
-                        custom: pbxfw_host::custom::load(backend_arg)?,
-                        ..Default::default()
-                    },
-                )
-                .map_err(|e| e.to_string())?;
+            let a = kernel.apply(
+                rs,
+                &ApplyOptions {
+                    custom: custom_rules(backend_arg)?,
+                    ..Default::default()
+                },
+            )?;
             record_applied(backend_arg, rs, &[])?;
             log(&[("event", "applied"), ("fingerprint", &a.fingerprint)]);
         }
@@ -485,7 +564,7 @@ pub fn boot(
         let up = uptime()?;
         let mut h = history().unwrap_or_default();
         if let Err(e) = seen(&mut h, &boot_id, up) {
-            state_problem("boot history", &e);
+            state_problem("boot history", &e.to_string());
         }
         if up >= cfg.short_boot {
             return Ok(());
@@ -519,12 +598,12 @@ fn state_problem(what: &str, detail: &str) {
     let _ = state::write_atomic(&path, text.as_bytes());
 }
 
-fn write_marker(path: &Path, decision: &SafeMode) -> Result<(), String> {
+fn write_marker(path: &Path, decision: &SafeMode) -> Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let text = serde_json::to_string(decision).expect("serialisable");
-    state::write_atomic(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+    state::write_atomic(path, text.as_bytes()).map_err(|e| Error::io(path, e))
 }
 
 fn log(fields: &[(&str, &str)]) {

@@ -184,13 +184,22 @@ if ($kernel) {
     foreach (['nft', 'iptables-nft'] as $backend) {
         $applied = $policy->apply($backend);
         check($applied['fingerprint'] === $fp, "$backend: apply");
-        $policy->updateSet('ban4', 'add', [['prefix' => '192.0.2.9', 'timeout' => 600]], $backend);
+        $until = time() + 600;
+        $done = $policy->carryOut([['action' => 'ban', 'prefix' => '192.0.2.9/32', 'until' => $until,
+            'reason' => 'test']], $backend);
+        check($done['updates'] === 1 && $done['elements'] === 1 && $done['failures'] === [],
+            "$backend: the ban is carried out");
         $status = $pbxfw->status($backend);
         check($status['loaded'] === true && $status['fingerprint'] === $fp, "$backend: status");
+        check(array_key_exists('pending_confirmation', $status) && array_key_exists('hostnames', $status),
+            "$backend: the status is the full one");
         $ban4 = array_values(array_filter($status['sets'], fn ($s) => $s['name'] === 'ban4'))[0] ?? [];
         check(($ban4['size'] ?? 0) === 1, "$backend: the ban is in the kernel");
-        $policy->updateSet('ban4', 'remove', [['prefix' => '192.0.2.9']], $backend);
-        $policy->updateSet('ban4', 'remove', [['prefix' => '192.0.2.9']], $backend);
+        $unban = [['action' => 'unban', 'prefix' => '192.0.2.9/32']];
+        $policy->carryOut($unban, $backend);
+        $policy->carryOut($unban, $backend);
+        $ban4 = array_values(array_filter($pbxfw->status($backend)['sets'], fn ($s) => $s['name'] === 'ban4'))[0] ?? [];
+        check(($ban4['size'] ?? -1) === 0, "$backend: the ban is lifted, twice without error");
         $lock = getenv('PBXFW_LOCK_FILE');
         if ($lock !== false) {
             touch($lock);
@@ -203,12 +212,14 @@ if ($kernel) {
         check($pbxfw->disable($backend) === false, "$backend: disable again");
         check($pbxfw->status($backend)['loaded'] === false, "$backend: not loaded");
     }
-    $e = raises(fn () => $policy->updateSet('nosuch', 'add', [], 'nft'));
-    check($e?->getCode() === PbxfwException::ARGUMENT, 'update of an unknown set');
+    $e = raises(fn () => $policy->carryOut([['action' => 'shred', 'prefix' => '192.0.2.9/32']], 'nft'));
+    check($e?->getCode() === PbxfwException::ARGUMENT, 'an unknown action is refused');
+    $e = raises(fn () => $policy->apply('nft', ['confirm' => 'soon']));
+    check($e?->getCode() === PbxfwException::ARGUMENT, 'malformed apply options are refused');
 }
 
 if ($failures) {
-    fwrite(STDERR, "php suite ($mode): " . count($failures) . " of $checks checks failed:\n  "
+    file_put_contents("php://stderr", "php suite ($mode): " . count($failures) . " of $checks checks failed:\n  "
         . implode("\n  ", $failures) . "\n");
     exit(1);
 }

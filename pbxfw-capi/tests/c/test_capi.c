@@ -147,7 +147,8 @@ static void test_invalid_policies(void) {
   CHECK(pbxfw_policy_parse(bad, strlen(bad), PBXFW_FORMAT_TOML, &p, &err) == PBXFW_ERR_INVALID);
   CHECK(p == NULL);
   CHECK(pbxfw_error_code(err) == PBXFW_ERR_INVALID);
-  CHECK(strstr(pbxfw_error_message(err), "invalid (2 error(s))") != NULL);
+  CHECK(strstr(pbxfw_error_message(err), "the policy is invalid") != NULL);
+  CHECK(strstr(pbxfw_error_message(err), "interfaces.eth0") != NULL);
   pbxfw_buf d = {NULL, 0};
   CHECK(pbxfw_error_diagnostics(err, &d) == PBXFW_OK);
   CHECK(contains(&d, "\"path\":\"interfaces.eth0\""));
@@ -196,9 +197,28 @@ static void test_invalid_policies(void) {
   CHECK(pbxfw_error_message(NULL) == NULL);
   CHECK(pbxfw_responsive_new(NULL, NULL, NULL) == PBXFW_ERR_NULL);
   CHECK(pbxfw_responsive_tick(NULL, 1, &b, NULL) == PBXFW_ERR_NULL);
-  CHECK(pbxfw_kernel_apply(NULL, "nft", 3, &b, NULL) == PBXFW_ERR_NULL);
+  CHECK(pbxfw_kernel_apply(NULL, "nft", 3, NULL, 0, &b, NULL) == PBXFW_ERR_NULL);
   CHECK(pbxfw_kernel_status("pf", 2, &b, NULL) == PBXFW_ERR_ARGUMENT);
   CHECK(pbxfw_kernel_disable("pf", 2, NULL, NULL) == PBXFW_ERR_ARGUMENT);
+  CHECK(pbxfw_kernel_rollback("pf", 2, NULL, NULL) == PBXFW_ERR_ARGUMENT);
+  CHECK(pbxfw_kernel_carry_out(NULL, "nft", 3, "[]", 2, 0, NULL, NULL) == PBXFW_ERR_NULL);
+  {
+    /* Wrong options and actions are argument errors before the kernel is touched. */
+    pbxfw_policy *q = parse(POLICY, PBXFW_FORMAT_TOML);
+    pbxfw_error *e = NULL;
+    const char *opts = "{\"confirm\": \"soon\"}";
+    CHECK(pbxfw_kernel_apply(q, "nft", 3, opts, strlen(opts), &b, &e) == PBXFW_ERR_ARGUMENT);
+    CHECK(strstr(pbxfw_error_message(e), "options") != NULL);
+    pbxfw_error_free(&e);
+    const char *admins = "{\"admins\": [\"not-an-address\"]}";
+    CHECK(pbxfw_kernel_apply(q, "nft", 3, admins, strlen(admins), &b, &e) == PBXFW_ERR_ARGUMENT);
+    pbxfw_error_free(&e);
+    const char *acts = "[{\"action\": \"shred\"}]";
+    CHECK(pbxfw_kernel_carry_out(q, "nft", 3, acts, strlen(acts), 0, NULL, &e) ==
+          PBXFW_ERR_ARGUMENT);
+    pbxfw_error_free(&e);
+    pbxfw_policy_free(&q);
+  }
   CHECK(b.ptr == NULL);
 }
 

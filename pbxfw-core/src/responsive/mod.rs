@@ -282,11 +282,42 @@ pub enum Action {
     },
 }
 
+/// Which dynamic set of the ruleset an action changes, by its role. The set's name in the
+/// kernel (`ban4`, `grant_voicemail6`, …) is the backend's business: [`SetRole::set`] gives it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(tag = "role", content = "service", rename_all = "snake_case")]
+pub enum SetRole {
+    /// Sources the responsive layer banned.
+    Ban,
+    /// Sources the kernel's own tiers banned (an unban clears them too).
+    TierBan,
+    /// Sources in the slow lane.
+    Clamped,
+    /// Registered devices: their signalling is accepted.
+    Registered,
+    /// Registered devices granted a service of their user's (`users.*.grants`).
+    Grant(String),
+}
+
+impl SetRole {
+    /// The name of this role's set for `family` in the compiled ruleset.
+    pub fn set(&self, family: Family) -> String {
+        match self {
+            SetRole::Ban => names::ban(family),
+            SetRole::TierBan => names::tier_ban(family),
+            SetRole::Clamped => names::clamped(family),
+            SetRole::Registered => names::registered(family),
+            SetRole::Grant(service) => names::grant(service, family),
+        }
+    }
+}
+
 /// One set-element change an action asks of a backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SetChange {
-    /// The dynamic set (names from [`crate::compile::names`]).
-    pub set: String,
+    /// The set, by role.
+    #[serde(flatten)]
+    pub role: SetRole,
     /// Add (true) or remove.
     pub add: bool,
     /// The element.
@@ -295,11 +326,18 @@ pub struct SetChange {
     pub timeout: Option<u64>,
 }
 
+impl SetChange {
+    /// The kernel set this change is made to (its role's set of the element's family).
+    pub fn set(&self) -> String {
+        self.role.set(self.prefix.family())
+    }
+}
+
 impl Action {
     /// The set-element changes that carry out this action at time `now`.
     pub fn set_changes(&self, now: u64) -> Vec<SetChange> {
-        let ch = |set: String, add: bool, prefix: Prefix, until: Option<u64>| SetChange {
-            set,
+        let ch = |role: SetRole, add: bool, prefix: Prefix, until: Option<u64>| SetChange {
+            role,
             add,
             prefix,
             timeout: until.map(|u| {
@@ -309,47 +347,38 @@ impl Action {
         };
         match self {
             Action::Ban { prefix, until, .. } => {
-                vec![ch(names::ban(prefix.family()), true, *prefix, Some(*until))]
+                vec![ch(SetRole::Ban, true, *prefix, Some(*until))]
             }
             Action::Unban { prefix } => vec![
-                ch(names::ban(prefix.family()), false, *prefix, None),
-                ch(names::tier_ban(prefix.family()), false, *prefix, None),
+                ch(SetRole::Ban, false, *prefix, None),
+                ch(SetRole::TierBan, false, *prefix, None),
             ],
             Action::Clamp { prefix, until, .. } => {
-                vec![ch(
-                    names::clamped(prefix.family()),
-                    true,
-                    *prefix,
-                    Some(*until),
-                )]
+                vec![ch(SetRole::Clamped, true, *prefix, Some(*until))]
             }
-            Action::Unclamp { prefix } => {
-                vec![ch(names::clamped(prefix.family()), false, *prefix, None)]
-            }
+            Action::Unclamp { prefix } => vec![ch(SetRole::Clamped, false, *prefix, None)],
             Action::AllowRegistered {
                 addr,
                 until,
                 grants,
                 ..
             } => {
-                let f = Family::of(addr);
                 let host = Prefix::host(*addr);
-                let mut v = vec![ch(names::registered(f), true, host, Some(*until))];
+                let mut v = vec![ch(SetRole::Registered, true, host, Some(*until))];
                 v.extend(
                     grants
                         .iter()
-                        .map(|g| ch(names::grant(g, f), true, host, Some(*until))),
+                        .map(|g| ch(SetRole::Grant(g.clone()), true, host, Some(*until))),
                 );
                 v
             }
             Action::Revoke { addr, grants, .. } => {
-                let f = Family::of(addr);
                 let host = Prefix::host(*addr);
-                let mut v = vec![ch(names::registered(f), false, host, None)];
+                let mut v = vec![ch(SetRole::Registered, false, host, None)];
                 v.extend(
                     grants
                         .iter()
-                        .map(|g| ch(names::grant(g, f), false, host, None)),
+                        .map(|g| ch(SetRole::Grant(g.clone()), false, host, None)),
                 );
                 v
             }

@@ -7,8 +7,27 @@ happens to a packet, drive the responsive layer, and apply rules to the kernel.
 'zone:local service:ssh'
 """
 
-from pbxfw._errors import ApplyError, BackendError, ConfigError, PbxfwError, StateError
-from pbxfw._pbxfw import Explanation, Policy, Responsive, apply, disable, discover, status
+from pbxfw._errors import (
+    ApplyError,
+    BackendError,
+    ConfigError,
+    PbxfwError,
+    RefusedError,
+    StateError,
+    UsageError,
+)
+from pbxfw._pbxfw import (
+    Explanation,
+    Policy,
+    Responsive,
+    apply,
+    carry_out,
+    confirm,
+    disable,
+    discover,
+    rollback,
+    status,
+)
 
 __all__ = [
     "ApplyError",
@@ -17,10 +36,15 @@ __all__ = [
     "Explanation",
     "PbxfwError",
     "Policy",
+    "RefusedError",
     "Responsive",
     "StateError",
+    "UsageError",
     "apply",
+    "carry_out",
+    "confirm",
     "disable",
     "discover",
+    "rollback",
     "status",
 ]

@@ -22,11 +22,29 @@ class StateError(PbxfwError, ValueError):
     """A responsive-state snapshot cannot be read (corrupt, or from a newer version)."""
 
 
+class UsageError(PbxfwError, ValueError):
+    """The request itself is wrong: an unknown backend, nothing to confirm or roll back, an
+    administrator address that is not one, actions that are not pbxfw actions."""
+
+
+class RefusedError(PbxfwError):
+    """Refused for safety; nothing changed. ``reason`` says why: ``lockout`` (the ruleset would
+    cut off an administrator: the message names each session and the deciding rule),
+    ``pending_confirmation`` (an apply waits for ``confirm()`` or ``rollback()``),
+    ``not_last_applied`` (the kernel holds a ruleset pbxfw did not apply last), ``locked`` (the
+    lock file forbids ``disable``) or ``unsafe_custom_rules`` (the custom rules file could be
+    written by someone other than root)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class BackendError(PbxfwError):
     """A kernel backend could not do what was asked. ``backend`` names it (``nft``,
     ``iptables``, ``iptables-nft``, ``iptables-legacy``); ``kind`` says what went wrong:
-    ``unsupported``, ``check``, ``spawn``, ``refused``, ``verify``, ``not_loaded``, ``no_set``,
-    ``kernel``, or ``locked`` (the lock file forbids ``disable``)."""
+    ``unsupported``, ``check``, ``spawn``, ``refused``, ``verify``, ``not_loaded``, ``no_set`` or
+    ``kernel``."""
 
     def __init__(self, message: str, backend: str, kind: str) -> None:
         super().__init__(message)

@@ -1,8 +1,19 @@
 """Type stubs of the native module. The public API is the ``pbxfw`` package."""
 
-from typing import Any, Dict, List, Optional, Tuple, Union, final
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, final
 
-__all__ = ["Policy", "Explanation", "Responsive", "apply", "status", "disable", "discover"]
+__all__ = [
+    "Policy",
+    "Explanation",
+    "Responsive",
+    "apply",
+    "confirm",
+    "rollback",
+    "status",
+    "disable",
+    "carry_out",
+    "discover",
+]
 
 @final
 class Policy:
@@ -88,15 +99,45 @@ class Responsive:
     def snapshot(self) -> str:
         """The whole state as versioned JSON text, for ``restore``."""
 
-def apply(policy: Policy, backend: str = "nft") -> Dict[str, Any]:
-    """Load the policy into this network namespace's kernel and verify it. Returns
-    ``{"fingerprint": str, "elapsed": float}`` (milliseconds); raises ``ApplyError``."""
+def apply(
+    policy: Policy,
+    backend: str = "nft",
+    *,
+    confirm: Optional[int] = None,
+    admins: Optional[Sequence[str]] = None,
+    force: bool = False,
+    counters: bool = False,
+) -> Dict[str, Any]:
+    """Apply as ``pbxfw apply`` does: ``RefusedError`` (reason ``lockout``) when the ruleset
+    would cut off ``$SSH_CONNECTION``, ``settings.admins`` or ``admins`` (``"ADDR"`` for SSH,
+    ``"ADDR:PORT"``), unless ``force``; then loaded, verified and recorded. With ``confirm``
+    it is rolled back after that many seconds unless ``confirm()`` comes. Returns
+    ``{"fingerprint", "elapsed_ms"}`` or ``{"fingerprint", "rolled_back_at_ms"}``; a kernel
+    failure raises ``ApplyError``."""
+
+def confirm() -> str:
+    """Keep the ruleset an ``apply(confirm=…)`` loaded; returns its fingerprint."""
+
+def rollback(backend: str = "nft") -> str:
+    """Go back now to the ruleset before an ``apply(confirm=…)``; says what happened."""
 
 def status(backend: str = "nft") -> Dict[str, Any]:
-    """What is loaded: ``backend``, ``loaded``, ``fingerprint``, ``sets``, ``counters``."""
+    """As ``pbxfw status --format json``: ``backend``, ``loaded``, ``fingerprint``, ``sets``,
+    ``counters``, ``pending_confirmation``, ``safe_mode``, ``hostnames``, ``discovery``,
+    ``responsive``, ``state_problems``."""
 
 def disable(backend: str = "nft") -> bool:
-    """Remove everything pbxfw owns from the kernel; whether anything was loaded."""
+    """Remove everything pbxfw owns from the kernel; whether anything was loaded.
+    ``RefusedError`` (reason ``locked``) while the lock file exists."""
+
+def carry_out(
+    policy: Policy,
+    actions: List[Dict[str, Any]],
+    backend: str = "nft",
+    now: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Carry out ``Responsive`` actions in the kernel (``policy`` is the applied one), one
+    update per set and operation. Returns ``{"updates", "elements", "failures"}``."""
 
 def discover(dir: str = "/etc/asterisk") -> Dict[str, Any]:
     """Ports, RTP/UDPTL ranges and trunks an Asterisk configuration implies, with origins."""

@@ -1,0 +1,137 @@
+//! Applying a policy, as every front end does it: anti-lockout for the sessions the request
+//! comes from, the custom rules, the confirmation timer, the applied record (what a rollback
+//! returns to), and the discovery kept for `status`. Disabling, with the lock file.
+
+use std::net::IpAddr;
+
+use pbxfw_core::backend::ApplyOptions;
+use serde::Serialize;
+
+use crate::backends::BackendName;
+use crate::error::{Error, Refusal, Result};
+use crate::policy::Loaded;
+
+/// How to apply.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyRequest {
+    /// The backend.
+    pub backend: BackendName,
+    /// A counter on every rule (nft).
+    pub counters: bool,
+    /// Roll back after this many seconds unless confirmed.
+    pub confirm: Option<u64>,
+    /// The administrators the request comes from, whose access must survive (`--admin`, a web
+    /// front end's client), besides `$SSH_CONNECTION` and `settings.admins`.
+    pub admins: Vec<crate::safety::Admin>,
+    /// Apply even if an administrator would be cut off.
+    pub force: bool,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApplyOutcome {
+    /// The fingerprint now loaded.
+    pub fingerprint: String,
+    /// Milliseconds to lower, load and verify (none with a confirmation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<f64>,
+    /// With a confirmation: when it is rolled back unless confirmed (Unix milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back_at_ms: Option<u64>,
+}
+
+/// Apply `loaded`: refused (and nothing changes) when it would cut off a session the request
+/// comes from, when an apply is waiting for confirmation (with `confirm`), or when the custom
+/// rules file is not root's alone.
+pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
+    let sessions = crate::safety::sessions(&req.admins, &loaded.policy.settings.admins);
+    if !req.force {
+        crate::safety::check_lockout(&loaded.ruleset, &sessions)?;
+    }
+    // The daemon never bans the sessions an apply came from.
+    let from: Vec<IpAddr> = sessions
+        .iter()
+        .filter(|s| s.from != "settings.admins")
+        .map(|s| s.addr)
+        .collect();
+    let kernel = req.backend.open();
+    let opts = ApplyOptions {
+        counters: req.counters,
+        custom: crate::safety::custom_rules(req.backend.as_str())?,
+        ..Default::default()
+    };
+    let outcome = match req.confirm {
+        Some(secs) => {
+            let fingerprint = crate::safety::apply_with_confirm(
+                kernel.as_ref(),
+                req.backend.as_str(),
+                &loaded.ruleset,
+                &opts,
+                secs,
+                &from,
+            )?;
+            ApplyOutcome {
+                fingerprint,
+                elapsed_ms: None,
+                rolled_back_at_ms: crate::safety::pending()?.map(|p| p.deadline_ms),
+            }
+        }
+        None => {
+            let applied = kernel.apply(&loaded.ruleset, &opts)?;
+            crate::safety::record_applied(req.backend.as_str(), &loaded.ruleset, &from)?;
+            ApplyOutcome {
+                fingerprint: applied.fingerprint,
+                elapsed_ms: Some(applied.elapsed.as_secs_f64() * 1000.0),
+                rolled_back_at_ms: None,
+            }
+        }
+    };
+    crate::policy::record_discovery(loaded)?;
+    Ok(outcome)
+}
+
+/// Keep the ruleset an `apply --confirm` loaded. Returns its fingerprint.
+pub fn confirm() -> Result<String> {
+    crate::safety::confirm()?.ok_or_else(|| {
+        Error::Usage("nothing to confirm: no apply is waiting for confirmation".into())
+    })
+}
+
+/// Go back now to the ruleset before an `apply --confirm`. Says what happened.
+pub fn rollback(backend: BackendName) -> Result<String> {
+    crate::safety::rollback(backend.open().as_ref(), None)
+}
+
+/// Remove everything pbxfw owns (refused while the lock file exists). Returns whether anything
+/// was loaded.
+pub fn disable(backend: BackendName) -> Result<bool> {
+    pbxfw_host::lock::disable(backend.open().as_ref()).map_err(|e| match e {
+        pbxfw_core::backend::BackendError::Locked(path) => {
+            Refusal::Locked { path: path.into() }.into()
+        }
+        e => Error::Backend(e),
+    })
+}
+
+/// `pbxfw boot`: Safe Mode, an overdue rollback, or the apply of `loaded`; then keep the boot's
+/// length in the history until it counts as a good boot (this takes up to 10 minutes).
+pub fn boot(
+    loaded: &Loaded,
+    backend: BackendName,
+    safe_mode: bool,
+    heartbeat: std::time::Duration,
+) -> Result<()> {
+    let cfg = pbxfw_core::safety::SafeModeConfig {
+        enabled: safe_mode,
+        ..Default::default()
+    };
+    // Before the boot procedure, which keeps running to record the boot's length.
+    crate::policy::record_discovery(loaded)?;
+    crate::safety::boot(
+        backend.open().as_ref(),
+        backend.as_str(),
+        &loaded.ruleset,
+        &cfg,
+        heartbeat,
+    )
+}

@@ -1,0 +1,211 @@
+//! Editing the policy file from a command (`blacklist add|del`, `trust`, `untrust`): the file
+//! is rewritten atomically with its comments kept, never made invalid, and the kernel follows —
+//! as set elements over netlink when only set elements changed, else by a reload that keeps
+//! bans and registrations.
+
+use std::path::Path;
+
+use pbxfw_core::backend::ApplyOptions;
+use pbxfw_core::net::Prefix;
+use serde::Serialize;
+
+use crate::backends::BackendName;
+use crate::error::{Error, Result};
+use crate::policy_file::Doc;
+
+/// What an edit did to the kernel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kernel", rename_all = "snake_case")]
+pub enum KernelChange {
+    /// pbxfw is not loaded: the change takes effect at the next apply.
+    NotLoaded,
+    /// Set elements only, without a reload.
+    Elements {
+        /// Elements added.
+        added: usize,
+        /// Elements removed.
+        removed: usize,
+        /// Milliseconds.
+        elapsed_ms: f64,
+        /// The fingerprint now loaded.
+        fingerprint: String,
+    },
+    /// A whole reload (keeping dynamic state), and why.
+    Reloaded {
+        /// Why elements were not enough.
+        reason: String,
+        /// The fingerprint now loaded.
+        fingerprint: String,
+    },
+}
+
+/// What an edit did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EditOutcome {
+    /// The policy file.
+    pub file: String,
+    /// What changed in it.
+    pub summary: String,
+    /// What changed in the kernel.
+    #[serde(flatten)]
+    pub kernel: KernelChange,
+}
+
+/// The policy file an edit means ([`crate::policy::resolve`]); an edit needs a file.
+pub fn file(path: Option<&str>) -> Result<String> {
+    crate::policy::resolve(path).ok_or_else(|| {
+        Error::Usage(format!(
+            "no policy file to edit: pass --policy FILE or create {}",
+            crate::policy::POLICY_PATH
+        ))
+    })
+}
+
+/// Edit the policy file at `path` with `f` (which says what it changed, or refuses), validate
+/// the result, write it atomically, then bring the kernel of `backend` along.
+pub fn edit(
+    path: &str,
+    backend: BackendName,
+    f: impl FnOnce(&mut Doc) -> Result<String>,
+) -> Result<EditOutcome> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let old = crate::policy::load_text(&text, path)?;
+    let mut doc = Doc::parse(&text, path).map_err(|message| Error::Parse {
+        name: path.to_string(),
+        message,
+    })?;
+    let summary = f(&mut doc)?;
+    let edited = doc.render();
+    let new = crate::policy::load_text(&edited, path).map_err(|e| match e {
+        Error::Invalid { name, diagnostics } => Error::Usage(format!(
+            "{name}: the edit would make the policy invalid; nothing changed:\n{diagnostics}"
+        )),
+        e => e,
+    })?;
+    crate::policy_file::write_atomic(Path::new(path), &edited).map_err(|e| Error::io(path, e))?;
+    let kernel = backend.open();
+    if kernel.fingerprint()?.is_none() {
+        return Ok(EditOutcome {
+            file: path.to_string(),
+            summary,
+            kernel: KernelChange::NotLoaded,
+        });
+    }
+    let synced = kernel.sync(
+        &old.ruleset,
+        &new.ruleset,
+        &ApplyOptions {
+            custom: crate::safety::custom_rules(backend.as_str())?,
+            ..Default::default()
+        },
+    )?;
+    let kernel = if synced.incremental {
+        KernelChange::Elements {
+            added: synced.added,
+            removed: synced.removed,
+            elapsed_ms: synced.elapsed.as_secs_f64() * 1000.0,
+            fingerprint: synced.fingerprint,
+        }
+    } else {
+        KernelChange::Reloaded {
+            reason: synced.reason.unwrap_or_default(),
+            fingerprint: synced.fingerprint,
+        }
+    };
+    Ok(EditOutcome {
+        file: path.to_string(),
+        summary,
+        kernel,
+    })
+}
+
+/// Whether two written sources mean the same thing (`10.0.0.1` and `10.0.0.1/32`).
+pub fn same_source(a: &str, b: &str) -> bool {
+    match (Prefix::parse_lenient(a), Prefix::parse_lenient(b)) {
+        (Ok((x, _)), Ok((y, _))) => x == y,
+        _ => a
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(b.trim_end_matches('.')),
+    }
+}
+
+/// Add `entries` to the blacklist (those already there are skipped).
+pub fn blacklist_add(path: &str, backend: BackendName, entries: &[String]) -> Result<EditOutcome> {
+    edit(path, backend, |doc| {
+        let existing = doc.blacklist();
+        let mut added: Vec<&String> = Vec::new();
+        for e in entries {
+            if !existing.iter().any(|x| same_source(x, e))
+                && !added.iter().any(|x| same_source(x, e))
+            {
+                doc.blacklist_add(e);
+                added.push(e);
+            }
+        }
+        Ok(format!("blacklist: {} entr(ies) added", added.len()))
+    })
+}
+
+/// Remove `entries` from the blacklist; one that is not there refuses the whole edit.
+pub fn blacklist_del(path: &str, backend: BackendName, entries: &[String]) -> Result<EditOutcome> {
+    edit(path, backend, |doc| {
+        let mut removed = 0;
+        for e in entries {
+            let n = doc.blacklist_remove(|x| same_source(x, e));
+            if n == 0 {
+                return Err(Error::Usage(format!(
+                    "{e} is not in the blacklist; nothing changed"
+                )));
+            }
+            removed += n;
+        }
+        Ok(format!("blacklist: {removed} entr(ies) removed"))
+    })
+}
+
+/// The blacklist's entries as the policy file writes them (the embedded default policy's when
+/// there is no file).
+pub fn blacklist_list(path: Option<&str>) -> Result<Vec<String>> {
+    let (name, text) = match crate::policy::resolve(path) {
+        Some(p) if p != "-" => {
+            let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+            (p, text)
+        }
+        _ => (
+            "(default policy)".to_string(),
+            pbxfw_core::DEFAULT_POLICY_TOML.to_string(),
+        ),
+    };
+    let doc = Doc::parse(&text, &name).map_err(|message| Error::Parse { name, message })?;
+    Ok(doc.blacklist())
+}
+
+/// Put `addr` (an address or network) in the trusted zone, replacing another zone's override
+/// of the same source.
+pub fn trust(path: &str, backend: BackendName, addr: &str) -> Result<EditOutcome> {
+    if Prefix::parse_lenient(addr).is_err() {
+        return Err(Error::Usage(format!("{addr:?} is not an address or CIDR")));
+    }
+    edit(path, backend, |doc| {
+        let replaced = doc.networks_remove(|s, _| same_source(s, addr));
+        doc.network_add(addr, "trusted", "added by pbxfw trust");
+        Ok(if replaced > 0 {
+            format!("{addr} moved to the trusted zone")
+        } else {
+            format!("{addr} added to the trusted zone")
+        })
+    })
+}
+
+/// Take `addr` out of the trusted zone.
+pub fn untrust(path: &str, backend: BackendName, addr: &str) -> Result<EditOutcome> {
+    edit(path, backend, |doc| {
+        let n = doc.networks_remove(|s, z| same_source(s, addr) && z == "trusted");
+        if n == 0 {
+            return Err(Error::Usage(format!(
+                "{addr} is not in the trusted zone; nothing changed"
+            )));
+        }
+        Ok(format!("{addr} removed from the trusted zone"))
+    })
+}

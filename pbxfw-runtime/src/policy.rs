@@ -1,0 +1,141 @@
+//! Loading a policy, as every front end does it: read the text, parse it (TOML, or JSON for a
+//! `.json` name), merge what the PBX's own configuration says (`pbx.discover`), validate, and
+//! compile. The result carries the valid policy, its ruleset, the warnings and the discovery
+//! that was merged, so that a front end never does any of these steps on its own.
+
+use std::io::Read;
+use std::path::Path;
+
+use pbxfw_core::{compile, Diagnostic, Policy, Ruleset, ValidPolicy, DEFAULT_POLICY_TOML};
+
+use crate::error::{Error, Result};
+
+/// Where the policy lives when none is named.
+pub const POLICY_PATH: &str = "/etc/pbxfw/pbxfw.toml";
+
+/// A policy read, merged, validated and compiled.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Where it came from (a path, `(stdin)`, `(default policy)`, or the name a caller gave).
+    pub name: String,
+    /// The valid policy.
+    pub policy: ValidPolicy,
+    /// Its ruleset.
+    pub ruleset: Ruleset,
+    /// What `pbx.discover` merged into it: the discovery as `pbxfw discover --format json`
+    /// prints it, with `dir`.
+    pub discovery: Option<serde_json::Value>,
+}
+
+impl Loaded {
+    /// The warnings of the valid policy (discovery's disagreements included).
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.policy.warnings
+    }
+}
+
+/// The policy file a command means: `path`, else `$PBXFW_POLICY`, else [`POLICY_PATH`] when it
+/// exists; `None`: the embedded default policy.
+pub fn resolve(path: Option<&str>) -> Option<String> {
+    path.map(str::to_string)
+        .or_else(|| std::env::var("PBXFW_POLICY").ok().filter(|s| !s.is_empty()))
+        .or_else(|| {
+            Path::new(POLICY_PATH)
+                .exists()
+                .then(|| POLICY_PATH.to_string())
+        })
+}
+
+/// Load the policy [`resolve`] finds (`-` reads standard input; nothing: the embedded default
+/// policy of a typical PBX).
+pub fn load(path: Option<&str>) -> Result<Loaded> {
+    match resolve(path).as_deref() {
+        None => load_text(DEFAULT_POLICY_TOML, "(default policy)"),
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Error::io("(stdin)", e))?;
+            load_text(&s, "(stdin)")
+        }
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            load_text(&text, p)
+        }
+    }
+}
+
+/// The syntax of policy text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// TOML, the policy file's format.
+    Toml,
+    /// JSON, the same document.
+    Json,
+}
+
+impl Format {
+    /// The format a file name implies: JSON for `.json`, else TOML.
+    pub fn of_name(name: &str) -> Format {
+        if name.ends_with(".json") {
+            Format::Json
+        } else {
+            Format::Toml
+        }
+    }
+}
+
+/// Load policy text; `name` ending in `.json` reads it as JSON, anything else as TOML.
+pub fn load_text(text: &str, name: &str) -> Result<Loaded> {
+    load_text_as(text, Format::of_name(name), name)
+}
+
+/// Load policy text in `format`; `name` says where it came from in messages.
+pub fn load_text_as(text: &str, format: Format, name: &str) -> Result<Loaded> {
+    let parsed = match format {
+        Format::Toml => Policy::from_toml(text),
+        Format::Json => Policy::from_json(text),
+    };
+    let policy = parsed.map_err(|e| Error::Parse {
+        name: name.to_string(),
+        message: e.to_string(),
+    })?;
+    load_policy(policy, name)
+}
+
+/// Merge discovery into a parsed policy, validate and compile it.
+pub fn load_policy(mut policy: Policy, name: &str) -> Result<Loaded> {
+    let discovery = pbxfw_host::asterisk::merge_requested(&mut policy).map(|(dir, found)| {
+        let mut doc = found.to_json();
+        doc["dir"] = dir.into();
+        doc
+    });
+    let valid = policy.validate().map_err(|diagnostics| Error::Invalid {
+        name: name.to_string(),
+        diagnostics,
+    })?;
+    let ruleset = compile(&valid);
+    Ok(Loaded {
+        name: name.to_string(),
+        policy: valid,
+        ruleset,
+        discovery,
+    })
+}
+
+/// The state file holding the discovery of the last applied policy.
+pub fn discovery_path() -> std::path::PathBuf {
+    pbxfw_host::dirs::state_dir().join("discovery.json")
+}
+
+/// After an apply: keep what discovery contributed to `loaded` for `status` (or forget an
+/// earlier discovery when the policy no longer asks for one).
+pub fn record_discovery(loaded: &Loaded) -> Result<()> {
+    let path = discovery_path();
+    match &loaded.discovery {
+        Some(doc) => std::fs::create_dir_all(pbxfw_host::dirs::state_dir())
+            .and_then(|()| pbxfw_host::state::write(&path, "discovery", doc)),
+        None => pbxfw_host::state::remove(&path),
+    }
+    .map_err(|e| Error::io(&path, e))
+}

@@ -1,0 +1,94 @@
+//! What is loaded and what the host keeps about it: one [`Status`], serialised once, the same
+//! for every front end (`pbxfw status --format json`, `pbxfw_kernel_status`, `pbxfw.status()`).
+
+use serde::Serialize;
+
+use crate::backends::BackendName;
+use crate::error::Result;
+
+/// An apply waiting for confirmation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingConfirmation {
+    /// The ruleset waiting.
+    pub fingerprint: String,
+    /// Unix time in milliseconds at which it is rolled back unless confirmed.
+    pub deadline_ms: u64,
+}
+
+/// Everything `status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// What the kernel holds: backend, fingerprint, sets with their timed elements, counters.
+    #[serde(flatten)]
+    pub kernel: pbxfw_core::backend::Status,
+    /// An apply waiting for confirmation.
+    pub pending_confirmation: Option<PendingConfirmation>,
+    /// Safe Mode holding the rules back at boot (`pbxfw boot`), with why.
+    pub safe_mode: Option<serde_json::Value>,
+    /// The policy's hostnames, their addresses and the age of their answers.
+    pub hostnames: Vec<pbxfw_core::dns::NameStatus>,
+    /// What discovery merged into the applied policy.
+    pub discovery: Option<serde_json::Value>,
+    /// The responsive daemon's counters, bans and read positions.
+    pub responsive: Option<serde_json::Value>,
+    /// State files `boot` could not use.
+    pub state_problems: Vec<serde_json::Value>,
+    /// Problems reading what the host keeps (they do not make the status fail).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The status of `backend` at `now` (Unix seconds).
+pub fn status(backend: BackendName, now: u64) -> Result<Status> {
+    let kernel = backend.open().status()?;
+    let pending = crate::safety::pending()?.map(|p| PendingConfirmation {
+        fingerprint: p.fingerprint,
+        deadline_ms: p.deadline_ms,
+    });
+    let mut warnings = Vec::new();
+    let hostnames = match pbxfw_host::state::read::<pbxfw_core::dns::Snapshot>(
+        &crate::names::state_path(),
+        "dns",
+    ) {
+        Ok(Some(snap)) => pbxfw_core::dns::Tracker::status_of(Default::default(), snap, now),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            warnings.push(e.to_string());
+            Vec::new()
+        }
+    };
+    let discovery =
+        pbxfw_host::state::read::<serde_json::Value>(&crate::policy::discovery_path(), "discovery")
+            .unwrap_or_else(|e| {
+                warnings.push(e.to_string());
+                None
+            });
+    let json_file = |p: std::path::PathBuf| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    };
+    let safe_mode = json_file(crate::safety::marker_path());
+    let state_problems = json_file(crate::safety::problems_path())
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default();
+    let responsive =
+        crate::daemon::state_summary(&pbxfw_host::dirs::state_dir().join("responsive.json"));
+    Ok(Status {
+        kernel,
+        pending_confirmation: pending,
+        safe_mode,
+        hostnames,
+        discovery,
+        responsive,
+        state_problems,
+        warnings,
+    })
+}
+
+impl Status {
+    /// The status as the JSON text every front end prints and returns, byte for byte.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a status serialises")
+    }
+}
