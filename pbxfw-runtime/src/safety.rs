@@ -212,13 +212,16 @@ pub fn check_lockout(rs: &Ruleset, sessions: &[AdminSession]) -> Result<()> {
                 .map_or("the chain policy".to_string(), |r| {
                     format!("rule {} of chain {} ({})", r.index, r.chain, r.origin)
                 });
+            let verdict = match l.explanation.verdict {
+                pbxfw_core::ir::FinalVerdict::Reject => "rejected",
+                _ => "dropped",
+            };
             format!(
-                "  a new connection from {} (tcp/{}, on {}, from {}) would be {} by {}: {rule}",
+                "  a new connection from {} (tcp/{}, on {}, from {}) would be {verdict} by {}: {rule}",
                 l.session.addr,
                 l.session.port,
                 l.session.iif,
                 l.session.from,
-                l.explanation.verdict,
                 l.explanation.decided_by
             )
         })
