@@ -1,9 +1,12 @@
-//! What every kernel backend offers, in one trait: [`Backend`].
+//! What every kernel backend offers, in one trait of primitives: [`Backend`]; and the
+//! procedures built on them, written once for every backend: [`apply`] (load, then verify the
+//! fingerprint the kernel reports), [`sync`] (set elements only when that is all that changed,
+//! else a full apply) and [`static_changes`] (the element difference of two rulesets).
 //!
 //! The core does no I/O; this module only names the operations and the data they exchange, so
-//! that the command line, the daemon and the FFI crates drive nftables and iptables hosts the
-//! same way. Each backend crate implements the trait (`pbxfw_nft::Kernel`,
-//! `pbxfw_ipt::Kernel`).
+//! that every front end drives nftables and iptables hosts the same way. Each backend crate
+//! implements the trait (`pbxfw_nft::Kernel`, `pbxfw_ipt::Kernel`); the test kit has an
+//! in-memory one, and one contract suite runs against all of them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -54,18 +57,11 @@ pub struct ApplyOptions {
     pub custom: Option<String>,
 }
 
-fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64() * 1000.0)
-}
-
 /// What an apply did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Applied {
-    /// The fingerprint now in the kernel.
+    /// The fingerprint now in the kernel (read back and checked).
     pub fingerprint: String,
-    /// Wall time of lowering, loading and verifying.
-    #[serde(serialize_with = "ser_ms")]
-    pub elapsed: Duration,
 }
 
 /// What a [`Backend::sync`] did.
@@ -82,23 +78,30 @@ pub struct Synced {
     /// Why the whole ruleset was applied instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Wall time.
-    #[serde(serialize_with = "ser_ms")]
-    pub elapsed: Duration,
 }
 
 impl Synced {
     /// A sync that applied the whole ruleset, and why.
-    pub fn full(fingerprint: String, reason: String, elapsed: Duration) -> Synced {
+    pub fn full(fingerprint: String, reason: String) -> Synced {
         Synced {
             fingerprint,
             incremental: false,
             added: 0,
             removed: 0,
             reason: Some(reason),
-            elapsed,
         }
     }
+}
+
+/// Elements to add to or remove from one set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetUpdate {
+    /// The set (the IR's name).
+    pub set: String,
+    /// Add or remove.
+    pub op: Op,
+    /// The elements.
+    pub elements: Vec<Element>,
 }
 
 /// Why `old → new` cannot be sent as set elements only, given the fingerprint the kernel holds
@@ -125,6 +128,107 @@ pub fn full_apply_reason(loaded: Option<&str>, old: &Ruleset, new: &Ruleset) -> 
     };
     (without_static_elements(old) != without_static_elements(new))
         .then(|| "the change is more than static set elements".into())
+}
+
+/// The static set elements that differ between `old` and `new`, as updates: every removal
+/// before any addition, so that an element moving between sets never is in neither.
+pub fn static_changes(old: &Ruleset, new: &Ruleset) -> Vec<SetUpdate> {
+    use std::collections::BTreeSet;
+    let mut removals = Vec::new();
+    let mut additions = Vec::new();
+    for (name, set) in &new.sets {
+        let (crate::ir::SetKind::Static(n), Some(crate::ir::SetKind::Static(o))) =
+            (&set.kind, old.sets.get(name).map(|s| &s.kind))
+        else {
+            continue;
+        };
+        let olds: BTreeSet<Prefix> = o.elements().iter().map(|(p, _)| *p).collect();
+        let news: BTreeSet<Prefix> = n.elements().iter().map(|(p, _)| *p).collect();
+        let update = |op: Op, elements: Vec<&Prefix>| SetUpdate {
+            set: name.clone(),
+            op,
+            elements: elements
+                .into_iter()
+                .map(|p| Element {
+                    prefix: *p,
+                    timeout: None,
+                })
+                .collect(),
+        };
+        let gone: Vec<&Prefix> = olds.difference(&news).collect();
+        let fresh: Vec<&Prefix> = news.difference(&olds).collect();
+        if !gone.is_empty() {
+            removals.push(update(Op::Remove, gone));
+        }
+        if !fresh.is_empty() {
+            additions.push(update(Op::Add, fresh));
+        }
+    }
+    removals.extend(additions);
+    removals
+}
+
+/// Load `rs` into `kernel`, then check that the kernel reports its fingerprint: what every
+/// front end means by an apply. Dynamic sets keep their elements.
+pub fn apply(
+    kernel: &dyn Backend,
+    rs: &Ruleset,
+    opts: &ApplyOptions,
+) -> Result<Applied, BackendError> {
+    kernel.load(rs, opts)?;
+    verify(kernel, rs.fingerprint())
+}
+
+/// Read the fingerprint back: the kernel must hold `expected`.
+fn verify(kernel: &dyn Backend, expected: String) -> Result<Applied, BackendError> {
+    let found = kernel.fingerprint()?;
+    if found.as_deref() == Some(expected.as_str()) {
+        Ok(Applied {
+            fingerprint: expected,
+        })
+    } else {
+        Err(BackendError::Verify { expected, found })
+    }
+}
+
+/// Bring `kernel` from `old` (what the caller believes is loaded) to `new`. When only static
+/// set elements differ (a blacklist entry, a trusted host) and the kernel really holds `old`,
+/// only the difference is sent ([`Backend::patch_static`], which also marks the new
+/// fingerprint) and verified; otherwise, or when the kernel refuses the patch, `new` is applied
+/// whole (which keeps dynamic elements too).
+pub fn sync(
+    kernel: &dyn Backend,
+    old: &Ruleset,
+    new: &Ruleset,
+    opts: &ApplyOptions,
+) -> Result<Synced, BackendError> {
+    let full = |reason: String| -> Result<Synced, BackendError> {
+        let a = apply(kernel, new, opts)?;
+        Ok(Synced::full(a.fingerprint, reason))
+    };
+    let loaded = kernel.fingerprint()?;
+    if let Some(reason) = full_apply_reason(loaded.as_deref(), old, new) {
+        return full(reason);
+    }
+    let changes = static_changes(old, new);
+    let count = |op: Op| {
+        changes
+            .iter()
+            .filter(|c| c.op == op)
+            .map(|c| c.elements.len())
+            .sum()
+    };
+    if let Err(e) = kernel.patch_static(new, &changes) {
+        return full(format!("the kernel refused the set update ({e})"));
+    }
+    let a = verify(kernel, new.fingerprint())?;
+    Ok(Synced {
+        fingerprint: a.fingerprint,
+        incremental: true,
+        added: count(Op::Add),
+        removed: count(Op::Remove),
+        reason: None,
+    })
 }
 
 /// One dynamic element as the kernel reports it.
@@ -238,9 +342,10 @@ pub enum BackendError {
     Locked(String),
 }
 
-/// A kernel backend: loads rulesets into the current network namespace, reports and removes
-/// them, and changes set elements without a reload. Only pbxfw's own table, chains and sets
-/// are ever touched.
+/// A kernel backend's primitives: load rulesets into the current network namespace, report
+/// and remove them, and change set elements without a reload. Only pbxfw's own table, chains
+/// and sets are ever touched. The procedures over them ([`apply`], [`sync`]) are this
+/// module's, the same for every backend.
 pub trait Backend {
     /// The backend's name (`nft`, `iptables`).
     fn name(&self) -> &'static str;
@@ -248,19 +353,17 @@ pub trait Backend {
     /// The text the backend would load for `rs` (what `pbxfw compile` prints).
     fn render(&self, rs: &Ruleset) -> Result<String, BackendError>;
 
-    /// Load `rs` (keeping dynamic set elements), then verify its fingerprint.
-    fn apply(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<Applied, BackendError>;
+    /// Load `rs` with the seeds and custom rules of `opts`, all or nothing: dynamic sets keep
+    /// their elements, and a refusal leaves the kernel as it was. (Use [`apply`], which also
+    /// verifies.)
+    fn load(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<(), BackendError>;
 
-    /// Bring the kernel from `old` to `new`: set elements only when that is all that changed
-    /// and the kernel holds `old`, otherwise a full apply.
-    fn sync(
-        &self,
-        old: &Ruleset,
-        new: &Ruleset,
-        opts: &ApplyOptions,
-    ) -> Result<Synced, BackendError>;
+    /// Make the static-set `changes` to the loaded ruleset and mark it as holding `new`'s
+    /// fingerprint. (Use [`sync`], which decides when this is enough, and verifies.)
+    fn patch_static(&self, new: &Ruleset, changes: &[SetUpdate]) -> Result<(), BackendError>;
 
-    /// Add or remove elements of a loaded set (`rs` is the ruleset that was applied).
+    /// Add or remove elements of a loaded set (`rs` is the ruleset that was applied). Removing
+    /// an absent element is not an error.
     fn update_set(
         &self,
         rs: &Ruleset,

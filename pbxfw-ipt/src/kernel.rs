@@ -21,17 +21,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use pbxfw_core::backend::{
-    full_apply_reason, Applied, ApplyOptions, Backend, BackendError, Element, ElementStatus, Op,
-    RuleCounter, SetStatus, Status, Synced,
+    ApplyOptions, Backend, BackendError, Element, ElementStatus, Op, RuleCounter, SetStatus,
+    SetUpdate, Status,
 };
 use pbxfw_core::ir::{Ruleset, SetKind};
 use pbxfw_core::net::Family;
 
 use crate::{
-    ipset_name, lower, net_elements, Ipset, IpsetKind, LowerError, Script, BACKEND, ENTRY,
+    ipset_name, lower, net_elements, IpsetKind, LowerError, Script, BACKEND, ENTRY,
     FINGERPRINT_TAG, IPSET_PREFIX,
 };
 
@@ -297,8 +296,7 @@ impl Kernel {
             })
     }
 
-    fn apply_script(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<Applied, BackendError> {
-        let start = Instant::now();
+    fn load_script(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<(), BackendError> {
         let script = lower(rs).map_err(lower_error)?;
         let live = self.live_sets()?;
         // Step 1: build.
@@ -430,17 +428,37 @@ impl Kernel {
             // of this apply.
             let _ = self.ipset(&["-exist", "restore"], Some(&stale));
         }
-        let found = Backend::fingerprint(self)?;
-        if found.as_deref() != Some(script.fingerprint.as_str()) {
-            return Err(BackendError::Verify {
-                expected: script.fingerprint,
-                found,
-            });
+        Ok(())
+    }
+
+    /// The `ipset restore` lines that add or remove `elements` of `set` (an interval set's
+    /// prefix may take more than one ipset key).
+    fn update_lines(
+        &self,
+        rs: &Ruleset,
+        set: &str,
+        op: Op,
+        elements: &[Element],
+    ) -> Result<String, BackendError> {
+        let s = rs
+            .sets
+            .get(set)
+            .ok_or_else(|| BackendError::NoSet(set.into()))?;
+        let name = ipset_name(set);
+        let mut text = String::new();
+        for e in elements {
+            let keys = match &s.kind {
+                SetKind::Static(st) if !st.is_hosts() => net_elements(&e.prefix),
+                _ => vec![e.prefix.addr().to_string()],
+            };
+            for k in keys {
+                match op {
+                    Op::Add => text.push_str(&format!("add {name} {k}{}\n", timeout(e))),
+                    Op::Remove => text.push_str(&format!("del {name} {k}\n")),
+                }
+            }
         }
-        Ok(Applied {
-            fingerprint: script.fingerprint,
-            elapsed: start.elapsed(),
-        })
+        Ok(text)
     }
 
     fn family_fingerprint(&self, family: Family) -> Result<Option<String>, BackendError> {
@@ -590,11 +608,6 @@ fn timeout(e: &Element) -> String {
         .unwrap_or_default()
 }
 
-/// The ipset element lines of an IR static set.
-fn static_elements(set: &Ipset) -> BTreeSet<String> {
-    set.elements.iter().cloned().collect()
-}
-
 impl Backend for Kernel {
     fn name(&self) -> &'static str {
         BACKEND
@@ -604,65 +617,29 @@ impl Backend for Kernel {
         Ok(lower(rs).map_err(lower_error)?.text())
     }
 
-    fn apply(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<Applied, BackendError> {
-        self.apply_script(rs, opts)
+    fn load(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<(), BackendError> {
+        self.load_script(rs, opts)
     }
 
-    fn sync(
-        &self,
-        old: &Ruleset,
-        new: &Ruleset,
-        opts: &ApplyOptions,
-    ) -> Result<Synced, BackendError> {
-        let start = Instant::now();
-        let full = |reason: String| -> Result<Synced, BackendError> {
-            let a = self.apply_script(new, opts)?;
-            Ok(Synced::full(a.fingerprint, reason, start.elapsed()))
-        };
-        let loaded = Backend::fingerprint(self)?;
-        if let Some(reason) = full_apply_reason(loaded.as_deref(), old, new) {
-            return full(reason);
-        }
-        let (o, n) = (
-            lower(old).map_err(lower_error)?,
-            lower(new).map_err(lower_error)?,
-        );
-        let (mut added, mut removed) = (0, 0);
+    /// The changes as one `ipset restore`, then the new fingerprint into the entry rule of
+    /// both families.
+    fn patch_static(&self, new: &Ruleset, changes: &[SetUpdate]) -> Result<(), BackendError> {
         let mut text = String::new();
-        for (name, set) in &n.ipsets {
-            let Some(before) = o.ipsets.get(name) else {
-                return full(format!("set {name} is new"));
-            };
-            let (was, is) = (static_elements(before), static_elements(set));
-            for e in was.difference(&is) {
-                text.push_str(&format!("del {name} {e}\n"));
-                removed += 1;
-            }
-            for e in is.difference(&was) {
-                text.push_str(&format!("add {name} {e}\n"));
-                added += 1;
-            }
+        for c in changes {
+            text.push_str(&self.update_lines(new, &c.set, c.op, &c.elements)?);
         }
-        if let Err(e) = self.ipset(&["-exist", "restore"], Some(&text)) {
-            return full(format!("the kernel refused the set update ({e})"));
+        if !text.is_empty() {
+            self.ipset(&["-exist", "restore"], Some(&text))?;
         }
-        // The new fingerprint goes into the entry rule of both families.
         for family in [Family::Ipv4, Family::Ipv6] {
             let input = format!(
                 "*filter\n-R {ENTRY} 1 -m comment --comment \"{FINGERPRINT_TAG}{}\" -j {}\nCOMMIT\n",
-                n.fingerprint,
+                new.fingerprint(),
                 crate::chain_name(pbxfw_core::ir::INPUT)
             );
             self.restore(family, &input, false)?;
         }
-        Ok(Synced {
-            fingerprint: n.fingerprint,
-            incremental: true,
-            added,
-            removed,
-            reason: None,
-            elapsed: start.elapsed(),
-        })
+        Ok(())
     }
 
     fn update_set(
@@ -672,24 +649,7 @@ impl Backend for Kernel {
         op: Op,
         elements: &[Element],
     ) -> Result<(), BackendError> {
-        let s = rs
-            .sets
-            .get(set)
-            .ok_or_else(|| BackendError::NoSet(set.into()))?;
-        let name = ipset_name(set);
-        let mut text = String::new();
-        for e in elements {
-            let keys = match &s.kind {
-                SetKind::Static(st) if !st.is_hosts() => net_elements(&e.prefix),
-                _ => vec![e.prefix.addr().to_string()],
-            };
-            for k in keys {
-                match op {
-                    Op::Add => text.push_str(&format!("add {name} {k}{}\n", timeout(e))),
-                    Op::Remove => text.push_str(&format!("del {name} {k}\n")),
-                }
-            }
-        }
+        let text = self.update_lines(rs, set, op, elements)?;
         if text.is_empty() {
             return Ok(());
         }

@@ -103,7 +103,7 @@ fn check(variant: Variant) {
     let fp = a.fingerprint();
     let applied = with(&ns, variant, {
         let a = a.clone();
-        move |k| k.apply(&a, &ApplyOptions::default())
+        move |k| pbxfw_core::backend::apply(k, &a, &ApplyOptions::default())
     })
     .unwrap();
     assert_eq!(applied.fingerprint, fp);
@@ -132,7 +132,7 @@ fn check(variant: Variant) {
     ns.run(&[&ipt, "-I", "INPUT", "1", "-j", "DOCKER-USER"]);
     with(&ns, variant, {
         let a = a.clone();
-        move |k| k.apply(&a, &ApplyOptions::default())
+        move |k| pbxfw_core::backend::apply(k, &a, &ApplyOptions::default())
     })
     .unwrap();
     let input = ns.run(&[&ipt, "-S", "INPUT"]);
@@ -178,7 +178,7 @@ fn check(variant: Variant) {
         assert_ne!(bad, a);
         let was = strip(saved(&ns));
         let err = with(&ns, variant, move |k| {
-            k.apply(&bad, &ApplyOptions::default())
+            pbxfw_core::backend::apply(k, &bad, &ApplyOptions::default())
         })
         .unwrap_err();
         assert!(matches!(err, BackendError::Load(_)), "{err}");
@@ -206,7 +206,7 @@ fn check(variant: Variant) {
     let b = ruleset(&POLICY.replace("\"192.0.2.66\"", "\"192.0.2.66\", \"192.0.2.77\""));
     let synced = with(&ns, variant, {
         let (a, b) = (a.clone(), b.clone());
-        move |k| k.sync(&a, &b, &ApplyOptions::default())
+        move |k| pbxfw_core::backend::sync(k, &a, &b, &ApplyOptions::default())
     })
     .unwrap();
     assert!(synced.incremental, "{synced:?}");
@@ -227,7 +227,7 @@ fn check(variant: Variant) {
     ));
     let synced = with(&ns, variant, {
         let (b, c) = (b.clone(), c.clone());
-        move |k| k.sync(&b, &c, &ApplyOptions::default())
+        move |k| pbxfw_core::backend::sync(k, &b, &c, &ApplyOptions::default())
     })
     .unwrap();
     assert!(!synced.incremental);

@@ -6,16 +6,12 @@
 //! After loading, the fingerprint stored in the `fingerprint` chain is read back (one small
 //! chain, never the 100k-element sets). Element updates go over netlink ([`crate::netlink`]).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::Instant;
-
-use pbxfw_core::backend::{full_apply_reason, Backend, BackendError};
-pub use pbxfw_core::backend::{
-    Applied, ApplyOptions, ElementStatus, RuleCounter, SetStatus, Status, Synced,
-};
+pub use pbxfw_core::backend::{ApplyOptions, ElementStatus, RuleCounter, SetStatus, Status};
+use pbxfw_core::backend::{Backend, BackendError, SetUpdate};
 use pbxfw_core::ir::{Ruleset, SetKind};
 use serde_json::Value;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use crate::netlink::{self, Element, NetlinkError, Op, SetShape};
 use crate::{lower, LowerError, Options};
@@ -49,46 +45,6 @@ fn static_shape(kind: &SetKind) -> SetShape {
         SetKind::Static(s) if !s.is_hosts() => SetShape::Interval,
         _ => SetShape::Hash,
     }
-}
-
-/// Why an apply failed; each variant names the stage. In every case the kernel still holds the
-/// ruleset it held before.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// Check stage: the IR could not be lowered.
-    #[error("check: {0}")]
-    Lower(#[from] LowerError),
-    /// Load stage: `nft` could not be run.
-    #[error("load: cannot run {nft}: {source}")]
-    Spawn {
-        /// The binary.
-        nft: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Load stage: the kernel refused the transaction; nothing changed.
-    #[error("load: the kernel refused the ruleset, nothing changed: {stderr}")]
-    Load {
-        /// What `nft` said.
-        stderr: String,
-    },
-    /// Verify stage: the kernel does not hold what was loaded.
-    #[error("verify: expected fingerprint {expected}, the kernel holds {found:?}")]
-    Verify {
-        /// What was loaded.
-        expected: String,
-        /// What was read back.
-        found: Option<String>,
-    },
-    /// A seed element does not fit its set.
-    #[error("check: cannot seed set {set}: {reason}")]
-    Seed {
-        /// The set.
-        set: String,
-        /// Why.
-        reason: String,
-    },
 }
 
 /// Why reading or changing the kernel failed.
@@ -196,149 +152,71 @@ impl Kernel {
         }))
     }
 
-    /// Load `rs` in one transaction, then verify the fingerprint.
-    pub fn apply(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<Applied, ApplyError> {
-        let start = Instant::now();
+    /// Load `rs` in one transaction, with its seeds and custom rules (checked on their own
+    /// first, so that a mistake in them is reported as theirs). The kernel applies the
+    /// transaction whole or not at all.
+    fn load_script(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<(), BackendError> {
         let lopts = Options {
             table: self.table.clone(),
             counters: opts.counters,
         };
-        let script = lower(rs, &lopts)?;
-        let mut text = script.text;
+        let mut text = lower(rs, &lopts).map_err(lower_error)?.text;
         for (set, elems) in &opts.seed {
             text.push_str(&seed_line(rs, &self.table, set, elems)?);
         }
+        let nft_said = |e: KernelError| match e {
+            KernelError::Nft { stderr, .. } => stderr,
+            other => other.to_string(),
+        };
         if let Some(custom) = &opts.custom {
-            let rules = custom_rules(&self.table, custom).map_err(|m| ApplyError::Load {
-                stderr: format!("the custom rules were refused, nothing changed: {m}"),
+            let rules = custom_rules(&self.table, custom).map_err(|m| {
+                BackendError::Load(format!(
+                    "the custom rules were refused, nothing changed: {m}"
+                ))
             })?;
             text.push_str(&rules);
-            // Checked on its own first, so that a mistake in them is reported as theirs.
             if let Err(e) = self.nft(&["-c", "-f", "/dev/stdin"], Some(&text)) {
-                return Err(ApplyError::Load {
-                    stderr: format!(
-                        "the custom rules were refused (`nft -c`), nothing changed: {}",
-                        match e {
-                            KernelError::Nft { stderr, .. } => stderr,
-                            other => other.to_string(),
-                        }
-                    ),
-                });
+                return Err(BackendError::Load(format!(
+                    "the custom rules were refused (`nft -c`), nothing changed: {}",
+                    nft_said(e)
+                )));
             }
         }
         match self.nft(&["-f", "/dev/stdin"], Some(&text)) {
-            Ok(_) => {}
-            Err(KernelError::Spawn { nft, source }) => {
-                return Err(ApplyError::Spawn { nft, source })
-            }
-            Err(e) => {
-                return Err(ApplyError::Load {
-                    stderr: match e {
-                        KernelError::Nft { stderr, .. } => stderr,
-                        other => other.to_string(),
-                    },
-                })
-            }
+            Ok(_) => Ok(()),
+            Err(KernelError::Spawn { nft, source }) => Err(BackendError::Spawn {
+                tool: nft,
+                message: source.to_string(),
+            }),
+            Err(e) => Err(BackendError::Load(nft_said(e))),
         }
-        let found = self.fingerprint().ok().flatten();
-        if found.as_deref() != Some(script.fingerprint.as_str()) {
-            return Err(ApplyError::Verify {
-                expected: script.fingerprint,
-                found,
-            });
-        }
-        Ok(Applied {
-            fingerprint: script.fingerprint,
-            elapsed: start.elapsed(),
-        })
     }
 
-    /// Bring the kernel from `old` (what the caller believes is loaded) to `new`. When only
-    /// static set elements differ (a blacklist entry, a trusted host) and the kernel really holds
-    /// `old`, the difference goes over netlink in one transaction and the fingerprint is
-    /// updated; otherwise, or when the kernel refuses the patch, `new` is applied whole (which
-    /// keeps dynamic state too).
-    pub fn sync(
-        &self,
-        old: &Ruleset,
-        new: &Ruleset,
-        opts: &ApplyOptions,
-    ) -> Result<Synced, ApplyError> {
-        let start = Instant::now();
-        let full = |reason: String| -> Result<Synced, ApplyError> {
-            let a = self.apply(new, opts)?;
-            Ok(Synced::full(a.fingerprint, reason, start.elapsed()))
-        };
-        let loaded = self.fingerprint().ok().flatten();
-        if let Some(reason) = full_apply_reason(loaded.as_deref(), old, new) {
-            return full(reason);
+    /// The static-set changes over netlink in one transaction, then the new fingerprint.
+    fn patch(&self, new: &Ruleset, changes: &[SetUpdate]) -> Result<(), BackendError> {
+        let mut netlink_changes = Vec::with_capacity(changes.len());
+        for c in changes {
+            let set = new
+                .sets
+                .get(&c.set)
+                .ok_or_else(|| BackendError::NoSet(c.set.clone()))?;
+            netlink_changes.push(netlink::Change {
+                set: c.set.clone(),
+                shape: static_shape(&set.kind),
+                op: c.op,
+                elements: c.elements.clone(),
+            });
         }
-        let mut removals = Vec::new();
-        let mut additions = Vec::new();
-        let (mut added, mut removed) = (0, 0);
-        for (name, set) in &new.sets {
-            let (SetKind::Static(n), Some(SetKind::Static(o))) =
-                (&set.kind, old.sets.get(name).map(|s| &s.kind))
-            else {
-                continue;
-            };
-            let olds: std::collections::BTreeSet<_> =
-                o.elements().iter().map(|(p, _)| *p).collect();
-            let news: std::collections::BTreeSet<_> =
-                n.elements().iter().map(|(p, _)| *p).collect();
-            let elems = |v: Vec<&pbxfw_core::net::Prefix>| -> Vec<Element> {
-                v.into_iter()
-                    .map(|p| Element {
-                        prefix: *p,
-                        timeout: None,
-                    })
-                    .collect()
-            };
-            let gone = elems(olds.difference(&news).collect());
-            let fresh = elems(news.difference(&olds).collect());
-            removed += gone.len();
-            added += fresh.len();
-            let shape = static_shape(&set.kind);
-            if !gone.is_empty() {
-                removals.push(netlink::Change {
-                    set: name.clone(),
-                    shape,
-                    op: Op::Remove,
-                    elements: gone,
-                });
-            }
-            if !fresh.is_empty() {
-                additions.push(netlink::Change {
-                    set: name.clone(),
-                    shape,
-                    op: Op::Add,
-                    elements: fresh,
-                });
-            }
-        }
-        removals.extend(additions);
-        if let Err(e) = netlink::apply_changes(&self.table, &removals) {
-            return full(format!("the kernel refused the set update ({e})"));
-        }
-        let fingerprint = new.fingerprint();
+        netlink::apply_changes(&self.table, &netlink_changes)
+            .map_err(|e| BackendError::Kernel(e.to_string()))?;
         let text = format!(
             "flush set inet {t} {c}\nadd element inet {t} {c} {{ {e} }}\n",
             t = self.table,
             c = crate::FINGERPRINT_SET,
-            e = crate::fingerprint_element(&fingerprint)
+            e = crate::fingerprint_element(&new.fingerprint())
         );
-        self.nft(&["-f", "/dev/stdin"], Some(&text))
-            .map_err(|e| ApplyError::Load {
-                stderr: e.to_string(),
-            })?;
-        Ok(Synced {
-            fingerprint,
-            incremental: true,
-            added,
-            removed,
-            reason: None,
-            elapsed: start.elapsed(),
-        })
+        self.nft(&["-f", "/dev/stdin"], Some(&text))?;
+        Ok(())
     }
 
     /// Remove pbxfw's table, and nothing else. Returns whether there was one.
@@ -471,11 +349,8 @@ fn seed_line(
     table: &str,
     set: &str,
     elems: &[Element],
-) -> Result<String, ApplyError> {
-    let bad = |reason: String| ApplyError::Seed {
-        set: set.into(),
-        reason,
-    };
+) -> Result<String, BackendError> {
+    let bad = |reason: String| BackendError::Check(format!("cannot seed set {set}: {reason}"));
     let s = rs.sets.get(set).ok_or_else(|| bad("no such set".into()))?;
     let SetKind::Dynamic(d) = &s.kind else {
         return Err(bad("only dynamic sets are seeded".into()));
@@ -503,21 +378,13 @@ fn seed_line(
     ))
 }
 
-impl From<ApplyError> for BackendError {
-    fn from(e: ApplyError) -> Self {
-        match e {
-            ApplyError::Lower(LowerError::Unsupported { backend, feature }) => {
-                BackendError::Unsupported { backend, feature }
-            }
-            ApplyError::Lower(e) => BackendError::Check(e.to_string()),
-            ApplyError::Spawn { nft, source } => BackendError::Spawn {
-                tool: nft,
-                message: source.to_string(),
-            },
-            ApplyError::Load { stderr } => BackendError::Load(stderr),
-            ApplyError::Verify { expected, found } => BackendError::Verify { expected, found },
-            e @ ApplyError::Seed { .. } => BackendError::Check(e.to_string()),
+/// A lowering failure as the check stage's error.
+fn lower_error(e: LowerError) -> BackendError {
+    match e {
+        LowerError::Unsupported { backend, feature } => {
+            BackendError::Unsupported { backend, feature }
         }
+        e => BackendError::Check(e.to_string()),
     }
 }
 
@@ -621,20 +488,15 @@ impl Backend for Kernel {
             table: self.table.clone(),
             counters: false,
         };
-        Ok(lower(rs, &opts).map_err(ApplyError::Lower)?.text)
+        Ok(lower(rs, &opts).map_err(lower_error)?.text)
     }
 
-    fn apply(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<Applied, BackendError> {
-        Ok(Kernel::apply(self, rs, opts)?)
+    fn load(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<(), BackendError> {
+        self.load_script(rs, opts)
     }
 
-    fn sync(
-        &self,
-        old: &Ruleset,
-        new: &Ruleset,
-        opts: &ApplyOptions,
-    ) -> Result<Synced, BackendError> {
-        Ok(Kernel::sync(self, old, new, opts)?)
+    fn patch_static(&self, new: &Ruleset, changes: &[SetUpdate]) -> Result<(), BackendError> {
+        self.patch(new, changes)
     }
 
     fn update_set(

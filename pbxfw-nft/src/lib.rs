@@ -34,7 +34,7 @@ pub mod netlink;
 
 use std::fmt::Write;
 
-pub use kernel::{Applied, ApplyError, ApplyOptions, Kernel, KernelError, Status};
+pub use kernel::{ApplyOptions, Kernel, KernelError, Status};
 
 use pbxfw_core::ir::{
     verify, BasePolicy, L4Proto, Map, Match, Rule, Ruleset, SetKind, Verdict, VerifyError,

@@ -5,10 +5,11 @@ use pbxfw_testkit::netns as common;
 use pbxfw_testkit::{element as el, ruleset};
 use std::time::Duration;
 
+use pbxfw_core::backend::{apply, BackendError};
 use pbxfw_core::compile::names;
 use pbxfw_core::net::Family;
 use pbxfw_nft::netlink::{Element, Op};
-use pbxfw_nft::{ApplyError, ApplyOptions, Kernel};
+use pbxfw_nft::{ApplyOptions, Kernel};
 
 const POLICY: &str = r#"
 [interfaces]
@@ -54,8 +55,7 @@ fn apply_reload_update_status_disable() {
     let fp = common::in_netns(&ns, {
         let rs = rs.clone();
         move || {
-            Kernel::default()
-                .apply(&rs, &ApplyOptions::default())
+            apply(&Kernel::default(), &rs, &ApplyOptions::default())
                 .unwrap()
                 .fingerprint
         }
@@ -109,11 +109,7 @@ fn apply_reload_update_status_disable() {
     let changed = ruleset(&POLICY.replace("\"192.0.2.66\", ", ""));
     common::in_netns(&ns, {
         let changed = changed.clone();
-        move || {
-            Kernel::default()
-                .apply(&changed, &ApplyOptions::default())
-                .unwrap()
-        }
+        move || apply(&Kernel::default(), &changed, &ApplyOptions::default()).unwrap()
     });
     let ban4 = set_text(&ns, "ban4");
     assert!(
@@ -189,10 +185,10 @@ fn apply_reload_update_status_disable() {
                 custom: Some("ip saddr @no_such_set drop".into()),
                 ..ApplyOptions::default()
             };
-            Kernel::default().apply(&rs, &opts).unwrap_err()
+            apply(&Kernel::default(), &rs, &opts).unwrap_err()
         }
     });
-    assert!(matches!(err, ApplyError::Load { .. }), "{err}");
+    assert!(matches!(err, BackendError::Load(_)), "{err}");
     let fp_now = common::in_netns(&ns, || Kernel::default().fingerprint().unwrap());
     assert_eq!(
         fp_now.as_deref(),
@@ -221,7 +217,7 @@ fn ten_thousand_elements_in_one_call() {
     let rs = ruleset(POLICY);
     let elapsed = common::in_netns(&ns, move || {
         let k = Kernel::default();
-        k.apply(&rs, &ApplyOptions::default()).unwrap();
+        apply(&k, &rs, &ApplyOptions::default()).unwrap();
         let elems: Vec<Element> = (0..10_000u32)
             .map(|i| {
                 el(

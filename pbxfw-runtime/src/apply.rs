@@ -77,11 +77,13 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
             }
         }
         None => {
-            let applied = kernel.apply(&loaded.ruleset, &opts)?;
+            let started = std::time::Instant::now();
+            let applied = pbxfw_core::backend::apply(kernel.as_ref(), &loaded.ruleset, &opts)?;
+            let elapsed = started.elapsed();
             crate::safety::record_applied(req.backend.as_str(), &loaded.ruleset, &from)?;
             ApplyOutcome {
                 fingerprint: applied.fingerprint,
-                elapsed_ms: Some(applied.elapsed.as_secs_f64() * 1000.0),
+                elapsed_ms: Some(elapsed.as_secs_f64() * 1000.0),
                 rolled_back_at_ms: None,
             }
         }

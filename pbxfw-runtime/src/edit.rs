@@ -91,7 +91,9 @@ pub fn edit(
             kernel: KernelChange::NotLoaded,
         });
     }
-    let synced = kernel.sync(
+    let started = std::time::Instant::now();
+    let synced = pbxfw_core::backend::sync(
+        kernel.as_ref(),
         &old.ruleset,
         &new.ruleset,
         &ApplyOptions {
@@ -103,7 +105,7 @@ pub fn edit(
         KernelChange::Elements {
             added: synced.added,
             removed: synced.removed,
-            elapsed_ms: synced.elapsed.as_secs_f64() * 1000.0,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
             fingerprint: synced.fingerprint,
         }
     } else {

@@ -302,7 +302,7 @@ pub fn apply_with_confirm(
         let _ = state::remove(&pending_path());
         return Err(e);
     }
-    if let Err(e) = kernel.apply(rs, opts) {
+    if let Err(e) = pbxfw_core::backend::apply(kernel, rs, opts) {
         // The timer finds no pending confirmation and ends.
         let _ = state::remove(&pending_path());
         return Err(e.into());
@@ -429,7 +429,7 @@ fn roll_back(kernel: &dyn Backend, p: &Pending) -> Result<String> {
                     timeout: left.map(Duration::from_secs),
                 });
             }
-            kernel.apply(&rs, &opts)?;
+            pbxfw_core::backend::apply(kernel, &rs, &opts)?;
             state::write(&applied_path(), APPLIED, a).map_err(|e| Error::io(applied_path(), e))?;
             Ok(format!("ruleset {} is back", a.fingerprint))
         }
@@ -551,7 +551,8 @@ pub fn boot(
     match overdue {
         Some(msg) => log(&[("event", "rollback"), ("detail", &msg)]),
         None => {
-            let a = kernel.apply(
+            let a = pbxfw_core::backend::apply(
+                kernel,
                 rs,
                 &ApplyOptions {
                     custom: custom_rules(backend_arg)?,

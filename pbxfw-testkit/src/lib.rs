@@ -3,7 +3,9 @@
 //! dev-dependency only.
 #![deny(missing_docs)]
 
+pub mod contract;
 pub mod gen;
+pub mod memory;
 pub mod netns;
 pub mod probe;
 pub mod responsive;

@@ -32,8 +32,7 @@ fn setup(tag: &str, policy: &str, make: MakeBackend, sets: SetStore) -> Topology
     topo.sets = sets;
     let rs = compile(&Policy::from_toml(policy).unwrap().validate().unwrap());
     in_netns(&topo.pbx, move || {
-        make()
-            .apply(&rs, &ApplyOptions::default())
+        pbxfw_core::backend::apply(make().as_ref(), &rs, &ApplyOptions::default())
             .unwrap_or_else(|e| panic!("apply: {e}"))
     });
     topo

@@ -63,8 +63,7 @@ pub fn case_suite(tag: &str, make: MakeBackend) -> (usize, usize, Vec<String>) {
         in_netns(&topo.pbx, {
             let rs = rs.clone();
             move || {
-                make()
-                    .apply(&rs, &ApplyOptions::default())
+                pbxfw_core::backend::apply(make().as_ref(), &rs, &ApplyOptions::default())
                     .unwrap_or_else(|e| panic!("apply: {e}"))
             }
         });
@@ -142,7 +141,7 @@ pub fn differential(
                 let k = make();
                 // Start from nothing: dynamic elements of the previous policy must not leak.
                 k.disable().unwrap();
-                k.apply(&rs, &ApplyOptions::default())
+                pbxfw_core::backend::apply(k.as_ref(), &rs, &ApplyOptions::default())
                     .unwrap_or_else(|e| panic!("apply: {e}"))
             }
         });

@@ -82,9 +82,7 @@ fn main() {
         }
         let rs2 = rs.clone();
         in_netns(&topo.pbx, move || {
-            Kernel::default()
-                .apply(&rs2, &ApplyOptions::default())
-                .unwrap();
+            pbxfw_core::backend::apply(&Kernel::default(), &rs2, &ApplyOptions::default()).unwrap();
         });
         line += &format!(" | {:.2}", measure(&topo) / base);
         // The blacklist and ban chain, saved to be put back for the last variant.

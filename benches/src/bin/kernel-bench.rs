@@ -86,7 +86,7 @@ fn main() {
                         let k = Kernel::default();
                         k.disable().unwrap();
                         let t = Instant::now();
-                        k.apply(&rs, &ApplyOptions::default()).unwrap();
+                        pbxfw_core::backend::apply(&k, &rs, &ApplyOptions::default()).unwrap();
                         t.elapsed().as_secs_f64()
                     })
                 })
@@ -150,7 +150,7 @@ fn main() {
     let rs = compile(&Policy::from_toml(text).unwrap().validate().unwrap());
     let (one, ten_k) = in_netns(&topo.pbx, move || {
         let k = Kernel::default();
-        k.apply(&rs, &ApplyOptions::default()).unwrap();
+        pbxfw_core::backend::apply(&k, &rs, &ApplyOptions::default()).unwrap();
         time_updates(&k, &rs, 200)
     });
     println!();
@@ -188,7 +188,7 @@ fn ipt_rows() {
                             let k = pbxfw_ipt::Kernel::new(variant);
                             k.disable().unwrap();
                             let t = Instant::now();
-                            k.apply(&rs, &ApplyOptions::default()).unwrap();
+                            pbxfw_core::backend::apply(&k, &rs, &ApplyOptions::default()).unwrap();
                             t.elapsed().as_secs_f64()
                         })
                     })
@@ -208,7 +208,7 @@ fn ipt_rows() {
         let rs = compile(&Policy::from_toml(text).unwrap().validate().unwrap());
         updates.push(in_netns(&topo.pbx, move || {
             let k = pbxfw_ipt::Kernel::new(variant);
-            k.apply(&rs, &ApplyOptions::default()).unwrap();
+            pbxfw_core::backend::apply(&k, &rs, &ApplyOptions::default()).unwrap();
             let (one, ten_k) = time_updates(&k, &rs, 50);
             k.disable().unwrap();
             (variant, one, ten_k)
