@@ -30,6 +30,7 @@ use pbxfw_core::{compile, Ruleset, Source, ValidPolicy};
 use pbxfw_host::follow::{Follower, Next, Position};
 use serde::{Deserialize, Serialize};
 
+use crate::context::Context;
 use crate::error::{Error, Result};
 
 /// Where events come from.
@@ -86,32 +87,8 @@ enum Msg {
     Note(String),
     /// New answers: what the resolving sets should hold, and each hostname's addresses.
     Dns(crate::names::Desired, Vec<(String, Vec<IpAddr>)>),
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// One structured log line: `pbxfw: key=value ...`, values quoted when needed.
-pub fn log_line(fields: &[(&str, String)]) {
-    let _ = writeln!(std::io::stderr().lock(), "{}", format_line(fields));
-}
-
-fn format_line(fields: &[(&str, String)]) -> String {
-    let mut line = String::from("pbxfw:");
-    for (k, v) in fields {
-        if v.is_empty()
-            || v.contains(|c: char| c.is_whitespace() || c.is_control() || c == '"' || c == '=')
-        {
-            line.push_str(&format!(" {k}={v:?}"));
-        } else {
-            line.push_str(&format!(" {k}={v}"));
-        }
-    }
-    line
+    /// Stop ([`Handle::stop`]).
+    Stop,
 }
 
 fn describe(a: &Action) -> Vec<(&'static str, String)> {
@@ -176,10 +153,16 @@ fn describe(a: &Action) -> Vec<(&'static str, String)> {
 
 /// Carry out actions in the kernel ([`crate::actions::carry_out`]), logging each update it
 /// refused. Returns the number of refused updates.
-pub fn apply_actions(kernel: &dyn Backend, rs: &Ruleset, actions: &[Action], at: u64) -> usize {
+fn apply_actions(
+    ctx: &Context,
+    kernel: &dyn Backend,
+    rs: &Ruleset,
+    actions: &[Action],
+    at: u64,
+) -> usize {
     let done = crate::actions::carry_out(kernel, rs, actions, at);
     for f in &done.failures {
-        log_line(&[
+        ctx.log(&[
             ("error", "kernel".into()),
             ("set", f.role.set(f.family)),
             ("op", f.op.into()),
@@ -325,10 +308,9 @@ fn parse_saved(text: &str) -> Result<Saved, String> {
 
 /// What `pbxfw status` shows of the daemon's state at `path`: its counters and how far each
 /// file was read (`None` when there is no state yet, or it cannot be read).
-pub fn state_summary(path: &Path) -> Option<serde_json::Value> {
+pub fn state_summary(path: &Path, t: u64) -> Option<serde_json::Value> {
     let text = std::fs::read_to_string(path).ok()?;
     let saved = parse_saved(&text).ok()?;
-    let t = now();
     Some(serde_json::json!({
         "state": path.display().to_string(),
         "counters": saved.counters,
@@ -418,7 +400,7 @@ fn resolved_protection(policy: &ValidPolicy, answers: &[(String, Vec<IpAddr>)]) 
 
 /// The machine's bans the kernel holds and the machine does not know (written to the kernel by
 /// a daemon that was killed before its state was), adopted with their remaining time.
-fn merge_kernel_bans(kernel: &dyn Backend, machine: &mut Machine, t: u64) -> usize {
+fn merge_kernel_bans(ctx: &Context, kernel: &dyn Backend, machine: &mut Machine, t: u64) -> usize {
     let bans: Vec<String> = pbxfw_core::net::Family::BOTH
         .iter()
         .map(|f| pbxfw_core::compile::names::ban(*f))
@@ -426,7 +408,7 @@ fn merge_kernel_bans(kernel: &dyn Backend, machine: &mut Machine, t: u64) -> usi
     let status = match kernel.status() {
         Ok(s) => s,
         Err(e) => {
-            log_line(&[("error", "read-back".into()), ("detail", e.to_string())]);
+            ctx.log(&[("error", "read-back".into()), ("detail", e.to_string())]);
             return 0;
         }
     };
@@ -487,19 +469,58 @@ pub struct DaemonConfig {
 pub struct Daemon {
     config: DaemonConfig,
     loaded: crate::policy::Loaded,
+    ctx: Context,
+    tx: SyncSender<Msg>,
+    rx: Receiver<Msg>,
+    /// Whether a [`Handle`] was given out (an in-process source, so no other is needed).
+    handled: bool,
+}
+
+/// A handle on a [`Daemon`] from another thread: feed it events in process (a Rust program's
+/// own event source, read like any other), and stop it.
+#[derive(Clone)]
+pub struct Handle {
+    tx: SyncSender<Msg>,
+}
+
+/// The daemon is not running any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the daemon has stopped")]
+pub struct Stopped;
+
+impl Handle {
+    /// Hand the daemon one security event, acted on at its clock's time. Waits while the
+    /// daemon's queue is full, as its other sources do.
+    pub fn event(&self, event: SecurityEvent) -> Result<(), Stopped> {
+        self.tx
+            .send(Msg::Read(Outcome::Event(event), None))
+            .map_err(|_| Stopped)
+    }
+
+    /// Stop the daemon: what is queued before this is handled, the state is written, and
+    /// `run` returns.
+    pub fn stop(&self) -> Result<(), Stopped> {
+        self.tx.send(Msg::Stop).map_err(|_| Stopped)
+    }
 }
 
 impl Daemon {
     /// Load the policy; with AMI configured, drop the log files unless asked to keep them
-    /// (a sender can write into Asterisk's logs: docs/events.md, "Trust").
-    pub fn new(mut config: DaemonConfig) -> Result<Daemon> {
+    /// (a sender can write into Asterisk's logs: docs/events.md, "Trust"). The wall clock
+    /// and standard error.
+    pub fn new(config: DaemonConfig) -> Result<Daemon> {
+        Daemon::with_context(config, Context::system())
+    }
+
+    /// The same with a clock and log sink of the caller's.
+    pub fn with_context(mut config: DaemonConfig, ctx: Context) -> Result<Daemon> {
         let loaded = crate::policy::load(config.policy.as_deref())?;
         for w in loaded.warnings() {
-            log_line(&[("warning", "policy".into()), ("detail", w.to_string())]);
+            ctx.log(&[("warning", "policy".into()), ("detail", w.to_string())]);
         }
         if config.sources.ami.is_some() && !config.sources.logs.is_empty() && !config.logs_with_ami
         {
-            log_line(&[
+            ctx.log(&[
                 ("event", "sources".into()),
                 (
                     "detail",
@@ -508,21 +529,49 @@ impl Daemon {
             ]);
             config.sources.logs.clear();
         }
-        Ok(Daemon { config, loaded })
+        let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
+        Ok(Daemon {
+            config,
+            loaded,
+            ctx,
+            tx,
+            rx,
+            handled: false,
+        })
     }
 
-    /// Run until the event sources all end (they normally never do).
+    /// A handle to feed events and to stop the daemon; with one, the daemon needs no other
+    /// source.
+    pub fn handle(&mut self) -> Handle {
+        self.handled = true;
+        Handle {
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// Run on the configured backend until stopped (or, without a [`Handle`], until the event
+    /// sources all end, which they normally never do).
     pub fn run(self) -> Result<()> {
+        let kernel = self.config.backend.open();
+        self.run_on(kernel.as_ref())
+    }
+
+    /// Run on `kernel` instead of the configured backend (an embedder's, or a test's
+    /// in-memory one).
+    pub fn run_on(self, kernel: &dyn Backend) -> Result<()> {
         let path = self.config.policy.clone();
         let reload = move || crate::policy::load(path.as_deref()).map(|l| l.policy);
         run(
+            &self.ctx,
             &self.loaded.policy,
             &reload,
             self.config.sources,
             &self.config.state,
             self.config.tick,
-            self.config.backend.open().as_ref(),
+            kernel,
             &self.config.dns,
+            (self.tx, self.rx),
+            self.handled,
         )
     }
 }
@@ -536,7 +585,9 @@ impl Daemon {
 /// holding something the file does not compile to, during `apply --confirm` or after a manual
 /// load, is logged once and left alone.) When the kernel's dynamic sets were created anew (the
 /// table deleted and loaded again), everything is re-seeded.
-pub fn run(
+#[allow(clippy::too_many_arguments)] // one call, from `Daemon::run_on`
+fn run(
+    ctx: &Context,
     policy: &ValidPolicy,
     reload: &dyn Fn() -> Result<ValidPolicy>,
     sources: Sources,
@@ -544,6 +595,8 @@ pub fn run(
     tick: Duration,
     kernel: &dyn Backend,
     dns: &crate::names::DnsOptions,
+    (tx, rx): (SyncSender<Msg>, Receiver<Msg>),
+    handled: bool,
 ) -> Result<()> {
     let mut policy = policy.clone();
     let mut rs = compile(&policy);
@@ -557,17 +610,17 @@ pub fn run(
     }
     // An apply left unconfirmed across a restart or reboot is rolled back first.
     match crate::safety::overdue(kernel) {
-        Ok(Some(msg)) => log_line(&[("event", "rollback".into()), ("detail", msg)]),
+        Ok(Some(msg)) => ctx.log(&[("event", "rollback".into()), ("detail", msg)]),
         Ok(None) => {}
-        Err(e) => log_line(&[("error", "rollback".into()), ("detail", e.to_string())]),
+        Err(e) => ctx.log(&[("error", "rollback".into()), ("detail", e.to_string())]),
     }
-    let t = now();
+    let t = ctx.now();
     machine.tick(t);
-    let adopted = merge_kernel_bans(kernel, &mut machine, t);
+    let adopted = merge_kernel_bans(ctx, kernel, &mut machine, t);
     let seed = machine.replay_actions(t);
-    let failed = apply_actions(kernel, &rs, &seed, t);
+    let failed = apply_actions(ctx, kernel, &rs, &seed, t);
     let mut instance = kernel.instance().ok().flatten();
-    log_line(&[
+    ctx.log(&[
         ("event", "start".into()),
         ("restored", seed.len().to_string()),
         ("adopted_from_kernel", adopted.to_string()),
@@ -575,7 +628,6 @@ pub fn run(
         ("state", state.display().to_string()),
     ]);
 
-    let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
     let mut threads = 0;
     // Hostnames: restored answers are seeded at once; lookups run on their own thread, so a
     // slow or unreachable DNS server delays nothing else.
@@ -583,7 +635,7 @@ pub fn run(
     let mut feeder = None;
     let mut dns_ctl = None;
     if !names.is_empty() {
-        let (ctl, answers) = start_dns(dns, names, &rs, kernel, &tx, &mut feeder);
+        let (ctl, answers) = start_dns(ctx, dns, names, &rs, kernel, &tx, &mut feeder);
         machine.set_resolved(resolved_protection(&policy, &answers));
         dns_ctl = Some(ctl);
         threads += 1;
@@ -615,7 +667,7 @@ pub fn run(
     // Kept for a DNS thread a reload may start; the loop ends when the sources do (never, for
     // files and sockets), not when this sender goes.
     let dns_tx = tx;
-    if threads == 0 {
+    if threads == 0 && !handled {
         return Err(Error::Usage(
             "no event source and no hostname to resolve: give --ami, --log, --events or --events-socket"
                 .into(),
@@ -639,7 +691,7 @@ pub fn run(
             next_tick
         };
         let mut batch = Vec::new();
-        let (first, ended) = receive(&rx, deadline);
+        let (first, mut ended) = receive(&rx, deadline);
         batch.extend(first);
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -647,7 +699,7 @@ pub fn run(
                 Err(_) => break,
             }
         }
-        let t = now();
+        let t = ctx.now();
         let mut actions = Vec::new();
         for msg in batch {
             match msg {
@@ -659,11 +711,11 @@ pub fn run(
                         }
                         Outcome::Ambiguous(why) => {
                             counters.ambiguous += 1;
-                            refused.note(&counters, why);
+                            refused.note(ctx, &counters, why);
                         }
                         Outcome::Malformed(why) => {
                             counters.malformed += 1;
-                            refused.note(&counters, why);
+                            refused.note(ctx, &counters, why);
                         }
                         Outcome::Nothing => {}
                     }
@@ -678,7 +730,8 @@ pub fn run(
                         dirty = true;
                     }
                 }
-                Msg::Note(n) => log_line(&[("event", "source".into()), ("detail", n)]),
+                Msg::Note(n) => ctx.log(&[("event", "source".into()), ("detail", n)]),
+                Msg::Stop => ended = true,
                 Msg::Dns(want, answers) => {
                     machine.set_resolved(resolved_protection(&policy, &answers));
                     let f = match feeder.take() {
@@ -687,10 +740,10 @@ pub fn run(
                     };
                     match f {
                         Ok(mut f) => {
-                            log_dns(f.sync(kernel, &rs, &want));
+                            log_dns(ctx, f.sync(kernel, &rs, &want));
                             feeder = Some(f);
                         }
-                        Err(e) => log_line(&[("error", "dns".into()), ("detail", e.to_string())]),
+                        Err(e) => ctx.log(&[("error", "dns".into()), ("detail", e.to_string())]),
                     }
                 }
             }
@@ -698,13 +751,13 @@ pub fn run(
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + tick;
             actions.extend(machine.tick(t));
-            if let Some(new) = reloaded(kernel, &rs, reload, &mut known, &mut ignored) {
+            if let Some(new) = reloaded(ctx, kernel, &rs, reload, &mut known, &mut ignored) {
                 rs = compile(&new);
                 machine.reconfigure(machine_config(&new));
                 // Into the sets of the new ruleset (they may be new sets).
                 actions.extend(machine.replay_actions(t));
                 let names = crate::names::tracked_names(&new);
-                log_line(&[
+                ctx.log(&[
                     ("event", "reload".into()),
                     ("fingerprint", rs.fingerprint()),
                     ("names", names.len().to_string()),
@@ -716,7 +769,7 @@ pub fn run(
                     }
                     None if !names.is_empty() => {
                         let (ctl, answers) =
-                            start_dns(dns, names, &rs, kernel, &dns_tx, &mut feeder);
+                            start_dns(ctx, dns, names, &rs, kernel, &dns_tx, &mut feeder);
                         machine.set_resolved(resolved_protection(&new, &answers));
                         dns_ctl = Some(ctl);
                     }
@@ -730,7 +783,7 @@ pub fn run(
                 let now_instance = kernel.instance().ok().flatten();
                 if now_instance.is_some() && now_instance != instance {
                     if instance.is_some() {
-                        log_line(&[
+                        ctx.log(&[
                             ("event", "reseed".into()),
                             (
                                 "detail",
@@ -750,18 +803,16 @@ pub fn run(
         }
         if !actions.is_empty() {
             counters.actions += actions.len() as u64;
-            let mut err = std::io::stderr().lock();
             for a in &actions {
-                let _ = writeln!(err, "{}", format_line(&describe(a)));
+                ctx.log(&describe(a));
             }
-            drop(err);
-            apply_actions(kernel, &rs, &actions, t);
+            apply_actions(ctx, kernel, &rs, &actions, t);
             dirty = true;
         }
         if dirty && (ended || last_write.elapsed() >= write_every) {
             let started = Instant::now();
             if let Err(e) = save_state(state, &machine, &files, &counters) {
-                log_line(&[("error", "state".into()), ("detail", e.to_string())]);
+                ctx.log(&[("error", "state".into()), ("detail", e.to_string())]);
             }
             // A large state takes a while to write: never spend more than a fifth of the
             // time writing it.
@@ -784,13 +835,13 @@ struct Refusals {
 }
 
 impl Refusals {
-    fn note(&mut self, counters: &Counters, why: String) {
+    fn note(&mut self, ctx: &Context, counters: &Counters, why: String) {
         self.since += 1;
         if self
             .logged
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
         {
-            log_line(&[
+            ctx.log(&[
                 ("event", "refused".into()),
                 ("records", self.since.to_string()),
                 ("ambiguous_total", counters.ambiguous.to_string()),
@@ -824,6 +875,7 @@ fn receive(rx: &Receiver<Msg>, deadline: Instant) -> (Option<Msg>, bool) {
 /// before (a rollback of `apply --confirm` brings the old one back), or what the policy file
 /// compiles to now, if that is exactly what is loaded.
 fn reloaded(
+    ctx: &Context,
     kernel: &dyn Backend,
     rs: &Ruleset,
     reload: &dyn Fn() -> Result<ValidPolicy>,
@@ -843,7 +895,7 @@ fn reloaded(
             Some(p)
         }
         Ok(_) => {
-            log_line(&[
+            ctx.log(&[
                 ("event", "reload-skipped".into()),
                 ("loaded", loaded.clone()),
                 (
@@ -854,7 +906,7 @@ fn reloaded(
             None
         }
         Err(e) => {
-            log_line(&[("error", "reload".into()), ("detail", e.to_string())]);
+            ctx.log(&[("error", "reload".into()), ("detail", e.to_string())]);
             None
         }
     };
@@ -870,6 +922,7 @@ type DnsControl = mpsc::Sender<(Vec<(String, bool)>, Ruleset)>;
 /// thread of their own. Returns the channel that gives the thread new names after a reload,
 /// and the restored answers.
 fn start_dns(
+    ctx: &Context,
     dns: &crate::names::DnsOptions,
     names: Vec<(String, bool)>,
     rs: &Ruleset,
@@ -879,20 +932,20 @@ fn start_dns(
 ) -> (DnsControl, Vec<(String, Vec<IpAddr>)>) {
     let (mut tracker, problem) = crate::names::load_tracker(dns.config());
     if let Some(p) = problem {
-        log_line(&[("error", "dns-state".into()), ("detail", p)]);
+        ctx.log(&[("error", "dns-state".into()), ("detail", p)]);
     }
     tracker.set_names(names.clone());
     match crate::names::Feeder::from_kernel(kernel, rs) {
         Ok(mut f) => {
             let want = crate::names::desired(rs, &tracker);
-            log_dns(f.sync(kernel, rs, &want));
+            log_dns(ctx, f.sync(kernel, rs, &want));
             *feeder = Some(f);
         }
-        Err(e) => log_line(&[("error", "dns".into()), ("detail", e.to_string())]),
+        Err(e) => ctx.log(&[("error", "dns".into()), ("detail", e.to_string())]),
     }
     let answers = answers(&tracker, &names);
     let resolver = dns.resolver();
-    log_line(&[
+    ctx.log(&[
         ("event", "dns-start".into()),
         ("names", names.len().to_string()),
         (
@@ -907,8 +960,9 @@ fn start_dns(
     ]);
     let (ctl_tx, ctl_rx) = mpsc::channel();
     let rs = rs.clone();
+    let ctx = ctx.clone();
     spawn_source(tx, move |tx| {
-        dns_loop(resolver, tracker, rs, names, &ctl_rx, &tx)
+        dns_loop(&ctx, resolver, tracker, rs, names, &ctl_rx, &tx)
     });
     (ctl_tx, answers)
 }
@@ -925,7 +979,7 @@ fn answers(
 }
 
 /// Log what a DNS sync changed in the kernel, and what it could not.
-fn log_dns((changes, errors): (Vec<crate::names::Change>, Vec<String>)) {
+fn log_dns(ctx: &Context, (changes, errors): (Vec<crate::names::Change>, Vec<String>)) {
     let list = |v: &[Prefix]| {
         v.iter()
             .map(ToString::to_string)
@@ -933,7 +987,7 @@ fn log_dns((changes, errors): (Vec<crate::names::Change>, Vec<String>)) {
             .join(",")
     };
     for c in changes {
-        log_line(&[
+        ctx.log(&[
             ("event", "dns-update".into()),
             ("set", c.set),
             ("added", list(&c.added)),
@@ -941,7 +995,7 @@ fn log_dns((changes, errors): (Vec<crate::names::Change>, Vec<String>)) {
         ]);
     }
     for e in errors {
-        log_line(&[("error", "dns-update".into()), ("detail", e)]);
+        ctx.log(&[("error", "dns-update".into()), ("detail", e)]);
     }
 }
 
@@ -949,6 +1003,7 @@ fn log_dns((changes, errors): (Vec<crate::names::Change>, Vec<String>)) {
 /// names' addresses to the main loop when an answer changed them (or the names did), keep the
 /// state file, and wait for the next lookup or for new names from a reload.
 fn dns_loop(
+    ctx: &Context,
     resolver: pbxfw_host::dns::Resolver,
     mut tracker: pbxfw_core::dns::Tracker,
     mut rs: Ruleset,
@@ -958,13 +1013,13 @@ fn dns_loop(
 ) {
     let mut force = false;
     loop {
-        let t = now();
+        let t = ctx.now();
         let before = crate::names::desired(&rs, &tracker);
         let before_answers = answers(&tracker, &names);
         if crate::names::refresh_all(&resolver, &mut tracker, t) {
             for s in tracker.status(t) {
                 if let Some(e) = &s.last_error {
-                    log_line(&[
+                    ctx.log(&[
                         ("event", "dns-failed".into()),
                         ("name", s.name.clone()),
                         ("lookup", e.lookup.to_string()),
@@ -974,7 +1029,7 @@ fn dns_loop(
                 }
             }
             if let Err(e) = crate::names::save_tracker(&tracker) {
-                log_line(&[("error", "dns-state".into()), ("detail", e.to_string())]);
+                ctx.log(&[("error", "dns-state".into()), ("detail", e.to_string())]);
             }
         }
         let after = crate::names::desired(&rs, &tracker);
@@ -989,7 +1044,7 @@ fn dns_loop(
         // or at once for new names.
         let wait = tracker
             .next_due()
-            .map_or(60, |d| d.saturating_sub(now()).clamp(1, 60));
+            .map_or(60, |d| d.saturating_sub(ctx.now()).clamp(1, 60));
         match ctl.recv_timeout(Duration::from_secs(wait)) {
             Ok((new_names, new_rs)) => {
                 tracker.set_names(new_names.clone());
@@ -1006,7 +1061,10 @@ fn dns_loop(
 /// This year (UTC), for log timestamps that carry none.
 pub fn current_year() -> i32 {
     // Days since 1970 to a civil year, good enough for syslog-style timestamps.
-    let days = now() / 86400;
+    let days = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        / 86400;
     let mut y = 1970;
     let mut d = days as i64;
     loop {

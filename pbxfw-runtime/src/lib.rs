@@ -11,6 +11,7 @@
 pub mod actions;
 pub mod apply;
 pub mod backends;
+pub mod context;
 pub mod daemon;
 pub mod edit;
 pub mod error;

@@ -73,7 +73,7 @@ pub fn status(backend: BackendName, now: u64) -> Result<Status> {
         .and_then(|v| v.as_array().cloned())
         .unwrap_or_default();
     let responsive =
-        crate::daemon::state_summary(&pbxfw_host::dirs::state_dir().join("responsive.json"));
+        crate::daemon::state_summary(&pbxfw_host::dirs::state_dir().join("responsive.json"), now);
     Ok(Status {
         kernel,
         pending_confirmation: pending,

@@ -4,8 +4,8 @@
 //! current elements ([`Memory::decide`]).
 //!
 //! It keeps what the kernel backends keep: dynamic elements across applies, a load that fails
-//! changes nothing, removing an absent element is not an error. It has no clock: an element's
-//! timeout is reported as given and never runs out.
+//! changes nothing, removing an absent element is not an error. It has no clock of its own:
+//! timeouts run down when the test says time passed ([`Memory::pass`]).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -54,6 +54,23 @@ impl Memory {
             .and_then(|l| l.elements.get(set))
             .map(|e| e.keys().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// Let `elapsed` pass in the "kernel": timeouts run down, and elements whose timeout ran
+    /// out are gone, as the kernel's are.
+    pub fn pass(&self, elapsed: Duration) {
+        if let Some(l) = self.state().as_mut() {
+            for held in l.elements.values_mut() {
+                held.retain(|_, t| match t {
+                    Some(left) if *left <= elapsed => false,
+                    Some(left) => {
+                        *left -= elapsed;
+                        true
+                    }
+                    None => true,
+                });
+            }
+        }
     }
 
     /// The dynamic sets' elements, as the reference evaluator takes them.
