@@ -44,7 +44,6 @@
 #![deny(missing_docs)]
 
 pub mod backend;
-pub mod cases;
 pub mod compile;
 mod diag;
 pub mod discover;

@@ -1,7 +1,7 @@
 //! The shared case suite (`testdata/cases/*.toml`) against the reference evaluator.
 
-use pbxfw_core::cases::CaseFile;
 use pbxfw_core::compile;
+use pbxfw_testkit::cases::CaseFile;
 
 #[test]
 fn every_case_gets_its_expected_verdict() {

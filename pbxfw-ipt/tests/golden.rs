@@ -1,8 +1,8 @@
 //! Golden ipset + iptables-restore scripts for every policy in `testdata/cases/`.
 //! `PBXFW_BLESS=1` rewrites them.
 
-use pbxfw_core::cases::CaseFile;
 use pbxfw_core::compile;
+use pbxfw_testkit::cases::CaseFile;
 use pbxfw_testkit::{golden, root};
 
 #[test]

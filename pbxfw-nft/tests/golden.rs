@@ -1,8 +1,8 @@
 //! Golden IR text and nft scripts for every policy in `testdata/cases/`. `PBXFW_BLESS=1`
 //! rewrites them.
 
-use pbxfw_core::cases::CaseFile;
 use pbxfw_core::{compile, ir};
+use pbxfw_testkit::cases::CaseFile;
 use pbxfw_testkit::{golden, root};
 
 #[test]

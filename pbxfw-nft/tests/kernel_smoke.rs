@@ -4,8 +4,8 @@
 
 use pbxfw_testkit::netns as common;
 
-use pbxfw_core::cases::CaseFile;
 use pbxfw_core::compile;
+use pbxfw_testkit::cases::CaseFile;
 
 fn scripts() -> Vec<(String, String)> {
     pbxfw_testkit::case_files()

@@ -3,6 +3,7 @@
 //! dev-dependency only.
 #![deny(missing_docs)]
 
+pub mod cases;
 pub mod contract;
 pub mod gen;
 pub mod memory;

@@ -2,8 +2,8 @@
 //! differential property test. A backend's test file calls them with a constructor of its
 //! [`Backend`] (a plain `fn`, so that it can be called inside the test's network namespace).
 
+use crate::cases::CaseFile;
 use pbxfw_core::backend::{ApplyOptions, Backend, Element, Op};
-use pbxfw_core::cases::CaseFile;
 use pbxfw_core::ir::{eval, SetKind};
 use pbxfw_core::net::Prefix;
 use pbxfw_core::{compile, Policy, Ruleset};
