@@ -5,7 +5,22 @@
 //!
 //! The core (`pbxfw-core`) decides; the backends (`pbxfw-nft`, `pbxfw-ipt`) and the host crate
 //! (`pbxfw-host`) offer primitives; this crate strings them together. Front ends convert their
-//! arguments, call it, and map its errors.
+//! arguments, call it, and map its errors ([`Error`]); docs/runtime.md has the table of which
+//! front end calls what.
+//!
+//! ```no_run
+//! use pbxfw_runtime::{apply, load, ApplyRequest, BackendName};
+//!
+//! // Parse, merge discovery, validate, compile.
+//! let loaded = load(Some("/etc/pbxfw/pbxfw.toml"))?;
+//! // Anti-lockout, custom rules, load, verify, the applied record; rolled back in 120 s
+//! // unless confirmed.
+//! let done = apply(&loaded, &ApplyRequest { confirm: Some(120), ..Default::default() })?;
+//! println!("{}", done.fingerprint);
+//! pbxfw_runtime::confirm()?; // or pbxfw_runtime::rollback(BackendName::Nft)
+//! println!("{}", pbxfw_runtime::status(BackendName::Nft, 0)?.to_json());
+//! # Ok::<(), pbxfw_runtime::Error>(())
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod actions;
@@ -23,8 +38,12 @@ pub mod replay;
 pub mod safety;
 pub mod status;
 
+pub use actions::{carry_out, CarriedOut};
 pub use apply::{apply, confirm, disable, rollback, ApplyOutcome, ApplyRequest};
+pub use context::Context;
+pub use daemon::{Daemon, DaemonConfig, Handle, Sources};
 pub use backends::BackendName;
 pub use error::{Error, Refusal, Result};
+pub use safety::Admin;
 pub use policy::{load, load_text, Loaded};
 pub use status::{status, Status};
