@@ -495,7 +495,7 @@ fn attacks_are_stopped(backend: &'static str) {
     }
 }
 
-/// SPEC 2.7 at real scale: a phone with a wrong password retrying every 30 s for 10 minutes is
+/// docs/responsive.md at real scale: a phone with a wrong password retrying every 30 s for 10 minutes is
 /// clamped, never banned, and registers at once when fixed. Ten minutes: not part of the test
 /// suite; `cargo test -p pbxfw-cli --test responsive_e2e -- --ignored` runs it.
 #[test]

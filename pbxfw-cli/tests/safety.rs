@@ -1,4 +1,4 @@
-//! Nobody gets locked out, nothing is lost (SPEC 2.11), with the real binary in network
+//! Nobody gets locked out, nothing is lost (docs/safety.md), with the real binary in network
 //! namespaces the tests create: anti-lockout, `apply --confirm` with `confirm` and the rollback
 //! timer (also when the applying process is killed with SIGKILL), the lock file, Safe Mode with
 //! a fake uptime source, and crash consistency under SIGKILL at random points.

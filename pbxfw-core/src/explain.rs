@@ -12,11 +12,11 @@ use crate::net::Family;
 pub struct Explanation {
     /// Accept, drop or reject.
     pub verdict: FinalVerdict,
-    /// The zone of the source (SPEC 2.1).
+    /// The zone of the source (docs/policy.md, "Zones").
     pub zone: Option<Zone>,
     /// The deciding policy object (`trunk:provider-a`, `zone:local service:ssh`, `default`).
     pub decided_by: String,
-    /// The step of the packet path (SPEC section 3), 1 to 10.
+    /// The step of the packet path (docs/policy.md, "The packet path"), 1 to 10.
     pub step: u8,
     /// What that step is.
     pub step_name: &'static str,
@@ -36,7 +36,7 @@ pub struct RuleRef {
     pub origin: String,
 }
 
-/// The step of SPEC section 3 an origin belongs to.
+/// The step of docs/policy.md, "The packet path" an origin belongs to.
 pub fn step_of(origin: &str) -> (u8, &'static str) {
     let starts = |p: &str| origin.starts_with(p);
     if starts("loopback") {

@@ -1,4 +1,4 @@
-//! The decisions behind "nobody gets locked out" (SPEC 2.11), pure: the clock, the uptime and the
+//! The decisions behind "nobody gets locked out" (docs/safety.md), pure: the clock, the uptime and the
 //! boot history come in as values, so every case is a table test.
 //!
 //! - [`lockouts`]: which administrator sessions a ruleset would cut off, with the rule that would.

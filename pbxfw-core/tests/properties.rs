@@ -1,6 +1,6 @@
 //! Property tests: on arbitrary policies, validation and compilation never panic, the IR always
 //! verifies and round-trips through its text form, and the reference evaluator over the IR
-//! agrees with a naive evaluator written directly over the policy model (SPEC section 3).
+//! agrees with a naive evaluator written directly over the policy model (docs/policy.md, "The packet path").
 
 use pbxfw_core::ir::{self, CtState, FinalVerdict};
 use pbxfw_core::net::Family;
@@ -25,14 +25,14 @@ fn serves(policy: &ValidPolicy, service: &str, p: &Packet) -> bool {
         .any(|s| s.proto == l4 && s.ports.contains(dport))
 }
 
-/// SPEC section 3, written straight over the policy model, with no IR in between.
+/// docs/policy.md, "The packet path", written straight over the policy model, with no IR in between.
 fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
     let p = &pr.packet;
     let deny = match policy.settings.default_verdict {
         DenyVerdict::Drop => FinalVerdict::Drop,
         DenyVerdict::Reject => FinalVerdict::Reject,
     };
-    // Zone (SPEC 2.1): the longest network override containing the source, else the interface.
+    // Zone (docs/policy.md, "Zones"): the longest network override containing the source, else the interface.
     let zone = policy
         .networks
         .iter()

@@ -1,4 +1,4 @@
-//! The responsive state machine: scenarios from SPEC 2.7 and properties over random event
+//! The responsive state machine: scenarios from docs/responsive.md and properties over random event
 //! streams (no ban without its threshold inside its window, protected sources never banned,
 //! bans expire, snapshot and restore lose nothing).
 

@@ -1,5 +1,5 @@
 //! The lock file: while it exists, pbxfw refuses to be disabled, from the command line, the C
-//! API and Python alike (SPEC 2.11). An administrator who really means it removes the file
+//! API and Python alike (docs/safety.md). An administrator who really means it removes the file
 //! first.
 
 use pbxfw_core::backend::{Backend, BackendError};

@@ -1,7 +1,7 @@
 //! pbxfw-nft: lowers the pbxfw rule IR to nftables.
 //!
 //! [`lower`] turns a [`Ruleset`] into one script for `nft -f` that owns only `table inet pbxfw`
-//! (SPEC 2.11). [`Kernel`] loads it into the current network namespace in one transaction,
+//! (docs/safety.md). [`Kernel`] loads it into the current network namespace in one transaction,
 //! verifies it, reports status and removes it; [`netlink`] adds and removes set elements without
 //! a reload.
 //!

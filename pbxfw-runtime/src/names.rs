@@ -1,4 +1,4 @@
-//! Hostnames in the kernel (SPEC 2.12): the policy's hostnames are resolved outside the apply
+//! Hostnames in the kernel (docs/discovery.md, "Hostnames"): the policy's hostnames are resolved outside the apply
 //! path (`pbxfw_host::dns`, scheduled by `pbxfw_core::dns::Tracker`) and their addresses are
 //! written into the dynamic sets whose `resolves` name them, as set-element updates: never a
 //! reload. The daemon does this continuously; `pbxfw resolve` once.

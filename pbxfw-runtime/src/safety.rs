@@ -1,4 +1,4 @@
-//! Safe apply, rollback, anti-lockout and Safe Mode at boot (SPEC 2.11), on top of the
+//! Safe apply, rollback, anti-lockout and Safe Mode at boot (docs/safety.md), on top of the
 //! backends, the core's decisions (`pbxfw_core::safety`) and the host's state files.
 //!
 //! State kept in the state directory (`$PBXFW_STATE_DIR`, default `/var/lib/pbxfw`), every file

@@ -1,4 +1,4 @@
-//! The compiler: [`ValidPolicy`] → [`Ruleset`], following the packet path of SPEC section 3.
+//! The compiler: [`ValidPolicy`] → [`Ruleset`], following the packet path (docs/policy.md, "The packet path").
 //!
 //! ```text
 //! chain input (hook input, policy drop)
@@ -32,7 +32,7 @@ use crate::model::{
 };
 use crate::net::{Family, Prefix};
 
-/// Capacity of every dynamic set: sized for distributed attacks (SPEC 2.7).
+/// Capacity of every dynamic set: sized for distributed attacks (docs/responsive.md).
 pub const DYNAMIC_SET_SIZE: u32 = 65536;
 /// Longest origin a rule may carry (kernel comments are limited).
 const MAX_ORIGIN: usize = 128;
@@ -411,7 +411,7 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     }
     input.extend(dhcp);
 
-    // Custom rules (SPEC 2.11): the administrator's own backend-specific rules, loaded into this
+    // Custom rules (docs/safety.md): the administrator's own backend-specific rules, loaded into this
     // chain at apply time after the kernel has checked them. Empty in the IR, so the evaluator
     // and `explain` describe the policy without them.
     b.rs.chains.insert(names::CUSTOM.into(), Chain::default());
@@ -609,7 +609,7 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     b.rs
 }
 
-/// Step 9: the kernel tiers of SPEC 2.7, per source (per prefix), in the kernel.
+/// Step 9: the kernel tiers of docs/responsive.md, per source (per prefix), in the kernel.
 ///
 /// Every packet reaching the chain is counted by all three meters, in the order daily, flood,
 /// clamp; the first exceeded decides. Trunks never reach the meters (a trunk sending another

@@ -1,4 +1,4 @@
-//! Longest-prefix-wins classification compiled into disjoint ranges (SPEC 2.1).
+//! Longest-prefix-wins classification compiled into disjoint ranges (docs/policy.md, "Zones").
 //!
 //! Network overrides nest: `10.0.0.0/8 → local` with `10.1.2.3 → reject` inside it. A backend
 //! with ordered rules could check the /32 first, but an interval map needs disjoint keys, so the

@@ -1,4 +1,4 @@
-//! Discovery: what the PBX's own configuration says about ports, RTP and trunks (SPEC 2.4).
+//! Discovery: what the PBX's own configuration says about ports, RTP and trunks (docs/discovery.md).
 //!
 //! [`conf`] reads Asterisk's configuration syntax (includes, templates, comments) and
 //! [`asterisk`] turns the files into a [`Discovery`]: the `[pbx]` ranges, the ports of the

@@ -1,4 +1,4 @@
-//! DNS for hostnames in a policy (SPEC 2.12): the wire format and the refresh schedule, pure.
+//! DNS for hostnames in a policy (docs/discovery.md, "Hostnames"): the wire format and the refresh schedule, pure.
 //!
 //! Hostnames in networks, the blacklist and trunks resolve to A and AAAA records; trunk
 //! hostnames also to the SRV records a SIP provider publishes (`_sip._udp`, `_sip._tcp`,

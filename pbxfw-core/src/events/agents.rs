@@ -1,4 +1,4 @@
-//! SIP User-Agents that only attack tools send (SPEC 2.7: a source using one is banned at once).
+//! SIP User-Agents that only attack tools send (docs/responsive.md: a source using one is banned at once).
 //!
 //! The list is the fingerprints seen across public configurations (Kamailio's default
 //! `kamailio.cfg` drops `friendly|scanner|sipcli|sipvicious|VaxSIPUserAgent|pplsip`; community

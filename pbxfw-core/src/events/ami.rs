@@ -1,4 +1,4 @@
-//! Asterisk Manager Interface events (SPEC 2.9).
+//! Asterisk Manager Interface events (docs/events.md).
 //!
 //! AMI is a text protocol over TCP: after a one-line banner (`Asterisk Call Manager/5.0.x`), the
 //! server sends blocks of `Key: Value` lines ended by an empty line, all with CRLF line ends.

@@ -1,4 +1,4 @@
-//! Asterisk log lines (SPEC 2.9): the lines fail2ban's stock `filter.d/asterisk.conf` bans on,
+//! Asterisk log lines (docs/events.md): the lines fail2ban's stock `filter.d/asterisk.conf` bans on,
 //! the `security` channel, and the registration lines that say a device is in or out.
 //!
 //! A line is `[timestamp] LEVEL[lwp][C-callid] file.c[:line function]: message`. The timestamp

@@ -1,4 +1,4 @@
-//! Security events from the PBX, parsed without I/O (SPEC 2.9).
+//! Security events from the PBX, parsed without I/O (docs/events.md).
 //!
 //! Three sources feed the same [`SecurityEvent`]: Asterisk AMI events (security events such as
 //! `InvalidAccountID`, `ChallengeResponseFailed`, `InvalidPassword`, `FailedACL`,
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::SignallingProtocol;
 
-/// Why an authentication failed; the state machine treats them differently (SPEC 2.7).
+/// Why an authentication failed; the state machine treats them differently (docs/responsive.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthFailure {

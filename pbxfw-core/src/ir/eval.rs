@@ -106,7 +106,7 @@ impl std::fmt::Display for FinalVerdict {
 pub struct Decision {
     /// Accept, drop or reject.
     pub verdict: FinalVerdict,
-    /// The zone the packet's source belongs to (SPEC 2.1), whatever step decided.
+    /// The zone the packet's source belongs to (docs/policy.md, "Zones"), whatever step decided.
     pub zone: Option<Zone>,
     /// The policy object that decided: the matched set element's origin when the deciding rule
     /// matched through a static set element, the rule's origin otherwise.

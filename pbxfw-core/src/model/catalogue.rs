@@ -1,4 +1,4 @@
-//! The built-in service catalogue (SPEC 2.2).
+//! The built-in service catalogue (docs/policy.md, "Services and the catalogue").
 
 use super::{PortRange, PortSpec, SignallingProtocol, Zone, L4};
 
@@ -24,7 +24,7 @@ fn p(proto: L4, first: u16, last: u16) -> PortSpec {
     }
 }
 
-/// The catalogue, in SPEC order.
+/// The catalogue, in the order docs/policy.md lists it.
 pub fn catalogue() -> Vec<CatalogueEntry> {
     use Zone::{Internet, Local, Other};
     use L4::{Tcp, Udp};

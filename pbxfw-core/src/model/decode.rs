@@ -344,7 +344,7 @@ impl Cx {
     }
 }
 
-/// SPEC 2.5: nothing below 1024 is opened for media, and never silently.
+/// docs/policy.md, "Media ranges": nothing below 1024 is opened for media, and never silently.
 fn clip_below_1024(
     cx: &mut Cx,
     r: PortRange,

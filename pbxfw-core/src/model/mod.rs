@@ -20,7 +20,7 @@ pub use decode::ParseError;
 use crate::diag::Diagnostic;
 use crate::net::Prefix;
 
-/// One of the five zones a packet's source can belong to (SPEC 2.1).
+/// One of the five zones a packet's source can belong to (docs/policy.md, "Zones").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Zone {
@@ -211,7 +211,7 @@ impl fmt::Display for Source {
     }
 }
 
-/// A signalling protocol of the PBX (SPEC 2.3).
+/// A signalling protocol of the PBX (docs/policy.md, "Trunks").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SignallingProtocol {
@@ -340,7 +340,7 @@ pub struct Settings {
     /// Log what the final rule denies (rate-limited).
     pub log_denied: bool,
     /// Administrators' addresses whose SSH access (tcp/22) an apply must never cut off
-    /// (anti-lockout, SPEC 2.11), on top of the session an apply runs in.
+    /// (anti-lockout, docs/safety.md), on top of the session an apply runs in.
     pub admins: Vec<std::net::IpAddr>,
 }
 
@@ -358,7 +358,7 @@ impl Default for Settings {
     }
 }
 
-/// A service: named ports granted to zones (SPEC 2.2).
+/// A service: named ports granted to zones (docs/policy.md, "Services and the catalogue").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
     /// The name (`ssh`, `pjsip`, or a custom service's name).
@@ -373,7 +373,7 @@ pub struct Service {
     pub builtin: bool,
 }
 
-/// A network override: a source mapped to a zone (SPEC 2.1 step 1).
+/// A network override: a source mapped to a zone (docs/policy.md, "Zones").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkOverride {
     /// Address, CIDR or hostname.
@@ -386,7 +386,7 @@ pub struct NetworkOverride {
     pub index: usize,
 }
 
-/// A trunk or peer of the PBX (SPEC 2.3).
+/// A trunk or peer of the PBX (docs/policy.md, "Trunks").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trunk {
     /// The trunk's name in the PBX.
@@ -397,7 +397,7 @@ pub struct Trunk {
     pub host: Source,
 }
 
-/// A blacklist entry (SPEC 2.6).
+/// A blacklist entry (docs/policy.md, "Blacklist").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlacklistEntry {
     /// Address, CIDR or hostname.
@@ -406,7 +406,7 @@ pub struct BlacklistEntry {
     pub index: usize,
 }
 
-/// The PBX's own settings (SPEC 2.4).
+/// The PBX's own settings (docs/discovery.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pbx {
     /// The RTP range after removing ports below 1024; `None` when nothing is left.
@@ -420,14 +420,14 @@ pub struct Pbx {
     pub discover: Option<String>,
 }
 
-/// The responsive layer's settings (SPEC 2.7).
+/// The responsive layer's settings (docs/responsive.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Responsive {
     /// Whether unknown sources may reach signalling ports at all (under the kernel tiers).
     pub enabled: bool,
     /// Protocols whose signalling goes through the tiers.
     pub protocols: BTreeSet<SignallingProtocol>,
-    /// Services every registered device's source gets (SPEC 2.8).
+    /// Services every registered device's source gets (docs/policy.md, "Users and grants").
     pub registered_grants: BTreeSet<String>,
     /// Above a burst of `packets`, more than `packets` per `seconds` are rejected.
     pub clamp: Tier,
@@ -520,7 +520,7 @@ impl FromStr for Tier {
     }
 }
 
-/// A user (extension) with per-user grants (SPEC 2.8).
+/// A user (extension) with per-user grants (docs/policy.md, "Users and grants").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// The extension or user name.

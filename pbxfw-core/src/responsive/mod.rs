@@ -1,4 +1,4 @@
-//! The responsive state machine (SPEC 2.7): security events in, set-element actions out.
+//! The responsive state machine (docs/responsive.md): security events in, set-element actions out.
 //!
 //! It is sans-I/O: [`Machine::on_event`] takes an event and the current time (Unix seconds,
 //! supplied by the caller) and returns [`Action`]s, which backends turn into set-element
@@ -93,7 +93,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults of SPEC 2.7 with the policy's protected sources, grants and prefixes.
+    /// The defaults of docs/responsive.md with the policy's protected sources, grants and prefixes.
     pub fn from_policy(policy: &ValidPolicy) -> Config {
         let r = &policy.responsive;
         let mut protected: Vec<Protected> = protected_sources(policy)
@@ -256,7 +256,7 @@ pub enum Action {
         until: u64,
         /// The account that registered.
         account: String,
-        /// The user's own grants (SPEC 2.8), on top of signalling and the registered grants.
+        /// The user's own grants (docs/policy.md, "Users and grants"), on top of signalling and the registered grants.
         grants: Vec<String>,
     },
     /// Withdraw a registration's acceptance and grants.
