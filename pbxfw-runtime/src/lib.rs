@@ -40,10 +40,10 @@ pub mod status;
 
 pub use actions::{carry_out, CarriedOut};
 pub use apply::{apply, confirm, disable, rollback, ApplyOutcome, ApplyRequest};
+pub use backends::BackendName;
 pub use context::Context;
 pub use daemon::{Daemon, DaemonConfig, Handle, Sources};
-pub use backends::BackendName;
 pub use error::{Error, Refusal, Result};
-pub use safety::Admin;
 pub use policy::{load, load_text, Loaded};
+pub use safety::Admin;
 pub use status::{status, Status};
