@@ -545,7 +545,7 @@ pub extern "C" fn pbxfw_policy_explain(
 struct ApplyIn {
     /// Roll back after this many seconds unless confirmed.
     confirm: Option<u64>,
-    /// Administrators whose access must survive: `ADDR` (tcp/22) or `ADDR:PORT`.
+    /// Administrators whose access must survive: `ADDR` (SSH) or `ADDR:PORT`.
     #[serde(default)]
     admins: Vec<String>,
     /// Apply even if an administrator would be cut off.

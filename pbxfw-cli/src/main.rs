@@ -207,7 +207,7 @@ enum Command {
         /// Roll back to the previous ruleset unless `pbxfw confirm` comes within SECONDS.
         #[arg(long, value_name = "SECONDS")]
         confirm: Option<u64>,
-        /// An administrator address whose SSH access (tcp/22), or with `:PORT` another TCP
+        /// An administrator address whose SSH access (the policy's SSH port), or with `:PORT` another TCP
         /// port, must survive (repeatable; the session in $SSH_CONNECTION is always checked).
         #[arg(long = "admin", value_name = "ADDR[:PORT]")]
         admins: Vec<pbxfw_runtime::safety::Admin>,

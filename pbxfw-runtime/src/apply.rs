@@ -44,7 +44,7 @@ pub struct ApplyOutcome {
 /// comes from, when an apply is waiting for confirmation (with `confirm`), or when the custom
 /// rules file is not root's alone.
 pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
-    let sessions = crate::safety::sessions(&req.admins, &loaded.policy.settings.admins);
+    let sessions = crate::safety::sessions(&req.admins, &loaded.policy);
     if !req.force {
         crate::safety::check_lockout(&loaded.ruleset, &sessions)?;
     }

@@ -20,6 +20,7 @@ use pbxfw_core::backend::{ApplyOptions, Backend, BackendError, Element};
 use pbxfw_core::ir::{Ruleset, SetKind};
 use pbxfw_core::net::Prefix;
 use pbxfw_core::safety::{lockouts, AdminSession, Lockout, SafeMode, SafeModeConfig};
+use pbxfw_core::{ValidPolicy, L4};
 use pbxfw_host::boot::History;
 use pbxfw_host::{dirs, state};
 use serde::{Deserialize, Serialize};
@@ -102,21 +103,22 @@ pub fn pending() -> Result<Option<Pending>> {
     Ok(state::read(&pending_path(), PENDING)?)
 }
 
-/// An administrator's address whose access must survive an apply: `ADDR` (its SSH, tcp/22) or
-/// `ADDR:PORT` / `[ADDR6]:PORT` (another TCP port, such as the PBX's web interface on 443, for
-/// a web front end passing its client's address).
+/// An administrator's address whose access must survive an apply: `ADDR` (its SSH: the
+/// policy's `ssh` service's TCP port, 22 unless the policy moves it) or `ADDR:PORT` /
+/// `[ADDR6]:PORT` (another TCP port, such as the PBX's web interface on 443, for a web front
+/// end passing its client's address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Admin {
     /// The client's address.
     pub addr: IpAddr,
-    /// The TCP port it reaches the host on.
-    pub port: u16,
+    /// The TCP port it reaches the host on; `None`: SSH.
+    pub port: Option<u16>,
 }
 
 impl Admin {
     /// An administrator reaching the host's SSH.
     pub fn ssh(addr: IpAddr) -> Admin {
-        Admin { addr, port: 22 }
+        Admin { addr, port: None }
     }
 }
 
@@ -130,7 +132,7 @@ impl std::str::FromStr for Admin {
         s.parse::<std::net::SocketAddr>()
             .map(|a| Admin {
                 addr: a.ip(),
-                port: a.port(),
+                port: Some(a.port()),
             })
             .map_err(|_| format!("{s:?} is not ADDR, ADDR:PORT or [ADDR6]:PORT"))
     }
@@ -138,15 +140,27 @@ impl std::str::FromStr for Admin {
 
 impl std::fmt::Display for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::net::SocketAddr::new(self.addr, self.port).fmt(f)
+        match self.port {
+            Some(port) => std::net::SocketAddr::new(self.addr, port).fmt(f),
+            None => self.addr.fmt(f),
+        }
     }
+}
+
+/// The TCP port the policy's `ssh` service listens on (its first TCP port), 22 without one.
+pub fn ssh_port(policy: &ValidPolicy) -> u16 {
+    policy
+        .services
+        .get("ssh")
+        .and_then(|s| s.ports.iter().find(|p| p.proto == L4::Tcp))
+        .map_or(22, |p| p.ports.first)
 }
 
 /// The administrator sessions to protect: the SSH session this process runs in
 /// (`$SSH_CONNECTION`: client address and port, server address and port), the `admins` of the
-/// request (`--admin`) and the policy's `settings.admins` (TCP 22), each on the interface the
-/// route back to it leaves by.
-pub fn sessions(admins: &[Admin], listed: &[IpAddr]) -> Vec<AdminSession> {
+/// request (`--admin`) and the policy's `settings.admins`, each on the interface the route back
+/// to it leaves by. An address without a port is checked on the policy's SSH port.
+pub fn sessions(admins: &[Admin], policy: &ValidPolicy) -> Vec<AdminSession> {
     let mut out = Vec::new();
     if let Ok(ssh) = std::env::var("SSH_CONNECTION") {
         let f: Vec<&str> = ssh.split_whitespace().collect();
@@ -162,13 +176,20 @@ pub fn sessions(admins: &[Admin], listed: &[IpAddr]) -> Vec<AdminSession> {
             });
         }
     }
-    let listed: Vec<Admin> = listed.iter().copied().map(Admin::ssh).collect();
+    let ssh = ssh_port(policy);
+    let listed: Vec<Admin> = policy
+        .settings
+        .admins
+        .iter()
+        .copied()
+        .map(Admin::ssh)
+        .collect();
     for (list, from) in [(admins, "--admin"), (&listed[..], "settings.admins")] {
         for a in list {
             out.push(AdminSession {
                 addr: a.addr,
                 iif: route_dev(a.addr),
-                port: a.port,
+                port: a.port.unwrap_or(ssh),
                 from: from.into(),
             });
         }
@@ -616,4 +637,44 @@ fn log(fields: &[(&str, &str)]) {
         .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
         .collect();
     eprintln!("{}", serde_json::Value::Object(obj));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(toml: &str) -> ValidPolicy {
+        pbxfw_core::Policy::from_toml(toml)
+            .unwrap()
+            .validate()
+            .unwrap()
+    }
+
+    #[test]
+    fn an_admin_without_a_port_is_checked_on_the_policys_ssh_port() {
+        // SSH moved to 2222 and opened to the internet: an administrator out there keeps
+        // access, and checking tcp/22 instead would refuse the apply for nothing.
+        let moved = policy(
+            "[interfaces]\neth0 = \"internet\"\n[services.ssh]\nports = [\"tcp/2222\"]\nzones = [\"internet\", \"local\"]\n[settings]\nadmins = [\"198.51.100.9\"]\n",
+        );
+        assert_eq!(ssh_port(&moved), 2222);
+        let admin: Admin = "198.51.100.7".parse().unwrap();
+        let ours: Vec<AdminSession> = sessions(&[admin], &moved)
+            .into_iter()
+            .filter(|s| s.from != "SSH_CONNECTION")
+            .collect();
+        assert_eq!(
+            ours.iter().map(|s| s.port).collect::<Vec<_>>(),
+            [2222, 2222]
+        );
+        let rs = pbxfw_core::compile(&moved);
+        assert!(check_lockout(&rs, &ours).is_ok());
+        // With a port of its own, that port is checked: 443 is closed here.
+        let web: Admin = "198.51.100.7:443".parse().unwrap();
+        let refused = check_lockout(&rs, &sessions(&[web], &moved)).unwrap_err();
+        assert!(refused.to_string().contains("tcp/443"), "{refused}");
+        assert_eq!(ssh_port(&policy("")), 22);
+        assert!("[2001:db8::7]:8443".parse::<Admin>().unwrap().port == Some(8443));
+        assert!("nowhere".parse::<Admin>().is_err());
+    }
 }
