@@ -8,9 +8,9 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use pbxfw_core::events::{AuthFailure, SecurityEvent};
-use pbxfw_core::responsive::{Config, Machine};
 use pbxfw_core::Policy;
+use pbxfw_core::{AuthFailure, SecurityEvent};
+use pbxfw_core::{Machine, MachineConfig as Config};
 
 fn config() -> Config {
     let p = Policy::from_toml("[interfaces]\neth0 = \"internet\"\n")
@@ -123,7 +123,7 @@ fn machine(c: &mut Criterion) {
     g.bench_function("log line", |b| {
         b.iter(|| {
             for l in &lines {
-                black_box(pbxfw_core::events::log::parse_line(black_box(l), 2026).ok());
+                black_box(pbxfw_core::log::parse_line(black_box(l), 2026).ok());
             }
         })
     });

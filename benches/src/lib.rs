@@ -171,13 +171,13 @@ pub fn networks_policy(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pbxfw_core::{compile, ir, Policy};
+    use pbxfw_core::{compile, Policy};
 
     fn check(text: &str) -> pbxfw_core::ValidPolicy {
         let valid = Policy::from_toml(text).unwrap().validate().unwrap();
         assert!(valid.warnings.is_empty(), "{:?}", valid.warnings);
         let rs = compile(&valid);
-        ir::verify(&rs).unwrap();
+        pbxfw_core::verify_ir(&rs).unwrap();
         pbxfw_nft::lower(&rs, &pbxfw_nft::Options::default()).unwrap();
         valid
     }

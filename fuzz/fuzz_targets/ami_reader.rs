@@ -1,11 +1,11 @@
-//! The AMI reader (`events::AmiReader`): a byte stream cut into chunks whose sizes come from
+//! The AMI reader (`pbxfw_core::AmiReader`): a byte stream cut into chunks whose sizes come from
 //! the input. Nothing may panic, the reader never holds more than its limit plus one chunk,
 //! and what it reads does not depend on how the stream was cut (one byte at a time, the
 //! fuzzer's chunks, all at once).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pbxfw_core::events::ami::{login_response, AmiReader};
+use pbxfw_core::{ami::login_response, ami::AmiReader};
 
 fn read(data: &[u8], sizes: impl Fn(&[u8]) -> usize) -> Vec<String> {
     let mut reader = AmiReader::with_limit(4096);

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pbxfw_core::events::{ami::AmiReader, json, log};
+use pbxfw_core::{ami::AmiReader, json, log};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -24,5 +24,5 @@ fuzz_target!(|data: &[u8]| {
         rest = tail;
         while reader.next_event().is_some() {}
     }
-    let _ = pbxfw_core::events::ami::parse_event(&text);
+    let _ = pbxfw_core::ami::parse_event(&text);
 });

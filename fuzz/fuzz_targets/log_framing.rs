@@ -1,11 +1,11 @@
-//! The log follower's framing (`events::log::Framer`): any bytes, cut into lines as a follower
+//! The log follower's framing (`pbxfw_core::log::Framer`): any bytes, cut into lines as a follower
 //! cuts them. Nothing may panic, and reading must not depend on where it was interrupted: a
 //! framer saved and restored (as the daemon does at every state write) at any line gives what
 //! one framer reading everything gives.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pbxfw_core::events::log::Framer;
+use pbxfw_core::log::Framer;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, text)) = data.split_first() else {

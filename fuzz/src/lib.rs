@@ -6,7 +6,7 @@
 //! the same checks (minus the nft lowering, which the core cannot depend on).
 #![forbid(unsafe_code)]
 
-use pbxfw_core::ir::{self, Ruleset};
+use pbxfw_core::Ruleset;
 use pbxfw_core::{compile, eval, DynamicState, Packet, Policy, Proto};
 
 /// Which syntax a policy input is in.
@@ -28,7 +28,7 @@ pub fn check_policy(syntax: Syntax, text: &str) {
     let Ok(policy) = parsed else { return };
     let Ok(valid) = policy.validate() else { return };
     let rs = compile(&valid);
-    if let Err(e) = ir::verify(&rs) {
+    if let Err(e) = pbxfw_core::verify_ir(&rs) {
         panic!("compiled IR does not verify: {e}\n{}", rs.to_text());
     }
     if let Err(e) = pbxfw_nft::lower(&rs, &pbxfw_nft::Options::default()) {
@@ -38,7 +38,7 @@ pub fn check_policy(syntax: Syntax, text: &str) {
         );
     }
     let text = rs.to_text();
-    match ir::parse(&text) {
+    match pbxfw_core::parse_ir(&text) {
         Ok(back) => assert!(
             back == rs,
             "IR text round trip changed the ruleset:\n{text}"
@@ -51,15 +51,15 @@ pub fn check_policy(syntax: Syntax, text: &str) {
 /// IR that verifies must lower (to a script or an `Unsupported` error) and evaluate without
 /// panicking.
 pub fn check_ir(text: &str) {
-    let Ok(rs) = ir::parse(text) else { return };
+    let Ok(rs) = pbxfw_core::parse_ir(text) else { return };
     let printed = rs.to_text();
-    let again: Ruleset = match ir::parse(&printed) {
+    let again: Ruleset = match pbxfw_core::parse_ir(&printed) {
         Ok(r) => r,
         Err(e) => panic!("printed IR does not parse back: {e}\n{printed}"),
     };
     assert!(again == rs, "print/parse changed the ruleset:\n{printed}");
     assert_eq!(again.to_text(), printed, "printing is not stable");
-    if ir::verify(&rs).is_ok() {
+    if pbxfw_core::verify_ir(&rs).is_ok() {
         let _ = pbxfw_nft::lower(&rs, &pbxfw_nft::Options::default());
         // The evaluator must not panic on verified IR either; a few packets reach most paths.
         let state = DynamicState::default();
@@ -83,7 +83,7 @@ pub fn check_ir(text: &str) {
 /// panic; what it prints as TOML must parse and validate as a policy equal to its JSON
 /// fragment; merging it into the default policy must leave a policy that validates.
 pub fn check_asterisk(text: &str) {
-    use pbxfw_core::discover::{self, conf::Files};
+    use pbxfw_core::asterisk_conf::Files;
 
     struct Tree(Vec<(String, String)>);
     impl Files for Tree {
@@ -111,7 +111,7 @@ pub fn check_asterisk(text: &str) {
         }
     }
     files.push((name, body));
-    let found = discover::discover(&Tree(files));
+    let found = pbxfw_core::discover(&Tree(files));
     let toml = found.to_toml("/fuzz");
     let from_toml = Policy::from_toml(&toml)
         .unwrap_or_else(|e| panic!("discovery printed TOML that does not parse: {e}\n{toml}"))
@@ -131,7 +131,7 @@ pub fn check_asterisk(text: &str) {
 /// A DNS reply from an untrusted server (and the same bytes as a resolv.conf): parsing and
 /// interpreting it must not panic, whatever the bytes; what `answer_for` accepts has bounded, sorted, deduplicated contents.
 pub fn check_dns(data: &[u8]) {
-    use pbxfw_core::dns::{answer_for, encode_query, parse_response, RecordType, Tracker};
+    use pbxfw_core::{answer_for, encode_query, parse_response, DnsRecordType as RecordType, DnsTracker as Tracker};
 
     // The same bytes as resolv.conf text: at most three servers, bounded timeout and attempts.
     let r = pbxfw_host::dns::Resolver::from_resolv_conf(&String::from_utf8_lossy(data));
@@ -166,7 +166,7 @@ pub fn check_dns(data: &[u8]) {
     }
     let snap = tracker.snapshot();
     let json = serde_json::to_string(&snap).expect("snapshots serialise");
-    let back: pbxfw_core::dns::Snapshot = serde_json::from_str(&json).expect("and parse back");
+    let back: pbxfw_core::DnsSnapshot = serde_json::from_str(&json).expect("and parse back");
     assert_eq!(back, snap);
 }
 
@@ -175,8 +175,8 @@ pub fn check_dns(data: &[u8]) {
 /// restores must print and restore back equal, and run on through failures, registrations,
 /// unregistrations and ticks.
 pub fn check_snapshot(data: &[u8]) {
-    use pbxfw_core::events::{AuthFailure, SecurityEvent};
-    use pbxfw_core::responsive::Machine;
+    use pbxfw_core::{AuthFailure, SecurityEvent};
+    use pbxfw_core::Machine;
     use std::net::IpAddr;
 
     let Ok(mut m) = Machine::restore(&String::from_utf8_lossy(data)) else {

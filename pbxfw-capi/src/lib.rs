@@ -27,10 +27,10 @@
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pbxfw_core::backend::BackendError;
-use pbxfw_core::explain::explain;
-use pbxfw_core::ir::{CtState, Proto};
-use pbxfw_core::responsive::{Action, Config, Machine};
+use pbxfw_core::explain;
+use pbxfw_core::BackendError;
+use pbxfw_core::{Action, Machine, MachineConfig as Config};
+use pbxfw_core::{CtState, Proto};
 use pbxfw_core::{Diagnostic, Packet};
 use pbxfw_runtime::actions::carry_out;
 use pbxfw_runtime::policy::Format;
@@ -786,7 +786,7 @@ pub extern "C" fn pbxfw_responsive_on_event(
     guard(err, || {
         check_out(actions, "actions")?;
         let r = object(responsive, "responsive")?;
-        let timed = pbxfw_core::events::json::parse_line(text(event, event_len, "event")?)
+        let timed = pbxfw_core::json::parse_line(text(event, event_len, "event")?)
             .map_err(|e| Failure::new(PBXFW_ERR_ARGUMENT, format!("event: {e}")))?;
         let t = match (now, timed.at) {
             (0, Some(at)) => at,

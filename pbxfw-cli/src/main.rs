@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pbxfw_core::backend::BackendError;
-use pbxfw_core::explain::{explain, Explanation};
-use pbxfw_core::ir::CtState;
+use pbxfw_core::BackendError;
+use pbxfw_core::CtState;
+use pbxfw_core::{explain, Explanation};
 use pbxfw_core::{Packet, Proto, Severity};
 use pbxfw_runtime::render::{render, Target};
 use pbxfw_runtime::{ApplyRequest, BackendName, Error, Loaded};
@@ -689,7 +689,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 eprintln!("warning: {p}; starting from no answers");
             }
             for c in &r.changes {
-                let list = |v: &[pbxfw_core::net::Prefix]| {
+                let list = |v: &[pbxfw_core::Prefix]| {
                     v.iter()
                         .map(ToString::to_string)
                         .collect::<Vec<_>>()
@@ -1059,7 +1059,7 @@ fn write_replay(
 /// printing the report (half a millisecond for a thousand bans).
 fn write_ban(
     out: &mut impl std::io::Write,
-    src: &pbxfw_core::net::Prefix,
+    src: &pbxfw_core::Prefix,
     at: u64,
     why: &str,
 ) -> std::io::Result<()> {
@@ -1123,7 +1123,7 @@ fn ipv4_text(v4: std::net::Ipv4Addr, buf: &mut [u8; 15]) -> usize {
     n
 }
 
-fn print_status(s: &pbxfw_core::backend::Status) {
+fn print_status(s: &pbxfw_core::Status) {
     let Some(fp) = &s.fingerprint else {
         println!("pbxfw is not loaded");
         return;
@@ -1203,7 +1203,7 @@ mod tests {
     /// both families, and times with any number of digits.
     #[test]
     fn ban_lines_are_written_as_format_writes_them() {
-        use pbxfw_core::net::Prefix;
+        use pbxfw_core::Prefix;
         let prefixes: Vec<Prefix> = [
             "203.0.113.7",
             "1.2.3.4",

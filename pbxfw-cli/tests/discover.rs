@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use pbxfw_core::ir::{FinalVerdict, Packet, Proto};
 use pbxfw_core::{compile, eval, DynamicState, Policy};
+use pbxfw_core::{FinalVerdict, Packet, Proto};
 use pbxfw_testkit::netns::{skipped, Killed, Netns};
 use pbxfw_testkit::ok;
 use pbxfw_testkit::probe::{observable, Topology};

@@ -286,17 +286,17 @@ fn the_kamailio_recipe_cannot_be_injected() {
     let mut lines = 0;
     for line in events.lines().filter(|l| l.contains("<script>: ")) {
         lines += 1;
-        let ev = pbxfw_core::events::json::parse_logged_line(line)
+        let ev = pbxfw_core::json::parse_logged_line(line)
             .unwrap_or_else(|e| panic!("{e}: {line}"))
             .unwrap_or_else(|| panic!("not an event: {line}"));
         match ev.event {
-            pbxfw_core::events::SecurityEvent::Registered {
+            pbxfw_core::SecurityEvent::Registered {
                 source, expires, ..
             } => {
                 assert_eq!(source, ip(phone), "{line}");
                 assert!(expires <= 3600, "{line}");
             }
-            pbxfw_core::events::SecurityEvent::AuthFailed {
+            pbxfw_core::SecurityEvent::AuthFailed {
                 account,
                 user_agent,
                 ..

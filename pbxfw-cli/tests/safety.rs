@@ -87,7 +87,7 @@ impl Host {
 
     fn fingerprint_of(&self, name: &str) -> String {
         let ir = self.ok(&["compile", "--ir", &self.policy(name)]);
-        pbxfw_core::ir::parse(&ir).unwrap().fingerprint()
+        pbxfw_core::parse_ir(&ir).unwrap().fingerprint()
     }
 
     fn has_ban(&self, addr: &str) -> bool {
@@ -449,7 +449,7 @@ fn sigkill_at_random_points_leaves_the_old_or_the_new_ruleset_and_readable_state
                 .unwrap_or_else(|e| panic!("iteration {i}: {e}"));
         assert!(applied.is_some());
         if let Ok(text) = std::fs::read_to_string(h.path("state/responsive.json")) {
-            pbxfw_core::responsive::Machine::restore(&text)
+            pbxfw_core::Machine::restore(&text)
                 .unwrap_or_else(|e| panic!("iteration {i}: responsive state: {e}"));
         }
     }
@@ -460,7 +460,7 @@ fn custom_rules_are_checked_then_loaded_into_their_chain() {
     if common::skipped() {
         return;
     }
-    use pbxfw_core::ir::{FinalVerdict, Packet, Proto};
+    use pbxfw_core::{FinalVerdict, Packet, Proto};
     use pbxfw_testkit::probe::Topology;
     let h = Host::new("custom");
     let custom = tempfile::tempdir().unwrap();
@@ -587,7 +587,7 @@ fn a_corrupt_state_file_is_an_error_that_names_the_last_good_copy() {
             .output()
             .unwrap()
     };
-    let good = pbxfw_core::responsive::Machine::new(pbxfw_core::responsive::Config::from_policy(
+    let good = pbxfw_core::Machine::new(pbxfw_core::MachineConfig::from_policy(
         &pbxfw_core::Policy::from_toml("")
             .unwrap()
             .validate()

@@ -64,7 +64,7 @@ pub struct Applied {
     pub fingerprint: String,
 }
 
-/// What a [`Backend::sync`] did.
+/// What a [`sync`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Synced {
     /// The fingerprint now in the kernel.
@@ -106,7 +106,7 @@ pub struct SetUpdate {
 
 /// Why `old → new` cannot be sent as set elements only, given the fingerprint the kernel holds
 /// (`loaded`); `None` when it can: the kernel holds `old`, and the two rulesets differ in static
-/// set elements and nothing else. Every backend's [`Backend::sync`] decides by this.
+/// set elements and nothing else. [`sync`] decides by this for every backend.
 pub fn full_apply_reason(loaded: Option<&str>, old: &Ruleset, new: &Ruleset) -> Option<String> {
     match loaded {
         None => return Some("pbxfw was not loaded".into()),

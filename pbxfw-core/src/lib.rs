@@ -43,24 +43,64 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod backend;
-pub mod compile;
+// The modules are private: the public surface is the flat list below, in the words of the
+// model (`Zone`, `Service`, `Trunk`), the IR (`Ruleset`, `Chain`, `Rule`, `Match`, `Verdict`),
+// the responsive layer and the backends. Three families of same-named functions stay
+// namespaces: the event formats (`ami`, `json`, `log`), the Asterisk configuration parser
+// (`asterisk_conf`) and the set names of a compiled ruleset (`names`).
+mod backend;
+mod compile;
 mod diag;
-pub mod discover;
-pub mod dns;
-pub mod events;
-pub mod explain;
-pub mod ir;
+mod discover;
+mod dns;
+mod events;
+mod explain;
+mod ir;
 mod model;
-pub mod net;
-pub mod responsive;
-pub mod safety;
+mod net;
+mod responsive;
+mod safety;
 
-pub use compile::compile;
+pub use backend::{
+    apply, full_apply_reason, static_changes, sync, Applied, ApplyOptions, Backend, BackendError,
+    Element, ElementStatus, Op, RuleCounter, SetStatus, SetUpdate, Status, Synced,
+    MAX_TIMEOUT_SECS,
+};
+pub use compile::{compile, names, subtract, DYNAMIC_SET_SIZE};
 pub use diag::{Diagnostic, Diagnostics, Severity};
-pub use ir::{eval, Decision, DynamicState, Packet, Proto, Ruleset};
+pub use discover::{
+    conf as asterisk_conf, discover, discover_text, merge as merge_discovery, DiscoveredTrunk,
+    Discovery, Found, MAX_TRUNK_V4, MAX_TRUNK_V6,
+};
+pub use dns::{
+    answer_for, encode_query, parse_response, rcode_name, validate_name, Answer as DnsAnswer,
+    Lookup as DnsLookup, LookupError as DnsLookupError, LookupFailure as DnsLookupFailure,
+    NameStatus, Question as DnsQuestion, RData as DnsRData, Record as DnsRecord,
+    RecordType as DnsRecordType, Response as DnsResponse, Snapshot as DnsSnapshot,
+    Tracker as DnsTracker, TrackerConfig as DnsTrackerConfig, WireError as DnsWireError,
+    DEFAULT_NEGATIVE_TTL, MAX_CNAME_CHAIN, MAX_JUMPS, SRV_PREFIXES,
+};
+pub use events::{
+    ami, attack_tools, is_attack_tool, json, log, parse_ami_event, parse_json_line, parse_log_line,
+    parse_log_line_with_offset, to_json_line, AmiReader, AuthFailure, EventError, SecurityEvent,
+    TimedEvent,
+};
+pub use explain::{explain, explain_with, step_of, Explanation, RuleRef};
+pub use ir::{
+    eval, parse as parse_ir, verify as verify_ir, BasePolicy, Chain, CtState, Decision, DynamicSet,
+    DynamicState, FinalVerdict, L4Proto, Map, Match, Packet, ParseIrError, PortSet, Proto, Rule,
+    Ruleset, Set, SetKind, SrcMap, StaticSet, Verdict, VerifyError, CLASSIFY, INPUT,
+};
 pub use model::{
     catalogue, BlacklistEntry, CatalogueEntry, DenyVerdict, NetworkOverride, ParseError, Pbx,
     Policy, PortRange, PortSpec, Rate, RateUnit, Responsive, Service, Settings, SignallingProtocol,
     Source, Trunk, User, ValidPolicy, Zone, DEFAULT_POLICY_TOML, L4,
+};
+pub use net::{addr_value, mask, value_addr, Family, Prefix, PrefixError, Range};
+pub use responsive::{
+    protected_sources, Action, Config as MachineConfig, Machine, Protected, RestoreError,
+    SetChange, SetRole, Threshold, MAX_RECENT, SNAPSHOT_VERSION,
+};
+pub use safety::{
+    lockouts, safe_mode, AdminSession, BootRecord, Lockout, SafeMode, SafeModeConfig,
 };

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use pbxfw_core::events::{self, ami, json, log, AmiReader, EventError, SecurityEvent, TimedEvent};
+use pbxfw_core::{ami, json, log, AmiReader, EventError, SecurityEvent, TimedEvent};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -409,9 +409,9 @@ fn json_errors_carry_serde_text() {
 
 #[test]
 fn attack_tools() {
-    assert!(events::is_attack_tool("friendly-scanner"));
-    assert!(events::is_attack_tool("SIPVicious PRO 2.0"));
-    assert!(!events::is_attack_tool("Yealink SIP-T46S 66.86.0.15"));
+    assert!(pbxfw_core::is_attack_tool("friendly-scanner"));
+    assert!(pbxfw_core::is_attack_tool("SIPVicious PRO 2.0"));
+    assert!(!pbxfw_core::is_attack_tool("Yealink SIP-T46S 66.86.0.15"));
 }
 
 /// Replays the sample log's lines, about 200k in all, and prints the rate; measure in release
@@ -455,7 +455,7 @@ proptest! {
         let _ = log::parse_line(&lossy, YEAR);
         let _ = ami::parse_event(&lossy);
         let _ = json::parse_line(&lossy);
-        let _ = events::is_attack_tool(&s);
+        let _ = pbxfw_core::is_attack_tool(&s);
         let mut r = AmiReader::with_limit(128);
         for chunk in bytes.chunks(7) {
             r.feed(chunk);

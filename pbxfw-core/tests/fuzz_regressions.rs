@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pbxfw_core::ir::{self, Ruleset};
+use pbxfw_core::Ruleset;
 use pbxfw_core::{compile, eval, DynamicState, Packet, Policy, Proto};
 
 /// Every committed crasher, as `target/file`, with the root cause of the crash it caused.
@@ -50,11 +50,11 @@ fn check_policy(parsed: Result<Policy, pbxfw_core::ParseError>) {
     let Ok(policy) = parsed else { return };
     let Ok(valid) = policy.validate() else { return };
     let rs = compile(&valid);
-    if let Err(e) = ir::verify(&rs) {
+    if let Err(e) = pbxfw_core::verify_ir(&rs) {
         panic!("compiled IR does not verify: {e}\n{}", rs.to_text());
     }
     let text = rs.to_text();
-    match ir::parse(&text) {
+    match pbxfw_core::parse_ir(&text) {
         Ok(back) => assert!(
             back == rs,
             "IR text round trip changed the ruleset:\n{text}"
@@ -65,15 +65,17 @@ fn check_policy(parsed: Result<Policy, pbxfw_core::ParseError>) {
 
 /// The core half of the `ir_text` target.
 fn check_ir(text: &str) {
-    let Ok(rs) = ir::parse(text) else { return };
+    let Ok(rs) = pbxfw_core::parse_ir(text) else {
+        return;
+    };
     let printed = rs.to_text();
-    let again: Ruleset = match ir::parse(&printed) {
+    let again: Ruleset = match pbxfw_core::parse_ir(&printed) {
         Ok(r) => r,
         Err(e) => panic!("printed IR does not parse back: {e}\n{printed}"),
     };
     assert!(again == rs, "print/parse changed the ruleset:\n{printed}");
     assert_eq!(again.to_text(), printed, "printing is not stable");
-    if ir::verify(&rs).is_ok() {
+    if pbxfw_core::verify_ir(&rs).is_ok() {
         let state = DynamicState::default();
         for (iif, src, proto, dport) in [
             ("eth0", "203.0.113.10", Proto::Udp, Some(5060)),

@@ -9,8 +9,8 @@
 
 use std::net::IpAddr;
 
-use pbxfw_core::events::log::{self, Framer};
-use pbxfw_core::events::{EventError, SecurityEvent, TimedEvent};
+use pbxfw_core::log::{self, Framer};
+use pbxfw_core::{EventError, SecurityEvent, TimedEvent};
 use proptest::prelude::*;
 
 const YEAR: i32 = 2026;
@@ -531,7 +531,7 @@ proptest! {
 // --- AMI ---------------------------------------------------------------------------------------
 
 fn ami_events(stream: &str) -> Vec<Result<TimedEvent, EventError>> {
-    let mut r = pbxfw_core::events::AmiReader::new();
+    let mut r = pbxfw_core::AmiReader::new();
     r.feed(stream.as_bytes());
     std::iter::from_fn(|| r.next_event()).collect()
 }

@@ -2,11 +2,11 @@
 //! verifies and round-trips through its text form, and the reference evaluator over the IR
 //! agrees with a naive evaluator written directly over the policy model (docs/policy.md, "The packet path").
 
-use pbxfw_core::ir::{self, CtState, FinalVerdict};
-use pbxfw_core::net::Family;
+use pbxfw_core::Family;
 use pbxfw_core::{
     compile, eval, DenyVerdict, Packet, Policy, Proto, Source, ValidPolicy, Zone, L4,
 };
+use pbxfw_core::{CtState, FinalVerdict};
 use pbxfw_testkit::gen::{policy_doc, probe, Probe};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -165,8 +165,8 @@ proptest! {
             return Ok(());
         };
         let rs = compile(&policy);
-        prop_assert_eq!(ir::verify(&rs), Ok(()));
-        let back = ir::parse(&rs.to_text());
+        prop_assert_eq!(pbxfw_core::verify_ir(&rs), Ok(()));
+        let back = pbxfw_core::parse_ir(&rs.to_text());
         prop_assert_eq!(back.as_ref(), Ok(&rs));
         for pr in &probes {
             let d = eval(&rs, &pr.packet, &pr.state(&rs));
@@ -180,7 +180,7 @@ proptest! {
     #[test]
     fn arbitrary_documents_never_panic(doc in arbitrary_json()) {
         if let Ok(v) = Policy::from_value(doc).validate() {
-            prop_assert_eq!(ir::verify(&compile(&v)), Ok(()));
+            prop_assert_eq!(pbxfw_core::verify_ir(&compile(&v)), Ok(()));
         }
     }
 }

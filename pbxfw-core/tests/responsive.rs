@@ -4,10 +4,10 @@
 
 use std::net::IpAddr;
 
-use pbxfw_core::events::{AuthFailure, SecurityEvent};
-use pbxfw_core::net::Prefix;
-use pbxfw_core::responsive::{Action, Config, Machine};
 use pbxfw_core::Policy;
+use pbxfw_core::Prefix;
+use pbxfw_core::{Action, Machine, MachineConfig as Config};
+use pbxfw_core::{AuthFailure, SecurityEvent};
 use proptest::prelude::*;
 
 const POLICY: &str = r#"
@@ -314,11 +314,11 @@ host = "2001:db8:77::10"
     .unwrap();
     let mut m = Machine::new(Config::from_policy(&policy));
     m.set_resolved(vec![
-        pbxfw_core::responsive::Protected {
+        pbxfw_core::Protected {
             prefix: Prefix::host(ip("203.0.113.77")),
             why: "trunk carrier".into(),
         },
-        pbxfw_core::responsive::Protected {
+        pbxfw_core::Protected {
             prefix: "198.51.100.128/25".parse().unwrap(),
             why: "trusted network office.example".into(),
         },
@@ -392,7 +392,7 @@ fn registrations_and_timeouts_are_capped() {
         reason: "x".into(),
     };
     for ch in far.set_changes(T0) {
-        assert_eq!(ch.timeout, Some(pbxfw_core::backend::MAX_TIMEOUT_SECS));
+        assert_eq!(ch.timeout, Some(pbxfw_core::MAX_TIMEOUT_SECS));
     }
 }
 

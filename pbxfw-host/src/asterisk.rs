@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pbxfw_core::discover::{self, conf::Files, Discovery};
+use pbxfw_core::{asterisk_conf::Files, Discovery};
 
 /// If the policy asks for discovery (`pbx.discover = "/etc/asterisk"`), read that directory and
 /// merge what it finds (explicit entries win; disagreements become warnings of the next
@@ -36,9 +36,9 @@ impl Dir {
     /// Discover ports, ranges and trunks. A directory that does not exist or holds none of the
     /// main files gives an empty discovery whose notes say so.
     pub fn discover(&self) -> Discovery {
-        let mut d = discover::discover(self);
+        let mut d = pbxfw_core::discover(self);
         if d.files.is_empty() {
-            d.notes.push(discover::conf::Note {
+            d.notes.push(pbxfw_core::asterisk_conf::Note {
                 origin: None,
                 message: format!(
                     "no Asterisk configuration in {} (none of pjsip.conf, sip.conf, iax.conf, rtp.conf, udptl.conf, http.conf)",

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use pbxfw_core::safety::BootRecord;
+use pbxfw_core::BootRecord;
 use serde::{Deserialize, Serialize};
 
 fn source(var: &str, default: &str) -> PathBuf {

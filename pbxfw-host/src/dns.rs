@@ -9,7 +9,7 @@
 //! Replies are checked before they are believed: the query id is random, the reply must come from
 //! the address and port the query went to, carry the same id and echo the question; anything
 //! else is ignored until the timeout (as an off-path spoof would be). The meaning of a reply
-//! (CNAMEs, TTLs, NXDOMAIN) and the refresh schedule are the core's, `pbxfw_core::dns`.
+//! (CNAMEs, TTLs, NXDOMAIN) and the refresh schedule are the core's (`pbxfw_core`: `DnsTracker`, `parse_response`, ...).
 //!
 //! A lookup blocks for up to timeout × attempts × servers: run [`refresh`] off the apply path.
 
@@ -18,9 +18,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use pbxfw_core::dns::{
-    answer_for, encode_query, parse_response, validate_name, Answer, LookupError, RecordType,
-    Response, Tracker,
+use pbxfw_core::{
+    answer_for, encode_query, parse_response, validate_name, DnsAnswer as Answer,
+    DnsLookupError as LookupError, DnsRecordType as RecordType, DnsResponse as Response,
+    DnsTracker as Tracker,
 };
 
 /// Where the nameservers are read from, unless `$PBXFW_RESOLV_CONF` names another file.

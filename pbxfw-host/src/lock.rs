@@ -2,7 +2,7 @@
 //! API and Python alike (docs/safety.md). An administrator who really means it removes the file
 //! first.
 
-use pbxfw_core::backend::{Backend, BackendError};
+use pbxfw_core::{Backend, BackendError};
 
 /// Disable `backend` unless the lock file exists. Returns whether anything was loaded.
 pub fn disable(backend: &dyn Backend) -> Result<bool, BackendError> {

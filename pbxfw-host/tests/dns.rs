@@ -14,7 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pbxfw_core::dns::{Answer, LookupError, RecordType, Tracker, TrackerConfig};
+use pbxfw_core::{
+    DnsAnswer as Answer, DnsLookupError as LookupError, DnsRecordType as RecordType,
+    DnsTracker as Tracker, DnsTrackerConfig as TrackerConfig,
+};
 use pbxfw_host::dns::{refresh, Resolver};
 
 fn ip(s: &str) -> IpAddr {

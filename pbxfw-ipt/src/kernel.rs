@@ -22,12 +22,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use pbxfw_core::backend::{
+use pbxfw_core::Family;
+use pbxfw_core::{
     ApplyOptions, Backend, BackendError, Element, ElementStatus, Op, RuleCounter, SetStatus,
     SetUpdate, Status,
 };
-use pbxfw_core::ir::{Ruleset, SetKind};
-use pbxfw_core::net::Family;
+use pbxfw_core::{Ruleset, SetKind};
 
 use crate::{
     ipset_name, lower, net_elements, IpsetKind, LowerError, Script, BACKEND, ENTRY,
@@ -523,7 +523,7 @@ fn rollback_input(saved: &str, applied: &str) -> String {
 /// blank lines and `#` comments are skipped. A line that tries to name a chain or a table of
 /// its own is refused: custom rules live in their chain only.
 fn custom_lines(custom: Option<&str>, family: Family) -> Result<String, BackendError> {
-    let chain = crate::chain_name(pbxfw_core::compile::names::CUSTOM);
+    let chain = crate::chain_name(pbxfw_core::names::CUSTOM);
     let mut out = String::new();
     for (i, line) in custom.unwrap_or_default().lines().enumerate() {
         let line = line.trim();
@@ -635,7 +635,7 @@ impl Backend for Kernel {
             let input = format!(
                 "*filter\n-R {ENTRY} 1 -m comment --comment \"{FINGERPRINT_TAG}{}\" -j {}\nCOMMIT\n",
                 new.fingerprint(),
-                crate::chain_name(pbxfw_core::ir::INPUT)
+                crate::chain_name(pbxfw_core::INPUT)
             );
             self.restore(family, &input, false)?;
         }
@@ -673,7 +673,7 @@ impl Backend for Kernel {
     /// The `initval` of the machine's IPv4 ban ipset: a random seed the kernel draws when the
     /// set is created (ipset 7's header), so a set created anew has another.
     fn instance(&self) -> Result<Option<String>, BackendError> {
-        let name = crate::ipset_name(&pbxfw_core::compile::names::ban(Family::Ipv4));
+        let name = crate::ipset_name(&pbxfw_core::names::ban(Family::Ipv4));
         Ok(self.live_sets()?.get(&name).and_then(|s| {
             s.header
                 .split_whitespace()

@@ -45,11 +45,12 @@ use std::fmt::Write;
 
 pub use kernel::{Kernel, Variant};
 
-use pbxfw_core::ir::{
-    verify, BasePolicy, L4Proto, Map, Match, PortSet, Rule, Ruleset, SetKind, Verdict, VerifyError,
-};
-use pbxfw_core::net::{Family, Prefix};
 use pbxfw_core::RateUnit;
+use pbxfw_core::{
+    verify_ir as verify, BasePolicy, L4Proto, Map, Match, PortSet, Rule, Ruleset, SetKind, Verdict,
+    VerifyError,
+};
+use pbxfw_core::{Family, Prefix};
 
 /// The name backends report in `Unsupported { backend, feature }` errors.
 pub const BACKEND: &str = "iptables";
@@ -271,7 +272,7 @@ fn iface(name: &str) -> Result<&str, LowerError> {
 fn net_elements(p: &Prefix) -> Vec<String> {
     if p.prefix_len() == 0 {
         let half = Prefix::new(p.addr(), 1).expect("a /1 of the family");
-        let upper = pbxfw_core::net::value_addr(p.family(), 1u128 << (p.family().bits() - 1));
+        let upper = pbxfw_core::value_addr(p.family(), 1u128 << (p.family().bits() - 1));
         let other = Prefix::new(upper, 1).expect("a /1 of the family");
         vec![half.to_string(), other.to_string()]
     } else {
@@ -294,7 +295,7 @@ pub fn lower(rs: &Ruleset) -> Result<Script, LowerError> {
     verify(rs)?;
     let base = rs
         .chains
-        .get(pbxfw_core::ir::INPUT)
+        .get(pbxfw_core::INPUT)
         .ok_or_else(|| unsupported("a ruleset without the input chain"))?;
     let mut l = Lowering {
         rs,
@@ -349,7 +350,7 @@ pub fn lower(rs: &Ruleset) -> Result<Script, LowerError> {
         let _ = writeln!(
             out,
             "-A {ENTRY} -m comment --comment \"{FINGERPRINT_TAG}{fingerprint}\" -j {}",
-            chain_name(pbxfw_core::ir::INPUT)
+            chain_name(pbxfw_core::INPUT)
         );
         let _ = writeln!(
             out,

@@ -5,8 +5,7 @@
 
 use pbxfw_testkit::{element as el, ruleset};
 
-use pbxfw_core::backend::{ApplyOptions, Backend, BackendError, Op};
-use pbxfw_core::ir;
+use pbxfw_core::{ApplyOptions, Backend, BackendError, Op};
 use pbxfw_ipt::{Kernel, Variant};
 use pbxfw_testkit::netns::{self as common, in_netns, Netns};
 
@@ -103,7 +102,7 @@ fn check(variant: Variant) {
     let fp = a.fingerprint();
     let applied = with(&ns, variant, {
         let a = a.clone();
-        move |k| pbxfw_core::backend::apply(k, &a, &ApplyOptions::default())
+        move |k| pbxfw_core::apply(k, &a, &ApplyOptions::default())
     })
     .unwrap();
     assert_eq!(applied.fingerprint, fp);
@@ -132,7 +131,7 @@ fn check(variant: Variant) {
     ns.run(&[&ipt, "-I", "INPUT", "1", "-j", "DOCKER-USER"]);
     with(&ns, variant, {
         let a = a.clone();
-        move |k| pbxfw_core::backend::apply(k, &a, &ApplyOptions::default())
+        move |k| pbxfw_core::apply(k, &a, &ApplyOptions::default())
     })
     .unwrap();
     let input = ns.run(&[&ipt, "-S", "INPUT"]);
@@ -174,11 +173,11 @@ fn check(variant: Variant) {
             &format!("meter @meter_daily{family} 100/day burst 100"),
             &format!("meter @meter_daily{family} 1/day burst 5"),
         );
-        let bad = ir::parse(&bad_text).unwrap();
+        let bad = pbxfw_core::parse_ir(&bad_text).unwrap();
         assert_ne!(bad, a);
         let was = strip(saved(&ns));
         let err = with(&ns, variant, move |k| {
-            pbxfw_core::backend::apply(k, &bad, &ApplyOptions::default())
+            pbxfw_core::apply(k, &bad, &ApplyOptions::default())
         })
         .unwrap_err();
         assert!(matches!(err, BackendError::Load(_)), "{err}");
@@ -206,7 +205,7 @@ fn check(variant: Variant) {
     let b = ruleset(&POLICY.replace("\"192.0.2.66\"", "\"192.0.2.66\", \"192.0.2.77\""));
     let synced = with(&ns, variant, {
         let (a, b) = (a.clone(), b.clone());
-        move |k| pbxfw_core::backend::sync(k, &a, &b, &ApplyOptions::default())
+        move |k| pbxfw_core::sync(k, &a, &b, &ApplyOptions::default())
     })
     .unwrap();
     assert!(synced.incremental, "{synced:?}");
@@ -227,7 +226,7 @@ fn check(variant: Variant) {
     ));
     let synced = with(&ns, variant, {
         let (b, c) = (b.clone(), c.clone());
-        move |k| pbxfw_core::backend::sync(k, &b, &c, &ApplyOptions::default())
+        move |k| pbxfw_core::sync(k, &b, &c, &ApplyOptions::default())
     })
     .unwrap();
     assert!(!synced.incremental);

@@ -2,7 +2,7 @@
 //! refreshed by `SET --exist`), on iptables-nft and iptables-legacy (see
 //! `pbxfw_testkit::responsive`).
 
-use pbxfw_core::backend::Backend;
+use pbxfw_core::Backend;
 use pbxfw_ipt::{Kernel, Variant};
 use pbxfw_testkit::netns as common;
 use pbxfw_testkit::probe::SetStore;

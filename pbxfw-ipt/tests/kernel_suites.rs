@@ -3,7 +3,7 @@
 //! the differential property test (`PBXFW_DIFF_CHECKS`, `PBXFW_DIFF_SEED` as for nft). Every
 //! verdict the kernel gives must equal the reference evaluator's.
 
-use pbxfw_core::backend::Backend;
+use pbxfw_core::Backend;
 use pbxfw_ipt::{Kernel, Variant};
 use pbxfw_testkit::netns as common;
 use pbxfw_testkit::suites::{case_suite, differential, differential_params, MakeBackend};

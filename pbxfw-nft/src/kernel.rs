@@ -6,9 +6,9 @@
 //! After loading, the fingerprint stored in the `fingerprint` chain is read back (one small
 //! chain, never the 100k-element sets). Element updates go over netlink ([`crate::netlink`]).
 
-pub use pbxfw_core::backend::{ApplyOptions, ElementStatus, RuleCounter, SetStatus, Status};
-use pbxfw_core::backend::{Backend, BackendError, SetUpdate};
-use pbxfw_core::ir::{Ruleset, SetKind};
+pub use pbxfw_core::{ApplyOptions, ElementStatus, RuleCounter, SetStatus, Status};
+use pbxfw_core::{Backend, BackendError, SetUpdate};
+use pbxfw_core::{Ruleset, SetKind};
 use serde_json::Value;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -472,7 +472,7 @@ pub fn custom_rules(table: &str, text: &str) -> Result<String, String> {
         }
         out.push_str(&format!(
             "add rule inet {table} {} {line}\n",
-            pbxfw_core::compile::names::CUSTOM
+            pbxfw_core::names::CUSTOM
         ));
     }
     Ok(out)
@@ -553,7 +553,7 @@ impl Backend for Kernel {
         let Some(table) = handle(&tables, "table", "") else {
             return Ok(None);
         };
-        let ban = pbxfw_core::compile::names::ban(pbxfw_core::net::Family::Ipv4);
+        let ban = pbxfw_core::names::ban(pbxfw_core::Family::Ipv4);
         let sets = self.json(&["list", "sets", "inet"])?;
         Ok(handle(&sets, "set", &ban).map(|set| format!("table {table} set {set}")))
     }

@@ -36,10 +36,11 @@ use std::fmt::Write;
 
 pub use kernel::{ApplyOptions, Kernel, KernelError, Status};
 
-use pbxfw_core::ir::{
-    verify, BasePolicy, L4Proto, Map, Match, Rule, Ruleset, SetKind, Verdict, VerifyError,
+use pbxfw_core::{mask, value_addr, Family};
+use pbxfw_core::{
+    verify_ir as verify, BasePolicy, L4Proto, Map, Match, Rule, Ruleset, SetKind, Verdict,
+    VerifyError,
 };
-use pbxfw_core::net::{mask, value_addr, Family};
 
 /// The name this backend reports (`Unsupported { backend, .. }`, status).
 pub const BACKEND: &str = "nft";
@@ -198,7 +199,7 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
             meters.chain(r.update.as_deref())
         })
         .collect();
-    let set_header = |out: &mut String, name: &str, set: &pbxfw_core::ir::Set| {
+    let set_header = |out: &mut String, name: &str, set: &pbxfw_core::Set| {
         let _ = writeln!(out, "\n\tset {name} {{");
         let _ = writeln!(out, "\t\ttype {}", addr_type(set.family));
         match &set.kind {
@@ -235,12 +236,12 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
         };
         let _ = writeln!(out, "\n\tmap {name} {{\n\t\ttype {key}");
     };
-    let base = rs.chains.get_key_value(pbxfw_core::ir::INPUT);
+    let base = rs.chains.get_key_value(pbxfw_core::INPUT);
     let others = rs
         .chains
         .iter()
         .filter(|(n, c)| c.hook.is_none() && *n != "input");
-    let chains: Vec<(&String, &pbxfw_core::ir::Chain)> = base.into_iter().chain(others).collect();
+    let chains: Vec<(&String, &pbxfw_core::Chain)> = base.into_iter().chain(others).collect();
 
     let mut out = String::new();
     let _ = writeln!(out, "#!/usr/sbin/nft -f");
@@ -455,7 +456,7 @@ fn merged_vmap(rules: &[Rule], opts: &Options) -> Option<(String, usize)> {
     ))
 }
 
-fn ports(ps: &pbxfw_core::ir::PortSet) -> String {
+fn ports(ps: &pbxfw_core::PortSet) -> String {
     if ps.ranges().len() == 1 {
         ps.to_string()
     } else {

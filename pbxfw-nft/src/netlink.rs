@@ -15,7 +15,7 @@
 use std::io;
 use std::time::Duration;
 
-use pbxfw_core::net::{Family, Prefix};
+use pbxfw_core::{Family, Prefix};
 
 const NETLINK_NETFILTER: i32 = 12;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -44,7 +44,7 @@ pub const MAX_BATCH_BYTES: usize = 128 * 1024;
 /// Largest set-element message: the element list is one attribute, whose length is 16 bits.
 const MAX_MESSAGE_BYTES: usize = 60 * 1024;
 
-pub use pbxfw_core::backend::{Element, Op};
+pub use pbxfw_core::{Element, Op};
 
 /// The shape of the target set, which decides how elements are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Golden IR text and nft scripts for every policy in `testdata/cases/`. `PBXFW_BLESS=1`
 //! rewrites them.
 
-use pbxfw_core::{compile, ir};
+use pbxfw_core::compile;
 use pbxfw_testkit::cases::CaseFile;
 use pbxfw_testkit::{golden, root};
 
@@ -13,10 +13,10 @@ fn ir_and_nft_match_golden_files() {
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();
         let case = CaseFile::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
         let rs = compile(&case.policy.validate().unwrap());
-        ir::verify(&rs).unwrap();
+        pbxfw_core::verify_ir(&rs).unwrap();
         let text = rs.to_text();
         assert_eq!(
-            ir::parse(&text).as_ref(),
+            pbxfw_core::parse_ir(&text).as_ref(),
             Ok(&rs),
             "{stem}: parse(print(ir)) != ir"
         );

@@ -5,9 +5,9 @@ use pbxfw_testkit::netns as common;
 use pbxfw_testkit::{element as el, ruleset};
 use std::time::Duration;
 
-use pbxfw_core::backend::{apply, BackendError};
-use pbxfw_core::compile::names;
-use pbxfw_core::net::Family;
+use pbxfw_core::names;
+use pbxfw_core::Family;
+use pbxfw_core::{apply, BackendError};
 use pbxfw_nft::netlink::{Element, Op};
 use pbxfw_nft::{ApplyOptions, Kernel};
 

@@ -2,7 +2,7 @@
 //! sent as a real packet, and the verdict the kernel gives must equal the reference evaluator's
 //! (see `pbxfw_testkit::suites::case_suite`).
 
-use pbxfw_core::backend::Backend;
+use pbxfw_core::Backend;
 use pbxfw_testkit::netns as common;
 
 fn nft() -> Box<dyn Backend> {

@@ -2,7 +2,7 @@
 //! reference evaluator. `PBXFW_DIFF_CHECKS` sets how many packets to check (default 300) and
 //! `PBXFW_DIFF_SEED` replays a run (the seed is printed).
 
-use pbxfw_core::backend::Backend;
+use pbxfw_core::Backend;
 use pbxfw_testkit::netns as common;
 
 fn nft() -> Box<dyn Backend> {

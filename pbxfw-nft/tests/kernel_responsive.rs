@@ -1,6 +1,6 @@
 //! The responsive tiers in the kernel with pbxfw-nft (see `pbxfw_testkit::responsive`).
 
-use pbxfw_core::backend::Backend;
+use pbxfw_core::Backend;
 use pbxfw_testkit::netns as common;
 use pbxfw_testkit::probe::SetStore;
 use pbxfw_testkit::responsive as suite;

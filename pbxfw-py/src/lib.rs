@@ -12,11 +12,11 @@
 
 use std::net::IpAddr;
 
-use pbxfw_core::backend::BackendError;
-use pbxfw_core::explain::explain;
-use pbxfw_core::ir::{CtState, Proto};
-use pbxfw_core::responsive::{Action, Config, Machine};
+use pbxfw_core::explain;
+use pbxfw_core::BackendError;
 use pbxfw_core::Packet;
+use pbxfw_core::{Action, Machine, MachineConfig as Config};
+use pbxfw_core::{CtState, Proto};
 use pbxfw_runtime::actions::carry_out as carry_out_in;
 use pbxfw_runtime::policy::Format;
 use pbxfw_runtime::render::Target;
@@ -465,7 +465,7 @@ impl Responsive {
                 .call_method1("dumps", (event,))?
                 .extract()?
         };
-        let timed = pbxfw_core::events::json::parse_line(&line)
+        let timed = pbxfw_core::json::parse_line(&line)
             .map_err(|e| PyValueError::new_err(format!("not a pbxfw event: {e}")))?;
         let t = now_or(py, now.or(timed.at))?;
         let actions = self.machine.on_event(&timed.event, t);

@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use pbxfw_core::backend::{Backend, BackendError, Element, Op};
-use pbxfw_core::net::{Family, Prefix};
-use pbxfw_core::responsive::{Action, SetRole};
 use pbxfw_core::Ruleset;
+use pbxfw_core::{Action, SetRole};
+use pbxfw_core::{Backend, BackendError, Element, Op};
+use pbxfw_core::{Family, Prefix};
 use serde::Serialize;
 
 /// What carrying out a burst of actions did.

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use pbxfw_core::backend::ApplyOptions;
+use pbxfw_core::ApplyOptions;
 use serde::Serialize;
 
 use crate::backends::BackendName;
@@ -78,7 +78,7 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
         }
         None => {
             let started = std::time::Instant::now();
-            let applied = pbxfw_core::backend::apply(kernel.as_ref(), &loaded.ruleset, &opts)?;
+            let applied = pbxfw_core::apply(kernel.as_ref(), &loaded.ruleset, &opts)?;
             let elapsed = started.elapsed();
             crate::safety::record_applied(req.backend.as_str(), &loaded.ruleset, &from)?;
             ApplyOutcome {
@@ -108,9 +108,7 @@ pub fn rollback(backend: BackendName) -> Result<String> {
 /// was loaded.
 pub fn disable(backend: BackendName) -> Result<bool> {
     pbxfw_host::lock::disable(backend.open().as_ref()).map_err(|e| match e {
-        pbxfw_core::backend::BackendError::Locked(path) => {
-            Refusal::Locked { path: path.into() }.into()
-        }
+        pbxfw_core::BackendError::Locked(path) => Refusal::Locked { path: path.into() }.into(),
         e => Error::Backend(e),
     })
 }
@@ -123,7 +121,7 @@ pub fn boot(
     safe_mode: bool,
     heartbeat: std::time::Duration,
 ) -> Result<()> {
-    let cfg = pbxfw_core::safety::SafeModeConfig {
+    let cfg = pbxfw_core::SafeModeConfig {
         enabled: safe_mode,
         ..Default::default()
     };

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use pbxfw_core::backend::Backend;
+use pbxfw_core::Backend;
 
 use crate::error::Error;
 

@@ -21,12 +21,12 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pbxfw_core::backend::Backend;
-use pbxfw_core::events::log::Framer;
-use pbxfw_core::events::{ami, json, EventError, SecurityEvent, TimedEvent};
-use pbxfw_core::net::Prefix;
-use pbxfw_core::responsive::{Action, Config, Machine, Protected};
+use pbxfw_core::log::Framer;
+use pbxfw_core::Backend;
+use pbxfw_core::Prefix;
+use pbxfw_core::{ami, json, EventError, SecurityEvent, TimedEvent};
 use pbxfw_core::{compile, Ruleset, Source, ValidPolicy};
+use pbxfw_core::{Action, Machine, MachineConfig as Config, Protected};
 use pbxfw_host::follow::{Follower, Next, Position};
 use serde::{Deserialize, Serialize};
 
@@ -382,7 +382,7 @@ fn machine_config(policy: &ValidPolicy) -> Config {
 /// addresses.
 fn resolved_protection(policy: &ValidPolicy, answers: &[(String, Vec<IpAddr>)]) -> Vec<Protected> {
     let mut out = Vec::new();
-    for (source, why) in pbxfw_core::responsive::protected_sources(policy) {
+    for (source, why) in pbxfw_core::protected_sources(policy) {
         let Source::Host(name) = source else {
             continue;
         };
@@ -401,9 +401,9 @@ fn resolved_protection(policy: &ValidPolicy, answers: &[(String, Vec<IpAddr>)]) 
 /// The machine's bans the kernel holds and the machine does not know (written to the kernel by
 /// a daemon that was killed before its state was), adopted with their remaining time.
 fn merge_kernel_bans(ctx: &Context, kernel: &dyn Backend, machine: &mut Machine, t: u64) -> usize {
-    let bans: Vec<String> = pbxfw_core::net::Family::BOTH
+    let bans: Vec<String> = pbxfw_core::Family::BOTH
         .iter()
-        .map(|f| pbxfw_core::compile::names::ban(*f))
+        .map(|f| pbxfw_core::names::ban(*f))
         .collect();
     let status = match kernel.status() {
         Ok(s) => s,
@@ -969,7 +969,7 @@ fn start_dns(
 
 /// Each tracked hostname's current addresses.
 fn answers(
-    tracker: &pbxfw_core::dns::Tracker,
+    tracker: &pbxfw_core::DnsTracker,
     names: &[(String, bool)],
 ) -> Vec<(String, Vec<IpAddr>)> {
     names
@@ -1005,7 +1005,7 @@ fn log_dns(ctx: &Context, (changes, errors): (Vec<crate::names::Change>, Vec<Str
 fn dns_loop(
     ctx: &Context,
     resolver: pbxfw_host::dns::Resolver,
-    mut tracker: pbxfw_core::dns::Tracker,
+    mut tracker: pbxfw_core::DnsTracker,
     mut rs: Ruleset,
     mut names: Vec<(String, bool)>,
     ctl: &mpsc::Receiver<(Vec<(String, bool)>, Ruleset)>,

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use pbxfw_core::backend::ApplyOptions;
-use pbxfw_core::net::Prefix;
+use pbxfw_core::ApplyOptions;
+use pbxfw_core::Prefix;
 use serde::Serialize;
 
 use crate::backends::BackendName;
@@ -92,7 +92,7 @@ pub fn edit(
         });
     }
     let started = std::time::Instant::now();
-    let synced = pbxfw_core::backend::sync(
+    let synced = pbxfw_core::sync(
         kernel.as_ref(),
         &old.ruleset,
         &new.ruleset,

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use pbxfw_core::backend::BackendError;
+use pbxfw_core::BackendError;
 use pbxfw_core::Diagnostics;
 
 /// Why a procedure failed. In every case the kernel still holds what it held before.

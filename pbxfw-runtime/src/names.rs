@@ -1,5 +1,5 @@
 //! Hostnames in the kernel (docs/discovery.md, "Hostnames"): the policy's hostnames are resolved outside the apply
-//! path (`pbxfw_host::dns`, scheduled by `pbxfw_core::dns::Tracker`) and their addresses are
+//! path (`pbxfw_host::dns`, scheduled by `pbxfw_core::DnsTracker`) and their addresses are
 //! written into the dynamic sets whose `resolves` name them, as set-element updates: never a
 //! reload. The daemon does this continuously; `pbxfw resolve` once.
 //!
@@ -18,10 +18,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pbxfw_core::backend::{Backend, Element, Op};
-use pbxfw_core::dns::{NameStatus, Snapshot, Tracker, TrackerConfig};
-use pbxfw_core::ir::SetKind;
-use pbxfw_core::net::{Family, Prefix};
+use pbxfw_core::SetKind;
+use pbxfw_core::{Backend, Element, Op};
+use pbxfw_core::{
+    DnsSnapshot as Snapshot, DnsTracker as Tracker, DnsTrackerConfig as TrackerConfig, NameStatus,
+};
+use pbxfw_core::{Family, Prefix};
 use pbxfw_core::{Ruleset, SignallingProtocol, Source, ValidPolicy};
 use pbxfw_host::dns::Resolver;
 
@@ -299,7 +301,7 @@ pub fn status_lines(names: &[NameStatus]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pbxfw_core::dns::Answer;
+    use pbxfw_core::DnsAnswer as Answer;
     use pbxfw_core::{compile, Policy};
 
     #[test]

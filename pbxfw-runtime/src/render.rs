@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use pbxfw_core::backend::BackendError;
+use pbxfw_core::BackendError;
 use pbxfw_core::Ruleset;
 
 use crate::error::{Error, Result};

@@ -7,10 +7,10 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::mpsc;
 
-use pbxfw_core::events::log::Framer;
-use pbxfw_core::events::{ami, json, EventError, TimedEvent};
-use pbxfw_core::responsive::{Action, Config, Machine};
+use pbxfw_core::log::Framer;
 use pbxfw_core::ValidPolicy;
+use pbxfw_core::{ami, json, EventError, TimedEvent};
+use pbxfw_core::{Action, Machine, MachineConfig as Config};
 
 /// What `pbxfw replay` found.
 #[derive(Debug, Default, serde::Serialize)]
@@ -22,9 +22,9 @@ pub struct ReplayReport {
     /// Every action, with the time it would have been taken.
     pub actions: Vec<(u64, Action)>,
     /// Sources that would have been banned: first ban time and reason.
-    pub banned: BTreeMap<pbxfw_core::net::Prefix, (u64, String)>,
+    pub banned: BTreeMap<pbxfw_core::Prefix, (u64, String)>,
     /// Sources that would have been clamped.
-    pub clamped: BTreeMap<pbxfw_core::net::Prefix, u64>,
+    pub clamped: BTreeMap<pbxfw_core::Prefix, u64>,
     /// Accounts that registered, with their addresses.
     pub registered: BTreeMap<String, Vec<std::net::IpAddr>>,
     /// Identities reported instead of banning a protected source.

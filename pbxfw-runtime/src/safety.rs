@@ -16,10 +16,10 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pbxfw_core::backend::{ApplyOptions, Backend, BackendError, Element};
-use pbxfw_core::ir::{Ruleset, SetKind};
-use pbxfw_core::net::Prefix;
-use pbxfw_core::safety::{lockouts, AdminSession, Lockout, SafeMode, SafeModeConfig};
+use pbxfw_core::Prefix;
+use pbxfw_core::{lockouts, AdminSession, Lockout, SafeMode, SafeModeConfig};
+use pbxfw_core::{ApplyOptions, Backend, BackendError, Element};
+use pbxfw_core::{Ruleset, SetKind};
 use pbxfw_core::{ValidPolicy, L4};
 use pbxfw_host::boot::History;
 use pbxfw_host::{dirs, state};
@@ -234,7 +234,7 @@ pub fn check_lockout(rs: &Ruleset, sessions: &[AdminSession]) -> Result<()> {
                     format!("rule {} of chain {} ({})", r.index, r.chain, r.origin)
                 });
             let verdict = match l.explanation.verdict {
-                pbxfw_core::ir::FinalVerdict::Reject => "rejected",
+                pbxfw_core::FinalVerdict::Reject => "rejected",
                 _ => "dropped",
             };
             format!(
@@ -323,7 +323,7 @@ pub fn apply_with_confirm(
         let _ = state::remove(&pending_path());
         return Err(e);
     }
-    if let Err(e) = pbxfw_core::backend::apply(kernel, rs, opts) {
+    if let Err(e) = pbxfw_core::apply(kernel, rs, opts) {
         // The timer finds no pending confirmation and ends.
         let _ = state::remove(&pending_path());
         return Err(e.into());
@@ -334,7 +334,7 @@ pub fn apply_with_confirm(
 
 /// The IR text of an applied record, parsed.
 fn parse_ir(ir: &str) -> Result<Ruleset> {
-    pbxfw_core::ir::parse(ir).map_err(|e| {
+    pbxfw_core::parse_ir(ir).map_err(|e| {
         Error::State(state::StateError {
             path: applied_path(),
             reason: format!("the ruleset it holds does not parse: {e}"),
@@ -450,7 +450,7 @@ fn roll_back(kernel: &dyn Backend, p: &Pending) -> Result<String> {
                     timeout: left.map(Duration::from_secs),
                 });
             }
-            pbxfw_core::backend::apply(kernel, &rs, &opts)?;
+            pbxfw_core::apply(kernel, &rs, &opts)?;
             state::write(&applied_path(), APPLIED, a).map_err(|e| Error::io(applied_path(), e))?;
             Ok(format!("ruleset {} is back", a.fingerprint))
         }
@@ -538,7 +538,7 @@ pub fn boot(
         state_problem("boot history", &e.to_string());
         History::default()
     });
-    let decision = pbxfw_core::safety::safe_mode(h.previous(&boot_id), uptime()?, cfg);
+    let decision = pbxfw_core::safe_mode(h.previous(&boot_id), uptime()?, cfg);
     if let Err(e) = seen(&mut h, &boot_id, uptime()?) {
         state_problem("boot history", &e.to_string());
     }
@@ -572,7 +572,7 @@ pub fn boot(
     match overdue {
         Some(msg) => log(&[("event", "rollback"), ("detail", &msg)]),
         None => {
-            let a = pbxfw_core::backend::apply(
+            let a = pbxfw_core::apply(
                 kernel,
                 rs,
                 &ApplyOptions {

@@ -20,13 +20,13 @@ pub struct PendingConfirmation {
 pub struct Status {
     /// What the kernel holds: backend, fingerprint, sets with their timed elements, counters.
     #[serde(flatten)]
-    pub kernel: pbxfw_core::backend::Status,
+    pub kernel: pbxfw_core::Status,
     /// An apply waiting for confirmation.
     pub pending_confirmation: Option<PendingConfirmation>,
     /// Safe Mode holding the rules back at boot (`pbxfw boot`), with why.
     pub safe_mode: Option<serde_json::Value>,
     /// The policy's hostnames, their addresses and the age of their answers.
-    pub hostnames: Vec<pbxfw_core::dns::NameStatus>,
+    pub hostnames: Vec<pbxfw_core::NameStatus>,
     /// What discovery merged into the applied policy.
     pub discovery: Option<serde_json::Value>,
     /// The responsive daemon's counters, bans and read positions.
@@ -46,11 +46,11 @@ pub fn status(backend: BackendName, now: u64) -> Result<Status> {
         deadline_ms: p.deadline_ms,
     });
     let mut warnings = Vec::new();
-    let hostnames = match pbxfw_host::state::read::<pbxfw_core::dns::Snapshot>(
+    let hostnames = match pbxfw_host::state::read::<pbxfw_core::DnsSnapshot>(
         &crate::names::state_path(),
         "dns",
     ) {
-        Ok(Some(snap)) => pbxfw_core::dns::Tracker::status_of(Default::default(), snap, now),
+        Ok(Some(snap)) => pbxfw_core::DnsTracker::status_of(Default::default(), snap, now),
         Ok(None) => Vec::new(),
         Err(e) => {
             warnings.push(e.to_string());

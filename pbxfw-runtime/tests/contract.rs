@@ -3,7 +3,7 @@
 
 use pbxfw_testkit::netns::{in_netns, skipped, Netns};
 
-fn run(tag: &str, make: fn() -> Box<dyn pbxfw_core::backend::Backend>) {
+fn run(tag: &str, make: fn() -> Box<dyn pbxfw_core::Backend>) {
     if skipped() {
         return;
     }

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pbxfw_core::backend::{apply, ApplyOptions, Backend};
-use pbxfw_core::events::json::parse_line;
+use pbxfw_core::json::parse_line;
+use pbxfw_core::{apply, ApplyOptions, Backend};
 use pbxfw_core::{Packet, Proto};
 use pbxfw_runtime::context::{Context, LogSink, ManualClock};
 use pbxfw_runtime::daemon::{Daemon, DaemonConfig, Sources};
@@ -45,11 +45,11 @@ impl Lines {
     }
 }
 
-fn event(json: &str) -> pbxfw_core::events::SecurityEvent {
+fn event(json: &str) -> pbxfw_core::SecurityEvent {
     parse_line(json).unwrap().event
 }
 
-fn scanner(source: &str, account: u32) -> pbxfw_core::events::SecurityEvent {
+fn scanner(source: &str, account: u32) -> pbxfw_core::SecurityEvent {
     event(&format!(
         r#"{{"event":"auth_failed","source":"{source}","reason":"unknown_account","account":"{account}","protocol":"pjsip"}}"#
     ))

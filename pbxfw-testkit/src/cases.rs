@@ -28,9 +28,9 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use pbxfw_core::ir::{eval, Decision, DynamicState, Packet, Proto, Ruleset};
-use pbxfw_core::net::Family;
+use pbxfw_core::Family;
 use pbxfw_core::Policy;
+use pbxfw_core::{eval, Decision, DynamicState, Packet, Proto, Ruleset};
 
 /// One expected outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -122,17 +122,17 @@ impl Expect {
             let name = format!("{s}{suffix}");
             match rs.sets.get(&name).map(|s| &s.kind) {
                 None => return Err(format!("set {name} does not exist in the compiled ruleset")),
-                Some(pbxfw_core::ir::SetKind::Static(_)) => {
+                Some(pbxfw_core::SetKind::Static(_)) => {
                     return Err(format!(
                         "set {name} is static: put the address in the policy"
                     ))
                 }
-                Some(pbxfw_core::ir::SetKind::Dynamic(_)) => {}
+                Some(pbxfw_core::SetKind::Dynamic(_)) => {}
             }
             st.insert(rs, &name, self.src);
         }
         for tier in &self.over {
-            let name = pbxfw_core::compile::names::meter(tier, Family::of(&self.src));
+            let name = pbxfw_core::names::meter(tier, Family::of(&self.src));
             if !rs.sets.contains_key(&name) {
                 return Err(format!(
                     "meter {name} does not exist in the compiled ruleset"

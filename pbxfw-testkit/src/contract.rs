@@ -3,9 +3,9 @@
 //! in-memory backend. The runtime and the daemon rely on exactly this, nothing more: that is
 //! what lets them be tested on the in-memory backend without root.
 
-use pbxfw_core::backend::{apply, sync, ApplyOptions, Backend, BackendError, Op, Status};
-use pbxfw_core::compile::names;
-use pbxfw_core::net::Family;
+use pbxfw_core::names;
+use pbxfw_core::Family;
+use pbxfw_core::{apply, sync, ApplyOptions, Backend, BackendError, Op, Status};
 
 use crate::{element, ruleset};
 
@@ -19,7 +19,7 @@ fn policy(blacklist: &[&str], extra: &str) -> pbxfw_core::Ruleset {
     ))
 }
 
-fn set<'a>(s: &'a Status, name: &str) -> &'a pbxfw_core::backend::SetStatus {
+fn set<'a>(s: &'a Status, name: &str) -> &'a pbxfw_core::SetStatus {
     s.sets
         .iter()
         .find(|x| x.name == name)

@@ -4,9 +4,9 @@
 
 use std::net::IpAddr;
 
-use pbxfw_core::compile::names;
-use pbxfw_core::ir::{CtState, DynamicState};
-use pbxfw_core::net::Family;
+use pbxfw_core::names;
+use pbxfw_core::Family;
+use pbxfw_core::{CtState, DynamicState};
 use pbxfw_core::{Packet, Proto, Ruleset};
 use proptest::prelude::*;
 use serde_json::{json, Value};

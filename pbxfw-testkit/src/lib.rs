@@ -74,8 +74,8 @@ pub fn ruleset(toml: &str) -> pbxfw_core::Ruleset {
 }
 
 /// A set element from its text (`192.0.2.9`, `2001:db8:9:9::/64`), with a timeout in seconds.
-pub fn element(prefix: &str, timeout: Option<u64>) -> pbxfw_core::backend::Element {
-    pbxfw_core::backend::Element {
+pub fn element(prefix: &str, timeout: Option<u64>) -> pbxfw_core::Element {
+    pbxfw_core::Element {
         prefix: prefix.parse().unwrap(),
         timeout: timeout.map(std::time::Duration::from_secs),
     }

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use pbxfw_core::backend::{
+use pbxfw_core::Prefix;
+use pbxfw_core::{
     ApplyOptions, Backend, BackendError, Element, ElementStatus, Op, SetStatus, SetUpdate, Status,
 };
-use pbxfw_core::ir::{Ruleset, SetKind};
-use pbxfw_core::net::Prefix;
 use pbxfw_core::{Decision, DynamicState, Packet};
+use pbxfw_core::{Ruleset, SetKind};
 
 /// The backend's name in statuses and errors.
 pub const NAME: &str = "memory";

@@ -15,7 +15,7 @@ use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use pbxfw_core::ir::{CtState, FinalVerdict, Packet, Proto};
+use pbxfw_core::{CtState, FinalVerdict, Packet, Proto};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::netns::{in_netns, Netns};

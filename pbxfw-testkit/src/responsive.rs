@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use pbxfw_core::backend::ApplyOptions;
+use pbxfw_core::ApplyOptions;
 use pbxfw_core::{compile, Policy};
 
 use crate::netns::in_netns;
@@ -32,7 +32,7 @@ fn setup(tag: &str, policy: &str, make: MakeBackend, sets: SetStore) -> Topology
     topo.sets = sets;
     let rs = compile(&Policy::from_toml(policy).unwrap().validate().unwrap());
     in_netns(&topo.pbx, move || {
-        pbxfw_core::backend::apply(make().as_ref(), &rs, &ApplyOptions::default())
+        pbxfw_core::apply(make().as_ref(), &rs, &ApplyOptions::default())
             .unwrap_or_else(|e| panic!("apply: {e}"))
     });
     topo

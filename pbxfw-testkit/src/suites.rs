@@ -3,10 +3,10 @@
 //! [`Backend`] (a plain `fn`, so that it can be called inside the test's network namespace).
 
 use crate::cases::CaseFile;
-use pbxfw_core::backend::{ApplyOptions, Backend, Element, Op};
-use pbxfw_core::ir::{eval, SetKind};
-use pbxfw_core::net::Prefix;
+use pbxfw_core::Prefix;
 use pbxfw_core::{compile, Policy, Ruleset};
+use pbxfw_core::{eval, SetKind};
+use pbxfw_core::{ApplyOptions, Backend, Element, Op};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
@@ -63,7 +63,7 @@ pub fn case_suite(tag: &str, make: MakeBackend) -> (usize, usize, Vec<String>) {
         in_netns(&topo.pbx, {
             let rs = rs.clone();
             move || {
-                pbxfw_core::backend::apply(make().as_ref(), &rs, &ApplyOptions::default())
+                pbxfw_core::apply(make().as_ref(), &rs, &ApplyOptions::default())
                     .unwrap_or_else(|e| panic!("apply: {e}"))
             }
         });
@@ -141,7 +141,7 @@ pub fn differential(
                 let k = make();
                 // Start from nothing: dynamic elements of the previous policy must not leak.
                 k.disable().unwrap();
-                pbxfw_core::backend::apply(k.as_ref(), &rs, &ApplyOptions::default())
+                pbxfw_core::apply(k.as_ref(), &rs, &ApplyOptions::default())
                     .unwrap_or_else(|e| panic!("apply: {e}"))
             }
         });

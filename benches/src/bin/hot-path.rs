@@ -21,7 +21,7 @@
 use std::net::{Ipv4Addr, UdpSocket};
 
 use pbxfw_benches::flood::{median, pps};
-use pbxfw_core::backend::ApplyOptions;
+use pbxfw_core::ApplyOptions;
 use pbxfw_core::{compile, Policy};
 use pbxfw_nft::Kernel;
 use pbxfw_testkit::netns::in_netns;
@@ -82,7 +82,7 @@ fn main() {
         }
         let rs2 = rs.clone();
         in_netns(&topo.pbx, move || {
-            pbxfw_core::backend::apply(&Kernel::default(), &rs2, &ApplyOptions::default()).unwrap();
+            pbxfw_core::apply(&Kernel::default(), &rs2, &ApplyOptions::default()).unwrap();
         });
         line += &format!(" | {:.2}", measure(&topo) / base);
         // The blacklist and ban chain, saved to be put back for the last variant.

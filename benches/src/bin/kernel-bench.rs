@@ -14,9 +14,9 @@ use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use pbxfw_benches::flood::{median, pps};
-use pbxfw_core::backend::{ApplyOptions, Backend, Element, Op};
-use pbxfw_core::net::Prefix;
+use pbxfw_core::Prefix;
 use pbxfw_core::{compile, Policy};
+use pbxfw_core::{ApplyOptions, Backend, Element, Op};
 use pbxfw_ipt::Variant;
 use pbxfw_nft::Kernel;
 use pbxfw_testkit::netns::in_netns;
@@ -86,7 +86,7 @@ fn main() {
                         let k = Kernel::default();
                         k.disable().unwrap();
                         let t = Instant::now();
-                        pbxfw_core::backend::apply(&k, &rs, &ApplyOptions::default()).unwrap();
+                        pbxfw_core::apply(&k, &rs, &ApplyOptions::default()).unwrap();
                         t.elapsed().as_secs_f64()
                     })
                 })
@@ -150,7 +150,7 @@ fn main() {
     let rs = compile(&Policy::from_toml(text).unwrap().validate().unwrap());
     let (one, ten_k) = in_netns(&topo.pbx, move || {
         let k = Kernel::default();
-        pbxfw_core::backend::apply(&k, &rs, &ApplyOptions::default()).unwrap();
+        pbxfw_core::apply(&k, &rs, &ApplyOptions::default()).unwrap();
         time_updates(&k, &rs, 200)
     });
     println!();
@@ -188,7 +188,7 @@ fn ipt_rows() {
                             let k = pbxfw_ipt::Kernel::new(variant);
                             k.disable().unwrap();
                             let t = Instant::now();
-                            pbxfw_core::backend::apply(&k, &rs, &ApplyOptions::default()).unwrap();
+                            pbxfw_core::apply(&k, &rs, &ApplyOptions::default()).unwrap();
                             t.elapsed().as_secs_f64()
                         })
                     })
@@ -208,7 +208,7 @@ fn ipt_rows() {
         let rs = compile(&Policy::from_toml(text).unwrap().validate().unwrap());
         updates.push(in_netns(&topo.pbx, move || {
             let k = pbxfw_ipt::Kernel::new(variant);
-            pbxfw_core::backend::apply(&k, &rs, &ApplyOptions::default()).unwrap();
+            pbxfw_core::apply(&k, &rs, &ApplyOptions::default()).unwrap();
             let (one, ten_k) = time_updates(&k, &rs, 50);
             k.disable().unwrap();
             (variant, one, ten_k)

@@ -9,9 +9,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use pbxfw_core::events::{AuthFailure, SecurityEvent};
-use pbxfw_core::responsive::{Config, Machine};
 use pbxfw_core::Policy;
+use pbxfw_core::{AuthFailure, SecurityEvent};
+use pbxfw_core::{Machine, MachineConfig as Config};
 
 struct Counting;
 

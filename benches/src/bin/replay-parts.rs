@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use pbxfw_core::events::log;
-use pbxfw_core::responsive::{Config, Machine};
+use pbxfw_core::log;
+use pbxfw_core::{Machine, MachineConfig as Config};
 use pbxfw_core::{Policy, DEFAULT_POLICY_TOML};
 
 /// The first run's time, the best of five, and the last result.

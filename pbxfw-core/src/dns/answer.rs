@@ -74,7 +74,7 @@ pub fn rcode_name(rcode: u8) -> String {
 /// [`DEFAULT_NEGATIVE_TTL`]); any other response code is [`LookupError::Server`].
 ///
 /// ```
-/// use pbxfw_core::dns::{answer_for, parse_response, RecordType};
+/// use pbxfw_core::{answer_for, parse_response, DnsRecordType as RecordType};
 ///
 /// // NXDOMAIN, no records: an authoritative "no such name".
 /// let reply = [0x12, 0x34, 0x81, 0x83, 0, 0, 0, 0, 0, 0, 0, 0];

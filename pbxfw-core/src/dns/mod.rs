@@ -18,7 +18,7 @@
 //! The transport (sockets, `/etc/resolv.conf`) is `pbxfw_host::dns`.
 //!
 //! ```
-//! use pbxfw_core::dns::{answer_for, encode_query, parse_response, RecordType, Tracker, TrackerConfig};
+//! use pbxfw_core::{answer_for, encode_query, parse_response, DnsRecordType as RecordType, DnsTracker as Tracker, DnsTrackerConfig as TrackerConfig};
 //!
 //! let mut tracker = Tracker::new(TrackerConfig::default());
 //! tracker.set_names([("pbx.example".to_string(), false)]);

@@ -163,7 +163,7 @@ pub struct Snapshot {
 /// The refresh schedule and the last good answers of the policy's hostnames.
 ///
 /// ```
-/// use pbxfw_core::dns::{Answer, RecordType, Tracker, TrackerConfig};
+/// use pbxfw_core::{DnsAnswer as Answer, DnsRecordType as RecordType, DnsTracker as Tracker, DnsTrackerConfig as TrackerConfig};
 ///
 /// let mut t = Tracker::new(TrackerConfig::default());
 /// t.set_names([("sip.example".to_string(), false)]);

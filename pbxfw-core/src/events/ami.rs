@@ -30,7 +30,7 @@
 //! appears twice in one block with different values makes the block an error.
 //!
 //! ```
-//! use pbxfw_core::events::{ami, AuthFailure, SecurityEvent};
+//! use pbxfw_core::{ami, AuthFailure, SecurityEvent};
 //!
 //! let block = "Event: InvalidAccountID\r\nPrivilege: security,all\r\n\
 //!              EventTV: 2026-11-20T10:15:32.123+0000\r\nService: PJSIP\r\n\
@@ -41,7 +41,7 @@
 //!     ev.event,
 //!     SecurityEvent::AuthFailed { reason: AuthFailure::UnknownAccount, .. }
 //! ));
-//! # Ok::<(), pbxfw_core::events::EventError>(())
+//! # Ok::<(), pbxfw_core::EventError>(())
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -141,7 +141,7 @@ fn classify(event: &str) -> Kind {
 /// `Message: Authentication failed`), `None` for a block that is not a response (an event).
 ///
 /// ```
-/// use pbxfw_core::events::ami::login_response;
+/// use pbxfw_core::ami::login_response;
 ///
 /// assert_eq!(login_response("Response: Success\r\nMessage: Authentication accepted"), Some(Ok(())));
 /// assert_eq!(
@@ -778,7 +778,7 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 /// connection.
 ///
 /// ```
-/// use pbxfw_core::events::ami::AmiReader;
+/// use pbxfw_core::ami::AmiReader;
 ///
 /// let mut r = AmiReader::new();
 /// r.feed(b"Asterisk Call Manager/5.0.1\r\nResponse: Success\r\n\r\nEvent: SuccessfulAuth\r\n");

@@ -6,7 +6,7 @@
 //! silently missing value.
 //!
 //! ```
-//! use pbxfw_core::events::{json, AuthFailure, SecurityEvent};
+//! use pbxfw_core::{json, AuthFailure, SecurityEvent};
 //!
 //! let line = r#"{"event":"auth_failed","source":"203.0.113.9","reason":"unknown_account","account":"100","user_agent":"friendly-scanner","at":1795000000}"#;
 //! let ev = json::parse_line(line)?;
@@ -17,7 +17,7 @@
 //! let err = json::parse_line(r#"{"event":"registered","source":"198.51.100.7","account":"300","expires":3600,"expiry":1}"#)
 //!     .unwrap_err();
 //! assert!(err.to_string().contains("unknown field `expiry`"));
-//! # Ok::<(), pbxfw_core::events::EventError>(())
+//! # Ok::<(), pbxfw_core::EventError>(())
 //! ```
 
 use std::net::IpAddr;

@@ -62,7 +62,7 @@
 //! lines reach this parser.
 //!
 //! ```
-//! use pbxfw_core::events::{log, AuthFailure, SecurityEvent};
+//! use pbxfw_core::{log, AuthFailure, SecurityEvent};
 //!
 //! let line = "[Nov 20 10:15:32] NOTICE[1234] chan_sip.c: Registration from \
 //!             '<sip:100@pbx.example.com>' failed for '203.0.113.9:5060' - Wrong password";
@@ -77,7 +77,7 @@
 //!     other => panic!("{other:?}"),
 //! }
 //! assert_eq!(log::parse_line("[Nov 20 10:15:33] VERBOSE[99] pbx.c: Executing", 2026)?, None);
-//! # Ok::<(), pbxfw_core::events::EventError>(())
+//! # Ok::<(), pbxfw_core::EventError>(())
 //! ```
 
 use std::net::IpAddr;
@@ -277,7 +277,7 @@ fn pjsip_dump(m: &str) -> After {
 /// two counters; it serialises, so a follower can persist it with its read offset.
 ///
 /// ```
-/// use pbxfw_core::events::log::Framer;
+/// use pbxfw_core::log::Framer;
 ///
 /// let mut f = Framer::default();
 /// let dump = "GET / HTTP/1.0\r\n\r\n[Nov 20 10:15:32] NOTICE[1] chan_sip.c: Registration from '' failed for '10.9.9.9' - Wrong password\n";
@@ -292,7 +292,7 @@ fn pjsip_dump(m: &str) -> After {
 /// assert_eq!(f.read(b"\n", 2026, 0), Ok(None));
 /// let real = b"[Nov 20 10:15:33] NOTICE[1] chan_sip.c: Registration from '' failed for '203.0.113.5' - Wrong password\n";
 /// assert!(f.read(real, 2026, 0)?.is_some());
-/// # Ok::<(), pbxfw_core::events::EventError>(())
+/// # Ok::<(), pbxfw_core::EventError>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Framer {

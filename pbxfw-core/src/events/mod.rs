@@ -109,7 +109,7 @@ pub struct TimedEvent {
 }
 
 pub mod agents;
-pub use agents::is_attack_tool;
+pub use agents::{attack_tools, is_attack_tool};
 
 pub mod ami;
 pub mod json;
