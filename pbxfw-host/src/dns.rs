@@ -9,7 +9,8 @@
 //! Replies are checked before they are believed: the query id is random, the reply must come from
 //! the address and port the query went to, carry the same id and echo the question; anything
 //! else is ignored until the timeout (as an off-path spoof would be). The meaning of a reply
-//! (CNAMEs, TTLs, NXDOMAIN) and the refresh schedule are the core's (`pbxfw_core`: `DnsTracker`, `parse_response`, ...).
+//! (CNAMEs, TTLs, NXDOMAIN) and the refresh schedule are the core's (`pbxfw_core::DnsTracker`,
+//! `pbxfw_core::parse_response`).
 //!
 //! A lookup blocks for up to timeout × attempts × servers: run [`refresh`] off the apply path.
 
