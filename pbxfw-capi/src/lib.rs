@@ -27,12 +27,11 @@
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pbxfw_core::explain;
 use pbxfw_core::BackendError;
+use pbxfw_core::Diagnostic;
 use pbxfw_core::{Action, Machine, MachineConfig as Config};
-use pbxfw_core::{CtState, Proto};
-use pbxfw_core::{Diagnostic, Packet};
 use pbxfw_runtime::actions::carry_out;
+use pbxfw_runtime::explain::Query;
 use pbxfw_runtime::policy::Format;
 use pbxfw_runtime::render::Target;
 use pbxfw_runtime::safety::Admin;
@@ -475,21 +474,6 @@ pub extern "C" fn pbxfw_policy_compile(
     })
 }
 
-/// A packet to explain, as JSON.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PacketIn {
-    iface: String,
-    src: std::net::IpAddr,
-    proto: String,
-    dport: Option<u16>,
-    sport: Option<u16>,
-    icmp_type: Option<u8>,
-    state: Option<String>,
-    #[serde(default)]
-    registered: bool,
-}
-
 /// What happens to a packet and which policy object decides. `packet` is JSON:
 /// `{"iface": "eth0", "src": "203.0.113.10", "proto": "udp", "dport": 5060}` with optional
 /// `sport`, `icmp_type`, `state` (`new`, `established`, `related`, `invalid`) and `registered`.
@@ -506,33 +490,14 @@ pub extern "C" fn pbxfw_policy_explain(
     guard(err, || {
         check_out(out, "out")?;
         let p = object(policy, "policy")?;
-        let bad = |m: String| Failure::new(PBXFW_ERR_ARGUMENT, m);
-        let q: PacketIn = serde_json::from_str(self::text(packet, packet_len, "packet")?)
-            .map_err(|e| bad(format!("packet: {e}")))?;
-        let proto: Proto = q.proto.parse().map_err(bad)?;
-        if proto.echo_request().is_some() && (q.dport.is_some() || q.sport.is_some()) {
-            return Err(bad(
-                "packet: dport and sport apply to udp and tcp only".into()
-            ));
-        }
-        if proto.echo_request().is_none() && q.icmp_type.is_some() {
-            return Err(bad(
-                "packet: icmp_type applies to icmp and icmpv6 only".into()
-            ));
-        }
-        let mut packet = Packet::new(&q.iface, q.src, proto, q.dport);
-        packet.sport = q.sport;
-        packet.icmp_type = proto.echo_request().map(|echo| q.icmp_type.unwrap_or(echo));
-        packet.ct = q
-            .state
-            .as_deref()
-            .unwrap_or("new")
-            .parse::<CtState>()
-            .map_err(bad)?;
-        put(
-            out,
-            json_buf(&explain(&p.loaded.ruleset, &packet, q.registered))?,
-        );
+        let bad = |m: String| Failure::new(PBXFW_ERR_ARGUMENT, format!("packet: {m}"));
+        let q: Query = serde_json::from_str(self::text(packet, packet_len, "packet")?)
+            .map_err(|e| bad(e.to_string()))?;
+        let e = pbxfw_runtime::explain::explain(&p.loaded.ruleset, &q).map_err(|e| match e {
+            Error::Usage(m) => bad(m),
+            e => failure(e),
+        })?;
+        put(out, json_buf(&e)?);
         Ok(())
     })
 }

@@ -7,9 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pbxfw_core::BackendError;
-use pbxfw_core::CtState;
-use pbxfw_core::{explain, Explanation};
-use pbxfw_core::{Packet, Proto, Severity};
+use pbxfw_core::Explanation;
+use pbxfw_core::Severity;
 use pbxfw_runtime::render::{render, Target};
 use pbxfw_runtime::{ApplyRequest, BackendName, Error, Loaded};
 
@@ -469,6 +468,14 @@ impl From<Error> for Fail {
     }
 }
 
+/// The name clap takes for a value (`udp`, `established`).
+fn value_name(v: impl ValueEnum) -> String {
+    v.to_possible_value()
+        .expect("no value is skipped")
+        .get_name()
+        .to_string()
+}
+
 /// The policy, its warnings printed.
 fn load(path: Option<&str>) -> Result<Loaded, Fail> {
     let loaded = pbxfw_runtime::load(path)?;
@@ -848,35 +855,17 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             format,
         } => {
             let loaded = load(policy.as_deref())?;
-            let proto = match proto {
-                ProtoArg::Udp => Proto::Udp,
-                ProtoArg::Tcp => Proto::Tcp,
-                ProtoArg::Icmp => Proto::Icmp,
-                ProtoArg::Icmpv6 => Proto::Icmpv6,
+            let query = pbxfw_runtime::explain::Query {
+                iface: iif,
+                src,
+                proto: value_name(proto),
+                dport,
+                sport,
+                icmp_type,
+                state: Some(value_name(state)),
+                registered,
             };
-            let ported = matches!(proto, Proto::Udp | Proto::Tcp);
-            if ported && dport.is_none() {
-                return Err(Fail(
-                    exit::INVALID,
-                    "--dport is required for udp and tcp".into(),
-                ));
-            }
-            if !ported && (dport.is_some() || sport.is_some()) {
-                return Err(Fail(
-                    exit::INVALID,
-                    "--dport and --sport apply to udp and tcp only".into(),
-                ));
-            }
-            let mut packet = Packet::new(&iif, src, proto, dport);
-            packet.sport = sport;
-            packet.icmp_type = proto.echo_request().map(|echo| icmp_type.unwrap_or(echo));
-            packet.ct = match state {
-                StateArg::New => CtState::New,
-                StateArg::Established => CtState::Established,
-                StateArg::Related => CtState::Related,
-                StateArg::Invalid => CtState::Invalid,
-            };
-            let e = explain(&loaded.ruleset, &packet, registered);
+            let e = pbxfw_runtime::explain::explain(&loaded.ruleset, &query)?;
             match format {
                 Format::Json => println!("{:#}", serde_json::to_value(&e).expect("serialisable")),
                 Format::Text => print_explanation(&e),

@@ -12,11 +12,8 @@
 
 use std::net::IpAddr;
 
-use pbxfw_core::explain;
 use pbxfw_core::BackendError;
-use pbxfw_core::Packet;
 use pbxfw_core::{Action, Machine, MachineConfig as Config};
-use pbxfw_core::{CtState, Proto};
 use pbxfw_runtime::actions::carry_out as carry_out_in;
 use pbxfw_runtime::policy::Format;
 use pbxfw_runtime::render::Target;
@@ -186,6 +183,7 @@ impl Policy {
     #[allow(clippy::too_many_arguments)] // keyword arguments, as Python callers write them
     fn explain(
         &self,
+        py: Python<'_>,
         iface: &str,
         src: &str,
         proto: &str,
@@ -198,22 +196,18 @@ impl Policy {
         let src: IpAddr = src
             .parse()
             .map_err(|_| PyValueError::new_err(format!("{src:?} is not an IP address")))?;
-        let proto: Proto = proto.parse().map_err(PyValueError::new_err)?;
-        if proto.echo_request().is_some() && (dport.is_some() || sport.is_some()) {
-            return Err(PyValueError::new_err(
-                "dport and sport apply to udp and tcp only",
-            ));
-        }
-        if proto.echo_request().is_none() && icmp_type.is_some() {
-            return Err(PyValueError::new_err(
-                "icmp_type applies to icmp and icmpv6 only",
-            ));
-        }
-        let mut packet = Packet::new(iface, src, proto, dport);
-        packet.sport = sport;
-        packet.icmp_type = proto.echo_request().map(|echo| icmp_type.unwrap_or(echo));
-        packet.ct = state.parse::<CtState>().map_err(PyValueError::new_err)?;
-        let e = explain(&self.loaded.ruleset, &packet, registered);
+        let query = pbxfw_runtime::explain::Query {
+            iface: iface.to_string(),
+            src,
+            proto: proto.to_string(),
+            dport,
+            sport,
+            icmp_type,
+            state: Some(state.to_string()),
+            registered,
+        };
+        let e = pbxfw_runtime::explain::explain(&self.loaded.ruleset, &query)
+            .map_err(|e| error(py, e, None, false))?;
         Ok(Explanation {
             verdict: e.verdict.to_string(),
             zone: e.zone.map(|z| z.to_string()),

@@ -30,6 +30,7 @@ pub mod context;
 pub mod daemon;
 pub mod edit;
 pub mod error;
+pub mod explain;
 pub mod names;
 pub mod policy;
 pub mod policy_file;
