@@ -245,8 +245,9 @@ pbxfw_result pbxfw_kernel_confirm(pbxfw_buf *fingerprint, pbxfw_error **err);
 
 /*
  Go back now to the ruleset before an apply with `confirm` (its dynamic sets' elements put
- back). `*message` (which may be NULL) says what happened. Nothing waiting for confirmation
- gives `PBXFW_ERR_ARGUMENT`.
+ back), on the backend that apply used: `backend` may be empty; naming another one is
+ refused (`PBXFW_ERR_ARGUMENT`) and nothing changes. `*message` (which may be NULL) says
+ what happened. Nothing waiting for confirmation gives `PBXFW_ERR_ARGUMENT`.
  */
 pbxfw_result pbxfw_kernel_rollback(const char *backend,
                                    size_t backend_len,
@@ -316,7 +317,7 @@ void pbxfw_responsive_free(pbxfw_responsive **responsive);
 
 /*
  Feed one security event (a JSON-lines record, see `docs/events.md`) at `now` (Unix seconds;
- 0 means the record's own `at`, which must then be there). `*actions` is a JSON array of the
+ 0 means the record's own `at`, or the clock without one). `*actions` is a JSON array of the
  actions to carry out (`ban`, `clamp`, `allow_registered`, …).
  */
 pbxfw_result pbxfw_responsive_on_event(pbxfw_responsive *responsive,

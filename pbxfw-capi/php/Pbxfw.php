@@ -119,8 +119,11 @@ final class Pbxfw
         return $this->text(fn ($buf, $err) => $this->ffi->pbxfw_kernel_confirm($buf, $err));
     }
 
-    /** Go back now to the ruleset before an apply with `confirm`; says what happened. */
-    public function rollback(string $backend = 'nft'): string
+    /**
+     * Go back now to the ruleset before an apply with `confirm`, on the backend that apply used
+     * (naming another is refused); says what happened.
+     */
+    public function rollback(string $backend = ''): string
     {
         return $this->text(fn ($buf, $err) => $this->ffi->pbxfw_kernel_rollback(
             $backend, strlen($backend), $buf, $err
@@ -323,7 +326,7 @@ final class PbxfwResponsive
 
     /**
      * Feed one security event (an array or a JSON-lines record, docs/events.md) at `$now`
-     * (Unix seconds; 0: the event's own `at`). Returns the actions to carry out.
+     * (Unix seconds; 0: the event's own `at`, else the clock). Returns the actions to carry out.
      */
     public function onEvent(array|string $event, int $now = 0): array
     {

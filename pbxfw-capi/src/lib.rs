@@ -29,7 +29,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pbxfw_core::BackendError;
 use pbxfw_core::Diagnostic;
-use pbxfw_core::{Action, Machine, MachineConfig as Config};
+use pbxfw_core::{Action, Machine};
 use pbxfw_runtime::actions::carry_out;
 use pbxfw_runtime::explain::Query;
 use pbxfw_runtime::policy::Format;
@@ -588,8 +588,9 @@ pub extern "C" fn pbxfw_kernel_confirm(
 }
 
 /// Go back now to the ruleset before an apply with `confirm` (its dynamic sets' elements put
-/// back). `*message` (which may be NULL) says what happened. Nothing waiting for confirmation
-/// gives `PBXFW_ERR_ARGUMENT`.
+/// back), on the backend that apply used: `backend` may be empty; naming another one is
+/// refused (`PBXFW_ERR_ARGUMENT`) and nothing changes. `*message` (which may be NULL) says
+/// what happened. Nothing waiting for confirmation gives `PBXFW_ERR_ARGUMENT`.
 #[no_mangle]
 pub extern "C" fn pbxfw_kernel_rollback(
     backend: *const c_char,
@@ -598,7 +599,10 @@ pub extern "C" fn pbxfw_kernel_rollback(
     err: *mut *mut pbxfw_error,
 ) -> pbxfw_result {
     guard(err, || {
-        let backend = self::backend(text(backend, backend_len, "backend")?)?;
+        let backend = match text(backend, backend_len, "backend")? {
+            "" => None,
+            name => Some(self::backend(name)?),
+        };
         let m = pbxfw_runtime::rollback(backend).map_err(failure)?;
         if !message.is_null() {
             put(message, buf(m.into_bytes()));
@@ -703,7 +707,7 @@ pub extern "C" fn pbxfw_responsive_new(
     guard(err, || {
         check_out(out, "out")?;
         let p = object(policy, "policy")?;
-        let machine = Machine::new(Config::from_policy(&p.loaded.policy));
+        let machine = Machine::new(pbxfw_runtime::machine_config(&p.loaded.policy));
         put(out, Box::into_raw(Box::new(pbxfw_responsive::new(machine))));
         Ok(())
     })
@@ -724,7 +728,7 @@ pub extern "C" fn pbxfw_responsive_restore(
         let p = object(policy, "policy")?;
         let mut machine = Machine::restore(text(snapshot, snapshot_len, "snapshot")?)
             .map_err(|e| Failure::new(PBXFW_ERR_STATE, e.to_string()))?;
-        machine.reconfigure(Config::from_policy(&p.loaded.policy));
+        machine.reconfigure(pbxfw_runtime::machine_config(&p.loaded.policy));
         put(out, Box::into_raw(Box::new(pbxfw_responsive::new(machine))));
         Ok(())
     })
@@ -737,7 +741,7 @@ pub extern "C" fn pbxfw_responsive_free(responsive: *mut *mut pbxfw_responsive) 
 }
 
 /// Feed one security event (a JSON-lines record, see `docs/events.md`) at `now` (Unix seconds;
-/// 0 means the record's own `at`, which must then be there). `*actions` is a JSON array of the
+/// 0 means the record's own `at`, or the clock without one). `*actions` is a JSON array of the
 /// actions to carry out (`ban`, `clamp`, `allow_registered`, …).
 #[no_mangle]
 pub extern "C" fn pbxfw_responsive_on_event(
@@ -755,12 +759,8 @@ pub extern "C" fn pbxfw_responsive_on_event(
             .map_err(|e| Failure::new(PBXFW_ERR_ARGUMENT, format!("event: {e}")))?;
         let t = match (now, timed.at) {
             (0, Some(at)) => at,
-            (0, None) => {
-                return Err(Failure::new(
-                    PBXFW_ERR_ARGUMENT,
-                    "now is 0 and the event has no \"at\"",
-                ))
-            }
+            // As in Python: the clock.
+            (0, None) => self::now(),
             (t, _) => t,
         };
         let done = r.lock().on_event(&timed.event, t);

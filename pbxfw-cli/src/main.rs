@@ -220,9 +220,10 @@ enum Command {
     /// Go back to the ruleset before the last `apply --confirm`, now.
     #[command(after_help = AFTER_HELP)]
     Rollback {
-        /// Backend.
-        #[arg(long, value_enum, default_value = "nft")]
-        backend: Backend,
+        /// Backend (default: the one the apply waiting for confirmation used; another is
+        /// refused).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
         /// Wait for the deadline of this confirmation, and roll back only if it is still
         /// unconfirmed then (used by the timer `apply --confirm` starts).
         #[arg(long, value_name = "ID", hide = true)]
@@ -528,6 +529,9 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     force,
                 },
             )?;
+            for w in &out.warnings {
+                eprintln!("warning: {w}");
+            }
             match (confirm, out.elapsed_ms) {
                 (Some(secs), _) => println!(
                     "applied: fingerprint {}; run `pbxfw confirm` within {secs} s, or it is rolled back",
@@ -547,9 +551,10 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             Ok(exit::OK)
         }
         Command::Rollback { backend, when_due } => {
+            let backend = backend.map(|b| b.name());
             let msg = match when_due {
-                Some(id) => safety::rollback(backend.name().open().as_ref(), Some(&id))?,
-                None => pbxfw_runtime::rollback(backend.name())?,
+                Some(id) => safety::rollback(Some(&id), backend)?,
+                None => pbxfw_runtime::rollback(backend)?,
             };
             println!("{msg}");
             Ok(exit::OK)

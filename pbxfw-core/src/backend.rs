@@ -176,11 +176,12 @@ pub fn apply(
     opts: &ApplyOptions,
 ) -> Result<Applied, BackendError> {
     kernel.load(rs, opts)?;
-    verify(kernel, rs.fingerprint())
+    verify_loaded(kernel, rs)
 }
 
-/// Read the fingerprint back: the kernel must hold `expected`.
-fn verify(kernel: &dyn Backend, expected: String) -> Result<Applied, BackendError> {
+/// Read the fingerprint back: the kernel must hold `rs`.
+pub fn verify_loaded(kernel: &dyn Backend, rs: &Ruleset) -> Result<Applied, BackendError> {
+    let expected = rs.fingerprint();
     let found = kernel.fingerprint()?;
     if found.as_deref() == Some(expected.as_str()) {
         Ok(Applied {
@@ -221,7 +222,7 @@ pub fn sync(
     if let Err(e) = kernel.patch_static(new, &changes) {
         return full(format!("the kernel refused the set update ({e})"));
     }
-    let a = verify(kernel, new.fingerprint())?;
+    let a = verify_loaded(kernel, new)?;
     Ok(Synced {
         fingerprint: a.fingerprint,
         incremental: true,

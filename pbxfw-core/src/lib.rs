@@ -62,8 +62,8 @@ mod responsive;
 mod safety;
 
 pub use backend::{
-    apply, full_apply_reason, static_changes, sync, Applied, ApplyOptions, Backend, BackendError,
-    Element, ElementStatus, Op, RuleCounter, SetStatus, SetUpdate, Status, Synced,
+    apply, full_apply_reason, static_changes, sync, verify_loaded, Applied, ApplyOptions, Backend,
+    BackendError, Element, ElementStatus, Op, RuleCounter, SetStatus, SetUpdate, Status, Synced,
     MAX_TIMEOUT_SECS,
 };
 pub use compile::{compile, names, subtract, DYNAMIC_SET_SIZE};

@@ -13,7 +13,7 @@
 use std::net::IpAddr;
 
 use pbxfw_core::BackendError;
-use pbxfw_core::{Action, Machine, MachineConfig as Config};
+use pbxfw_core::{Action, Machine};
 use pbxfw_runtime::actions::carry_out as carry_out_in;
 use pbxfw_runtime::policy::Format;
 use pbxfw_runtime::render::Target;
@@ -309,14 +309,15 @@ fn confirm(py: Python<'_>) -> PyResult<String> {
         .map_err(|e| error(py, e, None, false))
 }
 
-/// Go back now to the ruleset before an `apply(confirm=…)`. Says what happened; `UsageError`
-/// when nothing waits for confirmation.
+/// Go back now to the ruleset before an `apply(confirm=…)`, on the backend that apply used
+/// (naming another is refused). Says what happened; `UsageError` when nothing waits for
+/// confirmation.
 #[pyfunction]
-#[pyo3(signature = (backend = "nft"))]
-fn rollback(py: Python<'_>, backend: &str) -> PyResult<String> {
-    let backend = backend_named(py, backend)?;
+#[pyo3(signature = (backend = None))]
+fn rollback(py: Python<'_>, backend: Option<&str>) -> PyResult<String> {
+    let backend = backend.map(|b| backend_named(py, b)).transpose()?;
     py.detach(move || pbxfw_runtime::rollback(backend))
-        .map_err(|e| error(py, e, Some(backend), false))
+        .map_err(|e| error(py, e, backend, false))
 }
 
 /// What is loaded and what the host keeps about it, as `pbxfw status --format json` prints it:
@@ -428,7 +429,7 @@ impl Responsive {
     #[new]
     fn new(policy: &Policy) -> Responsive {
         Responsive {
-            machine: Machine::new(Config::from_policy(&policy.loaded.policy)),
+            machine: Machine::new(pbxfw_runtime::machine_config(&policy.loaded.policy)),
         }
     }
 
@@ -438,7 +439,7 @@ impl Responsive {
     fn restore(py: Python<'_>, policy: &Policy, snapshot: &str) -> PyResult<Responsive> {
         let mut machine =
             Machine::restore(snapshot).map_err(|e| raise(py, "StateError", (e.to_string(),)))?;
-        machine.reconfigure(Config::from_policy(&policy.loaded.policy));
+        machine.reconfigure(pbxfw_runtime::machine_config(&policy.loaded.policy));
         Ok(Responsive { machine })
     }
 

@@ -3,9 +3,11 @@ API (from C and from PHP) and Python gives the same refusals, the same results a
 byte-identical status JSON (timestamps aside).
 
 The sequence, each front end in a network namespace and state directories of its own:
-an apply that would cut off an administrator (refused, nothing loaded), a plain apply, an
-apply waiting for confirmation, a second one (refused: one is waiting), status, rollback,
-status, and a confirm with nothing to confirm.
+an apply that would cut off an administrator named by the caller (refused, nothing loaded),
+the same for the SSH session in `$SSH_CONNECTION`, status, a plain apply, an apply waiting
+for confirmation, a second one and a plain one (both refused: one is waiting), status,
+rollback, status, and a confirm with nothing to confirm. Then the front ends share one host:
+what one applies with a confirmation, another confirms or rolls back.
 
 It needs the `pbxfw` program (`$PBXFW_BIN`), `libpbxfw.so` beside it, a C compiler and
 php-cli; scripts/python-test builds the first two.
@@ -43,12 +45,15 @@ pytestmark = pytest.mark.skipif(
 # One step: ("apply", policy, {"confirm": …, "admins": […]}) or ("confirm",), ("rollback",),
 # ("status",).
 Step = Tuple
+SSH = {"SSH_CONNECTION": "198.51.100.8 50022 10.99.0.1 22"}
 SEQUENCE: List[Step] = [
     ("apply", "a", {"admins": [ADMIN]}),
+    ("apply", "a", {}, SSH),
     ("status",),
     ("apply", "a", {}),
     ("apply", "b", {"confirm": 120}),
     ("apply", "b", {"confirm": 120}),
+    ("apply", "a", {}),
     ("status",),
     ("rollback",),
     ("status",),
@@ -115,7 +120,7 @@ class FrontEnd:
             capture_output=True,
             text=True,
             timeout=120,
-            env=env,
+            env=dict(env, **(step[3] if len(step) > 3 else {})),
         )
         return self.meaning(step, out)
 
@@ -219,18 +224,21 @@ def test_every_front_end_runs_the_same_sequence_the_same_way() -> None:
 
     cli = results["cli"]
     kinds = [k for k, _ in cli]
-    assert kinds == ["refused", "ok", "ok", "ok", "refused", "ok", "ok", "ok", "usage"], cli
+    assert kinds == [
+        "refused", "refused", "ok", "ok", "ok", "refused", "refused", "ok", "ok", "ok", "usage"
+    ], cli
     # The refusals say why, naming the session and the rule that would drop it.
     assert "lock the administrator out" in cli[0][1] and f"{ADMIN} (tcp/22" in cli[0][1], cli[0]
-    assert "waiting for confirmation" in cli[4][1], cli[4]
-    fp_a, fp_b = cli[2][1], cli[3][1]
+    assert "198.51.100.8 (tcp/22" in cli[1][1] and "SSH_CONNECTION" in cli[1][1], cli[1]
+    assert "waiting for confirmation" in cli[5][1] and "waiting for confirmation" in cli[6][1]
+    fp_a, fp_b = cli[3][1], cli[4][1]
     assert fp_a != fp_b
-    assert cli[6][1] == f"rolled back ruleset {fp_b}: ruleset {fp_a} is back"
-    pending = json.loads(cli[5][1])
+    assert cli[8][1] == f"rolled back ruleset {fp_b}: ruleset {fp_a} is back"
+    pending = json.loads(cli[7][1])
     assert pending["fingerprint"] == fp_b and pending["pending_confirmation"]["fingerprint"] == fp_b
-    after = json.loads(cli[7][1])
+    after = json.loads(cli[9][1])
     assert after["fingerprint"] == fp_a and after["pending_confirmation"] is None
-    assert json.loads(cli[1][1])["loaded"] is False
+    assert json.loads(cli[2][1])["loaded"] is False
 
     for name in ("c", "php", "python"):
         got = results[name]
@@ -246,3 +254,50 @@ def test_every_front_end_runs_the_same_sequence_the_same_way() -> None:
                 ), where
             else:
                 assert normalised_status(mine[1]) == normalised_status(theirs[1]), where
+
+
+@pytest.mark.skipif(
+    not (BIN.is_file() and (LIB_DIR / "libpbxfw.so").is_file() and shutil.which("php") and shutil.which("cc")),
+    reason="needs the pbxfw program, libpbxfw.so, php-cli and cc (scripts/python-test)",
+)
+def test_what_one_front_end_applies_another_confirms_or_rolls_back() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = pathlib.Path(d)
+        (tmp / "a.toml").write_text(POLICY_A)
+        (tmp / "b.toml").write_text(POLICY_B)
+        by = {fe.name: fe for fe in front_ends(tmp)}
+        files = {"a": str(tmp / "a.toml"), "b": str(tmp / "b.toml")}
+        for sub in ("state", "run"):
+            (tmp / sub).mkdir()
+        env = dict(
+            os.environ,
+            PBXFW_STATE_DIR=str(tmp / "state"),
+            PBXFW_RUN_DIR=str(tmp / "run"),
+            PBXFW_LOCK_FILE=str(tmp / "no-lock"),
+            PBXFW_BIN=str(BIN),
+        )
+        env.pop("SSH_CONNECTION", None)
+        ns = f"pbxfw-par-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        try:
+            steps = [
+                ("cli", ("apply", "a", {})),
+                ("php", ("apply", "b", {"confirm": 120})),
+                ("cli", ("confirm",)),
+                ("python", ("apply", "a", {"confirm": 120})),
+                ("c", ("rollback",)),
+                ("c", ("apply", "a", {"confirm": 120})),
+                ("python", ("confirm",)),
+                ("python", ("status",)),
+            ]
+            got = [(who, by[who].run(ns, env, step, files)) for who, step in steps]
+        finally:
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+    kinds = [g[1][0] for g in got]
+    assert kinds == ["ok"] * len(steps), got
+    fp_a, fp_b = got[0][1][1], got[1][1][1]
+    assert fp_b in got[2][1][1], "the command line confirmed what PHP applied"
+    assert got[4][1][1] == f"rolled back ruleset {fp_a}: ruleset {fp_b} is back", got[4]
+    assert fp_a in got[6][1][1], "Python confirmed what C applied"
+    final = json.loads(got[7][1][1])
+    assert final["fingerprint"] == fp_a and final["pending_confirmation"] is None

@@ -508,3 +508,73 @@ def test_carry_out_bans_and_lifts_by_role(netns: str) -> None:
     assert got["lifted"]["failures"] == [], got
     assert got["after"]["ban4"] == 0, got
     assert got["bad"] and "actions" in got["bad"]
+
+
+PBXFW_BIN = pathlib.Path(
+    os.environ.get("PBXFW_BIN", ROOT / "target" / "debug" / "pbxfw")
+)
+needs_bin = pytest.mark.skipif(
+    not PBXFW_BIN.is_file(), reason="needs the pbxfw program (scripts/python-test builds it)"
+)
+
+
+@kernel
+@needs_bin
+def test_a_rollback_runs_on_the_backend_the_apply_used(netns: str) -> None:
+    got = in_netns(
+        netns,
+        f"""
+        import json, os, pbxfw
+        os.environ["PBXFW_BIN"] = {str(PBXFW_BIN)!r}
+        p = pbxfw.Policy.from_toml({SMALL!r})
+        pbxfw.apply(p, "iptables-nft", confirm=120)
+        try:
+            pbxfw.rollback("nft")
+            other = None
+        except pbxfw.UsageError as e:
+            other = str(e)
+        still = pbxfw.status("iptables-nft")["pending_confirmation"] is not None
+        done = pbxfw.rollback()
+        print(json.dumps(dict(other=other, still=still, done=done,
+                              loaded=pbxfw.status("iptables-nft")["loaded"])))
+        """,
+    )
+    assert "iptables-nft" in got["other"], got
+    assert got["still"] is True, "a refused rollback takes nothing"
+    assert "removed" in got["done"], got
+    assert got["loaded"] is False
+
+
+@kernel
+@needs_bin
+def test_an_apply_without_a_rollback_timer_is_refused(netns: str, tmp_path: pathlib.Path) -> None:
+    # A copy of pbxfw others may write: the timer would run it as root later, so it is not
+    # trusted; a program that does not exist cannot time anything. Neither apply changes
+    # anything.
+    loose = tmp_path / "pbxfw"
+    loose.write_bytes(PBXFW_BIN.read_bytes())
+    loose.chmod(0o775)
+    got = in_netns(
+        netns,
+        f"""
+        import json, os, pbxfw
+        p = pbxfw.Policy.from_toml({SMALL!r})
+        out = {{}}
+        for name, program in [("missing", "/nonexistent/pbxfw"), ("loose", {str(loose)!r}),
+                              ("relative", "pbxfw")]:
+            os.environ["PBXFW_BIN"] = program
+            try:
+                pbxfw.apply(p, confirm=120)
+                out[name] = None
+            except OSError as e:
+                out[name] = str(e)
+        st = pbxfw.status()
+        out["loaded"] = st["loaded"]
+        out["pending"] = st["pending_confirmation"]
+        print(json.dumps(out))
+        """,
+    )
+    assert got["missing"] and "nonexistent" in got["missing"], got
+    assert got["loose"] and "writable" in got["loose"], got
+    assert got["relative"] and "absolute" in got["relative"], got
+    assert got["loaded"] is False and got["pending"] is None, got

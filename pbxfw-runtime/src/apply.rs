@@ -38,15 +38,27 @@ pub struct ApplyOutcome {
     /// With a confirmation: when it is rolled back unless confirmed (Unix milliseconds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rolled_back_at_ms: Option<u64>,
+    /// What could not be kept on the host after the ruleset was loaded (the applied record,
+    /// the discovery for `status`): the ruleset is loaded and verified all the same.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Apply `loaded`: refused (and nothing changes) when it would cut off a session the request
-/// comes from, when an apply is waiting for confirmation (with `confirm`), or when the custom
-/// rules file is not root's alone.
+/// comes from, when an apply is waiting for confirmation (its timer would undo this one), or
+/// when the custom rules file is not root's alone. A confirmation left waiting past its
+/// deadline (nothing watched it) is rolled back first.
 pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
     let sessions = crate::safety::sessions(&req.admins, &loaded.policy);
     if !req.force {
         crate::safety::check_lockout(&loaded.ruleset, &sessions)?;
+    }
+    crate::safety::overdue()?;
+    if let Some(p) = crate::safety::pending()? {
+        return Err(Refusal::PendingConfirmation {
+            fingerprint: p.fingerprint,
+        }
+        .into());
     }
     // The daemon never bans the sessions an apply came from.
     let from: Vec<IpAddr> = sessions
@@ -60,9 +72,10 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
         custom: crate::safety::custom_rules(req.backend.as_str())?,
         ..Default::default()
     };
-    let outcome = match req.confirm {
+    let mut warnings = Vec::new();
+    let mut outcome = match req.confirm {
         Some(secs) => {
-            let fingerprint = crate::safety::apply_with_confirm(
+            let (fingerprint, deadline_ms) = crate::safety::apply_with_confirm(
                 kernel.as_ref(),
                 req.backend.as_str(),
                 &loaded.ruleset,
@@ -73,22 +86,33 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
             ApplyOutcome {
                 fingerprint,
                 elapsed_ms: None,
-                rolled_back_at_ms: crate::safety::pending()?.map(|p| p.deadline_ms),
+                rolled_back_at_ms: Some(deadline_ms),
+                warnings: Vec::new(),
             }
         }
         None => {
             let started = std::time::Instant::now();
             let applied = pbxfw_core::apply(kernel.as_ref(), &loaded.ruleset, &opts)?;
             let elapsed = started.elapsed();
-            crate::safety::record_applied(req.backend.as_str(), &loaded.ruleset, &from)?;
+            if let Err(e) =
+                crate::safety::record_applied(req.backend.as_str(), &loaded.ruleset, &from)
+            {
+                warnings.push(format!(
+                    "{e}: a later `apply --confirm` is refused until an apply is recorded"
+                ));
+            }
             ApplyOutcome {
                 fingerprint: applied.fingerprint,
                 elapsed_ms: Some(elapsed.as_secs_f64() * 1000.0),
                 rolled_back_at_ms: None,
+                warnings: Vec::new(),
             }
         }
     };
-    crate::policy::record_discovery(loaded)?;
+    if let Err(e) = crate::policy::record_discovery(loaded) {
+        warnings.push(format!("{e}: `status` does not show this discovery"));
+    }
+    outcome.warnings = warnings;
     Ok(outcome)
 }
 
@@ -99,9 +123,10 @@ pub fn confirm() -> Result<String> {
     })
 }
 
-/// Go back now to the ruleset before an `apply --confirm`. Says what happened.
-pub fn rollback(backend: BackendName) -> Result<String> {
-    crate::safety::rollback(backend.open().as_ref(), None)
+/// Go back now to the ruleset before an `apply --confirm`, on the backend that apply used.
+/// Naming another backend is refused, and nothing is taken. Says what happened.
+pub fn rollback(backend: Option<BackendName>) -> Result<String> {
+    crate::safety::rollback(None, backend)
 }
 
 /// Remove everything pbxfw owns (refused while the lock file exists). Returns whether anything

@@ -371,8 +371,10 @@ fn applied_sessions() -> Vec<Protected> {
         .collect()
 }
 
-/// The machine's configuration for `policy`, with the sessions that applied it protected.
-fn machine_config(policy: &ValidPolicy) -> Config {
+/// The machine's configuration for `policy`, with the sessions that applied it protected: the
+/// daemon's, and the one an embedder's machine gets (`pbxfw_responsive_new`,
+/// `pbxfw.Responsive`), so that no machine bans the administrator who applied the policy.
+pub fn machine_config(policy: &ValidPolicy) -> Config {
     let mut c = Config::from_policy(policy);
     c.protected.extend(applied_sessions());
     c
@@ -609,7 +611,7 @@ fn run(
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     // An apply left unconfirmed across a restart or reboot is rolled back first.
-    match crate::safety::overdue(kernel) {
+    match crate::safety::overdue() {
         Ok(Some(msg)) => ctx.log(&[("event", "rollback".into()), ("detail", msg)]),
         Ok(None) => {}
         Err(e) => ctx.log(&[("error", "rollback".into()), ("detail", e.to_string())]),
@@ -813,6 +815,10 @@ fn run(
             let started = Instant::now();
             if let Err(e) = save_state(state, &machine, &files, &counters) {
                 ctx.log(&[("error", "state".into()), ("detail", e.to_string())]);
+                // The last write, when stopping: its failure is the caller's to know.
+                if ended {
+                    return Err(Error::io(state, e));
+                }
             }
             // A large state takes a while to write: never spend more than a fifth of the
             // time writing it.

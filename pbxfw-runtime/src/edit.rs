@@ -10,7 +10,7 @@ use pbxfw_core::Prefix;
 use serde::Serialize;
 
 use crate::backends::BackendName;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::policy_file::Doc;
 
 /// What an edit did to the kernel.
@@ -82,25 +82,40 @@ pub fn edit(
         )),
         e => e,
     })?;
+    // Checked before the file changes: an apply waiting for confirmation would be undone by
+    // its timer (and this edit with it), and a custom rules file anyone could write is refused.
+    if let Some(p) = crate::safety::pending()? {
+        return Err(Refusal::PendingConfirmation {
+            fingerprint: p.fingerprint,
+        }
+        .into());
+    }
+    let opts = ApplyOptions {
+        custom: crate::safety::custom_rules(backend.as_str())?,
+        ..Default::default()
+    };
     crate::policy_file::write_atomic(Path::new(path), &edited).map_err(|e| Error::io(path, e))?;
+    // From here on the file is changed: a kernel failure says so.
+    let after = |what: &str, e: pbxfw_core::BackendError| {
+        Error::Backend(pbxfw_core::BackendError::Kernel(format!(
+            "the policy file is updated, but the kernel {what}: {e}"
+        )))
+    };
     let kernel = backend.open();
-    if kernel.fingerprint()?.is_none() {
-        return Ok(EditOutcome {
-            file: path.to_string(),
-            summary,
-            kernel: KernelChange::NotLoaded,
-        });
+    match kernel.fingerprint() {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Ok(EditOutcome {
+                file: path.to_string(),
+                summary,
+                kernel: KernelChange::NotLoaded,
+            })
+        }
+        Err(e) => return Err(after("cannot be read", e)),
     }
     let started = std::time::Instant::now();
-    let synced = pbxfw_core::sync(
-        kernel.as_ref(),
-        &old.ruleset,
-        &new.ruleset,
-        &ApplyOptions {
-            custom: crate::safety::custom_rules(backend.as_str())?,
-            ..Default::default()
-        },
-    )?;
+    let synced = pbxfw_core::sync(kernel.as_ref(), &old.ruleset, &new.ruleset, &opts)
+        .map_err(|e| after("was not", e))?;
     let kernel = if synced.incremental {
         KernelChange::Elements {
             added: synced.added,

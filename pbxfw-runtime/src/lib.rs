@@ -43,7 +43,7 @@ pub use actions::{carry_out, CarriedOut};
 pub use apply::{apply, confirm, disable, rollback, ApplyOutcome, ApplyRequest};
 pub use backends::BackendName;
 pub use context::Context;
-pub use daemon::{Daemon, DaemonConfig, Handle, Sources};
+pub use daemon::{machine_config, Daemon, DaemonConfig, Handle, Sources};
 pub use error::{Error, Refusal, Result};
 pub use policy::{load, load_text, Loaded};
 pub use safety::Admin;

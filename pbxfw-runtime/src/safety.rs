@@ -283,7 +283,7 @@ pub fn apply_with_confirm(
     opts: &ApplyOptions,
     seconds: u64,
     sessions: &[IpAddr],
-) -> Result<String> {
+) -> Result<(String, u64)> {
     if let Some(p) = pending()? {
         return Err(Refusal::PendingConfirmation {
             fingerprint: p.fingerprint,
@@ -306,9 +306,10 @@ pub fn apply_with_confirm(
         None => Vec::new(),
     };
     let id = format!("{}-{}", std::process::id(), now_ms());
+    let deadline_ms = now_ms() + seconds * 1000;
     let p = Pending {
         id: id.clone(),
-        deadline_ms: now_ms() + seconds * 1000,
+        deadline_ms,
         backend: backend_arg.into(),
         fingerprint: rs.fingerprint(),
         previous,
@@ -323,13 +324,16 @@ pub fn apply_with_confirm(
         let _ = state::remove(&pending_path());
         return Err(e);
     }
-    if let Err(e) = pbxfw_core::apply(kernel, rs, opts) {
-        // The timer finds no pending confirmation and ends.
+    if let Err(e) = kernel.load(rs, opts) {
+        // Nothing changed: the timer finds no pending confirmation and ends.
         let _ = state::remove(&pending_path());
         return Err(e.into());
     }
+    // Loaded: from here on the timer stays, whatever happens, so that an unconfirmed ruleset
+    // is always rolled back.
+    pbxfw_core::verify_loaded(kernel, rs)?;
     record_applied(backend_arg, rs, sessions)?;
-    Ok(rs.fingerprint())
+    Ok((rs.fingerprint(), deadline_ms))
 }
 
 /// The IR text of an applied record, parsed.
@@ -345,33 +349,83 @@ fn parse_ir(ir: &str) -> Result<Ruleset> {
 
 /// The `pbxfw` program, which runs the rollback timer: `$PBXFW_BIN`, else this program if it
 /// is `pbxfw` (the command line), else the first of `/usr/bin/pbxfw`, `/usr/local/bin/pbxfw`
-/// and `pbxfw` on the `PATH`. A library front end (PHP, Python) finds the installed one.
-pub fn pbxfw_program() -> Option<PathBuf> {
+/// and `pbxfw` in the absolute directories of `$PATH`. A library front end (PHP, Python)
+/// finds the installed one. The program runs as root later on: only an absolute path to a
+/// file owned by root and writable by nobody else is taken ([`trusted_program`]).
+pub fn pbxfw_program() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("PBXFW_BIN").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
+        return trusted_program(Path::new(&p));
     }
     if let Ok(me) = std::env::current_exe() {
         if me.file_name().is_some_and(|n| n == "pbxfw") {
-            return Some(me);
+            return trusted_program(&me);
         }
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     ["/usr/bin", "/usr/local/bin"]
         .iter()
         .map(PathBuf::from)
-        .chain(std::env::split_paths(&path))
+        .chain(std::env::split_paths(&path).filter(|d| d.is_absolute()))
         .map(|d| d.join("pbxfw"))
         .find(|p| p.is_file())
+        .map_or_else(
+            || {
+                Err(Error::io(
+                    "pbxfw",
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no pbxfw program to run the rollback timer (set PBXFW_BIN, or install pbxfw)",
+                    ),
+                ))
+            },
+            |p| trusted_program(&p),
+        )
 }
 
-/// Start `pbxfw rollback --when-due ID` in a session of its own (`setsid -f`): it outlives this
-/// process, even one killed with SIGKILL.
-fn spawn_timer(backend: &str, id: &str) -> Result<()> {
-    let exe = pbxfw_program().ok_or_else(|| {
-        Error::Usage(
-            "no pbxfw program to run the rollback timer (set PBXFW_BIN, or install pbxfw)".into(),
+/// `path`, canonical, if it is absolute and a regular file that root owns and only root may
+/// write (as for the custom rules file: the timer runs it with this process's rights).
+pub fn trusted_program(path: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| {
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, why),
         )
-    })?;
+    };
+    if !path.is_absolute() {
+        return Err(refuse(
+            "the rollback timer's program must be an absolute path".into(),
+        ));
+    }
+    let real = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+    let meta = std::fs::metadata(&real).map_err(|e| Error::io(&real, e))?;
+    if !meta.is_file() || meta.mode() & 0o111 == 0 {
+        return Err(refuse("not an executable file".into()));
+    }
+    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(refuse(format!(
+            "must be owned by root and not writable by group or others (uid {}, mode {:o})",
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(real)
+}
+
+/// The file a rollback timer creates when it runs: the apply waits for it, so an apply with a
+/// confirmation never goes ahead without a timer that will undo it.
+fn armed_path(id: &str) -> PathBuf {
+    dirs::state_dir().join(format!("rollback-timer.{id}"))
+}
+
+/// How long an apply waits for its timer to say it runs.
+const ARMING: Duration = Duration::from_secs(10);
+
+/// Start `pbxfw rollback --when-due ID` in a session of its own (`setsid -f`): it outlives this
+/// process, even one killed with SIGKILL. Returns once the timer runs (it created its armed
+/// file); `setsid -f` itself says nothing of whether the program started.
+fn spawn_timer(backend: &str, id: &str) -> Result<()> {
+    let exe = pbxfw_program()?;
     let log_path = dirs::state_dir().join("rollback.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -380,19 +434,27 @@ fn spawn_timer(backend: &str, id: &str) -> Result<()> {
         .map_err(|e| Error::io(&log_path, e))?;
     let status = std::process::Command::new("setsid")
         .arg("-f")
-        .arg(exe)
+        .arg(&exe)
         .args(["rollback", "--backend", backend, "--when-due", id])
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(|e| Error::io(&log_path, e))?)
         .stderr(log)
         .status()
         .map_err(|e| Error::io("setsid", e))?;
-    if !status.success() {
-        return Err(Error::Usage(
-            "cannot start the rollback timer (setsid failed)".into(),
-        ));
+    let started = std::time::Instant::now();
+    while status.success() && started.elapsed() < ARMING {
+        if armed_path(id).exists() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(())
+    Err(Error::io(
+        &exe,
+        std::io::Error::other(format!(
+            "the rollback timer did not start (see {})",
+            log_path.display()
+        )),
+    ))
 }
 
 /// Take the pending confirmation for this process alone (rename it away). `None` when there is
@@ -418,8 +480,11 @@ pub fn confirm() -> Result<Option<String>> {
     Ok(claim(None)?.map(|p| p.fingerprint))
 }
 
-/// Put back what `p` says was there before.
-fn roll_back(kernel: &dyn Backend, p: &Pending) -> Result<String> {
+/// Put back what `p` says was there before, on the backend it was applied with.
+fn roll_back(p: &Pending) -> Result<String> {
+    let backend: crate::backends::BackendName = p.backend.parse()?;
+    let kernel = backend.open();
+    let kernel = kernel.as_ref();
     match &p.previous {
         None => {
             // pbxfw was not loaded: going back is removing it (whatever the lock file says: it
@@ -457,9 +522,39 @@ fn roll_back(kernel: &dyn Backend, p: &Pending) -> Result<String> {
     }
 }
 
+/// Removes a timer's armed file when the timer ends, however it ends.
+struct Armed(PathBuf);
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// `pbxfw rollback`: now (`when_due` None), or at the deadline of confirmation `id` unless it
-/// is confirmed first.
-pub fn rollback(kernel: &dyn Backend, when_due: Option<&str>) -> Result<String> {
+/// is confirmed first. The rollback runs on the backend the apply was made with; a caller that
+/// names another (`expect`) is refused before anything is taken.
+pub fn rollback(
+    when_due: Option<&str>,
+    expect: Option<crate::backends::BackendName>,
+) -> Result<String> {
+    let _armed = match when_due {
+        Some(id) => {
+            let path = armed_path(id);
+            std::fs::write(&path, std::process::id().to_string())
+                .map_err(|e| Error::io(&path, e))?;
+            Some(Armed(path))
+        }
+        None => None,
+    };
+    if let (Some(want), Some(p)) = (expect, pending()?) {
+        if want.as_str() != p.backend {
+            return Err(Error::Usage(format!(
+                "the apply waiting for confirmation was made with the {} backend, not {want}",
+                p.backend
+            )));
+        }
+    }
     if let Some(id) = when_due {
         loop {
             match pending()? {
@@ -481,14 +576,14 @@ pub fn rollback(kernel: &dyn Backend, when_due: Option<&str>) -> Result<String> 
             )),
         };
     };
-    roll_back(kernel, &p).map(|m| format!("rolled back ruleset {}: {m}", p.fingerprint))
+    roll_back(&p).map(|m| format!("rolled back ruleset {}: {m}", p.fingerprint))
 }
 
 /// A pending confirmation whose deadline passed while nothing watched it (a reboot): roll it
-/// back. Used by `pbxfw boot` and the daemon at start.
-pub fn overdue(kernel: &dyn Backend) -> Result<Option<String>> {
+/// back, on the backend it was applied with. Used by `pbxfw boot` and the daemon at start.
+pub fn overdue() -> Result<Option<String>> {
     match pending()? {
-        Some(p) if now_ms() >= p.deadline_ms => rollback(kernel, None).map(Some),
+        Some(p) if now_ms() >= p.deadline_ms => rollback(None, None).map(Some),
         _ => Ok(None),
     }
 }
@@ -555,7 +650,7 @@ pub fn boot(
         let _ = std::fs::remove_file(marker_path());
         log(&[("event", "safe_mode_over")]);
     }
-    let overdue = overdue(kernel).unwrap_or_else(|e| {
+    let overdue = overdue().unwrap_or_else(|e| {
         // Kept aside, so that a later apply or rollback is not refused by it.
         let mut aside = pending_path().into_os_string();
         aside.push(".damaged");

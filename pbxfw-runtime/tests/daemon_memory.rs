@@ -63,14 +63,20 @@ fn sip_from(addr: &str) -> Packet {
 struct Bed {
     _dir: tempfile::TempDir,
     config: DaemonConfig,
+    // The host's state directories are process-wide (environment variables): one test at a
+    // time.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
+static SERIAL: Mutex<()> = Mutex::new(());
+
 fn bed() -> Bed {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("pbxfw.toml");
     std::fs::write(&policy, POLICY).unwrap();
     // What the runtime keeps on the host (the applied record, pending confirmations) goes
-    // here, not to /var/lib/pbxfw. This test is the only one of its process.
+    // here, not to /var/lib/pbxfw.
     std::env::set_var("PBXFW_STATE_DIR", dir.path().join("state"));
     std::env::set_var("PBXFW_RUN_DIR", dir.path().join("run"));
     let config = DaemonConfig {
@@ -82,7 +88,11 @@ fn bed() -> Bed {
         backend: pbxfw_runtime::BackendName::Nft,
         dns: Default::default(),
     };
-    Bed { _dir: dir, config }
+    Bed {
+        _dir: dir,
+        config,
+        _serial: serial,
+    }
 }
 
 /// Run a daemon on `kernel` while `feed` hands it events; stop it and return its log.
@@ -156,12 +166,24 @@ fn events_become_bans_registrations_and_verdicts_without_a_kernel() {
     let phone = kernel.decide(&sip_from("198.51.100.7")).unwrap();
     assert_eq!(phone.verdict.to_string(), "accept", "{phone:?}");
 
-    // The state was written on stop; the timeout the kernel got runs from the daemon's clock.
+    // The state was written on stop; the timeout the kernel got runs from the daemon's clock
+    // (the test's, years away from the wall clock): exactly the logged `until` minus T0.
     let state = std::fs::read_to_string(&bed.config.state).unwrap();
     assert!(
         state.contains("\"events\":46") || state.contains("\"events\": 46"),
         "{state}"
     );
+    let until: u64 = log
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("pbxfw: action=ban source=203.0.113.9 until=")
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(|u| u.parse().unwrap())
+        })
+        .expect("the ban is logged with its end");
     let ttl = kernel
         .status()
         .unwrap()
@@ -172,7 +194,7 @@ fn events_become_bans_registrations_and_verdicts_without_a_kernel() {
         .elements[0]
         .expires_in
         .unwrap();
-    assert!(ttl > 0 && ttl <= 365 * 86_400, "{ttl}");
+    assert_eq!(ttl, until - T0);
 
     // The table created anew (every element lost): a restarted daemon puts the ban and the
     // registration back from its state.
@@ -203,4 +225,41 @@ fn events_become_bans_registrations_and_verdicts_without_a_kernel() {
         "an expired registration stays gone"
     );
     assert_eq!(kernel.elements("ban4"), bans, "the ban is back again");
+}
+
+#[test]
+fn the_session_that_applied_the_policy_is_never_banned_by_any_machine() {
+    let bed = bed();
+    let kernel = Memory::new();
+    let loaded = pbxfw_runtime::load(bed.config.policy.as_deref()).unwrap();
+    apply(&kernel, &loaded.ruleset, &ApplyOptions::default()).unwrap();
+    // As `apply` records it: applied from 198.51.100.44 (a web front end's client, say).
+    pbxfw_runtime::safety::record_applied(
+        "nft",
+        &loaded.ruleset,
+        &["198.51.100.44".parse().unwrap()],
+    )
+    .unwrap();
+    // An embedder's machine (C, PHP, Python build theirs with this) protects it too.
+    let mut machine = pbxfw_core::Machine::new(pbxfw_runtime::machine_config(&loaded.policy));
+    let mut actions = Vec::new();
+    for i in 0..10 {
+        actions.extend(machine.on_event(&scanner("198.51.100.44", 400 + i), T0));
+    }
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, pbxfw_core::Action::Ban { .. })),
+        "{actions:?}"
+    );
+    let clock = Arc::new(ManualClock::at(T0));
+    run_daemon(&bed.config, &kernel, &clock, |h| {
+        for i in 0..10 {
+            h.event(scanner("198.51.100.44", 500 + i)).unwrap();
+        }
+    });
+    assert!(
+        kernel.elements("ban4").is_empty(),
+        "the daemon did not ban it either"
+    );
 }

@@ -118,8 +118,9 @@ def apply(
 def confirm() -> str:
     """Keep the ruleset an ``apply(confirm=…)`` loaded; returns its fingerprint."""
 
-def rollback(backend: str = "nft") -> str:
-    """Go back now to the ruleset before an ``apply(confirm=…)``; says what happened."""
+def rollback(backend: Optional[str] = None) -> str:
+    """Go back now to the ruleset before an ``apply(confirm=…)``, on the backend it used
+    (naming another is refused); says what happened."""
 
 def status(backend: str = "nft") -> Dict[str, Any]:
     """As ``pbxfw status --format json``: ``backend``, ``loaded``, ``fingerprint``, ``sets``,
