@@ -42,11 +42,11 @@ typedef enum {
    */
   PBXFW_ERR_UNSUPPORTED = 6,
   /*
-   The kernel refused the change or could not be reached; it holds what it held before.
+   The kernel refused the change or could not be reached (a refused load changes nothing).
    */
   PBXFW_ERR_KERNEL = 7,
   /*
-   A responsive-state snapshot cannot be read.
+   A responsive-state snapshot, or a state file pbxfw keeps, cannot be read.
    */
   PBXFW_ERR_STATE = 8,
   /*
@@ -225,9 +225,11 @@ pbxfw_result pbxfw_policy_explain(const pbxfw_policy *policy,
  text: none): `{"confirm": seconds, "admins": ["198.51.100.7", "198.51.100.7:443"], "force":
  false, "counters": false}`; with `confirm`, the ruleset is rolled back after that many
  seconds unless [`pbxfw_kernel_confirm`] comes first (the timer is a `pbxfw rollback`
- process: `$PBXFW_BIN`, else `pbxfw` beside the program or in `$PATH`). `*out` is JSON
+ process: `$PBXFW_BIN`, else the installed `pbxfw`, root's alone; the apply waits until it
+ runs, and without one it is refused with `PBXFW_ERR_IO`). `*out` is JSON
  `{"fingerprint": …, "elapsed_ms": …}` or, with `confirm`, `{"fingerprint": …,
- "rolled_back_at_ms": …}`. On any error the kernel holds what it held before.
+ "rolled_back_at_ms": …}`, with `warnings` when what the host keeps could not be written after
+ the load. A refusal, or a load the kernel refuses, changes nothing.
  */
 pbxfw_result pbxfw_kernel_apply(const pbxfw_policy *policy,
                                 const char *backend,

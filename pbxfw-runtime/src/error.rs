@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use pbxfw_core::BackendError;
 use pbxfw_core::Diagnostics;
 
-/// Why a procedure failed. In every case the kernel still holds what it held before.
+/// Why a procedure failed. Every refusal, and every failure before or of a load, leaves the
+/// kernel as it was; a failed verification after a load says so (`BackendError::Verify`).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The policy text could not be parsed (TOML or JSON syntax).

@@ -19,7 +19,8 @@ class ConfigError(PbxfwError, ValueError):
 
 
 class StateError(PbxfwError, ValueError):
-    """A responsive-state snapshot cannot be read (corrupt, or from a newer version)."""
+    """A responsive-state snapshot, or a state file pbxfw keeps (the applied record, a pending
+    confirmation), cannot be read (corrupt, or from a newer version)."""
 
 
 class UsageError(PbxfwError, ValueError):
@@ -53,7 +54,8 @@ class BackendError(PbxfwError):
 
 
 class ApplyError(BackendError):
-    """An apply failed; the kernel still holds what it held before. ``stage`` is ``check``,
+    """An apply failed. At ``check`` and ``load`` nothing changed; at ``verify`` the kernel
+    holds something other than what was asked. ``stage`` is ``check``,
     ``load`` or ``verify``."""
 
     def __init__(self, message: str, backend: str, kind: str, stage: str) -> None:
