@@ -171,7 +171,7 @@ pbxfw_result pbxfw_policy_parse(const char *text,
  `{"policy": fragment, "origins": [{path, origin, what}], "notes": [...], "files": [...],
  "dir": dir}`. The fragment has the shape of a policy. A policy whose `pbx.discover` names
  the directory gets this merged by [`pbxfw_policy_parse`] already. A directory without any
- Asterisk file gives `PBXFW_ERR_ARGUMENT`.
+ Asterisk file gives `PBXFW_ERR_IO` (as `pbxfw discover` exits 3).
  */
 pbxfw_result pbxfw_discover(const char *dir, size_t len, pbxfw_buf *out, pbxfw_error **err);
 

@@ -391,7 +391,7 @@ pub extern "C" fn pbxfw_policy_parse(
 /// `{"policy": fragment, "origins": [{path, origin, what}], "notes": [...], "files": [...],
 /// "dir": dir}`. The fragment has the shape of a policy. A policy whose `pbx.discover` names
 /// the directory gets this merged by [`pbxfw_policy_parse`] already. A directory without any
-/// Asterisk file gives `PBXFW_ERR_ARGUMENT`.
+/// Asterisk file gives `PBXFW_ERR_IO` (as `pbxfw discover` exits 3).
 #[no_mangle]
 pub extern "C" fn pbxfw_discover(
     dir: *const c_char,
@@ -401,17 +401,12 @@ pub extern "C" fn pbxfw_discover(
 ) -> pbxfw_result {
     guard(err, || {
         check_out(out, "out")?;
-        let d = self::text(dir, len, "dir")?;
-        let found = pbxfw_host::asterisk::Dir::new(d).discover();
-        if found.files.is_empty() {
-            return Err(Failure::new(
-                PBXFW_ERR_ARGUMENT,
-                format!("{d}: no Asterisk configuration found"),
-            ));
-        }
-        let mut doc = found.to_json();
-        doc["dir"] = d.into();
-        put(out, json_buf(&doc)?);
+        let d = std::path::Path::new(self::text(dir, len, "dir")?);
+        let found = pbxfw_runtime::policy::discover(d).map_err(failure)?;
+        put(
+            out,
+            json_buf(&pbxfw_runtime::policy::discovery_json(d, &found))?,
+        );
         Ok(())
     })
 }

@@ -781,21 +781,15 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             asterisk_dir,
             format,
         } => {
-            let found = pbxfw_host::asterisk::Dir::new(&asterisk_dir).discover();
-            if found.files.is_empty() {
-                return Err(Fail(
-                    exit::IO,
-                    format!(
-                        "{}: no Asterisk configuration found",
-                        asterisk_dir.display()
-                    ),
-                ));
-            }
+            let found = pbxfw_runtime::policy::discover(&asterisk_dir)?;
             match format {
                 DiscoverFormat::Toml => {
                     print!("{}", found.to_toml(&asterisk_dir.display().to_string()))
                 }
-                DiscoverFormat::Json => println!("{:#}", found.to_json()),
+                DiscoverFormat::Json => println!(
+                    "{:#}",
+                    pbxfw_runtime::policy::discovery_json(&asterisk_dir, &found)
+                ),
             }
             Ok(exit::OK)
         }

@@ -88,7 +88,13 @@ fn error(py: Python<'_>, e: Error, backend: Option<BackendName>, apply: bool) ->
         }
         Error::State(_) => raise(py, "StateError", (message,)),
         Error::Io { path, source } => {
-            PyOSError::new_err((source.raw_os_error().unwrap_or(0), message, path))
+            // An errno makes Python pick the subclass (`FileNotFoundError`, `PermissionError`).
+            let errno = source.raw_os_error().unwrap_or(match source.kind() {
+                std::io::ErrorKind::NotFound => 2,
+                std::io::ErrorKind::PermissionDenied => 13,
+                _ => 0,
+            });
+            PyOSError::new_err((errno, message, path))
         }
         Error::Usage(_) => raise(py, "UsageError", (message,)),
     }
@@ -390,20 +396,16 @@ fn carry_out<'py>(
 /// Read an Asterisk configuration directory and describe the ports, RTP/UDPTL ranges and
 /// trunks it implies: a dict with `policy` (a fragment in the policy's shape), `origins` (each
 /// item's `path`, `origin` as `file:line`, and `what`), `notes`, `files` and `dir`. A policy
-/// whose `pbx.discover` names the directory has this merged already. `ValueError` when the
-/// directory holds no Asterisk configuration.
+/// whose `pbx.discover` names the directory has this merged already. `FileNotFoundError` when
+/// the directory holds no Asterisk configuration.
 #[pyfunction]
 #[pyo3(signature = (dir = "/etc/asterisk"))]
 fn discover<'py>(py: Python<'py>, dir: &str) -> PyResult<Bound<'py, PyAny>> {
-    let found = py.detach(|| pbxfw_host::asterisk::Dir::new(dir).discover());
-    if found.files.is_empty() {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "{dir}: no Asterisk configuration found"
-        )));
-    }
-    let mut doc = found.to_json();
-    doc["dir"] = dir.into();
-    to_py(py, &doc)
+    let path = std::path::Path::new(dir);
+    let found = py
+        .detach(|| pbxfw_runtime::policy::discover(path))
+        .map_err(|e| error(py, e, None, false))?;
+    to_py(py, &pbxfw_runtime::policy::discovery_json(path, &found))
 }
 
 /// The responsive layer's state machine, without I/O: feed it security events, get back the

@@ -37,7 +37,8 @@ def test_discovery_from_an_asterisk_tree() -> None:
     assert found["policy"]["pbx"]["rtp"] == "10000-20000"
     origins = {o["path"]: o["origin"] for o in found["origins"]}
     assert origins["pbx.rtp"] == "rtp_additional.conf:11"
-    with pytest.raises(ValueError):
+    # As the command line (exit 3) and C (PBXFW_ERR_IO) say it.
+    with pytest.raises(FileNotFoundError, match="no Asterisk configuration"):
         pbxfw.discover(str(ROOT / "testdata" / "cases"))
     # A policy naming the directory gets the discovery merged, explicit entries winning.
     policy = pbxfw.Policy.from_toml(f'[pbx]\ndiscover = "{tree}"\nrtp = "12000-12999"\n')

@@ -551,8 +551,8 @@ impl Daemon {
         }
     }
 
-    /// Run on the configured backend until stopped (or, without a [`Handle`], until the event
-    /// sources all end, which they normally never do).
+    /// Run on the configured backend until a [`Handle`] stops it (without one, until the
+    /// process ends).
     pub fn run(self) -> Result<()> {
         let kernel = self.config.backend.open();
         self.run_on(kernel.as_ref())
@@ -578,7 +578,8 @@ impl Daemon {
     }
 }
 
-/// Run the daemon until the event sources all end (they normally never do).
+/// Run the daemon until a [`Handle`] stops it (without one, until the process ends: the
+/// hostname feed keeps the channel open even when every source has ended).
 ///
 /// `reload` reads the policy file again. Every tick the daemon compares the kernel's
 /// fingerprint with its own ruleset's; when an `apply` loaded another one and the policy file

@@ -123,6 +123,31 @@ pub fn load_policy(mut policy: Policy, name: &str) -> Result<Loaded> {
     })
 }
 
+/// What an Asterisk configuration directory implies (`pbxfw discover`, `pbxfw_discover`,
+/// `pbxfw.discover`). A directory holding no Asterisk file is an error (a wrong path, most
+/// likely), the same for every front end.
+pub fn discover(dir: &Path) -> Result<pbxfw_core::Discovery> {
+    let found = pbxfw_host::asterisk::Dir::new(dir).discover();
+    if found.files.is_empty() {
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no Asterisk configuration found",
+            ),
+        ));
+    }
+    Ok(found)
+}
+
+/// A discovery as the JSON every front end returns: `policy` (a fragment in the policy's
+/// shape), `origins`, `notes`, `files`, and `dir`.
+pub fn discovery_json(dir: &Path, found: &pbxfw_core::Discovery) -> serde_json::Value {
+    let mut doc = found.to_json();
+    doc["dir"] = dir.display().to_string().into();
+    doc
+}
+
 /// The state file holding the discovery of the last applied policy.
 pub fn discovery_path() -> std::path::PathBuf {
     pbxfw_host::dirs::state_dir().join("discovery.json")

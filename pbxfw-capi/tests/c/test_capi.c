@@ -250,7 +250,7 @@ static void test_responsive(void) {
   CHECK(pbxfw_responsive_on_event(r, reg, strlen(reg), 0, &a, NULL) == PBXFW_OK);
   CHECK(contains(&a, "\"action\":\"allow_registered\""));
   pbxfw_buf_free(&a);
-  const char *untimed = "{\"event\":\"registered\",\"source\":\"198.51.100.8\",\"account\":\"301\"}";
+  const char *untimed = "{\"event\":\"registered\",\"source\":\"198.51.100.8\",\"account\":\"301\",\"expires\":600}";
   /* Neither `now` nor `at`: the clock, as in Python. */
   CHECK(pbxfw_responsive_on_event(r, untimed, strlen(untimed), 0, &a, &err) == PBXFW_OK);
   CHECK(contains(&a, "\"action\":\"allow_registered\""));
@@ -347,7 +347,7 @@ static void test_discover(void) {
   pbxfw_buf_free(&b);
 
   static const char none[] = PBXFW_TESTDATA "/cases";
-  CHECK(pbxfw_discover(none, strlen(none), &b, &err) == PBXFW_ERR_ARGUMENT);
+  CHECK(pbxfw_discover(none, strlen(none), &b, &err) == PBXFW_ERR_IO);
   CHECK(b.ptr == NULL);
   CHECK(err != NULL && strstr(pbxfw_error_message(err), "no Asterisk configuration") != NULL);
   pbxfw_error_free(&err);
