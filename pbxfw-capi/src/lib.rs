@@ -671,19 +671,9 @@ pub extern "C" fn pbxfw_kernel_carry_out(
         let actions: Vec<Action> = serde_json::from_str(text(actions, actions_len, "actions")?)
             .map_err(|e| Failure::new(PBXFW_ERR_ARGUMENT, format!("actions: {e}")))?;
         let at = if now == 0 { self::now() } else { now };
-        let done = carry_out(backend.open().as_ref(), &p.loaded.ruleset, &actions, at);
-        if !done.failures.is_empty() {
-            let lines: Vec<String> = done.failures.iter().map(ToString::to_string).collect();
-            return Err(Failure::new(
-                PBXFW_ERR_KERNEL,
-                format!(
-                    "{} of {} set updates refused (the others were made):\n{}",
-                    done.failures.len(),
-                    done.failures.len() + done.updates,
-                    lines.join("\n")
-                ),
-            ));
-        }
+        let done = carry_out(backend.open().as_ref(), &p.loaded.ruleset, &actions, at)
+            .into_result()
+            .map_err(failure)?;
         if !out.is_null() {
             put(out, json_buf(&done)?);
         }

@@ -373,24 +373,10 @@ fn carry_out<'py>(
     let rs = &policy.loaded.ruleset;
     let at = now.unwrap_or_else(clock);
     let done = py.detach(move || carry_out_in(backend.open().as_ref(), rs, &actions, at));
-    if done.failures.is_empty() {
-        return to_py(py, &done);
+    match done.into_result() {
+        Ok(done) => to_py(py, &done),
+        Err(e) => Err(error(py, e, Some(backend), false)),
     }
-    let lines: Vec<String> = done.failures.iter().map(ToString::to_string).collect();
-    Err(raise(
-        py,
-        "BackendError",
-        (
-            format!(
-                "{} of {} set updates refused (the others were made):\n{}",
-                done.failures.len(),
-                done.failures.len() + done.updates,
-                lines.join("\n")
-            ),
-            backend.as_str(),
-            "kernel",
-        ),
-    ))
 }
 
 /// Read an Asterisk configuration directory and describe the ports, RTP/UDPTL ranges and

@@ -23,6 +23,23 @@ pub struct CarriedOut {
     pub failures: Vec<UpdateFailure>,
 }
 
+impl CarriedOut {
+    /// Itself when every update was made; else the error naming each refused one (the others
+    /// were made), as the bindings report it.
+    pub fn into_result(self) -> crate::Result<CarriedOut> {
+        if self.failures.is_empty() {
+            return Ok(self);
+        }
+        let lines: Vec<String> = self.failures.iter().map(ToString::to_string).collect();
+        Err(crate::Error::Backend(BackendError::Kernel(format!(
+            "{} of {} set updates refused (the others were made):\n{}",
+            self.failures.len(),
+            self.failures.len() + self.updates,
+            lines.join("\n")
+        ))))
+    }
+}
+
 /// One set update the kernel refused.
 #[derive(Debug, Serialize)]
 pub struct UpdateFailure {
