@@ -98,7 +98,7 @@ $hosts = array_map(fn ($t) => $t['protocol'] . ' ' . $t['host'], $found['policy'
 check(count($hosts) === 13 && in_array('iax 192.0.2.80', $hosts, true), 'discover: the trunks');
 check($found['policy']['pbx']['rtp'] === '10000-20000', 'discover: the RTP range');
 $e = raises(fn () => $pbxfw->discover(dirname(__DIR__, 3) . '/testdata/cases'));
-check($e?->getCode() === PbxfwException::ARGUMENT, 'discover: no Asterisk files');
+check($e?->getCode() === PbxfwException::IO, 'discover: no Asterisk files');
 $merged = $pbxfw->parsePolicy("[pbx]\ndiscover = \"$tree\"\n");
 $a = $merged->explain(['iface' => 'eth0', 'src' => '192.0.2.80', 'proto' => 'udp', 'dport' => 4569]);
 check($a['decided_by'] === 'trunk:branch-office', 'pbx.discover merges the trunks');
