@@ -1154,7 +1154,27 @@ fn print_explanation(e: &Explanation) {
     }
 }
 
+/// A reader that went away (`pbxfw compile | head -1`) ends the program quietly, with the
+/// status a shell gives a process killed by SIGPIPE (128 + 13), as `cat` and `nft` end: Rust
+/// ignores SIGPIPE, so writing to a closed pipe fails, and `println!` panics on the failure.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_broken_pipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -173,3 +173,35 @@ fn replay_reports_what_would_have_happened() {
         Some(3)
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    // Large enough that the output does not fit in a pipe's buffer.
+    let entries: Vec<String> = (1..30_000u32)
+        .map(|i| format!("\"10.{}.{}.{}\"", i >> 16 & 255, i >> 8 & 255, i & 255))
+        .collect();
+    let policy = format!(
+        "[interfaces]\neth0 = \"internet\"\n[blacklist]\nentries = [{}]\n",
+        entries.join(",")
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pbxfw"))
+        .args(["compile", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(policy.as_bytes())
+        .unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    assert!(first.starts_with(b"#!"));
+    drop(child.stdout.take()); // as `head -1` does
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141));
+    assert_eq!(text(&out.stderr), "", "no panic, no backtrace");
+}
