@@ -100,13 +100,13 @@ final class Pbxfw
      * backend, loaded, fingerprint, sets, counters, pending_confirmation, safe_mode, hostnames,
      * discovery, responsive, state_problems.
      */
-    public function status(string $backend = 'nft'): array
+    public function status(string $backend = ''): array
     {
         return self::decode($this->statusJson($backend));
     }
 
     /** The same as the JSON text itself, byte for byte what `pbxfw status --format json` prints. */
-    public function statusJson(string $backend = 'nft'): string
+    public function statusJson(string $backend = ''): string
     {
         return $this->text(fn ($buf, $err) => $this->ffi->pbxfw_kernel_status(
             $backend, strlen($backend), $buf, $err
@@ -131,7 +131,7 @@ final class Pbxfw
     }
 
     /** Remove pbxfw's rules and sets from the kernel; whether anything was loaded. */
-    public function disable(string $backend = 'nft'): bool
+    public function disable(string $backend = ''): bool
     {
         $was = $this->ffi->new('bool');
         $this->call(fn ($err) => $this->ffi->pbxfw_kernel_disable(
@@ -270,7 +270,7 @@ final class PbxfwPolicy
      * fingerprint and elapsed_ms, or with `confirm` rolled_back_at_ms. A refusal is a
      * PbxfwException with code REFUSED; nothing changed.
      */
-    public function apply(string $backend = 'nft', array $options = []): array
+    public function apply(string $backend = '', array $options = []): array
     {
         $json = $options === [] ? '' : json_encode($options, JSON_THROW_ON_ERROR);
         return $this->pbxfw->json(fn ($buf, $err) => $this->pbxfw->ffi()->pbxfw_kernel_apply(
@@ -283,7 +283,7 @@ final class PbxfwPolicy
      * their grants) in the kernel, this policy being the applied one. `$now`: when they were
      * decided (0: now). Returns updates, elements and failures.
      */
-    public function carryOut(array $actions, string $backend = 'nft', int $now = 0): array
+    public function carryOut(array $actions, string $backend = '', int $now = 0): array
     {
         $json = json_encode($actions, JSON_THROW_ON_ERROR);
         return $this->pbxfw->json(fn ($buf, $err) => $this->pbxfw->ffi()->pbxfw_kernel_carry_out(

@@ -229,8 +229,12 @@ fn json_buf(value: &impl serde::Serialize) -> Result<pbxfw_buf, Failure> {
         .map_err(|e| Failure::new(PBXFW_ERR_PANIC, format!("cannot encode a result: {e}")))
 }
 
-/// Which kernel backend a caller names.
+/// Which kernel backend a caller names; the empty name: the one pbxfw last applied with, else
+/// nft.
 fn backend(name: &str) -> Result<BackendName, Failure> {
+    if name.is_empty() {
+        return Ok(BackendName::current());
+    }
     name.parse().map_err(failure)
 }
 

@@ -72,6 +72,18 @@ enum Backend {
     IptablesLegacy,
 }
 
+/// The backend a command acts on: the one asked for, else the one pbxfw last applied with (so
+/// that `status`, `disable` and the edits follow an `apply --backend iptables`), else nft.
+trait Chosen {
+    fn name(self) -> BackendName;
+}
+
+impl Chosen for Option<Backend> {
+    fn name(self) -> BackendName {
+        self.map_or_else(BackendName::current, Backend::name)
+    }
+}
+
 impl Backend {
     /// The runtime's name for it.
     fn name(self) -> BackendName {
@@ -163,9 +175,9 @@ enum BlacklistCmd {
         /// The policy file to edit.
         #[arg(long)]
         policy: Option<String>,
-        /// Backend.
-        #[arg(long, value_enum, default_value = "nft")]
-        backend: Backend,
+        /// Backend (default: the one pbxfw last applied with, else nft).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
     },
     /// Remove entries from the blacklist (policy file and kernel).
     Del {
@@ -175,9 +187,9 @@ enum BlacklistCmd {
         /// The policy file to edit.
         #[arg(long)]
         policy: Option<String>,
-        /// Backend.
-        #[arg(long, value_enum, default_value = "nft")]
-        backend: Backend,
+        /// Backend (default: the one pbxfw last applied with, else nft).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
     },
     /// List the blacklist of the policy file.
     List {
@@ -197,9 +209,9 @@ enum Command {
     Apply {
         /// Policy file (TOML or JSON).
         policy: Option<String>,
-        /// Backend.
-        #[arg(long, value_enum, default_value = "nft")]
-        backend: Backend,
+        /// Backend (default: the one pbxfw last applied with, else nft).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
         /// Add a counter to every rule (shown by `status`).
         #[arg(long)]
         counters: bool,
@@ -234,9 +246,9 @@ enum Command {
     Boot {
         /// Policy file (TOML or JSON).
         policy: Option<String>,
-        /// Backend.
-        #[arg(long, value_enum, default_value = "nft")]
-        backend: Backend,
+        /// Backend (default: the one pbxfw last applied with, else nft).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
         /// Never hold the rules back, whatever the boot history says.
         #[arg(long)]
         no_safe_mode: bool,
@@ -247,9 +259,9 @@ enum Command {
     /// Show what is loaded: fingerprint, sets, bans with remaining time, counters.
     #[command(after_help = AFTER_HELP)]
     Status {
-        /// Backend.
-        #[arg(long, value_enum, default_value = "nft")]
-        backend: Backend,
+        /// Backend (default: the one pbxfw last applied with, else nft).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
@@ -257,9 +269,9 @@ enum Command {
     /// Remove pbxfw's rules (its own table only) from the kernel.
     #[command(after_help = AFTER_HELP)]
     Disable {
-        /// Backend.
-        #[arg(long, value_enum, default_value = "nft")]
-        backend: Backend,
+        /// Backend (default: the one pbxfw last applied with, else nft).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
     },
     /// Edit the blacklist.
     #[command(subcommand, after_help = AFTER_HELP)]
@@ -272,9 +284,9 @@ enum Command {
         /// The policy file to edit.
         #[arg(long)]
         policy: Option<String>,
-        /// Backend.
-        #[arg(long, value_enum, default_value = "nft")]
-        backend: Backend,
+        /// Backend (default: the one pbxfw last applied with, else nft).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
     },
     /// Follow PBX security events and drive the responsive layer (bans, clamps, registrations).
     #[command(after_help = AFTER_HELP)]
@@ -317,9 +329,9 @@ enum Command {
         /// Seconds between housekeeping ticks.
         #[arg(long, default_value = "10")]
         tick: u64,
-        /// Backend.
-        #[arg(long, value_enum, default_value = "nft")]
-        backend: Backend,
+        /// Backend (default: the one pbxfw last applied with, else nft).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
         #[command(flatten)]
         dns: DnsArgs,
     },
@@ -329,9 +341,9 @@ enum Command {
     Resolve {
         /// Policy file (TOML or JSON).
         policy: Option<String>,
-        /// Backend.
-        #[arg(long, value_enum, default_value = "nft")]
-        backend: Backend,
+        /// Backend (default: the one pbxfw last applied with, else nft).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
         /// Only resolve and print; leave the kernel alone.
         #[arg(long)]
         dry_run: bool,
@@ -366,9 +378,9 @@ enum Command {
         /// The policy file to edit.
         #[arg(long)]
         policy: Option<String>,
-        /// Backend.
-        #[arg(long, value_enum, default_value = "nft")]
-        backend: Backend,
+        /// Backend (default: the one pbxfw last applied with, else nft).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
     },
     /// Print the ruleset a policy compiles to.
     #[command(after_help = AFTER_HELP)]

@@ -11,6 +11,7 @@ fn pbxfw(ns: &Netns, args: &[&str]) -> Output {
     Command::new("ip")
         .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_pbxfw")])
         .args(args)
+        .envs(ns.host_env())
         .env_remove("PBXFW_POLICY")
         .output()
         .unwrap()
@@ -167,8 +168,24 @@ fn iptables_backends_apply_edit_status_disable() {
         assert!(out.contains("1 element(s) added"), "{out}");
         let test = ns.exec(&["ipset", "test", "pbxfw_blacklist_hosts4", "192.0.2.99"]);
         assert!(test.status.success());
-        assert!(ok(&pbxfw(&ns, &["disable", b[0], b[1]])).contains("disabled"));
+        // Without --backend, every command follows the backend of the last apply.
+        let status = ok(&pbxfw(&ns, &["status", "--format", "json"]));
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(
+            (&v["backend"], &v["loaded"]),
+            (&"iptables".into(), &true.into())
+        );
+        let out = ok(&pbxfw(
+            &ns,
+            &["blacklist", "add", "192.0.2.98", "--policy", p],
+        ));
+        assert!(out.contains("1 element(s) added"), "{out}");
+        let test = ns.exec(&["ipset", "test", "pbxfw_blacklist_hosts4", "192.0.2.98"]);
+        assert!(test.status.success());
+        assert!(ok(&pbxfw(&ns, &["disable"])).contains("PBXFW chains"));
         assert!(ok(&pbxfw(&ns, &["status", b[0], b[1]])).contains("not loaded"));
+        let chains = ns.exec(&[&backend.replace("iptables", "iptables-save")]);
+        assert!(!String::from_utf8_lossy(&chains.stdout).contains("PBXFW"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

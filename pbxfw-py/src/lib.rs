@@ -100,9 +100,13 @@ fn error(py: Python<'_>, e: Error, backend: Option<BackendName>, apply: bool) ->
     }
 }
 
-/// A backend named by the caller, checked before the interpreter is released.
-fn backend_named(py: Python<'_>, name: &str) -> PyResult<BackendName> {
-    name.parse().map_err(|e| error(py, e, None, false))
+/// A backend named by the caller, checked before the interpreter is released; none: the one
+/// pbxfw last applied with, else nft.
+fn backend_named(py: Python<'_>, name: Option<&str>) -> PyResult<BackendName> {
+    match name {
+        Some(name) => name.parse().map_err(|e| error(py, e, None, false)),
+        None => Ok(BackendName::current()),
+    }
 }
 
 /// The clock: Unix seconds.
@@ -274,11 +278,11 @@ impl Explanation {
 /// `confirm()` comes first. Returns `{"fingerprint", "elapsed_ms"}`, or with `confirm`
 /// `{"fingerprint", "rolled_back_at_ms"}`.
 #[pyfunction]
-#[pyo3(signature = (policy, backend = "nft", *, confirm = None, admins = None, force = false, counters = false))]
+#[pyo3(signature = (policy, backend = None, *, confirm = None, admins = None, force = false, counters = false))]
 fn apply<'py>(
     py: Python<'py>,
     policy: &Policy,
-    backend: &str,
+    backend: Option<&str>,
     confirm: Option<u64>,
     admins: Option<Vec<String>>,
     force: bool,
@@ -321,7 +325,7 @@ fn confirm(py: Python<'_>) -> PyResult<String> {
 #[pyfunction]
 #[pyo3(signature = (backend = None))]
 fn rollback(py: Python<'_>, backend: Option<&str>) -> PyResult<String> {
-    let backend = backend.map(|b| backend_named(py, b)).transpose()?;
+    let backend = backend.map(|b| backend_named(py, Some(b))).transpose()?;
     py.detach(move || pbxfw_runtime::rollback(backend))
         .map_err(|e| error(py, e, backend, false))
 }
@@ -330,8 +334,8 @@ fn rollback(py: Python<'_>, backend: Option<&str>) -> PyResult<String> {
 /// a dict with `backend`, `loaded`, `fingerprint`, `sets`, `counters`, `pending_confirmation`,
 /// `safe_mode`, `hostnames`, `discovery`, `responsive` and `state_problems`.
 #[pyfunction]
-#[pyo3(signature = (backend = "nft"))]
-fn status<'py>(py: Python<'py>, backend: &str) -> PyResult<Bound<'py, PyAny>> {
+#[pyo3(signature = (backend = None))]
+fn status<'py>(py: Python<'py>, backend: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
     let backend = backend_named(py, backend)?;
     match py.detach(move || pbxfw_runtime::status(backend, clock())) {
         Ok(s) => json_py(py, &s.to_json()),
@@ -342,8 +346,8 @@ fn status<'py>(py: Python<'py>, backend: &str) -> PyResult<Bound<'py, PyAny>> {
 /// Remove everything pbxfw owns from the kernel, and nothing else. Returns whether anything was
 /// loaded. Refused (`RefusedError`, reason `locked`) while the lock file exists.
 #[pyfunction]
-#[pyo3(signature = (backend = "nft"))]
-fn disable(py: Python<'_>, backend: &str) -> PyResult<bool> {
+#[pyo3(signature = (backend = None))]
+fn disable(py: Python<'_>, backend: Option<&str>) -> PyResult<bool> {
     let backend = backend_named(py, backend)?;
     py.detach(move || pbxfw_runtime::disable(backend))
         .map_err(|e| error(py, e, Some(backend), false))
@@ -355,12 +359,12 @@ fn disable(py: Python<'_>, backend: &str) -> PyResult<bool> {
 /// clock). Returns `{"updates", "elements", "failures"}`; when the kernel refused an update the
 /// others are still made and `BackendError` (kind `kernel`) names each refusal.
 #[pyfunction]
-#[pyo3(signature = (policy, actions, backend = "nft", now = None))]
+#[pyo3(signature = (policy, actions, backend = None, now = None))]
 fn carry_out<'py>(
     py: Python<'py>,
     policy: &Policy,
     actions: &Bound<'py, PyAny>,
-    backend: &str,
+    backend: Option<&str>,
     now: Option<u64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let backend = backend_named(py, backend)?;

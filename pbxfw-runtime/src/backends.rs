@@ -41,6 +41,15 @@ impl BackendName {
         }
     }
 
+    /// The backend pbxfw last applied with (the applied record), else nft: what a command
+    /// that names none acts on, so that after `apply --backend iptables` status, disable and
+    /// the edits act on iptables.
+    pub fn current() -> BackendName {
+        crate::safety::applied_backend()
+            .and_then(|b| b.parse().ok())
+            .unwrap_or_default()
+    }
+
     /// The backend.
     pub fn open(self) -> Box<dyn Backend> {
         use pbxfw_ipt::Variant;

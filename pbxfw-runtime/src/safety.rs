@@ -89,6 +89,14 @@ pub fn record_applied(backend: &str, rs: &Ruleset, sessions: &[IpAddr]) -> Resul
     state::write(&applied_path(), APPLIED, &a).map_err(|e| Error::io(applied_path(), e))
 }
 
+/// The backend of the last apply (none when nothing was recorded or it cannot be read).
+pub fn applied_backend() -> Option<String> {
+    state::read::<Applied>(&applied_path(), APPLIED)
+        .ok()
+        .flatten()
+        .map(|a| a.backend)
+}
+
 /// The sessions the last apply came from (none when nothing was recorded or it cannot be read).
 pub fn applied_sessions() -> Vec<IpAddr> {
     state::read::<Applied>(&applied_path(), APPLIED)

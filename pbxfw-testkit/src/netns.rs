@@ -12,10 +12,32 @@ pub fn skipped() -> bool {
     false
 }
 
-/// A network namespace that is deleted when dropped.
+/// A network namespace that is deleted when dropped. What pbxfw keeps on the host (the
+/// applied record, pending confirmations, the daemon's state) goes to a directory of the
+/// namespace's own for every command run through it, never to /var/lib/pbxfw: a test neither
+/// reads another's nor leaves its own behind.
 pub struct Netns {
     /// The name under /run/netns.
     pub name: String,
+    /// `PBXFW_STATE_DIR` and `PBXFW_RUN_DIR` of the commands run inside (under it), removed on
+    /// drop.
+    pub host_dir: std::path::PathBuf,
+}
+
+impl Netns {
+    /// The environment every command run inside gets (a caller's own entries win).
+    pub fn host_env(&self) -> [(&'static str, String); 2] {
+        [
+            (
+                "PBXFW_STATE_DIR",
+                self.host_dir.join("state").display().to_string(),
+            ),
+            (
+                "PBXFW_RUN_DIR",
+                self.host_dir.join("run").display().to_string(),
+            ),
+        ]
+    }
 }
 
 impl Netns {
@@ -40,7 +62,9 @@ impl Netns {
             "ip netns add {name} failed (kernel tests need root; PBXFW_SKIP_KERNEL=1 skips them): {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let ns = Netns { name };
+        let host_dir = std::env::temp_dir().join(&name);
+        let _ = std::fs::remove_dir_all(&host_dir);
+        let ns = Netns { name, host_dir };
         ns.run(&["ip", "link", "set", "lo", "up"]);
         ns
     }
@@ -55,6 +79,7 @@ impl Netns {
         Command::new("ip")
             .args(["netns", "exec", &self.name])
             .args(argv)
+            .envs(self.host_env())
             .envs(env.iter().copied())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"))
@@ -66,6 +91,7 @@ impl Netns {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.name])
             .args(argv)
+            .envs(self.host_env())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -92,6 +118,7 @@ impl Netns {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.name])
             .args(argv)
+            .envs(self.host_env())
             .envs(env.iter().copied())
             .env_remove("PBXFW_POLICY")
             .stdout(std::process::Stdio::null())
@@ -140,6 +167,7 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+        let _ = std::fs::remove_dir_all(&self.host_dir);
     }
 }
 

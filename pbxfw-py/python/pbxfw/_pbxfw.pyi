@@ -101,7 +101,7 @@ class Responsive:
 
 def apply(
     policy: Policy,
-    backend: str = "nft",
+    backend: Optional[str] = None,
     *,
     confirm: Optional[int] = None,
     admins: Optional[Sequence[str]] = None,
@@ -122,19 +122,19 @@ def rollback(backend: Optional[str] = None) -> str:
     """Go back now to the ruleset before an ``apply(confirm=…)``, on the backend it used
     (naming another is refused); says what happened."""
 
-def status(backend: str = "nft") -> Dict[str, Any]:
+def status(backend: Optional[str] = None) -> Dict[str, Any]:
     """As ``pbxfw status --format json``: ``backend``, ``loaded``, ``fingerprint``, ``sets``,
     ``counters``, ``pending_confirmation``, ``safe_mode``, ``hostnames``, ``discovery``,
     ``responsive``, ``state_problems``."""
 
-def disable(backend: str = "nft") -> bool:
+def disable(backend: Optional[str] = None) -> bool:
     """Remove everything pbxfw owns from the kernel; whether anything was loaded.
     ``RefusedError`` (reason ``locked``) while the lock file exists."""
 
 def carry_out(
     policy: Policy,
     actions: List[Dict[str, Any]],
-    backend: str = "nft",
+    backend: Optional[str] = None,
     now: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Carry out ``Responsive`` actions in the kernel (``policy`` is the applied one), one
