@@ -124,6 +124,41 @@ enum StateArg {
     Invalid,
 }
 
+/// What an edit of the policy file (`blacklist`, `trust`, `untrust`) acts on, and whom it must
+/// not cut off.
+#[derive(clap::Args, Clone)]
+struct EditArgs {
+    /// The policy file to edit.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Backend (default: the one pbxfw last applied with, else nft).
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// An administrator address whose SSH access (the policy's SSH port), or with `:PORT`
+    /// another TCP port, must survive the edit (repeatable; the session in $SSH_CONNECTION and
+    /// `settings.admins` are always checked).
+    #[arg(long = "admin", value_name = "ADDR[:PORT]")]
+    admins: Vec<pbxfw_runtime::safety::Admin>,
+    /// Edit even if an administrator would be cut off.
+    #[arg(long)]
+    force: bool,
+}
+
+impl EditArgs {
+    /// The file and the request.
+    fn request(self) -> Result<(String, edit::EditRequest), Fail> {
+        let file = edit::file(self.policy.as_deref())?;
+        Ok((
+            file,
+            edit::EditRequest {
+                backend: self.backend.name(),
+                admins: self.admins,
+                force: self.force,
+            },
+        ))
+    }
+}
+
 /// How hostnames are resolved (`daemon`, `resolve`).
 #[derive(clap::Args, Clone)]
 struct DnsArgs {
@@ -172,24 +207,16 @@ enum BlacklistCmd {
         /// Entries to add.
         #[arg(required = true)]
         entries: Vec<String>,
-        /// The policy file to edit.
-        #[arg(long)]
-        policy: Option<String>,
-        /// Backend (default: the one pbxfw last applied with, else nft).
-        #[arg(long, value_enum)]
-        backend: Option<Backend>,
+        #[command(flatten)]
+        edit: EditArgs,
     },
     /// Remove entries from the blacklist (policy file and kernel).
     Del {
         /// Entries to remove.
         #[arg(required = true)]
         entries: Vec<String>,
-        /// The policy file to edit.
-        #[arg(long)]
-        policy: Option<String>,
-        /// Backend (default: the one pbxfw last applied with, else nft).
-        #[arg(long, value_enum)]
-        backend: Option<Backend>,
+        #[command(flatten)]
+        edit: EditArgs,
     },
     /// List the blacklist of the policy file.
     List {
@@ -281,12 +308,8 @@ enum Command {
     Trust {
         /// Address or CIDR.
         addr: String,
-        /// The policy file to edit.
-        #[arg(long)]
-        policy: Option<String>,
-        /// Backend (default: the one pbxfw last applied with, else nft).
-        #[arg(long, value_enum)]
-        backend: Option<Backend>,
+        #[command(flatten)]
+        edit: EditArgs,
     },
     /// Follow PBX security events and drive the responsive layer (bans, clamps, registrations).
     #[command(after_help = AFTER_HELP)]
@@ -375,12 +398,8 @@ enum Command {
     Untrust {
         /// Address or CIDR.
         addr: String,
-        /// The policy file to edit.
-        #[arg(long)]
-        policy: Option<String>,
-        /// Backend (default: the one pbxfw last applied with, else nft).
-        #[arg(long, value_enum)]
-        backend: Option<Backend>,
+        #[command(flatten)]
+        edit: EditArgs,
     },
     /// Print the ruleset a policy compiles to.
     #[command(after_help = AFTER_HELP)]
@@ -614,22 +633,14 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             Ok(exit::OK)
         }
-        Command::Blacklist(BlacklistCmd::Add {
-            entries,
-            policy,
-            backend,
-        }) => {
-            let file = edit::file(policy.as_deref())?;
-            print_edit(&edit::blacklist_add(&file, backend.name(), &entries)?);
+        Command::Blacklist(BlacklistCmd::Add { entries, edit }) => {
+            let (file, req) = edit.request()?;
+            print_edit(&edit::blacklist_add(&file, &req, &entries)?);
             Ok(exit::OK)
         }
-        Command::Blacklist(BlacklistCmd::Del {
-            entries,
-            policy,
-            backend,
-        }) => {
-            let file = edit::file(policy.as_deref())?;
-            print_edit(&edit::blacklist_del(&file, backend.name(), &entries)?);
+        Command::Blacklist(BlacklistCmd::Del { entries, edit }) => {
+            let (file, req) = edit.request()?;
+            print_edit(&edit::blacklist_del(&file, &req, &entries)?);
             Ok(exit::OK)
         }
         Command::Blacklist(BlacklistCmd::List { policy, format }) => {
@@ -640,22 +651,14 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             Ok(exit::OK)
         }
-        Command::Trust {
-            addr,
-            policy,
-            backend,
-        } => {
-            let file = edit::file(policy.as_deref())?;
-            print_edit(&edit::trust(&file, backend.name(), &addr)?);
+        Command::Trust { addr, edit } => {
+            let (file, req) = edit.request()?;
+            print_edit(&edit::trust(&file, &req, &addr)?);
             Ok(exit::OK)
         }
-        Command::Untrust {
-            addr,
-            policy,
-            backend,
-        } => {
-            let file = edit::file(policy.as_deref())?;
-            print_edit(&edit::untrust(&file, backend.name(), &addr)?);
+        Command::Untrust { addr, edit } => {
+            let (file, req) = edit.request()?;
+            print_edit(&edit::untrust(&file, &req, &addr)?);
             Ok(exit::OK)
         }
         Command::Daemon {

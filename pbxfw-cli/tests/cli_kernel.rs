@@ -189,3 +189,92 @@ fn iptables_backends_apply_edit_status_disable() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[test]
+fn edits_and_disable_never_cut_off_the_admin_nor_undo_a_confirmation() {
+    if std::env::var_os("PBXFW_SKIP_KERNEL").is_some() {
+        return;
+    }
+    let ns = Netns::new("cli-edit-safety");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("pbxfw.toml");
+    // SSH moved to 2222 and open to the internet; the administrator is out there.
+    let text = "[interfaces]\neth0 = \"internet\"\n[services.ssh]\nports = [\"tcp/2222\"]\nzones = [\"internet\", \"local\"]\n[settings]\nadmins = [\"198.51.100.9\"]\n";
+    std::fs::write(&policy, text).unwrap();
+    let p = policy.to_str().unwrap();
+    ok(&pbxfw(&ns, &["apply", p]));
+    let fp = || {
+        let s = ok(&pbxfw(&ns, &["status", "--format", "json"]));
+        serde_json::from_str::<serde_json::Value>(&s).unwrap()["fingerprint"].clone()
+    };
+    let before = fp();
+
+    // Blacklisting the administrator, alone or with its network, is refused; nothing changes.
+    for entry in ["198.51.100.9", "198.51.100.0/24"] {
+        let out = pbxfw(&ns, &["blacklist", "add", entry, "--policy", p]);
+        assert_eq!(out.status.code(), Some(6), "{entry}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("198.51.100.9 (tcp/2222"), "{err}");
+        assert_eq!(std::fs::read_to_string(&policy).unwrap(), text);
+        assert_eq!(fp(), before);
+    }
+    // An address given on the command line is checked the same way.
+    let out = pbxfw(
+        &ns,
+        &[
+            "blacklist",
+            "add",
+            "203.0.113.0/24",
+            "--policy",
+            p,
+            "--admin",
+            "203.0.113.5",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(6));
+    // Forced, it goes through; removing it again is harmless.
+    ok(&pbxfw(
+        &ns,
+        &[
+            "blacklist",
+            "add",
+            "198.51.100.0/24",
+            "--policy",
+            p,
+            "--force",
+        ],
+    ));
+    assert_ne!(fp(), before);
+    ok(&pbxfw(
+        &ns,
+        &["blacklist", "del", "198.51.100.0/24", "--policy", p],
+    ));
+
+    // While an apply waits for confirmation, neither a disable nor an edit nor a plain apply
+    // goes through: its timer would undo them. Each says when it is rolled back.
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_pbxfw"));
+    let confirm = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(bin)
+        .args(["apply", p, "--confirm", "120"])
+        .envs(ns.host_env())
+        .env("PBXFW_BIN", bin)
+        .output()
+        .unwrap();
+    ok(&confirm);
+    for args in [
+        vec!["disable"],
+        vec!["blacklist", "add", "192.0.2.1", "--policy", p],
+        vec!["apply", p],
+    ] {
+        let out = pbxfw(&ns, &args);
+        assert_eq!(out.status.code(), Some(6), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("rolled back in 1 min") || err.contains("rolled back in 2 min"),
+            "{err}"
+        );
+    }
+    assert!(ok(&pbxfw(&ns, &["rollback"])).contains("rolled back"));
+    assert!(ok(&pbxfw(&ns, &["disable"])).contains("disabled"));
+}

@@ -54,12 +54,7 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
         crate::safety::check_lockout(&loaded.ruleset, &sessions)?;
     }
     crate::safety::overdue()?;
-    if let Some(p) = crate::safety::pending()? {
-        return Err(Refusal::PendingConfirmation {
-            fingerprint: p.fingerprint,
-        }
-        .into());
-    }
+    crate::safety::refuse_if_pending()?;
     // The daemon never bans the sessions an apply came from.
     let from: Vec<IpAddr> = sessions
         .iter()
@@ -129,9 +124,11 @@ pub fn rollback(backend: Option<BackendName>) -> Result<String> {
     crate::safety::rollback(None, backend)
 }
 
-/// Remove everything pbxfw owns (refused while the lock file exists). Returns whether anything
-/// was loaded.
+/// Remove everything pbxfw owns (refused while the lock file exists, and while an apply waits
+/// for confirmation: its timer would load the old ruleset again). Returns whether anything was
+/// loaded.
 pub fn disable(backend: BackendName) -> Result<bool> {
+    crate::safety::refuse_if_pending()?;
     pbxfw_host::lock::disable(backend.open().as_ref()).map_err(|e| match e {
         pbxfw_core::BackendError::Locked(path) => Refusal::Locked { path: path.into() }.into(),
         e => Error::Backend(e),

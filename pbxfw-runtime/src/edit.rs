@@ -10,7 +10,7 @@ use pbxfw_core::Prefix;
 use serde::Serialize;
 
 use crate::backends::BackendName;
-use crate::error::{Error, Refusal, Result};
+use crate::error::{Error, Result};
 use crate::policy_file::Doc;
 
 /// What an edit did to the kernel.
@@ -61,13 +61,27 @@ pub fn file(path: Option<&str>) -> Result<String> {
     })
 }
 
+/// How to edit: the kernel to bring along, and the administrators the edit must not cut off
+/// (besides `$SSH_CONNECTION` and `settings.admins`), as for an apply.
+#[derive(Debug, Clone, Default)]
+pub struct EditRequest {
+    /// The backend.
+    pub backend: BackendName,
+    /// Administrators whose access must survive (`--admin`).
+    pub admins: Vec<crate::safety::Admin>,
+    /// Edit even if an administrator would be cut off.
+    pub force: bool,
+}
+
 /// Edit the policy file at `path` with `f` (which says what it changed, or refuses), validate
-/// the result, write it atomically, then bring the kernel of `backend` along.
+/// the result, check it cuts off no administrator (as an apply does: a blacklist entry or an
+/// `untrust` can), write it atomically, then bring the kernel along.
 pub fn edit(
     path: &str,
-    backend: BackendName,
+    req: &EditRequest,
     f: impl FnOnce(&mut Doc) -> Result<String>,
 ) -> Result<EditOutcome> {
+    let backend = req.backend;
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let old = crate::policy::load_text(&text, path)?;
     let mut doc = Doc::parse(&text, path).map_err(|message| Error::Parse {
@@ -82,14 +96,15 @@ pub fn edit(
         )),
         e => e,
     })?;
+    if !req.force {
+        crate::safety::check_lockout(
+            &new.ruleset,
+            &crate::safety::sessions(&req.admins, &new.policy),
+        )?;
+    }
     // Checked before the file changes: an apply waiting for confirmation would be undone by
     // its timer (and this edit with it), and a custom rules file anyone could write is refused.
-    if let Some(p) = crate::safety::pending()? {
-        return Err(Refusal::PendingConfirmation {
-            fingerprint: p.fingerprint,
-        }
-        .into());
-    }
+    crate::safety::refuse_if_pending()?;
     let opts = ApplyOptions {
         custom: crate::safety::custom_rules(backend.as_str())?,
         ..Default::default()
@@ -136,46 +151,50 @@ pub fn edit(
     })
 }
 
-/// Whether two written sources mean the same thing (`10.0.0.1` and `10.0.0.1/32`).
-pub fn same_source(a: &str, b: &str) -> bool {
-    match (Prefix::parse_lenient(a), Prefix::parse_lenient(b)) {
-        (Ok((x, _)), Ok((y, _))) => x == y,
-        _ => a
-            .trim_end_matches('.')
-            .eq_ignore_ascii_case(b.trim_end_matches('.')),
+/// What names a source, for comparing entries: the prefix (`192.0.2.1` and `192.0.2.1/32` are
+/// the same), else the hostname without case or a final dot.
+pub fn source_key(s: &str) -> String {
+    match Prefix::parse_lenient(s) {
+        Ok((p, _)) => p.to_string(),
+        Err(_) => s.trim_end_matches('.').to_ascii_lowercase(),
     }
 }
 
-/// Add `entries` to the blacklist (those already there are skipped).
-pub fn blacklist_add(path: &str, backend: BackendName, entries: &[String]) -> Result<EditOutcome> {
-    edit(path, backend, |doc| {
-        let existing = doc.blacklist();
-        let mut added: Vec<&String> = Vec::new();
+/// Whether two entries name the same source ([`source_key`]).
+pub fn same_source(a: &str, b: &str) -> bool {
+    source_key(a) == source_key(b)
+}
+
+/// Add `entries` to the blacklist (those already there are skipped). Entries are compared by
+/// key in a hash set: adding 10,000 to a list of 100,000 costs as much as reading them.
+pub fn blacklist_add(path: &str, req: &EditRequest, entries: &[String]) -> Result<EditOutcome> {
+    edit(path, req, |doc| {
+        let mut seen: std::collections::HashSet<String> =
+            doc.blacklist().iter().map(|x| source_key(x)).collect();
+        let mut added = 0;
         for e in entries {
-            if !existing.iter().any(|x| same_source(x, e))
-                && !added.iter().any(|x| same_source(x, e))
-            {
+            if seen.insert(source_key(e)) {
                 doc.blacklist_add(e);
-                added.push(e);
+                added += 1;
             }
         }
-        Ok(format!("blacklist: {} entr(ies) added", added.len()))
+        Ok(format!("blacklist: {added} entr(ies) added"))
     })
 }
 
 /// Remove `entries` from the blacklist; one that is not there refuses the whole edit.
-pub fn blacklist_del(path: &str, backend: BackendName, entries: &[String]) -> Result<EditOutcome> {
-    edit(path, backend, |doc| {
-        let mut removed = 0;
-        for e in entries {
-            let n = doc.blacklist_remove(|x| same_source(x, e));
-            if n == 0 {
-                return Err(Error::Usage(format!(
-                    "{e} is not in the blacklist; nothing changed"
-                )));
-            }
-            removed += n;
+pub fn blacklist_del(path: &str, req: &EditRequest, entries: &[String]) -> Result<EditOutcome> {
+    edit(path, req, |doc| {
+        let present: std::collections::HashSet<String> =
+            doc.blacklist().iter().map(|x| source_key(x)).collect();
+        let gone: std::collections::HashSet<String> =
+            entries.iter().map(|e| source_key(e)).collect();
+        if let Some(e) = entries.iter().find(|e| !present.contains(&source_key(e))) {
+            return Err(Error::Usage(format!(
+                "{e} is not in the blacklist; nothing changed"
+            )));
         }
+        let removed = doc.blacklist_remove(|x| gone.contains(&source_key(x)));
         Ok(format!("blacklist: {removed} entr(ies) removed"))
     })
 }
@@ -199,11 +218,11 @@ pub fn blacklist_list(path: Option<&str>) -> Result<Vec<String>> {
 
 /// Put `addr` (an address or network) in the trusted zone, replacing another zone's override
 /// of the same source.
-pub fn trust(path: &str, backend: BackendName, addr: &str) -> Result<EditOutcome> {
+pub fn trust(path: &str, req: &EditRequest, addr: &str) -> Result<EditOutcome> {
     if Prefix::parse_lenient(addr).is_err() {
         return Err(Error::Usage(format!("{addr:?} is not an address or CIDR")));
     }
-    edit(path, backend, |doc| {
+    edit(path, req, |doc| {
         let replaced = doc.networks_remove(|s, _| same_source(s, addr));
         doc.network_add(addr, "trusted", "added by pbxfw trust");
         Ok(if replaced > 0 {
@@ -215,8 +234,8 @@ pub fn trust(path: &str, backend: BackendName, addr: &str) -> Result<EditOutcome
 }
 
 /// Take `addr` out of the trusted zone.
-pub fn untrust(path: &str, backend: BackendName, addr: &str) -> Result<EditOutcome> {
-    edit(path, backend, |doc| {
+pub fn untrust(path: &str, req: &EditRequest, addr: &str) -> Result<EditOutcome> {
+    edit(path, req, |doc| {
         let n = doc.networks_remove(|s, z| same_source(s, addr) && z == "trusted");
         if n == 0 {
             return Err(Error::Usage(format!(

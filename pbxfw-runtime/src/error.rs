@@ -62,10 +62,12 @@ pub enum Refusal {
         lines: Vec<String>,
     },
     /// An apply is waiting for confirmation.
-    #[error("an apply is already waiting for confirmation (ruleset {fingerprint}); confirm it or roll it back first")]
+    #[error("an apply is waiting for confirmation (ruleset {fingerprint}, rolled back in {} unless confirmed); confirm it or roll it back first", crate::human::duration(*left_secs))]
     PendingConfirmation {
         /// The ruleset waiting.
         fingerprint: String,
+        /// Seconds until it is rolled back.
+        left_secs: u64,
     },
     /// The kernel holds a ruleset pbxfw did not apply last, so it could not be rolled back to.
     #[error("the kernel holds ruleset {loaded}, which is not the last one pbxfw applied, so it could not be rolled back to")]

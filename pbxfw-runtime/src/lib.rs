@@ -31,6 +31,7 @@ pub mod daemon;
 pub mod edit;
 pub mod error;
 pub mod explain;
+pub mod human;
 pub mod names;
 pub mod policy;
 pub mod policy_file;

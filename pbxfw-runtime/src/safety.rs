@@ -106,6 +106,19 @@ pub fn applied_sessions() -> Vec<IpAddr> {
         .unwrap_or_default()
 }
 
+/// Refused while an apply waits for confirmation: its timer would undo whatever changes the
+/// kernel meanwhile (an apply, an edit, a disable).
+pub fn refuse_if_pending() -> Result<()> {
+    match pending()? {
+        Some(p) => Err(Refusal::PendingConfirmation {
+            fingerprint: p.fingerprint,
+            left_secs: p.deadline_ms.saturating_sub(now_ms()).div_ceil(1000),
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// The pending confirmation, if any.
 pub fn pending() -> Result<Option<Pending>> {
     Ok(state::read(&pending_path(), PENDING)?)
@@ -292,12 +305,7 @@ pub fn apply_with_confirm(
     seconds: u64,
     sessions: &[IpAddr],
 ) -> Result<(String, u64)> {
-    if let Some(p) = pending()? {
-        return Err(Refusal::PendingConfirmation {
-            fingerprint: p.fingerprint,
-        }
-        .into());
-    }
+    refuse_if_pending()?;
     let loaded = kernel.fingerprint()?;
     let previous = match &loaded {
         None => None,
