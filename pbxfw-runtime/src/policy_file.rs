@@ -185,12 +185,69 @@ impl Doc {
 /// Write `text` to `path` atomically: a temporary file in the same directory, fsync, rename over
 /// the old file, fsync the directory. A crash leaves either the old or the new file.
 pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    pbxfw_host::state::write_atomic(path, text.as_bytes())
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // Through a symbolic link to the file it names (a policy kept in a managed directory),
+    // keeping its owner, group and mode: an edit changes the text, nothing else.
+    let real = std::fs::canonicalize(path)?;
+    let meta = std::fs::metadata(&real)?;
+    let dir = real.parent().unwrap_or(Path::new("/"));
+    let name = real
+        .file_name()
+        .map_or_else(|| "policy".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.pbxfw-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(meta.mode() & 0o7777)
+            .open(&tmp)?;
+        std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
+        // The mode again: the umask may have taken bits from the one asked at creation.
+        f.set_permissions(meta.permissions())?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &real)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_goes_through_a_link_and_keeps_owner_group_and_mode() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.toml");
+        std::fs::write(&real, "# old\n").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // A group other than the writer's own (root here, when the tests run as root).
+        let _ = std::os::unix::fs::chown(&real, None, Some(100));
+        let before = std::fs::metadata(&real).unwrap();
+        let link = dir.path().join("pbxfw.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_atomic(&link, "# new\n").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "# new\n");
+        let after = std::fs::metadata(&real).unwrap();
+        assert_eq!(after.mode() & 0o7777, 0o640);
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temporary left"
+        );
+    }
 
     #[test]
     fn toml_edits_keep_comments() {
