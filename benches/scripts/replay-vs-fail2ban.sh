@@ -32,7 +32,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 rounds=${ROUNDS:-3}
 : > "$dir/f2b"; : > "$dir/pbx"; : > "$dir/f2b.kb"; : > "$dir/pbx.kb"
 f2b_cmd=(fail2ban-regex "$dir/full.log" /etc/fail2ban/filter.d/asterisk.conf)
-pbx_cmd=(target/release/pbxfw replay "$dir/full.log" --year 2026)
+pbx_cmd=(target/release/pbxfw replay --example "$dir/full.log" --year 2026)
 for _ in $(seq "$rounds"); do
   run "$dir/f2b" "${f2b_cmd[@]}"
   f2b_matched=$(grep -oE 'Lines: [0-9]+ lines, [0-9]+ ignored, [0-9]+ matched' "$dir/out" | tail -1)

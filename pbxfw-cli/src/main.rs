@@ -47,9 +47,10 @@ Exit codes:
   6  refused for safety: the lock file exists, the apply would lock the administrator out, or an
      apply is already waiting for confirmation
 
-With no POLICY, $PBXFW_POLICY is read, else /etc/pbxfw/pbxfw.toml if it exists, else the
-embedded default policy of a typical PBX. POLICY `-` reads standard input; a name ending in
-.json is read as JSON, anything else as TOML.";
+With no POLICY, $PBXFW_POLICY is read, else /etc/pbxfw/pbxfw.toml; without either a command
+refuses. `--example` uses the embedded example policy of a typical PBX (a demonstration, not
+your network). POLICY `-` reads standard input; a name ending in .json is read as JSON,
+anything else as TOML.";
 
 #[derive(Parser)]
 #[command(name = "pbxfw", version, about = "A firewall for VoIP PBX hosts", after_help = AFTER_HELP)]
@@ -236,6 +237,10 @@ enum Command {
     Apply {
         /// Policy file (TOML or JSON).
         policy: Option<String>,
+        /// Use the embedded example policy of a typical PBX (a demonstration, not your
+        /// network) instead of a file.
+        #[arg(long, conflicts_with = "policy")]
+        example: bool,
         /// Backend (default: the one pbxfw last applied with, else nft).
         #[arg(long, value_enum)]
         backend: Option<Backend>,
@@ -273,6 +278,10 @@ enum Command {
     Boot {
         /// Policy file (TOML or JSON).
         policy: Option<String>,
+        /// Use the embedded example policy of a typical PBX (a demonstration, not your
+        /// network) instead of a file.
+        #[arg(long, conflicts_with = "policy")]
+        example: bool,
         /// Backend (default: the one pbxfw last applied with, else nft).
         #[arg(long, value_enum)]
         backend: Option<Backend>,
@@ -364,6 +373,10 @@ enum Command {
     Resolve {
         /// Policy file (TOML or JSON).
         policy: Option<String>,
+        /// Use the embedded example policy of a typical PBX (a demonstration, not your
+        /// network) instead of a file.
+        #[arg(long, conflicts_with = "policy")]
+        example: bool,
         /// Backend (default: the one pbxfw last applied with, else nft).
         #[arg(long, value_enum)]
         backend: Option<Backend>,
@@ -386,6 +399,9 @@ enum Command {
         /// Policy file.
         #[arg(long)]
         policy: Option<String>,
+        /// Use the embedded example policy of a typical PBX instead of a file.
+        #[arg(long, conflicts_with = "policy")]
+        example: bool,
         /// Year of log timestamps that carry none (default: this year).
         #[arg(long)]
         year: Option<i32>,
@@ -406,6 +422,10 @@ enum Command {
     Compile {
         /// Policy file (TOML or JSON).
         policy: Option<String>,
+        /// Use the embedded example policy of a typical PBX (a demonstration, not your
+        /// network) instead of a file.
+        #[arg(long, conflicts_with = "policy")]
+        example: bool,
         /// Which backend's rules to print.
         #[arg(long, value_enum, default_value = "nft")]
         backend: Backend,
@@ -432,6 +452,10 @@ enum Command {
     Check {
         /// Policy file (TOML or JSON).
         policy: Option<String>,
+        /// Use the embedded example policy of a typical PBX (a demonstration, not your
+        /// network) instead of a file.
+        #[arg(long, conflicts_with = "policy")]
+        example: bool,
         /// Exit 1 when there are warnings.
         #[arg(long)]
         strict: bool,
@@ -444,6 +468,10 @@ enum Command {
     Explain {
         /// Policy file (TOML or JSON).
         policy: Option<String>,
+        /// Use the embedded example policy of a typical PBX (a demonstration, not your
+        /// network) instead of a file.
+        #[arg(long, conflicts_with = "policy")]
+        example: bool,
         /// Input interface.
         #[arg(long = "in", value_name = "IFACE")]
         iif: String,
@@ -509,8 +537,13 @@ fn value_name(v: impl ValueEnum) -> String {
 }
 
 /// The policy, its warnings printed.
-fn load(path: Option<&str>) -> Result<Loaded, Fail> {
-    let loaded = pbxfw_runtime::load(path)?;
+fn load(path: Option<&str>, example: bool) -> Result<Loaded, Fail> {
+    let loaded = if example {
+        eprintln!("pbxfw: the example policy of a typical PBX (a demonstration, not your network)");
+        pbxfw_runtime::policy::example()?
+    } else {
+        pbxfw_runtime::load(path)?
+    };
     for w in loaded.warnings() {
         eprintln!("{}: {w}", loaded.name);
     }
@@ -543,13 +576,14 @@ fn run(cli: Cli) -> Result<u8, Fail> {
     match cli.command {
         Command::Apply {
             policy,
+            example,
             backend,
             counters,
             confirm,
             admins,
             force,
         } => {
-            let loaded = load(policy.as_deref())?;
+            let loaded = load(policy.as_deref(), example)?;
             let out = pbxfw_runtime::apply(
                 &loaded,
                 &ApplyRequest {
@@ -592,11 +626,12 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         }
         Command::Boot {
             policy,
+            example,
             backend,
             no_safe_mode,
             heartbeat,
         } => {
-            let loaded = load(policy.as_deref())?;
+            let loaded = load(policy.as_deref(), example)?;
             pbxfw_runtime::apply::boot(
                 &loaded,
                 backend.name(),
@@ -696,12 +731,13 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         }
         Command::Resolve {
             policy,
+            example,
             backend,
             dry_run,
             dns,
             format,
         } => {
-            let loaded = load(policy.as_deref())?;
+            let loaded = load(policy.as_deref(), example)?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
@@ -751,10 +787,11 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         Command::Replay {
             files,
             policy,
+            example,
             year,
             format,
         } => {
-            let loaded = load(policy.as_deref())?;
+            let loaded = load(policy.as_deref(), example)?;
             let year = year.unwrap_or_else(daemon::current_year);
             let start = std::time::Instant::now();
             // Only the JSON report lists every action.
@@ -779,11 +816,12 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         }
         Command::Compile {
             policy,
+            example,
             backend,
             ir,
             counters,
         } => {
-            let loaded = load(policy.as_deref())?;
+            let loaded = load(policy.as_deref(), example)?;
             let target = if ir {
                 Target::Ir
             } else {
@@ -810,10 +848,16 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         }
         Command::Check {
             policy,
+            example,
             strict,
             format,
         } => {
-            let (name, diags) = match pbxfw_runtime::load(policy.as_deref()) {
+            let loaded = if example {
+                pbxfw_runtime::policy::example()
+            } else {
+                pbxfw_runtime::load(policy.as_deref())
+            };
+            let (name, diags) = match loaded {
                 Ok(l) => (l.name, l.policy.warnings),
                 Err(Error::Invalid { name, diagnostics }) => (name, diagnostics.0),
                 Err(e @ Error::Parse { .. }) if format == Format::Json => {
@@ -858,6 +902,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         }
         Command::Explain {
             policy,
+            example,
             iif,
             src,
             proto,
@@ -868,7 +913,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             registered,
             format,
         } => {
-            let loaded = load(policy.as_deref())?;
+            let loaded = load(policy.as_deref(), example)?;
             let query = pbxfw_runtime::explain::Query {
                 iface: iif,
                 src,

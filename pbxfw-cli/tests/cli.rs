@@ -22,14 +22,28 @@ fn text(b: &[u8]) -> String {
 }
 
 #[test]
-fn compile_without_policy_uses_the_default_pbx_policy() {
-    let out = pbxfw(&["compile"], None);
+fn the_example_policy_is_used_only_when_asked_for() {
+    // No file, no $PBXFW_POLICY, no /etc/pbxfw/pbxfw.toml: every command refuses, apply too.
+    for args in [
+        &["compile"][..],
+        &["apply"],
+        &["check"],
+        &["blacklist", "list"],
+    ] {
+        let out = pbxfw(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(text(&out.stderr).contains("no policy"), "{args:?}");
+    }
+    let out = pbxfw(&["compile", "--example"], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("example policy of a typical PBX"));
     let s = text(&out.stdout);
     assert!(s.contains("table inet pbxfw {"));
     assert!(s.contains("elements = { 203.0.113.10 }"), "{s}");
-    let ir = pbxfw(&["compile", "--ir"], None);
+    let ir = pbxfw(&["compile", "--example", "--ir"], None);
     assert!(text(&ir.stdout).starts_with("pbxfw-ir 1\n"));
+    let both = pbxfw(&["compile", "--example", "pbxfw.toml"], None);
+    assert_eq!(both.status.code(), Some(2), "a file and --example conflict");
 }
 
 #[test]
@@ -37,6 +51,7 @@ fn explain_json_names_verdict_zone_and_deciding_object() {
     let out = pbxfw(
         &[
             "explain",
+            "--example",
             "--in",
             "eth0",
             "--src",
@@ -121,12 +136,13 @@ fn bad_input_gets_a_message_and_an_exit_code_never_a_panic() {
     let syntax = pbxfw(&["compile", "-"], Some("[x"));
     assert_eq!(syntax.status.code(), Some(2));
     assert!(text(&syntax.stderr).contains("TOML syntax error"));
-    let ipt = pbxfw(&["compile", "--backend", "iptables"], None);
+    let ipt = pbxfw(&["compile", "--example", "--backend", "iptables"], None);
     assert_eq!(ipt.status.code(), Some(0));
     assert!(text(&ipt.stdout).contains("-I INPUT 1 -m comment --comment \"pbxfw\" -j PBXFW"));
     let no_port = pbxfw(
         &[
             "explain",
+            "--example",
             "--in",
             "eth0",
             "--src",
@@ -147,7 +163,13 @@ fn replay_reports_what_would_have_happened() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let jsonl = root.join("testdata/events/events.jsonl");
     let out = pbxfw(
-        &["replay", jsonl.to_str().unwrap(), "--format", "json"],
+        &[
+            "replay",
+            "--example",
+            jsonl.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -162,14 +184,25 @@ fn replay_reports_what_would_have_happened() {
     );
     // The fixture of log lines holds lines a sender could have written: counted, never read.
     let log = root.join("testdata/events/asterisk-full.log");
-    let out = pbxfw(&["replay", log.to_str().unwrap(), "--year", "2026"], None);
+    let out = pbxfw(
+        &[
+            "replay",
+            "--example",
+            log.to_str().unwrap(),
+            "--year",
+            "2026",
+        ],
+        None,
+    );
     let s = text(&out.stdout);
     assert!(
         s.contains("security events") && s.contains("record(s) ignored"),
         "{s}"
     );
     assert_eq!(
-        pbxfw(&["replay", "/nonexistent.log"], None).status.code(),
+        pbxfw(&["replay", "--example", "/nonexistent.log"], None)
+            .status
+            .code(),
         Some(3)
     );
 }

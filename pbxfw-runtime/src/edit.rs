@@ -207,10 +207,8 @@ pub fn blacklist_list(path: Option<&str>) -> Result<Vec<String>> {
             let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
             (p, text)
         }
-        _ => (
-            "(default policy)".to_string(),
-            pbxfw_core::DEFAULT_POLICY_TOML.to_string(),
-        ),
+        Some(_) => return Err(Error::Usage("the blacklist is listed from a file".into())),
+        None => return Err(crate::policy::no_policy()),
     };
     let doc = Doc::parse(&text, &name).map_err(|message| Error::Parse { name, message })?;
     Ok(doc.blacklist())

@@ -35,7 +35,8 @@ impl Loaded {
 }
 
 /// The policy file a command means: `path`, else `$PBXFW_POLICY`, else [`POLICY_PATH`] when it
-/// exists; `None`: the embedded default policy.
+/// exists; `None`: there is none (a command then refuses: the embedded example is used only
+/// when asked for, [`example`]).
 pub fn resolve(path: Option<&str>) -> Option<String> {
     path.map(str::to_string)
         .or_else(|| std::env::var("PBXFW_POLICY").ok().filter(|s| !s.is_empty()))
@@ -46,11 +47,23 @@ pub fn resolve(path: Option<&str>) -> Option<String> {
         })
 }
 
-/// Load the policy [`resolve`] finds (`-` reads standard input; nothing: the embedded default
-/// policy of a typical PBX).
+/// The refusal when no policy file is given and none is installed.
+pub fn no_policy() -> Error {
+    Error::Usage(format!(
+        "no policy: give a policy file, set $PBXFW_POLICY, or create {POLICY_PATH} (`--example` uses the example policy of a typical PBX, which is not your network)"
+    ))
+}
+
+/// The embedded example policy of a typical PBX: a demonstration, used only when asked for.
+pub fn example() -> Result<Loaded> {
+    load_text(DEFAULT_POLICY_TOML, "(example policy)")
+}
+
+/// Load the policy [`resolve`] finds (`-` reads standard input); without one, [`no_policy`]:
+/// the embedded example is never a silent default.
 pub fn load(path: Option<&str>) -> Result<Loaded> {
     match resolve(path).as_deref() {
-        None => load_text(DEFAULT_POLICY_TOML, "(default policy)"),
+        None => Err(no_policy()),
         Some("-") => {
             let mut s = String::new();
             std::io::stdin()
