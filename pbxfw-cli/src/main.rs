@@ -34,6 +34,8 @@ mod exit {
     pub const UNSUPPORTED: u8 = 4;
     pub const KERNEL: u8 = 5;
     pub const SAFETY: u8 = 6;
+    /// `status`: pbxfw is not loaded (the status is printed all the same).
+    pub const NOT_LOADED: u8 = 3;
 }
 
 const AFTER_HELP: &str = "\
@@ -46,6 +48,7 @@ Exit codes:
   5  the kernel refused the change or could not be reached (the previous ruleset stays loaded)
   6  refused for safety: the lock file exists, the apply would lock the administrator out, or an
      apply is already waiting for confirmation
+`status` exits with 3 when pbxfw is not loaded (and prints the status all the same).
 
 With no POLICY, $PBXFW_POLICY is read, else /etc/pbxfw/pbxfw.toml; without either a command
 refuses. `--example` uses the embedded example policy of a typical PBX (a demonstration, not
@@ -652,7 +655,12 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 Format::Json => println!("{}", s.to_json()),
                 Format::Text => print_full_status(&s),
             }
-            Ok(exit::OK)
+            // As `systemctl status` answers for a unit that is not running.
+            Ok(if s.kernel.loaded {
+                exit::OK
+            } else {
+                exit::NOT_LOADED
+            })
         }
         Command::Disable { backend } => {
             if pbxfw_runtime::disable(backend.name())? {

@@ -17,6 +17,12 @@ fn pbxfw(ns: &Netns, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The output of a `status` that found pbxfw not loaded: printed, and exit 3.
+fn not_loaded(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `nft`'s standard output inside `ns`.
 fn nft(ns: &Netns, args: &[&str]) -> String {
     let mut argv = vec!["nft"];
@@ -41,7 +47,7 @@ fn apply_edit_status_disable() {
     let p = policy.to_str().unwrap();
 
     // Nothing loaded yet; an invalid policy is refused and loads nothing.
-    assert!(ok(&pbxfw(&ns, &["status"])).contains("not loaded"));
+    assert!(not_loaded(&pbxfw(&ns, &["status"])).contains("not loaded"));
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[interfaces]\neth0 = \"dmz\"\n").unwrap();
     assert_eq!(
@@ -154,7 +160,7 @@ fn iptables_backends_apply_edit_status_disable() {
         .unwrap();
         let p = policy.to_str().unwrap();
         let b = ["--backend", backend];
-        assert!(ok(&pbxfw(&ns, &["status", b[0], b[1]])).contains("not loaded"));
+        assert!(not_loaded(&pbxfw(&ns, &["status", b[0], b[1]])).contains("not loaded"));
         assert!(ok(&pbxfw(&ns, &["apply", p, b[0], b[1]])).contains("applied: fingerprint"));
         let status = ok(&pbxfw(&ns, &["status", "--format", "json", b[0], b[1]]));
         let v: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -183,7 +189,7 @@ fn iptables_backends_apply_edit_status_disable() {
         let test = ns.exec(&["ipset", "test", "pbxfw_blacklist_hosts4", "192.0.2.98"]);
         assert!(test.status.success());
         assert!(ok(&pbxfw(&ns, &["disable"])).contains("PBXFW chains"));
-        assert!(ok(&pbxfw(&ns, &["status", b[0], b[1]])).contains("not loaded"));
+        assert!(not_loaded(&pbxfw(&ns, &["status", b[0], b[1]])).contains("not loaded"));
         let chains = ns.exec(&[&backend.replace("iptables", "iptables-save")]);
         assert!(!String::from_utf8_lossy(&chains.stdout).contains("PBXFW"));
         let _ = std::fs::remove_dir_all(&dir);

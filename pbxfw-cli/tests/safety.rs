@@ -74,13 +74,27 @@ impl Host {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `pbxfw status ARGS`: exit 0 when loaded, 3 when not; both print the status.
+    fn status(&self, args: &[&str]) -> String {
+        let mut argv = vec!["status"];
+        argv.extend_from_slice(args);
+        let out = self.pbxfw(&argv);
+        assert!(
+            matches!(out.status.code(), Some(0 | 3)),
+            "pbxfw status: exit {:?}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn policy(&self, name: &str) -> String {
         self.path(name).to_str().unwrap().to_string()
     }
 
     /// The fingerprint the kernel holds, if any.
     fn loaded(&self) -> Option<String> {
-        let out = self.ok(&["status", "--format", "json"]);
+        let out = self.status(&["--format", "json"]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         v["fingerprint"].as_str().map(str::to_string)
     }
@@ -186,7 +200,7 @@ fn confirmed_applies_stay_and_unconfirmed_ones_roll_back_with_their_bans() {
     let out = h.ok(&["apply", &h.policy("b.toml"), "--confirm", "2"]);
     assert!(out.contains("pbxfw confirm"), "{out}");
     assert_eq!(h.loaded(), Some(fb.clone()));
-    assert!(h.ok(&["status"]).contains("waiting for confirmation"));
+    assert!(h.status(&[]).contains("waiting for confirmation"));
     wait_for(&h, &fa, Duration::from_secs(4));
     let took = start.elapsed();
     assert!(
@@ -194,7 +208,7 @@ fn confirmed_applies_stay_and_unconfirmed_ones_roll_back_with_their_bans() {
         "rolled back after {took:?}"
     );
     assert!(h.has_ban("203.0.113.9"), "the rollback lost a ban");
-    assert!(!h.ok(&["status"]).contains("waiting for confirmation"));
+    assert!(!h.status(&[]).contains("waiting for confirmation"));
 
     // Confirmed: stays past the deadline; a second confirm has nothing to confirm.
     h.ok(&["apply", &h.policy("b.toml"), "--confirm", "2"]);
@@ -317,7 +331,7 @@ fn safe_mode_holds_the_rules_after_a_short_boot() {
     }
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(h.loaded(), None, "rules applied during Safe Mode");
-    assert!(h.ok(&["status"]).contains("SAFE MODE"));
+    assert!(h.status(&[]).contains("SAFE MODE"));
     // At 5 minutes of uptime the rules go in and the marker goes away.
     write(&h.path("uptime"), "301.00 10.00\n");
     wait_for(&h, &fa, Duration::from_secs(5));
@@ -367,14 +381,13 @@ fn damaged_boot_state_still_loads_the_policy() {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_for(&h, &fa, Duration::from_secs(5));
-    let status: serde_json::Value =
-        serde_json::from_str(&h.ok(&["status", "--format", "json"])).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&h.status(&["--format", "json"])).unwrap();
     let problems = status["state_problems"].to_string();
     assert!(
         problems.contains("boot history") && problems.contains("pending confirmation"),
         "{status:#}"
     );
-    assert!(h.ok(&["status"]).contains("STATE PROBLEM"));
+    assert!(h.status(&[]).contains("STATE PROBLEM"));
     // The damaged confirmation was moved aside: an apply is not refused by it.
     assert!(h.path("state/pending.json.damaged").exists());
     h.ok(&["apply", &h.policy("a.toml")]);
@@ -575,9 +588,13 @@ fn a_corrupt_state_file_is_an_error_that_names_the_last_good_copy() {
     let state = dir.path().join("responsive.json");
     let events = dir.path().join("events.jsonl");
     write(&events, "");
+    let policy = dir.path().join("pbxfw.toml");
+    write(&policy, "");
     let daemon = |state: &Path| {
         Command::new(env!("CARGO_BIN_EXE_pbxfw"))
-            .args(["daemon", "--events"])
+            .arg("daemon")
+            .arg(&policy)
+            .arg("--events")
             .arg(&events)
             .arg("--state")
             .arg(state)

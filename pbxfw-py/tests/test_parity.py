@@ -128,6 +128,8 @@ class FrontEnd:
         head, _, body = out.stdout.partition("\n")
         if self.name == "cli":
             kind = CLI_CODES.get(out.returncode, f"exit {out.returncode}")
+            if step[0] == "status" and out.returncode == 3:
+                kind = "ok"  # not loaded: printed all the same
             if kind != "ok":
                 return kind, out.stderr.strip().removeprefix("pbxfw: ")
             body = out.stdout.removesuffix("\n")
