@@ -34,7 +34,7 @@ mod exit {
     pub const UNSUPPORTED: u8 = 4;
     pub const KERNEL: u8 = 5;
     pub const SAFETY: u8 = 6;
-    /// `status`: pbxfw is not loaded (the status is printed all the same).
+    /// `status`, `bans`: pbxfw is not loaded (the answer is printed all the same).
     pub const NOT_LOADED: u8 = 3;
 }
 
@@ -48,7 +48,7 @@ Exit codes:
   5  the kernel refused the change or could not be reached (the previous ruleset stays loaded)
   6  refused for safety: the lock file exists, the apply would lock the administrator out, or an
      apply is already waiting for confirmation
-`status` exits with 3 when pbxfw is not loaded (and prints the status all the same).
+`status` and `bans` exit with 3 when pbxfw is not loaded (and print their answer all the same).
 
 With no POLICY, $PBXFW_POLICY is read, else /etc/pbxfw/pbxfw.toml; without either a command
 refuses. `--example` uses the embedded example policy of a typical PBX (a demonstration, not
@@ -315,7 +315,45 @@ enum Command {
     /// Edit the blacklist.
     #[command(subcommand, after_help = AFTER_HELP)]
     Blacklist(BlacklistCmd),
-    /// Put an address or network in the trusted zone (policy file and kernel).
+    /// List the bans in force: prefix, origin (kernel tier, state machine, by hand), reason,
+    /// start and end.
+    #[command(after_help = AFTER_HELP)]
+    Bans {
+        /// Backend (default: the one pbxfw last applied with, else nft).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Ban an address or network by hand for a while (it comes back after a reboot until it
+    /// ends; `unban` lifts it). What the policy protects is never banned.
+    #[command(after_help = AFTER_HELP)]
+    Ban {
+        /// Address or CIDR.
+        prefix: String,
+        /// How long: `90s`, `30m`, `12h`, `7d` (at most 24 d 20 h; for longer, the blacklist).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why, recorded with the ban and shown by `pbxfw bans`.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        edit: EditArgs,
+    },
+    /// Lift bans for good: the kernel's (state machine, tiers, by hand, slow lane) and the
+    /// daemon's memory of them, whose strikes are forgiven.
+    #[command(after_help = AFTER_HELP)]
+    Unban {
+        /// Addresses or CIDRs; every ban overlapping one is lifted.
+        #[arg(required = true)]
+        prefixes: Vec<String>,
+        /// Backend (default: the one pbxfw last applied with, else nft).
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
+    },
+    /// Put an address or network in the trusted zone (policy file and kernel), and lift its
+    /// bans.
     #[command(after_help = AFTER_HELP)]
     Trust {
         /// Address or CIDR.
@@ -358,9 +396,11 @@ enum Command {
         /// Let this group write events to the socket too (mode 0660).
         #[arg(long, value_name = "GROUP", requires = "events_socket")]
         events_socket_group: Option<String>,
-        /// Where the responsive state is kept across restarts.
-        #[arg(long, default_value = "/var/lib/pbxfw/responsive.json")]
-        state: PathBuf,
+        /// Where the responsive state is kept across restarts (default:
+        /// /var/lib/pbxfw/responsive.json, under $PBXFW_STATE_DIR when set; `status` and
+        /// `bans` read it there).
+        #[arg(long)]
+        state: Option<PathBuf>,
         /// Seconds between housekeeping ticks.
         #[arg(long, default_value = "10")]
         tick: u64,
@@ -497,8 +537,15 @@ enum Command {
         #[arg(long, value_enum, default_value = "new")]
         state: StateArg,
         /// Treat the source as a registered device.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "live")]
         registered: bool,
+        /// Ask the kernel: the loaded ruleset with its bans, slow lane and registrations as
+        /// they are now (no policy file).
+        #[arg(long, conflicts_with_all = ["policy", "example"])]
+        live: bool,
+        /// Backend asked by --live (default: the one pbxfw last applied with, else nft).
+        #[arg(long, value_enum, requires = "live")]
+        backend: Option<Backend>,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
@@ -572,6 +619,9 @@ fn print_edit(o: &pbxfw_runtime::edit::EditOutcome) {
             reason,
             fingerprint,
         } => println!("kernel: ruleset reloaded ({reason}); fingerprint {fingerprint}"),
+    }
+    for w in &o.warnings {
+        eprintln!("warning: {w}");
     }
 }
 
@@ -694,9 +744,80 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             Ok(exit::OK)
         }
+        Command::Bans { backend, format } => {
+            let now = unix_now();
+            let b = pbxfw_runtime::bans::list(backend.name(), now)?;
+            for w in &b.warnings {
+                eprintln!("warning: {w}");
+            }
+            match format {
+                Format::Json => println!("{:#}", serde_json::to_value(&b).expect("serialisable")),
+                Format::Text => print_bans(&b, now),
+            }
+            Ok(if b.loaded { exit::OK } else { exit::NOT_LOADED })
+        }
+        Command::Ban {
+            prefix,
+            duration,
+            reason,
+            edit,
+        } => {
+            let prefix = pbxfw_runtime::bans::parse_prefixes(&[prefix])?[0];
+            let seconds = pbxfw_core::parse_seconds(&duration).ok_or_else(|| {
+                Fail(
+                    exit::INVALID,
+                    format!("--for {duration:?} is not a duration such as 90s, 30m, 12h or 7d"),
+                )
+            })?;
+            let loaded = load(edit.policy.as_deref(), false)?;
+            let req = pbxfw_runtime::bans::BanRequest {
+                backend: edit.backend.name(),
+                prefix,
+                seconds: u64::from(seconds),
+                reason,
+                admins: edit.admins,
+                force: edit.force,
+            };
+            let now = unix_now();
+            let b = pbxfw_runtime::bans::ban(
+                &loaded.policy,
+                &req,
+                now,
+                &pbxfw_runtime::bans::requester(),
+            )?;
+            println!(
+                "banned {} until {} ({}) in {}: {}",
+                b.prefix,
+                b.until_iso,
+                pbxfw_runtime::human::relative(now, b.until),
+                b.set,
+                b.reason
+            );
+            Ok(exit::OK)
+        }
+        Command::Unban { prefixes, backend } => {
+            let prefixes = pbxfw_runtime::bans::parse_prefixes(&prefixes)?;
+            let u = pbxfw_runtime::bans::unban(
+                backend.name(),
+                &prefixes,
+                unix_now(),
+                &pbxfw_runtime::bans::requester(),
+            )?;
+            for l in &u.lifted {
+                println!("lifted {} from {}", l.element, l.set);
+            }
+            if !u.loaded {
+                println!("pbxfw is not loaded: the daemon forgets these bans when it starts");
+            } else if u.lifted.is_empty() {
+                println!("no ban of these in the kernel; the daemon forgets any it remembers");
+            } else {
+                println!("the daemon forgets these bans and their strikes");
+            }
+            Ok(exit::OK)
+        }
         Command::Trust { addr, edit } => {
             let (file, req) = edit.request()?;
-            print_edit(&edit::trust(&file, &req, &addr)?);
+            print_edit(&edit::trust(&file, &req, &addr, unix_now())?);
             Ok(exit::OK)
         }
         Command::Untrust { addr, edit } => {
@@ -729,7 +850,8 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     json_socket_group: events_socket_group,
                 },
                 logs_with_ami: log_with_ami,
-                state,
+                state: state
+                    .unwrap_or_else(|| pbxfw_host::dirs::state_dir().join("responsive.json")),
                 tick: std::time::Duration::from_secs(tick.max(1)),
                 backend: backend.name(),
                 dns: dns.options(),
@@ -919,9 +1041,10 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             icmp_type,
             state,
             registered,
+            live,
+            backend,
             format,
         } => {
-            let loaded = load(policy.as_deref(), example)?;
             let query = pbxfw_runtime::explain::Query {
                 iface: iif,
                 src,
@@ -932,6 +1055,18 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 state: Some(value_name(state)),
                 registered,
             };
+            if live {
+                let now = unix_now();
+                let e = pbxfw_runtime::explain::live(backend.name(), &query, now)?;
+                match format {
+                    Format::Json => {
+                        println!("{:#}", serde_json::to_value(&e).expect("serialisable"))
+                    }
+                    Format::Text => print_live(&e, now),
+                }
+                return Ok(exit::OK);
+            }
+            let loaded = load(policy.as_deref(), example)?;
             let e = pbxfw_runtime::explain::explain(&loaded.ruleset, &query)?;
             match format {
                 Format::Json => println!("{:#}", serde_json::to_value(&e).expect("serialisable")),
@@ -1219,6 +1354,87 @@ fn print_explanation(e: &Explanation) {
         );
     } else {
         println!("rule:       (chain policy)");
+    }
+}
+
+/// Unix seconds now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `pbxfw bans` as text: one ban per line.
+fn print_bans(b: &pbxfw_runtime::bans::Bans, now: u64) {
+    use pbxfw_runtime::bans::Origin;
+    if !b.loaded {
+        println!("pbxfw is not loaded ({}): no ban is enforced", b.backend);
+        return;
+    }
+    if b.bans.is_empty() {
+        println!("no bans");
+        return;
+    }
+    for ban in &b.bans {
+        let origin = match ban.origin {
+            Origin::KernelTier => "kernel tier",
+            Origin::StateMachine => "state machine",
+            Origin::Manual => "by hand",
+            Origin::Unknown => "unknown",
+        };
+        let mut line = format!(
+            "{:<20} {:<13} until {} ({})  {}",
+            ban.prefix.to_string(),
+            origin,
+            ban.until_iso,
+            pbxfw_runtime::human::relative(now, ban.until),
+            ban.reason
+        );
+        if let Some(since) = ban.since {
+            line += &format!("; since {}", pbxfw_runtime::human::relative(now, since));
+        }
+        if let Some(s) = ban.strikes {
+            line += &format!("; strike {s}");
+        }
+        if let Some(by) = &ban.by {
+            line += &format!("; by {by}");
+        }
+        println!("{line}");
+    }
+}
+
+/// `pbxfw explain --live` as text: the explanation, then what the kernel holds for the source.
+fn print_live(e: &pbxfw_runtime::explain::LiveExplanation, now: u64) {
+    print_explanation(&e.explanation);
+    println!("ruleset:    {} (loaded)", e.fingerprint);
+    for b in &e.bans {
+        println!(
+            "live:       banned until {} ({}): {}",
+            b.until_iso,
+            pbxfw_runtime::human::relative(now, b.until),
+            b.reason
+        );
+    }
+    if let Some(until) = e.clamped_until {
+        println!(
+            "live:       in the slow lane until {} ({})",
+            pbxfw_runtime::human::iso8601(until),
+            pbxfw_runtime::human::relative(now, until)
+        );
+    }
+    for r in &e.registrations {
+        println!(
+            "live:       registered{} until {} ({})",
+            r.account
+                .as_deref()
+                .map(|a| format!(" as {a}"))
+                .unwrap_or_default(),
+            r.until_iso,
+            pbxfw_runtime::human::relative(now, r.until)
+        );
+    }
+    if e.bans.is_empty() && e.clamped_until.is_none() && e.registrations.is_empty() {
+        println!("live:       no ban, slow lane or registration for this source");
     }
 }
 

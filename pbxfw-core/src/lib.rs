@@ -55,6 +55,7 @@ mod discover;
 mod dns;
 mod events;
 mod explain;
+pub mod human;
 mod ir;
 mod model;
 mod net;
@@ -91,6 +92,7 @@ pub use ir::{
     DynamicState, FinalVerdict, L4Proto, Map, Match, Packet, ParseIrError, PortSet, Proto, Rule,
     Ruleset, Set, SetKind, SrcMap, StaticSet, Verdict, VerifyError, CLASSIFY, INPUT,
 };
+pub use model::parse_seconds;
 pub use model::{
     catalogue, BlacklistEntry, CatalogueEntry, DenyVerdict, NetworkOverride, ParseError, Pbx,
     Policy, PortRange, PortSpec, Rate, RateUnit, Responsive, Service, Settings, SignallingProtocol,
@@ -98,8 +100,8 @@ pub use model::{
 };
 pub use net::{addr_value, mask, value_addr, Family, Prefix, PrefixError, Range};
 pub use responsive::{
-    protected_sources, Action, Config as MachineConfig, Machine, Protected, RestoreError,
-    SetChange, SetRole, Threshold, MAX_RECENT, SNAPSHOT_VERSION,
+    never_banned, protected_sources, Action, BanCause, BanRecord, Config as MachineConfig, Machine,
+    Protected, RestoreError, SetChange, SetRole, Threshold, MAX_RECENT, SNAPSHOT_VERSION,
 };
 pub use safety::{
     lockouts, safe_mode, AdminSession, BootRecord, Lockout, SafeMode, SafeModeConfig,

@@ -195,6 +195,10 @@ pub struct Counters {
     pub malformed: u64,
     /// Actions taken (bans, clamps, registrations, ...).
     pub actions: u64,
+    /// The number of the last ban-ledger entry applied ([`crate::bans`]): later ones are
+    /// applied at the next look, earlier ones never again.
+    #[serde(default)]
+    pub ledger_applied: u64,
 }
 
 /// The daemon's state file (`--state`), kind `responsive`: the machine, where each followed
@@ -306,6 +310,11 @@ fn parse_saved(text: &str) -> Result<Saved, String> {
     })
 }
 
+/// The machine of a daemon state file's text, if it reads.
+pub fn parse_machine(text: &str) -> Option<Machine> {
+    parse_saved(text).ok().map(|s| s.machine)
+}
+
 /// What `pbxfw status` shows of the daemon's state at `path`: its counters and how far each
 /// file was read (`None` when there is no state yet, or it cannot be read).
 pub fn state_summary(path: &Path, t: u64) -> Option<serde_json::Value> {
@@ -361,7 +370,7 @@ fn save_state(
 
 /// The addresses of the sessions that applied the loaded ruleset (`SSH_CONNECTION`,
 /// `--admin`), as the last apply recorded them: the machine never bans them.
-fn applied_sessions() -> Vec<Protected> {
+pub fn applied_session_protection() -> Vec<Protected> {
     crate::safety::applied_sessions()
         .into_iter()
         .map(|a| Protected {
@@ -376,13 +385,16 @@ fn applied_sessions() -> Vec<Protected> {
 /// `pbxfw.Responsive`), so that no machine bans the administrator who applied the policy.
 pub fn machine_config(policy: &ValidPolicy) -> Config {
     let mut c = Config::from_policy(policy);
-    c.protected.extend(applied_sessions());
+    c.protected.extend(applied_session_protection());
     c
 }
 
 /// The protected sources named by hostname (trunks, trusted networks), with their current
 /// addresses.
-fn resolved_protection(policy: &ValidPolicy, answers: &[(String, Vec<IpAddr>)]) -> Vec<Protected> {
+pub fn resolved_protection(
+    policy: &ValidPolicy,
+    answers: &[(String, Vec<IpAddr>)],
+) -> Vec<Protected> {
     let mut out = Vec::new();
     for (source, why) in pbxfw_core::protected_sources(policy) {
         let Source::Host(name) = source else {
@@ -402,7 +414,13 @@ fn resolved_protection(policy: &ValidPolicy, answers: &[(String, Vec<IpAddr>)]) 
 
 /// The machine's bans the kernel holds and the machine does not know (written to the kernel by
 /// a daemon that was killed before its state was), adopted with their remaining time.
-fn merge_kernel_bans(ctx: &Context, kernel: &dyn Backend, machine: &mut Machine, t: u64) -> usize {
+fn merge_kernel_bans(
+    ctx: &Context,
+    kernel: &dyn Backend,
+    machine: &mut Machine,
+    manual: &[Prefix],
+    t: u64,
+) -> usize {
     let bans: Vec<String> = pbxfw_core::Family::BOTH
         .iter()
         .map(|f| pbxfw_core::names::ban(*f))
@@ -421,12 +439,66 @@ fn merge_kernel_bans(ctx: &Context, kernel: &dyn Backend, machine: &mut Machine,
             else {
                 continue;
             };
+            // A ban by hand is the ledger's, not the machine's.
+            if manual.contains(&prefix) {
+                continue;
+            }
             if machine.adopt_ban(prefix, t + left, t) {
                 adopted += 1;
             }
         }
     }
     adopted
+}
+
+/// What identifies the ban ledger's current content without reading it.
+fn ledger_stamp() -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(crate::bans::ledger_path()).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// The ban ledger, or an empty one when it cannot be read (logged: bans by hand and unbans
+/// then wait until it can).
+fn read_ledger(ctx: &Context) -> crate::bans::Ledger {
+    crate::bans::Ledger::read().unwrap_or_else(|e| {
+        ctx.log(&[("error", "ledger".into()), ("detail", e.to_string())]);
+        crate::bans::Ledger::default()
+    })
+}
+
+/// Apply the ledger's entries the machine has not seen: each unban forgives the sources it
+/// overlaps (bans by hand are in the kernel already, and in `replay` for reboots). Returns the
+/// actions that lift what the machine still held.
+fn apply_ledger(
+    ctx: &Context,
+    machine: &mut Machine,
+    ledger: &crate::bans::Ledger,
+    counters: &mut Counters,
+    t: u64,
+) -> Vec<Action> {
+    // A ledger numbered below what was applied was created anew: all of it is new. (An unban
+    // applied twice lifts nothing more: it never lifts a ban made after it.)
+    let seen = if ledger.last < counters.ledger_applied {
+        0
+    } else {
+        counters.ledger_applied
+    };
+    let mut out = Vec::new();
+    for e in ledger.after(seen) {
+        if let crate::bans::Op::Unban { prefix } = &e.op {
+            let lifted = machine.forgive(prefix, e.at, t);
+            ctx.log(&[
+                ("event", "unban".into()),
+                ("prefix", prefix.to_string()),
+                ("by", e.by.clone()),
+                ("lifted", lifted.len().to_string()),
+            ]);
+            out.extend(lifted);
+        }
+    }
+    counters.ledger_applied = ledger.last;
+    out
 }
 
 /// How a [`Daemon`] runs.
@@ -619,8 +691,15 @@ fn run(
     }
     let t = ctx.now();
     machine.tick(t);
-    let adopted = merge_kernel_bans(ctx, kernel, &mut machine, t);
-    let seed = machine.replay_actions(t);
+    // Unbans made while the daemon was away come before anything is put back.
+    let mut ledger_seen = ledger_stamp();
+    let ledger = read_ledger(ctx);
+    let forgiven = apply_ledger(ctx, &mut machine, &ledger, &mut counters, t);
+    let manual: Vec<Prefix> = ledger.manual_bans(t).iter().map(|b| b.prefix).collect();
+    let adopted = merge_kernel_bans(ctx, kernel, &mut machine, &manual, t);
+    let mut seed = forgiven;
+    seed.extend(machine.replay_actions(t));
+    seed.extend(ledger.replay_actions(t));
     let failed = apply_actions(ctx, kernel, &rs, &seed, t);
     let mut instance = kernel.instance().ok().flatten();
     ctx.log(&[
@@ -754,11 +833,19 @@ fn run(
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + tick;
             actions.extend(machine.tick(t));
+            let stamp = ledger_stamp();
+            if stamp != ledger_seen {
+                ledger_seen = stamp;
+                let ledger = read_ledger(ctx);
+                actions.extend(apply_ledger(ctx, &mut machine, &ledger, &mut counters, t));
+                dirty = true;
+            }
             if let Some(new) = reloaded(ctx, kernel, &rs, reload, &mut known, &mut ignored) {
                 rs = compile(&new);
                 machine.reconfigure(machine_config(&new));
                 // Into the sets of the new ruleset (they may be new sets).
                 actions.extend(machine.replay_actions(t));
+                actions.extend(read_ledger(ctx).replay_actions(t));
                 let names = crate::names::tracked_names(&new);
                 ctx.log(&[
                     ("event", "reload".into()),
@@ -795,6 +882,7 @@ fn run(
                             ),
                         ]);
                         actions.extend(machine.replay_actions(t));
+                        actions.extend(read_ledger(ctx).replay_actions(t));
                         feeder = None;
                         if let Some(ctl) = &dns_ctl {
                             let _ = ctl.send((crate::names::tracked_names(&policy), rs.clone()));

@@ -49,6 +49,9 @@ pub struct EditOutcome {
     /// What changed in the kernel.
     #[serde(flatten)]
     pub kernel: KernelChange,
+    /// Bookkeeping that failed after the change was made (it stays made).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The policy file an edit means ([`crate::policy::resolve`]); an edit needs a file.
@@ -124,6 +127,7 @@ pub fn edit(
                 file: path.to_string(),
                 summary,
                 kernel: KernelChange::NotLoaded,
+                warnings: Vec::new(),
             })
         }
         Err(e) => return Err(after("cannot be read", e)),
@@ -131,6 +135,19 @@ pub fn edit(
     let started = std::time::Instant::now();
     let synced = pbxfw_core::sync(kernel.as_ref(), &old.ruleset, &new.ruleset, &opts)
         .map_err(|e| after("was not", e))?;
+    // The kernel now holds the edited ruleset: it is the last applied one (for `apply
+    // --confirm`, rollbacks, and the commands that act on the loaded sets), applied from the
+    // sessions that applied the one it replaces.
+    let mut warnings = Vec::new();
+    if let Err(e) = crate::safety::record_applied(
+        backend.as_str(),
+        &new.ruleset,
+        &crate::safety::applied_sessions(),
+    ) {
+        warnings.push(format!(
+            "{e}: a later `apply --confirm` is refused until an apply is recorded"
+        ));
+    }
     let kernel = if synced.incremental {
         KernelChange::Elements {
             added: synced.added,
@@ -148,6 +165,7 @@ pub fn edit(
         file: path.to_string(),
         summary,
         kernel,
+        warnings,
     })
 }
 
@@ -215,12 +233,13 @@ pub fn blacklist_list(path: Option<&str>) -> Result<Vec<String>> {
 }
 
 /// Put `addr` (an address or network) in the trusted zone, replacing another zone's override
-/// of the same source.
-pub fn trust(path: &str, req: &EditRequest, addr: &str) -> Result<EditOutcome> {
-    if Prefix::parse_lenient(addr).is_err() {
+/// of the same source, and lift its bans ([`crate::bans::unban`]): a trusted source that stays
+/// banned would be trusted in the policy and dropped by the kernel.
+pub fn trust(path: &str, req: &EditRequest, addr: &str, now: u64) -> Result<EditOutcome> {
+    let Ok((prefix, _)) = Prefix::parse_lenient(addr) else {
         return Err(Error::Usage(format!("{addr:?} is not an address or CIDR")));
-    }
-    edit(path, req, |doc| {
+    };
+    let mut out = edit(path, req, |doc| {
         let replaced = doc.networks_remove(|s, _| same_source(s, addr));
         doc.network_add(addr, "trusted", "added by pbxfw trust");
         Ok(if replaced > 0 {
@@ -228,7 +247,20 @@ pub fn trust(path: &str, req: &EditRequest, addr: &str) -> Result<EditOutcome> {
         } else {
             format!("{addr} added to the trusted zone")
         })
-    })
+    })?;
+    let by = format!("trust {prefix} ({})", crate::bans::requester());
+    match crate::bans::lift(req.backend, &[prefix], now, &by) {
+        Ok(u) if !u.lifted.is_empty() => {
+            out.summary += &format!("; {} ban(s) lifted", u.lifted.len());
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return Err(Error::Backend(pbxfw_core::BackendError::Kernel(format!(
+                "{addr} is trusted in the policy and the kernel, but its bans could not be lifted ({e}); run pbxfw unban {prefix}"
+            ))))
+        }
+    }
+    Ok(out)
 }
 
 /// Take `addr` out of the trusted zone.

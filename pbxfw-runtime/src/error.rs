@@ -81,6 +81,15 @@ pub enum Refusal {
         /// The lock file.
         path: PathBuf,
     },
+    /// A ban of what is never banned: a trunk, a trusted network, an administrator, an
+    /// ignored source, the sessions that applied the policy, a special address.
+    #[error("{prefix} is never banned: {why}")]
+    NeverBanned {
+        /// The prefix asked for.
+        prefix: String,
+        /// What protects it.
+        why: String,
+    },
     /// The custom rules file could be written by someone other than root.
     #[error("{} must be owned by root and not writable by group or others ({detail})", path.display())]
     UnsafeCustomRules {
@@ -118,7 +127,7 @@ impl Error {
 
 impl Refusal {
     /// A stable name of the refusal (`lockout`, `pending_confirmation`, `not_last_applied`,
-    /// `locked`, `unsafe_custom_rules`), for bindings to branch on.
+    /// `locked`, `unsafe_custom_rules`, `never_banned`), for bindings to branch on.
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::Lockout { .. } => "lockout",
@@ -126,6 +135,7 @@ impl Refusal {
             Refusal::NotLastApplied { .. } => "not_last_applied",
             Refusal::Locked { .. } => "locked",
             Refusal::UnsafeCustomRules { .. } => "unsafe_custom_rules",
+            Refusal::NeverBanned { .. } => "never_banned",
         }
     }
 }

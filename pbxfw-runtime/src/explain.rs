@@ -4,9 +4,11 @@
 
 use std::net::IpAddr;
 
-use pbxfw_core::{CtState, Explanation, Packet, Proto, Ruleset};
-use serde::Deserialize;
+use pbxfw_core::{CtState, DynamicState, Explanation, Packet, Proto, Ruleset, SetKind};
+use pbxfw_core::{Family, Prefix, SetRole};
+use serde::{Deserialize, Serialize};
 
+use crate::backends::BackendName;
 use crate::error::{Error, Result};
 
 /// A packet to explain, as the front ends take it (C and PHP as JSON with these keys).
@@ -69,6 +71,105 @@ impl Query {
 /// What happens to the packet of `query` under `rs`, and which policy object decides.
 pub fn explain(rs: &Ruleset, query: &Query) -> Result<Explanation> {
     Ok(pbxfw_core::explain(rs, &query.packet()?, query.registered))
+}
+
+/// A registration the kernel holds for the packet's source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiveRegistration {
+    /// The account, when the daemon's state names it.
+    pub account: Option<String>,
+    /// Unix seconds at which it ends.
+    pub until: u64,
+    /// `until` in ISO 8601.
+    pub until_iso: String,
+}
+
+/// What happens to a packet now: the loaded ruleset with the kernel's dynamic sets as they
+/// are (bans, the slow lane, registrations, grants), and what they hold for its source.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveExplanation {
+    /// The answer.
+    #[serde(flatten)]
+    pub explanation: Explanation,
+    /// The ruleset asked (the one loaded).
+    pub fingerprint: String,
+    /// The bans in force covering the source.
+    pub bans: Vec<crate::bans::Ban>,
+    /// Its registrations.
+    pub registrations: Vec<LiveRegistration>,
+    /// Until when it is in the slow lane (Unix seconds).
+    pub clamped_until: Option<u64>,
+}
+
+/// What happens to the packet of `query` in `backend` at `now` (Unix seconds), as the kernel
+/// holds pbxfw's ruleset and dynamic sets. `query.registered` is not used: the kernel says.
+pub fn live(backend: BackendName, query: &Query, now: u64) -> Result<LiveExplanation> {
+    let packet = query.packet()?;
+    let kernel = backend.open();
+    let status = kernel.status()?;
+    if !status.loaded {
+        return Err(pbxfw_core::BackendError::NotLoaded.into());
+    }
+    let rs = crate::bans::loaded_ruleset(kernel.as_ref())?;
+    let src = query.src;
+    let family = Family::of(&src);
+    let mut state = DynamicState::default();
+    let mut clamped_until = None;
+    let mut registered: Vec<u64> = Vec::new();
+    for set in &status.sets {
+        if !matches!(
+            rs.sets.get(&set.name).map(|s| &s.kind),
+            Some(SetKind::Dynamic(_))
+        ) {
+            continue;
+        }
+        for el in &set.elements {
+            let Ok((p, _)) = Prefix::parse_lenient(&el.element) else {
+                continue;
+            };
+            if !p.contains(&src) {
+                continue;
+            }
+            state.insert(&rs, &set.name, src);
+            let until = now + el.expires_in.unwrap_or(0);
+            if set.name == SetRole::Clamped.set(family) {
+                clamped_until = Some(until);
+            } else if set.name == SetRole::Registered.set(family) {
+                registered.push(until);
+            }
+        }
+    }
+    let explanation = pbxfw_core::explain_with(&rs, &packet, &state);
+    let bans = crate::bans::list(backend, now)?
+        .bans
+        .into_iter()
+        .filter(|b| b.prefix.contains(&src))
+        .collect();
+    let known = crate::bans::daemon_machine()
+        .map(|m| m.registrations_of(&src, now))
+        .unwrap_or_default();
+    let registrations = registered
+        .into_iter()
+        .flat_map(|until| {
+            let accounts: Vec<Option<String>> = if known.is_empty() {
+                vec![None]
+            } else {
+                known.iter().map(|(a, _)| Some(a.clone())).collect()
+            };
+            accounts.into_iter().map(move |account| LiveRegistration {
+                account,
+                until,
+                until_iso: crate::human::iso8601(until),
+            })
+        })
+        .collect();
+    Ok(LiveExplanation {
+        explanation,
+        fingerprint: rs.fingerprint(),
+        bans,
+        registrations,
+        clamped_until,
+    })
 }
 
 #[cfg(test)]

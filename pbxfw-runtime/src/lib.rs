@@ -26,6 +26,7 @@
 pub mod actions;
 pub mod apply;
 pub mod backends;
+pub mod bans;
 pub mod context;
 pub mod daemon;
 pub mod edit;

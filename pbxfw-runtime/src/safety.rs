@@ -352,6 +352,14 @@ pub fn apply_with_confirm(
     Ok((rs.fingerprint(), deadline_ms))
 }
 
+/// The last applied ruleset (what the kernel holds when its fingerprint matches), if any.
+pub fn applied_ruleset() -> Result<Option<Ruleset>> {
+    match state::read::<Applied>(&applied_path(), APPLIED)? {
+        Some(a) => Ok(Some(parse_ir(&a.ir)?)),
+        None => Ok(None),
+    }
+}
+
 /// The IR text of an applied record, parsed.
 fn parse_ir(ir: &str) -> Result<Ruleset> {
     pbxfw_core::parse_ir(ir).map_err(|e| {

@@ -78,6 +78,10 @@ pub mod names {
     pub fn admins(f: Family) -> String {
         format!("admins{}", f.suffix())
     }
+    /// Static set of the sources the responsive layer ignores (`responsive.ignore`).
+    pub fn ignore(f: Family) -> String {
+        format!("ignore{}", f.suffix())
+    }
     /// Dynamic set of registered device sources.
     pub fn registered(f: Family) -> String {
         format!("registered{}", f.suffix())
@@ -660,6 +664,33 @@ fn responsive_chain(
             vec![Match::Family(f), Match::Src(set)],
             Verdict::Accept,
             "responsive: administrators are never limited or banned (settings.admins)",
+        ));
+    }
+    // The ignore list (`responsive.ignore`): never metered either, and given no more than
+    // signalling, which is what the tiers would have admitted.
+    for f in Family::BOTH {
+        let ignored: Vec<Element> = policy
+            .responsive
+            .ignore
+            .iter()
+            .filter(|p| p.family() == f)
+            .map(|p| (*p, format!("responsive.ignore {p}")))
+            .collect();
+        if ignored.is_empty() {
+            continue;
+        }
+        let set = names::ignore(f);
+        b.static_set(
+            set.clone(),
+            f,
+            "ignored sources (responsive.ignore): never metered by the responsive tiers",
+            ignored,
+            false,
+        );
+        rules.push(Rule::new(
+            vec![Match::Family(f), Match::Src(set)],
+            Verdict::Accept,
+            "responsive: ignored sources are never limited or banned (responsive.ignore)",
         ));
     }
     // Sources the state machine clamped (a phone with a wrong password, a slow cracker): a

@@ -1021,6 +1021,7 @@ fn responsive(cx: &mut Cx, v: Option<&Value>, services: &BTreeMap<String, Servic
         ban_seconds: 86400,
         ipv4_prefix: 32,
         ipv6_prefix: 64,
+        ignore: Vec::new(),
     };
     let Some(m) = v.and_then(|v| {
         cx.table(
@@ -1036,6 +1037,7 @@ fn responsive(cx: &mut Cx, v: Option<&Value>, services: &BTreeMap<String, Servic
                 "ban_time",
                 "ipv4_prefix",
                 "ipv6_prefix",
+                "ignore",
             ],
         )
     }) else {
@@ -1117,6 +1119,24 @@ fn responsive(cx: &mut Cx, v: Option<&Value>, services: &BTreeMap<String, Servic
     }
     if let Some(v) = m.get("registered_grants") {
         r.registered_grants = service_names(cx, v, "responsive.registered_grants", services);
+    }
+    if let Some(v) = m.get("ignore") {
+        for (i, text) in cx.strings(v, "responsive.ignore") {
+            let path = idx("responsive.ignore", i);
+            // Addresses and CIDRs only: an ignored source is an exemption from banning, and a
+            // hostname's answers (the DNS's, so anyone's who controls it) must not grant one.
+            match Prefix::parse_lenient(text) {
+                Ok((p, false)) => r.ignore.push(p),
+                Ok((p, true)) => cx.err(
+                    &path,
+                    Some(text),
+                    format!("has host bits set (the network is {p})"),
+                ),
+                Err(_) => cx.err(&path, Some(text), "is not an address or a CIDR"),
+            }
+        }
+        r.ignore.sort();
+        r.ignore.dedup();
     }
     r
 }
@@ -1255,6 +1275,49 @@ mod tests {
         );
         assert!(v.responsive.enabled);
         assert!(v.warnings.is_empty());
+    }
+
+    #[test]
+    fn the_ignore_list_takes_addresses_and_networks_and_meters_them_not() {
+        let e = Policy::from_toml(
+            "[responsive]\nignore = [\"198.51.100.0/28\", \"2001:db8::1\", \"monitor.example\", \"192.0.2.1/24\"]\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        let d: Vec<String> = e.iter().map(|d| d.to_string()).collect();
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].contains("responsive.ignore[2]") && d[0].contains("not an address"));
+        assert!(d[1].contains("responsive.ignore[3]") && d[1].contains("192.0.2.0/24"));
+        let v = Policy::from_toml("[responsive]\nignore = [\"198.51.100.0/28\"]\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        let rs = crate::compile(&v);
+        assert!(rs.sets.contains_key("ignore4") && !rs.sets.contains_key("ignore6"));
+        // A flood from an ignored source is accepted without meeting a meter, and the state
+        // machine never bans it.
+        let src: std::net::IpAddr = "198.51.100.3".parse().unwrap();
+        let mut packet = crate::Packet::new("eth0", src, crate::Proto::Udp, Some(5060));
+        packet.ct = crate::CtState::New;
+        let state = crate::DynamicState {
+            meters_over: rs
+                .sets
+                .keys()
+                .filter(|n| n.starts_with("meter_"))
+                .cloned()
+                .collect(),
+            ..Default::default()
+        };
+        let e = crate::explain_with(&rs, &packet, &state);
+        assert_eq!(e.verdict, crate::FinalVerdict::Accept, "{e:?}");
+        assert!(e.decided_by.contains("ignore"), "{e:?}");
+        let cfg = crate::MachineConfig::from_policy(&v);
+        assert!(
+            crate::never_banned(&cfg, &[], &"198.51.100.0/24".parse().unwrap())
+                .unwrap()
+                .contains("responsive.ignore")
+        );
     }
 
     #[test]

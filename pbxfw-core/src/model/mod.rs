@@ -441,6 +441,10 @@ pub struct Responsive {
     pub ipv4_prefix: u8,
     /// IPv6 sources are tracked and banned per prefix of this length (64 by default).
     pub ipv6_prefix: u8,
+    /// Sources never limited or banned, by the kernel's tiers or by the state machine, and
+    /// given nothing else (`responsive.ignore`, fail2ban's `ignoreip`): a monitoring probe, a
+    /// partner's office. Unlike a trusted network they reach only what the internet reaches.
+    pub ignore: Vec<Prefix>,
 }
 
 /// A rate tier: `packets` per `seconds`, written `50/10s`, `10/1m`, `100/24h`.

@@ -107,6 +107,10 @@ impl Config {
             prefix: Prefix::host(*a),
             why: format!("administrator {a}"),
         }));
+        protected.extend(r.ignore.iter().map(|p| Protected {
+            prefix: *p,
+            why: format!("ignored source {p} (responsive.ignore)"),
+        }));
         protected.sort();
         protected.dedup_by(|a, b| a.prefix == b.prefix);
         Config {
@@ -196,6 +200,24 @@ pub fn protected_sources(policy: &ValidPolicy) -> Vec<(&Source, String)> {
         .iter()
         .map(|t| (&t.host, format!("trunk {}", t.name)));
     trusted.chain(trunks).collect()
+}
+
+/// Why `prefix` must never be banned, if it must not (what `pbxfw ban` asks before a ban by
+/// hand): it overlaps a protected source of `config` or `resolved` (trunks, trusted networks,
+/// administrators, ignored sources; the addresses of those named by hostname), or its address
+/// is not a remote unicast source.
+pub fn never_banned(config: &Config, resolved: &[Protected], prefix: &Prefix) -> Option<String> {
+    if let Some(why) = special(&prefix.addr()) {
+        return Some(why.to_string());
+    }
+    let overlaps =
+        |p: &Prefix| p.family() == prefix.family() && (p.covers(prefix) || prefix.covers(p));
+    config
+        .protected
+        .iter()
+        .chain(resolved)
+        .find(|p| overlaps(&p.prefix))
+        .map(|p| p.why.clone())
 }
 
 /// Why an address is never acted on whatever the policy says: it is not a remote unicast
@@ -516,6 +538,73 @@ struct SourceState {
     /// The latest expiry of a registration from inside this prefix: while it lies ahead, the
     /// prefix hosts a registered device (a NAT, an IPv6 /64) and is never banned.
     registered_until: u32,
+    /// What made the machine ban it last (one byte: it fits in the padding).
+    #[serde(default, skip_serializing_if = "BanCause::is_unknown")]
+    cause: BanCause,
+}
+
+/// What made the state machine ban a source, kept with the ban for `pbxfw bans`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BanCause {
+    /// Not recorded (a ban from a snapshot older than causes).
+    #[default]
+    Unknown,
+    /// A User-Agent of a known attack tool.
+    AttackTool,
+    /// Failures for accounts that do not exist.
+    UnknownAccount,
+    /// Wrong passwords for an account that exists.
+    WrongPassword,
+    /// Other failed authentications (ACL, no matching endpoint, …).
+    FailedAuth,
+    /// Found in the kernel's ban set and taken over (a daemon killed before it saved its state).
+    Adopted,
+}
+
+impl BanCause {
+    fn is_unknown(&self) -> bool {
+        *self == BanCause::Unknown
+    }
+
+    /// The cause in words, with the threshold of `config` it crossed.
+    pub fn describe(&self, config: &Config) -> String {
+        match self {
+            BanCause::Unknown => "banned by the state machine".into(),
+            BanCause::AttackTool => "User-Agent of an attack tool".into(),
+            BanCause::UnknownAccount => format!(
+                "{} unknown-account failures in {}",
+                config.unknown_account.failures,
+                crate::human::duration(u64::from(config.unknown_account.window))
+            ),
+            BanCause::WrongPassword => format!(
+                "{} wrong-password failures in {}",
+                config.wrong_password_ban.failures,
+                crate::human::duration(u64::from(config.wrong_password_ban.window))
+            ),
+            BanCause::FailedAuth => format!(
+                "{} failed authentications in {}",
+                config.other.failures,
+                crate::human::duration(u64::from(config.other.window))
+            ),
+            BanCause::Adopted => "found in the kernel's ban set (cause not recorded)".into(),
+        }
+    }
+}
+
+/// A ban the state machine holds ([`Machine::ban_records`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BanRecord {
+    /// The banned prefix.
+    pub prefix: Prefix,
+    /// Unix seconds at which it began.
+    pub since: u64,
+    /// Unix seconds at which it ends.
+    pub until: u64,
+    /// Why.
+    pub cause: BanCause,
+    /// Bans of this source remembered (each doubles the next one's length).
+    pub strikes: u8,
 }
 
 fn secs(now: u64) -> u32 {
@@ -792,6 +881,78 @@ impl Machine {
         v
     }
 
+    /// Active bans with when and why they began, sorted by prefix.
+    pub fn ban_records(&self, now: u64) -> Vec<BanRecord> {
+        let n = secs(now);
+        let mut v: Vec<BanRecord> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| s.banned_until > n)
+            .map(|(k, s)| BanRecord {
+                prefix: k.prefix(&self.config),
+                since: u64::from(s.last_ban),
+                until: u64::from(s.banned_until),
+                cause: s.cause,
+                strikes: s.strikes,
+            })
+            .collect();
+        v.sort_by_key(|r| r.prefix);
+        v
+    }
+
+    /// The accounts registered from `addr`, each with its expiry (Unix seconds), sorted.
+    pub fn registrations_of(&self, addr: &IpAddr, now: u64) -> Vec<(String, u64)> {
+        self.registrations
+            .get(addr)
+            .map(|accounts| {
+                accounts
+                    .iter()
+                    .filter(|(_, r)| r.until > now)
+                    .map(|(a, r)| (a.clone(), r.until))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// An administrator lifted the bans of `prefix` at `at` (Unix seconds; `pbxfw unban`,
+    /// `pbxfw trust`): every tracked source overlapping it whose ban began no later than `at`
+    /// is unbanned and unclamped, and its strikes and failures are forgiven, so its next ban
+    /// starts again from the shortest. A source banned again after `at` keeps its new ban (an
+    /// unban read twice, after a restart, must not lift it). Returns the actions that carry
+    /// it out (bans and clamps that had not expired by `now`).
+    pub fn forgive(&mut self, prefix: &Prefix, at: u64, now: u64) -> Vec<Action> {
+        let (at, n) = (secs(at), secs(now));
+        let config = &self.config;
+        let mut out = Vec::new();
+        let mut keys: Vec<(&Key, &mut SourceState)> = self
+            .sources
+            .iter_mut()
+            .filter(|(k, _)| {
+                let key = k.prefix(config);
+                key.family() == prefix.family() && (key.covers(prefix) || prefix.covers(&key))
+            })
+            .collect();
+        keys.sort_by_key(|(k, _)| **k);
+        for (k, s) in keys {
+            if s.last_ban > at {
+                continue;
+            }
+            let key = k.prefix(config);
+            if s.banned_until > n {
+                out.push(Action::Unban { prefix: key });
+            }
+            if s.clamped_until > n {
+                out.push(Action::Unclamp { prefix: key });
+            }
+            s.banned_until = 0;
+            s.clamped_until = 0;
+            s.strikes = 0;
+            s.recent = Recent::default();
+            s.cause = BanCause::Unknown;
+        }
+        out
+    }
+
     /// Take over a ban found in the kernel that the machine does not know (a daemon killed
     /// after it banned and before it saved its state): the ban lasts `until`. A source this
     /// machine would never ban is not taken over, nor one it already bans. Returns whether
@@ -810,6 +971,7 @@ impl Machine {
         s.last_ban = n;
         s.last_seen = n;
         s.strikes = s.strikes.max(1);
+        s.cause = BanCause::Adopted;
         self.bound(now);
         true
     }
@@ -1085,29 +1247,39 @@ impl Machine {
         s.recent.push(kind, n, cfg.longest_window);
         let mut clamp = false;
         let ban_reason = if user_agent.is_some_and(is_attack_tool) {
-            Some(format!("attack tool {:?}", user_agent.unwrap_or("")))
+            Some((
+                BanCause::AttackTool,
+                format!("attack tool {:?}", user_agent.unwrap_or("")),
+            ))
         } else {
             match kind {
-                Kind::Unknown => s
-                    .recent
-                    .reached(kind, cfg.unknown_account, n)
-                    .then(|| format!("{} unknown-account failures", cfg.unknown_account.failures)),
+                Kind::Unknown => s.recent.reached(kind, cfg.unknown_account, n).then(|| {
+                    (
+                        BanCause::UnknownAccount,
+                        format!("{} unknown-account failures", cfg.unknown_account.failures),
+                    )
+                }),
                 Kind::Wrong => {
                     clamp = s.recent.reached(kind, cfg.wrong_password_clamp, n);
                     s.recent.reached(kind, cfg.wrong_password_ban, n).then(|| {
-                        format!(
-                            "{} wrong-password failures",
-                            cfg.wrong_password_ban.failures
+                        (
+                            BanCause::WrongPassword,
+                            format!(
+                                "{} wrong-password failures",
+                                cfg.wrong_password_ban.failures
+                            ),
                         )
                     })
                 }
-                Kind::Other => s
-                    .recent
-                    .reached(kind, cfg.other, n)
-                    .then(|| format!("{} failed authentications", cfg.other.failures)),
+                Kind::Other => s.recent.reached(kind, cfg.other, n).then(|| {
+                    (
+                        BanCause::FailedAuth,
+                        format!("{} failed authentications", cfg.other.failures),
+                    )
+                }),
             }
         };
-        if let Some(reason) = ban_reason {
+        if let Some((cause, reason)) = ban_reason {
             // Counted failures are spent: the next threshold starts from zero.
             s.recent.forget(kind);
             if let Some(why) = shield {
@@ -1128,6 +1300,7 @@ impl Machine {
                 .min(cfg.max_ban_seconds as u64);
             s.banned_until = secs(now + secs_banned);
             s.last_ban = n;
+            s.cause = cause;
             s.clamped_until = 0;
             s.recent = Recent::default();
             out.push(Action::Ban {
@@ -1282,6 +1455,45 @@ mod tests {
         let mut cfg = Config::from_policy(&policy);
         cfg.max_sources = max_sources;
         Machine::new(cfg)
+    }
+
+    #[test]
+    fn forgiving_lifts_bans_made_before_it_and_the_strikes_behind_them() {
+        let mut m = machine(64);
+        let t = 1_800_000_000;
+        let ban = |m: &mut Machine, at: u64| {
+            (0..10)
+                .flat_map(|_| m.on_event(&failure(7), at))
+                .find(|a| matches!(a, Action::Ban { .. }))
+        };
+        let Some(Action::Ban { until, .. }) = ban(&mut m, t) else {
+            panic!("no ban");
+        };
+        let first = until - t;
+        ban(&mut m, until + 1).expect("a second ban");
+        let records = m.ban_records(until + 2);
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            (records[0].strikes, records[0].cause, records[0].since),
+            (2, BanCause::FailedAuth, until + 1)
+        );
+        // An unban of an older time lifts nothing; one of the network lifts it all.
+        let key: Prefix = "10.0.0.7/32".parse().unwrap();
+        assert!(m.forgive(&key, until, until + 2).is_empty());
+        let net: Prefix = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(
+            m.forgive(&net, until + 2, until + 2),
+            [Action::Unban { prefix: key }]
+        );
+        assert!(m.bans(until + 2).is_empty());
+        // Forgiven: the next ban is a first one again.
+        let Some(Action::Ban { until: u3, .. }) = ban(&mut m, until + 3) else {
+            panic!("no third ban");
+        };
+        assert_eq!(u3 - (until + 3), first);
+        // Read again (after a restart), the same unban leaves the new ban alone.
+        assert!(m.forgive(&net, until + 2, until + 4).is_empty());
+        assert_eq!(m.bans(until + 4).len(), 1);
     }
 
     fn failure(i: u32) -> SecurityEvent {
