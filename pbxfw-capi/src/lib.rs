@@ -565,6 +565,7 @@ pub extern "C" fn pbxfw_kernel_apply(
             confirm: o.confirm,
             admins,
             force: o.force,
+            ..Default::default()
         };
         let done = pbxfw_runtime::apply(&p.loaded, &req).map_err(failure)?;
         put(out, json_buf(&done)?);

@@ -260,6 +260,9 @@ enum Command {
         /// Apply even if the administrator would be locked out.
         #[arg(long)]
         force: bool,
+        /// How the policy's hostnames are resolved when some have no answer yet (at most 2 s).
+        #[command(flatten)]
+        dns: DnsArgs,
     },
     /// Keep the ruleset of the last `apply --confirm`.
     #[command(after_help = AFTER_HELP)]
@@ -635,6 +638,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             confirm,
             admins,
             force,
+            dns,
         } => {
             let loaded = load(policy.as_deref(), example)?;
             let out = pbxfw_runtime::apply(
@@ -645,6 +649,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     confirm,
                     admins,
                     force,
+                    dns: dns.options(),
                 },
             )?;
             for w in &out.warnings {

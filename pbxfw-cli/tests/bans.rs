@@ -308,3 +308,60 @@ fn bans_follow_the_iptables_backend() {
     assert!(bans_json(ns).is_empty());
     ok(ns, &["disable"]);
 }
+
+/// A trunk given by hostname is resolved at the apply (through a real DNS server), so that a
+/// burst of its signalling is accepted as the trunk's and never meets the tiers; a name that
+/// cannot be resolved delays the apply by at most 2 s, and the apply says it is empty.
+#[test]
+fn a_trunk_by_hostname_is_resolved_at_apply_and_never_banned() {
+    if skipped() {
+        return;
+    }
+    let t = topology("hostname-trunk", SetStore::Nft);
+    let ns = &t.pbx;
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "203.0.113.200 sip.provider.test\n").unwrap();
+    let _dns = pbxfw_testkit::dns::dnsmasq(ns, &hosts, &[]);
+    let policy = dir.path().join("pbxfw.toml");
+    let trunk = "[interfaces]\neth0 = \"internet\"\n\
+        [[pbx.trunks]]\nname = \"provider\"\nhost = \"sip.provider.test\"\nprotocol = \"pjsip\"\n";
+    std::fs::write(&policy, trunk).unwrap();
+    let p = policy.to_str().unwrap();
+    ok(ns, &["apply", p, "--dns-server", "127.0.0.1:5353"]);
+    assert!(t.set_has("trunk_pjsip_dns4", "203.0.113.200"));
+    let before = t.watched();
+    t.send_udp(
+        "eth0",
+        "203.0.113.200".parse().unwrap(),
+        5060,
+        5060,
+        100,
+        Duration::ZERO,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(t.watched() - before, 100, "the trunk's burst was limited");
+    assert!(!t.set_has("tier_ban4", "203.0.113.200"));
+    assert!(passes(&t, "203.0.113.200"));
+
+    // A DNS server that never answers: the apply waits 2 s at most and names what is empty.
+    let silent =
+        pbxfw_testkit::netns::in_netns(ns, || std::net::UdpSocket::bind("127.0.0.1:5399").unwrap());
+    let slow = format!(
+        "{trunk}[[pbx.trunks]]\nname = \"backup\"\nhost = \"backup.provider.test\"\nprotocol = \"pjsip\"\n"
+    );
+    std::fs::write(&policy, slow).unwrap();
+    let started = Instant::now();
+    let out = pbxfw(ns, &["apply", p, "--dns-server", "127.0.0.1:5399"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{out:?}");
+    assert!(took < Duration::from_millis(3500), "{took:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("backup.provider.test (trunk backup) has no address yet"),
+        "{err}"
+    );
+    // The answer kept from before still feeds the first trunk.
+    assert!(t.set_has("trunk_pjsip_dns4", "203.0.113.200"));
+    drop(silent);
+}

@@ -202,6 +202,62 @@ pub fn refresh(resolver: &Resolver, tracker: &mut Tracker, now: u64) -> Vec<Stri
     changed
 }
 
+/// Run every lookup `tracker` has due at `now` at once, each on a thread of its own, and
+/// record those answered within `budget` (also the SRV targets they make due, in further
+/// rounds while the budget lasts). Lookups still running when it ends are left due (their
+/// threads end by themselves, each after at most `budget` per server and attempt). For an
+/// apply, which must not wait on the DNS for long: returns the names whose addresses changed.
+pub fn refresh_within(
+    resolver: &Resolver,
+    tracker: &mut Tracker,
+    now: u64,
+    budget: Duration,
+) -> Vec<String> {
+    /// Threads started at most per round (a policy with more names leaves the rest due).
+    const MAX_PARALLEL: usize = 64;
+    let deadline = Instant::now() + budget;
+    let mut changed = Vec::new();
+    let mut asked = std::collections::BTreeSet::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let due: Vec<_> = tracker
+            .due(now)
+            .into_iter()
+            .filter(|l| !asked.contains(l))
+            .take(MAX_PARALLEL)
+            .collect();
+        if due.is_empty() {
+            break;
+        }
+        // No reply waited for longer than the budget left, so the threads end soon after.
+        let r = Resolver::new(resolver.servers.clone(), resolver.timeout.min(left))
+            .with_attempts(resolver.attempts);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for lookup in &due {
+            asked.insert(lookup.clone());
+            let (r, tx, lookup) = (r.clone(), tx.clone(), lookup.clone());
+            std::thread::spawn(move || {
+                let result = r.lookup(&lookup.name, lookup.rtype);
+                let _ = tx.send((lookup, result));
+            });
+        }
+        drop(tx);
+        for _ in 0..due.len() {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok((lookup, result)) => changed.extend(tracker.on_result(&lookup, result, now)),
+                Err(_) => break,
+            }
+        }
+    }
+    changed.sort();
+    changed.dedup();
+    changed
+}
+
 /// What a reply must match to be believed.
 struct Expect<'a> {
     id: u16,

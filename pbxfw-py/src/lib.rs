@@ -303,6 +303,7 @@ fn apply<'py>(
         confirm,
         admins,
         force,
+        ..Default::default()
     };
     let loaded = &policy.loaded;
     match py.detach(move || pbxfw_runtime::apply(loaded, &req)) {

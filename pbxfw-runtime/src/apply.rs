@@ -25,6 +25,8 @@ pub struct ApplyRequest {
     pub admins: Vec<crate::safety::Admin>,
     /// Apply even if an administrator would be cut off.
     pub force: bool,
+    /// How the policy's hostnames are resolved when some have no answer yet.
+    pub dns: crate::names::DnsOptions,
 }
 
 /// What an apply did.
@@ -42,6 +44,9 @@ pub struct ApplyOutcome {
     /// the discovery for `status`): the ruleset is loaded and verified all the same.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The policy's hostnames: looked up, and still empty (none when it names no host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostnames: Option<crate::names::AtApply>,
 }
 
 /// Apply `loaded`: refused (and nothing changes) when it would cut off a session the request
@@ -83,6 +88,7 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
                 elapsed_ms: None,
                 rolled_back_at_ms: Some(deadline_ms),
                 warnings: Vec::new(),
+                hostnames: None,
             }
         }
         None => {
@@ -101,11 +107,31 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
                 elapsed_ms: Some(elapsed.as_secs_f64() * 1000.0),
                 rolled_back_at_ms: None,
                 warnings: Vec::new(),
+                hostnames: None,
             }
         }
     };
     if let Err(e) = crate::policy::record_discovery(loaded) {
         warnings.push(format!("{e}: `status` does not show this discovery"));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match crate::names::resolve_at_apply(loaded, req.backend, &req.dns, now) {
+        Ok(names) => {
+            if let Some(n) = &names {
+                warnings.extend(n.errors.iter().cloned());
+                warnings.extend(n.empty.iter().map(|(name, role)| {
+                    format!(
+                        "{name} ({role}) has no address yet: until it resolves, what it names is not in the ruleset (a trunk's signalling meets the responsive tiers); the daemon keeps trying, `pbxfw resolve` tries now"
+                    )
+                }));
+            }
+            outcome.hostnames = names;
+        }
+        Err(e) => warnings.push(format!(
+            "{e}: the policy's hostnames were not resolved at this apply"
+        )),
     }
     outcome.warnings = warnings;
     Ok(outcome)

@@ -1,7 +1,9 @@
 //! Hostnames in the kernel (docs/discovery.md, "Hostnames"): the policy's hostnames are resolved outside the apply
 //! path (`pbxfw_host::dns`, scheduled by `pbxfw_core::DnsTracker`) and their addresses are
 //! written into the dynamic sets whose `resolves` name them, as set-element updates: never a
-//! reload. The daemon does this continuously; `pbxfw resolve` once.
+//! reload. The daemon does this continuously; `pbxfw resolve` once; an apply fills the sets
+//! from the answers kept and, when a name has none, looks everything up for at most 2 s
+//! ([`resolve_at_apply`]).
 //!
 //! Decisions:
 //! - Elements carry no timeout. The tracker keeps the last good answer when a lookup fails (a
@@ -26,6 +28,7 @@ use pbxfw_core::{
 use pbxfw_core::{Family, Prefix};
 use pbxfw_core::{Ruleset, SignallingProtocol, Source, ValidPolicy};
 use pbxfw_host::dns::Resolver;
+use serde::Serialize;
 
 /// The state file of the tracker.
 pub fn state_path() -> PathBuf {
@@ -376,6 +379,93 @@ mod tests {
         assert!(want["blacklist_dns4"].1, "bad.example answered (empty)");
         assert!(want["trunk_iax_dns4"].0.is_empty());
     }
+}
+
+/// How long an apply waits for the DNS at most, all lookups together.
+pub const APPLY_BUDGET: Duration = Duration::from_secs(2);
+
+/// What an apply did about the policy's hostnames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AtApply {
+    /// Names looked up now (none when every name had an answer kept from before).
+    pub looked_up: usize,
+    /// Names with no address yet, each with what it is in the policy (`trunk provider-a`,
+    /// `trusted network`, `blacklist`): until it resolves, a trunk's signalling meets the
+    /// responsive tiers like a stranger's.
+    pub empty: Vec<(String, String)>,
+    /// Set updates that failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// At an apply of `loaded` into `backend`: fill the resolving sets from the answers kept from
+/// before and, when some name has none yet, look up everything due now, in parallel, for at
+/// most [`APPLY_BUDGET`]; then say which names are still empty. `None` when the policy names
+/// no host. (The daemon keeps the sets current afterwards; this makes sure a trunk given by
+/// hostname is recognised from the first packet instead of meeting the tiers, where a busy
+/// trunk could be banned.)
+pub fn resolve_at_apply(
+    loaded: &crate::policy::Loaded,
+    backend: crate::backends::BackendName,
+    dns: &DnsOptions,
+    now: u64,
+) -> crate::Result<Option<AtApply>> {
+    let names = tracked_names(&loaded.policy);
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let (tracker, _) = load_tracker(dns.config());
+    let mut tracker = Tracker::restore(dns.config(), tracker.snapshot());
+    tracker.set_names(names.clone());
+    let missing = names
+        .iter()
+        .any(|(n, _)| tracker.addresses(n).is_empty() && !tracker.answered(n));
+    let mut looked_up = 0;
+    if missing {
+        looked_up = names.len();
+        pbxfw_host::dns::refresh_within(&dns.resolver(), &mut tracker, now, APPLY_BUDGET);
+        save_tracker(&tracker)?;
+    }
+    let kernel = backend.open();
+    let mut feeder = Feeder::from_kernel(kernel.as_ref(), &loaded.ruleset)?;
+    let want = desired(&loaded.ruleset, &tracker);
+    let (_, errors) = feeder.sync(kernel.as_ref(), &loaded.ruleset, &want);
+    let roles = roles_of(&loaded.policy);
+    let empty = names
+        .iter()
+        .filter(|(n, _)| tracker.addresses(n).is_empty())
+        .map(|(n, _)| (n.clone(), roles.get(n).cloned().unwrap_or_default()))
+        .collect();
+    Ok(Some(AtApply {
+        looked_up,
+        empty,
+        errors,
+    }))
+}
+
+/// What each hostname of `policy` is in it, in words.
+fn roles_of(policy: &ValidPolicy) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in &policy.pbx.trunks {
+        if let Source::Host(h) = &t.host {
+            out.entry(h.clone())
+                .or_default()
+                .push(format!("trunk {}", t.name));
+        }
+    }
+    for n in &policy.networks {
+        if let Source::Host(h) = &n.source {
+            out.entry(h.clone())
+                .or_default()
+                .push(format!("{} network", n.zone));
+        }
+    }
+    for b in &policy.blacklist {
+        if let Source::Host(h) = &b.source {
+            out.entry(h.clone()).or_default().push("blacklist".into());
+        }
+    }
+    out.into_iter().map(|(k, v)| (k, v.join(", "))).collect()
 }
 
 /// What [`resolve_now`] did.

@@ -5,6 +5,7 @@
 
 pub mod cases;
 pub mod contract;
+pub mod dns;
 pub mod gen;
 pub mod memory;
 pub mod netns;
