@@ -94,9 +94,9 @@ pub use ir::{
 };
 pub use model::parse_seconds;
 pub use model::{
-    catalogue, BlacklistEntry, CatalogueEntry, DenyVerdict, NetworkOverride, ParseError, Pbx,
-    Policy, PortRange, PortSpec, Rate, RateUnit, Responsive, Service, Settings, SignallingProtocol,
-    Source, Trunk, User, ValidPolicy, Zone, DEFAULT_POLICY_TOML, L4,
+    catalogue, Admin, BlacklistEntry, CatalogueEntry, DenyVerdict, NetworkOverride, ParseError,
+    Pbx, Policy, PortRange, PortSpec, Rate, RateUnit, Responsive, Service, Settings,
+    SignallingProtocol, Source, Trunk, User, ValidPolicy, Zone, DEFAULT_POLICY_TOML, L4,
 };
 pub use net::{addr_value, mask, value_addr, Family, Prefix, PrefixError, Range};
 pub use responsive::{

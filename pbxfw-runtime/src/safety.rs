@@ -124,49 +124,7 @@ pub fn pending() -> Result<Option<Pending>> {
     Ok(state::read(&pending_path(), PENDING)?)
 }
 
-/// An administrator's address whose access must survive an apply: `ADDR` (its SSH: the
-/// policy's `ssh` service's TCP port, 22 unless the policy moves it) or `ADDR:PORT` /
-/// `[ADDR6]:PORT` (another TCP port, such as the PBX's web interface on 443, for a web front
-/// end passing its client's address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Admin {
-    /// The client's address.
-    pub addr: IpAddr,
-    /// The TCP port it reaches the host on; `None`: SSH.
-    pub port: Option<u16>,
-}
-
-impl Admin {
-    /// An administrator reaching the host's SSH.
-    pub fn ssh(addr: IpAddr) -> Admin {
-        Admin { addr, port: None }
-    }
-}
-
-impl std::str::FromStr for Admin {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Admin, String> {
-        if let Ok(addr) = s.parse::<IpAddr>() {
-            return Ok(Admin::ssh(addr));
-        }
-        s.parse::<std::net::SocketAddr>()
-            .map(|a| Admin {
-                addr: a.ip(),
-                port: Some(a.port()),
-            })
-            .map_err(|_| format!("{s:?} is not ADDR, ADDR:PORT or [ADDR6]:PORT"))
-    }
-}
-
-impl std::fmt::Display for Admin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.port {
-            Some(port) => std::net::SocketAddr::new(self.addr, port).fmt(f),
-            None => self.addr.fmt(f),
-        }
-    }
-}
+pub use pbxfw_core::Admin;
 
 /// The TCP port the policy's `ssh` service listens on (its first TCP port), 22 without one.
 pub fn ssh_port(policy: &ValidPolicy) -> u16 {
@@ -198,13 +156,7 @@ pub fn sessions(admins: &[Admin], policy: &ValidPolicy) -> Vec<AdminSession> {
         }
     }
     let ssh = ssh_port(policy);
-    let listed: Vec<Admin> = policy
-        .settings
-        .admins
-        .iter()
-        .copied()
-        .map(Admin::ssh)
-        .collect();
+    let listed = &policy.settings.admins;
     for (list, from) in [(admins, "--admin"), (&listed[..], "settings.admins")] {
         for a in list {
             out.push(AdminSession {
@@ -795,5 +747,25 @@ mod tests {
         assert_eq!(ssh_port(&policy("")), 22);
         assert!("[2001:db8::7]:8443".parse::<Admin>().unwrap().port == Some(8443));
         assert!("nowhere".parse::<Admin>().is_err());
+        // `settings.admins` takes ports too: the web interface's administrator.
+        let listed = policy(
+            "[interfaces]\neth0 = \"internet\"\n[services.ssh]\nzones = [\"internet\"]\n[settings]\nadmins = [\"198.51.100.9\", \"198.51.100.9:8443\"]\n",
+        );
+        let s: Vec<(u16, String)> = sessions(&[], &listed)
+            .into_iter()
+            .filter(|s| s.from == "settings.admins")
+            .map(|s| (s.port, s.addr.to_string()))
+            .collect();
+        assert_eq!(
+            s,
+            [(22, "198.51.100.9".into()), (8443, "198.51.100.9".into())]
+        );
+        let refused = check_lockout(&pbxfw_core::compile(&listed), &sessions(&[], &listed))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("tcp/8443") && !refused.contains("tcp/22,"),
+            "{refused}"
+        );
     }
 }

@@ -642,12 +642,17 @@ fn responsive_chain(
     // The administrators (`settings.admins`) are admitted without being metered: an admin
     // testing a softphone from the office must not ban the office.
     for f in Family::BOTH {
-        let admins: Vec<Element> = policy
+        // One element per address, however many ports it is listed with.
+        let addrs: BTreeSet<std::net::IpAddr> = policy
             .settings
             .admins
             .iter()
+            .map(|a| a.addr)
             .filter(|a| Family::of(a) == f)
-            .map(|a| (Prefix::host(*a), format!("settings.admins {a}")))
+            .collect();
+        let admins: Vec<Element> = addrs
+            .into_iter()
+            .map(|a| (Prefix::host(a), format!("settings.admins {a}")))
             .collect();
         if admins.is_empty() {
             continue;

@@ -567,9 +567,13 @@ fn settings(cx: &mut Cx, v: Option<&Value>) -> Settings {
         for (i, v) in list.iter().enumerate() {
             let path = format!("settings.admins[{i}]");
             if let Some(text) = cx.string(v, &path) {
-                match text.parse::<std::net::IpAddr>() {
+                match text.parse::<super::Admin>() {
                     Ok(a) => s.admins.push(a),
-                    Err(_) => cx.err(&path, Some(text), "is not an IP address"),
+                    Err(_) => cx.err(
+                        &path,
+                        Some(text),
+                        "is not an address, ADDR:PORT or [ADDR6]:PORT",
+                    ),
                 }
             }
         }

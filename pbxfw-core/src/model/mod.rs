@@ -10,6 +10,7 @@ pub(crate) use decode::parse_source;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -339,9 +340,54 @@ pub struct Settings {
     pub icmp_echo_rate: Rate,
     /// Log what the final rule denies (rate-limited).
     pub log_denied: bool,
-    /// Administrators' addresses whose SSH access (tcp/22) an apply must never cut off
-    /// (anti-lockout, docs/safety.md), on top of the session an apply runs in.
-    pub admins: Vec<std::net::IpAddr>,
+    /// Administrators whose access an apply or an edit must never cut off (anti-lockout,
+    /// docs/safety.md), on top of the session it runs in: SSH (the `ssh` service's TCP port)
+    /// unless a port is given (`"192.0.2.10:8443"`).
+    pub admins: Vec<Admin>,
+}
+
+/// An administrator's address whose access must survive an apply: `ADDR` (its SSH: the
+/// policy's `ssh` service's TCP port, 22 unless the policy moves it) or `ADDR:PORT` /
+/// `[ADDR6]:PORT` (another TCP port, such as the PBX's web interface on 443, for a web front
+/// end passing its client's address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admin {
+    /// The client's address.
+    pub addr: IpAddr,
+    /// The TCP port it reaches the host on; `None`: SSH.
+    pub port: Option<u16>,
+}
+
+impl Admin {
+    /// An administrator reaching the host's SSH.
+    pub fn ssh(addr: IpAddr) -> Admin {
+        Admin { addr, port: None }
+    }
+}
+
+impl std::str::FromStr for Admin {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Admin, String> {
+        if let Ok(addr) = s.parse::<IpAddr>() {
+            return Ok(Admin::ssh(addr));
+        }
+        s.parse::<std::net::SocketAddr>()
+            .map(|a| Admin {
+                addr: a.ip(),
+                port: Some(a.port()),
+            })
+            .map_err(|_| format!("{s:?} is not ADDR, ADDR:PORT or [ADDR6]:PORT"))
+    }
+}
+
+impl std::fmt::Display for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(port) => std::net::SocketAddr::new(self.addr, port).fmt(f),
+            None => self.addr.fmt(f),
+        }
+    }
 }
 
 impl Default for Settings {

@@ -104,8 +104,8 @@ impl Config {
             })
             .collect();
         protected.extend(policy.settings.admins.iter().map(|a| Protected {
-            prefix: Prefix::host(*a),
-            why: format!("administrator {a}"),
+            prefix: Prefix::host(a.addr),
+            why: format!("administrator {}", a.addr),
         }));
         protected.extend(r.ignore.iter().map(|p| Protected {
             prefix: *p,
