@@ -318,6 +318,24 @@ enum Command {
     /// Edit the blacklist.
     #[command(subcommand, after_help = AFTER_HELP)]
     Blacklist(BlacklistCmd),
+    /// What each zone opens (or ZONE's): interfaces, networks, services with their ports and
+    /// where they came from (catalogue, policy, custom, discovery), and what is open before the
+    /// zones (trunks, media, registered devices).
+    #[command(after_help = AFTER_HELP)]
+    Show {
+        /// trusted, local, other, internet or reject (default: every zone).
+        zone: Option<String>,
+        /// Policy file (TOML or JSON).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Use the embedded example policy of a typical PBX (a demonstration, not your
+        /// network) instead of a file.
+        #[arg(long, conflicts_with = "policy")]
+        example: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// List the bans in force: prefix, origin (kernel tier, state machine, by hand), reason,
     /// start and end.
     #[command(after_help = AFTER_HELP)]
@@ -749,6 +767,32 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             Ok(exit::OK)
         }
+        Command::Show {
+            zone,
+            policy,
+            example,
+            format,
+        } => {
+            let zone = zone
+                .map(|z| {
+                    z.parse::<pbxfw_core::Zone>().map_err(|()| {
+                        Fail(
+                            exit::INVALID,
+                            format!(
+                                "{z:?} is not a zone: trusted, local, other, internet or reject"
+                            ),
+                        )
+                    })
+                })
+                .transpose()?;
+            let loaded = load(policy.as_deref(), example)?;
+            let s = pbxfw_runtime::show::show(&loaded, zone);
+            match format {
+                Format::Json => println!("{:#}", serde_json::to_value(&s).expect("serialisable")),
+                Format::Text => print_show(&s),
+            }
+            Ok(exit::OK)
+        }
         Command::Bans { backend, format } => {
             let now = unix_now();
             let b = pbxfw_runtime::bans::list(backend.name(), now)?;
@@ -1098,9 +1142,13 @@ fn print_full_status(s: &pbxfw_runtime::Status) {
         );
     }
     if let Some(p) = &s.pending_confirmation {
+        let now = unix_now();
+        let deadline = p.deadline_ms.div_ceil(1000);
         println!(
-            "waiting for confirmation: ruleset {} is rolled back at {} ms (Unix) unless `pbxfw confirm` comes first",
-            p.fingerprint, p.deadline_ms
+            "waiting for confirmation: ruleset {} is rolled back at {} ({}) unless `pbxfw confirm` comes first",
+            p.fingerprint,
+            p.deadline_iso,
+            pbxfw_runtime::human::relative(now, deadline)
         );
     }
     print_status(&s.kernel);
@@ -1330,7 +1378,11 @@ fn print_status(s: &pbxfw_core::Status) {
         println!("  {:<24} {} element(s)", set.name, set.size);
         for e in &set.elements {
             match e.expires_in {
-                Some(secs) => println!("    {:<40} expires in {secs} s", e.element),
+                Some(secs) => println!(
+                    "    {:<40} expires in {}",
+                    e.element,
+                    pbxfw_runtime::human::duration(secs)
+                ),
                 None => println!("    {}", e.element),
             }
         }
@@ -1367,6 +1419,38 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// `pbxfw show` as text, as `firewall-cmd --list-all` prints a zone.
+fn print_show(s: &pbxfw_runtime::show::Show) {
+    for z in &s.zones {
+        println!("{}", z.zone);
+        let none = |v: &[String]| {
+            if v.is_empty() {
+                "(none)".to_string()
+            } else {
+                v.join(" ")
+            }
+        };
+        println!("  interfaces: {}", none(&z.interfaces));
+        println!("  networks:   {}", none(&z.networks));
+        println!("  opens:      {}", z.summary);
+        for svc in &z.services {
+            println!(
+                "    {:<14} {:<32} {}",
+                svc.name,
+                svc.ports.join(" "),
+                svc.origin
+            );
+        }
+        println!();
+    }
+    if !s.everywhere.is_empty() {
+        println!("before the zones (every zone)");
+        for line in &s.everywhere {
+            println!("  {line}");
+        }
+    }
 }
 
 /// `pbxfw bans` as text: one ban per line.

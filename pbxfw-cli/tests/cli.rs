@@ -238,3 +238,58 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     assert_eq!(out.status.code(), Some(141));
     assert_eq!(text(&out.stderr), "", "no panic, no backtrace");
 }
+
+#[test]
+fn show_says_what_each_zone_opens_and_where_it_came_from() {
+    // With discovery: pjsip's ports come from the Asterisk files, with their lines.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("pbxfw.toml");
+    let asterisk = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/asterisk");
+    std::fs::write(
+        &policy,
+        format!("[interfaces]\neth1 = \"local\"\n[pbx]\ndiscover = \"{asterisk}\"\n"),
+    )
+    .unwrap();
+    let out = pbxfw(
+        &[
+            "show",
+            "local",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let zones = v["zones"].as_array().unwrap();
+    assert_eq!(zones.len(), 1);
+    assert_eq!(zones[0]["interfaces"][0], "eth1");
+    let pjsip = zones[0]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "pjsip")
+        .unwrap();
+    let origin = pjsip["origin"].as_str().unwrap();
+    assert!(
+        origin.starts_with("discovery (pjsip.transports"),
+        "{origin}"
+    );
+    let ssh = zones[0]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ssh")
+        .unwrap();
+    assert_eq!(ssh["origin"], "catalogue");
+    assert!(v["everywhere"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l.as_str().unwrap().starts_with("trunk provider-a")));
+    let bad = pbxfw(&["show", "dmz", "--example"], None);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("is not a zone"));
+}

@@ -39,6 +39,7 @@ pub mod policy_file;
 pub mod render;
 pub mod replay;
 pub mod safety;
+pub mod show;
 pub mod status;
 
 pub use actions::{carry_out, CarriedOut};

@@ -286,16 +286,16 @@ pub fn status_lines(names: &[NameStatus]) -> Vec<String> {
                 addrs.join(", ")
             };
             let age = s.age.map_or("never resolved".to_string(), |a| {
-                format!("answer {a} s old")
+                format!("answer {} old", crate::human::duration(a))
             });
             let err = s.last_error.as_ref().map_or(String::new(), |e| {
                 format!("; last lookup {} failed: {}", e.lookup, e.error)
             });
             format!(
-                "  {}{}: {addrs} ({age}, next lookup in {} s{err})",
+                "  {}{}: {addrs} ({age}, next lookup in {}{err})",
                 s.name,
                 if s.srv { " [srv]" } else { "" },
-                s.next_refresh
+                crate::human::duration(s.next_refresh)
             )
         })
         .collect()

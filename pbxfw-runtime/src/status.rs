@@ -13,6 +13,8 @@ pub struct PendingConfirmation {
     pub fingerprint: String,
     /// Unix time in milliseconds at which it is rolled back unless confirmed.
     pub deadline_ms: u64,
+    /// The same in ISO 8601.
+    pub deadline_iso: String,
 }
 
 /// Everything `status` shows.
@@ -44,6 +46,7 @@ pub fn status(backend: BackendName, now: u64) -> Result<Status> {
     let pending = crate::safety::pending()?.map(|p| PendingConfirmation {
         fingerprint: p.fingerprint,
         deadline_ms: p.deadline_ms,
+        deadline_iso: crate::human::iso8601(p.deadline_ms.div_ceil(1000)),
     });
     let mut warnings = Vec::new();
     let hostnames = match pbxfw_host::state::read::<pbxfw_core::DnsSnapshot>(
