@@ -103,8 +103,19 @@ pub fn write<T: Serialize>(path: &Path, kind: &str, data: &T) -> std::io::Result
         std::fs::create_dir_all(dir)?;
     }
     if let Ok(old) = std::fs::read_to_string(path) {
-        if decode::<serde_json::Value>(&old, kind).is_ok() {
-            write_atomic(&prev(path), old.as_bytes())?;
+        // Checked without building it (`IgnoredAny`), and kept by a hard link rather than a
+        // copy: the applied record holds the whole IR, megabytes with a large blacklist.
+        if decode::<serde::de::IgnoredAny>(&old, kind).is_ok() {
+            let keep = prev(path);
+            let mut link = keep.as_os_str().to_owned();
+            link.push(".new");
+            let link = PathBuf::from(link);
+            let _ = std::fs::remove_file(&link);
+            if std::fs::hard_link(path, &link).is_ok() {
+                std::fs::rename(&link, &keep)?;
+            } else {
+                write_atomic(&keep, old.as_bytes())?;
+            }
         }
     }
     let text = serde_json::to_string(&Envelope {

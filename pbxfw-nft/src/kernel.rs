@@ -207,15 +207,38 @@ impl Kernel {
                 elements: c.elements.clone(),
             });
         }
+        // The fingerprint moves in the same netlink transaction (the last message, so that a
+        // split update marks the new ruleset only once its last part is in): `flush set` through
+        // `nft -f` made nft read every set of the table first, 0.3 s with 100k entries.
+        let element = |fp: &str| -> Result<Element, BackendError> {
+            let addr: std::net::IpAddr = crate::fingerprint_element(fp)
+                .parse()
+                .map_err(|_| BackendError::Check(format!("fingerprint {fp}")))?;
+            Ok(Element {
+                prefix: pbxfw_core::Prefix::host(addr),
+                timeout: None,
+            })
+        };
+        let fresh = new.fingerprint();
+        let loaded = self.fingerprint()?;
+        if loaded.as_deref() != Some(fresh.as_str()) {
+            if let Some(old) = loaded {
+                netlink_changes.push(netlink::Change {
+                    set: crate::FINGERPRINT_SET.into(),
+                    shape: SetShape::Hash,
+                    op: Op::Remove,
+                    elements: vec![element(&old)?],
+                });
+            }
+            netlink_changes.push(netlink::Change {
+                set: crate::FINGERPRINT_SET.into(),
+                shape: SetShape::Hash,
+                op: Op::Add,
+                elements: vec![element(&fresh)?],
+            });
+        }
         netlink::apply_changes(&self.table, &netlink_changes)
             .map_err(|e| BackendError::Kernel(e.to_string()))?;
-        let text = format!(
-            "flush set inet {t} {c}\nadd element inet {t} {c} {{ {e} }}\n",
-            t = self.table,
-            c = crate::FINGERPRINT_SET,
-            e = crate::fingerprint_element(&new.fingerprint())
-        );
-        self.nft(&["-f", "/dev/stdin"], Some(&text))?;
         Ok(())
     }
 

@@ -89,21 +89,29 @@ pub fn record_applied(backend: &str, rs: &Ruleset, sessions: &[IpAddr]) -> Resul
     state::write(&applied_path(), APPLIED, &a).map_err(|e| Error::io(applied_path(), e))
 }
 
-/// The backend of the last apply (none when nothing was recorded or it cannot be read).
-pub fn applied_backend() -> Option<String> {
-    state::read::<Applied>(&applied_path(), APPLIED)
+/// The applied record without its ruleset: the IR (megabytes with a large blacklist) is
+/// skipped by the parser instead of being copied, for the commands that need only these.
+#[derive(Deserialize)]
+struct AppliedHead {
+    backend: String,
+    #[serde(default)]
+    sessions: Vec<IpAddr>,
+}
+
+fn applied_head() -> Option<AppliedHead> {
+    state::read::<AppliedHead>(&applied_path(), APPLIED)
         .ok()
         .flatten()
-        .map(|a| a.backend)
+}
+
+/// The backend of the last apply (none when nothing was recorded or it cannot be read).
+pub fn applied_backend() -> Option<String> {
+    applied_head().map(|a| a.backend)
 }
 
 /// The sessions the last apply came from (none when nothing was recorded or it cannot be read).
 pub fn applied_sessions() -> Vec<IpAddr> {
-    state::read::<Applied>(&applied_path(), APPLIED)
-        .ok()
-        .flatten()
-        .map(|a| a.sessions)
-        .unwrap_or_default()
+    applied_head().map(|a| a.sessions).unwrap_or_default()
 }
 
 /// Refused while an apply waits for confirmation: its timer would undo whatever changes the
