@@ -128,6 +128,24 @@ enum StateArg {
     Invalid,
 }
 
+/// The policy file of a command that takes it as its argument: `pbxfw apply FILE` or, as
+/// every command takes it, `pbxfw apply --policy FILE`.
+#[derive(clap::Args, Clone)]
+struct PolicyArg {
+    /// Policy file (TOML or JSON); default: $PBXFW_POLICY, else /etc/pbxfw/pbxfw.toml.
+    #[arg(value_name = "POLICY")]
+    policy: Option<String>,
+    /// The same, as an option (as `blacklist`, `trust`, `ban`, `show` and `replay` take it).
+    #[arg(long = "policy", value_name = "FILE", conflicts_with = "policy")]
+    policy_file: Option<String>,
+}
+
+impl PolicyArg {
+    fn get(&self) -> Option<&str> {
+        self.policy.as_deref().or(self.policy_file.as_deref())
+    }
+}
+
 /// What an edit of the policy file (`blacklist`, `trust`, `untrust`) acts on, and whom it must
 /// not cut off.
 #[derive(clap::Args, Clone)]
@@ -238,11 +256,11 @@ enum Command {
     /// Load a policy into the kernel of this network namespace, atomically.
     #[command(after_help = AFTER_HELP)]
     Apply {
-        /// Policy file (TOML or JSON).
-        policy: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArg,
         /// Use the embedded example policy of a typical PBX (a demonstration, not your
         /// network) instead of a file.
-        #[arg(long, conflicts_with = "policy")]
+        #[arg(long, conflicts_with_all = ["policy", "policy_file"])]
         example: bool,
         /// Backend (default: the one pbxfw last applied with, else nft).
         #[arg(long, value_enum)]
@@ -282,11 +300,11 @@ enum Command {
     /// At boot (the pbxfw-boot systemd unit): Safe Mode, an overdue rollback, then apply.
     #[command(after_help = AFTER_HELP)]
     Boot {
-        /// Policy file (TOML or JSON).
-        policy: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArg,
         /// Use the embedded example policy of a typical PBX (a demonstration, not your
         /// network) instead of a file.
-        #[arg(long, conflicts_with = "policy")]
+        #[arg(long, conflicts_with_all = ["policy", "policy_file"])]
         example: bool,
         /// Backend (default: the one pbxfw last applied with, else nft).
         #[arg(long, value_enum)]
@@ -330,7 +348,7 @@ enum Command {
         policy: Option<String>,
         /// Use the embedded example policy of a typical PBX (a demonstration, not your
         /// network) instead of a file.
-        #[arg(long, conflicts_with = "policy")]
+        #[arg(long, conflicts_with_all = ["policy", "policy_file"])]
         example: bool,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
@@ -385,8 +403,8 @@ enum Command {
     /// Follow PBX security events and drive the responsive layer (bans, clamps, registrations).
     #[command(after_help = AFTER_HELP)]
     Daemon {
-        /// Policy file (TOML or JSON).
-        policy: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArg,
         /// Asterisk AMI address (host:port).
         #[arg(long, value_name = "HOST:PORT", env = "PBXFW_AMI")]
         ami: Option<String>,
@@ -435,11 +453,11 @@ enum Command {
     /// does this continuously); print each hostname's addresses.
     #[command(after_help = AFTER_HELP)]
     Resolve {
-        /// Policy file (TOML or JSON).
-        policy: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArg,
         /// Use the embedded example policy of a typical PBX (a demonstration, not your
         /// network) instead of a file.
-        #[arg(long, conflicts_with = "policy")]
+        #[arg(long, conflicts_with_all = ["policy", "policy_file"])]
         example: bool,
         /// Backend (default: the one pbxfw last applied with, else nft).
         #[arg(long, value_enum)]
@@ -464,7 +482,7 @@ enum Command {
         #[arg(long)]
         policy: Option<String>,
         /// Use the embedded example policy of a typical PBX instead of a file.
-        #[arg(long, conflicts_with = "policy")]
+        #[arg(long, conflicts_with_all = ["policy", "policy_file"])]
         example: bool,
         /// Year of log timestamps that carry none (default: this year).
         #[arg(long)]
@@ -484,11 +502,11 @@ enum Command {
     /// Print the ruleset a policy compiles to.
     #[command(after_help = AFTER_HELP)]
     Compile {
-        /// Policy file (TOML or JSON).
-        policy: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArg,
         /// Use the embedded example policy of a typical PBX (a demonstration, not your
         /// network) instead of a file.
-        #[arg(long, conflicts_with = "policy")]
+        #[arg(long, conflicts_with_all = ["policy", "policy_file"])]
         example: bool,
         /// Which backend's rules to print.
         #[arg(long, value_enum, default_value = "nft")]
@@ -514,11 +532,11 @@ enum Command {
     /// Validate a policy and print every problem with its path.
     #[command(after_help = AFTER_HELP)]
     Check {
-        /// Policy file (TOML or JSON).
-        policy: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArg,
         /// Use the embedded example policy of a typical PBX (a demonstration, not your
         /// network) instead of a file.
-        #[arg(long, conflicts_with = "policy")]
+        #[arg(long, conflicts_with_all = ["policy", "policy_file"])]
         example: bool,
         /// Exit 1 when there are warnings.
         #[arg(long)]
@@ -530,11 +548,11 @@ enum Command {
     /// Say what happens to a packet and which rule decides.
     #[command(after_help = AFTER_HELP)]
     Explain {
-        /// Policy file (TOML or JSON).
-        policy: Option<String>,
+        #[command(flatten)]
+        policy: PolicyArg,
         /// Use the embedded example policy of a typical PBX (a demonstration, not your
         /// network) instead of a file.
-        #[arg(long, conflicts_with = "policy")]
+        #[arg(long, conflicts_with_all = ["policy", "policy_file"])]
         example: bool,
         /// Input interface.
         #[arg(long = "in", value_name = "IFACE")]
@@ -562,7 +580,7 @@ enum Command {
         registered: bool,
         /// Ask the kernel: the loaded ruleset with its bans, slow lane and registrations as
         /// they are now (no policy file).
-        #[arg(long, conflicts_with_all = ["policy", "example"])]
+        #[arg(long, conflicts_with_all = ["policy", "policy_file", "example"])]
         live: bool,
         /// Backend asked by --live (default: the one pbxfw last applied with, else nft).
         #[arg(long, value_enum, requires = "live")]
@@ -658,7 +676,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             force,
             dns,
         } => {
-            let loaded = load(policy.as_deref(), example)?;
+            let loaded = load(policy.get(), example)?;
             let out = pbxfw_runtime::apply(
                 &loaded,
                 &ApplyRequest {
@@ -707,7 +725,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             no_safe_mode,
             heartbeat,
         } => {
-            let loaded = load(policy.as_deref(), example)?;
+            let loaded = load(policy.get(), example)?;
             pbxfw_runtime::apply::boot(
                 &loaded,
                 backend.name(),
@@ -890,7 +908,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             dns,
         } => {
             let daemon = daemon::Daemon::new(daemon::DaemonConfig {
-                policy,
+                policy: policy.get().map(String::from),
                 sources: daemon::Sources {
                     ami: ami.map(|a| (a, ami_user, ami_secret)),
                     logs,
@@ -916,7 +934,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             dns,
             format,
         } => {
-            let loaded = load(policy.as_deref(), example)?;
+            let loaded = load(policy.get(), example)?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
@@ -1000,7 +1018,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             ir,
             counters,
         } => {
-            let loaded = load(policy.as_deref(), example)?;
+            let loaded = load(policy.get(), example)?;
             let target = if ir {
                 Target::Ir
             } else {
@@ -1034,7 +1052,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             let loaded = if example {
                 pbxfw_runtime::policy::example()
             } else {
-                pbxfw_runtime::load(policy.as_deref())
+                pbxfw_runtime::load(policy.get())
             };
             let (name, diags) = match loaded {
                 Ok(l) => (l.name, l.policy.warnings),
@@ -1115,7 +1133,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 }
                 return Ok(exit::OK);
             }
-            let loaded = load(policy.as_deref(), example)?;
+            let loaded = load(policy.get(), example)?;
             let e = pbxfw_runtime::explain::explain(&loaded.ruleset, &query)?;
             match format {
                 Format::Json => println!("{:#}", serde_json::to_value(&e).expect("serialisable")),

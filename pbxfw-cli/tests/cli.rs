@@ -293,3 +293,35 @@ fn show_says_what_each_zone_opens_and_where_it_came_from() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("is not a zone"));
 }
+
+#[test]
+fn every_command_takes_the_policy_as_an_option_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("pbxfw.toml");
+    std::fs::write(&p, "[interfaces]\neth0 = \"internet\"\n").unwrap();
+    let p = p.to_str().unwrap();
+    for cmd in ["compile", "check"] {
+        let positional = pbxfw(&[cmd, p], None);
+        let option = pbxfw(&[cmd, "--policy", p], None);
+        assert!(positional.status.success(), "{}", text(&positional.stderr));
+        assert_eq!(positional.stdout, option.stdout, "{cmd}");
+        assert_eq!(pbxfw(&[cmd, p, "--policy", p], None).status.code(), Some(2));
+    }
+    let out = pbxfw(
+        &[
+            "explain",
+            "--policy",
+            p,
+            "--in",
+            "eth0",
+            "--src",
+            "192.0.2.1",
+            "--proto",
+            "udp",
+            "--dport",
+            "5060",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
