@@ -348,7 +348,7 @@ enum Command {
         policy: Option<String>,
         /// Use the embedded example policy of a typical PBX (a demonstration, not your
         /// network) instead of a file.
-        #[arg(long, conflicts_with_all = ["policy", "policy_file"])]
+        #[arg(long, conflicts_with = "policy")]
         example: bool,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
@@ -482,7 +482,7 @@ enum Command {
         #[arg(long)]
         policy: Option<String>,
         /// Use the embedded example policy of a typical PBX instead of a file.
-        #[arg(long, conflicts_with_all = ["policy", "policy_file"])]
+        #[arg(long, conflicts_with = "policy")]
         example: bool,
         /// Year of log timestamps that carry none (default: this year).
         #[arg(long)]
@@ -1579,6 +1579,14 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every subcommand's arguments are consistent (a conflict naming an argument that does
+    /// not exist panics only when that subcommand is parsed).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn addresses_are_written_as_display_writes_them() {
