@@ -191,8 +191,10 @@ def without_countdown(text: str) -> str:
 
 
 def normalised_status(text: str) -> str:
-    """The status text with its one timestamp (the confirmation deadline) blanked."""
-    return re.sub(r'"deadline_ms": \d+', '"deadline_ms": 0', text)
+    """The status text with its one timestamp (the confirmation deadline, in Unix
+    milliseconds and in ISO 8601) blanked."""
+    text = re.sub(r'"deadline_ms": \d+', '"deadline_ms": 0', text)
+    return re.sub(r'"deadline_iso": "[^"]*"', '"deadline_iso": ""', text)
 
 
 def run_sequence(fe: FrontEnd, tmp: pathlib.Path) -> List[Tuple[str, str]]:
