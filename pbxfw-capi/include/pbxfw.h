@@ -268,6 +268,45 @@ pbxfw_result pbxfw_kernel_status(const char *backend,
                                  pbxfw_error **err);
 
 /*
+ The bans in force, as the JSON text `pbxfw bans --format json` prints: `backend`, `loaded`
+ and `bans`, each with `prefix`, `origin` (`state_machine`, `kernel_tier`, `manual`,
+ `unknown`), `reason`, `since`, `until` (Unix seconds, and ISO 8601 in `since_iso`,
+ `until_iso`), `expires_in`, `strikes`, `by` and `set`.
+ */
+pbxfw_result pbxfw_kernel_bans(const char *backend,
+                               size_t backend_len,
+                               pbxfw_buf *out,
+                               pbxfw_error **err);
+
+/*
+ Lift every ban of `prefixes` (JSON: an array of addresses or CIDRs) for good, as `pbxfw
+ unban` does: the kernel's elements overlapping them go, bans by hand end, and the daemon
+ forgets the sources and their strikes. `*out` (which may be NULL) is JSON `{"prefixes",
+ "lifted", "loaded"}`. Refused (`PBXFW_ERR_REFUSED`) while an apply waits for confirmation.
+ */
+pbxfw_result pbxfw_kernel_unban(const char *backend,
+                                size_t backend_len,
+                                const char *prefixes,
+                                size_t prefixes_len,
+                                pbxfw_buf *out,
+                                pbxfw_error **err);
+
+/*
+ Ban by hand, as `pbxfw ban` does, under `policy`: `request` is JSON `{"prefix":
+ "203.0.113.66", "seconds": 3600, "reason": "…", "admins": ["198.51.100.7"], "force":
+ false}`. What the policy protects is never banned (`PBXFW_ERR_REFUSED`), nor an
+ administrator's address unless `force`. `*out` (which may be NULL) is JSON `{"prefix",
+ "until", "until_iso", "reason", "set"}`.
+ */
+pbxfw_result pbxfw_kernel_ban(const pbxfw_policy *policy,
+                              const char *backend,
+                              size_t backend_len,
+                              const char *request,
+                              size_t request_len,
+                              pbxfw_buf *out,
+                              pbxfw_error **err);
+
+/*
  Remove everything pbxfw owns from the kernel, and nothing else. `*was_loaded` (which may be
  NULL) says whether anything was loaded. Refused with `PBXFW_ERR_LOCKED` while the lock file
  (`$PBXFW_LOCK_FILE`, default `/etc/pbxfw/lock`) exists.

@@ -97,6 +97,26 @@ pbxfw_result pbxfw_kernel_status(const char *backend,
                                  pbxfw_buf *out,
                                  pbxfw_error **err);
 
+pbxfw_result pbxfw_kernel_bans(const char *backend,
+                               size_t backend_len,
+                               pbxfw_buf *out,
+                               pbxfw_error **err);
+
+pbxfw_result pbxfw_kernel_unban(const char *backend,
+                                size_t backend_len,
+                                const char *prefixes,
+                                size_t prefixes_len,
+                                pbxfw_buf *out,
+                                pbxfw_error **err);
+
+pbxfw_result pbxfw_kernel_ban(const pbxfw_policy *policy,
+                              const char *backend,
+                              size_t backend_len,
+                              const char *request,
+                              size_t request_len,
+                              pbxfw_buf *out,
+                              pbxfw_error **err);
+
 pbxfw_result pbxfw_kernel_disable(const char *backend,
                                   size_t backend_len,
                                   bool *was_loaded,

@@ -130,6 +130,29 @@ final class Pbxfw
         ));
     }
 
+    /**
+     * The bans in force, as `pbxfw bans --format json`: backend, loaded, bans (each with
+     * prefix, origin, reason, since, until, expires_in, strikes, by, set).
+     */
+    public function bans(string $backend = ''): array
+    {
+        return $this->json(fn ($buf, $err) => $this->ffi->pbxfw_kernel_bans(
+            $backend, strlen($backend), $buf, $err
+        ));
+    }
+
+    /**
+     * Lift every ban of `$prefixes` (addresses or CIDRs) for good: the kernel's, bans by hand,
+     * and the daemon's memory of them. Returns prefixes, lifted and loaded.
+     */
+    public function unban(array $prefixes, string $backend = ''): array
+    {
+        $json = json_encode(array_values($prefixes), JSON_THROW_ON_ERROR);
+        return $this->json(fn ($buf, $err) => $this->ffi->pbxfw_kernel_unban(
+            $backend, strlen($backend), $json, strlen($json), $buf, $err
+        ));
+    }
+
     /** Remove pbxfw's rules and sets from the kernel; whether anything was loaded. */
     public function disable(string $backend = ''): bool
     {
@@ -288,6 +311,19 @@ final class PbxfwPolicy
         $json = json_encode($actions, JSON_THROW_ON_ERROR);
         return $this->pbxfw->json(fn ($buf, $err) => $this->pbxfw->ffi()->pbxfw_kernel_carry_out(
             $this->ptr, $backend, strlen($backend), $json, strlen($json), $now, $buf, $err
+        ));
+    }
+
+    /**
+     * Ban by hand under this policy: `$request` is prefix, seconds, and optionally reason,
+     * admins and force. What the policy protects is never banned (a PbxfwException with code
+     * REFUSED). Returns prefix, until, until_iso, reason and set.
+     */
+    public function ban(array $request, string $backend = ''): array
+    {
+        $json = json_encode($request, JSON_THROW_ON_ERROR);
+        return $this->pbxfw->json(fn ($buf, $err) => $this->pbxfw->ffi()->pbxfw_kernel_ban(
+            $this->ptr, $backend, strlen($backend), $json, strlen($json), $buf, $err
         ));
     }
 

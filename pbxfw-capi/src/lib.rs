@@ -633,6 +633,111 @@ pub extern "C" fn pbxfw_kernel_status(
     })
 }
 
+/// The bans in force, as the JSON text `pbxfw bans --format json` prints: `backend`, `loaded`
+/// and `bans`, each with `prefix`, `origin` (`state_machine`, `kernel_tier`, `manual`,
+/// `unknown`), `reason`, `since`, `until` (Unix seconds, and ISO 8601 in `since_iso`,
+/// `until_iso`), `expires_in`, `strikes`, `by` and `set`.
+#[no_mangle]
+pub extern "C" fn pbxfw_kernel_bans(
+    backend: *const c_char,
+    backend_len: usize,
+    out: *mut pbxfw_buf,
+    err: *mut *mut pbxfw_error,
+) -> pbxfw_result {
+    guard(err, || {
+        check_out(out, "out")?;
+        let backend = self::backend(text(backend, backend_len, "backend")?)?;
+        let b = pbxfw_runtime::bans::list(backend, now()).map_err(failure)?;
+        put(out, json_buf(&b)?);
+        Ok(())
+    })
+}
+
+/// Lift every ban of `prefixes` (JSON: an array of addresses or CIDRs) for good, as `pbxfw
+/// unban` does: the kernel's elements overlapping them go, bans by hand end, and the daemon
+/// forgets the sources and their strikes. `*out` (which may be NULL) is JSON `{"prefixes",
+/// "lifted", "loaded"}`. Refused (`PBXFW_ERR_REFUSED`) while an apply waits for confirmation.
+#[no_mangle]
+pub extern "C" fn pbxfw_kernel_unban(
+    backend: *const c_char,
+    backend_len: usize,
+    prefixes: *const c_char,
+    prefixes_len: usize,
+    out: *mut pbxfw_buf,
+    err: *mut *mut pbxfw_error,
+) -> pbxfw_result {
+    guard(err, || {
+        let backend = self::backend(text(backend, backend_len, "backend")?)?;
+        let list: Vec<String> = serde_json::from_str(text(prefixes, prefixes_len, "prefixes")?)
+            .map_err(|e| Failure::new(PBXFW_ERR_ARGUMENT, format!("prefixes: {e}")))?;
+        let prefixes = pbxfw_runtime::bans::parse_prefixes(&list).map_err(failure)?;
+        let by = pbxfw_runtime::bans::requester();
+        let u = pbxfw_runtime::bans::unban(backend, &prefixes, now(), &by).map_err(failure)?;
+        if !out.is_null() {
+            put(out, json_buf(&u)?);
+        }
+        Ok(())
+    })
+}
+
+/// A ban by hand, as [`pbxfw_kernel_ban`] takes it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanIn {
+    prefix: String,
+    seconds: u64,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    admins: Vec<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// Ban by hand, as `pbxfw ban` does, under `policy`: `request` is JSON `{"prefix":
+/// "203.0.113.66", "seconds": 3600, "reason": "…", "admins": ["198.51.100.7"], "force":
+/// false}`. What the policy protects is never banned (`PBXFW_ERR_REFUSED`), nor an
+/// administrator's address unless `force`. `*out` (which may be NULL) is JSON `{"prefix",
+/// "until", "until_iso", "reason", "set"}`.
+#[no_mangle]
+pub extern "C" fn pbxfw_kernel_ban(
+    policy: *const pbxfw_policy,
+    backend: *const c_char,
+    backend_len: usize,
+    request: *const c_char,
+    request_len: usize,
+    out: *mut pbxfw_buf,
+    err: *mut *mut pbxfw_error,
+) -> pbxfw_result {
+    guard(err, || {
+        let p = object(policy, "policy")?;
+        let backend = self::backend(text(backend, backend_len, "backend")?)?;
+        let bad = |m: String| Failure::new(PBXFW_ERR_ARGUMENT, m);
+        let r: BanIn = serde_json::from_str(text(request, request_len, "request")?)
+            .map_err(|e| bad(format!("request: {e}")))?;
+        let prefix = pbxfw_runtime::bans::parse_prefixes(&[r.prefix]).map_err(failure)?[0];
+        let admins = r
+            .admins
+            .iter()
+            .map(|a| a.parse().map_err(|e| bad(format!("request: admins: {e}"))))
+            .collect::<Result<Vec<Admin>, Failure>>()?;
+        let req = pbxfw_runtime::bans::BanRequest {
+            backend,
+            prefix,
+            seconds: r.seconds,
+            reason: r.reason,
+            admins,
+            force: r.force,
+        };
+        let by = pbxfw_runtime::bans::requester();
+        let b = pbxfw_runtime::bans::ban(&p.loaded.policy, &req, now(), &by).map_err(failure)?;
+        if !out.is_null() {
+            put(out, json_buf(&b)?);
+        }
+        Ok(())
+    })
+}
+
 /// Remove everything pbxfw owns from the kernel, and nothing else. `*was_loaded` (which may be
 /// NULL) says whether anything was loaded. Refused with `PBXFW_ERR_LOCKED` while the lock file
 /// (`$PBXFW_LOCK_FILE`, default `/etc/pbxfw/lock`) exists.

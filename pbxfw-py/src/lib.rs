@@ -354,6 +354,85 @@ fn disable(py: Python<'_>, backend: Option<&str>) -> PyResult<bool> {
         .map_err(|e| error(py, e, Some(backend), false))
 }
 
+/// The bans in force, as `pbxfw bans --format json` prints them: a dict with `backend`,
+/// `loaded` and `bans` (each with `prefix`, `origin` — `state_machine`, `kernel_tier`,
+/// `manual`, `unknown` —, `reason`, `since`, `until` with their ISO 8601 forms, `expires_in`,
+/// `strikes`, `by`, `set`).
+#[pyfunction]
+#[pyo3(signature = (backend = None))]
+fn bans<'py>(py: Python<'py>, backend: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
+    let backend = backend_named(py, backend)?;
+    match py.detach(move || pbxfw_runtime::bans::list(backend, clock())) {
+        Ok(b) => to_py(py, &b),
+        Err(e) => Err(error(py, e, Some(backend), false)),
+    }
+}
+
+/// Lift every ban of `prefixes` (addresses or CIDRs) for good, as `pbxfw unban` does: the
+/// kernel's elements overlapping them go, bans by hand end, and the daemon forgets the sources
+/// and their strikes. Returns `{"prefixes", "lifted", "loaded"}`. `RefusedError` (reason
+/// `pending_confirmation`) while an apply waits for confirmation.
+#[pyfunction]
+#[pyo3(signature = (prefixes, backend = None))]
+fn unban<'py>(
+    py: Python<'py>,
+    prefixes: Vec<String>,
+    backend: Option<&str>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let backend = backend_named(py, backend)?;
+    let prefixes = pbxfw_runtime::bans::parse_prefixes(&prefixes)
+        .map_err(|e| error(py, e, Some(backend), false))?;
+    let by = pbxfw_runtime::bans::requester();
+    match py.detach(move || pbxfw_runtime::bans::unban(backend, &prefixes, clock(), &by)) {
+        Ok(u) => to_py(py, &u),
+        Err(e) => Err(error(py, e, Some(backend), false)),
+    }
+}
+
+/// Ban `prefix` by hand for `seconds` (1 to 2,147,483), as `pbxfw ban` does, under `policy`:
+/// what it protects is never banned (`RefusedError`, reason `never_banned`), nor an
+/// administrator's address unless `force` (reason `lockout`; `admins` as for `apply`). Returns
+/// `{"prefix", "until", "until_iso", "reason", "set"}`.
+#[pyfunction]
+#[pyo3(signature = (policy, prefix, seconds, backend = None, *, reason = None, admins = None, force = false))]
+#[allow(clippy::too_many_arguments)]
+fn ban<'py>(
+    py: Python<'py>,
+    policy: &Policy,
+    prefix: &str,
+    seconds: u64,
+    backend: Option<&str>,
+    reason: Option<String>,
+    admins: Option<Vec<String>>,
+    force: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let backend = backend_named(py, backend)?;
+    let prefix = pbxfw_runtime::bans::parse_prefixes(&[prefix.to_string()])
+        .map_err(|e| error(py, e, Some(backend), false))?[0];
+    let admins = admins
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            a.parse::<Admin>()
+                .map_err(|e| raise(py, "UsageError", (e,)))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let req = pbxfw_runtime::bans::BanRequest {
+        backend,
+        prefix,
+        seconds,
+        reason,
+        admins,
+        force,
+    };
+    let valid = &policy.loaded.policy;
+    let by = pbxfw_runtime::bans::requester();
+    match py.detach(move || pbxfw_runtime::bans::ban(valid, &req, clock(), &by)) {
+        Ok(b) => to_py(py, &b),
+        Err(e) => Err(error(py, e, Some(backend), false)),
+    }
+}
+
 /// Carry out the actions `Responsive.on_event` and `Responsive.tick` returned (bans, slow
 /// lane, registrations and their grants) in the kernel, `policy` being the applied one,
 /// batched into one update per set and operation. `now`: when they were decided (default: the
@@ -503,6 +582,9 @@ fn _pbxfw(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(confirm, m)?)?;
     m.add_function(wrap_pyfunction!(rollback, m)?)?;
     m.add_function(wrap_pyfunction!(carry_out, m)?)?;
+    m.add_function(wrap_pyfunction!(bans, m)?)?;
+    m.add_function(wrap_pyfunction!(unban, m)?)?;
+    m.add_function(wrap_pyfunction!(ban, m)?)?;
     m.add_function(wrap_pyfunction!(status, m)?)?;
     m.add_function(wrap_pyfunction!(disable, m)?)?;
     m.add_function(wrap_pyfunction!(discover, m)?)?;

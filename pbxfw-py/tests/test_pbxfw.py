@@ -511,6 +511,41 @@ def test_carry_out_bans_and_lifts_by_role(netns: str) -> None:
     assert got["bad"] and "actions" in got["bad"]
 
 
+@kernel
+def test_bans_by_hand_are_listed_lifted_and_never_of_what_the_policy_protects(netns: str) -> None:
+    got = in_netns(
+        netns,
+        f"""
+        import json, pbxfw
+        p = pbxfw.Policy.from_toml({SMALL!r} + '[settings]\\nadmins = ["192.0.2.250"]\\n')
+        pbxfw.apply(p, force=True)
+        banned = pbxfw.ban(p, "203.0.113.66", 3600, reason="seen on the web server")
+        listed = pbxfw.bans()
+        try:
+            pbxfw.ban(p, "192.0.2.250", 60)
+            refused = None
+        except pbxfw.RefusedError as e:
+            refused = [e.reason, str(e)]
+        try:
+            pbxfw.ban(p, "203.0.113.67", 0)
+            zero = None
+        except pbxfw.UsageError as e:
+            zero = str(e)
+        lifted = pbxfw.unban(["203.0.113.0/24"])
+        print(json.dumps(dict(banned=banned, listed=listed, refused=refused, zero=zero,
+                              lifted=lifted, after=pbxfw.bans())))
+        """,
+    )
+    assert got["banned"]["set"] == "ban4" and got["banned"]["reason"] == "seen on the web server"
+    bans = got["listed"]["bans"]
+    assert [(b["prefix"], b["origin"]) for b in bans] == [("203.0.113.66", "manual")], bans
+    assert 3500 < bans[0]["expires_in"] <= 3600
+    assert got["refused"][0] == "never_banned" and "administrator" in got["refused"][1]
+    assert got["zero"] and "for longer, use the blacklist" in got["zero"]
+    assert got["lifted"]["lifted"] == [{"set": "ban4", "element": "203.0.113.66"}]
+    assert got["after"]["bans"] == []
+
+
 PBXFW_BIN = pathlib.Path(
     os.environ.get("PBXFW_BIN", ROOT / "target" / "debug" / "pbxfw")
 )

@@ -200,6 +200,18 @@ if ($kernel) {
         $policy->carryOut($unban, $backend);
         $ban4 = array_values(array_filter($pbxfw->status($backend)['sets'], fn ($s) => $s['name'] === 'ban4'))[0] ?? [];
         check(($ban4['size'] ?? -1) === 0, "$backend: the ban is lifted, twice without error");
+        // Bans by hand, listed with their origin and reason, lifted for good.
+        $banned = $policy->ban(['prefix' => '203.0.113.66', 'seconds' => 3600, 'reason' => 'web scan'],
+            $backend);
+        check($banned['set'] === 'ban4' && $banned['reason'] === 'web scan', "$backend: a ban by hand");
+        $listed = $pbxfw->bans($backend)['bans'];
+        check(count($listed) === 1 && $listed[0]['origin'] === 'manual' && $listed[0]['prefix'] === '203.0.113.66',
+            "$backend: the ban is listed as made by hand");
+        $e = raises(fn () => $policy->ban(['prefix' => '127.0.0.1', 'seconds' => 60], $backend));
+        check($e?->getCode() === PbxfwException::REFUSED, "$backend: loopback is never banned");
+        $lifted = $pbxfw->unban(['203.0.113.0/24'], $backend);
+        check(count($lifted['lifted']) === 1 && $pbxfw->bans($backend)['bans'] === [],
+            "$backend: unban lifts it");
         $lock = getenv('PBXFW_LOCK_FILE');
         if ($lock !== false) {
             touch($lock);

@@ -21,12 +21,15 @@ from pbxfw._pbxfw import (
     Policy,
     Responsive,
     apply,
+    ban,
+    bans,
     carry_out,
     confirm,
     disable,
     discover,
     rollback,
     status,
+    unban,
 )
 
 __all__ = [
@@ -47,4 +50,7 @@ __all__ = [
     "discover",
     "rollback",
     "status",
+    "ban",
+    "bans",
+    "unban",
 ]

@@ -12,6 +12,9 @@ __all__ = [
     "status",
     "disable",
     "carry_out",
+    "bans",
+    "unban",
+    "ban",
     "discover",
 ]
 
@@ -130,6 +133,28 @@ def status(backend: Optional[str] = None) -> Dict[str, Any]:
 def disable(backend: Optional[str] = None) -> bool:
     """Remove everything pbxfw owns from the kernel; whether anything was loaded.
     ``RefusedError`` (reason ``locked``) while the lock file exists."""
+
+def bans(backend: Optional[str] = None) -> Dict[str, Any]:
+    """As ``pbxfw bans --format json``: ``backend``, ``loaded``, ``bans`` (each with ``prefix``,
+    ``origin``, ``reason``, ``since``, ``until``, ``expires_in``, ``strikes``, ``by``, ``set``)."""
+
+def unban(prefixes: Sequence[str], backend: Optional[str] = None) -> Dict[str, Any]:
+    """Lift every ban of ``prefixes`` for good (kernel, bans by hand, the daemon's strikes):
+    ``prefixes``, ``lifted``, ``loaded``."""
+
+def ban(
+    policy: Policy,
+    prefix: str,
+    seconds: int,
+    backend: Optional[str] = None,
+    *,
+    reason: Optional[str] = None,
+    admins: Optional[Sequence[str]] = None,
+    force: bool = False,
+) -> Dict[str, Any]:
+    """Ban ``prefix`` by hand for ``seconds``; never what ``policy`` protects
+    (``RefusedError``, reason ``never_banned``): ``prefix``, ``until``, ``until_iso``,
+    ``reason``, ``set``."""
 
 def carry_out(
     policy: Policy,
