@@ -282,5 +282,43 @@ fn edits_and_disable_never_cut_off_the_admin_nor_undo_a_confirmation() {
         );
     }
     assert!(ok(&pbxfw(&ns, &["rollback"])).contains("rolled back"));
+
+    // The timer firing: a plain apply tried during the window was refused, so what the
+    // rollback restores is exactly what was loaded before the confirm, and nothing the admin
+    // did meanwhile is silently undone.
+    let before_confirm = fp();
+    std::fs::write(
+        &policy,
+        text.replace(
+            "[settings]",
+            "[blacklist]\nentries = [\"192.0.2.77\"]\n[settings]",
+        ),
+    )
+    .unwrap();
+    let confirm = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(bin)
+        .args(["apply", p, "--confirm", "2"])
+        .envs(ns.host_env())
+        .env("PBXFW_BIN", bin)
+        .output()
+        .unwrap();
+    ok(&confirm);
+    let pending = fp();
+    assert_ne!(pending, before_confirm);
+    std::fs::write(&policy, text).unwrap();
+    assert_eq!(pbxfw(&ns, &["apply", p]).status.code(), Some(6));
+    let start = std::time::Instant::now();
+    while fp() != before_confirm {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "the timer did not roll back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Nothing waits any more: the plain apply goes through now, and stays.
+    ok(&pbxfw(&ns, &["apply", p]));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(fp(), before_confirm);
     assert!(ok(&pbxfw(&ns, &["disable"])).contains("disabled"));
 }
