@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use pbxfw_core::BackendError;
 use pbxfw_core::Explanation;
 use pbxfw_core::Severity;
@@ -150,7 +150,7 @@ impl PolicyArg {
 /// not cut off.
 #[derive(clap::Args, Clone)]
 struct EditArgs {
-    /// The policy file to edit.
+    /// The policy file (edited by `blacklist`, `trust` and `untrust`; read by `ban`).
     #[arg(long)]
     policy: Option<String>,
     /// Backend (default: the one pbxfw last applied with, else nft).
@@ -336,6 +336,18 @@ enum Command {
     /// Edit the blacklist.
     #[command(subcommand, after_help = AFTER_HELP)]
     Blacklist(BlacklistCmd),
+    /// Print the completion script for SHELL (bash, zsh, fish, …) on standard output.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (pbxfw.8 and one per command) into DIR, for packaging.
+    #[command(hide = true)]
+    Manpages {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
+    },
     /// What each zone opens (or ZONE's): interfaces, networks, services with their ports and
     /// where they came from (catalogue, policy, custom, discovery), and what is open before the
     /// zones (trunks, media, registered devices).
@@ -783,6 +795,20 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 Format::Json => println!("{:#}", serde_json::json!(entries)),
                 Format::Text => entries.iter().for_each(|e| println!("{e}")),
             }
+            Ok(exit::OK)
+        }
+        Command::Completions { shell } => {
+            // Into a buffer, then printed as everything else is (a reader that goes away
+            // ends the output quietly).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "pbxfw", &mut script);
+            print!("{}", String::from_utf8_lossy(&script));
+            Ok(exit::OK)
+        }
+        Command::Manpages { dir } => {
+            let written = write_manpages(&dir)
+                .map_err(|e| Fail(exit::IO, format!("{}: {e}", dir.display())))?;
+            println!("{written} man page(s) written to {}", dir.display());
             Ok(exit::OK)
         }
         Command::Show {
@@ -1437,6 +1463,34 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Write `pbxfw.8` and a page per visible command (`pbxfw-apply.8`, `pbxfw-blacklist-add.8`,
+/// …) into `dir`. Returns how many.
+fn write_manpages(dir: &std::path::Path) -> std::io::Result<usize> {
+    fn page(dir: &std::path::Path, cmd: clap::Command, name: &str) -> std::io::Result<usize> {
+        let mut out = Vec::new();
+        let visible: Vec<clap::Command> = cmd
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+            .cloned()
+            .collect();
+        clap_mangen::Man::new(cmd.name(name.to_string()))
+            .section("8")
+            .manual("pbxfw")
+            .render(&mut out)?;
+        std::fs::write(dir.join(format!("{name}.8")), out)?;
+        let mut n = 1;
+        for sub in visible {
+            let sub_name = format!("{name}-{}", sub.get_name());
+            n += page(dir, sub, &sub_name)?;
+        }
+        Ok(n)
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    page(dir, cmd, "pbxfw")
 }
 
 /// `pbxfw show` as text, as `firewall-cmd --list-all` prints a zone.

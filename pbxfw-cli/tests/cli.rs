@@ -325,3 +325,62 @@ fn every_command_takes_the_policy_as_an_option_too() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line_itself() {
+    let out = pbxfw(&["completions", "bash"], None);
+    assert!(out.status.success());
+    let script = text(&out.stdout);
+    assert!(
+        script.contains("unban") && script.contains("--for"),
+        "{script}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pbxfw.bash");
+    std::fs::write(&file, &script).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+    assert!(syntax.status.success(), "{}", text(&syntax.stderr));
+    for shell in ["zsh", "fish"] {
+        assert!(
+            pbxfw(&["completions", shell], None).status.success(),
+            "{shell}"
+        );
+    }
+
+    let man = dir.path().join("man");
+    let out = pbxfw(&["manpages", man.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut pages: Vec<String> = std::fs::read_dir(&man)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    for want in [
+        "pbxfw.8",
+        "pbxfw-apply.8",
+        "pbxfw-ban.8",
+        "pbxfw-blacklist-add.8",
+    ] {
+        assert!(pages.iter().any(|p| p == want), "{want} missing: {pages:?}");
+    }
+    assert!(!pages
+        .iter()
+        .any(|p| p.contains("help") || p.contains("manpages")));
+    // Rendered by man(1) without a complaint, where man is installed.
+    if std::path::Path::new("/usr/bin/man").exists() {
+        for p in &pages {
+            let r = Command::new("man")
+                .arg("-l")
+                .arg(man.join(p))
+                .env("MANWIDTH", "80")
+                .output()
+                .unwrap();
+            assert!(
+                r.status.success() && r.stderr.is_empty(),
+                "{p}: {}",
+                text(&r.stderr)
+            );
+            assert!(text(&r.stdout).contains("SYNOPSIS"), "{p}");
+        }
+    }
+}
