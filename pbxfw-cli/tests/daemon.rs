@@ -383,3 +383,36 @@ fn a_refused_ami_login_is_logged_and_retried() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Started by systemd as `Type=notify`, the daemon says it is ready once its state is back in
+/// the kernel, and not before.
+#[test]
+fn the_daemon_tells_systemd_it_is_ready() {
+    if skipped() {
+        return;
+    }
+    let (ns, dir) = setup("notify");
+    let events = dir.join("events.jsonl");
+    std::fs::write(&events, "").unwrap();
+    let socket = dir.join("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let policy = dir.join("pbxfw.toml");
+    let _d = ns.spawn(
+        &[
+            env!("CARGO_BIN_EXE_pbxfw"),
+            "daemon",
+            policy.to_str().unwrap(),
+            "--events",
+            events.to_str().unwrap(),
+        ],
+        &[("NOTIFY_SOCKET", socket.to_str().unwrap())],
+        &dir.join("daemon.log"),
+    );
+    let mut buf = [0u8; 256];
+    let n = listener.recv(&mut buf).expect("a notification");
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(text.starts_with("READY=1\nSTATUS=restored"), "{text}");
+}

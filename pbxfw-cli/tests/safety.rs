@@ -317,10 +317,27 @@ fn safe_mode_holds_the_rules_after_a_short_boot() {
     drop(first);
     h.ok(&["disable"]);
 
-    // The next boot, 30 s up: Safe Mode holds the rules back and says so.
+    // The next boot, 30 s up: Safe Mode holds the rules back and says so, to systemd too
+    // (`Type=notify`): a status while held, and ready only once the rules are in.
     write(&h.path("boot_id"), "boot-2\n");
     write(&h.path("uptime"), "30.00 10.00\n");
-    let mut second = boot(&h);
+    let socket = h.path("notify.sock");
+    let notified = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    notified
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut second = Kill(
+        h.cmd(&["boot", &h.policy("a.toml"), "--heartbeat", "1"])
+            .env("NOTIFY_SOCKET", &socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 256];
+    let n = notified.recv(&mut buf).unwrap();
+    let held = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(held.starts_with("STATUS=Safe Mode"), "{held}");
     let start = Instant::now();
     while !h.path("run/safe-mode").exists() {
         assert!(
@@ -335,6 +352,9 @@ fn safe_mode_holds_the_rules_after_a_short_boot() {
     // At 5 minutes of uptime the rules go in and the marker goes away.
     write(&h.path("uptime"), "301.00 10.00\n");
     wait_for(&h, &fa, Duration::from_secs(5));
+    let n = notified.recv(&mut buf).unwrap();
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(ready, format!("READY=1\nSTATUS=applied ruleset {fa}"));
     assert!(!h.path("run/safe-mode").exists());
     // Past 10 minutes the boot counts as a good one and `boot` ends.
     write(&h.path("uptime"), "700.00 10.00\n");

@@ -9,7 +9,8 @@
 //!   with a kind and a version, and the last good copy kept beside;
 //! - [`boot`]: uptime and boot id (with test overrides) and the boot history for Safe Mode;
 //! - [`custom`]: the custom rules files, checked for their owner and mode;
-//! - [`dirs`]: where state and run-time markers live.
+//! - [`dirs`]: where state and run-time markers live;
+//! - [`notify`]: readiness and status for systemd (`Type=notify`).
 //!
 //! Decisions are the core's (`pbxfw_core::safety`); this crate only reads and writes.
 #![forbid(unsafe_code)]
@@ -22,4 +23,5 @@ pub mod dirs;
 pub mod dns;
 pub mod follow;
 pub mod lock;
+pub mod notify;
 pub mod state;

@@ -702,6 +702,13 @@ fn run(
     seed.extend(ledger.replay_actions(t));
     let failed = apply_actions(ctx, kernel, &rs, &seed, t);
     let mut instance = kernel.instance().ok().flatten();
+    // Ready for systemd (`Type=notify`) once the state is back in the kernel.
+    if let Err(e) = pbxfw_host::notify::notify(&format!(
+        "READY=1\nSTATUS=restored {} ban(s), clamp(s) and registration(s)",
+        seed.len()
+    )) {
+        ctx.log(&[("error", "notify".into()), ("detail", e.to_string())]);
+    }
     ctx.log(&[
         ("event", "start".into()),
         ("restored", seed.len().to_string()),

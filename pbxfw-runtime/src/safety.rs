@@ -627,6 +627,7 @@ pub fn boot(
     } = &decision
     {
         log(&[("event", "safe_mode"), ("detail", reason)]);
+        let _ = pbxfw_host::notify::notify(&format!("STATUS=Safe Mode: {reason}"));
         write_marker(&marker_path(), &decision)?;
         while uptime()? < *until_uptime {
             std::thread::sleep(Duration::from_millis(500));
@@ -648,8 +649,11 @@ pub fn boot(
         );
         None
     });
-    match overdue {
-        Some(msg) => log(&[("event", "rollback"), ("detail", &msg)]),
+    let status = match overdue {
+        Some(msg) => {
+            log(&[("event", "rollback"), ("detail", &msg)]);
+            msg
+        }
         None => {
             let a = pbxfw_core::apply(
                 kernel,
@@ -661,7 +665,12 @@ pub fn boot(
             )?;
             record_applied(backend_arg, rs, &[])?;
             log(&[("event", "applied"), ("fingerprint", &a.fingerprint)]);
+            format!("applied ruleset {}", a.fingerprint)
         }
+    };
+    // Units ordered after this one start once the rules are in (`Type=notify`).
+    if let Err(e) = pbxfw_host::notify::notify(&format!("READY=1\nSTATUS={status}")) {
+        log(&[("error", "notify"), ("detail", &e.to_string())]);
     }
     // Keep the boot's length current until it counts as a good one.
     loop {
