@@ -336,6 +336,32 @@ enum Command {
     /// Edit the blacklist.
     #[command(subcommand, after_help = AFTER_HELP)]
     Blacklist(BlacklistCmd),
+    /// First run: look at this host (interfaces, routes, your SSH session, Asterisk's files),
+    /// propose a policy, check it keeps you in, and write it. Applies nothing.
+    #[command(after_help = AFTER_HELP)]
+    Init {
+        /// Where to write the policy.
+        #[arg(long, default_value = "/etc/pbxfw/pbxfw.toml")]
+        output: PathBuf,
+        /// The Asterisk configuration to discover ports, media ranges and trunks from.
+        #[arg(long, default_value = "/etc/asterisk")]
+        asterisk_dir: PathBuf,
+        /// Ask nothing: take the proposals and the flags.
+        #[arg(long)]
+        non_interactive: bool,
+        /// A zone for an interface instead of the proposal (repeatable): IFACE=ZONE.
+        #[arg(long = "zone", value_name = "IFACE=ZONE")]
+        zones: Vec<String>,
+        /// The administrator's address (default: the client of $SSH_CONNECTION).
+        #[arg(long, value_name = "ADDR[:PORT]")]
+        admin: Option<pbxfw_runtime::safety::Admin>,
+        /// Keep phones from registering from unknown addresses (the responsive layer off).
+        #[arg(long)]
+        no_responsive: bool,
+        /// Replace an existing policy file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the completion script for SHELL (bash, zsh, fish, …) on standard output.
     Completions {
         /// The shell.
@@ -797,6 +823,23 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             Ok(exit::OK)
         }
+        Command::Init {
+            output,
+            asterisk_dir,
+            non_interactive,
+            zones,
+            admin,
+            no_responsive,
+            force,
+        } => init(
+            &output,
+            &asterisk_dir,
+            !non_interactive && std::io::IsTerminal::is_terminal(&std::io::stdin()),
+            &zones,
+            admin,
+            !no_responsive,
+            force,
+        ),
         Command::Completions { shell } => {
             // Into a buffer, then printed as everything else is (a reader that goes away
             // ends the output quietly).
@@ -1463,6 +1506,121 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// `pbxfw init`: gather the facts, take the flags (and, on a terminal, the answers), write
+/// and check the policy, say what to do next.
+fn init(
+    output: &std::path::Path,
+    asterisk_dir: &std::path::Path,
+    ask: bool,
+    zone_flags: &[String],
+    admin: Option<pbxfw_runtime::safety::Admin>,
+    responsive: bool,
+    force: bool,
+) -> Result<u8, Fail> {
+    use pbxfw_core::Zone;
+    use pbxfw_runtime::init;
+    let mut facts = init::Facts {
+        interfaces: init::interfaces()?,
+        admin: admin.or_else(init::ssh_admin),
+        asterisk_dir: None,
+    };
+    match pbxfw_runtime::policy::discover(asterisk_dir) {
+        Ok(d) => {
+            println!(
+                "Asterisk: {} file(s) in {}, {} trunk(s)",
+                d.files.len(),
+                asterisk_dir.display(),
+                d.trunks.len()
+            );
+            facts.asterisk_dir = Some(asterisk_dir.to_path_buf());
+        }
+        Err(e) => println!("Asterisk: not discovered ({e}); ports are the catalogue's"),
+    }
+    let mut zones: std::collections::BTreeMap<String, Zone> = facts
+        .interfaces
+        .iter()
+        .map(|i| (i.name.clone(), init::propose(i)))
+        .collect();
+    for z in zone_flags {
+        let (iface, zone) = z
+            .split_once('=')
+            .and_then(|(i, z)| Some((i, z.parse::<Zone>().ok()?)))
+            .ok_or_else(|| Fail(exit::INVALID, format!("--zone {z:?} is not IFACE=ZONE")))?;
+        zones.insert(iface.to_string(), zone);
+    }
+    let mut responsive = responsive;
+    if ask {
+        let read = |prompt: &str| -> String {
+            use std::io::Write;
+            print!("{prompt}");
+            let _ = std::io::stdout().flush();
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            line.trim().to_string()
+        };
+        for i in &facts.interfaces {
+            let addrs: Vec<String> = i
+                .addresses
+                .iter()
+                .map(|(a, l)| format!("{a}/{l}"))
+                .collect();
+            loop {
+                let answer = read(&format!(
+                    "{} ({}{}) zone [{}]: ",
+                    i.name,
+                    addrs.join(" "),
+                    if i.default_route {
+                        ", default route"
+                    } else {
+                        ""
+                    },
+                    zones[&i.name]
+                ));
+                if answer.is_empty() {
+                    break;
+                }
+                match answer.parse::<Zone>() {
+                    Ok(z) => {
+                        zones.insert(i.name.clone(), z);
+                        break;
+                    }
+                    Err(()) => println!("  trusted, local, other, internet or reject"),
+                }
+            }
+        }
+        let current = facts.admin.map(|a| a.to_string()).unwrap_or_default();
+        let answer = read(&format!(
+            "administrator address (ADDR[:PORT]) [{current}]: "
+        ));
+        if !answer.is_empty() {
+            facts.admin = Some(answer.parse().map_err(|e| Fail(exit::INVALID, e))?);
+        }
+        let answer = read("let phones register from anywhere (the responsive layer)? [Y/n]: ");
+        responsive = !answer.eq_ignore_ascii_case("n") && !answer.eq_ignore_ascii_case("no");
+    }
+    let choices = init::Choices { zones, responsive };
+    let text = init::render(&facts, &choices);
+    let checked = init::write(output, &text, &facts, force)?;
+    println!("wrote {}", checked.file);
+    for w in &checked.warnings {
+        println!("warning: {w}");
+    }
+    match (&facts.admin, &checked.admin_access) {
+        (Some(a), Some(e)) => println!(
+            "your access: a new connection from {} is {} ({})",
+            a.addr, e.verdict, e.decided_by
+        ),
+        _ => println!(
+            "warning: no administrator known (no $SSH_CONNECTION, no --admin): nothing checks your access"
+        ),
+    }
+    println!(
+        "nothing is applied yet. Next: pbxfw show --policy {0}; pbxfw apply {0} --confirm 60, then pbxfw confirm from a new session",
+        checked.file
+    );
+    Ok(exit::OK)
 }
 
 /// Write `pbxfw.8` and a page per visible command (`pbxfw-apply.8`, `pbxfw-blacklist-add.8`,

@@ -33,6 +33,7 @@ pub mod edit;
 pub mod error;
 pub mod explain;
 pub mod human;
+pub mod init;
 pub mod names;
 pub mod policy;
 pub mod policy_file;
