@@ -922,12 +922,17 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 &pbxfw_runtime::bans::requester(),
             )?;
             println!(
-                "banned {} until {} ({}) in {}: {}",
+                "banned {} until {} ({}) in {}: {}{}",
                 b.prefix,
                 b.until_iso,
                 pbxfw_runtime::human::relative(now, b.until),
                 b.set,
-                b.reason
+                b.reason,
+                if b.kept_longer {
+                    " (it was banned for longer already: that ban stays)"
+                } else {
+                    ""
+                }
             );
             Ok(exit::OK)
         }

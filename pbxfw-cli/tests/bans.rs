@@ -113,6 +113,8 @@ fn topology(tag: &str, store: SetStore) -> Topology {
         "203.0.113.77",
         "203.0.113.200",
         "198.51.100.5",
+        "2001:db8:bad::66",
+        "2001:db8:bad::77",
     ] {
         t.add_source("eth0", src.parse::<IpAddr>().unwrap());
     }
@@ -188,7 +190,7 @@ fn bans_are_listed_lifted_for_good_and_made_by_hand() {
     for (who, why) in [
         ("203.0.113.200", "trunk provider"),
         ("203.0.113.250", "administrator"),
-        ("198.51.100.0/24", "responsive.ignore"),
+        ("198.51.100.5", "responsive.ignore"),
         ("127.0.0.1", "loopback"),
     ] {
         let out = pbxfw(ns, &["ban", who, "--for", "1h", "--policy", p]);
@@ -273,6 +275,51 @@ fn bans_are_listed_lifted_for_good_and_made_by_hand() {
         t.set_has("ban4", "203.0.113.66")
     });
     assert!(!passes(&t, "203.0.113.66"));
+
+    // IPv6: the ban set holds /64s. An address bans its /64, the list shows the /64, and
+    // unbanning another address of it lifts it.
+    let out = ok(
+        ns,
+        &["ban", "2001:db8:bad::66", "--for", "1h", "--policy", p],
+    );
+    assert!(out.contains("banned 2001:db8:bad::/64 until"), "{out}");
+    assert!(!passes(&t, "2001:db8:bad::77"));
+    assert!(bans_json(ns)
+        .iter()
+        .any(|b| b["prefix"] == "2001:db8:bad::/64" && b["origin"] == "manual"));
+    let live = ok(
+        ns,
+        &[
+            "explain",
+            "--live",
+            "--in",
+            "eth0",
+            "--src",
+            "2001:db8:bad::77",
+            "--proto",
+            "udp",
+            "--dport",
+            "5060",
+        ],
+    );
+    assert!(live.contains("verdict:    drop"), "{live}");
+    let out = ok(ns, &["unban", "2001:db8:bad::77"]);
+    assert!(out.contains("lifted 2001:db8:bad::/64 from ban6"), "{out}");
+    assert!(passes(&t, "2001:db8:bad::77"));
+    // A network wider than the set's prefix is the blacklist's.
+    let out = pbxfw(ns, &["ban", "203.0.113.0/24", "--for", "1h", "--policy", p]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wider than the ban set's /32"));
+    // Banned again for less than it is already: the longer ban stays.
+    let out = ok(ns, &["ban", "203.0.113.66", "--for", "10m", "--policy", p]);
+    assert!(out.contains("that ban stays"), "{out}");
+    let left = bans_json(ns)
+        .iter()
+        .find(|b| b["prefix"] == "203.0.113.66")
+        .unwrap()["expires_in"]
+        .as_u64()
+        .unwrap();
+    assert!(left > 3600, "{left}");
 
     // Trusting a banned source lifts its ban.
     let out = ok(ns, &["trust", "203.0.113.66", "--policy", p]);

@@ -105,16 +105,18 @@ pub fn write<T: Serialize>(path: &Path, kind: &str, data: &T) -> std::io::Result
     if let Ok(old) = std::fs::read_to_string(path) {
         // Checked without building it (`IgnoredAny`), and kept by a hard link rather than a
         // copy: the applied record holds the whole IR, megabytes with a large blacklist.
+        // The previous copy is a courtesy: failing to keep it (two writers racing, a file
+        // system without hard links) never fails the write itself.
         if decode::<serde::de::IgnoredAny>(&old, kind).is_ok() {
             let keep = prev(path);
             let mut link = keep.as_os_str().to_owned();
-            link.push(".new");
+            link.push(format!(".new-{}", std::process::id()));
             let link = PathBuf::from(link);
             let _ = std::fs::remove_file(&link);
-            if std::fs::hard_link(path, &link).is_ok() {
-                std::fs::rename(&link, &keep)?;
-            } else {
-                write_atomic(&keep, old.as_bytes())?;
+            let kept = std::fs::hard_link(path, &link).and_then(|()| std::fs::rename(&link, &keep));
+            if kept.is_err() {
+                let _ = std::fs::remove_file(&link);
+                let _ = write_atomic(&keep, old.as_bytes());
             }
         }
     }

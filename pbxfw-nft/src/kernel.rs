@@ -207,9 +207,9 @@ impl Kernel {
                 elements: c.elements.clone(),
             });
         }
-        // The fingerprint moves in the same netlink transaction (the last message, so that a
-        // split update marks the new ruleset only once its last part is in): `flush set` through
-        // `nft -f` made nft read every set of the table first, 0.3 s with 100k entries.
+        // The fingerprint moves over netlink too, after the elements (the new ruleset is marked
+        // only once its elements are in): `flush set` through `nft -f` made nft read every set
+        // of the table first, 0.3 s with 100k entries.
         let element = |fp: &str| -> Result<Element, BackendError> {
             let addr: std::net::IpAddr = crate::fingerprint_element(fp)
                 .parse()
@@ -221,6 +221,16 @@ impl Kernel {
         };
         let fresh = new.fingerprint();
         let loaded = self.fingerprint()?;
+        // Small updates (an edit's few elements) go in one transaction with the fingerprint.
+        // Larger ones may be split into several, and the fingerprint's removal and addition
+        // must never be: the elements go first, then the fingerprint in a transaction of its
+        // own, so that it never goes missing (a missing fingerprint reads as "not loaded").
+        let elements: usize = netlink_changes.iter().map(|c| c.elements.len()).sum();
+        if elements > 256 {
+            netlink::apply_changes(&self.table, &netlink_changes)
+                .map_err(|e| BackendError::Kernel(e.to_string()))?;
+            netlink_changes.clear();
+        }
         if loaded.as_deref() != Some(fresh.as_str()) {
             if let Some(old) = loaded {
                 netlink_changes.push(netlink::Change {
@@ -237,8 +247,10 @@ impl Kernel {
                 elements: vec![element(&fresh)?],
             });
         }
-        netlink::apply_changes(&self.table, &netlink_changes)
-            .map_err(|e| BackendError::Kernel(e.to_string()))?;
+        if !netlink_changes.is_empty() {
+            netlink::apply_changes(&self.table, &netlink_changes)
+                .map_err(|e| BackendError::Kernel(e.to_string()))?;
+        }
         Ok(())
     }
 

@@ -141,10 +141,12 @@ impl Ledger {
     }
 
     /// The actions that put the bans by hand back into empty sets (after a reboot, or when
-    /// the kernel's sets were created anew).
-    pub fn replay_actions(&self, now: u64) -> Vec<Action> {
+    /// the kernel's sets were created anew), except those of prefixes `protected` says the
+    /// policy now protects (a host banned by hand that became a trunk since).
+    pub fn replay_actions(&self, now: u64, protected: impl Fn(&Prefix) -> bool) -> Vec<Action> {
         self.manual_bans(now)
             .into_iter()
+            .filter(|b| !protected(&b.prefix))
             .map(|b| Action::Ban {
                 prefix: b.prefix,
                 until: b.until,
@@ -170,6 +172,31 @@ impl Ledger {
             Op::Ban { until, .. } => *until > now,
             Op::Unban { .. } => e.at + UNBAN_MEMORY > now,
         });
+    }
+}
+
+/// An element of a dynamic set as the kernel prints it, as the prefix it stands for: hash
+/// sets keyed on a prefix (`ban6` holds /64s) print the masked address alone, which would
+/// otherwise read as one host. `rs` is the loaded ruleset; without it, or for a set it does
+/// not have, the text is read as written.
+pub fn element_prefix(rs: Option<&pbxfw_core::Ruleset>, set: &str, text: &str) -> Option<Prefix> {
+    let (p, _) = Prefix::parse_lenient(text).ok()?;
+    let key_len = match rs.and_then(|rs| rs.sets.get(set)).map(|s| &s.kind) {
+        Some(pbxfw_core::SetKind::Dynamic(d)) => d.key_len,
+        _ => return Some(p),
+    };
+    if p.is_host() && key_len < p.prefix_len() {
+        Prefix::new(p.addr(), key_len).ok()
+    } else {
+        Some(p)
+    }
+}
+
+/// The key length of `role`'s set of `family` in `rs` (32 or 128 when it has none).
+fn key_len(rs: &pbxfw_core::Ruleset, role: &SetRole, family: Family) -> u8 {
+    match rs.sets.get(&role.set(family)).map(|s| &s.kind) {
+        Some(pbxfw_core::SetKind::Dynamic(d)) => d.key_len,
+        _ => family.bits(),
     }
 }
 
@@ -283,7 +310,13 @@ pub(crate) fn daemon_machine() -> Option<pbxfw_core::Machine> {
 
 /// The bans in force in `backend` at `now` (Unix seconds), with what is known of each.
 pub fn list(backend: BackendName, now: u64) -> Result<Bans> {
-    let status = backend.open().status()?;
+    let kernel = backend.open();
+    let status = kernel.status()?;
+    let rs = if status.loaded {
+        loaded_ruleset(kernel.as_ref()).ok()
+    } else {
+        None
+    };
     let mut warnings = Vec::new();
     let ledger = Ledger::read().unwrap_or_else(|e| {
         warnings.push(e.to_string());
@@ -321,7 +354,7 @@ pub fn list(backend: BackendName, now: u64) -> Result<Bans> {
             continue;
         };
         for el in &set.elements {
-            let Ok((prefix, _)) = Prefix::parse_lenient(&el.element) else {
+            let Some(prefix) = element_prefix(rs.as_ref(), &set.name, &el.element) else {
                 continue;
             };
             let left = el.expires_in.unwrap_or(0);
@@ -450,7 +483,7 @@ pub(crate) fn lift(
         let gone: Vec<pbxfw_core::Element> = set
             .elements
             .iter()
-            .filter_map(|el| Prefix::parse_lenient(&el.element).ok().map(|(p, _)| p))
+            .filter_map(|el| element_prefix(Some(&rs), &set.name, &el.element))
             .filter(|p| prefixes.iter().any(|q| overlaps(p, q)))
             .map(|prefix| pbxfw_core::Element {
                 prefix,
@@ -516,6 +549,8 @@ pub struct Banned {
     pub reason: String,
     /// The kernel set it went into.
     pub set: String,
+    /// The prefix was banned already for longer than asked: that ban stays.
+    pub kept_longer: bool,
 }
 
 /// Ban `req.prefix` by hand until `now + req.seconds`, under `policy` (what it protects is
@@ -528,7 +563,6 @@ pub fn ban(
     now: u64,
     by: &str,
 ) -> Result<Banned> {
-    let p = req.prefix;
     if req.seconds == 0 || req.seconds > MAX_MANUAL_SECONDS {
         return Err(Error::Usage(format!(
             "a ban by hand lasts 1 s to {} ({} s); for longer, use the blacklist",
@@ -545,16 +579,24 @@ pub fn ban(
             "the reason must be at most {MAX_REASON} bytes without control characters"
         )));
     }
-    let (min_v4, min_v6) = (8, 16);
-    let min = match p.family() {
-        Family::Ipv4 => min_v4,
-        Family::Ipv6 => min_v6,
-    };
-    if p.prefix_len() < min {
+    crate::safety::refuse_if_pending()?;
+    let kernel = req.backend.open();
+    if kernel.fingerprint()?.is_none() {
+        return Err(pbxfw_core::BackendError::NotLoaded.into());
+    }
+    let rs = loaded_ruleset(kernel.as_ref())?;
+    // The ban set holds prefixes of one length (responsive.ipv4_prefix, ipv6_prefix: /32 and
+    // /64 by default): an address stands for its prefix, which is what is checked and banned
+    // (an IPv6 address bans its /64); a wider network is the blacklist's.
+    let len = key_len(&rs, &SetRole::Ban, req.prefix.family());
+    if req.prefix.prefix_len() < len {
         return Err(Error::Usage(format!(
-            "{p} is wider than a /{min}: too wide for a ban; use the blacklist"
+            "{} is wider than the ban set's /{len} (responsive.ipv{}_prefix): ban its addresses one by one, or use the blacklist",
+            req.prefix,
+            if req.prefix.family() == Family::Ipv4 { 4 } else { 6 }
         )));
     }
+    let p = Prefix::new(req.prefix.addr(), len).map_err(|e| Error::Usage(e.to_string()))?;
     if let Some(why) = protection(policy, &p) {
         return Err(Refusal::NeverBanned {
             prefix: p.to_string(),
@@ -577,19 +619,38 @@ pub fn ban(
             return Err(Refusal::Lockout { lines: cut }.into());
         }
     }
-    crate::safety::refuse_if_pending()?;
-    let kernel = req.backend.open();
-    if kernel.fingerprint()?.is_none() {
-        return Err(pbxfw_core::BackendError::NotLoaded.into());
+    if Ledger::read()?.entries.len() >= MAX_ENTRIES {
+        return Err(Error::Usage(format!(
+            "the ban ledger holds {MAX_ENTRIES} entries; use the blacklist for long lists"
+        )));
     }
-    let rs = loaded_ruleset(kernel.as_ref())?;
-    let until = now + req.seconds;
+    let set = SetRole::Ban.set(p.family());
+    // A ban already there that lasts longer stays as it is; a shorter one is replaced (the
+    // kernel keeps an element's timeout when it is added again).
+    let current = kernel
+        .status()?
+        .sets
+        .iter()
+        .filter(|s| s.name == set)
+        .flat_map(|s| &s.elements)
+        .find(|el| element_prefix(Some(&rs), &set, &el.element) == Some(p))
+        .map(|el| now + el.expires_in.unwrap_or(0));
+    let asked = now + req.seconds;
+    let until = current.map_or(asked, |c| c.max(asked));
+    if current.is_some_and(|c| c < asked) {
+        let lift = Action::Unban { prefix: p };
+        crate::actions::carry_out(kernel.as_ref(), &rs, &[lift], now).into_result()?;
+    }
+    if current.is_none_or(|c| c < asked) {
+        let action = Action::Ban {
+            prefix: p,
+            until,
+            reason: reason.clone(),
+        };
+        crate::actions::carry_out(kernel.as_ref(), &rs, &[action], now).into_result()?;
+    }
+    // In the ledger once the kernel holds it: a ban the kernel refused is never put back.
     with_ledger(now, |l| {
-        if l.entries.len() >= MAX_ENTRIES {
-            return Err(Error::Usage(format!(
-                "the ban ledger holds {MAX_ENTRIES} entries; use the blacklist for long lists"
-            )));
-        }
         l.append(
             now,
             by,
@@ -601,18 +662,13 @@ pub fn ban(
         );
         Ok(())
     })?;
-    let action = Action::Ban {
-        prefix: p,
-        until,
-        reason: reason.clone(),
-    };
-    crate::actions::carry_out(kernel.as_ref(), &rs, &[action], now).into_result()?;
     Ok(Banned {
         prefix: p,
         until,
         until_iso: crate::human::iso8601(until),
         reason,
-        set: SetRole::Ban.set(p.family()),
+        set,
+        kept_longer: until > asked,
     })
 }
 

@@ -417,6 +417,7 @@ pub fn resolved_protection(
 fn merge_kernel_bans(
     ctx: &Context,
     kernel: &dyn Backend,
+    rs: &Ruleset,
     machine: &mut Machine,
     manual: &[Prefix],
     t: u64,
@@ -435,8 +436,10 @@ fn merge_kernel_bans(
     let mut adopted = 0;
     for set in status.sets.iter().filter(|s| bans.contains(&s.name)) {
         for el in &set.elements {
-            let (Ok((prefix, _)), Some(left)) = (Prefix::parse_lenient(&el.element), el.expires_in)
-            else {
+            let (Some(prefix), Some(left)) = (
+                crate::bans::element_prefix(Some(rs), &set.name, &el.element),
+                el.expires_in,
+            ) else {
                 continue;
             };
             // A ban by hand is the ledger's, not the machine's.
@@ -458,12 +461,18 @@ fn ledger_stamp() -> Option<(std::time::SystemTime, u64, u64)> {
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
-/// The ban ledger, or an empty one when it cannot be read (logged: bans by hand and unbans
-/// then wait until it can).
-fn read_ledger(ctx: &Context) -> crate::bans::Ledger {
-    crate::bans::Ledger::read().unwrap_or_else(|e| {
-        ctx.log(&[("error", "ledger".into()), ("detail", e.to_string())]);
-        crate::bans::Ledger::default()
+/// The ban ledger, or `None` when it cannot be read (logged): its unbans and bans by hand then
+/// wait until it can, and nothing is decided from its absence.
+fn read_ledger(ctx: &Context) -> Option<crate::bans::Ledger> {
+    crate::bans::Ledger::read()
+        .map_err(|e| ctx.log(&[("error", "ledger".into()), ("detail", e.to_string())]))
+        .ok()
+}
+
+/// The actions that put the ledger's bans by hand back, except what `machine` protects now.
+fn manual_replay(ledger: &crate::bans::Ledger, machine: &Machine, t: u64) -> Vec<Action> {
+    ledger.replay_actions(t, |p| {
+        pbxfw_core::never_banned(machine.config(), &[], p).is_some()
     })
 }
 
@@ -691,15 +700,25 @@ fn run(
     }
     let t = ctx.now();
     machine.tick(t);
-    // Unbans made while the daemon was away come before anything is put back.
+    // Unbans made while the daemon was away come before anything is put back. Without a
+    // readable ledger nothing is taken over from the kernel either: a ban by hand there would
+    // look like one of the machine's.
     let mut ledger_seen = ledger_stamp();
-    let ledger = read_ledger(ctx);
-    let forgiven = apply_ledger(ctx, &mut machine, &ledger, &mut counters, t);
-    let manual: Vec<Prefix> = ledger.manual_bans(t).iter().map(|b| b.prefix).collect();
-    let adopted = merge_kernel_bans(ctx, kernel, &mut machine, &manual, t);
-    let mut seed = forgiven;
-    seed.extend(machine.replay_actions(t));
-    seed.extend(ledger.replay_actions(t));
+    let mut seed = Vec::new();
+    let mut adopted = 0;
+    match read_ledger(ctx) {
+        Some(ledger) => {
+            seed = apply_ledger(ctx, &mut machine, &ledger, &mut counters, t);
+            let manual: Vec<Prefix> = ledger.manual_bans(t).iter().map(|b| b.prefix).collect();
+            adopted = merge_kernel_bans(ctx, kernel, &rs, &mut machine, &manual, t);
+            seed.extend(machine.replay_actions(t));
+            seed.extend(manual_replay(&ledger, &machine, t));
+        }
+        None => {
+            ledger_seen = None;
+            seed.extend(machine.replay_actions(t));
+        }
+    }
     let failed = apply_actions(ctx, kernel, &rs, &seed, t);
     let mut instance = kernel.instance().ok().flatten();
     // Ready for systemd (`Type=notify`) once the state is back in the kernel.
@@ -842,17 +861,23 @@ fn run(
             actions.extend(machine.tick(t));
             let stamp = ledger_stamp();
             if stamp != ledger_seen {
-                ledger_seen = stamp;
-                let ledger = read_ledger(ctx);
-                actions.extend(apply_ledger(ctx, &mut machine, &ledger, &mut counters, t));
-                dirty = true;
+                if let Some(ledger) = read_ledger(ctx) {
+                    ledger_seen = stamp;
+                    actions.extend(apply_ledger(ctx, &mut machine, &ledger, &mut counters, t));
+                    // After the unbans: a ban by hand made right after an unban of the same
+                    // prefix wins over it (the last change to an element is the one made).
+                    actions.extend(manual_replay(&ledger, &machine, t));
+                    dirty = true;
+                }
             }
             if let Some(new) = reloaded(ctx, kernel, &rs, reload, &mut known, &mut ignored) {
                 rs = compile(&new);
                 machine.reconfigure(machine_config(&new));
                 // Into the sets of the new ruleset (they may be new sets).
                 actions.extend(machine.replay_actions(t));
-                actions.extend(read_ledger(ctx).replay_actions(t));
+                if let Some(l) = read_ledger(ctx) {
+                    actions.extend(manual_replay(&l, &machine, t));
+                }
                 let names = crate::names::tracked_names(&new);
                 ctx.log(&[
                     ("event", "reload".into()),
@@ -889,7 +914,9 @@ fn run(
                             ),
                         ]);
                         actions.extend(machine.replay_actions(t));
-                        actions.extend(read_ledger(ctx).replay_actions(t));
+                        if let Some(l) = read_ledger(ctx) {
+                            actions.extend(manual_replay(&l, &machine, t));
+                        }
                         feeder = None;
                         if let Some(ctl) = &dns_ctl {
                             let _ = ctl.send((crate::names::tracked_names(&policy), rs.clone()));

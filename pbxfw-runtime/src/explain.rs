@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use pbxfw_core::{CtState, DynamicState, Explanation, Packet, Proto, Ruleset, SetKind};
-use pbxfw_core::{Family, Prefix, SetRole};
+use pbxfw_core::{Family, SetRole};
 use serde::{Deserialize, Serialize};
 
 use crate::backends::BackendName;
@@ -124,7 +124,7 @@ pub fn live(backend: BackendName, query: &Query, now: u64) -> Result<LiveExplana
             continue;
         }
         for el in &set.elements {
-            let Ok((p, _)) = Prefix::parse_lenient(&el.element) else {
+            let Some(p) = crate::bans::element_prefix(Some(&rs), &set.name, &el.element) else {
                 continue;
             };
             if !p.contains(&src) {

@@ -424,12 +424,18 @@ pub fn resolve_at_apply(
     if missing {
         looked_up = names.len();
         pbxfw_host::dns::refresh_within(&dns.resolver(), &mut tracker, now, APPLY_BUDGET);
-        save_tracker(&tracker)?;
     }
     let kernel = backend.open();
     let mut feeder = Feeder::from_kernel(kernel.as_ref(), &loaded.ruleset)?;
     let want = desired(&loaded.ruleset, &tracker);
-    let (_, errors) = feeder.sync(kernel.as_ref(), &loaded.ruleset, &want);
+    let (_, mut errors) = feeder.sync(kernel.as_ref(), &loaded.ruleset, &want);
+    // Kept after the sets are filled: not keeping the answers costs a lookup later, an empty
+    // set costs the trunk.
+    if missing {
+        if let Err(e) = save_tracker(&tracker) {
+            errors.push(format!("{e}: the answers found now are not kept"));
+        }
+    }
     let roles = roles_of(&loaded.policy);
     let empty = names
         .iter()
