@@ -486,6 +486,17 @@ enum Command {
         backend: Option<Backend>,
         #[command(flatten)]
         dns: DnsArgs,
+        /// A program to run for each ban, unban and registration, with the facts in its
+        /// environment and the action as JSON on its input (an absolute path root owns and
+        /// only root may write).
+        #[arg(long, value_name = "PROGRAM", env = "PBXFW_HOOK")]
+        hook: Option<PathBuf>,
+        /// A hook still running after this many seconds is killed.
+        #[arg(long, value_name = "SECONDS", default_value = "10", requires = "hook")]
+        hook_timeout: u64,
+        /// Hooks run at once at most.
+        #[arg(long, value_name = "N", default_value = "4", requires = "hook")]
+        hook_workers: usize,
     },
     /// Resolve the policy's hostnames now and bring the kernel's sets up to date (the daemon
     /// does this continuously); print each hostname's addresses.
@@ -980,6 +991,9 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             tick,
             backend,
             dns,
+            hook,
+            hook_timeout,
+            hook_workers,
         } => {
             let daemon = daemon::Daemon::new(daemon::DaemonConfig {
                 policy: policy.get().map(String::from),
@@ -996,6 +1010,11 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 tick: std::time::Duration::from_secs(tick.max(1)),
                 backend: backend.name(),
                 dns: dns.options(),
+                hooks: hook.map(|program| pbxfw_runtime::hooks::HookConfig {
+                    program,
+                    timeout: std::time::Duration::from_secs(hook_timeout.max(1)),
+                    workers: hook_workers.clamp(1, 64),
+                }),
             })?;
             daemon.run()?;
             Ok(exit::OK)

@@ -416,3 +416,106 @@ fn the_daemon_tells_systemd_it_is_ready() {
     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(text.starts_with("READY=1\nSTATUS=restored"), "{text}");
 }
+
+/// `--hook`: every ban (the machine's and one by hand) and every unban reaches the program
+/// exactly once, with its reason, and a slow program never delays the bans themselves.
+#[test]
+fn hooks_hear_of_every_ban_once_and_never_delay_one() {
+    if skipped() {
+        return;
+    }
+    let (ns, dir) = setup("hooks");
+    let events = dir.join("events.jsonl");
+    std::fs::write(&events, "").unwrap();
+    let calls = dir.join("calls.jsonl");
+    let hook = dir.join("hook");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nsleep 0.5\nline=$(cat)\necho \"$PBXFW_EVENT $PBXFW_PREFIX $line\" >> {}\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _d = daemon(
+        &ns,
+        &dir,
+        &[
+            "--events",
+            events.to_str().unwrap(),
+            "--hook",
+            hook.to_str().unwrap(),
+        ],
+    );
+    eventually("the daemon started", &dir, || {
+        std::fs::read_to_string(dir.join("daemon.log"))
+            .unwrap_or_default()
+            .contains("event=start")
+    });
+    let mut feed = String::new();
+    for i in 0..20 {
+        feed += &format!(
+            "{{\"event\":\"auth_failed\",\"source\":\"198.51.100.{}\",\"reason\":\"unknown_account\",\"user_agent\":\"friendly-scanner\"}}\n",
+            i + 10
+        );
+    }
+    let started = Instant::now();
+    std::fs::write(&events, feed).unwrap();
+    eventually("every scanner banned", &dir, || {
+        (10..30).all(|i| banned(&ns, &format!("198.51.100.{i}")))
+    });
+    // The hooks take 20 × 0.5 s on 4 workers; the bans did not wait for them.
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    let pbxfw = |args: &[&str]| {
+        let out = ns.exec(&[&[env!("CARGO_BIN_EXE_pbxfw")][..], args].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    pbxfw(&["unban", "198.51.100.10"]);
+    pbxfw(&[
+        "ban",
+        "203.0.113.99",
+        "--for",
+        "1h",
+        "--reason",
+        "seen on the web server",
+        "--policy",
+        dir.join("pbxfw.toml").to_str().unwrap(),
+    ]);
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let start = Instant::now();
+    while lines().len() < 22 {
+        assert!(start.elapsed() < Duration::from_secs(20), "{:?}", lines());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let got = lines();
+    assert_eq!(got.len(), 22, "{got:#?}");
+    for i in 10..30 {
+        let mine: Vec<&String> = got
+            .iter()
+            .filter(|l| l.starts_with(&format!("ban 198.51.100.{i} ")))
+            .collect();
+        assert_eq!(mine.len(), 1, "198.51.100.{i}: {got:#?}");
+        assert!(mine[0].contains("attack tool"), "{}", mine[0]);
+    }
+    assert!(got.iter().any(|l| l.starts_with("unban 198.51.100.10 ")));
+    assert!(got
+        .iter()
+        .any(|l| l.starts_with("ban 203.0.113.99 ") && l.contains("seen on the web server")));
+}

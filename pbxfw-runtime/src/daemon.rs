@@ -478,14 +478,15 @@ fn manual_replay(ledger: &crate::bans::Ledger, machine: &Machine, t: u64) -> Vec
 
 /// Apply the ledger's entries the machine has not seen: each unban forgives the sources it
 /// overlaps (bans by hand are in the kernel already, and in `replay` for reboots). Returns the
-/// actions that lift what the machine still held.
+/// actions that lift what the machine still held, and the hooks' calls for the new entries
+/// (each ban by hand and each unban, once).
 fn apply_ledger(
     ctx: &Context,
     machine: &mut Machine,
     ledger: &crate::bans::Ledger,
     counters: &mut Counters,
     t: u64,
-) -> Vec<Action> {
+) -> (Vec<Action>, Vec<Action>) {
     // A ledger numbered below what was applied was created anew: all of it is new. (An unban
     // applied twice lifts nothing more: it never lifts a ban made after it.)
     let seen = if ledger.last < counters.ledger_applied {
@@ -493,21 +494,33 @@ fn apply_ledger(
     } else {
         counters.ledger_applied
     };
-    let mut out = Vec::new();
+    let (mut out, mut calls) = (Vec::new(), Vec::new());
     for e in ledger.after(seen) {
-        if let crate::bans::Op::Unban { prefix } = &e.op {
-            let lifted = machine.forgive(prefix, e.at, t);
-            ctx.log(&[
-                ("event", "unban".into()),
-                ("prefix", prefix.to_string()),
-                ("by", e.by.clone()),
-                ("lifted", lifted.len().to_string()),
-            ]);
-            out.extend(lifted);
+        match &e.op {
+            crate::bans::Op::Unban { prefix } => {
+                let lifted = machine.forgive(prefix, e.at, t);
+                ctx.log(&[
+                    ("event", "unban".into()),
+                    ("prefix", prefix.to_string()),
+                    ("by", e.by.clone()),
+                    ("lifted", lifted.len().to_string()),
+                ]);
+                out.extend(lifted);
+                calls.push(Action::Unban { prefix: *prefix });
+            }
+            crate::bans::Op::Ban {
+                prefix,
+                until,
+                reason,
+            } => calls.push(Action::Ban {
+                prefix: *prefix,
+                until: *until,
+                reason: format!("by hand ({}): {reason}", e.by),
+            }),
         }
     }
     counters.ledger_applied = ledger.last;
-    out
+    (out, calls)
 }
 
 /// How a [`Daemon`] runs.
@@ -527,6 +540,8 @@ pub struct DaemonConfig {
     pub backend: crate::backends::BackendName,
     /// How hostnames are resolved.
     pub dns: crate::names::DnsOptions,
+    /// A program run for each ban, unban and registration ([`crate::hooks`]).
+    pub hooks: Option<crate::hooks::HookConfig>,
 }
 
 /// The responsive daemon: what `pbxfw daemon` runs, as a type a Rust program can run too.
@@ -545,6 +560,7 @@ pub struct DaemonConfig {
 ///     tick: std::time::Duration::from_secs(10),
 ///     backend: pbxfw_runtime::BackendName::Nft,
 ///     dns: Default::default(),
+///     hooks: None,
 /// })?;
 /// daemon.run()?;
 /// # Ok::<(), pbxfw_runtime::Error>(())
@@ -644,6 +660,12 @@ impl Daemon {
     pub fn run_on(self, kernel: &dyn Backend) -> Result<()> {
         let path = self.config.policy.clone();
         let reload = move || crate::policy::load(path.as_deref()).map(|l| l.policy);
+        let hooks = self
+            .config
+            .hooks
+            .clone()
+            .map(|c| crate::hooks::Hooks::start(c, &self.ctx))
+            .transpose()?;
         run(
             &self.ctx,
             &self.loaded.policy,
@@ -653,6 +675,7 @@ impl Daemon {
             self.config.tick,
             kernel,
             &self.config.dns,
+            hooks.as_ref(),
             (self.tx, self.rx),
             self.handled,
         )
@@ -679,6 +702,7 @@ fn run(
     tick: Duration,
     kernel: &dyn Backend,
     dns: &crate::names::DnsOptions,
+    hooks: Option<&crate::hooks::Hooks>,
     (tx, rx): (SyncSender<Msg>, Receiver<Msg>),
     handled: bool,
 ) -> Result<()> {
@@ -708,7 +732,11 @@ fn run(
     let mut adopted = 0;
     match read_ledger(ctx) {
         Some(ledger) => {
-            seed = apply_ledger(ctx, &mut machine, &ledger, &mut counters, t);
+            let (forgiven, calls) = apply_ledger(ctx, &mut machine, &ledger, &mut counters, t);
+            seed = forgiven;
+            if let Some(h) = hooks {
+                h.offer(&calls, t);
+            }
             let manual: Vec<Prefix> = ledger.manual_bans(t).iter().map(|b| b.prefix).collect();
             adopted = merge_kernel_bans(ctx, kernel, &rs, &mut machine, &manual, t);
             seed.extend(machine.replay_actions(t));
@@ -809,13 +837,20 @@ fn run(
         }
         let t = ctx.now();
         let mut actions = Vec::new();
+        // What hooks are told about: the machine's decisions and the ledger's new entries,
+        // never what is only put back (a restart, a reload, a reseed).
+        let mut calls = Vec::new();
         for msg in batch {
             match msg {
                 Msg::Read(outcome, progress) => {
                     match outcome {
                         Outcome::Event(e) => {
                             counters.events += 1;
-                            actions.extend(machine.on_event(&e, t));
+                            let decided = machine.on_event(&e, t);
+                            if hooks.is_some() {
+                                calls.extend(decided.iter().cloned());
+                            }
+                            actions.extend(decided);
                         }
                         Outcome::Ambiguous(why) => {
                             counters.ambiguous += 1;
@@ -858,12 +893,19 @@ fn run(
         }
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + tick;
-            actions.extend(machine.tick(t));
+            let decided = machine.tick(t);
+            if hooks.is_some() {
+                calls.extend(decided.iter().cloned());
+            }
+            actions.extend(decided);
             let stamp = ledger_stamp();
             if stamp != ledger_seen {
                 if let Some(ledger) = read_ledger(ctx) {
                     ledger_seen = stamp;
-                    actions.extend(apply_ledger(ctx, &mut machine, &ledger, &mut counters, t));
+                    let (forgiven, new) =
+                        apply_ledger(ctx, &mut machine, &ledger, &mut counters, t);
+                    actions.extend(forgiven);
+                    calls.extend(new);
                     // After the unbans: a ban by hand made right after an unban of the same
                     // prefix wins over it (the last change to an element is the one made).
                     actions.extend(manual_replay(&ledger, &machine, t));
@@ -933,6 +975,17 @@ fn run(
             }
             apply_actions(ctx, kernel, &rs, &actions, t);
             dirty = true;
+        }
+        // After the kernel: a hook never delays enforcement.
+        if let Some(h) = hooks {
+            let dropped = h.offer(&calls, t);
+            if dropped > 0 {
+                ctx.log(&[
+                    ("error", "hook".into()),
+                    ("dropped", dropped.to_string()),
+                    ("detail", "the hook queue is full".into()),
+                ]);
+            }
         }
         if dirty && (ended || last_write.elapsed() >= write_every) {
             let started = Instant::now();

@@ -32,6 +32,7 @@ pub mod daemon;
 pub mod edit;
 pub mod error;
 pub mod explain;
+pub mod hooks;
 pub mod human;
 pub mod init;
 pub mod names;

@@ -377,9 +377,7 @@ pub fn trusted_program(path: &Path) -> Result<PathBuf> {
         )
     };
     if !path.is_absolute() {
-        return Err(refuse(
-            "the rollback timer's program must be an absolute path".into(),
-        ));
+        return Err(refuse("the program must be an absolute path".into()));
     }
     let real = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
     let meta = std::fs::metadata(&real).map_err(|e| Error::io(&real, e))?;

@@ -87,6 +87,7 @@ fn bed() -> Bed {
         tick: Duration::from_millis(20),
         backend: pbxfw_runtime::BackendName::Nft,
         dns: Default::default(),
+        hooks: None,
     };
     Bed {
         _dir: dir,
