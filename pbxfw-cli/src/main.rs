@@ -497,6 +497,9 @@ enum Command {
         /// Hooks run at once at most.
         #[arg(long, value_name = "N", default_value = "4", requires = "hook")]
         hook_workers: usize,
+        /// Serve metrics for Prometheus on this loopback address (GET /metrics).
+        #[arg(long, value_name = "ADDR:PORT", env = "PBXFW_METRICS")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Resolve the policy's hostnames now and bring the kernel's sets up to date (the daemon
     /// does this continuously); print each hostname's addresses.
@@ -994,6 +997,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             hook,
             hook_timeout,
             hook_workers,
+            metrics,
         } => {
             let daemon = daemon::Daemon::new(daemon::DaemonConfig {
                 policy: policy.get().map(String::from),
@@ -1015,6 +1019,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     timeout: std::time::Duration::from_secs(hook_timeout.max(1)),
                     workers: hook_workers.clamp(1, 64),
                 }),
+                metrics,
             })?;
             daemon.run()?;
             Ok(exit::OK)

@@ -519,3 +519,71 @@ fn hooks_hear_of_every_ban_once_and_never_delay_one() {
         .iter()
         .any(|l| l.starts_with("ban 203.0.113.99 ") && l.contains("seen on the web server")));
 }
+
+/// `--metrics`: a scrape during a flood of scanners shows the bans by cause and the kernel's
+/// ban set; a non-loopback address is refused.
+#[test]
+fn metrics_show_the_bans_during_a_flood() {
+    if skipped() {
+        return;
+    }
+    let (ns, dir) = setup("metrics");
+    let events = dir.join("events.jsonl");
+    std::fs::write(&events, "").unwrap();
+    let _d = daemon(
+        &ns,
+        &dir,
+        &[
+            "--events",
+            events.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:9477",
+        ],
+    );
+    eventually("the daemon started", &dir, || {
+        std::fs::read_to_string(dir.join("daemon.log"))
+            .unwrap_or_default()
+            .contains("event=start")
+    });
+    let mut feed = String::new();
+    for i in 0..50 {
+        feed += &format!(
+            "{{\"event\":\"auth_failed\",\"source\":\"198.51.100.{}\",\"reason\":\"unknown_account\",\"user_agent\":\"friendly-scanner\"}}\n",
+            i + 10
+        );
+    }
+    std::fs::write(&events, feed).unwrap();
+    let scrape = |ns: &Netns| -> String {
+        in_netns(ns, || {
+            let mut s = std::net::TcpStream::connect("127.0.0.1:9477").unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+            out
+        })
+    };
+    eventually("the bans in the metrics", &dir, || {
+        scrape(&ns).contains("pbxfw_bans{origin=\"state_machine\",cause=\"attack_tool\"} 50")
+    });
+    let text = scrape(&ns);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    for want in [
+        "pbxfw_set_elements{set=\"ban4\"} 50",
+        "pbxfw_events_total{outcome=\"acted_on\"} 50",
+        "pbxfw_loaded 1",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    let out = ns.exec(&[
+        env!("CARGO_BIN_EXE_pbxfw"),
+        "daemon",
+        dir.join("pbxfw.toml").to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+        "--metrics",
+        "0.0.0.0:9478",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only a loopback address"));
+}

@@ -542,6 +542,8 @@ pub struct DaemonConfig {
     pub dns: crate::names::DnsOptions,
     /// A program run for each ban, unban and registration ([`crate::hooks`]).
     pub hooks: Option<crate::hooks::HookConfig>,
+    /// Where to serve metrics for Prometheus, a loopback address ([`crate::metrics`]).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The responsive daemon: what `pbxfw daemon` runs, as a type a Rust program can run too.
@@ -561,6 +563,7 @@ pub struct DaemonConfig {
 ///     backend: pbxfw_runtime::BackendName::Nft,
 ///     dns: Default::default(),
 ///     hooks: None,
+///     metrics: None,
 /// })?;
 /// daemon.run()?;
 /// # Ok::<(), pbxfw_runtime::Error>(())
@@ -666,6 +669,14 @@ impl Daemon {
             .clone()
             .map(|c| crate::hooks::Hooks::start(c, &self.ctx))
             .transpose()?;
+        let metrics = match self.config.metrics {
+            Some(addr) => {
+                let shared = crate::metrics::Shared::default();
+                crate::metrics::serve(addr, shared.clone(), self.config.backend, self.ctx.clone())?;
+                Some(shared)
+            }
+            None => None,
+        };
         run(
             &self.ctx,
             &self.loaded.policy,
@@ -675,7 +686,7 @@ impl Daemon {
             self.config.tick,
             kernel,
             &self.config.dns,
-            hooks.as_ref(),
+            (hooks.as_ref(), metrics.as_ref()),
             (self.tx, self.rx),
             self.handled,
         )
@@ -702,7 +713,10 @@ fn run(
     tick: Duration,
     kernel: &dyn Backend,
     dns: &crate::names::DnsOptions,
-    hooks: Option<&crate::hooks::Hooks>,
+    (hooks, metrics): (
+        Option<&crate::hooks::Hooks>,
+        Option<&crate::metrics::Shared>,
+    ),
     (tx, rx): (SyncSender<Msg>, Receiver<Msg>),
     handled: bool,
 ) -> Result<()> {
@@ -820,6 +834,8 @@ fn run(
     let mut write_every = WRITE_BEHIND;
     // Housekeeping (expiry, reloads) runs every `tick` even when events never stop coming.
     let mut next_tick = Instant::now() + tick;
+    // The first pass publishes the metrics' snapshot at once.
+    let mut ticked = true;
     loop {
         let deadline = if dirty {
             next_tick.min(last_write + write_every)
@@ -893,6 +909,7 @@ fn run(
         }
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + tick;
+            ticked = true;
             let decided = machine.tick(t);
             if hooks.is_some() {
                 calls.extend(decided.iter().cloned());
@@ -987,6 +1004,13 @@ fn run(
                 ]);
             }
         }
+        // The metrics' snapshot, at the state's pace (a pass over the sources).
+        if let Some(shared) = metrics {
+            if ticked || dirty && last_write.elapsed() >= write_every {
+                publish(shared, &machine, &counters, hooks, t);
+            }
+        }
+        ticked = false;
         if dirty && (ended || last_write.elapsed() >= write_every) {
             let started = Instant::now();
             if let Err(e) = save_state(state, &machine, &files, &counters) {
@@ -1005,6 +1029,35 @@ fn run(
         if ended {
             return Ok(());
         }
+    }
+}
+
+/// Publish what the metrics endpoint shows of the machine and the counters.
+fn publish(
+    shared: &crate::metrics::Shared,
+    machine: &Machine,
+    counters: &Counters,
+    hooks: Option<&crate::hooks::Hooks>,
+    t: u64,
+) {
+    let mut by_cause: BTreeMap<String, u64> = BTreeMap::new();
+    for r in machine.ban_records(t) {
+        let cause = serde_json::to_value(r.cause)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        *by_cause.entry(cause).or_default() += 1;
+    }
+    let (clamped, registered) = machine.clamped_and_registered(t);
+    if let Ok(mut s) = shared.lock() {
+        *s = crate::metrics::Snapshot {
+            counters: counters.clone(),
+            bans_by_cause: by_cause,
+            clamped: clamped as u64,
+            registered: registered as u64,
+            tracked: machine.tracked() as u64,
+            hooks_dropped: hooks.map_or(0, |h| h.dropped()),
+        };
     }
 }
 

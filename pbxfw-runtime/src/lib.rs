@@ -35,6 +35,7 @@ pub mod explain;
 pub mod hooks;
 pub mod human;
 pub mod init;
+pub mod metrics;
 pub mod names;
 pub mod policy;
 pub mod policy_file;

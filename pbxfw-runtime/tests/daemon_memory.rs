@@ -88,6 +88,7 @@ fn bed() -> Bed {
         backend: pbxfw_runtime::BackendName::Nft,
         dns: Default::default(),
         hooks: None,
+        metrics: None,
     };
     Bed {
         _dir: dir,

@@ -868,6 +868,22 @@ impl Machine {
         self.sources.len()
     }
 
+    /// How many sources are in the slow lane at `now`, and how many devices are registered.
+    pub fn clamped_and_registered(&self, now: u64) -> (usize, usize) {
+        let n = secs(now);
+        let clamped = self
+            .sources
+            .values()
+            .filter(|s| s.clamped_until > n)
+            .count();
+        let registered = self
+            .registrations
+            .values()
+            .map(|accounts| accounts.iter().filter(|(_, r)| r.until > now).count())
+            .sum();
+        (clamped, registered)
+    }
+
     /// Active bans: prefix and until.
     pub fn bans(&self, now: u64) -> Vec<(Prefix, u64)> {
         let now = secs(now);

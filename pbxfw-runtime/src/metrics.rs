@@ -1,0 +1,226 @@
+//! Metrics for Prometheus (`pbxfw daemon --metrics 127.0.0.1:9477`): a plain-text endpoint on a
+//! loopback address, off by default. The daemon's main loop publishes a small snapshot (its
+//! counters, the state machine's bans by cause, the slow lane and registrations) at most ten
+//! times a second; a scrape adds what the kernel holds (each pbxfw set's size, the counters of
+//! rules applied with `--counters`) and the hostnames' answers, read by the scraping thread
+//! itself, so a scrape never stalls event handling. One scrape is served at a time, each
+//! bounded in size and time.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::backends::BackendName;
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// What the daemon's loop publishes.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The daemon's counters.
+    pub counters: crate::daemon::Counters,
+    /// The state machine's bans by cause (`attack_tool`, `unknown_account`, …).
+    pub bans_by_cause: BTreeMap<String, u64>,
+    /// Sources in the slow lane.
+    pub clamped: u64,
+    /// Registered devices.
+    pub registered: u64,
+    /// Source prefixes tracked.
+    pub tracked: u64,
+    /// Hook calls dropped because their queue was full.
+    pub hooks_dropped: u64,
+}
+
+/// The snapshot the loop writes and the endpoint reads.
+pub type Shared = Arc<Mutex<Snapshot>>;
+
+/// Serve the metrics of `shared` (and of the kernel of `backend`) on `addr`, which must be a
+/// loopback address: the numbers say who is banned and why.
+pub fn serve(addr: SocketAddr, shared: Shared, backend: BackendName, ctx: Context) -> Result<()> {
+    if !addr.ip().is_loopback() {
+        return Err(Error::Usage(format!(
+            "--metrics {addr}: only a loopback address (127.0.0.1, ::1); put a proxy in front to expose it"
+        )));
+    }
+    let listener = TcpListener::bind(addr).map_err(|e| Error::io(addr.to_string(), e))?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            if let Err(e) = answer(conn, &shared, backend) {
+                ctx.log(&[("error", "metrics".into()), ("detail", e.to_string())]);
+            }
+        }
+    });
+    Ok(())
+}
+
+fn answer(mut conn: TcpStream, shared: &Shared, backend: BackendName) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+    // The request line and headers, at most 8 KiB.
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&req);
+    let (status, body) = if line.starts_with("GET /metrics ") || line.starts_with("GET / ") {
+        let snap = shared.lock().map(|s| s.clone()).unwrap_or_default();
+        ("200 OK", render(&snap, backend))
+    } else {
+        ("404 Not Found", "GET /metrics\n".to_string())
+    };
+    write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The exposition text: the snapshot, the kernel's sets and counters, the hostnames.
+pub fn render(snap: &Snapshot, backend: BackendName) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        out += &format!("# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        for (labels, v) in samples {
+            out += &format!("{name}{labels} {v}\n");
+        }
+    };
+    let c = &snap.counters;
+    metric(
+        "pbxfw_events_total",
+        "counter",
+        "Security events read, by what became of them.",
+        &[
+            ("{outcome=\"acted_on\"}".into(), c.events),
+            ("{outcome=\"ambiguous\"}".into(), c.ambiguous),
+            ("{outcome=\"malformed\"}".into(), c.malformed),
+        ],
+    );
+    metric(
+        "pbxfw_actions_total",
+        "counter",
+        "Actions carried out (bans, clamps, registrations, ...).",
+        &[(String::new(), c.actions)],
+    );
+    let bans: Vec<(String, u64)> = snap
+        .bans_by_cause
+        .iter()
+        .map(|(cause, n)| {
+            (
+                format!("{{origin=\"state_machine\",cause=\"{cause}\"}}"),
+                *n,
+            )
+        })
+        .collect();
+    metric(
+        "pbxfw_bans",
+        "gauge",
+        "Bans the state machine holds, by cause.",
+        &bans,
+    );
+    metric(
+        "pbxfw_clamped_sources",
+        "gauge",
+        "Sources in the slow lane.",
+        &[(String::new(), snap.clamped)],
+    );
+    metric(
+        "pbxfw_registered_devices",
+        "gauge",
+        "Registered devices.",
+        &[(String::new(), snap.registered)],
+    );
+    metric(
+        "pbxfw_tracked_sources",
+        "gauge",
+        "Source prefixes the state machine tracks.",
+        &[(String::new(), snap.tracked)],
+    );
+    metric(
+        "pbxfw_hook_calls_dropped_total",
+        "counter",
+        "Hook calls dropped because their queue was full.",
+        &[(String::new(), snap.hooks_dropped)],
+    );
+    if let Ok(status) = backend.open().status() {
+        metric(
+            "pbxfw_loaded",
+            "gauge",
+            "Whether pbxfw's ruleset is loaded.",
+            &[(String::new(), u64::from(status.loaded))],
+        );
+        let sets: Vec<(String, u64)> = status
+            .sets
+            .iter()
+            .map(|s| (format!("{{set=\"{}\"}}", s.name), s.size as u64))
+            .collect();
+        metric(
+            "pbxfw_set_elements",
+            "gauge",
+            "Elements of each pbxfw set in the kernel.",
+            &sets,
+        );
+        let rules: Vec<(String, u64)> = status
+            .counters
+            .iter()
+            .map(|r| {
+                (
+                    format!(
+                        "{{chain=\"{}\",origin={:?}}}",
+                        r.chain,
+                        r.origin.replace('\\', "").replace('"', "'")
+                    ),
+                    r.packets,
+                )
+            })
+            .collect();
+        if !rules.is_empty() {
+            metric(
+                "pbxfw_rule_packets_total",
+                "counter",
+                "Packets counted by each rule (applied with --counters).",
+                &rules,
+            );
+        }
+    }
+    if let Ok(Some(snapshot)) =
+        pbxfw_host::state::read::<pbxfw_core::DnsSnapshot>(&crate::names::state_path(), "dns")
+    {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let names = pbxfw_core::DnsTracker::status_of(Default::default(), snapshot, now);
+        let addrs: Vec<(String, u64)> = names
+            .iter()
+            .map(|n| (format!("{{name=\"{}\"}}", n.name), n.addresses.len() as u64))
+            .collect();
+        metric(
+            "pbxfw_hostname_addresses",
+            "gauge",
+            "Addresses each policy hostname resolves to now.",
+            &addrs,
+        );
+        let failing: Vec<(String, u64)> = names
+            .iter()
+            .map(|n| {
+                (
+                    format!("{{name=\"{}\"}}", n.name),
+                    n.last_error.as_ref().map_or(0, |e| u64::from(e.failures)),
+                )
+            })
+            .collect();
+        metric(
+            "pbxfw_hostname_failures",
+            "gauge",
+            "Failed lookups in a row of each policy hostname.",
+            &failing,
+        );
+    }
+    out
+}
