@@ -251,6 +251,9 @@ enum BlacklistCmd {
     },
 }
 
+// Parsed once per process: the size of the largest variant (the daemon's options) costs
+// nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Load a policy into the kernel of this network namespace, atomically.
