@@ -1814,7 +1814,14 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(Fail(code, msg)) => {
-            eprintln!("pbxfw: {msg}");
+            // Under systemd the journal reads a `<3>` (ERR) prefix as the line's priority: an
+            // apply that failed at boot is an error there, not an information.
+            let prio = if pbxfw_runtime::context::Journal::for_stderr().is_some() {
+                "<3>"
+            } else {
+                ""
+            };
+            eprintln!("{prio}pbxfw: {msg}");
             ExitCode::from(code)
         }
     }

@@ -587,3 +587,65 @@ fn metrics_show_the_bans_during_a_flood() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only a loopback address"));
 }
+
+/// Run by systemd (standard error is the journal, `$JOURNAL_STREAM` says so), the daemon logs
+/// through the journal's native protocol: a ban is NOTICE with its fields.
+#[test]
+fn under_systemd_a_ban_reaches_the_journal_as_notice() {
+    if skipped() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let (ns, dir) = setup("journal");
+    let events = dir.join("events.jsonl");
+    std::fs::write(&events, "").unwrap();
+    let socket = dir.join("journal.sock");
+    let journal = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    journal
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let log = dir.join("daemon.log");
+    std::fs::write(&log, "").unwrap();
+    let meta = std::fs::metadata(&log).unwrap();
+    let stream = format!("{}:{}", meta.dev(), meta.ino());
+    let policy = dir.join("pbxfw.toml");
+    let _d = ns.spawn(
+        &[
+            env!("CARGO_BIN_EXE_pbxfw"),
+            "daemon",
+            policy.to_str().unwrap(),
+            "--events",
+            events.to_str().unwrap(),
+        ],
+        &[
+            ("JOURNAL_STREAM", stream.as_str()),
+            ("PBXFW_JOURNAL_SOCKET", socket.to_str().unwrap()),
+        ],
+        &log,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(
+        &events,
+        "{\"event\":\"auth_failed\",\"source\":\"192.0.2.91\",\"reason\":\"unknown_account\",\"user_agent\":\"friendly-scanner\"}\n",
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no ban in the journal"
+        );
+        let n = journal.recv(&mut buf).expect("a journal record");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if text.contains("PBXFW_ACTION") && text.contains("192.0.2.91") {
+            assert!(text.contains("PRIORITY\n\u{1}\0\0\0\0\0\0\0\x35"), "{text:?}");
+            assert!(text.contains("SYSLOG_IDENTIFIER"), "{text:?}");
+            break;
+        }
+    }
+    // Nothing of it went to standard error.
+    assert!(!std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("action=ban"));
+}

@@ -17,6 +17,105 @@ pub trait Clock: Send + Sync {
 pub trait LogSink: Send + Sync {
     /// Take one line (no newline at its end).
     fn line(&self, line: &str);
+
+    /// Take one record: its fields, and the line they make. A sink that keeps fields (the
+    /// journal) overrides this; the others take the line.
+    fn record(&self, fields: &[(&str, String)], line: &str) {
+        let _ = fields;
+        self.line(line);
+    }
+}
+
+/// The syslog priority of a record (journald's `PRIORITY`), from what it says: a ban or an
+/// unban is NOTICE (5); records refused as hostile, a skipped reload, a failed lookup, and
+/// failures that lose nothing (a hook, the metrics, readiness, DNS) are WARNING (4); a kernel
+/// update refused, state not written, a rollback or reload that failed, an unreadable ledger
+/// are ERR (3); the rest is INFO (6).
+pub fn priority(fields: &[(&str, String)]) -> u8 {
+    match fields.first().map(|(k, v)| (*k, v.as_str())) {
+        Some(("action", "ban" | "unban")) => 5,
+        Some(("event", "rollback")) => 5,
+        Some(("event", "refused" | "reload-skipped" | "dns-failed")) => 4,
+        Some(("warning", _)) => 4,
+        Some(("error", "hook" | "metrics" | "notify" | "dns" | "dns-update" | "dns-state")) => 4,
+        Some(("error", _)) => 3,
+        _ => 6,
+    }
+}
+
+/// The systemd journal, through its native protocol: one datagram per record with
+/// `MESSAGE`, `PRIORITY` ([`priority`]), `SYSLOG_IDENTIFIER=pbxfw` and each field as
+/// `PBXFW_<KEY>` (so `journalctl PBXFW_ACTION=ban` finds the bans). Values are sent with their
+/// length, so text from outside (a reason quoting a User-Agent) can never forge a field. A
+/// record the journal does not take goes to standard error.
+pub struct Journal {
+    socket: std::path::PathBuf,
+}
+
+impl Journal {
+    /// The journal listening at `socket` (`/run/systemd/journal/socket`).
+    pub fn at(socket: impl Into<std::path::PathBuf>) -> Journal {
+        Journal {
+            socket: socket.into(),
+        }
+    }
+
+    /// The journal, when standard error is connected to it (`$JOURNAL_STREAM` names it, as
+    /// systemd sets it for a service); `$PBXFW_JOURNAL_SOCKET` moves the socket (tests).
+    pub fn for_stderr() -> Option<Journal> {
+        use std::os::unix::fs::MetadataExt;
+        let stream = std::env::var("JOURNAL_STREAM").ok()?;
+        let meta = std::fs::metadata("/proc/self/fd/2").ok()?;
+        if stream != format!("{}:{}", meta.dev(), meta.ino()) {
+            return None;
+        }
+        let socket: std::path::PathBuf = std::env::var_os("PBXFW_JOURNAL_SOCKET")
+            .map_or_else(|| "/run/systemd/journal/socket".into(), Into::into);
+        Some(Journal::at(socket))
+    }
+
+    /// The datagram for a record.
+    pub fn datagram(fields: &[(&str, String)], line: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut field = |key: &str, value: &str| {
+            out.extend_from_slice(key.as_bytes());
+            out.push(b'\n');
+            out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'\n');
+        };
+        field("MESSAGE", line);
+        field("PRIORITY", &priority(fields).to_string());
+        field("SYSLOG_IDENTIFIER", "pbxfw");
+        for (k, v) in fields {
+            let key: String = k
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            field(&format!("PBXFW_{key}"), v);
+        }
+        out
+    }
+}
+
+impl LogSink for Journal {
+    fn line(&self, line: &str) {
+        self.record(&[], line);
+    }
+
+    fn record(&self, fields: &[(&str, String)], line: &str) {
+        let sent = std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.send_to(&Journal::datagram(fields, line), &self.socket));
+        if sent.is_err() {
+            Stderr.line(line);
+        }
+    }
 }
 
 /// The wall clock.
@@ -82,9 +181,14 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// The wall clock and standard error.
+    /// The wall clock, and the journal when standard error goes to it (a systemd service),
+    /// else standard error.
     pub fn system() -> Context {
-        Context::new(Arc::new(SystemClock), Arc::new(Stderr))
+        let log: Arc<dyn LogSink> = match Journal::for_stderr() {
+            Some(j) => Arc::new(j),
+            None => Arc::new(Stderr),
+        };
+        Context::new(Arc::new(SystemClock), log)
     }
 
     /// A clock and a log sink of the caller's.
@@ -102,7 +206,7 @@ impl Context {
 
     /// One structured line: `pbxfw: key=value ...`, values quoted when needed.
     pub fn log(&self, fields: &[(&str, String)]) {
-        self.log.line(&format_line(fields));
+        self.log.record(fields, &format_line(fields));
     }
 
     /// A line already formatted.
@@ -125,4 +229,62 @@ pub fn format_line(fields: &[(&str, String)]) -> String {
         }
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ban_reaches_the_journal_as_notice_with_its_fields_and_nothing_forged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let ctx = Context::new(Arc::new(SystemClock), Arc::new(Journal::at(&path)));
+        // A reason holding a newline and `PRIORITY=0`, as a sender's text could.
+        ctx.log(&[
+            ("action", "ban".into()),
+            ("source", "203.0.113.66".into()),
+            ("reason", "evil\nPRIORITY=0".into()),
+        ]);
+        let mut buf = vec![0u8; 4096];
+        let n = server.recv(&mut buf).unwrap();
+        let got = &buf[..n];
+        let text = String::from_utf8_lossy(got);
+        assert!(text.contains("PRIORITY\n"), "{text}");
+        // Every field is KEY, newline, little-endian length, value, newline.
+        let mut fields = Vec::new();
+        let mut rest = got;
+        while !rest.is_empty() {
+            let nl = rest.iter().position(|b| *b == b'\n').unwrap();
+            let key = String::from_utf8_lossy(&rest[..nl]).into_owned();
+            let len = u64::from_le_bytes(rest[nl + 1..nl + 9].try_into().unwrap()) as usize;
+            let value = String::from_utf8_lossy(&rest[nl + 9..nl + 9 + len]).into_owned();
+            fields.push((key, value));
+            rest = &rest[nl + 9 + len + 1..];
+        }
+        let get = |k: &str| {
+            fields
+                .iter()
+                .filter(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("PRIORITY"), ["5"]);
+        assert_eq!(get("SYSLOG_IDENTIFIER"), ["pbxfw"]);
+        assert_eq!(get("PBXFW_ACTION"), ["ban"]);
+        assert_eq!(get("PBXFW_REASON"), ["evil\nPRIORITY=0"]);
+        assert!(get("MESSAGE")[0].starts_with("pbxfw: action=ban source=203.0.113.66"));
+    }
+
+    #[test]
+    fn priorities_follow_what_a_record_says() {
+        let p = |k: &'static str, v: &str| priority(&[(k, v.to_string())]);
+        assert_eq!(p("action", "ban"), 5);
+        assert_eq!(p("action", "registered"), 6);
+        assert_eq!(p("event", "refused"), 4);
+        assert_eq!(p("error", "kernel"), 3);
+        assert_eq!(p("error", "hook"), 4);
+        assert_eq!(p("event", "start"), 6);
+    }
 }

@@ -717,12 +717,11 @@ fn write_marker(path: &Path, decision: &SafeMode) -> Result<()> {
     state::write_atomic(path, text.as_bytes()).map_err(|e| Error::io(path, e))
 }
 
+/// One line of `pbxfw boot` and the rollback timer, as the daemon logs (the journal when run
+/// by systemd, else standard error).
 fn log(fields: &[(&str, &str)]) {
-    let obj: serde_json::Map<String, serde_json::Value> = fields
-        .iter()
-        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
-        .collect();
-    eprintln!("{}", serde_json::Value::Object(obj));
+    let fields: Vec<(&str, String)> = fields.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    crate::context::Context::system().log(&fields);
 }
 
 #[cfg(test)]
