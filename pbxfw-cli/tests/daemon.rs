@@ -639,7 +639,10 @@ fn under_systemd_a_ban_reaches_the_journal_as_notice() {
         let n = journal.recv(&mut buf).expect("a journal record");
         let text = String::from_utf8_lossy(&buf[..n]);
         if text.contains("PBXFW_ACTION") && text.contains("192.0.2.91") {
-            assert!(text.contains("PRIORITY\n\u{1}\0\0\0\0\0\0\0\x35"), "{text:?}");
+            assert!(
+                text.contains("PRIORITY\n\u{1}\0\0\0\0\0\0\0\x35"),
+                "{text:?}"
+            );
             assert!(text.contains("SYSLOG_IDENTIFIER"), "{text:?}");
             break;
         }
