@@ -652,3 +652,64 @@ fn under_systemd_a_ban_reaches_the_journal_as_notice() {
         .unwrap()
         .contains("action=ban"));
 }
+
+/// The units' sandbox, where systemd is not PID 1 to apply it (docs/install.md, "Without
+/// systemd"): the daemon runs with only CAP_NET_ADMIN and CAP_NET_RAW in its bounding set, no
+/// new privileges, and a read-only file system but for its state, run and test directories
+/// (`unshare --mount`, `setpriv`), and still bans.
+#[test]
+fn the_daemon_works_inside_the_units_sandbox() {
+    if skipped() {
+        return;
+    }
+    let (ns, dir) = setup("sandbox");
+    let events = dir.join("events.jsonl");
+    std::fs::write(&events, "").unwrap();
+    let policy = dir.join("pbxfw.toml");
+    let state = dir.join("state.json");
+    let writable = [dir.clone(), ns.host_dir.clone()];
+    std::fs::create_dir_all(&ns.host_dir).unwrap();
+    let binds: String = writable
+        .iter()
+        .map(|p| format!("mount --bind {0} {0} && ", p.display()))
+        .collect();
+    let script = format!(
+        "{binds}mount -o remount,bind,ro / && \
+         if touch /usr/pbxfw-sandbox-probe 2>/dev/null; then echo 'the root is writable' >&2; exit 9; fi && \
+         exec setpriv --no-new-privs --bounding-set=-all,+net_admin,+net_raw {bin} daemon {policy} \
+         --events {events} --state {state} --tick 1",
+        bin = env!("CARGO_BIN_EXE_pbxfw"),
+        policy = policy.display(),
+        events = events.display(),
+        state = state.display(),
+    );
+    let _d = ns.spawn(
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &[],
+        &dir.join("daemon.log"),
+    );
+    eventually("the daemon started in the sandbox", &dir, || {
+        std::fs::read_to_string(dir.join("daemon.log"))
+            .unwrap_or_default()
+            .contains("event=start")
+    });
+    std::fs::write(
+        &events,
+        "{\"event\":\"auth_failed\",\"source\":\"192.0.2.95\",\"reason\":\"unknown_account\",\"user_agent\":\"friendly-scanner\"}\n",
+    )
+    .unwrap();
+    eventually("a ban from inside the sandbox", &dir, || {
+        banned(&ns, "192.0.2.95")
+    });
+    eventually("its state written", &dir, || state.exists());
+    let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();
+    assert!(!log.contains("error="), "{log}");
+}
