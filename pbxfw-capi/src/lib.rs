@@ -554,11 +554,7 @@ pub extern "C" fn pbxfw_kernel_apply(
         } else {
             serde_json::from_str(options).map_err(|e| bad(format!("options: {e}")))?
         };
-        let admins = o
-            .admins
-            .iter()
-            .map(|a| a.parse().map_err(|e| bad(format!("options: admins: {e}"))))
-            .collect::<Result<Vec<Admin>, Failure>>()?;
+        let admins = admins_of(&o.admins, "options")?;
         let req = ApplyRequest {
             backend,
             counters: o.counters,
@@ -680,6 +676,16 @@ pub extern "C" fn pbxfw_kernel_unban(
     })
 }
 
+/// The administrators of an apply's options or a ban's request (`"ADDR"`, `"ADDR:PORT"`).
+fn admins_of(list: &[String], what: &str) -> Result<Vec<Admin>, Failure> {
+    list.iter()
+        .map(|a| {
+            a.parse()
+                .map_err(|e| Failure::new(PBXFW_ERR_ARGUMENT, format!("{what}: admins: {e}")))
+        })
+        .collect()
+}
+
 /// A ban by hand, as [`pbxfw_kernel_ban`] takes it.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -716,11 +722,7 @@ pub extern "C" fn pbxfw_kernel_ban(
         let r: BanIn = serde_json::from_str(text(request, request_len, "request")?)
             .map_err(|e| bad(format!("request: {e}")))?;
         let prefix = pbxfw_runtime::bans::parse_prefixes(&[r.prefix]).map_err(failure)?[0];
-        let admins = r
-            .admins
-            .iter()
-            .map(|a| a.parse().map_err(|e| bad(format!("request: admins: {e}"))))
-            .collect::<Result<Vec<Admin>, Failure>>()?;
+        let admins = admins_of(&r.admins, "request")?;
         let req = pbxfw_runtime::bans::BanRequest {
             backend,
             prefix,

@@ -68,6 +68,15 @@ fn eventually(what: &str, dir: &Path, f: impl Fn() -> bool) {
     }
 }
 
+/// Wait until the daemon logging to `dir/daemon.log` has restored its state and started.
+fn started(dir: &Path) {
+    eventually("the daemon started", dir, || {
+        std::fs::read_to_string(dir.join("daemon.log"))
+            .unwrap_or_default()
+            .contains("event=start")
+    });
+}
+
 fn invalid_account(addr: &str, n: u32) -> String {
     format!(
         "Event: InvalidAccountID\r\nPrivilege: security,all\r\nEventTV: 2026-11-20T10:15:3{n}.000000+0000\r\n\
@@ -449,11 +458,7 @@ fn hooks_hear_of_every_ban_once_and_never_delay_one() {
             hook.to_str().unwrap(),
         ],
     );
-    eventually("the daemon started", &dir, || {
-        std::fs::read_to_string(dir.join("daemon.log"))
-            .unwrap_or_default()
-            .contains("event=start")
-    });
+    started(&dir);
     let mut feed = String::new();
     for i in 0..20 {
         feed += &format!(
@@ -540,11 +545,7 @@ fn metrics_show_the_bans_during_a_flood() {
             "127.0.0.1:9477",
         ],
     );
-    eventually("the daemon started", &dir, || {
-        std::fs::read_to_string(dir.join("daemon.log"))
-            .unwrap_or_default()
-            .contains("event=start")
-    });
+    started(&dir);
     let mut feed = String::new();
     for i in 0..50 {
         feed += &format!(
