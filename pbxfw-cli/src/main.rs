@@ -26,6 +26,8 @@ macro_rules! println {
 use pbxfw_runtime::{daemon, edit, names, replay, safety};
 
 /// Exit codes, as documented in `--help`.
+mod remote;
+
 mod exit {
     pub const OK: u8 = 0;
     pub const WARNINGS: u8 = 1;
@@ -34,6 +36,8 @@ mod exit {
     pub const UNSUPPORTED: u8 = 4;
     pub const KERNEL: u8 = 5;
     pub const SAFETY: u8 = 6;
+    /// The daemon could not be asked through its control socket.
+    pub const UNAVAILABLE: u8 = 7;
     /// `status`, `bans`: pbxfw is not loaded (the answer is printed all the same).
     pub const NOT_LOADED: u8 = 3;
 }
@@ -47,8 +51,14 @@ Exit codes:
   4  the requested backend or feature is not available
   5  the kernel refused the change or could not be reached (the previous ruleset stays loaded)
   6  refused for safety: the lock file exists, the apply would lock the administrator out, or an
-     apply is already waiting for confirmation
+     apply is already waiting for confirmation; or the control socket does not allow the caller
+  7  the daemon could not be asked through its control socket (not running, busy, no answer)
 `status` and `bans` exit with 3 when pbxfw is not loaded (and print their answer all the same).
+
+Run by a user other than root while the daemon serves its control socket (/run/pbxfw/control.sock,
+or $PBXFW_CONTROL_SOCKET), `status`, `bans`, `explain --live`, `apply`, `confirm`, `rollback`,
+`disable`, `ban`, `unban`, `trust`, `untrust` and `blacklist add|del` ask the daemon through it
+(members of group pbxfw may look, of pbxfw-admin change; docs/control-socket.md).
 
 With no POLICY, $PBXFW_POLICY is read, else /etc/pbxfw/pbxfw.toml; without either a command
 refuses. `--example` uses the embedded example policy of a typical PBX (a demonstration, not
@@ -503,6 +513,31 @@ enum Command {
         /// Serve metrics for Prometheus on this loopback address (GET /metrics).
         #[arg(long, value_name = "ADDR:PORT", env = "PBXFW_METRICS")]
         metrics: Option<std::net::SocketAddr>,
+        /// The control socket, through which members of the pbxfw groups look at and change
+        /// the firewall without root (default: /run/pbxfw/control.sock, or
+        /// $PBXFW_CONTROL_SOCKET).
+        #[arg(long, value_name = "PATH")]
+        control: Option<PathBuf>,
+        /// Serve no control socket.
+        #[arg(long, conflicts_with = "control")]
+        no_control: bool,
+        /// The group that may connect to the control socket and look (name or gid).
+        #[arg(
+            long,
+            value_name = "GROUP",
+            default_value = "pbxfw",
+            env = "PBXFW_CONTROL_GROUP"
+        )]
+        control_group: String,
+        /// The group that may also change things through it (name or gid; its members must be
+        /// in --control-group too).
+        #[arg(
+            long,
+            value_name = "GROUP",
+            default_value = "pbxfw-admin",
+            env = "PBXFW_CONTROL_ADMIN_GROUP"
+        )]
+        control_admin_group: String,
     },
     /// Resolve the policy's hostnames now and bring the kernel's sets up to date (the daemon
     /// does this continuously); print each hostname's addresses.
@@ -658,6 +693,8 @@ impl From<Error> for Fail {
             Error::Refused(_) | Error::Backend(BackendError::Locked(_)) => exit::SAFETY,
             Error::Backend(BackendError::Unsupported { .. }) => exit::UNSUPPORTED,
             Error::Backend(_) => exit::KERNEL,
+            Error::Denied(_) => exit::SAFETY,
+            Error::Unavailable(_) => exit::UNAVAILABLE,
         };
         let message = match e {
             // One line per problem, each with its path, as `check` prints them.
@@ -720,7 +757,11 @@ fn print_edit(o: &pbxfw_runtime::edit::EditOutcome) {
 }
 
 fn run(cli: Cli) -> Result<u8, Fail> {
-    match cli.command {
+    let command = match remote::run(cli.command)? {
+        remote::Ran::Done(code) => return Ok(code),
+        remote::Ran::Local(command) => command,
+    };
+    match command {
         Command::Apply {
             policy,
             example,
@@ -743,20 +784,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     dns: dns.options(),
                 },
             )?;
-            for w in &out.warnings {
-                eprintln!("warning: {w}");
-            }
-            match (confirm, out.elapsed_ms) {
-                (Some(secs), _) => println!(
-                    "applied: fingerprint {}; run `pbxfw confirm` within {secs} s, or it is rolled back",
-                    out.fingerprint
-                ),
-                (None, ms) => println!(
-                    "applied: fingerprint {} in {:.1} ms",
-                    out.fingerprint,
-                    ms.unwrap_or_default()
-                ),
-            }
+            print_applied(&out, confirm);
             Ok(exit::OK)
         }
         Command::Confirm => {
@@ -793,33 +821,13 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let s = pbxfw_runtime::status(backend.name(), now)?;
-            for w in &s.warnings {
-                eprintln!("warning: {w}");
-            }
-            match format {
-                Format::Json => println!("{}", s.to_json()),
-                Format::Text => print_full_status(&s),
-            }
-            // As `systemctl status` answers for a unit that is not running.
-            Ok(if s.kernel.loaded {
-                exit::OK
-            } else {
-                exit::NOT_LOADED
-            })
+            Ok(print_status_answer(
+                &pbxfw_runtime::status(backend.name(), now)?,
+                format,
+            ))
         }
         Command::Disable { backend } => {
-            if pbxfw_runtime::disable(backend.name())? {
-                println!(
-                    "pbxfw disabled: {} removed",
-                    match backend.name() {
-                        BackendName::Nft => "table inet pbxfw",
-                        _ => "the PBXFW chains, the jump from INPUT and the pbxfw_ ipsets",
-                    }
-                );
-            } else {
-                println!("pbxfw was not loaded");
-            }
+            print_disabled(pbxfw_runtime::disable(backend.name())?, backend.name());
             Ok(exit::OK)
         }
         Command::Blacklist(BlacklistCmd::Add { entries, edit }) => {
@@ -899,15 +907,11 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         }
         Command::Bans { backend, format } => {
             let now = unix_now();
-            let b = pbxfw_runtime::bans::list(backend.name(), now)?;
-            for w in &b.warnings {
-                eprintln!("warning: {w}");
-            }
-            match format {
-                Format::Json => println!("{:#}", serde_json::to_value(&b).expect("serialisable")),
-                Format::Text => print_bans(&b, now),
-            }
-            Ok(if b.loaded { exit::OK } else { exit::NOT_LOADED })
+            Ok(print_bans_answer(
+                &pbxfw_runtime::bans::list(backend.name(), now)?,
+                format,
+                now,
+            ))
         }
         Command::Ban {
             prefix,
@@ -938,19 +942,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 now,
                 &pbxfw_runtime::bans::requester(),
             )?;
-            println!(
-                "banned {} until {} ({}) in {}: {}{}",
-                b.prefix,
-                b.until_iso,
-                pbxfw_runtime::human::relative(now, b.until),
-                b.set,
-                b.reason,
-                if b.kept_longer {
-                    " (it was banned for longer already: that ban stays)"
-                } else {
-                    ""
-                }
-            );
+            print_banned(&b, now);
             Ok(exit::OK)
         }
         Command::Unban { prefixes, backend } => {
@@ -961,16 +953,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 unix_now(),
                 &pbxfw_runtime::bans::requester(),
             )?;
-            for l in &u.lifted {
-                println!("lifted {} from {}", l.element, l.set);
-            }
-            if !u.loaded {
-                println!("pbxfw is not loaded: the daemon forgets these bans when it starts");
-            } else if u.lifted.is_empty() {
-                println!("no ban of these in the kernel; the daemon forgets any it remembers");
-            } else {
-                println!("the daemon forgets these bans and their strikes");
-            }
+            print_unbanned(&u);
             Ok(exit::OK)
         }
         Command::Trust { addr, edit } => {
@@ -1001,6 +984,10 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             hook_timeout,
             hook_workers,
             metrics,
+            control,
+            no_control,
+            control_group,
+            control_admin_group,
         } => {
             let daemon = daemon::Daemon::new(daemon::DaemonConfig {
                 policy: policy.get().map(String::from),
@@ -1023,6 +1010,12 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     workers: hook_workers.clamp(1, 64),
                 }),
                 metrics,
+                control: (!no_control).then(|| pbxfw_runtime::control::ControlConfig {
+                    path: control.unwrap_or_else(pbxfw_runtime::control::socket_path),
+                    group: control_group,
+                    admin_group: control_admin_group,
+                    policy: policy.get().map(String::from),
+                }),
             })?;
             daemon.run()?;
             Ok(exit::OK)
@@ -1226,12 +1219,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             if live {
                 let now = unix_now();
                 let e = pbxfw_runtime::explain::live(backend.name(), &query, now)?;
-                match format {
-                    Format::Json => {
-                        println!("{:#}", serde_json::to_value(&e).expect("serialisable"))
-                    }
-                    Format::Text => print_live(&e, now),
-                }
+                print_live_answer(&e, format, now);
                 return Ok(exit::OK);
             }
             let loaded = load(policy.get(), example)?;
@@ -1242,6 +1230,111 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             Ok(exit::OK)
         }
+    }
+}
+
+/// What an apply did.
+fn print_applied(out: &pbxfw_runtime::ApplyOutcome, confirm: Option<u64>) {
+    for w in &out.warnings {
+        eprintln!("warning: {w}");
+    }
+    match (confirm, out.elapsed_ms) {
+        (Some(secs), _) => println!(
+            "applied: fingerprint {}; run `pbxfw confirm` within {secs} s, or it is rolled back",
+            out.fingerprint
+        ),
+        (None, ms) => println!(
+            "applied: fingerprint {} in {:.1} ms",
+            out.fingerprint,
+            ms.unwrap_or_default()
+        ),
+    }
+}
+
+/// What `disable` did.
+fn print_disabled(was_loaded: bool, backend: BackendName) {
+    if was_loaded {
+        println!(
+            "pbxfw disabled: {} removed",
+            match backend {
+                BackendName::Nft => "table inet pbxfw",
+                _ => "the PBXFW chains, the jump from INPUT and the pbxfw_ ipsets",
+            }
+        );
+    } else {
+        println!("pbxfw was not loaded");
+    }
+}
+
+/// What a ban by hand did.
+fn print_banned(b: &pbxfw_runtime::bans::Banned, now: u64) {
+    println!(
+        "banned {} until {} ({}) in {}: {}{}",
+        b.prefix,
+        b.until_iso,
+        pbxfw_runtime::human::relative(now, b.until),
+        b.set,
+        b.reason,
+        if b.kept_longer {
+            " (it was banned for longer already: that ban stays)"
+        } else {
+            ""
+        }
+    );
+}
+
+/// What `unban` did.
+fn print_unbanned(u: &pbxfw_runtime::bans::Unbanned) {
+    for l in &u.lifted {
+        println!("lifted {} from {}", l.element, l.set);
+    }
+    if !u.loaded {
+        println!("pbxfw is not loaded: the daemon forgets these bans when it starts");
+    } else if u.lifted.is_empty() {
+        println!("no ban of these in the kernel; the daemon forgets any it remembers");
+    } else {
+        println!("the daemon forgets these bans and their strikes");
+    }
+}
+
+/// `status`'s answer; its exit code, as `systemctl status` answers for a unit that is not
+/// running.
+fn print_status_answer(s: &pbxfw_runtime::Status, format: Format) -> u8 {
+    for w in &s.warnings {
+        eprintln!("warning: {w}");
+    }
+    match format {
+        Format::Json => println!("{}", s.to_json()),
+        Format::Text => print_full_status(s),
+    }
+    if s.kernel.loaded {
+        exit::OK
+    } else {
+        exit::NOT_LOADED
+    }
+}
+
+/// `bans`'s answer, and its exit code.
+fn print_bans_answer(b: &pbxfw_runtime::bans::Bans, format: Format, now: u64) -> u8 {
+    for w in &b.warnings {
+        eprintln!("warning: {w}");
+    }
+    match format {
+        Format::Json => println!("{:#}", serde_json::to_value(b).expect("serialisable")),
+        Format::Text => print_bans(b, now),
+    }
+    if b.loaded {
+        exit::OK
+    } else {
+        exit::NOT_LOADED
+    }
+}
+
+/// `explain --live`'s answer.
+fn print_live_answer(e: &pbxfw_runtime::explain::LiveExplanation, format: Format, now: u64) {
+    match format {
+        Format::Json => println!("{:#}", serde_json::to_value(e).expect("serialisable")),
+        Format::Text => print_live(e, now),
     }
 }
 

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ir::Ruleset;
 use crate::net::Prefix;
@@ -233,7 +233,7 @@ pub fn sync(
 }
 
 /// One dynamic element as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ElementStatus {
     /// The address or prefix.
     pub element: String,
@@ -243,19 +243,19 @@ pub struct ElementStatus {
 }
 
 /// A set as the kernel holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetStatus {
     /// Set name (the IR's name).
     pub name: String,
     /// Number of elements (interval sets count each range once).
     pub size: usize,
     /// The elements of sets with timeouts (bans, registrations, grants), with remaining time.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub elements: Vec<ElementStatus>,
 }
 
 /// A rule's counter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleCounter {
     /// Chain.
     pub chain: String,
@@ -268,7 +268,7 @@ pub struct RuleCounter {
 }
 
 /// What `pbxfw status` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// Which backend answered.
     pub backend: String,

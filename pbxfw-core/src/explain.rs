@@ -1,6 +1,6 @@
 //! `explain`: what happens to a packet, which step of the packet path decided, and why.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::compile::names;
 use crate::ir::{eval, DynamicState, FinalVerdict, Packet, Ruleset};
@@ -8,7 +8,7 @@ use crate::model::Zone;
 use crate::net::Family;
 
 /// The answer to "what happens to this packet".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Explanation {
     /// Accept, drop or reject.
     pub verdict: FinalVerdict,
@@ -19,14 +19,14 @@ pub struct Explanation {
     /// The step of the packet path (docs/policy.md, "The packet path"), 1 to 10.
     pub step: u8,
     /// What that step is.
-    pub step_name: &'static str,
+    pub step_name: String,
     /// The deciding rule's chain, position and origin; absent when the chain policy decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<RuleRef>,
 }
 
 /// Where a rule sits in the IR.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleRef {
     /// Chain name.
     pub chain: String,
@@ -86,7 +86,7 @@ pub fn explain_with(rs: &Ruleset, packet: &Packet, state: &DynamicState) -> Expl
         zone: d.zone,
         decided_by: d.decided_by,
         step,
-        step_name,
+        step_name: step_name.to_string(),
         rule,
     }
 }

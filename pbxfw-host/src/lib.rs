@@ -10,10 +10,12 @@
 //! - [`boot`]: uptime and boot id (with test overrides) and the boot history for Safe Mode;
 //! - [`custom`]: the custom rules files, checked for their owner and mode;
 //! - [`dirs`]: where state and run-time markers live;
-//! - [`notify`]: readiness and status for systemd (`Type=notify`).
+//! - [`notify`]: readiness and status for systemd (`Type=notify`);
+//! - [`peer`]: who is at the other end of a local socket (the control socket's callers).
 //!
 //! Decisions are the core's (`pbxfw_core::safety`); this crate only reads and writes.
-#![forbid(unsafe_code)]
+// Unsafe only in `peer` (getsockopt), which allows it for its two calls.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod asterisk;
@@ -24,4 +26,5 @@ pub mod dns;
 pub mod follow;
 pub mod lock;
 pub mod notify;
+pub mod peer;
 pub mod state;

@@ -23,7 +23,7 @@ struct Envelope<T> {
 }
 
 /// A state file that cannot be used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{path}: {reason}{}", match .last_good {
     Some(p) => format!("; the last good copy is {} (move it into place to use it)", p.display()),
     None => String::new(),

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use pbxfw_core::ApplyOptions;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backends::BackendName;
 use crate::error::{Error, Refusal, Result};
@@ -30,7 +30,7 @@ pub struct ApplyRequest {
 }
 
 /// What an apply did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApplyOutcome {
     /// The fingerprint now loaded.
     pub fingerprint: String,
@@ -42,7 +42,7 @@ pub struct ApplyOutcome {
     pub rolled_back_at_ms: Option<u64>,
     /// What could not be kept on the host after the ruleset was loaded (the applied record,
     /// the discovery for `status`): the ruleset is loaded and verified all the same.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// The policy's hostnames: looked up, and still empty (none when it names no host).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,11 +137,14 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
     Ok(outcome)
 }
 
-/// Keep the ruleset an `apply --confirm` loaded. Returns its fingerprint.
+/// Keep the ruleset an `apply --confirm` loaded. Returns its fingerprint. When that apply came
+/// through the control socket asking to save its policy, the policy file is written now.
 pub fn confirm() -> Result<String> {
-    crate::safety::confirm()?.ok_or_else(|| {
+    let fp = crate::safety::confirm()?.ok_or_else(|| {
         Error::Usage("nothing to confirm: no apply is waiting for confirmation".into())
-    })
+    })?;
+    crate::control::saved_on_confirm(&fp)?;
+    Ok(fp)
 }
 
 /// Go back now to the ruleset before an `apply --confirm`, on the backend that apply used.

@@ -240,7 +240,7 @@ pub fn requester() -> String {
 }
 
 /// Where a ban comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// The kernel's responsive tiers (`responsive.flood`, `responsive.daily`): the source sent
@@ -256,7 +256,7 @@ pub enum Origin {
 }
 
 /// A ban in force, as `pbxfw bans` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ban {
     /// The banned prefix.
     pub prefix: Prefix,
@@ -287,7 +287,7 @@ pub struct Ban {
 }
 
 /// What `pbxfw bans` shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bans {
     /// The backend asked.
     pub backend: String,
@@ -297,7 +297,7 @@ pub struct Bans {
     pub bans: Vec<Ban>,
     /// Problems reading what the host keeps about them (the list is still right about the
     /// kernel; reasons may be missing).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 
@@ -401,7 +401,7 @@ pub fn list(backend: BackendName, now: u64) -> Result<Bans> {
 }
 
 /// One kernel element an unban removed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lifted {
     /// The set (`ban4`, `tier_ban6`, `clamped4`, …).
     pub set: String,
@@ -410,7 +410,7 @@ pub struct Lifted {
 }
 
 /// What an unban did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unbanned {
     /// The prefixes asked for.
     pub prefixes: Vec<Prefix>,
@@ -537,7 +537,7 @@ pub struct BanRequest {
 }
 
 /// What a ban by hand did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Banned {
     /// The prefix.
     pub prefix: Prefix,

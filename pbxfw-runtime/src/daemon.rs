@@ -544,6 +544,8 @@ pub struct DaemonConfig {
     pub hooks: Option<crate::hooks::HookConfig>,
     /// Where to serve metrics for Prometheus, a loopback address ([`crate::metrics`]).
     pub metrics: Option<std::net::SocketAddr>,
+    /// The control socket ([`crate::control`]); none: not served.
+    pub control: Option<crate::control::ControlConfig>,
 }
 
 /// The responsive daemon: what `pbxfw daemon` runs, as a type a Rust program can run too.
@@ -564,6 +566,9 @@ pub struct DaemonConfig {
 ///     dns: Default::default(),
 ///     hooks: None,
 ///     metrics: None,
+///     control: Some(pbxfw_runtime::control::ControlConfig::new(Some(
+///         "/etc/pbxfw/pbxfw.toml".into(),
+///     ))),
 /// })?;
 /// daemon.run()?;
 /// # Ok::<(), pbxfw_runtime::Error>(())
@@ -677,6 +682,20 @@ impl Daemon {
             }
             None => None,
         };
+        // Enforcement matters more than the web module's way in: a socket that cannot be
+        // served is an error in the log, not a firewall that does not run. A daemon serving
+        // one runs even with no event source (a web module's only way to the firewall).
+        let serving = match self.config.control.clone() {
+            Some(control) => match crate::control::serve(control, self.ctx.clone()) {
+                Ok(()) => true,
+                Err(e) => {
+                    self.ctx
+                        .log(&[("error", "control".into()), ("detail", e.to_string())]);
+                    false
+                }
+            },
+            None => false,
+        };
         run(
             &self.ctx,
             &self.loaded.policy,
@@ -688,7 +707,7 @@ impl Daemon {
             &self.config.dns,
             (hooks.as_ref(), metrics.as_ref()),
             (self.tx, self.rx),
-            self.handled,
+            self.handled || serving,
         )
     }
 }
@@ -1421,7 +1440,18 @@ const MAX_JSON_LINE: usize = 64 * 1024;
 /// umask: bound in a private directory, given its mode and owner, then moved into place, so
 /// no other user can connect in between.
 fn json_socket(path: &Path, group: Option<&str>, tx: &SyncSender<Msg>) {
-    let listener = match bind_private(path, group) {
+    let gid = match group.map(|g| (g, pbxfw_host::dirs::group_id(g))) {
+        Some((g, None)) => {
+            let _ = tx.send(Msg::Note(format!(
+                "{}: cannot listen: no group {g:?}",
+                path.display()
+            )));
+            return;
+        }
+        Some((_, gid)) => gid,
+        None => None,
+    };
+    let listener = match bind_private(path, gid) {
         Ok(l) => l,
         Err(e) => {
             let _ = tx.send(Msg::Note(format!("{}: cannot listen: {e}", path.display())));
@@ -1478,18 +1508,14 @@ fn serve_json(conn: std::os::unix::net::UnixStream, tx: &SyncSender<Msg>) {
     }
 }
 
-fn bind_private(
+/// Listen on a Unix socket at `path`, created 0600 (or 0660 root:`gid`) whatever the umask:
+/// bound in a private directory, given its mode and owner, then moved into place, so no other
+/// user can connect in between.
+pub(crate) fn bind_private(
     path: &Path,
-    group: Option<&str>,
+    gid: Option<u32>,
 ) -> std::io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let gid = match group {
-        Some(g) => Some(
-            pbxfw_host::dirs::group_id(g)
-                .ok_or_else(|| std::io::Error::other(format!("no group {g:?}")))?,
-        ),
-        None => None,
-    };
     let parent = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

@@ -7,14 +7,14 @@ use std::path::Path;
 
 use pbxfw_core::ApplyOptions;
 use pbxfw_core::Prefix;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backends::BackendName;
 use crate::error::{Error, Result};
 use crate::policy_file::Doc;
 
 /// What an edit did to the kernel.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kernel", rename_all = "snake_case")]
 pub enum KernelChange {
     /// pbxfw is not loaded: the change takes effect at the next apply.
@@ -40,7 +40,7 @@ pub enum KernelChange {
 }
 
 /// What an edit did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EditOutcome {
     /// The policy file.
     pub file: String,
@@ -50,7 +50,7 @@ pub struct EditOutcome {
     #[serde(flatten)]
     pub kernel: KernelChange,
     /// Bookkeeping that failed after the change was made (it stays made).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 

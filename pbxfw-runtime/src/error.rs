@@ -49,10 +49,20 @@ pub enum Error {
     /// argument out of range.
     #[error("{0}")]
     Usage(String),
+    /// The control socket refused the caller: not in a group that may connect, or asking for a
+    /// change with the read role only (docs/control-socket.md).
+    #[error("denied: {0}")]
+    Denied(String),
+    /// The daemon could not be asked: its control socket is missing, it did not answer in time,
+    /// it is busy with other clients, or its answer was not the protocol's. Nothing is known to
+    /// have changed.
+    #[error("the pbxfw daemon is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Why a change was refused for safety.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Refusal {
     /// The ruleset would cut off an administrator's session: each line names the session and
     /// the rule that would drop it.
@@ -110,7 +120,8 @@ impl Error {
     }
 
     /// A stable name of the kind of failure, for logs, the control socket and bindings
-    /// (`parse`, `invalid`, `refused`, `backend`, `state`, `io`, `usage`).
+    /// (`parse`, `invalid`, `refused`, `backend`, `state`, `io`, `usage`, `denied`,
+    /// `unavailable`).
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Parse { .. } => "parse",
@@ -121,6 +132,28 @@ impl Error {
             Error::State(_) => "state",
             Error::Io { .. } => "io",
             Error::Usage(_) => "usage",
+            Error::Denied(_) => "denied",
+            Error::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// The C API's result code for this error (`pbxfw_result`, docs/c-api.md): the one table
+    /// every front end's codes come from, the control socket's answers included.
+    pub fn code(&self) -> u32 {
+        match self {
+            Error::Parse { .. } => 3,
+            Error::Invalid { .. } => 4,
+            Error::Refused(Refusal::Locked { .. } | Refusal::UnsafeCustomRules { .. }) => 10,
+            Error::Refused(_) => 11,
+            Error::Backend(BackendError::Unsupported { .. }) => 6,
+            Error::Backend(BackendError::NoSet(_)) => 5,
+            Error::Backend(BackendError::Locked(_)) => 10,
+            Error::Backend(_) => 7,
+            Error::State(_) => 8,
+            Error::Io { .. } => 12,
+            Error::Usage(_) => 5,
+            Error::Denied(_) => 13,
+            Error::Unavailable(_) => 14,
         }
     }
 }

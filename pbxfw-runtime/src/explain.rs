@@ -12,7 +12,7 @@ use crate::backends::BackendName;
 use crate::error::{Error, Result};
 
 /// A packet to explain, as the front ends take it (C and PHP as JSON with these keys).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Query {
     /// The input interface.
@@ -74,7 +74,7 @@ pub fn explain(rs: &Ruleset, query: &Query) -> Result<Explanation> {
 }
 
 /// A registration the kernel holds for the packet's source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveRegistration {
     /// The account, when the daemon's state names it.
     pub account: Option<String>,
@@ -86,7 +86,7 @@ pub struct LiveRegistration {
 
 /// What happens to a packet now: the loaded ruleset with the kernel's dynamic sets as they
 /// are (bans, the slow lane, registrations, grants), and what they hold for its source.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LiveExplanation {
     /// The answer.
     #[serde(flatten)]

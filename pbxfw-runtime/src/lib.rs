@@ -28,6 +28,7 @@ pub mod apply;
 pub mod backends;
 pub mod bans;
 pub mod context;
+pub mod control;
 pub mod daemon;
 pub mod edit;
 pub mod error;

@@ -28,7 +28,7 @@ use pbxfw_core::{
 use pbxfw_core::{Family, Prefix};
 use pbxfw_core::{Ruleset, SignallingProtocol, Source, ValidPolicy};
 use pbxfw_host::dns::Resolver;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The state file of the tracker.
 pub fn state_path() -> PathBuf {
@@ -385,7 +385,7 @@ mod tests {
 pub const APPLY_BUDGET: Duration = Duration::from_secs(2);
 
 /// What an apply did about the policy's hostnames.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AtApply {
     /// Names looked up now (none when every name had an answer kept from before).
     pub looked_up: usize,
@@ -394,7 +394,7 @@ pub struct AtApply {
     /// responsive tiers like a stranger's.
     pub empty: Vec<(String, String)>,
     /// Set updates that failed.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
 }
 

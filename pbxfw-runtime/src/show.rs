@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 
 use pbxfw_core::{catalogue, Source, ValidPolicy, Zone};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::Loaded;
 
 /// One service as a zone reaches it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceView {
     /// The service's name.
     pub name: String,
@@ -27,7 +27,7 @@ pub struct ServiceView {
 }
 
 /// One zone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZoneView {
     /// The zone.
     pub zone: Zone,
@@ -43,7 +43,7 @@ pub struct ZoneView {
 }
 
 /// What `pbxfw show` prints.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Show {
     /// The zones asked for.
     pub zones: Vec<ZoneView>,

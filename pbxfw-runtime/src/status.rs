@@ -1,13 +1,13 @@
 //! What is loaded and what the host keeps about it: one [`Status`], serialised once, the same
 //! for every front end (`pbxfw status --format json`, `pbxfw_kernel_status`, `pbxfw.status()`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backends::BackendName;
 use crate::error::Result;
 
 /// An apply waiting for confirmation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingConfirmation {
     /// The ruleset waiting.
     pub fingerprint: String,
@@ -18,7 +18,7 @@ pub struct PendingConfirmation {
 }
 
 /// Everything `status` shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     /// What the kernel holds: backend, fingerprint, sets with their timed elements, counters.
     #[serde(flatten)]
@@ -36,7 +36,7 @@ pub struct Status {
     /// State files `boot` could not use.
     pub state_problems: Vec<serde_json::Value>,
     /// Problems reading what the host keeps (they do not make the status fail).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 

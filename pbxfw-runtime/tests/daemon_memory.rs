@@ -89,6 +89,7 @@ fn bed() -> Bed {
         dns: Default::default(),
         hooks: None,
         metrics: None,
+        control: None,
     };
     Bed {
         _dir: dir,

@@ -124,7 +124,7 @@ struct State {
 }
 
 /// The last failure of a policy name's lookups.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LookupFailure {
     /// The lookup that failed.
     pub lookup: Lookup,
@@ -135,7 +135,7 @@ pub struct LookupFailure {
 }
 
 /// The DNS state of a policy hostname, for `pbxfw status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameStatus {
     /// The hostname.
     pub name: String,

@@ -80,7 +80,7 @@ impl DynamicState {
 }
 
 /// The final verdict for a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FinalVerdict {
     /// Accepted.

@@ -1,0 +1,686 @@
+//! The daemon's side of the control socket.
+//!
+//! Who a caller is comes from the kernel (`SO_PEERCRED`, `SO_PEERGROUPS`) when it connects:
+//! root may do everything, a member of the admin group (`pbxfw-admin`) may change things, a
+//! member of the socket's group (`pbxfw`) may look; anyone else is refused before a byte of
+//! theirs is read. Every change is logged with the caller's uid, gid and pid.
+//!
+//! A hostile or slow client cannot stall the daemon or other clients: each connection has its
+//! own thread; a request must arrive whole within [`REQUEST_TIME`] of its first byte and be at
+//! most [`MAX_REQUEST`](super::wire::MAX_REQUEST) bytes; an idle connection is closed after
+//! [`IDLE_TIME`]; an answer the client does not read within [`WRITE_TIME`] closes it; at most
+//! [`MAX_CLIENTS`] connections are served at once, [`MAX_PER_USER`] per user, with room kept
+//! for root. The responsive daemon's own work runs on other threads and never waits for a
+//! client; changes wait for each other (one at a time), looks do not.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use pbxfw_host::peer::Peer;
+
+use super::wire::{self, Call, Request, Response, Role, MAX_REQUEST};
+use crate::backends::BackendName;
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// How long a request may take to arrive, from its first byte.
+pub const REQUEST_TIME: Duration = Duration::from_secs(10);
+/// How long a connection may sit idle between requests.
+pub const IDLE_TIME: Duration = Duration::from_secs(60);
+/// How long an answer may wait for the client to read it.
+pub const WRITE_TIME: Duration = Duration::from_secs(10);
+/// Connections served at once.
+pub const MAX_CLIENTS: usize = 32;
+/// Connections of one user (other than root) at once.
+pub const MAX_PER_USER: usize = 8;
+/// Connections kept for root when the others are busy.
+const ROOT_RESERVE: usize = 4;
+
+/// How the daemon serves its control socket.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The socket ([`super::socket_path`]).
+    pub path: PathBuf,
+    /// The group that may connect and look (a name or a gid; `pbxfw`): the socket is created
+    /// 0660 root:GROUP. Without such a group, 0600: root only.
+    pub group: String,
+    /// The group that may also change things (a name or a gid; `pbxfw-admin`). Its members
+    /// must be in `group` too, to reach the socket.
+    pub admin_group: String,
+    /// The daemon's policy file: what `show`, `explain`, `ban` and the edits act on, and where
+    /// `apply` with `save` writes.
+    pub policy: Option<String>,
+}
+
+impl ControlConfig {
+    /// The default socket and groups, for the daemon's `policy`.
+    pub fn new(policy: Option<String>) -> ControlConfig {
+        ControlConfig {
+            path: super::socket_path(),
+            group: "pbxfw".into(),
+            admin_group: "pbxfw-admin".into(),
+            policy,
+        }
+    }
+}
+
+/// A group named by name or number.
+fn group_id(g: &str) -> Option<u32> {
+    g.parse().ok().or_else(|| pbxfw_host::dirs::group_id(g))
+}
+
+struct Shared {
+    config: ControlConfig,
+    read_gid: Option<u32>,
+    admin_gid: Option<u32>,
+    ctx: Context,
+    /// Open connections per uid.
+    clients: Mutex<BTreeMap<u32, usize>>,
+    /// Changes run one at a time.
+    changes: Mutex<()>,
+}
+
+/// Listen on the control socket and serve it on threads of its own; returns once it listens.
+pub fn serve(config: ControlConfig, ctx: Context) -> Result<()> {
+    let read_gid = group_id(&config.group);
+    let admin_gid = group_id(&config.admin_group);
+    if read_gid.is_none() {
+        ctx.log(&[
+            ("warning", "control".into()),
+            (
+                "detail",
+                format!(
+                    "no group {:?}: the control socket is root's only (0600)",
+                    config.group
+                ),
+            ),
+        ]);
+    }
+    if admin_gid.is_none() {
+        ctx.log(&[
+            ("warning", "control".into()),
+            (
+                "detail",
+                format!(
+                    "no group {:?}: only root may change things through the control socket",
+                    config.admin_group
+                ),
+            ),
+        ]);
+    }
+    if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let listener = crate::daemon::bind_private(&config.path, read_gid)
+        .map_err(|e| Error::io(&config.path, e))?;
+    ctx.log(&[
+        ("event", "control".into()),
+        ("socket", config.path.display().to_string()),
+        ("group", config.group.clone()),
+        ("admin_group", config.admin_group.clone()),
+    ]);
+    let shared = Arc::new(Shared {
+        config,
+        read_gid,
+        admin_gid,
+        ctx,
+        clients: Mutex::new(BTreeMap::new()),
+        changes: Mutex::new(()),
+    });
+    std::thread::Builder::new()
+        .name("pbxfw-control".into())
+        .spawn(move || accept(listener, shared))
+        .map_err(|e| Error::Usage(format!("cannot start the control socket's thread: {e}")))?;
+    Ok(())
+}
+
+impl Shared {
+    /// The role of `peer`, or none: refused.
+    fn role(&self, peer: &Peer) -> Option<Role> {
+        if peer.uid == 0 || self.admin_gid.is_some_and(|g| peer.in_group(g)) {
+            Some(Role::Admin)
+        } else if self.read_gid.is_some_and(|g| peer.in_group(g)) {
+            Some(Role::Read)
+        } else {
+            None
+        }
+    }
+
+    /// Take a place for `uid`'s connection, or say why there is none.
+    fn admit(&self, uid: u32) -> std::result::Result<(), String> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = clients.values().sum();
+        let mine = clients.get(&uid).copied().unwrap_or(0);
+        if uid == 0 {
+            if total >= MAX_CLIENTS {
+                return Err(format!("{MAX_CLIENTS} clients are connected"));
+            }
+        } else if total >= MAX_CLIENTS - ROOT_RESERVE {
+            return Err(format!("{} clients are connected", total));
+        } else if mine >= MAX_PER_USER {
+            return Err(format!("uid {uid} has {MAX_PER_USER} connections open"));
+        }
+        *clients.entry(uid).or_default() += 1;
+        Ok(())
+    }
+
+    fn leave(&self, uid: u32) {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = clients.get_mut(&uid) {
+            *n -= 1;
+            if *n == 0 {
+                clients.remove(&uid);
+            }
+        }
+    }
+}
+
+fn accept(listener: UnixListener, shared: Arc<Shared>) {
+    for conn in listener.incoming() {
+        let conn = match conn {
+            Ok(c) => c,
+            Err(_) => {
+                // Out of descriptors, most likely: let some close.
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let _ = conn.set_write_timeout(Some(WRITE_TIME));
+        let peer = match pbxfw_host::peer::credentials(&conn) {
+            Ok(p) => p,
+            Err(e) => {
+                refuse(
+                    conn,
+                    &Error::Denied(format!("who is calling is unknown: {e}")),
+                );
+                continue;
+            }
+        };
+        let Some(role) = shared.role(&peer) else {
+            shared.ctx.log(&[
+                ("event", "refused".into()),
+                ("control", "connect".into()),
+                ("uid", peer.uid.to_string()),
+                ("gid", peer.gid.to_string()),
+                ("pid", peer.pid.to_string()),
+            ]);
+            refuse(
+                conn,
+                &Error::Denied(format!(
+                    "uid {} is in neither group {:?} nor {:?}",
+                    peer.uid, shared.config.group, shared.config.admin_group
+                )),
+            );
+            continue;
+        };
+        if let Err(why) = shared.admit(peer.uid) {
+            refuse(conn, &Error::Unavailable(format!("busy: {why}")));
+            continue;
+        }
+        let s = shared.clone();
+        let uid = peer.uid;
+        let spawned = std::thread::Builder::new()
+            .name("pbxfw-control-client".into())
+            .spawn(move || {
+                serve_client(conn, &peer, role, &s);
+                s.leave(peer.uid);
+            });
+        if spawned.is_err() {
+            shared.leave(uid);
+        }
+    }
+}
+
+/// Answer a connection that is not served with why, and close it.
+fn refuse(mut conn: UnixStream, e: &Error) {
+    let _ = writeln!(
+        conn,
+        "{}",
+        serde_json::to_string(&Response::failed(Value::Null, e)).expect("serialisable")
+    );
+}
+
+enum Read {
+    Line(Vec<u8>),
+    Closed,
+    Idle,
+    Slow,
+    TooLong,
+}
+
+/// The next request line: the first byte may take [`IDLE_TIME`], the rest of the line must
+/// follow within [`REQUEST_TIME`].
+fn read_request(reader: &mut BufReader<UnixStream>) -> Read {
+    let mut line = Vec::new();
+    let mut deadline = Instant::now() + IDLE_TIME;
+    let mut started = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return if started { Read::Slow } else { Read::Idle };
+        }
+        let _ = reader.get_ref().set_read_timeout(Some(left));
+        let chunk = match reader.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return if started { Read::Slow } else { Read::Idle };
+            }
+            Err(_) => return Read::Closed,
+        };
+        if chunk.is_empty() {
+            return Read::Closed;
+        }
+        if !started {
+            started = true;
+            deadline = Instant::now() + REQUEST_TIME;
+        }
+        let (take, done) = match memchr::memchr(b'\n', chunk) {
+            Some(i) => (i, true),
+            None => (chunk.len(), false),
+        };
+        if line.len() + take > MAX_REQUEST {
+            return Read::TooLong;
+        }
+        line.extend_from_slice(&chunk[..take]);
+        reader.consume(take + usize::from(done));
+        if done {
+            return Read::Line(line);
+        }
+    }
+}
+
+fn serve_client(conn: UnixStream, peer: &Peer, role: Role, shared: &Shared) {
+    let Ok(write_half) = conn.try_clone() else {
+        return;
+    };
+    let mut out = std::io::BufWriter::new(write_half);
+    let mut reader = BufReader::new(conn);
+    loop {
+        let answer = match read_request(&mut reader) {
+            Read::Line(line) => {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match wire::parse_request(&line) {
+                    Ok(req) => handle(req, peer, role, shared),
+                    Err(bad) => Response::failed(bad.id, &Error::Usage(bad.error)),
+                }
+            }
+            Read::Closed | Read::Idle => return,
+            Read::Slow => {
+                let e = Error::Unavailable(format!(
+                    "the request did not arrive within {} s",
+                    REQUEST_TIME.as_secs()
+                ));
+                let _ = send(&mut out, &Response::failed(Value::Null, &e));
+                return;
+            }
+            Read::TooLong => {
+                let e = Error::Usage(format!("the request is longer than {MAX_REQUEST} bytes"));
+                let _ = send(&mut out, &Response::failed(Value::Null, &e));
+                return;
+            }
+        };
+        if send(&mut out, &answer).is_err() {
+            return;
+        }
+    }
+}
+
+fn send(out: &mut impl Write, answer: &Response) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, answer)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// Run one request for `peer`.
+fn handle(req: Request, peer: &Peer, role: Role, shared: &Shared) -> Response {
+    let call = req.call;
+    let method = call.method();
+    if call.role() > role {
+        shared.ctx.log(&[
+            ("event", "refused".into()),
+            ("control", method.into()),
+            ("uid", peer.uid.to_string()),
+            ("gid", peer.gid.to_string()),
+            ("pid", peer.pid.to_string()),
+            ("detail", "the read role may only look".into()),
+        ]);
+        return Response::failed(
+            req.id,
+            &Error::Denied(format!(
+                "{method} changes the firewall; uid {} may only look (join group {:?})",
+                peer.uid, shared.config.admin_group
+            )),
+        );
+    }
+    let result = if call.role() == Role::Admin {
+        let _one = shared.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let result = run(call.clone(), peer, role, shared);
+        let mut fields = vec![
+            ("event", "control".to_string()),
+            ("method", method.to_string()),
+            ("uid", peer.uid.to_string()),
+            ("gid", peer.gid.to_string()),
+            ("pid", peer.pid.to_string()),
+            (
+                "result",
+                match &result {
+                    Ok(_) => "ok".to_string(),
+                    Err(e) => e.kind().to_string(),
+                },
+            ),
+        ];
+        if let Some(force) = forced(&call) {
+            fields.push(("force", force.to_string()));
+        }
+        if let Err(e) = &result {
+            fields.push(("detail", e.to_string()));
+        }
+        shared.ctx.log(&fields);
+        result
+    } else {
+        run(call, peer, role, shared)
+    };
+    match result {
+        Ok(v) => Response::ok(req.id, v),
+        Err(e) => Response::failed(req.id, &e),
+    }
+}
+
+/// Whether a change asked for `force` (logged with it).
+fn forced(call: &Call) -> Option<bool> {
+    match call {
+        Call::Apply(p) => Some(p.requester.force),
+        Call::Ban(p) => Some(p.requester.force),
+        Call::BlacklistAdd(p) | Call::BlacklistDel(p) | Call::Trust(p) | Call::Untrust(p) => {
+            Some(p.requester.force)
+        }
+        _ => None,
+    }
+}
+
+fn backend(name: Option<&str>) -> Result<BackendName> {
+    match name {
+        None | Some("") => Ok(BackendName::current()),
+        Some(n) => n.parse(),
+    }
+}
+
+fn to_value(v: impl serde::Serialize) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| Error::Usage(format!("cannot encode the answer: {e}")))
+}
+
+/// The administrators a change must not cut off: the caller's client and the ones it names.
+fn admins(r: &wire::Requester) -> Result<Vec<crate::safety::Admin>> {
+    r.client
+        .iter()
+        .chain(&r.admins)
+        .map(|a| {
+            a.parse()
+                .map_err(|e: String| Error::Usage(format!("admin: {e}")))
+        })
+        .collect()
+}
+
+/// Who did it, as the ban ledger records it.
+fn by(peer: &Peer, r: Option<&wire::Requester>) -> String {
+    match r.and_then(|r| r.client.as_deref()) {
+        Some(c) => format!("uid {} via the control socket for {c}", peer.uid),
+        None => format!("uid {} via the control socket", peer.uid),
+    }
+}
+
+/// The Asterisk directory a policy sent through the socket may name: the daemon's policy's, or
+/// the standard one. (Discovery reads files, following `#include`; a caller must not point it
+/// elsewhere.)
+fn allowed_discovery(shared: &Shared) -> String {
+    shared
+        .config
+        .policy
+        .as_deref()
+        .and_then(|p| crate::policy::load(Some(p)).ok())
+        .and_then(|l| l.discovery)
+        .and_then(|d| d["dir"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "/etc/asterisk".into())
+}
+
+/// Load policy text sent by a caller, refusing a discovery directory other than the daemon's.
+fn load_sent(text: &str, format: Option<&str>, shared: &Shared) -> Result<crate::Loaded> {
+    use crate::policy::Format;
+    let format = match format {
+        None | Some("toml") => Format::Toml,
+        Some("json") => Format::Json,
+        Some(f) => return Err(Error::Usage(format!("format {f:?}: toml or json"))),
+    };
+    let name = "(control socket)";
+    let parsed = match format {
+        Format::Toml => pbxfw_core::Policy::from_toml(text),
+        Format::Json => pbxfw_core::Policy::from_json(text),
+    }
+    .map_err(|e| Error::Parse {
+        name: name.into(),
+        message: e.to_string(),
+    })?;
+    if let Some(dir) = parsed.discover_dir() {
+        let allowed = allowed_discovery(shared);
+        if dir != allowed {
+            return Err(Error::Usage(format!(
+                "pbx.discover {dir:?}: a policy sent through the control socket may discover only {allowed:?}"
+            )));
+        }
+    }
+    crate::policy::load_policy(parsed, name)
+}
+
+fn daemon_policy(shared: &Shared) -> Result<crate::Loaded> {
+    crate::policy::load(shared.config.policy.as_deref())
+}
+
+fn policy_file(shared: &Shared) -> Result<String> {
+    crate::edit::file(shared.config.policy.as_deref())
+}
+
+/// The procedure a call names: the same one the command line runs.
+fn run(call: Call, peer: &Peer, role: Role, shared: &Shared) -> Result<Value> {
+    let now = shared.ctx.now();
+    match call {
+        Call::Version(_) => Ok(json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "protocol": wire::PROTOCOL,
+            "role": role,
+            "uid": peer.uid,
+        })),
+        Call::Status(p) => to_value(crate::status(backend(p.backend.as_deref())?, now)?),
+        Call::Bans(p) => to_value(crate::bans::list(backend(p.backend.as_deref())?, now)?),
+        Call::Explain(p) => {
+            if p.live {
+                to_value(crate::explain::live(
+                    backend(p.backend.as_deref())?,
+                    &p.packet,
+                    now,
+                )?)
+            } else {
+                to_value(crate::explain::explain(
+                    &daemon_policy(shared)?.ruleset,
+                    &p.packet,
+                )?)
+            }
+        }
+        Call::Show(p) => {
+            let zone = p
+                .zone
+                .map(|z| {
+                    z.parse::<pbxfw_core::Zone>().map_err(|()| {
+                        Error::Usage(format!(
+                            "{z:?} is not a zone: trusted, local, other, internet or reject"
+                        ))
+                    })
+                })
+                .transpose()?;
+            to_value(crate::show::show(&daemon_policy(shared)?, zone))
+        }
+        Call::Discover(_) => {
+            let dir = PathBuf::from(allowed_discovery(shared));
+            let found = crate::policy::discover(&dir)?;
+            Ok(crate::policy::discovery_json(&dir, &found))
+        }
+        Call::Check(p) => {
+            let (diags, ok) = match load_sent(&p.policy, p.format.as_deref(), shared) {
+                Ok(l) => (l.policy.warnings, true),
+                Err(Error::Invalid { diagnostics, .. }) => (diagnostics.0, false),
+                Err(e) => return Err(e),
+            };
+            let errors = diags
+                .iter()
+                .filter(|d| d.severity == pbxfw_core::Severity::Error)
+                .count();
+            Ok(json!({
+                "ok": ok && errors == 0,
+                "errors": errors,
+                "warnings": diags.len() - errors,
+                "diagnostics": diags,
+            }))
+        }
+        Call::Apply(p) => {
+            let loaded = load_sent(&p.policy, p.format.as_deref(), shared)?;
+            let save_to = if p.save {
+                let file = policy_file(shared)?;
+                let wanted = crate::policy::Format::of_name(&file);
+                let sent = match p.format.as_deref() {
+                    Some("json") => crate::policy::Format::Json,
+                    _ => crate::policy::Format::Toml,
+                };
+                if wanted != sent {
+                    return Err(Error::Usage(format!(
+                        "save: the daemon's policy file {file} is {}; send it in that format",
+                        if wanted == crate::policy::Format::Json {
+                            "JSON"
+                        } else {
+                            "TOML"
+                        }
+                    )));
+                }
+                Some(file)
+            } else {
+                None
+            };
+            let mut out = crate::apply(
+                &loaded,
+                &crate::ApplyRequest {
+                    backend: backend(p.backend.as_deref())?,
+                    counters: p.counters,
+                    confirm: p.confirm,
+                    admins: admins(&p.requester)?,
+                    force: p.requester.force,
+                    dns: Default::default(),
+                },
+            )?;
+            if let Some(file) = save_to {
+                let saved = match p.confirm {
+                    None => super::save_policy(&file, &p.policy),
+                    Some(_) => pbxfw_host::state::write(
+                        &super::save_on_confirm_path(),
+                        "save-on-confirm",
+                        &super::SaveOnConfirm {
+                            fingerprint: out.fingerprint.clone(),
+                            path: file.clone(),
+                            text: p.policy.clone(),
+                        },
+                    )
+                    .map_err(|e| Error::io(super::save_on_confirm_path(), e)),
+                };
+                if let Err(e) = saved {
+                    out.warnings
+                        .push(format!("applied, but the policy file was not saved: {e}"));
+                }
+            }
+            to_value(out)
+        }
+        Call::Confirm(_) => Ok(Value::String(crate::confirm()?)),
+        Call::Rollback(p) => Ok(Value::String(crate::rollback(
+            p.backend.as_deref().map(str::parse).transpose()?,
+        )?)),
+        Call::Ban(p) => {
+            let prefix = crate::bans::parse_prefixes(std::slice::from_ref(&p.prefix))?[0];
+            let loaded = daemon_policy(shared)?;
+            let req = crate::bans::BanRequest {
+                backend: backend(p.backend.as_deref())?,
+                prefix,
+                seconds: p.seconds,
+                reason: p.reason.clone(),
+                admins: admins(&p.requester)?,
+                force: p.requester.force,
+            };
+            to_value(crate::bans::ban(
+                &loaded.policy,
+                &req,
+                now,
+                &by(peer, Some(&p.requester)),
+            )?)
+        }
+        Call::Unban(p) => {
+            let prefixes = crate::bans::parse_prefixes(&p.prefixes)?;
+            to_value(crate::bans::unban(
+                backend(p.backend.as_deref())?,
+                &prefixes,
+                now,
+                &by(peer, None),
+            )?)
+        }
+        Call::BlacklistAdd(p) | Call::BlacklistDel(p) | Call::Trust(p) | Call::Untrust(p)
+            if p.entries.is_empty() =>
+        {
+            Err(Error::Usage("entries: at least one is needed".into()))
+        }
+        Call::BlacklistAdd(p) => {
+            let (file, req) = edit_request(&p, shared)?;
+            to_value(crate::edit::blacklist_add(&file, &req, &p.entries)?)
+        }
+        Call::BlacklistDel(p) => {
+            let (file, req) = edit_request(&p, shared)?;
+            to_value(crate::edit::blacklist_del(&file, &req, &p.entries)?)
+        }
+        Call::Trust(p) | Call::Untrust(p) if p.entries.len() != 1 => Err(Error::Usage(
+            "entries: trust and untrust take exactly one address or network".into(),
+        )),
+        Call::Trust(p) => {
+            let (file, req) = edit_request(&p, shared)?;
+            to_value(crate::edit::trust(&file, &req, &p.entries[0], now)?)
+        }
+        Call::Untrust(p) => {
+            let (file, req) = edit_request(&p, shared)?;
+            to_value(crate::edit::untrust(&file, &req, &p.entries[0])?)
+        }
+        Call::Disable(p) => {
+            let b = backend(p.backend.as_deref())?;
+            Ok(json!({"was_loaded": crate::disable(b)?, "backend": b.as_str()}))
+        }
+    }
+}
+
+fn edit_request(
+    p: &wire::EditParams,
+    shared: &Shared,
+) -> Result<(String, crate::edit::EditRequest)> {
+    Ok((
+        policy_file(shared)?,
+        crate::edit::EditRequest {
+            backend: backend(p.backend.as_deref())?,
+            admins: admins(&p.requester)?,
+            force: p.requester.force,
+        },
+    ))
+}
