@@ -68,6 +68,16 @@ typedef enum {
    A file pbxfw keeps could not be read or written; the message names it.
    */
   PBXFW_ERR_IO = 12,
+  /*
+   The control socket does not allow the caller: not in a group that may connect, or a
+   change asked with the read role (docs/control-socket.md).
+   */
+  PBXFW_ERR_DENIED = 13,
+  /*
+   The daemon could not be asked through its control socket: not running, busy, or no
+   answer within the timeout (the daemon may still carry a request out).
+   */
+  PBXFW_ERR_UNAVAILABLE = 14,
 } pbxfw_result;
 
 /*
@@ -83,6 +93,12 @@ typedef enum {
    */
   PBXFW_FORMAT_JSON = 1,
 } pbxfw_format;
+
+/*
+ A connection to the daemon's control socket ([`pbxfw_client_connect`]). Calls on one
+ client from several threads are serialised by a lock inside it.
+ */
+typedef struct pbxfw_client pbxfw_client;
 
 /*
  What went wrong: a code, a message, and for invalid policies every diagnostic.
@@ -390,6 +406,43 @@ pbxfw_result pbxfw_responsive_bans(const pbxfw_responsive *responsive,
 pbxfw_result pbxfw_responsive_snapshot(const pbxfw_responsive *responsive,
                                        pbxfw_buf *out,
                                        pbxfw_error **err);
+
+/*
+ Connect to the daemon's control socket at `path` (`len` bytes of UTF-8; empty: the default,
+ `$PBXFW_CONTROL_SOCKET` or `/run/pbxfw/control.sock`), each call then waiting at most
+ `timeout_ms` (0: 30 s) for its answer. On success `*out` is a client the caller frees with
+ [`pbxfw_client_free`]. A caller outside the socket's group gets `PBXFW_ERR_DENIED`; no
+ daemon listening, `PBXFW_ERR_UNAVAILABLE`.
+ */
+pbxfw_result pbxfw_client_connect(const char *path,
+                                  size_t len,
+                                  uint64_t timeout_ms,
+                                  pbxfw_client **out,
+                                  pbxfw_error **err);
+
+/*
+ Call `method` (`status`, `bans`, `apply`, `unban`, …: docs/control-socket.md) with `params`,
+ a JSON object (`params_len` 0: none), waiting at most `timeout_ms` (0: the client's). On
+ success `*out` is the result as JSON, the same document the local call returns (e.g.
+ `status` as [`pbxfw_kernel_status`]). A failure has the result code and message the same
+ failure has locally (a refused apply is `PBXFW_ERR_REFUSED`, an invalid policy
+ `PBXFW_ERR_INVALID` with every diagnostic); the socket's own are `PBXFW_ERR_DENIED` and
+ `PBXFW_ERR_UNAVAILABLE`. Malformed parameters are refused before anything is sent
+ (`PBXFW_ERR_ARGUMENT`).
+ */
+pbxfw_result pbxfw_client_call(const pbxfw_client *client,
+                               const char *method,
+                               size_t method_len,
+                               const char *params,
+                               size_t params_len,
+                               uint64_t timeout_ms,
+                               pbxfw_buf *out,
+                               pbxfw_error **err);
+
+/*
+ Close a client and set `*client` to NULL. `client` and `*client` may be NULL.
+ */
+void pbxfw_client_free(pbxfw_client **client);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -17,12 +17,16 @@ typedef enum {
   PBXFW_ERR_LOCKED = 10,
   PBXFW_ERR_REFUSED = 11,
   PBXFW_ERR_IO = 12,
+  PBXFW_ERR_DENIED = 13,
+  PBXFW_ERR_UNAVAILABLE = 14,
 } pbxfw_result;
 
 typedef enum {
   PBXFW_FORMAT_TOML = 0,
   PBXFW_FORMAT_JSON = 1,
 } pbxfw_format;
+
+typedef struct pbxfw_client pbxfw_client;
 
 typedef struct pbxfw_error pbxfw_error;
 
@@ -163,3 +167,20 @@ pbxfw_result pbxfw_responsive_bans(const pbxfw_responsive *responsive,
 pbxfw_result pbxfw_responsive_snapshot(const pbxfw_responsive *responsive,
                                        pbxfw_buf *out,
                                        pbxfw_error **err);
+
+pbxfw_result pbxfw_client_connect(const char *path,
+                                  size_t len,
+                                  uint64_t timeout_ms,
+                                  pbxfw_client **out,
+                                  pbxfw_error **err);
+
+pbxfw_result pbxfw_client_call(const pbxfw_client *client,
+                               const char *method,
+                               size_t method_len,
+                               const char *params,
+                               size_t params_len,
+                               uint64_t timeout_ms,
+                               pbxfw_buf *out,
+                               pbxfw_error **err);
+
+void pbxfw_client_free(pbxfw_client **client);

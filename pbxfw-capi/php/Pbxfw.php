@@ -8,6 +8,13 @@
  *   $answer = $policy->explain(['iface' => 'eth0', 'src' => '203.0.113.10',
  *                               'proto' => 'udp', 'dport' => 5060]);
  *
+ * A module running without root (php-fpm's pool user) uses PbxfwClient instead: the same
+ * methods (the PbxfwApi interface), answered by the pbxfw daemon through its control socket
+ * (docs/control-socket.md), in plain PHP (no FFI needed):
+ *
+ *   $pbxfw = new PbxfwClient();                       // /run/pbxfw/control.sock
+ *   $pbxfw->applyPolicy($toml, '', ['client' => $_SERVER['REMOTE_ADDR'] . ':443', 'save' => true]);
+ *
  * Every failure is a PbxfwException carrying the C API's result code and, for an invalid
  * policy, every diagnostic. Every buffer and object the C library hands out is freed here,
  * objects when their PHP wrapper is destroyed: nothing leaks, whatever the caller does.
@@ -30,6 +37,8 @@ final class PbxfwException extends RuntimeException
     public const LOCKED = 10;
     public const REFUSED = 11;
     public const IO = 12;
+    public const DENIED = 13;
+    public const UNAVAILABLE = 14;
 
     /** @param list<array{path: string, severity: string, message: string, value?: string}> $diagnostics */
     public function __construct(string $message, int $code, public readonly array $diagnostics = [])
@@ -38,7 +47,42 @@ final class PbxfwException extends RuntimeException
     }
 }
 
-final class Pbxfw
+/**
+ * What the local class (Pbxfw, root, through FFI) and the control socket's client
+ * (PbxfwClient, any member of the pbxfw groups) both do, with the same arguments, results and
+ * exceptions: a module can switch between them.
+ */
+interface PbxfwApi
+{
+    public function version(): string;
+
+    public function status(string $backend = ''): array;
+
+    public function confirm(): string;
+
+    public function rollback(string $backend = ''): string;
+
+    public function bans(string $backend = ''): array;
+
+    public function unban(array $prefixes, string $backend = ''): array;
+
+    public function disable(string $backend = ''): bool;
+
+    /**
+     * Apply policy text (`toml` or `json`). `$options` as PbxfwPolicy::apply(), plus `client`:
+     * the address (ADDR:PORT) this module's own user reaches the host from, whose access must
+     * survive, e.g. `$_SERVER['REMOTE_ADDR'] . ':' . $_SERVER['SERVER_PORT']`.
+     */
+    public function applyPolicy(string $text, string $backend = '', array $options = [], string $format = 'toml'): array;
+
+    /**
+     * Ban by hand under the installed policy: `$request` is prefix, seconds, and optionally
+     * reason, admins, client and force.
+     */
+    public function ban(array $request, string $backend = ''): array;
+}
+
+final class Pbxfw implements PbxfwApi
 {
     private function __construct(private readonly FFI $ffi)
     {
@@ -161,6 +205,38 @@ final class Pbxfw
             $backend, strlen($backend), FFI::addr($was), $err
         ));
         return (bool) $was->cdata;
+    }
+
+    public function applyPolicy(string $text, string $backend = '', array $options = [], string $format = 'toml'): array
+    {
+        if (!empty($options['save'])) {
+            throw new PbxfwException(
+                "save: only the daemon writes its policy file (PbxfwClient); write the file yourself",
+                PbxfwException::ARGUMENT
+            );
+        }
+        unset($options['save']);
+        return $this->parsePolicy($text, $format)->apply($backend, self::withClient($options));
+    }
+
+    public function ban(array $request, string $backend = '', string $policyFile = '/etc/pbxfw/pbxfw.toml'): array
+    {
+        $text = @file_get_contents($policyFile);
+        if ($text === false) {
+            throw new PbxfwException("cannot read $policyFile", PbxfwException::IO);
+        }
+        $format = str_ends_with($policyFile, '.json') ? 'json' : 'toml';
+        return $this->parsePolicy($text, $format)->ban(self::withClient($request), $backend);
+    }
+
+    /** The `client` option is one more administrator to the local calls. */
+    private static function withClient(array $options): array
+    {
+        if (isset($options['client'])) {
+            $options['admins'] = [...($options['admins'] ?? []), $options['client']];
+            unset($options['client']);
+        }
+        return $options;
     }
 
     /** @internal */
@@ -389,5 +465,211 @@ final class PbxfwResponsive
     {
         return $this->pbxfw->text(fn ($buf, $err) =>
             $this->pbxfw->ffi()->pbxfw_responsive_snapshot($this->ptr, $buf, $err));
+    }
+}
+
+/**
+ * The firewall through the pbxfw daemon's control socket, for a module that is not root (a
+ * php-fpm pool whose user is in the `pbxfw` group to look, and `pbxfw-admin` to change
+ * things). Plain PHP: no FFI. The daemon runs the same procedures as the command line as root;
+ * refusals (anti-lockout for `client`, the lock file) are the same PbxfwException codes.
+ */
+final class PbxfwClient implements PbxfwApi
+{
+    /** @var resource */
+    private $socket;
+    private int $nextId = 1;
+
+    /**
+     * Connect to `$path` (default: /run/pbxfw/control.sock, or $PBXFW_CONTROL_SOCKET); each call
+     * waits at most `$timeout` seconds for its answer.
+     */
+    public function __construct(string $path = '', private float $timeout = 30.0)
+    {
+        if ($path === '') {
+            $path = getenv('PBXFW_CONTROL_SOCKET') ?: '/run/pbxfw/control.sock';
+        }
+        $errno = 0;
+        $errstr = '';
+        $socket = @stream_socket_client("unix://$path", $errno, $errstr, $timeout);
+        if ($socket === false) {
+            // EACCES: not in the socket's group.
+            $code = $errno === 13 ? PbxfwException::DENIED : PbxfwException::UNAVAILABLE;
+            throw new PbxfwException("$path: $errstr", $code);
+        }
+        $this->socket = $socket;
+    }
+
+    public function __destruct()
+    {
+        if (is_resource($this->socket)) {
+            fclose($this->socket);
+        }
+    }
+
+    /** Call `$method` with `$params` as the protocol names them (docs/control-socket.md). */
+    public function call(string $method, array $params = []): mixed
+    {
+        $id = $this->nextId++;
+        $line = json_encode(
+            ['v' => 1, 'id' => $id, 'method' => $method, 'params' => (object) $params],
+            JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES
+        ) . "\n";
+        $deadline = microtime(true) + $this->timeout;
+        for ($done = 0; $done < strlen($line);) {
+            $this->wait($deadline);
+            $n = @fwrite($this->socket, substr($line, $done));
+            if ($n === false || $n === 0) {
+                $this->fail('the daemon closed the connection');
+            }
+            $done += $n;
+        }
+        while (true) {
+            $answer = '';
+            while (!str_ends_with($answer, "\n")) {
+                $this->wait($deadline);
+                $chunk = fgets($this->socket);
+                if ($chunk === false) {
+                    if (stream_get_meta_data($this->socket)['timed_out']) {
+                        $this->fail(sprintf('no answer within %.1f s', $this->timeout));
+                    }
+                    $this->fail('the daemon closed the connection without an answer');
+                }
+                $answer .= $chunk;
+            }
+            $r = json_decode($answer, true, 512, JSON_THROW_ON_ERROR);
+            if ($r['id'] !== null && $r['id'] !== $id) {
+                continue;
+            }
+            if ($r['ok'] ?? false) {
+                return $r['result'];
+            }
+            $e = $r['error'] ?? [];
+            throw new PbxfwException(
+                (string) ($e['message'] ?? 'the daemon refused the request'),
+                (int) ($e['code'] ?? PbxfwException::UNAVAILABLE),
+                $e['diagnostics'] ?? []
+            );
+        }
+    }
+
+    public function version(): string
+    {
+        return $this->call('version')['version'];
+    }
+
+    public function status(string $backend = ''): array
+    {
+        return $this->call('status', self::backend($backend));
+    }
+
+    /** The status as JSON text (the same document as Pbxfw::statusJson(), re-encoded). */
+    public function statusJson(string $backend = ''): string
+    {
+        return json_encode($this->status($backend), JSON_THROW_ON_ERROR | JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES);
+    }
+
+    public function confirm(): string
+    {
+        return $this->call('confirm');
+    }
+
+    public function rollback(string $backend = ''): string
+    {
+        return $this->call('rollback', self::backend($backend));
+    }
+
+    public function bans(string $backend = ''): array
+    {
+        return $this->call('bans', self::backend($backend));
+    }
+
+    public function unban(array $prefixes, string $backend = ''): array
+    {
+        return $this->call('unban', ['prefixes' => array_values($prefixes)] + self::backend($backend));
+    }
+
+    public function disable(string $backend = ''): bool
+    {
+        return (bool) $this->call('disable', self::backend($backend))['was_loaded'];
+    }
+
+    /**
+     * `$options`: confirm, admins, client, force, counters, and `save` (also make it the
+     * daemon's policy file, so that the boot and the daemon follow it; with `confirm`, once
+     * confirmed).
+     */
+    public function applyPolicy(string $text, string $backend = '', array $options = [], string $format = 'toml'): array
+    {
+        return $this->call('apply', ['policy' => $text, 'format' => $format] + self::backend($backend) + $options);
+    }
+
+    public function ban(array $request, string $backend = ''): array
+    {
+        return $this->call('ban', $request + self::backend($backend));
+    }
+
+    /** What happens to `$packet` under the daemon's policy, or with `$live` in the kernel now. */
+    public function explain(array $packet, bool $live = false, string $backend = ''): array
+    {
+        return $this->call('explain', ['packet' => $packet, 'live' => $live] + self::backend($backend));
+    }
+
+    /** What each zone of the daemon's policy opens. */
+    public function show(?string $zone = null): array
+    {
+        return $this->call('show', $zone === null ? [] : ['zone' => $zone]);
+    }
+
+    /** A policy text's diagnostics: ok, errors, warnings, diagnostics. */
+    public function check(string $text, string $format = 'toml'): array
+    {
+        return $this->call('check', ['policy' => $text, 'format' => $format]);
+    }
+
+    /** What the daemon's Asterisk configuration implies. */
+    public function discover(): array
+    {
+        return $this->call('discover');
+    }
+
+    /** Put `$addr` in the trusted zone; `$options`: admins, client, force. */
+    public function trust(string $addr, array $options = [], string $backend = ''): array
+    {
+        return $this->call('trust', ['entries' => [$addr]] + $options + self::backend($backend));
+    }
+
+    public function untrust(string $addr, array $options = [], string $backend = ''): array
+    {
+        return $this->call('untrust', ['entries' => [$addr]] + $options + self::backend($backend));
+    }
+
+    public function blacklistAdd(array $entries, array $options = [], string $backend = ''): array
+    {
+        return $this->call('blacklist_add', ['entries' => array_values($entries)] + $options + self::backend($backend));
+    }
+
+    public function blacklistDel(array $entries, array $options = [], string $backend = ''): array
+    {
+        return $this->call('blacklist_del', ['entries' => array_values($entries)] + $options + self::backend($backend));
+    }
+
+    private static function backend(string $backend): array
+    {
+        return $backend === '' ? [] : ['backend' => $backend];
+    }
+
+    private function wait(float $deadline): void
+    {
+        $left = $deadline - microtime(true);
+        if ($left <= 0) {
+            $this->fail(sprintf('no answer within %.1f s', $this->timeout));
+        }
+        stream_set_timeout($this->socket, (int) $left, (int) (($left - floor($left)) * 1e6));
+    }
+
+    private function fail(string $why): never
+    {
+        throw new PbxfwException("the pbxfw daemon is unavailable: $why", PbxfwException::UNAVAILABLE);
     }
 }

@@ -10,7 +10,7 @@
 //!   unwind into C or PHP.
 //! - Text goes in as `(const char *ptr, size_t len)`, UTF-8, not NUL-terminated; results come out
 //!   as [`pbxfw_buf`] byte buffers (UTF-8 JSON or text), freed by [`pbxfw_buf_free`].
-//! - Objects (`pbxfw_policy`, `pbxfw_responsive`, `pbxfw_error`) are opaque and freed by their
+//! - Objects (`pbxfw_policy`, `pbxfw_responsive`, `pbxfw_client`, `pbxfw_error`) are opaque and freed by their
 //!   `_free` function, which takes the caller's pointer by address and sets it to NULL: calling it
 //!   twice on the same variable is harmless. [`pbxfw_buf_free`] zeroes the buffer the same way.
 //! - A `pbxfw_policy` is immutable: it may be shared by threads. A `pbxfw_responsive` must not be
@@ -27,7 +27,6 @@
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pbxfw_core::BackendError;
 use pbxfw_core::Diagnostic;
 use pbxfw_core::{Action, Machine};
 use pbxfw_runtime::actions::carry_out;
@@ -35,7 +34,7 @@ use pbxfw_runtime::explain::Query;
 use pbxfw_runtime::policy::Format;
 use pbxfw_runtime::render::Target;
 use pbxfw_runtime::safety::Admin;
-use pbxfw_runtime::{ApplyRequest, BackendName, Error, Loaded, Refusal};
+use pbxfw_runtime::{ApplyRequest, BackendName, Error, Loaded};
 use serde::Deserialize;
 
 /// The result of every call. The numbers are stable.
@@ -71,6 +70,12 @@ pub enum pbxfw_result {
     PBXFW_ERR_REFUSED = 11,
     /// A file pbxfw keeps could not be read or written; the message names it.
     PBXFW_ERR_IO = 12,
+    /// The control socket does not allow the caller: not in a group that may connect, or a
+    /// change asked with the read role (docs/control-socket.md).
+    PBXFW_ERR_DENIED = 13,
+    /// The daemon could not be asked through its control socket: not running, busy, or no
+    /// answer within the timeout (the daemon may still carry a request out).
+    PBXFW_ERR_UNAVAILABLE = 14,
 }
 
 use pbxfw_result::*;
@@ -107,6 +112,12 @@ pub struct pbxfw_error {
 /// Immutable.
 pub struct pbxfw_policy {
     loaded: Loaded,
+}
+
+/// A connection to the daemon's control socket ([`pbxfw_client_connect`]). Calls on one
+/// client from several threads are serialised by a lock inside it.
+pub struct pbxfw_client {
+    client: std::sync::Mutex<pbxfw_runtime::control::Client>,
 }
 
 /// The responsive layer's state machine. Calls on one handle from several threads are
@@ -238,22 +249,22 @@ fn backend(name: &str) -> Result<BackendName, Failure> {
     name.parse().map_err(failure)
 }
 
-/// A runtime error as a result code: the one place the C API maps them (`docs/c-api.md`).
+/// A runtime error as a result code: the runtime's table ([`Error::code`]), which the control
+/// socket's answers carry too (`docs/c-api.md`).
 fn failure(e: Error) -> Failure {
-    let code = match &e {
-        Error::Parse { .. } => PBXFW_ERR_PARSE,
-        Error::Invalid { .. } => PBXFW_ERR_INVALID,
-        Error::Refused(Refusal::Locked { .. } | Refusal::UnsafeCustomRules { .. }) => {
-            PBXFW_ERR_LOCKED
-        }
-        Error::Refused(_) => PBXFW_ERR_REFUSED,
-        Error::Backend(BackendError::Unsupported { .. }) => PBXFW_ERR_UNSUPPORTED,
-        Error::Backend(BackendError::NoSet(_)) => PBXFW_ERR_ARGUMENT,
-        Error::Backend(BackendError::Locked(_)) => PBXFW_ERR_LOCKED,
-        Error::Backend(_) => PBXFW_ERR_KERNEL,
-        Error::State(_) => PBXFW_ERR_STATE,
-        Error::Io { .. } => PBXFW_ERR_IO,
-        Error::Usage(_) => PBXFW_ERR_ARGUMENT,
+    let code = match e.code() {
+        3 => PBXFW_ERR_PARSE,
+        4 => PBXFW_ERR_INVALID,
+        5 => PBXFW_ERR_ARGUMENT,
+        6 => PBXFW_ERR_UNSUPPORTED,
+        7 => PBXFW_ERR_KERNEL,
+        8 => PBXFW_ERR_STATE,
+        10 => PBXFW_ERR_LOCKED,
+        11 => PBXFW_ERR_REFUSED,
+        12 => PBXFW_ERR_IO,
+        13 => PBXFW_ERR_DENIED,
+        14 => PBXFW_ERR_UNAVAILABLE,
+        _ => PBXFW_ERR_PANIC,
     };
     let diagnostics = match e {
         Error::Invalid {
@@ -921,4 +932,87 @@ pub extern "C" fn pbxfw_responsive_snapshot(
         put(out, buf(snapshot.into_bytes()));
         Ok(())
     })
+}
+
+// --- the control socket --------------------------------------------------------------------------
+
+/// Connect to the daemon's control socket at `path` (`len` bytes of UTF-8; empty: the default,
+/// `$PBXFW_CONTROL_SOCKET` or `/run/pbxfw/control.sock`), each call then waiting at most
+/// `timeout_ms` (0: 30 s) for its answer. On success `*out` is a client the caller frees with
+/// [`pbxfw_client_free`]. A caller outside the socket's group gets `PBXFW_ERR_DENIED`; no
+/// daemon listening, `PBXFW_ERR_UNAVAILABLE`.
+#[no_mangle]
+pub extern "C" fn pbxfw_client_connect(
+    path: *const c_char,
+    len: usize,
+    timeout_ms: u64,
+    out: *mut *mut pbxfw_client,
+    err: *mut *mut pbxfw_error,
+) -> pbxfw_result {
+    guard(err, || {
+        check_out(out, "out")?;
+        let path = match text(path, len, "path")? {
+            "" => pbxfw_runtime::control::socket_path(),
+            p => p.into(),
+        };
+        let timeout =
+            std::time::Duration::from_millis(if timeout_ms == 0 { 30_000 } else { timeout_ms });
+        let client = pbxfw_runtime::control::Client::connect(&path, timeout).map_err(failure)?;
+        put(
+            out,
+            Box::into_raw(Box::new(pbxfw_client {
+                client: std::sync::Mutex::new(client),
+            })),
+        );
+        Ok(())
+    })
+}
+
+/// Call `method` (`status`, `bans`, `apply`, `unban`, …: docs/control-socket.md) with `params`,
+/// a JSON object (`params_len` 0: none), waiting at most `timeout_ms` (0: the client's). On
+/// success `*out` is the result as JSON, the same document the local call returns (e.g.
+/// `status` as [`pbxfw_kernel_status`]). A failure has the result code and message the same
+/// failure has locally (a refused apply is `PBXFW_ERR_REFUSED`, an invalid policy
+/// `PBXFW_ERR_INVALID` with every diagnostic); the socket's own are `PBXFW_ERR_DENIED` and
+/// `PBXFW_ERR_UNAVAILABLE`. Malformed parameters are refused before anything is sent
+/// (`PBXFW_ERR_ARGUMENT`).
+#[no_mangle]
+pub extern "C" fn pbxfw_client_call(
+    client: *const pbxfw_client,
+    method: *const c_char,
+    method_len: usize,
+    params: *const c_char,
+    params_len: usize,
+    timeout_ms: u64,
+    out: *mut pbxfw_buf,
+    err: *mut *mut pbxfw_error,
+) -> pbxfw_result {
+    guard(err, || {
+        check_out(out, "out")?;
+        let c = object(client, "client")?;
+        let method = text(method, method_len, "method")?;
+        let params = text(params, params_len, "params")?;
+        let params: serde_json::Value = if params.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(params)
+                .map_err(|e| Failure::new(PBXFW_ERR_ARGUMENT, format!("params: {e}")))?
+        };
+        let mut client = c.client.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = client.timeout();
+        if timeout_ms != 0 {
+            client.set_timeout(std::time::Duration::from_millis(timeout_ms));
+        }
+        let result = client.call_method(method, params);
+        client.set_timeout(kept);
+        let value = result.map_err(failure)?;
+        put(out, json_buf(&value)?);
+        Ok(())
+    })
+}
+
+/// Close a client and set `*client` to NULL. `client` and `*client` may be NULL.
+#[no_mangle]
+pub extern "C" fn pbxfw_client_free(client: *mut *mut pbxfw_client) {
+    free_object(client);
 }

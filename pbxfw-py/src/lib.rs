@@ -97,6 +97,8 @@ fn error(py: Python<'_>, e: Error, backend: Option<BackendName>, apply: bool) ->
             PyOSError::new_err((errno, message, path))
         }
         Error::Usage(_) => raise(py, "UsageError", (message,)),
+        Error::Denied(_) => raise(py, "DeniedError", (message,)),
+        Error::Unavailable(_) => raise(py, "UnavailableError", (message,)),
     }
 }
 
@@ -572,12 +574,67 @@ impl Responsive {
     }
 }
 
+/// A connection to the daemon's control socket; `pbxfw.Client` (Python) builds its methods on
+/// this one call.
+#[pyclass(module = "pbxfw._pbxfw", name = "_Client")]
+struct NativeClient {
+    inner: std::sync::Mutex<pbxfw_runtime::control::Client>,
+}
+
+#[pymethods]
+impl NativeClient {
+    /// Connect to the socket at `path` (default: `$PBXFW_CONTROL_SOCKET`, else
+    /// `/run/pbxfw/control.sock`); each call waits at most `timeout` seconds.
+    #[new]
+    #[pyo3(signature = (path = None, timeout = 30.0))]
+    fn new(py: Python<'_>, path: Option<&str>, timeout: f64) -> PyResult<NativeClient> {
+        if !(timeout.is_finite() && timeout > 0.0) {
+            return Err(raise(py, "UsageError", ("timeout must be positive",)));
+        }
+        let path = path.map_or_else(pbxfw_runtime::control::socket_path, Into::into);
+        let timeout = std::time::Duration::from_secs_f64(timeout);
+        match py.detach(move || pbxfw_runtime::control::Client::connect(&path, timeout)) {
+            Ok(c) => Ok(NativeClient {
+                inner: std::sync::Mutex::new(c),
+            }),
+            Err(e) => Err(error(py, e, None, false)),
+        }
+    }
+
+    /// Call `method` with `params` (JSON text of an object); the result as JSON text. A failure
+    /// raises what the same failure raises locally.
+    fn call(&self, py: Python<'_>, method: &str, params: &str) -> PyResult<String> {
+        let value: serde_json::Value = serde_json::from_str(params)
+            .map_err(|e| raise(py, "UsageError", (format!("params: {e}"),)))?;
+        let backend = value["backend"]
+            .as_str()
+            .and_then(|b| b.parse::<BackendName>().ok());
+        let inner = &self.inner;
+        let method_owned = method.to_string();
+        let result = py.detach(move || {
+            inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .call_method(&method_owned, value)
+        });
+        match result {
+            Ok(v) => Ok(v.to_string()),
+            Err(e) => {
+                let backend =
+                    backend.or_else(|| matches!(e, Error::Backend(_)).then(BackendName::current));
+                Err(error(py, e, backend, method == "apply"))
+            }
+        }
+    }
+}
+
 /// The native module; the public API is the `pbxfw` package.
 #[pymodule]
 fn _pbxfw(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Policy>()?;
     m.add_class::<Explanation>()?;
     m.add_class::<Responsive>()?;
+    m.add_class::<NativeClient>()?;
     m.add_function(wrap_pyfunction!(apply, m)?)?;
     m.add_function(wrap_pyfunction!(confirm, m)?)?;
     m.add_function(wrap_pyfunction!(rollback, m)?)?;

@@ -11,11 +11,14 @@ from pbxfw._errors import (
     ApplyError,
     BackendError,
     ConfigError,
+    DeniedError,
     PbxfwError,
     RefusedError,
     StateError,
+    UnavailableError,
     UsageError,
 )
+from pbxfw._client import Client
 from pbxfw._pbxfw import (
     Explanation,
     Policy,
@@ -35,13 +38,16 @@ from pbxfw._pbxfw import (
 __all__ = [
     "ApplyError",
     "BackendError",
+    "Client",
     "ConfigError",
+    "DeniedError",
     "Explanation",
     "PbxfwError",
     "Policy",
     "RefusedError",
     "Responsive",
     "StateError",
+    "UnavailableError",
     "UsageError",
     "apply",
     "carry_out",

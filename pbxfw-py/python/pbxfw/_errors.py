@@ -61,3 +61,15 @@ class ApplyError(BackendError):
     def __init__(self, message: str, backend: str, kind: str, stage: str) -> None:
         super().__init__(message, backend, kind)
         self.stage = stage
+
+
+class DeniedError(PbxfwError, PermissionError):
+    """The daemon's control socket does not allow the caller: not in a group that may connect
+    (``pbxfw``), or a change asked by a member of the read role only (changes need
+    ``pbxfw-admin``)."""
+
+
+class UnavailableError(PbxfwError, ConnectionError):
+    """The daemon could not be asked through its control socket: it is not running, is busy
+    with other clients, or did not answer within the timeout (it may still carry the request
+    out)."""

@@ -6,6 +6,7 @@ __all__ = [
     "Policy",
     "Explanation",
     "Responsive",
+    "_Client",
     "apply",
     "confirm",
     "rollback",
@@ -80,6 +81,15 @@ class Explanation:
     @property
     def rule_index(self) -> Optional[int]:
         """The deciding rule's position in its chain."""
+
+@final
+class _Client:
+    """A connection to the daemon's control socket (``pbxfw.Client`` is built on it)."""
+
+    def __new__(cls, path: Optional[str] = None, timeout: float = 30.0) -> _Client:
+        """Connect to the socket at ``path`` (default: the daemon's)."""
+    def call(self, method: str, params: str) -> str:
+        """Call ``method`` with ``params`` (JSON text); the result as JSON text."""
 
 @final
 class Responsive:

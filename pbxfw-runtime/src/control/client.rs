@@ -63,6 +63,11 @@ impl Client {
         &self.path
     }
 
+    /// How long each call waits.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Change how long each call waits.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout.max(Duration::from_millis(1));
