@@ -684,3 +684,78 @@ fn edit_request(
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        Shared {
+            config: ControlConfig::new(None),
+            read_gid: Some(64_101),
+            admin_gid: Some(64_102),
+            ctx: Context::system(),
+            clients: Mutex::new(BTreeMap::new()),
+            changes: Mutex::new(()),
+        }
+    }
+
+    fn peer(uid: u32, gid: u32, groups: &[u32]) -> Peer {
+        Peer {
+            pid: 1,
+            uid,
+            gid,
+            groups: groups.to_vec(),
+        }
+    }
+
+    #[test]
+    fn roles_follow_the_groups_and_root_may_do_everything() {
+        let s = shared();
+        assert_eq!(s.role(&peer(0, 0, &[])), Some(Role::Admin));
+        assert_eq!(s.role(&peer(33, 64_101, &[64_102])), Some(Role::Admin));
+        assert_eq!(s.role(&peer(33, 33, &[64_102])), Some(Role::Admin));
+        assert_eq!(s.role(&peer(33, 33, &[64_101])), Some(Role::Read));
+        assert_eq!(s.role(&peer(33, 33, &[5, 6])), None);
+        // Without the groups on this host, only root.
+        let mut s = shared();
+        s.read_gid = None;
+        s.admin_gid = None;
+        assert_eq!(s.role(&peer(33, 64_101, &[64_102])), None);
+        assert_eq!(s.role(&peer(0, 0, &[])), Some(Role::Admin));
+    }
+
+    #[test]
+    fn one_user_cannot_take_every_place_and_root_keeps_some() {
+        let s = shared();
+        for _ in 0..MAX_PER_USER {
+            s.admit(33).unwrap();
+        }
+        assert!(s.admit(33).unwrap_err().contains("connections open"));
+        // Other users fill the rest but for root's reserve.
+        let mut uid = 1000;
+        while s.admit(uid).is_ok() {
+            uid += 1;
+        }
+        let others: usize = s.clients.lock().unwrap().values().sum();
+        assert_eq!(others, MAX_CLIENTS - ROOT_RESERVE);
+        for _ in 0..ROOT_RESERVE {
+            s.admit(0).unwrap();
+        }
+        assert!(s.admit(0).is_err());
+        s.leave(33);
+        s.admit(33).unwrap_err(); // the total is still full for users
+        s.leave(0);
+        s.admit(0).unwrap();
+    }
+
+    #[test]
+    fn a_request_is_read_a_whole_line_at_a_time() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut r = BufReader::new(a);
+        b.write_all(b"{\"v\":1}\n{\"v\"").unwrap();
+        assert!(matches!(read_request(&mut r), Read::Line(l) if l == b"{\"v\":1}"));
+        drop(b);
+        assert!(matches!(read_request(&mut r), Read::Closed));
+    }
+}
