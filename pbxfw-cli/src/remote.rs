@@ -14,6 +14,8 @@ use super::*;
 /// hostnames to resolve takes seconds).
 const TIMEOUT: Duration = Duration::from_secs(120);
 
+// Made once per process, as `Command` itself (whose size it takes).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Ran {
     /// Run through the socket, with this exit code.
     Done(u8),

@@ -655,9 +655,10 @@ fn under_systemd_a_ban_reaches_the_journal_as_notice() {
 }
 
 /// The units' sandbox, where systemd is not PID 1 to apply it (docs/install.md, "Without
-/// systemd"): the daemon runs with only CAP_NET_ADMIN and CAP_NET_RAW in its bounding set, no
-/// new privileges, and a read-only file system but for its state, run and test directories
-/// (`unshare --mount`, `setpriv`), and still bans.
+/// systemd"): the daemon runs with only CAP_NET_ADMIN, CAP_NET_RAW and CAP_CHOWN in its
+/// bounding set, no new privileges, and a read-only file system but for its state, run and
+/// test directories (`unshare --mount`, `setpriv`), and still bans and serves its control
+/// socket with its group.
 #[test]
 fn the_daemon_works_inside_the_units_sandbox() {
     if skipped() {
@@ -677,8 +678,8 @@ fn the_daemon_works_inside_the_units_sandbox() {
     let script = format!(
         "{binds}mount -o remount,bind,ro / && \
          if touch /usr/pbxfw-sandbox-probe 2>/dev/null; then echo 'the root is writable' >&2; exit 9; fi && \
-         exec setpriv --no-new-privs --bounding-set=-all,+net_admin,+net_raw {bin} daemon {policy} \
-         --events {events} --state {state} --tick 1",
+         exec setpriv --no-new-privs --bounding-set=-all,+net_admin,+net_raw,+chown {bin} daemon {policy} \
+         --events {events} --state {state} --tick 1 --control-group 64401",
         bin = env!("CARGO_BIN_EXE_pbxfw"),
         policy = policy.display(),
         events = events.display(),
@@ -713,4 +714,11 @@ fn the_daemon_works_inside_the_units_sandbox() {
     eventually("its state written", &dir, || state.exists());
     let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();
     assert!(!log.contains("error="), "{log}");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let socket = std::fs::metadata(ns.host_dir.join("run").join("control.sock")).unwrap();
+    assert_eq!(
+        (socket.permissions().mode() & 0o777, socket.gid()),
+        (0o660, 64401),
+        "{log}"
+    );
 }
