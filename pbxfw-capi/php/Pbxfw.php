@@ -476,26 +476,34 @@ final class PbxfwResponsive
  */
 final class PbxfwClient implements PbxfwApi
 {
-    /** @var resource */
-    private $socket;
+    /** @var resource|null */
+    private $socket = null;
     private int $nextId = 1;
+    private string $path;
 
     /**
      * Connect to `$path` (default: /run/pbxfw/control.sock, or $PBXFW_CONTROL_SOCKET); each call
-     * waits at most `$timeout` seconds for its answer.
+     * waits at most `$timeout` seconds for its answer. A call that timed out leaves the
+     * connection mid-answer: the next one connects again.
      */
     public function __construct(string $path = '', private float $timeout = 30.0)
     {
         if ($path === '') {
             $path = getenv('PBXFW_CONTROL_SOCKET') ?: '/run/pbxfw/control.sock';
         }
+        $this->path = $path;
+        $this->connect();
+    }
+
+    private function connect(): void
+    {
         $errno = 0;
         $errstr = '';
-        $socket = @stream_socket_client("unix://$path", $errno, $errstr, $timeout);
+        $socket = @stream_socket_client("unix://{$this->path}", $errno, $errstr, $this->timeout);
         if ($socket === false) {
             // EACCES: not in the socket's group.
             $code = $errno === 13 ? PbxfwException::DENIED : PbxfwException::UNAVAILABLE;
-            throw new PbxfwException("$path: $errstr", $code);
+            throw new PbxfwException("{$this->path}: $errstr", $code);
         }
         $this->socket = $socket;
     }
@@ -510,6 +518,9 @@ final class PbxfwClient implements PbxfwApi
     /** Call `$method` with `$params` as the protocol names them (docs/control-socket.md). */
     public function call(string $method, array $params = []): mixed
     {
+        if (!is_resource($this->socket)) {
+            $this->connect();
+        }
         $id = $this->nextId++;
         $line = json_encode(
             ['v' => 1, 'id' => $id, 'method' => $method, 'params' => (object) $params],
@@ -520,6 +531,12 @@ final class PbxfwClient implements PbxfwApi
             $this->wait($deadline);
             $n = @fwrite($this->socket, substr($line, $done));
             if ($n === false || $n === 0) {
+                // It may have said why before closing (denied, busy).
+                $said = @fgets($this->socket);
+                $r = $said === false ? null : json_decode($said, true);
+                if (is_array($r) && isset($r['error'])) {
+                    $this->throwFor($r['error']);
+                }
                 $this->fail('the daemon closed the connection');
             }
             $done += $n;
@@ -531,26 +548,36 @@ final class PbxfwClient implements PbxfwApi
                 $chunk = fgets($this->socket);
                 if ($chunk === false) {
                     if (stream_get_meta_data($this->socket)['timed_out']) {
+                        // Mid-answer: this connection cannot be used again.
+                        fclose($this->socket);
+                        $this->socket = null;
                         $this->fail(sprintf('no answer within %.1f s', $this->timeout));
                     }
                     $this->fail('the daemon closed the connection without an answer');
                 }
                 $answer .= $chunk;
             }
-            $r = json_decode($answer, true, 512, JSON_THROW_ON_ERROR);
+            $r = json_decode($answer, true, 512);
+            if (!is_array($r) || !array_key_exists('id', $r)) {
+                $this->fail('an answer that is not the protocol\'s');
+            }
             if ($r['id'] !== null && $r['id'] !== $id) {
                 continue;
             }
             if ($r['ok'] ?? false) {
                 return $r['result'];
             }
-            $e = $r['error'] ?? [];
-            throw new PbxfwException(
-                (string) ($e['message'] ?? 'the daemon refused the request'),
-                (int) ($e['code'] ?? PbxfwException::UNAVAILABLE),
-                $e['diagnostics'] ?? []
-            );
+            $this->throwFor($r['error'] ?? []);
         }
+    }
+
+    private function throwFor(array $e): never
+    {
+        throw new PbxfwException(
+            (string) ($e['message'] ?? 'the daemon refused the request'),
+            (int) ($e['code'] ?? PbxfwException::UNAVAILABLE),
+            $e['diagnostics'] ?? []
+        );
     }
 
     public function version(): string
@@ -652,6 +679,24 @@ final class PbxfwClient implements PbxfwApi
     public function blacklistDel(array $entries, array $options = [], string $backend = ''): array
     {
         return $this->call('blacklist_del', ['entries' => array_values($entries)] + $options + self::backend($backend));
+    }
+
+    /** Put `$ids` (addresses, CIDRs, hostnames) in `$zone`, as `fwconsole firewall add`. */
+    public function zoneAdd(string $zone, array $ids, array $options = [], string $backend = ''): array
+    {
+        return $this->call('zone_add', ['zone' => $zone, 'entries' => array_values($ids)] + $options + self::backend($backend));
+    }
+
+    /** Take `$ids` out of `$zone`. */
+    public function zoneDel(string $zone, array $ids, array $options = [], string $backend = ''): array
+    {
+        return $this->call('zone_del', ['zone' => $zone, 'entries' => array_values($ids)] + $options + self::backend($backend));
+    }
+
+    /** What each zone (or `$zone`) holds: aliases, description, interfaces, networks. */
+    public function zones(?string $zone = null): array
+    {
+        return $this->call('zones', $zone === null ? [] : ['zone' => $zone]);
     }
 
     private static function backend(string $backend): array

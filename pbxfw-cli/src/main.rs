@@ -261,6 +261,45 @@ enum BlacklistCmd {
     },
 }
 
+#[derive(Subcommand)]
+enum ZoneCmd {
+    /// Put each ID (address, CIDR or hostname) in ZONE, moving it from another zone; into the
+    /// trusted zone, its bans are lifted. Refused when it would cut off an administrator.
+    #[command(after_help = AFTER_HELP)]
+    Add {
+        /// trusted, local (internal), other, internet (external) or reject.
+        zone: String,
+        /// Addresses, CIDRs or hostnames.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        edit: EditArgs,
+    },
+    /// Take each ID out of ZONE (it falls back to its interface's zone).
+    #[command(after_help = AFTER_HELP)]
+    Del {
+        /// The zone.
+        zone: String,
+        /// Addresses, CIDRs or hostnames.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        edit: EditArgs,
+    },
+    /// What is in ZONE (default: every zone): interfaces, networks and hosts.
+    #[command(after_help = AFTER_HELP)]
+    List {
+        /// The zone.
+        zone: Option<String>,
+        /// The policy file.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
 // Parsed once per process: the size of the largest variant (the daemon's options) costs
 // nothing worth boxing for.
 #[allow(clippy::large_enum_variant)]
@@ -441,6 +480,21 @@ enum Command {
         /// Backend (default: the one pbxfw last applied with, else nft).
         #[arg(long, value_enum)]
         backend: Option<Backend>,
+    },
+    /// Zone membership, as `fwconsole firewall add|del|list`: put addresses, networks or
+    /// hostnames in a zone (policy file and kernel), take them out, list them.
+    #[command(subcommand)]
+    Zone(ZoneCmd),
+    /// The five zones, their other names (FreePBX's `internal`, `external`), what each is
+    /// for, and what is in it (`fwconsole firewall listzones`).
+    #[command(after_help = AFTER_HELP)]
+    Zones {
+        /// The policy file.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
     },
     /// Put an address or network in the trusted zone (policy file and kernel), and lift its
     /// bans.
@@ -959,6 +1013,33 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         Command::Trust { addr, edit } => {
             let (file, req) = edit.request()?;
             print_edit(&edit::trust(&file, &req, &addr, unix_now())?);
+            Ok(exit::OK)
+        }
+        Command::Zone(ZoneCmd::Add { zone, ids, edit }) => {
+            let zone = edit::zone_named(&zone)?;
+            let (file, req) = edit.request()?;
+            print_edit(&edit::zone_add(&file, &req, zone, &ids, unix_now())?);
+            Ok(exit::OK)
+        }
+        Command::Zone(ZoneCmd::Del { zone, ids, edit }) => {
+            let zone = edit::zone_named(&zone)?;
+            let (file, req) = edit.request()?;
+            print_edit(&edit::zone_del(&file, &req, zone, &ids)?);
+            Ok(exit::OK)
+        }
+        Command::Zone(ZoneCmd::List {
+            zone,
+            policy,
+            format,
+        }) => {
+            let zone = zone.as_deref().map(edit::zone_named).transpose()?;
+            let loaded = load(policy.as_deref(), false)?;
+            print_zones(&edit::zone_members(&loaded, zone), format, false);
+            Ok(exit::OK)
+        }
+        Command::Zones { policy, format } => {
+            let loaded = load(policy.as_deref(), false)?;
+            print_zones(&edit::zone_members(&loaded, None), format, true);
             Ok(exit::OK)
         }
         Command::Untrust { addr, edit } => {
@@ -1774,6 +1855,42 @@ fn write_manpages(dir: &std::path::Path) -> std::io::Result<usize> {
     let mut cmd = Cli::command();
     cmd.build();
     page(dir, cmd, "pbxfw")
+}
+
+/// `zone list` (members, one a line under their zone) and `zones` (a line a zone).
+fn print_zones(zones: &[edit::ZoneMembers], format: Format, summary: bool) {
+    if format == Format::Json {
+        println!("{:#}", serde_json::to_value(zones).expect("serialisable"));
+        return;
+    }
+    for z in zones {
+        let aliases = if z.aliases.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", z.aliases.join(", "))
+        };
+        if summary {
+            println!(
+                "{:<9}{:<12} {}; {} interface(s), {} network(s)",
+                z.zone.name(),
+                aliases,
+                z.description,
+                z.interfaces.len(),
+                z.networks.len()
+            );
+            continue;
+        }
+        println!("{}{aliases}: {}", z.zone.name(), z.description);
+        for i in &z.interfaces {
+            println!("  interface {i}");
+        }
+        for (n, d) in &z.networks {
+            match d {
+                Some(d) => println!("  {n}  ({d})"),
+                None => println!("  {n}"),
+            }
+        }
+    }
 }
 
 /// `pbxfw show` as text, as `firewall-cmd --list-all` prints a zone.

@@ -61,6 +61,7 @@ fn served(command: &Command) -> bool {
             | Command::Trust { .. }
             | Command::Untrust { .. }
             | Command::Blacklist(BlacklistCmd::Add { .. } | BlacklistCmd::Del { .. })
+            | Command::Zone(ZoneCmd::Add { .. } | ZoneCmd::Del { .. })
             | Command::Explain { live: true, .. }
     )
 }
@@ -276,6 +277,28 @@ fn remote(client: &mut Client, command: Command) -> Result<u8, Fail> {
         }
         Command::Blacklist(BlacklistCmd::Del { entries, edit }) => {
             let v = client.call(&Call::BlacklistDel(edit_call(edit, entries)?))?;
+            print_edit(&typed(v)?);
+            Ok(exit::OK)
+        }
+        Command::Zone(ZoneCmd::Add { zone, ids, edit }) => {
+            let p = edit_call(edit, Vec::new())?;
+            let v = client.call(&Call::ZoneAdd(wire::ZoneParams {
+                zone,
+                entries: ids,
+                backend: p.backend,
+                requester: p.requester,
+            }))?;
+            print_edit(&typed(v)?);
+            Ok(exit::OK)
+        }
+        Command::Zone(ZoneCmd::Del { zone, ids, edit }) => {
+            let p = edit_call(edit, Vec::new())?;
+            let v = client.call(&Call::ZoneDel(wire::ZoneParams {
+                zone,
+                entries: ids,
+                backend: p.backend,
+                requester: p.requester,
+            }))?;
             print_edit(&typed(v)?);
             Ok(exit::OK)
         }

@@ -218,6 +218,7 @@ fn roles_come_from_the_kernel_and_every_change_is_logged() {
         &["disable"],
         &["blacklist", "add", "203.0.113.77"],
         &["trust", "203.0.113.77"],
+        &["zone", "add", "local", "203.0.113.77"],
         &["apply", s.policy.to_str().unwrap()],
     ] {
         let out = cli(ns, READ, args);
@@ -258,6 +259,16 @@ fn roles_come_from_the_kernel_and_every_change_is_logged() {
     let out = cli(ns, WRITE, &["ban", "203.0.113.200", "--for", "1h"]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     assert!(text(&out).contains("is never banned"), "{}", text(&out));
+
+    // Zone edits go to the daemon's policy file, and the kernel follows.
+    let out = cli(ns, WRITE, &["zone", "add", "internal", "203.0.113.77"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("added to the local zone"), "{}", text(&out));
+    assert!(std::fs::read_to_string(&s.policy)
+        .unwrap()
+        .contains("203.0.113.77"));
+    let out = cli(ns, WRITE, &["zone", "del", "local", "203.0.113.77"]);
+    assert!(out.status.success(), "{}", text(&out));
 
     // Anyone else is refused at connect.
     let out = cli(ns, NOBODY, &["status"]);

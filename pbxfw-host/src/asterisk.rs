@@ -67,13 +67,39 @@ impl Dir {
     }
 }
 
-fn read_text(path: &Path) -> Option<String> {
-    let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_file() {
-        return None;
+/// The largest configuration file read (FreePBX's largest are a few hundred kB).
+const MAX_FILE: u64 = 16 << 20;
+
+impl Dir {
+    /// The text of `path` if, *as opened*, it is a regular file inside the directory. The check
+    /// is made on the open file (its `/proc/self/fd` link), not on the name: the directory is
+    /// writable by the asterisk user, who could otherwise swap a checked file for a link to a
+    /// root-only one between the check and the read. It is opened non-blocking (a FIFO put in
+    /// its place cannot hang the reader) and read up to [`MAX_FILE`].
+    fn read_text(&self, path: &Path) -> Option<String> {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let root = self.root.canonicalize().ok()?;
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+        if !real.starts_with(&root) {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_FILE + 1).read_to_end(&mut bytes).ok()?;
+        if bytes.len() as u64 > MAX_FILE {
+            return None;
+        }
+        Some(String::from_utf8_lossy(&bytes).into_owned())
     }
-    let bytes = std::fs::read(path).ok()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 impl Dir {
@@ -122,7 +148,8 @@ impl Files for Dir {
             if !self.inside(&path) {
                 return Vec::new();
             }
-            return read_text(&path)
+            return self
+                .read_text(&path)
                 .map(|t| vec![(self.display_name(&path), t)])
                 .unwrap_or_default();
         }
@@ -143,7 +170,7 @@ impl Files for Dir {
         names
             .into_iter()
             .filter(|p| self.inside(p))
-            .filter_map(|p| read_text(&p).map(|t| (self.display_name(&p), t)))
+            .filter_map(|p| self.read_text(&p).map(|t| (self.display_name(&p), t)))
             .collect()
     }
 }
@@ -232,6 +259,36 @@ mod tests {
             "{:?}",
             found.notes
         );
+    }
+
+    /// The check is made on the file as opened: a name that passed `inside` and was then
+    /// swapped for a link to a root-only file reads nothing, and a FIFO put in a file's place
+    /// cannot hang the reader.
+    #[test]
+    fn a_file_swapped_after_its_check_is_not_read() {
+        let outer = tempfile::tempdir().unwrap();
+        let secret = outer.path().join("shadow");
+        std::fs::write(&secret, "root:$6$secret\n").unwrap();
+        let root = outer.path().join("asterisk");
+        std::fs::create_dir(&root).unwrap();
+        let d = Dir::new(&root);
+        let conf = root.join("pjsip.conf");
+        std::fs::write(&conf, "[general]\n").unwrap();
+        assert!(d.inside(&conf));
+        std::fs::remove_file(&conf).unwrap();
+        std::os::unix::fs::symlink(&secret, &conf).unwrap();
+        assert_eq!(d.read_text(&conf), None);
+        std::fs::remove_file(&conf).unwrap();
+        assert_eq!(
+            std::process::Command::new("mkfifo")
+                .arg(&conf)
+                .status()
+                .map(|s| s.success())
+                .ok(),
+            Some(true)
+        );
+        assert_eq!(d.read_text(&conf), None);
+        assert!(d.discover().files.is_empty());
     }
 
     #[test]

@@ -588,8 +588,12 @@ impl NativeClient {
     #[new]
     #[pyo3(signature = (path = None, timeout = 30.0))]
     fn new(py: Python<'_>, path: Option<&str>, timeout: f64) -> PyResult<NativeClient> {
-        if !(timeout.is_finite() && timeout > 0.0) {
-            return Err(raise(py, "UsageError", ("timeout must be positive",)));
+        if !(timeout.is_finite() && timeout > 0.0 && timeout <= 86_400.0) {
+            return Err(raise(
+                py,
+                "UsageError",
+                ("timeout must be between 0 and 86400 seconds",),
+            ));
         }
         let path = path.map_or_else(pbxfw_runtime::control::socket_path, Into::into);
         let timeout = std::time::Duration::from_secs_f64(timeout);

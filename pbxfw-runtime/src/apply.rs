@@ -54,6 +54,11 @@ pub struct ApplyOutcome {
 /// when the custom rules file is not root's alone. A confirmation left waiting past its
 /// deadline (nothing watched it) is rolled back first.
 pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
+    if let Some(s) = req.confirm.filter(|s| !(1..=MAX_CONFIRM).contains(s)) {
+        return Err(Error::Usage(format!(
+            "confirm {s}: the window is 1 to {MAX_CONFIRM} seconds"
+        )));
+    }
     let sessions = crate::safety::sessions(&req.admins, &loaded.policy);
     if !req.force {
         crate::safety::check_lockout(&loaded.ruleset, &sessions)?;
@@ -143,7 +148,13 @@ pub fn confirm() -> Result<String> {
     let fp = crate::safety::confirm()?.ok_or_else(|| {
         Error::Usage("nothing to confirm: no apply is waiting for confirmation".into())
     })?;
-    crate::control::saved_on_confirm(&fp)?;
+    // The ruleset stays whatever happens to the file: a failure to save says so, naming the
+    // file, and the save is tried again at the next confirmation of the same ruleset.
+    if let Err(e) = crate::control::saved_on_confirm(&fp) {
+        return Err(Error::Usage(format!(
+            "confirmed: ruleset {fp} stays; but the policy file asked to be saved with it was not written ({e})"
+        )));
+    }
     Ok(fp)
 }
 
@@ -152,6 +163,10 @@ pub fn confirm() -> Result<String> {
 pub fn rollback(backend: Option<BackendName>) -> Result<String> {
     crate::safety::rollback(None, backend)
 }
+
+/// The longest confirmation window (a day): a pending confirmation refuses other applies,
+/// unbans and `disable` until it ends.
+pub const MAX_CONFIRM: u64 = 86_400;
 
 /// Remove everything pbxfw owns (refused while the lock file exists, and while an apply waits
 /// for confirmation: its timer would load the old ruleset again). Returns whether anything was

@@ -256,42 +256,187 @@ pub fn blacklist_list(path: Option<&str>) -> Result<Vec<String>> {
 /// of the same source, and lift its bans ([`crate::bans::unban`]): a trusted source that stays
 /// banned would be trusted in the policy and dropped by the kernel.
 pub fn trust(path: &str, req: &EditRequest, addr: &str, now: u64) -> Result<EditOutcome> {
-    let Ok((prefix, _)) = Prefix::parse_lenient(addr) else {
+    if Prefix::parse_lenient(addr).is_err() {
         return Err(Error::Usage(format!("{addr:?} is not an address or CIDR")));
-    };
-    let mut out = edit(path, req, |doc, _| {
-        let replaced = doc.networks_remove(|s, _| same_source(s, addr));
-        doc.network_add(addr, "trusted", "added by pbxfw trust");
-        Ok(if replaced > 0 {
-            format!("{addr} moved to the trusted zone")
-        } else {
-            format!("{addr} added to the trusted zone")
+    }
+    zone_add(path, req, Zone::Trusted, &[addr.to_string()], now)
+}
+
+/// Take `addr` out of the trusted zone.
+pub fn untrust(path: &str, req: &EditRequest, addr: &str) -> Result<EditOutcome> {
+    zone_del(path, req, Zone::Trusted, &[addr.to_string()])
+}
+
+use pbxfw_core::Zone;
+
+/// A zone as the command line and the control socket name it: the canonical names and
+/// FreePBX's (`external` for internet, `internal` for local).
+pub fn zone_named(name: &str) -> Result<Zone> {
+    name.to_ascii_lowercase().parse().map_err(|()| {
+        Error::Usage(format!(
+            "{name:?} is not a zone: trusted, local (internal), other, internet (external) or reject"
+        ))
+    })
+}
+
+/// Put each of `ids` (addresses, CIDRs or hostnames) in `zone`, as `fwconsole firewall add`
+/// does: an override of the same source in another zone is replaced (a source is in one zone),
+/// one already in `zone` is left as it is. Into the trusted zone, their bans are lifted too
+/// ([`trust`]).
+pub fn zone_add(
+    path: &str,
+    req: &EditRequest,
+    zone: Zone,
+    ids: &[String],
+    now: u64,
+) -> Result<EditOutcome> {
+    if ids.is_empty() {
+        return Err(Error::Usage(
+            "name at least one address, CIDR or hostname".into(),
+        ));
+    }
+    let mut out = edit(path, req, |doc, old| {
+        let (mut added, mut moved, mut kept) = (0, 0, 0);
+        for id in ids {
+            let src = source_of(id);
+            let here = old
+                .policy
+                .networks
+                .iter()
+                .find(|n| n.source == src)
+                .map(|n| n.zone);
+            match here {
+                Some(z) if z == zone => kept += 1,
+                other => {
+                    if other.is_some() {
+                        doc.networks_remove(|s, _| same_source(s, id));
+                        moved += 1;
+                    } else {
+                        added += 1;
+                    }
+                    doc.network_add(id, zone.name(), &format!("added by pbxfw zone add {zone}"));
+                }
+            }
+        }
+        if added + moved == 0 {
+            return Err(Error::Usage(format!(
+                "{} already in the {zone} zone; nothing changed",
+                if ids.len() == 1 { "it is" } else { "they are" }
+            )));
+        }
+        let mut said = Vec::new();
+        if added > 0 {
+            said.push(format!("{added} added to"));
+        }
+        if moved > 0 {
+            said.push(format!("{moved} moved to"));
+        }
+        if kept > 0 {
+            said.push(format!("{kept} already in"));
+        }
+        Ok(match ids {
+            [one] if moved == 1 => format!("{one} moved to the {zone} zone"),
+            [one] => format!("{one} added to the {zone} zone"),
+            _ => format!("{} the {zone} zone", said.join(", ")),
         })
     })?;
-    let by = format!("trust {prefix} ({})", crate::bans::requester());
-    match crate::bans::lift(req.backend, &[prefix], now, &by) {
-        Ok(u) if !u.lifted.is_empty() => {
-            out.summary += &format!("; {} ban(s) lifted", u.lifted.len());
-        }
-        Ok(_) => {}
-        Err(e) => {
-            return Err(Error::Backend(pbxfw_core::BackendError::Kernel(format!(
-                "{addr} is trusted in the policy and the kernel, but its bans could not be lifted ({e}); run pbxfw unban {prefix}"
-            ))))
+    if zone == Zone::Trusted {
+        let prefixes: Vec<Prefix> = ids
+            .iter()
+            .filter_map(|id| Prefix::parse_lenient(id).ok().map(|(p, _)| p))
+            .collect();
+        if !prefixes.is_empty() {
+            let by = format!("zone add trusted ({})", crate::bans::requester());
+            match crate::bans::lift(req.backend, &prefixes, now, &by) {
+                Ok(u) if !u.lifted.is_empty() => {
+                    out.summary += &format!("; {} ban(s) lifted", u.lifted.len());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(Error::Backend(pbxfw_core::BackendError::Kernel(format!(
+                        "trusted in the policy and the kernel, but their bans could not be lifted ({e}); run pbxfw unban"
+                    ))))
+                }
+            }
         }
     }
     Ok(out)
 }
 
-/// Take `addr` out of the trusted zone.
-pub fn untrust(path: &str, req: &EditRequest, addr: &str) -> Result<EditOutcome> {
+/// Take each of `ids` out of `zone` (as `fwconsole firewall del`); one that is not in it
+/// refuses the whole edit.
+pub fn zone_del(path: &str, req: &EditRequest, zone: Zone, ids: &[String]) -> Result<EditOutcome> {
+    if ids.is_empty() {
+        return Err(Error::Usage(
+            "name at least one address, CIDR or hostname".into(),
+        ));
+    }
     edit(path, req, |doc, _| {
-        let n = doc.networks_remove(|s, z| same_source(s, addr) && z == "trusted");
-        if n == 0 {
-            return Err(Error::Usage(format!(
-                "{addr} is not in the trusted zone; nothing changed"
-            )));
+        for id in ids {
+            let n =
+                doc.networks_remove(|s, z| same_source(s, id) && zone_named(z).ok() == Some(zone));
+            if n == 0 {
+                return Err(Error::Usage(format!(
+                    "{id} is not in the {zone} zone; nothing changed"
+                )));
+            }
         }
-        Ok(format!("{addr} removed from the trusted zone"))
+        Ok(match ids {
+            [one] => format!("{one} removed from the {zone} zone"),
+            _ => format!("{} removed from the {zone} zone", ids.len()),
+        })
     })
+}
+
+/// What a zone holds, for `pbxfw zone list` and `zones`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneMembers {
+    /// The zone.
+    pub zone: Zone,
+    /// Its other names.
+    pub aliases: Vec<String>,
+    /// What it is for.
+    pub description: String,
+    /// Interfaces in it.
+    pub interfaces: Vec<String>,
+    /// Networks and hosts in it (`[[networks]]`), each with its description.
+    pub networks: Vec<(String, Option<String>)>,
+}
+
+/// The members of every zone (or of `only`) in `loaded`, in the order the UI lists zones.
+pub fn zone_members(loaded: &crate::policy::Loaded, only: Option<Zone>) -> Vec<ZoneMembers> {
+    Zone::ALL
+        .into_iter()
+        .filter(|z| only.is_none_or(|o| o == *z))
+        .map(|zone| ZoneMembers {
+            zone,
+            aliases: match zone {
+                Zone::Local => vec!["internal".into()],
+                Zone::Internet => vec!["external".into()],
+                _ => Vec::new(),
+            },
+            description: match zone {
+                Zone::Trusted => "everything accepted",
+                Zone::Local => "the LAN: most services",
+                Zone::Other => "known external networks: VPN, DMZ, branch office",
+                Zone::Internet => "nobody is trusted: the responsive layer decides",
+                Zone::Reject => "nothing but RTP",
+            }
+            .into(),
+            interfaces: loaded
+                .policy
+                .interfaces
+                .iter()
+                .filter(|(_, z)| **z == zone)
+                .map(|(i, _)| i.clone())
+                .collect(),
+            networks: loaded
+                .policy
+                .networks
+                .iter()
+                .filter(|n| n.zone == zone)
+                .map(|n| (n.source.to_string(), n.description.clone()))
+                .collect(),
+        })
+        .collect()
 }

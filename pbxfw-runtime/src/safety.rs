@@ -282,7 +282,7 @@ pub fn apply_with_confirm(
         None => Vec::new(),
     };
     let id = format!("{}-{}", std::process::id(), now_ms());
-    let deadline_ms = now_ms() + seconds * 1000;
+    let deadline_ms = now_ms().saturating_add(seconds.saturating_mul(1000));
     let p = Pending {
         id: id.clone(),
         deadline_ms,
@@ -464,6 +464,8 @@ pub fn confirm() -> Result<Option<String>> {
 
 /// Put back what `p` says was there before, on the backend it was applied with.
 fn roll_back(p: &Pending) -> Result<String> {
+    // What was rolled back is never saved as the policy file by a later confirmation.
+    crate::control::forget_save_on_confirm();
     let backend: crate::backends::BackendName = p.backend.parse()?;
     let kernel = backend.open();
     let kernel = kernel.as_ref();

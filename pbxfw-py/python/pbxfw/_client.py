@@ -34,7 +34,8 @@ class Client:
     ``timeout`` seconds."""
 
     def __init__(self, path: Optional[str] = None, timeout: float = 30.0) -> None:
-        self._native = _Client(path, timeout)
+        # At most a day: longer is the same as for ever here.
+        self._native = _Client(path, min(timeout, 86400.0))
 
     def call(self, method: str, params: Optional[Dict[str, Any]] = None) -> Any:
         """Call ``method`` with ``params``, as the protocol names them."""
@@ -172,3 +173,24 @@ class Client:
                       force: bool = False) -> Dict[str, Any]:
         """Remove entries from the blacklist."""
         return self._edit("blacklist_del", entries, backend, admins, client, force)
+
+    def zone_add(self, zone: str, ids: List[str], backend: Optional[str] = None, *,
+                 admins: Optional[List[str]] = None, client: Optional[str] = None,
+                 force: bool = False) -> Dict[str, Any]:
+        """Put ``ids`` (addresses, CIDRs, hostnames) in ``zone``, as ``pbxfw zone add``."""
+        params = {"zone": zone, "entries": list(ids), **_backend(backend), **_requester(client, admins, force)}
+        result: Dict[str, Any] = self.call("zone_add", params)
+        return result
+
+    def zone_del(self, zone: str, ids: List[str], backend: Optional[str] = None, *,
+                 admins: Optional[List[str]] = None, client: Optional[str] = None,
+                 force: bool = False) -> Dict[str, Any]:
+        """Take ``ids`` out of ``zone``."""
+        params = {"zone": zone, "entries": list(ids), **_backend(backend), **_requester(client, admins, force)}
+        result: Dict[str, Any] = self.call("zone_del", params)
+        return result
+
+    def zones(self, zone: Optional[str] = None) -> List[Dict[str, Any]]:
+        """What each zone (or ``zone``) of the daemon's policy holds."""
+        result: List[Dict[str, Any]] = self.call("zones", {} if zone is None else {"zone": zone})
+        return result

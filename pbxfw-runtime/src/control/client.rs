@@ -17,7 +17,11 @@ use crate::error::{Error, Result};
 /// The longest answer read (a status with 100,000 bans is about 15 MB).
 pub const MAX_ANSWER: usize = 256 << 20;
 
-/// A connection to the daemon's control socket.
+/// The longest a call may wait (a day); longer timeouts are cut to it.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// A connection to the daemon's control socket. A call that timed out leaves the connection
+/// in the middle of an answer: the next call connects again.
 #[derive(Debug)]
 pub struct Client {
     path: PathBuf,
@@ -25,31 +29,38 @@ pub struct Client {
     writer: UnixStream,
     next_id: u64,
     timeout: Duration,
+    broken: bool,
+}
+
+fn open(path: &Path) -> Result<(BufReader<UnixStream>, UnixStream)> {
+    let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => Error::Denied(format!(
+            "{}: {e} (the caller must be in the socket's group, pbxfw)",
+            path.display()
+        )),
+        _ => Error::Unavailable(format!(
+            "{}: {e} (is `pbxfw daemon` running?)",
+            path.display()
+        )),
+    })?;
+    let writer = stream
+        .try_clone()
+        .map_err(|e| Error::Unavailable(e.to_string()))?;
+    Ok((BufReader::new(stream), writer))
 }
 
 impl Client {
     /// Connect to the socket at `path`; each call waits at most `timeout` for its answer.
     pub fn connect(path: impl AsRef<Path>, timeout: Duration) -> Result<Client> {
         let path = path.as_ref().to_path_buf();
-        let stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => Error::Denied(format!(
-                "{}: {e} (the caller must be in the socket's group, pbxfw)",
-                path.display()
-            )),
-            _ => Error::Unavailable(format!(
-                "{}: {e} (is `pbxfw daemon` running?)",
-                path.display()
-            )),
-        })?;
-        let writer = stream
-            .try_clone()
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let (reader, writer) = open(&path)?;
         Ok(Client {
             path,
-            reader: BufReader::new(stream),
+            reader,
             writer,
             next_id: 1,
-            timeout: timeout.max(Duration::from_millis(1)),
+            timeout: timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT),
+            broken: false,
         })
     }
 
@@ -70,14 +81,22 @@ impl Client {
 
     /// Change how long each call waits.
     pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout.max(Duration::from_millis(1));
+        self.timeout = timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT);
     }
 
     /// Make `call` and return its result.
     pub fn call(&mut self, call: &Call) -> Result<Value> {
+        if self.broken {
+            (self.reader, self.writer) = open(&self.path)?;
+            self.broken = false;
+        }
         let id = self.next_id;
         self.next_id += 1;
-        self.exchange(&wire::encode_request(&Value::from(id), call), id)
+        let result = self.exchange(&wire::encode_request(&Value::from(id), call), id);
+        if matches!(result, Err(Error::Unavailable(_))) {
+            self.broken = true;
+        }
+        result
     }
 
     /// Make a call given as a method name and its parameters (JSON), as the C API and other

@@ -61,16 +61,27 @@ pub(crate) fn save_policy(path: &str, text: &str) -> crate::Result<()> {
 
 /// After a confirmation of `fingerprint` (by any front end): the policy an apply through the
 /// socket asked to save, if it is that ruleset's, becomes the policy file. Returns the file.
+/// The request is forgotten once written (or when it is another ruleset's); one that could
+/// not be written stays, and the error says so.
 pub(crate) fn saved_on_confirm(fingerprint: &str) -> crate::Result<Option<String>> {
     let path = save_on_confirm_path();
     let pending: Option<SaveOnConfirm> =
         pbxfw_host::state::read(&path, "save-on-confirm").map_err(crate::Error::from)?;
-    let _ = pbxfw_host::state::remove(&path);
     match pending {
         Some(p) if p.fingerprint == fingerprint => {
             save_policy(&p.path, &p.text)?;
+            forget_save_on_confirm();
             Ok(Some(p.path))
         }
-        _ => Ok(None),
+        Some(_) => {
+            forget_save_on_confirm();
+            Ok(None)
+        }
+        None => Ok(None),
     }
+}
+
+/// Forget a save asked for on confirmation (its apply failed, or was rolled back).
+pub(crate) fn forget_save_on_confirm() {
+    let _ = pbxfw_host::state::remove(&save_on_confirm_path());
 }

@@ -41,6 +41,12 @@ pub const MAX_CLIENTS: usize = 32;
 pub const MAX_PER_USER: usize = 8;
 /// Connections kept for root when the others are busy.
 const ROOT_RESERVE: usize = 4;
+/// A request line longer than this needs one of [`MAX_LARGE`] places while it is read and
+/// handled: only `apply` and `check` carry that much (a policy), and thirty-two of them at
+/// once would hold half a gigabyte.
+const LARGE: usize = 1 << 20;
+/// Large requests at once.
+const MAX_LARGE: usize = 2;
 
 /// How the daemon serves its control socket.
 #[derive(Debug, Clone)]
@@ -84,6 +90,10 @@ struct Shared {
     clients: Mutex<BTreeMap<u32, usize>>,
     /// Changes run one at a time.
     changes: Mutex<()>,
+    /// Large requests being read or handled.
+    large: std::sync::atomic::AtomicUsize,
+    /// When a busy refusal was last logged (a storm of them is logged once a minute).
+    busy_logged: Mutex<Option<Instant>>,
 }
 
 /// Listen on the control socket and serve it on threads of its own; returns once it listens.
@@ -132,6 +142,8 @@ pub fn serve(config: ControlConfig, ctx: Context) -> Result<()> {
         ctx,
         clients: Mutex::new(BTreeMap::new()),
         changes: Mutex::new(()),
+        large: Default::default(),
+        busy_logged: Mutex::new(None),
     });
     std::thread::Builder::new()
         .name("pbxfw-control".into())
@@ -170,6 +182,39 @@ impl Shared {
         Ok(())
     }
 
+    /// Take one of the [`MAX_LARGE`] places for a large request.
+    fn take_large(&self) -> Option<Large<'_>> {
+        use std::sync::atomic::Ordering;
+        let mut n = self.large.load(Ordering::Acquire);
+        loop {
+            if n >= MAX_LARGE {
+                return None;
+            }
+            match self
+                .large
+                .compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(Large(self)),
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Log a busy refusal, at most once a minute.
+    fn log_busy(&self, uid: u32, why: &str) {
+        let mut last = self.busy_logged.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        self.ctx.log(&[
+            ("event", "refused".into()),
+            ("control", "busy".into()),
+            ("uid", uid.to_string()),
+            ("detail", why.to_string()),
+        ]);
+    }
+
     fn leave(&self, uid: u32) {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = clients.get_mut(&uid) {
@@ -178,6 +223,29 @@ impl Shared {
                 clients.remove(&uid);
             }
         }
+    }
+}
+
+/// A place for a large request, given back when dropped.
+struct Large<'a>(&'a Shared);
+
+impl Drop for Large<'_> {
+    fn drop(&mut self) {
+        self.0
+            .large
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// A connection's place, given back when its thread ends, however it ends.
+struct Place {
+    shared: Arc<Shared>,
+    uid: u32,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.shared.leave(self.uid);
     }
 }
 
@@ -220,20 +288,21 @@ fn accept(listener: UnixListener, shared: Arc<Shared>) {
             continue;
         };
         if let Err(why) = shared.admit(peer.uid) {
+            shared.log_busy(peer.uid, &why);
             refuse(conn, &Error::Unavailable(format!("busy: {why}")));
             continue;
         }
-        let s = shared.clone();
-        let uid = peer.uid;
-        let spawned = std::thread::Builder::new()
+        let place = Place {
+            shared: shared.clone(),
+            uid: peer.uid,
+        };
+        // A thread that cannot be started drops its place with the closure.
+        let _ = std::thread::Builder::new()
             .name("pbxfw-control-client".into())
             .spawn(move || {
-                serve_client(conn, &peer, role, &s);
-                s.leave(peer.uid);
+                let place = place;
+                serve_client(conn, &peer, role, &place.shared);
             });
-        if spawned.is_err() {
-            shared.leave(uid);
-        }
     }
 }
 
@@ -246,18 +315,20 @@ fn refuse(mut conn: UnixStream, e: &Error) {
     );
 }
 
-enum Read {
-    Line(Vec<u8>),
+enum Read<'a> {
+    Line(Vec<u8>, Option<Large<'a>>),
     Closed,
     Idle,
     Slow,
     TooLong,
+    Busy,
 }
 
 /// The next request line: the first byte may take [`IDLE_TIME`], the rest of the line must
 /// follow within [`REQUEST_TIME`].
-fn read_request(reader: &mut BufReader<UnixStream>) -> Read {
+fn read_request<'a>(reader: &mut BufReader<UnixStream>, shared: &'a Shared) -> Read<'a> {
     let mut line = Vec::new();
+    let mut large = None;
     let mut deadline = Instant::now() + IDLE_TIME;
     let mut started = false;
     loop {
@@ -293,28 +364,48 @@ fn read_request(reader: &mut BufReader<UnixStream>) -> Read {
         if line.len() + take > MAX_REQUEST {
             return Read::TooLong;
         }
+        if line.len() + take > LARGE && large.is_none() {
+            match shared.take_large() {
+                Some(l) => large = Some(l),
+                None => return Read::Busy,
+            }
+        }
         line.extend_from_slice(&chunk[..take]);
         reader.consume(take + usize::from(done));
         if done {
-            return Read::Line(line);
+            return Read::Line(line, large);
         }
     }
 }
 
 fn serve_client(conn: UnixStream, peer: &Peer, role: Role, shared: &Shared) {
-    let Ok(write_half) = conn.try_clone() else {
+    let Ok(mut out) = conn.try_clone() else {
         return;
     };
-    let mut out = std::io::BufWriter::new(write_half);
     let mut reader = BufReader::new(conn);
     loop {
-        let answer = match read_request(&mut reader) {
-            Read::Line(line) => {
+        let answer = match read_request(&mut reader, shared) {
+            Read::Line(line, _large) => {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
                 match wire::parse_request(&line) {
-                    Ok(req) => handle(req, peer, role, shared),
+                    Ok(req) => {
+                        let id = req.id.clone();
+                        // A bug is one failed answer, never a lost connection place or a
+                        // daemon without its control socket.
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            handle(req, peer, role, shared)
+                        }))
+                        .unwrap_or_else(|_| {
+                            Response::failed(
+                                id,
+                                &Error::Unavailable(
+                                    "the daemon failed on this request (a bug); nothing is known to have changed".into(),
+                                ),
+                            )
+                        })
+                    }
                     Err(bad) => Response::failed(bad.id, &Error::Usage(bad.error)),
                 }
             }
@@ -332,6 +423,13 @@ fn serve_client(conn: UnixStream, peer: &Peer, role: Role, shared: &Shared) {
                 let _ = send(&mut out, &Response::failed(Value::Null, &e));
                 return;
             }
+            Read::Busy => {
+                let e = Error::Unavailable(format!(
+                    "busy: {MAX_LARGE} large requests are being handled"
+                ));
+                let _ = send(&mut out, &Response::failed(Value::Null, &e));
+                return;
+            }
         };
         if send(&mut out, &answer).is_err() {
             return;
@@ -339,10 +437,27 @@ fn serve_client(conn: UnixStream, peer: &Peer, role: Role, shared: &Shared) {
     }
 }
 
-fn send(out: &mut impl Write, answer: &Response) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, answer)?;
-    out.write_all(b"\n")?;
-    out.flush()
+/// Write an answer whole within [`WRITE_TIME`]: a client that reads a byte now and then
+/// cannot hold its thread for longer.
+fn send(out: &mut UnixStream, answer: &Response) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(answer)?;
+    bytes.push(b'\n');
+    let deadline = Instant::now() + WRITE_TIME;
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        out.set_write_timeout(Some(left))?;
+        match out.write(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Run one request for `peer`.
@@ -408,6 +523,7 @@ fn forced(call: &Call) -> Option<bool> {
         Call::BlacklistAdd(p) | Call::BlacklistDel(p) | Call::Trust(p) | Call::Untrust(p) => {
             Some(p.requester.force)
         }
+        Call::ZoneAdd(p) | Call::ZoneDel(p) => Some(p.requester.force),
         _ => None,
     }
 }
@@ -447,11 +563,8 @@ fn by(peer: &Peer, r: Option<&wire::Requester>) -> String {
 /// the standard one. (Discovery reads files, following `#include`; a caller must not point it
 /// elsewhere.)
 fn allowed_discovery(shared: &Shared) -> String {
-    shared
-        .config
-        .policy
-        .as_deref()
-        .and_then(|p| crate::policy::load(Some(p)).ok())
+    daemon_policy(shared)
+        .ok()
         .and_then(|l| l.discovery)
         .and_then(|d| d["dir"].as_str().map(str::to_string))
         .unwrap_or_else(|| "/etc/asterisk".into())
@@ -532,6 +645,37 @@ fn run(call: Call, peer: &Peer, role: Role, shared: &Shared) -> Result<Value> {
                 .transpose()?;
             to_value(crate::show::show(&daemon_policy(shared)?, zone))
         }
+        Call::Zones(p) => {
+            let zone = p.zone.as_deref().map(crate::edit::zone_named).transpose()?;
+            to_value(crate::edit::zone_members(&daemon_policy(shared)?, zone))
+        }
+        Call::ZoneAdd(p) | Call::ZoneDel(p) if p.entries.is_empty() => {
+            Err(Error::Usage("entries: at least one is needed".into()))
+        }
+        Call::ZoneAdd(p) => {
+            let zone = crate::edit::zone_named(&p.zone)?;
+            let (file, req) = edit_request(
+                &wire::EditParams {
+                    entries: Vec::new(),
+                    backend: p.backend.clone(),
+                    requester: p.requester.clone(),
+                },
+                shared,
+            )?;
+            to_value(crate::edit::zone_add(&file, &req, zone, &p.entries, now)?)
+        }
+        Call::ZoneDel(p) => {
+            let zone = crate::edit::zone_named(&p.zone)?;
+            let (file, req) = edit_request(
+                &wire::EditParams {
+                    entries: Vec::new(),
+                    backend: p.backend.clone(),
+                    requester: p.requester.clone(),
+                },
+                shared,
+            )?;
+            to_value(crate::edit::zone_del(&file, &req, zone, &p.entries)?)
+        }
         Call::Discover(_) => {
             let dir = PathBuf::from(allowed_discovery(shared));
             let found = crate::policy::discover(&dir)?;
@@ -577,7 +721,26 @@ fn run(call: Call, peer: &Peer, role: Role, shared: &Shared) -> Result<Value> {
             } else {
                 None
             };
-            let mut out = crate::apply(
+            // Asked for before the load: a confirmation that comes at once (from any front
+            // end) finds it. An apply that fails leaves none behind.
+            let on_confirm = match (&save_to, p.confirm) {
+                (Some(file), Some(_)) => {
+                    let path = super::save_on_confirm_path();
+                    pbxfw_host::state::write(
+                        &path,
+                        "save-on-confirm",
+                        &super::SaveOnConfirm {
+                            fingerprint: loaded.ruleset.fingerprint(),
+                            path: file.clone(),
+                            text: p.policy.clone(),
+                        },
+                    )
+                    .map_err(|e| Error::io(&path, e))?;
+                    true
+                }
+                _ => false,
+            };
+            let applied = crate::apply(
                 &loaded,
                 &crate::ApplyRequest {
                     backend: backend(p.backend.as_deref())?,
@@ -587,22 +750,18 @@ fn run(call: Call, peer: &Peer, role: Role, shared: &Shared) -> Result<Value> {
                     force: p.requester.force,
                     dns: Default::default(),
                 },
-            )?;
-            if let Some(file) = save_to {
-                let saved = match p.confirm {
-                    None => super::save_policy(&file, &p.policy),
-                    Some(_) => pbxfw_host::state::write(
-                        &super::save_on_confirm_path(),
-                        "save-on-confirm",
-                        &super::SaveOnConfirm {
-                            fingerprint: out.fingerprint.clone(),
-                            path: file.clone(),
-                            text: p.policy.clone(),
-                        },
-                    )
-                    .map_err(|e| Error::io(super::save_on_confirm_path(), e)),
-                };
-                if let Err(e) = saved {
+            );
+            let mut out = match applied {
+                Ok(out) => out,
+                Err(e) => {
+                    if on_confirm {
+                        super::forget_save_on_confirm();
+                    }
+                    return Err(e);
+                }
+            };
+            if let (Some(file), None) = (save_to, p.confirm) {
+                if let Err(e) = super::save_policy(&file, &p.policy) {
                     out.warnings
                         .push(format!("applied, but the policy file was not saved: {e}"));
                 }
@@ -697,6 +856,8 @@ mod tests {
             ctx: Context::system(),
             clients: Mutex::new(BTreeMap::new()),
             changes: Mutex::new(()),
+            large: Default::default(),
+            busy_logged: Mutex::new(None),
         }
     }
 
@@ -751,11 +912,28 @@ mod tests {
 
     #[test]
     fn a_request_is_read_a_whole_line_at_a_time() {
+        let s = shared();
         let (a, mut b) = UnixStream::pair().unwrap();
         let mut r = BufReader::new(a);
         b.write_all(b"{\"v\":1}\n{\"v\"").unwrap();
-        assert!(matches!(read_request(&mut r), Read::Line(l) if l == b"{\"v\":1}"));
+        assert!(matches!(read_request(&mut r, &s), Read::Line(l, None) if l == b"{\"v\":1}"));
         drop(b);
-        assert!(matches!(read_request(&mut r), Read::Closed));
+        assert!(matches!(read_request(&mut r, &s), Read::Closed));
+    }
+
+    #[test]
+    fn large_requests_are_few_at_once() {
+        let s = shared();
+        let held: Vec<_> = (0..MAX_LARGE).map(|_| s.take_large().unwrap()).collect();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut r = BufReader::new(a);
+        let w = std::thread::spawn(move || {
+            let _ = b.write_all(&vec![b'x'; LARGE + 10]);
+        });
+        assert!(matches!(read_request(&mut r, &s), Read::Busy));
+        drop(r);
+        w.join().unwrap();
+        drop(held);
+        assert_eq!(s.large.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 }

@@ -135,6 +135,22 @@ pub struct EditParams {
     pub requester: Requester,
 }
 
+/// `zone_add`, `zone_del`: zone membership in the daemon's policy file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneParams {
+    /// The zone (`trusted`, `local` or `internal`, `other`, `internet` or `external`, `reject`).
+    pub zone: String,
+    /// Addresses, CIDRs or hostnames.
+    pub entries: Vec<String>,
+    /// The backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Who it comes from.
+    #[serde(flatten)]
+    pub requester: Requester,
+}
+
 /// `explain`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,6 +199,8 @@ pub enum Call {
     Explain(ExplainParams),
     /// `pbxfw show` (the daemon's policy).
     Show(ShowParams),
+    /// `pbxfw zone list` (the daemon's policy).
+    Zones(ShowParams),
     /// `pbxfw discover` of the daemon's Asterisk directory.
     Discover(NoParams),
     /// `pbxfw check --format json` of a policy text.
@@ -205,6 +223,10 @@ pub enum Call {
     Trust(EditParams),
     /// `pbxfw untrust`.
     Untrust(EditParams),
+    /// `pbxfw zone add`.
+    ZoneAdd(ZoneParams),
+    /// `pbxfw zone del`.
+    ZoneDel(ZoneParams),
     /// `pbxfw disable` (refused while the lock file exists).
     Disable(BackendParams),
 }
@@ -218,6 +240,7 @@ impl Call {
             Call::Bans(_) => "bans",
             Call::Explain(_) => "explain",
             Call::Show(_) => "show",
+            Call::Zones(_) => "zones",
             Call::Discover(_) => "discover",
             Call::Check(_) => "check",
             Call::Apply(_) => "apply",
@@ -229,6 +252,8 @@ impl Call {
             Call::BlacklistDel(_) => "blacklist_del",
             Call::Trust(_) => "trust",
             Call::Untrust(_) => "untrust",
+            Call::ZoneAdd(_) => "zone_add",
+            Call::ZoneDel(_) => "zone_del",
             Call::Disable(_) => "disable",
         }
     }
@@ -241,6 +266,7 @@ impl Call {
             | Call::Bans(_)
             | Call::Explain(_)
             | Call::Show(_)
+            | Call::Zones(_)
             | Call::Discover(_)
             | Call::Check(_) => Role::Read,
             _ => Role::Admin,
@@ -266,15 +292,22 @@ pub struct BadRequest {
     pub error: String,
 }
 
+/// The most `params` of a call other than `apply` and `check` may hold, in bytes (10,000
+/// blacklist entries are about 200 kB).
+pub const MAX_SMALL_PARAMS: usize = 1 << 20;
+
+/// The envelope, read without building its parts: `id` and `params` stay text until they are
+/// known to be small enough, so a request cannot make the daemon build a large tree of values
+/// (a 16 MiB array of zeros is half a gigabyte of them).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Envelope {
+struct Envelope<'a> {
     v: Option<u32>,
-    #[serde(default)]
-    id: Value,
+    #[serde(default, borrow)]
+    id: Option<&'a serde_json::value::RawValue>,
     method: Option<String>,
-    #[serde(default)]
-    params: Value,
+    #[serde(default, borrow)]
+    params: Option<&'a serde_json::value::RawValue>,
 }
 
 /// Read one request line (without its newline).
@@ -288,16 +321,15 @@ pub fn parse_request(line: &[u8]) -> Result<Request, BadRequest> {
             format!("the request is not a protocol object: {e}"),
         )
     })?;
+    let id_error = || format!("id must be null, a number or a string of at most {MAX_ID} bytes");
     let id = match env.id {
-        Value::Null => Value::Null,
-        v @ Value::Number(_) => v,
-        Value::String(s) if s.len() <= MAX_ID => Value::String(s),
-        _ => {
-            return Err(bad(
-                Value::Null,
-                format!("id must be null, a number or a string of at most {MAX_ID} bytes"),
-            ))
-        }
+        None => Value::Null,
+        Some(raw) if raw.get().len() > MAX_ID + 2 => return Err(bad(Value::Null, id_error())),
+        Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(v @ (Value::Null | Value::Number(_))) => v,
+            Ok(Value::String(s)) if s.len() <= MAX_ID => Value::String(s),
+            _ => return Err(bad(Value::Null, id_error())),
+        },
     };
     match env.v {
         Some(PROTOCOL) => {}
@@ -312,14 +344,23 @@ pub fn parse_request(line: &[u8]) -> Result<Request, BadRequest> {
     let Some(method) = env.method else {
         return Err(bad(id, "\"method\" is missing".into()));
     };
-    let params = match env.params {
-        Value::Null => Value::Object(Default::default()),
-        p @ Value::Object(_) => p,
-        _ => return Err(bad(id, "\"params\" must be an object".into())),
+    let params = match env.params.map(|p| p.get().trim_start()) {
+        None | Some("null") => "{}",
+        Some(p) if p.starts_with('{') => p,
+        Some(_) => return Err(bad(id, "\"params\" must be an object".into())),
     };
+    if params.len() > MAX_SMALL_PARAMS && !matches!(method.as_str(), "apply" | "check") {
+        return Err(bad(
+            id,
+            format!("{method}: params longer than {MAX_SMALL_PARAMS} bytes"),
+        ));
+    }
+    let typed = format!(
+        "{{\"method\":{},\"params\":{params}}}",
+        Value::String(method.clone())
+    );
     let call: Call =
-        serde_json::from_value(serde_json::json!({"method": method, "params": params}))
-            .map_err(|e| bad(id.clone(), format!("{method}: {e}")))?;
+        serde_json::from_str(&typed).map_err(|e| bad(id.clone(), format!("{method}: {e}")))?;
     Ok(Request { id, call })
 }
 
@@ -599,6 +640,24 @@ mod tests {
                 .id,
             "x"
         );
+    }
+
+    /// Large parameters are refused before they are built, but for the calls that carry a
+    /// policy.
+    #[test]
+    fn only_a_policy_may_be_large() {
+        let zeros = vec!["0"; MAX_SMALL_PARAMS / 2].join(",");
+        let line = format!(r#"{{"v":1,"id":1,"method":"status","params":{{"x":[{zeros}]}}}}"#);
+        let e = parse_request(line.as_bytes()).unwrap_err();
+        assert!(e.error.contains("params longer than"), "{}", e.error);
+        let policy = "#".repeat(MAX_SMALL_PARAMS);
+        let line = format!(r#"{{"v":1,"id":1,"method":"check","params":{{"policy":"{policy}"}}}}"#);
+        assert!(parse_request(line.as_bytes()).is_ok());
+        let long_id = format!(r#"{{"v":1,"id":"{}","method":"status"}}"#, "a".repeat(200));
+        assert!(parse_request(long_id.as_bytes())
+            .unwrap_err()
+            .error
+            .contains("id must be"));
     }
 
     #[test]
