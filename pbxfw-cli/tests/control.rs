@@ -263,7 +263,11 @@ fn roles_come_from_the_kernel_and_every_change_is_logged() {
     // Zone edits go to the daemon's policy file, and the kernel follows.
     let out = cli(ns, WRITE, &["zone", "add", "internal", "203.0.113.77"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("added to the local zone"), "{}", text(&out));
+    assert!(
+        text(&out).contains("added to the local zone"),
+        "{}",
+        text(&out)
+    );
     assert!(std::fs::read_to_string(&s.policy)
         .unwrap()
         .contains("203.0.113.77"));

@@ -141,7 +141,10 @@ fn zones_are_edited_like_fwconsole_and_packets_follow() {
     assert_eq!(before, std::fs::read_to_string(&policy).unwrap());
     assert_eq!(ssh_from(&mut t, "198.51.100.8"), Some(FinalVerdict::Accept));
     // Its network may go to reject: the session's own, more specific entry still decides.
-    let out = ok(&t.pbx, &["zone", "add", "reject", "198.51.100.0/24", "--policy", p]);
+    let out = ok(
+        &t.pbx,
+        &["zone", "add", "reject", "198.51.100.0/24", "--policy", p],
+    );
     assert!(out.contains("ruleset reloaded"), "a network reloads: {out}");
     assert_eq!(ssh_from(&mut t, "198.51.100.8"), Some(FinalVerdict::Accept));
     assert_eq!(explained_zone(&t.pbx, p, "198.51.100.9"), "reject");

@@ -141,6 +141,53 @@ fn a_phone_with_a_wrong_password_is_clamped_not_banned_and_registers_when_fixed(
         .any(|a| matches!(a, Action::AllowRegistered { until, .. } if *until == T0 + 630 + 3600)));
 }
 
+/// The kernel's clamp element outlives the failures: a source that keeps failing stays in the
+/// slow lane (its element written only at the first clamp used to expire after ten minutes
+/// while the failures went on), and the element is renewed now and then, not at every failure.
+#[test]
+fn a_clamp_is_renewed_while_the_failures_go_on() {
+    let mut m = machine();
+    let src = "198.51.100.21";
+    let mut kernel_until = None::<u64>;
+    let mut writes = 0;
+    // One wrong password a minute for 35 minutes (under the ban threshold of 40 an hour).
+    for i in 0..35u64 {
+        let now = T0 + i * 60;
+        if let Some(until) = kernel_until {
+            assert!(
+                until > now,
+                "the kernel's clamp lapsed at minute {i} while failing"
+            );
+        }
+        let a = m.on_event(
+            &fail(
+                src,
+                "300",
+                AuthFailure::WrongPassword,
+                Some("Yealink SIP-T46S"),
+            ),
+            now,
+        );
+        assert!(bans(&a).is_empty(), "banned at minute {i}");
+        for action in &a {
+            if let Action::Clamp { until, .. } = action {
+                assert!(*until > now);
+                kernel_until = Some(*until);
+                writes += 1;
+            }
+        }
+    }
+    assert!(kernel_until.is_some(), "never clamped");
+    // Renewed once it has under half its 10 minutes left: about every 5 minutes.
+    assert!(
+        (6..=10).contains(&writes),
+        "{writes} clamp writes in 35 minutes"
+    );
+    // When the failures stop, the clamp ends with the element.
+    let last = kernel_until.unwrap();
+    assert!(last <= T0 + 34 * 60 + 600, "{last}");
+}
+
 #[test]
 fn per_user_grants_follow_registrations() {
     let mut m = machine();

@@ -39,3 +39,11 @@ fn ipv6_sources_are_tracked_per_64() {
         suite::ipv6_sources_are_tracked_per_64("iptl", ipt_legacy, SetStore::Ipset);
     }
 }
+
+#[test]
+fn a_clamped_source_flooding_is_banned() {
+    if !common::skipped() {
+        suite::a_clamped_source_flooding_is_banned("iptn", ipt_nft, SetStore::Ipset);
+        suite::a_clamped_source_flooding_is_banned("iptl", ipt_legacy, SetStore::Ipset);
+    }
+}

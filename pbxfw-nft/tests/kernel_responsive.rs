@@ -29,3 +29,10 @@ fn ipv6_sources_are_tracked_per_64() {
         suite::ipv6_sources_are_tracked_per_64("nft", nft, SetStore::Nft);
     }
 }
+
+#[test]
+fn a_clamped_source_flooding_is_banned() {
+    if !common::skipped() {
+        suite::a_clamped_source_flooding_is_banned("nft", nft, SetStore::Nft);
+    }
+}

@@ -80,6 +80,23 @@ pub fn tiers_clamp_then_ban_and_the_ban_slides(tag: &str, make: MakeBackend, set
     assert_eq!(topo.watched(), 1, "the ban did not expire");
 }
 
+/// A source in the slow lane that floods at full speed is still counted by the daily and
+/// flood meters, and banned by the flood tier: the slow lane's rejects come after them. (They
+/// used to come first, so a clamped attacker was rejected for ever, never banned.)
+pub fn a_clamped_source_flooding_is_banned(tag: &str, make: MakeBackend, sets: SetStore) {
+    let topo = setup(&format!("{tag}-clampflood"), POLICY, make, sets);
+    let x = ip("198.51.100.9");
+    topo.add_source("eth0", x);
+    topo.add_element("clamped4", "198.51.100.9");
+    topo.watch("ip saddr 198.51.100.9 udp dport 5060");
+    topo.send_udp("eth0", x, 5062, 5060, 60, Duration::ZERO);
+    assert_eq!(topo.watched(), 4, "the slow lane lets 4 through");
+    assert!(
+        topo.set_has("tier_ban4", "198.51.100.9"),
+        "a clamped source flooding at full speed was not banned"
+    );
+}
+
 /// See the module documentation.
 pub fn trunks_and_registered_sources_are_never_limited(
     tag: &str,

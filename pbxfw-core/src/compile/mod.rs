@@ -615,8 +615,8 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
 
 /// Step 9: the kernel tiers of docs/responsive.md, per source (per prefix), in the kernel.
 ///
-/// Every packet reaching the chain is counted by all three meters, in the order daily, flood,
-/// clamp; the first exceeded decides. Trunks never reach the meters (a trunk sending another
+/// Every packet reaching the chain is counted by the meters in the order daily, flood, the
+/// slow lane (clamped sources only), clamp; the first exceeded decides. Trunks never reach the meters (a trunk sending another
 /// protocol's signalling is refused at the final rule, never banned); registered sources and
 /// zone grants were accepted before step 9.
 fn responsive_chain(
@@ -701,7 +701,10 @@ fn responsive_chain(
     // Sources the state machine clamped (a phone with a wrong password, a slow cracker): a
     // slow lane of 4 signalling packets a minute (two authenticated attempts), rejected beyond
     // it so a phone fails fast; a phone retrying every 30 s still gets every attempt through
-    // and registers at once when fixed, while a slow cracker gets two guesses a minute.
+    // and registers at once when fixed, while a slow cracker gets two guesses a minute. The
+    // slow lane comes after the daily and flood meters: a clamped source is still counted by
+    // them, so one flooding at full speed is banned like any other (rejected first, it never
+    // was).
     for f in Family::BOTH {
         let clamped = names::clamped(f);
         b.dynamic_set(
@@ -712,21 +715,21 @@ fn responsive_chain(
             Some(600),
             BTreeSet::new(),
         );
-        let meter = names::meter("slow", f);
+        let slow = names::meter("slow", f);
         b.dynamic_set(
-            meter.clone(),
+            slow.clone(),
             f,
             "slow lane meter of clamped sources",
             key_len(f),
             Some(120),
             BTreeSet::new(),
         );
-        rules.push(Rule::new(
+        let slow_lane = Rule::new(
             vec![
                 Match::Family(f),
                 Match::Src(clamped),
                 Match::Meter {
-                    set: meter,
+                    set: slow,
                     rate: crate::model::Rate {
                         packets: 4,
                         per: RateUnit::Minute,
@@ -736,15 +739,16 @@ fn responsive_chain(
             ],
             Verdict::Reject,
             "responsive: clamped source over 4/1m",
-        ));
-    }
-    for f in Family::BOTH {
+        );
         let tiers = [
             ("daily", r.daily, Some(names::tier_ban(f))),
             ("flood", r.flood, Some(names::tier_ban(f))),
             ("clamp", r.clamp, None),
         ];
         for (tier, t, ban) in tiers {
+            if tier == "clamp" {
+                rules.push(slow_lane.clone());
+            }
             let rate = t.kernel_rate().expect("validation checks kernel rates");
             let meter = names::meter(tier, f);
             // A meter element lives as long as its source keeps sending within the window

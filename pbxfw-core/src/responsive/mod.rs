@@ -541,6 +541,15 @@ struct SourceState {
     /// What made the machine ban it last (one byte: it fits in the padding).
     #[serde(default, skip_serializing_if = "BanCause::is_unknown")]
     cause: BanCause,
+    /// The expiry last written to the kernel's clamp element (the machine's own
+    /// `clamped_until` moves with every failure; the element is renewed once it has less than
+    /// half its time left).
+    #[serde(default, skip_serializing_if = "no_clamp_written")]
+    clamp_written: u32,
+}
+
+fn no_clamp_written(v: &u32) -> bool {
+    *v == 0
 }
 
 /// What made the state machine ban a source, kept with the ban for `pbxfw bans`.
@@ -1326,9 +1335,12 @@ impl Machine {
             });
         } else if clamp && !shielded {
             let was = s.clamped_until > n;
-            // The clamp lasts until the failures stop.
+            // The clamp lasts until the failures stop. The kernel's element is written again
+            // once it has less than half its time left: written only at the first clamp, it
+            // used to expire while the failures went on, and the source left the slow lane.
             s.clamped_until = n.saturating_add(cfg.clamp_seconds);
-            if !was {
+            if !was || s.clamp_written <= n.saturating_add(cfg.clamp_seconds / 2) {
+                s.clamp_written = s.clamped_until;
                 out.push(Action::Clamp {
                     prefix: key,
                     until: s.clamped_until as u64,
