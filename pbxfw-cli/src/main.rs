@@ -1451,6 +1451,16 @@ fn print_full_status(s: &pbxfw_runtime::Status) {
             "responsive daemon: {} event(s) acted on, {} ambiguous record(s) ignored, {} malformed; {} ban(s) in its state",
             c["events"], c["ambiguous"], c["malformed"], r["bans"]
         );
+        for w in r["wrong_passwords"].as_array().into_iter().flatten() {
+            let since = w["since"].as_u64().unwrap_or_default();
+            println!(
+                "account {} at {} has the wrong password since {} ({}): a known device, kept in the slow lane, never banned for it",
+                w["account"].as_str().unwrap_or("?"),
+                w["source"].as_str().unwrap_or("?"),
+                w["since_iso"].as_str().unwrap_or("?"),
+                pbxfw_runtime::human::relative(unix_now(), since)
+            );
+        }
     }
     if !s.hostnames.is_empty() {
         println!("hostnames:");

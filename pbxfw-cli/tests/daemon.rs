@@ -722,3 +722,51 @@ fn the_daemon_works_inside_the_units_sandbox() {
         "{log}"
     );
 }
+
+/// A known device with a wrong password (docs/responsive.md, "Known devices"): announced in
+/// the log, listed by `pbxfw status`, and never banned for it.
+#[test]
+fn a_known_device_with_a_wrong_password_is_shown_in_status() {
+    if skipped() {
+        return;
+    }
+    let (ns, dir) = setup("knowndev");
+    let sock = dir.join("events.sock");
+    let policy = dir.join("pbxfw.toml");
+    let _d = ns.spawn(
+        &[
+            env!("CARGO_BIN_EXE_pbxfw"),
+            "daemon",
+            policy.to_str().unwrap(),
+            "--tick",
+            "1",
+            "--events-socket",
+            sock.to_str().unwrap(),
+        ],
+        &[],
+        &dir.join("daemon.log"),
+    );
+    eventually("the socket listens", &dir, || sock.exists());
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    writeln!(
+        s,
+        "{{\"event\":\"registered\",\"source\":\"198.51.100.50\",\"account\":\"300\",\"expires\":60}}"
+    )
+    .unwrap();
+    for _ in 0..45 {
+        writeln!(
+            s,
+            "{{\"event\":\"auth_failed\",\"source\":\"198.51.100.50\",\"account\":\"300\",\"reason\":\"wrong_password\"}}"
+        )
+        .unwrap();
+    }
+    eventually("status lists the device", &dir, || {
+        let out = ns.exec(&[env!("CARGO_BIN_EXE_pbxfw"), "status"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("account 300 at 198.51.100.50 has the wrong password since")
+    });
+    let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();
+    assert!(log.contains("has the wrong password"), "{log}");
+    assert!(!banned(&ns, "198.51.100.50"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

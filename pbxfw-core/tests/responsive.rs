@@ -188,6 +188,135 @@ fn a_clamp_is_renewed_while_the_failures_go_on() {
     assert!(last <= T0 + 34 * 60 + 600, "{last}");
 }
 
+fn registered(src: &str, account: &str, expires: u32) -> SecurityEvent {
+    SecurityEvent::Registered {
+        source: ip(src),
+        account: account.into(),
+        expires,
+    }
+}
+
+/// A known device (its account registered from its address lately) whose password changed is
+/// kept in the slow lane and reported, never banned for it, however long it retries; it is
+/// listed as failing until it registers again.
+#[test]
+fn a_known_device_with_a_wrong_password_is_never_banned_for_it() {
+    let mut m = machine();
+    let phone = "198.51.100.22";
+    m.on_event(&registered(phone, "300", 300), T0);
+    m.tick(T0 + 400);
+    let start = T0 + 600;
+    let (mut clamps, mut reports) = (0, 0);
+    // Retrying every 30 s for two hours: 240 wrong passwords.
+    for i in 0..240u64 {
+        let a = m.on_event(
+            &fail(
+                phone,
+                "300",
+                AuthFailure::WrongPassword,
+                Some("Yealink SIP-T46S"),
+            ),
+            start + i * 30,
+        );
+        assert!(bans(&a).is_empty(), "a known device banned at retry {i}");
+        clamps += a
+            .iter()
+            .filter(|a| matches!(a, Action::Clamp { .. }))
+            .count();
+        reports += a
+            .iter()
+            .filter(|a| matches!(a, Action::ReportIdentity { reason, .. } if reason.contains("has the wrong password")))
+            .count();
+        m.tick(start + i * 30);
+    }
+    assert!(clamps >= 1, "never in the slow lane");
+    assert_eq!(reports, 1, "announced once");
+    let w = m.wrong_passwords();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!((w[0].account.as_str(), w[0].since), ("300", start));
+    // Fixed: it registers at once and is no longer listed.
+    let a = m.on_event(&registered(phone, "300", 3600), start + 7200);
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::AllowRegistered { .. })),
+        "{a:?}"
+    );
+    assert!(m.wrong_passwords().is_empty());
+    // A device never seen (or another account from the same address) is not known: banned at
+    // the wrong-password threshold as before.
+    let mut banned = false;
+    for i in 0..40u64 {
+        let a = m.on_event(
+            &fail("198.51.100.23", "300", AuthFailure::WrongPassword, None),
+            start + i * 30,
+        );
+        banned |= !bans(&a).is_empty();
+    }
+    assert!(banned, "an unknown device was never banned");
+}
+
+/// A source with a registered phone (a NAT, or the cracker's own registered account) trying
+/// other accounts: reported first, then its devices lose their bypass of the kernel tiers
+/// (their registrations are withdrawn from the kernel, and new ones are not given it), and
+/// past a higher bound it is banned.
+#[test]
+fn failures_for_other_accounts_end_a_registered_sources_bypass_then_ban_it() {
+    let mut m = machine();
+    let nat = "198.51.100.41";
+    m.on_event(&registered(nat, "301", 3600), T0);
+    let mut first_report = None;
+    let mut revoked_at = None;
+    let mut banned_at = None;
+    for i in 0..80u64 {
+        let now = T0 + 10 + i * 5;
+        let a = m.on_event(
+            &fail(
+                nat,
+                &format!("{}", 1000 + i),
+                AuthFailure::WrongPassword,
+                Some("Z 5.4"),
+            ),
+            now,
+        );
+        if first_report.is_none() && a.iter().any(|a| matches!(a, Action::ReportIdentity { .. })) {
+            first_report = Some(i + 1);
+        }
+        if a.iter()
+            .any(|a| matches!(a, Action::Revoke { account, .. } if account == "301"))
+        {
+            assert!(revoked_at.is_none(), "revoked twice");
+            revoked_at = Some(i + 1);
+            // While its distrust lasts, a registration does not give the bypass back.
+            let again = m.on_event(&registered(nat, "301", 3600), now);
+            assert!(
+                !again
+                    .iter()
+                    .any(|a| matches!(a, Action::AllowRegistered { .. })),
+                "{again:?}"
+            );
+        }
+        if !bans(&a).is_empty() {
+            banned_at.get_or_insert(i + 1);
+        }
+    }
+    assert_eq!(first_report, Some(3));
+    assert_eq!(revoked_at, Some(20));
+    assert_eq!(banned_at, Some(60));
+    // The phone's own account failing from its address is not foreign: never banned for it.
+    let mut m = machine();
+    m.on_event(&registered(nat, "301", 3600), T0);
+    for i in 0..100u64 {
+        let a = m.on_event(
+            &fail(nat, "301", AuthFailure::WrongPassword, None),
+            T0 + 1 + i * 5,
+        );
+        assert!(bans(&a).is_empty() && !a.iter().any(|a| matches!(a, Action::Revoke { .. })));
+    }
+    // Known devices and distrust survive a snapshot.
+    let back = Machine::restore(&m.snapshot()).unwrap();
+    assert_eq!(back, m);
+}
+
 #[test]
 fn per_user_grants_follow_registrations() {
     let mut m = machine();

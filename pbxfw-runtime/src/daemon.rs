@@ -326,6 +326,12 @@ pub fn state_summary(path: &Path, t: u64) -> Option<serde_json::Value> {
         "bans": saved.machine.bans(t).len(),
         "tracked": saved.machine.tracked(),
         "files": saved.files,
+        "wrong_passwords": saved.machine.wrong_passwords().into_iter().map(|w| serde_json::json!({
+            "account": w.account,
+            "source": w.source,
+            "since": w.since,
+            "since_iso": crate::human::iso8601(w.since),
+        })).collect::<Vec<_>>(),
     }))
 }
 

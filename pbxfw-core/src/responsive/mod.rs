@@ -447,6 +447,9 @@ enum Kind {
     Unknown,
     Wrong,
     Other,
+    /// From a source with registered devices, for an account none of them registered: what a
+    /// cracker behind (or as) a registered phone's address does.
+    Foreign,
 }
 
 /// Most failures remembered per source (the largest threshold must not exceed it).
@@ -503,13 +506,15 @@ impl Recent {
 
     /// Whether `t.failures` of `kind` happened within the last `t.window` seconds.
     fn reached(&self, kind: Kind, t: Threshold, now: u32) -> bool {
-        t.failures > 0
-            && self
-                .as_slice()
-                .iter()
-                .filter(|(at, k)| *k == kind && at.saturating_add(t.window) > now)
-                .count()
-                >= t.failures as usize
+        t.failures > 0 && self.count(kind, t.window, now) >= t.failures as usize
+    }
+
+    /// How many failures of `kind` happened within the last `window` seconds.
+    fn count(&self, kind: Kind, window: u32, now: u32) -> usize {
+        self.as_slice()
+            .iter()
+            .filter(|(at, k)| *k == kind && at.saturating_add(window) > now)
+            .count()
     }
 
     fn forget(&mut self, kind: Kind) {
@@ -657,6 +662,63 @@ pub struct Machine {
     /// not part of a snapshot: the resolver keeps its own answers and gives them again.
     #[serde(skip)]
     resolved: Vec<Protected>,
+    /// Known devices: address → the accounts that registered from it within
+    /// [`KNOWN_SECONDS`], each with when it last did, and since when it has been failing with
+    /// a wrong password (docs/responsive.md, "Known devices").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    known: BTreeMap<IpAddr, Vec<KnownAccount>>,
+    /// Sources with registered devices that lost their bypass of the kernel tiers (too many
+    /// failures for accounts none of their devices registered), until when.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    distrusted: BTreeMap<Prefix, u32>,
+}
+
+/// How long a device is remembered as known after its last registration (30 days).
+pub const KNOWN_SECONDS: u32 = 30 * 86_400;
+/// Accounts remembered per address (a desk phone has one or two; the oldest goes first).
+pub const KNOWN_PER_ADDRESS: usize = 8;
+/// Addresses remembered (the oldest goes first).
+pub const MAX_KNOWN: usize = 16_384;
+/// Failures for foreign accounts from a source with registered devices at which the identity
+/// is reported (within 5 minutes, as an unknown account from anyone else is banned).
+pub const FOREIGN_REPORT: Threshold = Threshold {
+    failures: 3,
+    window: 300,
+};
+/// Failures for foreign accounts from a source with registered devices that end its bypass of
+/// the kernel tiers (within 10 minutes), and that ban it (within an hour).
+pub const FOREIGN_BYPASS: Threshold = Threshold {
+    failures: 20,
+    window: 600,
+};
+/// See [`FOREIGN_BYPASS`].
+pub const FOREIGN_BAN: Threshold = Threshold {
+    failures: 60,
+    window: 3600,
+};
+/// How long a source that lost its bypass stays without it.
+pub const DISTRUST_SECONDS: u32 = 3600;
+
+/// An account a device registered from an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct KnownAccount {
+    account: String,
+    /// When it last registered from there.
+    registered: u32,
+    /// Since when it has been failing with a wrong password (0: it is not).
+    #[serde(default, skip_serializing_if = "no_clamp_written")]
+    wrong_since: u32,
+}
+
+/// A known device failing with a wrong password ([`Machine::wrong_passwords`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrongPassword {
+    /// The account.
+    pub account: String,
+    /// The device's address.
+    pub source: IpAddr,
+    /// Unix seconds of the first failure of this episode.
+    pub since: u64,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -859,6 +921,67 @@ impl Machine {
             registrations: Registrations::default(),
             evict_at: 0,
             resolved: Vec::new(),
+            known: BTreeMap::new(),
+            distrusted: BTreeMap::new(),
+        }
+    }
+
+    /// The known devices failing with a wrong password, sorted by address and account.
+    pub fn wrong_passwords(&self) -> Vec<WrongPassword> {
+        self.known
+            .iter()
+            .flat_map(|(addr, accounts)| {
+                accounts
+                    .iter()
+                    .filter(|k| k.wrong_since > 0)
+                    .map(|k| WrongPassword {
+                        account: k.account.clone(),
+                        source: *addr,
+                        since: u64::from(k.wrong_since),
+                    })
+            })
+            .collect()
+    }
+
+    /// Whether `account` registered from `addr` within [`KNOWN_SECONDS`].
+    fn known_account(&mut self, addr: &IpAddr, account: &str, n: u32) -> Option<&mut KnownAccount> {
+        self.known
+            .get_mut(addr)?
+            .iter_mut()
+            .find(|k| k.account == account && k.registered.saturating_add(KNOWN_SECONDS) > n)
+    }
+
+    /// Remember that `account` registered from `addr` at `n`; its wrong-password episode ends.
+    fn remember(&mut self, addr: IpAddr, account: &str, n: u32) {
+        if !self.known.contains_key(&addr) && self.known.len() >= MAX_KNOWN {
+            if let Some(oldest) = self
+                .known
+                .iter()
+                .min_by_key(|(_, v)| v.iter().map(|k| k.registered).max().unwrap_or(0))
+                .map(|(a, _)| *a)
+            {
+                self.known.remove(&oldest);
+            }
+        }
+        let v = self.known.entry(addr).or_default();
+        match v.iter_mut().find(|k| k.account == account) {
+            Some(k) => {
+                k.registered = n;
+                k.wrong_since = 0;
+            }
+            None => {
+                if v.len() >= KNOWN_PER_ADDRESS {
+                    if let Some(i) = (0..v.len()).min_by_key(|i| v[*i].registered) {
+                        v.remove(i);
+                    }
+                }
+                v.push(KnownAccount {
+                    account: account.to_string(),
+                    registered: n,
+                    wrong_since: 0,
+                });
+                v.sort_by(|a, b| a.account.cmp(&b.account));
+            }
         }
     }
 
@@ -1162,9 +1285,17 @@ impl Machine {
                 now,
                 &mut out,
             ),
-            SecurityEvent::AuthSucceeded { source, .. } => {
+            SecurityEvent::AuthSucceeded {
+                source, account, ..
+            } => {
                 let key = self.key(*source);
                 let n = secs(now);
+                if let Some(k) = account
+                    .as_deref()
+                    .and_then(|a| self.known_account(source, a, n))
+                {
+                    k.wrong_since = 0;
+                }
                 if let Some(s) = self.sources.get_mut(&Key::of(&key)) {
                     s.last_seen = n;
                     s.recent.forget(Kind::Wrong);
@@ -1206,6 +1337,13 @@ impl Machine {
                         grants: grants.clone(),
                     },
                 );
+                self.remember(*source, account, n);
+                // A source that lost its bypass keeps its registrations (they still shield it
+                // from the ordinary thresholds) but not the kernel's acceptance, until its
+                // distrust ends.
+                if self.distrusted.get(&key).is_some_and(|u| *u > n) {
+                    return out;
+                }
                 out.push(Action::AllowRegistered {
                     addr: *source,
                     until,
@@ -1253,13 +1391,133 @@ impl Machine {
         let protection = self.protection(&addr, &key);
         let cfg = self.config.clone_thresholds();
         let n = secs(now);
+        // A known device (its account registered from this address lately) failing with a
+        // wrong password is a phone whose password changed: kept in the slow lane and
+        // reported, never banned for it (docs/responsive.md, "Known devices").
+        let known_wrong = matches!(reason, AuthFailure::WrongPassword)
+            && account.is_some_and(|a| self.known_account(&addr, a, n).is_some());
+        if known_wrong {
+            let k = self
+                .known_account(&addr, account.unwrap_or_default(), n)
+                .expect("checked above");
+            if k.wrong_since == 0 {
+                k.wrong_since = n;
+                out.push(Action::ReportIdentity {
+                    source: addr,
+                    account: account.map(str::to_string),
+                    user_agent: user_agent.map(str::to_string),
+                    reason: format!(
+                        "account {} at {addr} has the wrong password (a known device: kept in the slow lane, never banned for it)",
+                        account.unwrap_or_default()
+                    ),
+                });
+            }
+        }
         let s = self.sources.entry(Key::of(&key)).or_default();
+        let registered = s.registered_until > n;
+        // Failures from a source with registered devices for an account none of them
+        // registered count on their own: past a bound they end the source's bypass of the
+        // kernel tiers, past a higher one they ban it.
+        let foreign = protection.is_none()
+            && registered
+            && !known_wrong
+            && !account.is_some_and(|a| {
+                self.registrations.iter().any(|(ra, accounts)| {
+                    self.key(*ra) == key
+                        && accounts.iter().any(|(acc, r)| acc == a && r.until > now)
+                })
+            });
+        let s = self.sources.entry(Key::of(&key)).or_default();
+        if foreign {
+            s.last_seen = n;
+            if s.banned_until > n {
+                return;
+            }
+            s.recent
+                .push(Kind::Foreign, n, cfg.longest_window.max(FOREIGN_BAN.window));
+            if s.recent.count(Kind::Foreign, FOREIGN_REPORT.window, n)
+                == FOREIGN_REPORT.failures as usize
+            {
+                out.push(Action::ReportIdentity {
+                    source: addr,
+                    account: account.map(str::to_string),
+                    user_agent: user_agent.map(str::to_string),
+                    reason: format!(
+                        "{} failures for accounts its registered devices never used; not banned: registered devices behind it",
+                        FOREIGN_REPORT.failures
+                    ),
+                });
+            }
+            if s.recent.reached(Kind::Foreign, FOREIGN_BAN, n) {
+                s.recent = Recent::default();
+                if s.last_ban.saturating_add(cfg.strike_memory_seconds) <= n {
+                    s.strikes = 0;
+                }
+                s.strikes = s.strikes.saturating_add(1);
+                let secs_banned = (cfg.ban_seconds as u64)
+                    .saturating_mul(1u64 << (s.strikes - 1).min(20))
+                    .min(cfg.max_ban_seconds as u64);
+                s.banned_until = secs(now + secs_banned);
+                s.last_ban = n;
+                s.cause = BanCause::FailedAuth;
+                out.push(Action::Ban {
+                    prefix: key,
+                    until: now + secs_banned,
+                    reason: format!(
+                        "{} failures for accounts its registered devices never used, in {}",
+                        FOREIGN_BAN.failures,
+                        crate::human::duration(u64::from(FOREIGN_BAN.window))
+                    ),
+                });
+                return;
+            }
+            if s.recent.reached(Kind::Foreign, FOREIGN_BYPASS, n)
+                && self.distrusted.get(&key).is_none_or(|u| *u <= n)
+            {
+                self.distrusted
+                    .insert(key, n.saturating_add(DISTRUST_SECONDS));
+                out.push(Action::ReportIdentity {
+                    source: addr,
+                    account: account.map(str::to_string),
+                    user_agent: user_agent.map(str::to_string),
+                    reason: format!(
+                        "{} failures for accounts its registered devices never used, in {}: its devices lose their bypass of the kernel tiers for {}",
+                        FOREIGN_BYPASS.failures,
+                        crate::human::duration(u64::from(FOREIGN_BYPASS.window)),
+                        crate::human::duration(u64::from(DISTRUST_SECONDS))
+                    ),
+                });
+                // Every registration inside the prefix stops bypassing the tiers.
+                let mut inside: Vec<(IpAddr, String, Vec<String>)> = self
+                    .registrations
+                    .iter()
+                    .filter(|(ra, _)| self.key(**ra) == key)
+                    .flat_map(|(ra, accounts)| {
+                        accounts
+                            .iter()
+                            .filter(|(_, r)| r.until > now)
+                            .map(|(a, r)| (*ra, a.clone(), r.grants.clone()))
+                    })
+                    .collect();
+                inside.sort();
+                for (addr, account, grants) in inside {
+                    out.push(Action::Revoke {
+                        addr,
+                        account,
+                        grants,
+                    });
+                }
+            }
+            return;
+        }
         let shield = match protection {
             Some(why) => Some(why),
             None if s.registered_until > n => Some("registered devices behind it".to_string()),
+            None if known_wrong => Some("a known device with a wrong password".to_string()),
             None => None,
         };
-        let shielded = shield.is_some();
+        // A known device is still put in the slow lane; other shields keep a source out of it.
+        let shielded = shield.is_some() && !known_wrong;
         s.last_seen = n;
         if s.banned_until > n {
             return;
@@ -1302,6 +1560,7 @@ impl Machine {
                         format!("{} failed authentications", cfg.other.failures),
                     )
                 }),
+                Kind::Foreign => None,
             }
         };
         if let Some((cause, reason)) = ban_reason {
@@ -1362,6 +1621,11 @@ impl Machine {
         let memory = self.config.strike_memory_seconds;
         let longest = self.config.clone_thresholds().longest_window;
         let n = secs(now);
+        self.known.retain(|_, accounts| {
+            accounts.retain(|k| k.registered.saturating_add(KNOWN_SECONDS) > n);
+            !accounts.is_empty()
+        });
+        self.distrusted.retain(|_, until| *until > n);
         self.sources.retain(|_, s| {
             s.active(n)
                 || (s.strikes > 0 && s.last_ban.saturating_add(memory) > n)
