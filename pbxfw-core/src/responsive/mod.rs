@@ -1422,10 +1422,17 @@ impl Machine {
             && registered
             && !known_wrong
             && !account.is_some_and(|a| {
-                self.registrations.iter().any(|(ra, accounts)| {
-                    self.key(*ra) == key
-                        && accounts.iter().any(|(acc, r)| acc == a && r.until > now)
-                })
+                let has = |accounts: &Vec<(String, Registration)>| {
+                    accounts.iter().any(|(acc, r)| acc == a && r.until > now)
+                };
+                // The address itself first (one lookup); a wider prefix (an IPv6 /64) looks
+                // at the registrations inside it.
+                self.registrations.get(&addr).is_some_and(has)
+                    || (key != Prefix::host(addr)
+                        && self
+                            .registrations
+                            .iter()
+                            .any(|(ra, accounts)| self.key(*ra) == key && has(accounts)))
             });
         let s = self.sources.entry(Key::of(&key)).or_default();
         if foreign {
