@@ -1414,14 +1414,12 @@ impl Machine {
             }
         }
         let s = self.sources.entry(Key::of(&key)).or_default();
-        let registered = s.registered_until > n;
         // Failures from a source with registered devices for an account none of them
         // registered count on their own: past a bound they end the source's bypass of the
-        // kernel tiers, past a higher one they ban it.
-        let foreign = protection.is_none()
-            && registered
-            && !known_wrong
-            && !account.is_some_and(|a| {
+        // kernel tiers, past a higher one they ban it. (Looked into only for a registered
+        // source: the common failure costs one lookup of its source.)
+        let foreign = s.registered_until > n && protection.is_none() && !known_wrong && {
+            let registered_here = account.is_some_and(|a| {
                 let has = |accounts: &Vec<(String, Registration)>| {
                     accounts.iter().any(|(acc, r)| acc == a && r.until > now)
                 };
@@ -1429,12 +1427,12 @@ impl Machine {
                 // at the registrations inside it.
                 self.registrations.get(&addr).is_some_and(has)
                     || (key != Prefix::host(addr)
-                        && self
-                            .registrations
-                            .iter()
-                            .any(|(ra, accounts)| self.key(*ra) == key && has(accounts)))
+                        && self.registrations.iter().any(|(ra, accounts)| {
+                            Prefix::new(*ra, key.prefix_len()).ok() == Some(key) && has(accounts)
+                        }))
             });
-        let s = self.sources.entry(Key::of(&key)).or_default();
+            !registered_here
+        };
         if foreign {
             s.last_seen = n;
             if s.banned_until > n {
