@@ -282,6 +282,25 @@ fn the_kamailio_recipe_cannot_be_injected() {
     bed.eventually("the phone registered", Duration::from_secs(5), |b| {
         b.topo.set_has("registered4", phone)
     });
+    // An attack tool's User-Agent carrying an injection: one scanner_seen, its text checked.
+    let scanner = "198.51.100.92";
+    bed.topo.add_source("eth0", ip(scanner));
+    let _ = bed.run_client(&[
+        "--src",
+        scanner,
+        "--dst",
+        DST4,
+        "--user",
+        "301",
+        "--password",
+        "phone301-secret",
+        "--ua",
+        "friendly-scanner\"},{\"event\":\"registered",
+    ]);
+    bed.eventually("the scanner banned", Duration::from_secs(5), |b| {
+        b.banned(scanner)
+    });
+    assert!(!bed.topo.set_has("registered4", scanner));
     let events = std::fs::read_to_string(bed.dir.join("events.log")).unwrap();
     let mut lines = 0;
     for line in events.lines().filter(|l| l.contains("<script>: ")) {
@@ -307,6 +326,14 @@ fn the_kamailio_recipe_cannot_be_injected() {
                 };
                 assert!(account.as_deref().is_none_or(ok), "{line}");
                 assert!(user_agent.as_deref().is_none_or(ok), "{line}");
+            }
+            pbxfw_core::SecurityEvent::ScannerSeen { source, user_agent } => {
+                assert_eq!(source, ip(scanner), "{line}");
+                assert_eq!(
+                    user_agent.as_deref(),
+                    Some("friendly-scanner_____event___registered"),
+                    "{line}"
+                );
             }
             _ => {}
         }
@@ -386,6 +413,18 @@ fn attacks_are_stopped(backend: &'static str) {
         "svcrack: {answered} requests answered (each guess takes two)"
     ));
     assert!(answered <= 10, "svcrack got {answered} answers");
+
+    // svmap: a scan with OPTIONS, which no authentication sees. The recipe reports its
+    // User-Agent as scanner_seen, and the source is banned at once.
+    let mapper = "198.51.100.68";
+    bed.topo.add_source("eth0", ip(mapper));
+    bed.count_answers(mapper);
+    bed.topo.prefer_source("eth0", ip(mapper));
+    tool(&bed, &["svmap", DST4]);
+    let answered = bed.answers();
+    bed.eventually("svmap banned", Duration::from_secs(5), |b| b.banned(mapper));
+    bed.note(format!("svmap: {answered} requests answered before it was stopped"));
+    assert_eq!(answered, 0, "svmap got {answered} answers");
 
     // A REGISTER flood from 200 distinct IPv4 sources: every one is banned.
     let mut total = 0;
