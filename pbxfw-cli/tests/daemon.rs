@@ -573,9 +573,20 @@ fn metrics_show_the_bans_during_a_flood() {
         "pbxfw_set_elements{set=\"ban4\"} 50",
         "pbxfw_events_total{outcome=\"acted_on\"} 50",
         "pbxfw_loaded 1",
+        "# TYPE pbxfw_queue_depth gauge",
     ] {
         assert!(text.contains(want), "{want} missing:\n{text}");
     }
+    // The kernel updates that made the bans were timed.
+    let count = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    assert!(count("pbxfw_kernel_update_seconds_count ") >= 1.0, "{text}");
+    assert!(count("pbxfw_kernel_update_seconds_sum ") > 0.0, "{text}");
+    assert!(count("pbxfw_kernel_update_max_seconds ") > 0.0, "{text}");
     let out = ns.exec(&[
         env!("CARGO_BIN_EXE_pbxfw"),
         "daemon",

@@ -423,7 +423,9 @@ fn attacks_are_stopped(backend: &'static str) {
     tool(&bed, &["svmap", DST4]);
     let answered = bed.answers();
     bed.eventually("svmap banned", Duration::from_secs(5), |b| b.banned(mapper));
-    bed.note(format!("svmap: {answered} requests answered before it was stopped"));
+    bed.note(format!(
+        "svmap: {answered} requests answered before it was stopped"
+    ));
     assert_eq!(answered, 0, "svmap got {answered} answers");
 
     // A REGISTER flood from 200 distinct IPv4 sources: every one is banned.

@@ -854,6 +854,7 @@ fn run(
     let mut known: BTreeMap<String, ValidPolicy> =
         BTreeMap::from([(rs.fingerprint(), policy.clone())]);
     let mut refused = Refusals::default();
+    let mut timings = crate::metrics::Timings::default();
     let mut dirty = false;
     let mut last_write = Instant::now();
     let mut write_every = WRITE_BEHIND;
@@ -877,6 +878,7 @@ fn run(
             }
         }
         let t = ctx.now();
+        timings.queue_depth = batch.len() as u64;
         let mut actions = Vec::new();
         // What hooks are told about: the machine's decisions and the ledger's new entries,
         // never what is only put back (a restart, a reload, a reseed).
@@ -1015,7 +1017,12 @@ fn run(
             for a in &actions {
                 ctx.log(&describe(a));
             }
+            let started = Instant::now();
             apply_actions(ctx, kernel, &rs, &actions, t);
+            let took = started.elapsed().as_secs_f64();
+            timings.kernel_updates += 1;
+            timings.kernel_update_seconds += took;
+            timings.kernel_update_max_seconds = timings.kernel_update_max_seconds.max(took);
             dirty = true;
         }
         // After the kernel: a hook never delays enforcement.
@@ -1032,7 +1039,7 @@ fn run(
         // The metrics' snapshot, at the state's pace (a pass over the sources).
         if let Some(shared) = metrics {
             if ticked || dirty && last_write.elapsed() >= write_every {
-                publish(shared, &machine, &counters, hooks, t);
+                publish(shared, &machine, &counters, hooks, &timings, t);
             }
         }
         ticked = false;
@@ -1063,6 +1070,7 @@ fn publish(
     machine: &Machine,
     counters: &Counters,
     hooks: Option<&crate::hooks::Hooks>,
+    timings: &crate::metrics::Timings,
     t: u64,
 ) {
     let mut by_cause: BTreeMap<String, u64> = BTreeMap::new();
@@ -1082,6 +1090,7 @@ fn publish(
             registered: registered as u64,
             tracked: machine.tracked() as u64,
             hooks_dropped: hooks.map_or(0, |h| h.dropped()),
+            timings: timings.clone(),
         };
     }
 }

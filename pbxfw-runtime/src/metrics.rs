@@ -31,6 +31,23 @@ pub struct Snapshot {
     pub tracked: u64,
     /// Hook calls dropped because their queue was full.
     pub hooks_dropped: u64,
+    /// How long the daemon's kernel updates take.
+    pub timings: Timings,
+}
+
+/// What the daemon's loop measures of itself (not kept across restarts).
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    /// Batches of actions carried out in the kernel (one netlink transaction per set and
+    /// operation each).
+    pub kernel_updates: u64,
+    /// Their total duration, in seconds.
+    pub kernel_update_seconds: f64,
+    /// The longest, in seconds.
+    pub kernel_update_max_seconds: f64,
+    /// Records the loop took off its queue in its last pass: the queue's depth then (at most
+    /// the batch of 4,096; sources wait when the queue of 4,096 is full).
+    pub queue_depth: u64,
 }
 
 /// The snapshot the loop writes and the endpoint reads.
@@ -85,6 +102,17 @@ fn answer(mut conn: TcpStream, shared: &Shared, backend: BackendName) -> std::io
 /// The exposition text: the snapshot, the kernel's sets and counters, the hostnames.
 pub fn render(snap: &Snapshot, backend: BackendName) -> String {
     let mut out = String::new();
+    let t = &snap.timings;
+    out += &format!(
+        "# HELP pbxfw_kernel_update_seconds The daemon's updates of the kernel's sets (one batch of actions each).\n\
+         # TYPE pbxfw_kernel_update_seconds summary\n\
+         pbxfw_kernel_update_seconds_sum {:.6}\npbxfw_kernel_update_seconds_count {}\n\
+         # HELP pbxfw_kernel_update_max_seconds The longest of them since the daemon started.\n\
+         # TYPE pbxfw_kernel_update_max_seconds gauge\npbxfw_kernel_update_max_seconds {:.6}\n\
+         # HELP pbxfw_queue_depth Records waiting in the daemon's queue when its loop last took them.\n\
+         # TYPE pbxfw_queue_depth gauge\npbxfw_queue_depth {}\n",
+        t.kernel_update_seconds, t.kernel_updates, t.kernel_update_max_seconds, t.queue_depth
+    );
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
         out += &format!("# HELP {name} {help}\n# TYPE {name} {kind}\n");
         for (labels, v) in samples {
