@@ -574,6 +574,7 @@ fn metrics_show_the_bans_during_a_flood() {
         "pbxfw_events_total{outcome=\"acted_on\"} 50",
         "pbxfw_loaded 1",
         "# TYPE pbxfw_queue_depth gauge",
+        "pbxfw_events_by_kind_total{kind=\"auth_failed\"} 50",
     ] {
         assert!(text.contains(want), "{want} missing:\n{text}");
     }

@@ -889,6 +889,7 @@ fn run(
                     match outcome {
                         Outcome::Event(e) => {
                             counters.events += 1;
+                            *timings.events_by_kind.entry(e.kind()).or_default() += 1;
                             let decided = machine.on_event(&e, t);
                             if hooks.is_some() {
                                 calls.extend(decided.iter().cloned());

@@ -45,6 +45,8 @@ pub struct Timings {
     pub kernel_update_seconds: f64,
     /// The longest, in seconds.
     pub kernel_update_max_seconds: f64,
+    /// Events acted on, by kind (`auth_failed`, `registered`, …).
+    pub events_by_kind: BTreeMap<&'static str, u64>,
     /// Records the loop took off its queue in its last pass: the queue's depth then (at most
     /// the batch of 4,096; sources wait when the queue of 4,096 is full).
     pub queue_depth: u64,
@@ -113,6 +115,10 @@ pub fn render(snap: &Snapshot, backend: BackendName) -> String {
          # TYPE pbxfw_queue_depth gauge\npbxfw_queue_depth {}\n",
         t.kernel_update_seconds, t.kernel_updates, t.kernel_update_max_seconds, t.queue_depth
     );
+    out += "# HELP pbxfw_events_by_kind_total Events acted on, by kind.\n# TYPE pbxfw_events_by_kind_total counter\n";
+    for (kind, n) in &t.events_by_kind {
+        out += &format!("pbxfw_events_by_kind_total{{kind=\"{kind}\"}} {n}\n");
+    }
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
         out += &format!("# HELP {name} {help}\n# TYPE {name} {kind}\n");
         for (labels, v) in samples {

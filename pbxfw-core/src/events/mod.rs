@@ -85,6 +85,17 @@ pub enum SecurityEvent {
 }
 
 impl SecurityEvent {
+    /// The event's kind, as the JSON-lines format names it (`auth_failed`, `registered`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SecurityEvent::AuthFailed { .. } => "auth_failed",
+            SecurityEvent::AuthSucceeded { .. } => "auth_succeeded",
+            SecurityEvent::Registered { .. } => "registered",
+            SecurityEvent::Unregistered { .. } => "unregistered",
+            SecurityEvent::ScannerSeen { .. } => "scanner_seen",
+        }
+    }
+
     /// The remote address the event is about.
     pub fn source(&self) -> IpAddr {
         match self {
