@@ -24,6 +24,14 @@ fn init_proposes_a_policy_that_checks_clean_and_applies_nothing() {
     ns.run(&["ip", "route", "add", "default", "via", "198.51.100.1"]);
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("etc/pbxfw.toml");
+    // Where the package put its template: refused by every command, replaced by `init`
+    // without --force.
+    std::fs::create_dir_all(out_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &out_file,
+        "# pbxfw: not initialised\n#\n# [interfaces]\n# eth0 = \"internet\"\n",
+    )
+    .unwrap();
     let asterisk = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/asterisk");
     let run = |args: &[&str]| {
         Command::new("ip")
@@ -35,6 +43,18 @@ fn init_proposes_a_policy_that_checks_clean_and_applies_nothing() {
             .output()
             .unwrap()
     };
+    for args in [&["check"][..], &["apply"], &["daemon"]] {
+        let mut argv = args.to_vec();
+        argv.extend(["--policy", out_file.to_str().unwrap()]);
+        let out = run(&argv);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("run `pbxfw init`"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(String::from_utf8_lossy(&ns.exec(&["nft", "list", "tables"]).stdout).is_empty());
     let out = run(&[
         "init",
         "--non-interactive",

@@ -221,7 +221,9 @@ pub struct Checked {
 /// Write `text` to `path` (refusing to replace a file unless `force`), after checking that it
 /// is a valid policy and that the administrator keeps their access; nothing is applied.
 pub fn write(path: &Path, text: &str, facts: &Facts, force: bool) -> Result<Checked> {
-    if path.exists() && !force {
+    // The package's template is there to be replaced.
+    let template = std::fs::read_to_string(path).is_ok_and(|t| crate::policy::is_template(&t));
+    if path.exists() && !force && !template {
         return Err(Error::Usage(format!(
             "{} exists; pass --force to replace it, or --output another file",
             path.display()

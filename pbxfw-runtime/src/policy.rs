@@ -103,8 +103,23 @@ pub fn load_text(text: &str, name: &str) -> Result<Loaded> {
     load_text_as(text, Format::of_name(name), name)
 }
 
-/// Load policy text in `format`; `name` says where it came from in messages.
+/// The first line of the policy file the Debian package ships: a template that no command
+/// applies until `pbxfw init` has replaced it (docs/install.md).
+pub const TEMPLATE_MARK: &str = "# pbxfw: not initialised";
+
+/// Whether `text` is the package's template (its first line is [`TEMPLATE_MARK`]).
+pub fn is_template(text: &str) -> bool {
+    text.lines().next().map(str::trim_end) == Some(TEMPLATE_MARK)
+}
+
+/// Load policy text in `format`; `name` says where it came from in messages. The package's
+/// template is refused: nothing is ever applied from it.
 pub fn load_text_as(text: &str, format: Format, name: &str) -> Result<Loaded> {
+    if is_template(text) {
+        return Err(Error::Usage(format!(
+            "{name} is the template the package installed, not a policy yet: run `pbxfw init` to write one (nothing was applied)"
+        )));
+    }
     let parsed = match format {
         Format::Toml => Policy::from_toml(text),
         Format::Json => Policy::from_json(text),
