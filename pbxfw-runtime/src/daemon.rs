@@ -1356,8 +1356,61 @@ fn spawn_source(tx: &SyncSender<Msg>, f: impl FnOnce(SyncSender<Msg>) + Send + '
     std::thread::spawn(move || f(tx));
 }
 
-/// How long a follower waits when its file has nothing new.
-const IDLE: Duration = Duration::from_millis(50);
+/// How long a follower waits when its file has nothing new and no change was signalled (a
+/// file system inotify cannot watch, or a change it missed).
+const IDLE: Duration = Duration::from_millis(250);
+
+/// Wakes a follower as soon as its file changes: inotify on the file's directory (a rotation
+/// creates or moves a file there). Without inotify, it sleeps [`IDLE`] ms as before.
+struct Wake {
+    inotify: Option<std::os::fd::OwnedFd>,
+}
+
+impl Wake {
+    fn new(path: &Path) -> Wake {
+        use rustix::fs::inotify;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let inotify = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+            .ok()
+            .filter(|fd| {
+                inotify::add_watch(
+                    fd,
+                    dir,
+                    inotify::WatchFlags::MODIFY
+                        | inotify::WatchFlags::CREATE
+                        | inotify::WatchFlags::MOVED_TO
+                        | inotify::WatchFlags::CLOSE_WRITE
+                        | inotify::WatchFlags::ATTRIB,
+                )
+                .is_ok()
+            });
+        Wake { inotify }
+    }
+
+    /// Wait until something in the directory changes, at most [`IDLE`].
+    fn wait(&self) {
+        let Some(fd) = &self.inotify else {
+            std::thread::sleep(IDLE);
+            return;
+        };
+        let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: IDLE.as_nanos() as _,
+        };
+        if rustix::event::poll(&mut fds, Some(&timeout)).is_err() {
+            std::thread::sleep(IDLE);
+            return;
+        }
+        // Drain what was signalled: the follower reads the file itself.
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = rustix::fs::inotify::Reader::new(fd, &mut buf);
+        while reader.next().is_ok() {}
+    }
+}
 
 /// How many lines without an event a follower reads before it reports its position anyway.
 const PROGRESS_EVERY: u32 = 1024;
@@ -1380,6 +1433,7 @@ fn follow(
     resume: Option<FilePosition>,
     tx: &SyncSender<Msg>,
 ) {
+    let wake = Wake::new(path);
     let mut f = Follower::open(path, resume.map(|r| r.pos), MAX_RESUME);
     let mut framer = resume.map(|r| r.framer).unwrap_or_default();
     let year = current_year();
@@ -1432,7 +1486,7 @@ fn follow(
                         }
                     }
                 }
-                std::thread::sleep(IDLE);
+                wake.wait();
                 continue;
             }
             Err(e) => {
