@@ -553,7 +553,7 @@ enum Command {
         backend: Option<Backend>,
         #[command(flatten)]
         dns: DnsArgs,
-        /// A program to run for each ban, unban and registration, with the facts in its
+        /// A program to run for each ban, unban, registration and reported identity, with the facts in its
         /// environment and the action as JSON on its input (an absolute path root owns and
         /// only root may write).
         #[arg(long, value_name = "PROGRAM", env = "PBXFW_HOOK")]

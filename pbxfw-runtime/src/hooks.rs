@@ -1,8 +1,11 @@
-//! Hooks (`pbxfw daemon --hook PROGRAM`): a program the daemon runs for each ban, unban and
-//! registration, as fail2ban runs its actions — to tell a ticketing system, a chat, a
-//! provider's portal. The facts are in its environment (`PBXFW_EVENT`, `PBXFW_PREFIX` or
-//! `PBXFW_ADDRESS`, `PBXFW_UNTIL`, `PBXFW_REASON`, `PBXFW_ACCOUNT`) and the action is one line
-//! of JSON on its standard input.
+//! Hooks (`pbxfw daemon --hook PROGRAM`): a program the daemon runs for each ban, unban,
+//! registration and reported identity (a bad account behind a source that is not banned: a
+//! known device with a wrong password, a NAT with registered phones), as fail2ban runs its
+//! actions — to tell a ticketing system, a chat, a provider's portal. The facts are in its
+//! environment (`PBXFW_EVENT`, `PBXFW_PREFIX` or `PBXFW_ADDRESS`, `PBXFW_UNTIL`,
+//! `PBXFW_REASON`, `PBXFW_ACCOUNT`, `PBXFW_USER_AGENT`) and the action is one line of JSON on
+//! its standard input. The account and User-Agent of a report are a sender's text: checked by
+//! the parser that read them, never to be given to a shell unquoted.
 //!
 //! A hook is never in the way of enforcement: the kernel is changed first; calls go into a
 //! bounded queue (when it is full, the call is dropped, counted and logged, never waited for);
@@ -40,7 +43,7 @@ pub struct HookConfig {
 /// One call: what happened, as the program gets it on its standard input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Call {
-    /// `ban`, `unban` or `registered`.
+    /// `ban`, `unban`, `registered` or `report`.
     pub event: &'static str,
     /// The action as the state machine gave it.
     pub action: Action,
@@ -55,6 +58,7 @@ impl Call {
             Action::Ban { .. } => "ban",
             Action::Unban { .. } => "unban",
             Action::AllowRegistered { .. } => "registered",
+            Action::ReportIdentity { .. } => "report",
             _ => return None,
         };
         Some(Call {
@@ -88,6 +92,21 @@ impl Call {
                 env.push(("PBXFW_ADDRESS", addr.to_string()));
                 env.push(("PBXFW_UNTIL", until.to_string()));
                 env.push(("PBXFW_ACCOUNT", account.clone()));
+            }
+            Action::ReportIdentity {
+                source,
+                account,
+                user_agent,
+                reason,
+            } => {
+                env.push(("PBXFW_ADDRESS", source.to_string()));
+                env.push(("PBXFW_REASON", reason.clone()));
+                if let Some(a) = account {
+                    env.push(("PBXFW_ACCOUNT", a.clone()));
+                }
+                if let Some(u) = user_agent {
+                    env.push(("PBXFW_USER_AGENT", u.clone()));
+                }
             }
             _ => {}
         }
@@ -193,7 +212,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_bans_unbans_and_registrations_call_hooks_with_their_facts() {
+    fn bans_unbans_registrations_and_reports_call_hooks_with_their_facts() {
         let ban = Action::Ban {
             prefix: "203.0.113.66/32".parse().unwrap(),
             until: 1_800_000_000,
@@ -208,6 +227,17 @@ mod tests {
             prefix: "203.0.113.66/32".parse().unwrap(),
         };
         assert!(Call::of(&clamp, 0).is_none());
+        let report = Action::ReportIdentity {
+            source: "198.51.100.22".parse().unwrap(),
+            account: Some("300".into()),
+            user_agent: Some("Yealink SIP-T46S".into()),
+            reason: "account 300 at 198.51.100.22 has the wrong password".into(),
+        };
+        let env = Call::of(&report, 0).unwrap().env();
+        assert!(env.contains(&("PBXFW_EVENT", "report".into())));
+        assert!(env.contains(&("PBXFW_ADDRESS", "198.51.100.22".into())));
+        assert!(env.contains(&("PBXFW_ACCOUNT", "300".into())));
+        assert!(env.contains(&("PBXFW_USER_AGENT", "Yealink SIP-T46S".into())));
     }
 
     #[test]
