@@ -47,3 +47,11 @@ fn a_clamped_source_flooding_is_banned() {
         suite::a_clamped_source_flooding_is_banned("iptl", ipt_legacy, SetStore::Ipset);
     }
 }
+
+#[test]
+fn the_slow_lane_is_not_counted_by_the_daily_tier() {
+    if !common::skipped() {
+        suite::the_slow_lane_is_not_counted_by_the_daily_tier("iptn", ipt_nft, SetStore::Ipset);
+        suite::the_slow_lane_is_not_counted_by_the_daily_tier("iptl", ipt_legacy, SetStore::Ipset);
+    }
+}

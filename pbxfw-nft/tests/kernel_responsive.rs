@@ -36,3 +36,10 @@ fn a_clamped_source_flooding_is_banned() {
         suite::a_clamped_source_flooding_is_banned("nft", nft, SetStore::Nft);
     }
 }
+
+#[test]
+fn the_slow_lane_is_not_counted_by_the_daily_tier() {
+    if !common::skipped() {
+        suite::the_slow_lane_is_not_counted_by_the_daily_tier("nft", nft, SetStore::Nft);
+    }
+}

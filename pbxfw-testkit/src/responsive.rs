@@ -97,6 +97,32 @@ pub fn a_clamped_source_flooding_is_banned(tag: &str, make: MakeBackend, sets: S
     );
 }
 
+/// A source in the slow lane is admitted 4 signalling packets a minute, and those are not
+/// counted by the daily tier: a phone whose password changed, retrying every 30 s for hours,
+/// must not be banned by the kernel for it (the state machine decides). An unclamped source
+/// sending as much is.
+pub fn the_slow_lane_is_not_counted_by_the_daily_tier(tag: &str, make: MakeBackend, sets: SetStore) {
+    let policy = format!("{POLICY}daily = \"3/24h\"\n");
+    let topo = setup(&format!("{tag}-slowdaily"), &policy, make, sets);
+    let phone = ip("198.51.100.11");
+    let other = ip("198.51.100.12");
+    topo.add_source("eth0", phone);
+    topo.add_source("eth0", other);
+    topo.add_element("clamped4", "198.51.100.11");
+    topo.watch("ip saddr 198.51.100.11 udp dport 5060");
+    topo.send_udp("eth0", phone, 5062, 5060, 4, Duration::from_millis(50));
+    assert_eq!(topo.watched(), 4, "the slow lane lets 4 through");
+    assert!(
+        !topo.set_has("tier_ban4", "198.51.100.11"),
+        "a clamped source was banned by the daily tier"
+    );
+    topo.send_udp("eth0", other, 5062, 5060, 4, Duration::from_millis(50));
+    assert!(
+        topo.set_has("tier_ban4", "198.51.100.12"),
+        "the daily tier did not ban an unclamped source"
+    );
+}
+
 /// See the module documentation.
 pub fn trunks_and_registered_sources_are_never_limited(
     tag: &str,

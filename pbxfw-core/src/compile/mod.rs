@@ -615,8 +615,9 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
 
 /// Step 9: the kernel tiers of docs/responsive.md, per source (per prefix), in the kernel.
 ///
-/// Every packet reaching the chain is counted by the meters in the order daily, flood, the
-/// slow lane (clamped sources only), clamp; the first exceeded decides. Trunks never reach the meters (a trunk sending another
+/// Every packet reaching the chain is counted by the meters in the order flood, the slow lane
+/// (clamped sources only, which it then admits or rejects), daily, clamp; the first exceeded
+/// decides. Trunks never reach the meters (a trunk sending another
 /// protocol's signalling is refused at the final rule, never banned); registered sources and
 /// zone grants were accepted before step 9.
 fn responsive_chain(
@@ -702,9 +703,11 @@ fn responsive_chain(
     // slow lane of 4 signalling packets a minute (two authenticated attempts), rejected beyond
     // it so a phone fails fast; a phone retrying every 30 s still gets every attempt through
     // and registers at once when fixed, while a slow cracker gets two guesses a minute. The
-    // slow lane comes after the daily and flood meters: a clamped source is still counted by
-    // them, so one flooding at full speed is banned like any other (rejected first, it never
-    // was).
+    // slow lane comes after the flood meter, which counts a clamped source too (one flooding
+    // at full speed is banned like any other: rejected first, it never was), and before the
+    // daily and clamp meters, which it replaces for that source: what the slow lane admits is
+    // the state machine's to judge, so a phone whose password changed, retrying for hours, is
+    // not banned by the daily tier for it (docs/responsive.md, "Known devices").
     for f in Family::BOTH {
         let clamped = names::clamped(f);
         b.dynamic_set(
@@ -724,30 +727,37 @@ fn responsive_chain(
             Some(120),
             BTreeSet::new(),
         );
-        let slow_lane = Rule::new(
-            vec![
-                Match::Family(f),
-                Match::Src(clamped),
-                Match::Meter {
-                    set: slow,
-                    rate: crate::model::Rate {
-                        packets: 4,
-                        per: RateUnit::Minute,
+        let slow_lane = [
+            Rule::new(
+                vec![
+                    Match::Family(f),
+                    Match::Src(clamped.clone()),
+                    Match::Meter {
+                        set: slow,
+                        rate: crate::model::Rate {
+                            packets: 4,
+                            per: RateUnit::Minute,
+                        },
+                        burst: 4,
                     },
-                    burst: 4,
-                },
-            ],
-            Verdict::Reject,
-            "responsive: clamped source over 4/1m",
-        );
+                ],
+                Verdict::Reject,
+                "responsive: clamped source over 4/1m",
+            ),
+            Rule::new(
+                vec![Match::Family(f), Match::Src(clamped)],
+                Verdict::Accept,
+                "responsive: clamped source within 4/1m",
+            ),
+        ];
         let tiers = [
-            ("daily", r.daily, Some(names::tier_ban(f))),
             ("flood", r.flood, Some(names::tier_ban(f))),
+            ("daily", r.daily, Some(names::tier_ban(f))),
             ("clamp", r.clamp, None),
         ];
         for (tier, t, ban) in tiers {
-            if tier == "clamp" {
-                rules.push(slow_lane.clone());
+            if tier == "daily" {
+                rules.extend(slow_lane.iter().cloned());
             }
             let rate = t.kernel_rate().expect("validation checks kernel rates");
             let meter = names::meter(tier, f);
