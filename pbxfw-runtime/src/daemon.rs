@@ -1357,11 +1357,15 @@ fn spawn_source(tx: &SyncSender<Msg>, f: impl FnOnce(SyncSender<Msg>) + Send + '
 }
 
 /// How long a follower waits when its file has nothing new and no change was signalled (a
-/// file system inotify cannot watch, or a change it missed).
+/// change inotify missed).
 const IDLE: Duration = Duration::from_millis(250);
 
+/// How long a follower without inotify waits when its file has nothing new.
+const POLL: Duration = Duration::from_millis(50);
+
 /// Wakes a follower as soon as its file changes: inotify on the file's directory (a rotation
-/// creates or moves a file there). Without inotify, it sleeps [`IDLE`] ms as before.
+/// creates or moves a file there), and on the directory of the file a link points to. Without
+/// inotify (none, or the directory is not there yet), it polls every [`POLL`] as before.
 struct Wake {
     inotify: Option<std::os::fd::OwnedFd>,
 }
@@ -1369,31 +1373,47 @@ struct Wake {
 impl Wake {
     fn new(path: &Path) -> Wake {
         use rustix::fs::inotify;
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir_of = |p: &Path| {
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf()
+        };
+        let mut dirs = vec![dir_of(path)];
+        if let Ok(real) = std::fs::canonicalize(path) {
+            let d = dir_of(&real);
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
         let inotify = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
             .ok()
             .filter(|fd| {
-                inotify::add_watch(
-                    fd,
-                    dir,
-                    inotify::WatchFlags::MODIFY
-                        | inotify::WatchFlags::CREATE
-                        | inotify::WatchFlags::MOVED_TO
-                        | inotify::WatchFlags::CLOSE_WRITE
-                        | inotify::WatchFlags::ATTRIB,
-                )
-                .is_ok()
+                dirs.iter().all(|dir| {
+                    inotify::add_watch(
+                        fd,
+                        dir,
+                        inotify::WatchFlags::MODIFY
+                            | inotify::WatchFlags::CREATE
+                            | inotify::WatchFlags::MOVED_TO
+                            | inotify::WatchFlags::CLOSE_WRITE
+                            | inotify::WatchFlags::ATTRIB,
+                    )
+                    .is_ok()
+                })
             });
         Wake { inotify }
+    }
+
+    /// Whether changes are signalled (else the follower polls).
+    fn watching(&self) -> bool {
+        self.inotify.is_some()
     }
 
     /// Wait until something in the directory changes, at most [`IDLE`].
     fn wait(&self) {
         let Some(fd) = &self.inotify else {
-            std::thread::sleep(IDLE);
+            std::thread::sleep(POLL);
             return;
         };
         let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
@@ -1433,7 +1453,14 @@ fn follow(
     resume: Option<FilePosition>,
     tx: &SyncSender<Msg>,
 ) {
-    let wake = Wake::new(path);
+    let mut wake = Wake::new(path);
+    if !wake.watching() {
+        let _ = tx.send(Msg::Note(format!(
+            "{}: no inotify watch on its directory: checked every {} ms",
+            path.display(),
+            POLL.as_millis()
+        )));
+    }
     let mut f = Follower::open(path, resume.map(|r| r.pos), MAX_RESUME);
     let mut framer = resume.map(|r| r.framer).unwrap_or_default();
     let year = current_year();
@@ -1485,6 +1512,11 @@ fn follow(
                             return;
                         }
                     }
+                }
+                // A directory that appeared since (a log not written yet at start) is watched
+                // from now on.
+                if !wake.watching() {
+                    wake = Wake::new(path);
                 }
                 wake.wait();
                 continue;

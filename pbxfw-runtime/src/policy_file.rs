@@ -116,10 +116,19 @@ impl Doc {
         }
     }
 
-    /// Append a `[[networks]]` entry.
+    /// Append a `[[networks]]` entry (or an inline table, when the file writes `networks` as
+    /// an inline array: its entries are kept either way).
     pub fn network_add(&mut self, source: &str, zone: &str, description: &str) {
         match self {
             Doc::Toml(d) => {
+                if let Some(a) = d.get_mut("networks").and_then(Item::as_array_mut) {
+                    let mut t = toml_edit::InlineTable::new();
+                    t.insert("source", source.into());
+                    t.insert("zone", zone.into());
+                    t.insert("description", description.into());
+                    a.push(t);
+                    return;
+                }
                 if d.get("networks")
                     .and_then(Item::as_array_of_tables)
                     .is_none()
@@ -150,6 +159,19 @@ impl Doc {
     pub fn networks_remove(&mut self, hit: impl Fn(&str, &str) -> bool) -> usize {
         match self {
             Doc::Toml(d) => {
+                if let Some(a) = d.get_mut("networks").and_then(Item::as_array_mut) {
+                    let before = a.len();
+                    a.retain(|v| {
+                        let t = v.as_inline_table();
+                        let s = |k| {
+                            t.and_then(|t| t.get(k))
+                                .and_then(|v| v.as_str())
+                                .unwrap_or("")
+                        };
+                        !hit(s("source"), s("zone"))
+                    });
+                    return before - a.len();
+                }
                 let Some(a) = d.get_mut("networks").and_then(Item::as_array_of_tables_mut) else {
                     return 0;
                 };
@@ -220,6 +242,28 @@ pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file that writes `networks` as an inline array keeps its entries through an edit.
+    #[test]
+    fn an_inline_networks_array_is_edited_in_place() {
+        let text = "networks = [{ source = \"10.0.0.0/8\", zone = \"local\" }]\n";
+        let mut doc = Doc::parse(text, "p.toml").unwrap();
+        doc.network_add("192.0.2.1", "trusted", "added");
+        let out = doc.render();
+        assert!(
+            out.contains("10.0.0.0/8") && out.contains("192.0.2.1"),
+            "{out}"
+        );
+        assert_eq!(
+            doc.networks_remove(|s, z| s == "10.0.0.0/8" && z == "local"),
+            1
+        );
+        let out = doc.render();
+        assert!(
+            !out.contains("10.0.0.0/8") && out.contains("192.0.2.1"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn a_write_goes_through_a_link_and_keeps_owner_group_and_mode() {

@@ -101,7 +101,11 @@ pub fn a_clamped_source_flooding_is_banned(tag: &str, make: MakeBackend, sets: S
 /// counted by the daily tier: a phone whose password changed, retrying every 30 s for hours,
 /// must not be banned by the kernel for it (the state machine decides). An unclamped source
 /// sending as much is.
-pub fn the_slow_lane_is_not_counted_by_the_daily_tier(tag: &str, make: MakeBackend, sets: SetStore) {
+pub fn the_slow_lane_is_not_counted_by_the_daily_tier(
+    tag: &str,
+    make: MakeBackend,
+    sets: SetStore,
+) {
     let policy = format!("{POLICY}daily = \"3/24h\"\n");
     let topo = setup(&format!("{tag}-slowdaily"), &policy, make, sets);
     let phone = ip("198.51.100.11");

@@ -574,6 +574,9 @@ pub enum BanCause {
     FailedAuth,
     /// Found in the kernel's ban set and taken over (a daemon killed before it saved its state).
     Adopted,
+    /// Wrong passwords for accounts its registered devices never used, from a source with
+    /// registered devices (docs/responsive.md, "Known devices").
+    ForeignAccounts,
 }
 
 impl BanCause {
@@ -602,6 +605,11 @@ impl BanCause {
                 crate::human::duration(u64::from(config.other.window))
             ),
             BanCause::Adopted => "found in the kernel's ban set (cause not recorded)".into(),
+            BanCause::ForeignAccounts => format!(
+                "{} wrong passwords in {} for accounts its registered devices never used",
+                FOREIGN_BAN.failures,
+                crate::human::duration(u64::from(FOREIGN_BAN.window))
+            ),
         }
     }
 }
@@ -671,6 +679,36 @@ pub struct Machine {
     /// failures for accounts none of their devices registered), until when.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     distrusted: BTreeMap<Prefix, u32>,
+    /// Wrong passwords from sources with registered devices, when (their own count: mixed
+    /// with other failures, they could be pushed out of [`MAX_RECENT`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    foreign: BTreeMap<Prefix, Vec<u32>>,
+    /// When each (source, account) was last reported.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "reported_serde"
+    )]
+    reported: BTreeMap<(Prefix, String), u32>,
+}
+
+/// `reported` as a list (JSON map keys must be strings).
+mod reported_serde {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<(Prefix, String), u32>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter().map(|((p, a), t)| (p, a, t)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<(Prefix, String), u32>, D::Error> {
+        let v: Vec<(Prefix, String, u32)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|(p, a, t)| ((p, a), t)).collect())
+    }
 }
 
 /// How long a device is remembered as known after its last registration (30 days).
@@ -679,23 +717,24 @@ pub const KNOWN_SECONDS: u32 = 30 * 86_400;
 pub const KNOWN_PER_ADDRESS: usize = 8;
 /// Addresses remembered (the oldest goes first).
 pub const MAX_KNOWN: usize = 16_384;
-/// Failures for foreign accounts from a source with registered devices at which the identity
-/// is reported (within 5 minutes, as an unknown account from anyone else is banned).
-pub const FOREIGN_REPORT: Threshold = Threshold {
-    failures: 3,
-    window: 300,
-};
-/// Failures for foreign accounts from a source with registered devices that end its bypass of
-/// the kernel tiers (within 10 minutes), and that ban it (within an hour).
+/// Wrong passwords from a source with registered devices that end its bypass of the kernel
+/// tiers: 20 within a minute, a pace no phone retrying keeps (one every 30 to 60 s) and any
+/// cracker does.
 pub const FOREIGN_BYPASS: Threshold = Threshold {
     failures: 20,
-    window: 600,
+    window: 60,
 };
-/// See [`FOREIGN_BYPASS`].
+/// Wrong passwords for accounts none of its devices registered that ban a source with
+/// registered devices: 60 within 10 minutes (a misconfigured phone retrying every 30 s makes
+/// 20).
 pub const FOREIGN_BAN: Threshold = Threshold {
     failures: 60,
-    window: 3600,
+    window: 600,
 };
+/// A report about one source and account is given at most once in this many seconds.
+pub const REPORT_EVERY: u32 = 600;
+/// Reports remembered (the oldest goes first).
+const MAX_REPORTED: usize = 4096;
 /// How long a source that lost its bypass stays without it.
 pub const DISTRUST_SECONDS: u32 = 3600;
 
@@ -923,6 +962,8 @@ impl Machine {
             resolved: Vec::new(),
             known: BTreeMap::new(),
             distrusted: BTreeMap::new(),
+            foreign: BTreeMap::new(),
+            reported: BTreeMap::new(),
         }
     }
 
@@ -941,6 +982,165 @@ impl Machine {
                     })
             })
             .collect()
+    }
+
+    /// Whether `account` is registered now from inside `key` (the address itself first: one
+    /// lookup; a wider prefix, an IPv6 /64, looks at the registrations inside it).
+    fn registered_in(&self, key: &Prefix, addr: &IpAddr, account: &str, now: u64) -> bool {
+        let has = |accounts: &Vec<(String, Registration)>| {
+            accounts
+                .iter()
+                .any(|(acc, r)| acc == account && r.until > now)
+        };
+        self.registrations.get(addr).is_some_and(has)
+            || (*key != Prefix::host(*addr)
+                && self.registrations.iter().any(|(ra, accounts)| {
+                    Prefix::new(*ra, key.prefix_len()).ok() == Some(*key) && has(accounts)
+                }))
+    }
+
+    /// A report of a bad identity behind a source that is not banned for it, at most one per
+    /// source, account and [`REPORT_EVERY`] seconds: reports reach hooks, and a steady trickle
+    /// of failures must not become a steady trickle of calls.
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &mut self,
+        out: &mut Vec<Action>,
+        key: Prefix,
+        addr: IpAddr,
+        account: Option<&str>,
+        user_agent: Option<&str>,
+        reason: String,
+        n: u32,
+    ) {
+        let id = (key, account.unwrap_or_default().to_string());
+        if self
+            .reported
+            .get(&id)
+            .is_some_and(|at| at.saturating_add(REPORT_EVERY) > n)
+        {
+            return;
+        }
+        if !self.reported.contains_key(&id) && self.reported.len() >= MAX_REPORTED {
+            if let Some(oldest) = self
+                .reported
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
+            {
+                self.reported.remove(&oldest);
+            }
+        }
+        self.reported.insert(id, n);
+        out.push(Action::ReportIdentity {
+            source: addr,
+            account: account.map(str::to_string),
+            user_agent: user_agent.map(str::to_string),
+            reason,
+        });
+    }
+
+    /// Count a wrong password from a registered source ([`FOREIGN_BYPASS`], [`FOREIGN_BAN`]);
+    /// `other_account`: for an account none of its devices registered (only those can ban).
+    /// Returns whether the failure was dealt with here (the ordinary thresholds do not apply
+    /// to it then).
+    #[allow(clippy::too_many_arguments)]
+    fn foreign_failure(
+        &mut self,
+        key: Prefix,
+        addr: IpAddr,
+        account: Option<&str>,
+        user_agent: Option<&str>,
+        other_account: bool,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let n = secs(now);
+        let times = self.foreign.entry(key).or_default();
+        times.retain(|t| t.saturating_add(FOREIGN_BAN.window) > n);
+        if times.len() >= MAX_RECENT {
+            times.remove(0);
+        }
+        times.push(n);
+        let within = |w: u32| times.iter().filter(|t| t.saturating_add(w) > n).count();
+        let bypass = within(FOREIGN_BYPASS.window) >= FOREIGN_BYPASS.failures as usize;
+        let ban = other_account && within(FOREIGN_BAN.window) >= FOREIGN_BAN.failures as usize;
+        if ban {
+            self.foreign.remove(&key);
+            let cfg = self.config.clone_thresholds();
+            let s = self.sources.entry(Key::of(&key)).or_default();
+            s.last_seen = n;
+            if s.banned_until > n {
+                return true;
+            }
+            if s.last_ban.saturating_add(cfg.strike_memory_seconds) <= n {
+                s.strikes = 0;
+            }
+            s.strikes = s.strikes.saturating_add(1);
+            let secs_banned = (cfg.ban_seconds as u64)
+                .saturating_mul(1u64 << (s.strikes - 1).min(20))
+                .min(cfg.max_ban_seconds as u64);
+            s.banned_until = secs(now + secs_banned);
+            s.last_ban = n;
+            s.cause = BanCause::ForeignAccounts;
+            s.recent = Recent::default();
+            out.push(Action::Ban {
+                prefix: key,
+                until: now + secs_banned,
+                reason: format!(
+                    "{} wrong passwords in {} for accounts its registered devices never used",
+                    FOREIGN_BAN.failures,
+                    crate::human::duration(u64::from(FOREIGN_BAN.window))
+                ),
+            });
+            return true;
+        }
+        if bypass && self.distrusted.get(&key).is_none_or(|u| *u <= n) {
+            self.distrusted
+                .insert(key, n.saturating_add(DISTRUST_SECONDS));
+            out.push(Action::ReportIdentity {
+                source: addr,
+                account: account.map(str::to_string),
+                user_agent: user_agent.map(str::to_string),
+                reason: format!(
+                    "{} wrong passwords in {} from a source with registered devices: they lose their bypass of the kernel tiers for {}",
+                    FOREIGN_BYPASS.failures,
+                    crate::human::duration(u64::from(FOREIGN_BYPASS.window)),
+                    crate::human::duration(u64::from(DISTRUST_SECONDS))
+                ),
+            });
+            // Every registration inside the prefix stops bypassing the tiers.
+            let mut inside: Vec<(IpAddr, String, Vec<String>)> = self
+                .registrations
+                .iter()
+                .filter(|(ra, _)| Prefix::new(**ra, key.prefix_len()).ok() == Some(key))
+                .flat_map(|(ra, accounts)| {
+                    accounts
+                        .iter()
+                        .filter(|(_, r)| r.until > now)
+                        .map(|(a, r)| (*ra, a.clone(), r.grants.clone()))
+                })
+                .collect();
+            inside.sort();
+            for (addr, account, grants) in inside {
+                out.push(Action::Revoke {
+                    addr,
+                    account,
+                    grants,
+                });
+            }
+        }
+        if other_account {
+            let reason = format!(
+                "wrong password for an account its registered devices never used; not banned yet: registered devices behind it ({} in {} ban it)",
+                FOREIGN_BAN.failures,
+                crate::human::duration(u64::from(FOREIGN_BAN.window))
+            );
+            self.report(out, key, addr, account, user_agent, reason, n);
+            return true;
+        }
+        // A known device's own account: the ordinary path (slow lane, never banned for it).
+        false
     }
 
     /// Whether `account` registered from `addr` within [`KNOWN_SECONDS`].
@@ -1148,7 +1348,12 @@ impl Machine {
             }
         }
         for (addr, account, r) in sorted_registrations(&self.registrations) {
-            if r.until > now {
+            // A distrusted source's devices stay without the kernel's bypass until it ends.
+            let distrusted = self
+                .distrusted
+                .get(&self.key(*addr))
+                .is_some_and(|u| *u > n);
+            if r.until > now && !distrusted {
                 out.push(Action::AllowRegistered {
                     addr: *addr,
                     until: r.until,
@@ -1402,119 +1607,39 @@ impl Machine {
                 .expect("checked above");
             if k.wrong_since == 0 {
                 k.wrong_since = n;
-                out.push(Action::ReportIdentity {
-                    source: addr,
-                    account: account.map(str::to_string),
-                    user_agent: user_agent.map(str::to_string),
-                    reason: format!(
+                self.report(
+                    out,
+                    key,
+                    addr,
+                    account,
+                    user_agent,
+                    format!(
                         "account {} at {addr} has the wrong password (a known device: kept in the slow lane, never banned for it)",
                         account.unwrap_or_default()
                     ),
-                });
+                    n,
+                );
+            }
+        }
+        let registered = self
+            .sources
+            .get(&Key::of(&key))
+            .is_some_and(|s| s.registered_until > n);
+        // Wrong passwords from a source with registered devices, for an account none of them
+        // registered (a cracker that registered one account, or a cracker behind a NAT), or at
+        // a cracker's pace for one of theirs (the kernel does not meter a registered source):
+        // counted on their own. Past a rate no phone reaches they end the source's bypass of
+        // the kernel tiers; past a higher one, for other accounts, they ban it. Only wrong
+        // passwords count: they take a challenge and its answer, so they cannot come from a
+        // forged address, where an unknown account or a scanner's single packet can.
+        if registered && protection.is_none() && matches!(reason, AuthFailure::WrongPassword) {
+            let registered_here = account.is_some_and(|a| self.registered_in(&key, &addr, a, now));
+            let other_account = !registered_here && !known_wrong;
+            if self.foreign_failure(key, addr, account, user_agent, other_account, now, out) {
+                return;
             }
         }
         let s = self.sources.entry(Key::of(&key)).or_default();
-        // Failures from a source with registered devices for an account none of them
-        // registered count on their own: past a bound they end the source's bypass of the
-        // kernel tiers, past a higher one they ban it. (Looked into only for a registered
-        // source: the common failure costs one lookup of its source.)
-        let foreign = s.registered_until > n && protection.is_none() && !known_wrong && {
-            let registered_here = account.is_some_and(|a| {
-                let has = |accounts: &Vec<(String, Registration)>| {
-                    accounts.iter().any(|(acc, r)| acc == a && r.until > now)
-                };
-                // The address itself first (one lookup); a wider prefix (an IPv6 /64) looks
-                // at the registrations inside it.
-                self.registrations.get(&addr).is_some_and(has)
-                    || (key != Prefix::host(addr)
-                        && self.registrations.iter().any(|(ra, accounts)| {
-                            Prefix::new(*ra, key.prefix_len()).ok() == Some(key) && has(accounts)
-                        }))
-            });
-            !registered_here
-        };
-        if foreign {
-            s.last_seen = n;
-            if s.banned_until > n {
-                return;
-            }
-            s.recent
-                .push(Kind::Foreign, n, cfg.longest_window.max(FOREIGN_BAN.window));
-            if s.recent.count(Kind::Foreign, FOREIGN_REPORT.window, n)
-                == FOREIGN_REPORT.failures as usize
-            {
-                out.push(Action::ReportIdentity {
-                    source: addr,
-                    account: account.map(str::to_string),
-                    user_agent: user_agent.map(str::to_string),
-                    reason: format!(
-                        "{} failures for accounts its registered devices never used; not banned: registered devices behind it",
-                        FOREIGN_REPORT.failures
-                    ),
-                });
-            }
-            if s.recent.reached(Kind::Foreign, FOREIGN_BAN, n) {
-                s.recent = Recent::default();
-                if s.last_ban.saturating_add(cfg.strike_memory_seconds) <= n {
-                    s.strikes = 0;
-                }
-                s.strikes = s.strikes.saturating_add(1);
-                let secs_banned = (cfg.ban_seconds as u64)
-                    .saturating_mul(1u64 << (s.strikes - 1).min(20))
-                    .min(cfg.max_ban_seconds as u64);
-                s.banned_until = secs(now + secs_banned);
-                s.last_ban = n;
-                s.cause = BanCause::FailedAuth;
-                out.push(Action::Ban {
-                    prefix: key,
-                    until: now + secs_banned,
-                    reason: format!(
-                        "{} failures for accounts its registered devices never used, in {}",
-                        FOREIGN_BAN.failures,
-                        crate::human::duration(u64::from(FOREIGN_BAN.window))
-                    ),
-                });
-                return;
-            }
-            if s.recent.reached(Kind::Foreign, FOREIGN_BYPASS, n)
-                && self.distrusted.get(&key).is_none_or(|u| *u <= n)
-            {
-                self.distrusted
-                    .insert(key, n.saturating_add(DISTRUST_SECONDS));
-                out.push(Action::ReportIdentity {
-                    source: addr,
-                    account: account.map(str::to_string),
-                    user_agent: user_agent.map(str::to_string),
-                    reason: format!(
-                        "{} failures for accounts its registered devices never used, in {}: its devices lose their bypass of the kernel tiers for {}",
-                        FOREIGN_BYPASS.failures,
-                        crate::human::duration(u64::from(FOREIGN_BYPASS.window)),
-                        crate::human::duration(u64::from(DISTRUST_SECONDS))
-                    ),
-                });
-                // Every registration inside the prefix stops bypassing the tiers.
-                let mut inside: Vec<(IpAddr, String, Vec<String>)> = self
-                    .registrations
-                    .iter()
-                    .filter(|(ra, _)| self.key(**ra) == key)
-                    .flat_map(|(ra, accounts)| {
-                        accounts
-                            .iter()
-                            .filter(|(_, r)| r.until > now)
-                            .map(|(a, r)| (*ra, a.clone(), r.grants.clone()))
-                    })
-                    .collect();
-                inside.sort();
-                for (addr, account, grants) in inside {
-                    out.push(Action::Revoke {
-                        addr,
-                        account,
-                        grants,
-                    });
-                }
-            }
-            return;
-        }
         let shield = match protection {
             Some(why) => Some(why),
             None if s.registered_until > n => Some("registered devices behind it".to_string()),
@@ -1572,12 +1697,18 @@ impl Machine {
             // Counted failures are spent: the next threshold starts from zero.
             s.recent.forget(kind);
             if let Some(why) = shield {
-                out.push(Action::ReportIdentity {
-                    source: addr,
-                    account: account.map(str::to_string),
-                    user_agent: user_agent.map(str::to_string),
-                    reason: format!("{reason}; not banned: {why}"),
-                });
+                // A known device was announced at its first failure.
+                if !known_wrong {
+                    self.report(
+                        out,
+                        key,
+                        addr,
+                        account,
+                        user_agent,
+                        format!("{reason}; not banned: {why}"),
+                        n,
+                    );
+                }
                 return;
             }
             if s.last_ban.saturating_add(cfg.strike_memory_seconds) <= n {
@@ -1631,6 +1762,12 @@ impl Machine {
             !accounts.is_empty()
         });
         self.distrusted.retain(|_, until| *until > n);
+        self.foreign.retain(|_, times| {
+            times.retain(|t| t.saturating_add(FOREIGN_BAN.window) > n);
+            !times.is_empty()
+        });
+        self.reported
+            .retain(|_, at| at.saturating_add(REPORT_EVERY) > n);
         self.sources.retain(|_, s| {
             s.active(n)
                 || (s.strikes > 0 && s.last_ban.saturating_add(memory) > n)
