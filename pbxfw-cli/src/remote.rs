@@ -281,26 +281,10 @@ fn remote(client: &mut Client, command: Command) -> Result<u8, Fail> {
             Ok(exit::OK)
         }
         Command::Zone(ZoneCmd::Add { zone, ids, edit }) => {
-            let p = edit_call(edit, Vec::new())?;
-            let v = client.call(&Call::ZoneAdd(wire::ZoneParams {
-                zone,
-                entries: ids,
-                backend: p.backend,
-                requester: p.requester,
-            }))?;
-            print_edit(&typed(v)?);
-            Ok(exit::OK)
+            zone_edit(client, Call::ZoneAdd, zone, ids, edit)
         }
         Command::Zone(ZoneCmd::Del { zone, ids, edit }) => {
-            let p = edit_call(edit, Vec::new())?;
-            let v = client.call(&Call::ZoneDel(wire::ZoneParams {
-                zone,
-                entries: ids,
-                backend: p.backend,
-                requester: p.requester,
-            }))?;
-            print_edit(&typed(v)?);
-            Ok(exit::OK)
+            zone_edit(client, Call::ZoneDel, zone, ids, edit)
         }
         // `served` lets no other through.
         _ => Err(Fail(
@@ -308,4 +292,23 @@ fn remote(client: &mut Client, command: Command) -> Result<u8, Fail> {
             "this command is not served by the control socket".into(),
         )),
     }
+}
+
+/// `zone add` or `zone del` (`call` builds which) through the socket.
+fn zone_edit(
+    client: &mut Client,
+    call: fn(wire::ZoneParams) -> Call,
+    zone: String,
+    ids: Vec<String>,
+    edit: EditArgs,
+) -> Result<u8, Fail> {
+    let p = edit_call(edit, Vec::new())?;
+    let v = client.call(&call(wire::ZoneParams {
+        zone,
+        entries: ids,
+        backend: p.backend,
+        requester: p.requester,
+    }))?;
+    print_edit(&typed(v)?);
+    Ok(exit::OK)
 }
