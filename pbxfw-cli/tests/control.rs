@@ -665,3 +665,59 @@ fn a_php_module_under_php_fpm_manages_the_firewall_without_root() {
     let log = std::fs::read_to_string(&s.log).unwrap();
     assert!(log.contains("event=control method=apply uid=33"), "{log}");
 }
+
+/// `apply` with `save` and `confirm` through the socket: the policy file is written only when
+/// the apply is confirmed (here by root's command line), never when it is rolled back.
+#[test]
+fn a_saved_apply_reaches_the_policy_file_only_when_confirmed() {
+    if skipped() {
+        return;
+    }
+    let s = setup("ctlsave");
+    let ns = &s.t.pbx;
+    let with_blacklist = |ip: &str| format!("{POLICY}[blacklist]\nentries = [\"{ip}\"]\n");
+    let apply = |text: &str| {
+        let line = serde_json::json!({
+            "v": 1, "id": 1, "method": "apply",
+            "params": {"policy": text, "confirm": 120, "save": true, "client": format!("{WEB_CLIENT}:443")},
+        });
+        ask(&s.socket, &line.to_string())
+    };
+    // Rolled back: the file keeps the policy it had.
+    let v = apply(&with_blacklist("192.0.2.71"));
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(!std::fs::read_to_string(&s.policy)
+        .unwrap()
+        .contains("192.0.2.71"));
+    let out = root(ns, &["rollback"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!std::fs::read_to_string(&s.policy)
+        .unwrap()
+        .contains("192.0.2.71"));
+    // Confirmed, by root's command line: the file follows.
+    let v = apply(&with_blacklist("192.0.2.72"));
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(!std::fs::read_to_string(&s.policy)
+        .unwrap()
+        .contains("192.0.2.72"));
+    let out = root(ns, &["confirm"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let saved = std::fs::read_to_string(&s.policy).unwrap();
+    assert!(
+        saved.contains("192.0.2.72") && !saved.contains("192.0.2.71"),
+        "{saved}"
+    );
+    // What the kernel holds is what the saved file compiles to (the boot applies the same).
+    let status = root(ns, &["status", "--format", "json"]);
+    let loaded = serde_json::from_slice::<serde_json::Value>(&status.stdout).unwrap()
+        ["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let compiled = root(ns, &["compile", s.policy.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&compiled.stdout).contains(&format!("fingerprint {loaded}")),
+        "{}",
+        text(&compiled)
+    );
+}
