@@ -693,6 +693,19 @@ final class PbxfwClient implements PbxfwApi
         return $this->call('zone_del', ['zone' => $zone, 'entries' => array_values($ids)] + $options + self::backend($backend));
     }
 
+    /** A VPN client connected from `$address` as `$identity` (docs/vpn.md); the VPN role. */
+    public function vpnConnect(string $address, string $identity, int $seconds = 0): array
+    {
+        $p = ['address' => $address, 'identity' => $identity];
+        return $this->call('vpn_connect', $seconds > 0 ? $p + ['seconds' => $seconds] : $p);
+    }
+
+    /** The VPN client is gone: its grants end now. */
+    public function vpnDisconnect(string $address, string $identity): array
+    {
+        return $this->call('vpn_disconnect', ['address' => $address, 'identity' => $identity]);
+    }
+
     /** What each zone (or `$zone`) holds: aliases, description, interfaces, networks. */
     public function zones(?string $zone = null): array
     {

@@ -262,6 +262,29 @@ enum BlacklistCmd {
 }
 
 #[derive(Subcommand)]
+enum VpnCmd {
+    /// The client is connected: its address gets its user's grants.
+    #[command(after_help = AFTER_HELP)]
+    Connect(VpnArgs),
+    /// The client is gone: the grants end now.
+    #[command(after_help = AFTER_HELP)]
+    Disconnect(VpnArgs),
+}
+
+#[derive(clap::Args)]
+struct VpnArgs {
+    /// The public address the client came from (OpenVPN sets $untrusted_ip).
+    #[arg(long, env = "untrusted_ip")]
+    address: String,
+    /// The identity it authenticated as (OpenVPN sets $common_name).
+    #[arg(long, env = "common_name")]
+    identity: String,
+    /// How long the grant lasts unless it disconnects first: `12h` (60 s to 24 h; default 24 h).
+    #[arg(long = "for", value_name = "DURATION")]
+    duration: Option<String>,
+}
+
+#[derive(Subcommand)]
 enum ZoneCmd {
     /// Put each ID (address, CIDR or hostname) in ZONE, moving it from another zone; into the
     /// trusted zone, its bans are lifted. Refused when it would cut off an administrator.
@@ -485,6 +508,12 @@ enum Command {
     /// hostnames in a zone (policy file and kernel), take them out, list them.
     #[command(subcommand)]
     Zone(ZoneCmd),
+    /// A VPN client connected or disconnected: while connected, the public address it came
+    /// from gets the grants of the user it authenticated as (docs/vpn.md). For OpenVPN's
+    /// client-connect and client-disconnect scripts; always through the daemon's control
+    /// socket.
+    #[command(subcommand)]
+    Vpn(VpnCmd),
     /// The five zones, their other names (FreePBX's `internal`, `external`), what each is
     /// for, and what is in it (`fwconsole firewall listzones`).
     #[command(after_help = AFTER_HELP)]
@@ -592,6 +621,15 @@ enum Command {
             env = "PBXFW_CONTROL_ADMIN_GROUP"
         )]
         control_admin_group: String,
+        /// The group that may also tell of VPN clients connecting (name or gid; a VPN server's
+        /// scripts; its members must be in --control-group too).
+        #[arg(
+            long,
+            value_name = "GROUP",
+            default_value = "pbxfw-vpn",
+            env = "PBXFW_CONTROL_VPN_GROUP"
+        )]
+        control_vpn_group: String,
     },
     /// Resolve the policy's hostnames now and bring the kernel's sets up to date (the daemon
     /// does this continuously); print each hostname's addresses.
@@ -1037,6 +1075,11 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             print_zones(&edit::zone_members(&loaded, zone), format, false);
             Ok(exit::OK)
         }
+        // Handled by `remote::run`, always through the socket.
+        Command::Vpn(_) => Err(Fail(
+            exit::UNAVAILABLE,
+            "vpn: only the daemon acts on VPN sessions".into(),
+        )),
         Command::Zones { policy, format } => {
             let loaded = load(policy.as_deref(), false)?;
             print_zones(&edit::zone_members(&loaded, None), format, true);
@@ -1069,6 +1112,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             no_control,
             control_group,
             control_admin_group,
+            control_vpn_group,
         } => {
             let daemon = daemon::Daemon::new(daemon::DaemonConfig {
                 policy: policy.get().map(String::from),
@@ -1095,6 +1139,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     path: control.unwrap_or_else(pbxfw_runtime::control::socket_path),
                     group: control_group,
                     admin_group: control_admin_group,
+                    vpn_group: control_vpn_group,
                     policy: policy.get().map(String::from),
                 }),
             })?;

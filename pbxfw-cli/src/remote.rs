@@ -32,6 +32,12 @@ fn is_root() -> bool {
 /// Run `command` through the control socket when it is one the socket serves, this process is
 /// not root, and the socket exists; else hand it back.
 pub(crate) fn run(command: Command) -> Result<Ran, Fail> {
+    // Only the daemon can act on a VPN session: root asks it too.
+    if let Command::Vpn(cmd) = command {
+        let path = pbxfw_runtime::control::socket_path();
+        let mut client = Client::connect(&path, TIMEOUT)?;
+        return vpn(&mut client, cmd).map(Ran::Done);
+    }
     if !served(&command) || is_root() {
         return Ok(Ran::Local(command));
     }
@@ -310,5 +316,46 @@ fn zone_edit(
         requester: p.requester,
     }))?;
     print_edit(&typed(v)?);
+    Ok(exit::OK)
+}
+
+/// `vpn connect` or `vpn disconnect` through the socket.
+fn vpn(client: &mut Client, cmd: VpnCmd) -> Result<u8, Fail> {
+    let (connect, a) = match cmd {
+        VpnCmd::Connect(a) => (true, a),
+        VpnCmd::Disconnect(a) => (false, a),
+    };
+    let seconds = a
+        .duration
+        .as_deref()
+        .map(|d| {
+            pbxfw_core::parse_seconds(d).map(u64::from).ok_or_else(|| {
+                Fail(
+                    exit::INVALID,
+                    format!("--for {d:?} is not a duration such as 30m or 12h"),
+                )
+            })
+        })
+        .transpose()?;
+    let p = wire::VpnParams {
+        address: a.address,
+        identity: a.identity,
+        seconds,
+    };
+    let v = client.call(&if connect {
+        Call::VpnConnect(p)
+    } else {
+        Call::VpnDisconnect(p)
+    })?;
+    let user = v["user"].as_str().unwrap_or("?");
+    let address = v["address"].as_str().unwrap_or("?");
+    match v["until"].as_u64() {
+        Some(until) => println!(
+            "{user} at {address}: granted until {} ({})",
+            pbxfw_runtime::human::iso8601(until),
+            pbxfw_runtime::human::relative(unix_now(), until)
+        ),
+        None => println!("{user} at {address}: grants withdrawn"),
+    }
     Ok(exit::OK)
 }

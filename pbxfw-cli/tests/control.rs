@@ -21,6 +21,7 @@ use pbxfw_testkit::probe::{SetStore, Topology};
 /// Groups and users that exist nowhere but in these processes' credentials.
 const READ_GID: u32 = 64_101;
 const ADMIN_GID: u32 = 64_102;
+const VPN_GID: u32 = 64_103;
 const READER: u32 = 64_110;
 const ADMIN: u32 = 64_111;
 const OUTSIDER: u32 = 64_112;
@@ -48,6 +49,10 @@ struct Setup {
 }
 
 fn setup(tag: &str) -> Setup {
+    setup_with(tag, POLICY)
+}
+
+fn setup_with(tag: &str, policy_text: &str) -> Setup {
     let mut t = Topology::new(tag, &["eth0".to_string()]);
     t.sets = SetStore::Nft;
     for src in ["203.0.113.66", "203.0.113.77", WEB_CLIENT] {
@@ -62,7 +67,7 @@ fn setup(tag: &str) -> Setup {
     )
     .unwrap();
     let policy = dir.path().join("pbxfw.toml");
-    std::fs::write(&policy, POLICY).unwrap();
+    std::fs::write(&policy, policy_text).unwrap();
     let events = dir.path().join("events.jsonl");
     std::fs::write(&events, "").unwrap();
     let log = dir.path().join("daemon.log");
@@ -85,6 +90,8 @@ fn setup(tag: &str) -> Setup {
             &READ_GID.to_string(),
             "--control-admin-group",
             &ADMIN_GID.to_string(),
+            "--control-vpn-group",
+            &VPN_GID.to_string(),
         ],
         &[("PBXFW_LOCK_FILE", lock.to_str().unwrap())],
         &log,
@@ -719,5 +726,101 @@ fn a_saved_apply_reaches_the_policy_file_only_when_confirmed() {
         String::from_utf8_lossy(&compiled.stdout).contains(&format!("fingerprint {loaded}")),
         "{}",
         text(&compiled)
+    );
+}
+
+/// An OpenVPN server's client-connect and client-disconnect scripts, driven directly with the
+/// environment OpenVPN sets (`untrusted_ip`, `common_name`), as a user of the VPN role: while
+/// connected, the client's public address gets its user's grants and its signalling is not
+/// metered; after the disconnect, both are gone. (OpenVPN itself is not run: the scripts are
+/// what it calls.)
+#[test]
+fn a_vpn_client_opens_the_way_for_its_users_phone() {
+    if skipped() {
+        return;
+    }
+    let policy = format!(
+        "{POLICY}[[users]]\nname = \"alice\"\nservices = [\"ssh\"]\nvpn = [\"alice-laptop\"]\n"
+    );
+    let s = setup_with("ctlvpn", &policy);
+    let ns = &s.t.pbx;
+    const VPN: (u32, u32, &[u32]) = (64_113, READ_GID, &[VPN_GID]);
+    let script = |who, verb: &str, ip: &str, cn: &str| {
+        as_user(
+            ns,
+            who,
+            &[
+                "env",
+                &format!("untrusted_ip={ip}"),
+                &format!("common_name={cn}"),
+                env!("CARGO_BIN_EXE_pbxfw"),
+                "vpn",
+                verb,
+            ],
+        )
+    };
+    let ssh = |t: &Topology| {
+        let out = root(
+            &t.pbx,
+            &[
+                "explain",
+                "--live",
+                "--in",
+                "eth0",
+                "--src",
+                "203.0.113.66",
+                "--proto",
+                "tcp",
+                "--dport",
+                "22",
+                "--format",
+                "json",
+            ],
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["verdict"].clone()
+    };
+    assert_eq!(ssh(&s.t), "drop");
+
+    let out = script(VPN, "connect", "203.0.113.66", "alice-laptop");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("alice at 203.0.113.66: granted until"),
+        "{}",
+        text(&out)
+    );
+    eventually("the endpoint registered", &s.log, || {
+        s.t.set_has("registered4", "203.0.113.66")
+    });
+    // The user's grants, and signalling without the tiers' admission (a phone behind the
+    // same NAT registers however much it sends).
+    assert_eq!(ssh(&s.t), "accept");
+    s.t.watch("ip saddr 203.0.113.66 udp dport 5060");
+    s.t.send_udp(
+        "eth0",
+        "203.0.113.66".parse().unwrap(),
+        5062,
+        5060,
+        100,
+        Duration::ZERO,
+    );
+    assert_eq!(s.t.watched(), 100, "the endpoint's signalling was metered");
+
+    let out = script(VPN, "disconnect", "203.0.113.66", "alice-laptop");
+    assert!(out.status.success(), "{}", text(&out));
+    eventually("the grant withdrawn", &s.log, || {
+        !s.t.set_has("registered4", "203.0.113.66")
+    });
+    assert_eq!(ssh(&s.t), "drop");
+
+    // An identity no user has, and a caller without the VPN role, change nothing.
+    let out = script(VPN, "connect", "203.0.113.77", "mallory");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = script(READ, "connect", "203.0.113.77", "alice-laptop");
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(!s.t.set_has("registered4", "203.0.113.77"));
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(
+        log.contains("event=control method=vpn_connect uid=64113"),
+        "{log}"
     );
 }

@@ -692,7 +692,13 @@ impl Daemon {
         // served is an error in the log, not a firewall that does not run. A daemon serving
         // one runs even with no event source (a web module's only way to the firewall).
         let serving = match self.config.control.clone() {
-            Some(control) => match crate::control::serve(control, self.ctx.clone()) {
+            Some(control) => match crate::control::serve(
+                control,
+                self.ctx.clone(),
+                Some(Handle {
+                    tx: self.tx.clone(),
+                }),
+            ) {
                 Ok(()) => true,
                 Err(e) => {
                     self.ctx

@@ -1151,11 +1151,35 @@ fn users(cx: &mut Cx, v: Option<&Value>, services: &BTreeMap<String, Service>) -
         return out;
     };
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    let mut identities: BTreeMap<String, usize> = BTreeMap::new();
     for (i, item) in a.iter().enumerate() {
         let path = idx("users", i);
-        let Some(t) = cx.table(item, &path, &["name", "services"]) else {
+        let Some(t) = cx.table(item, &path, &["name", "services", "vpn"]) else {
             continue;
         };
+        let mut vpn = BTreeSet::new();
+        if let Some(v) = t.get("vpn") {
+            let vpath = key(&path, "vpn");
+            for (j, id) in cx.strings(v, &vpath) {
+                let p = idx(&vpath, j);
+                if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+                    cx.err(
+                        &p,
+                        Some(id),
+                        "is not a VPN identity (1 to 128 characters, no control characters)",
+                    );
+                } else if let Some(k) = identities.get(id) {
+                    cx.err(
+                        &p,
+                        Some(id),
+                        format!("is also a VPN identity of users[{k}]"),
+                    );
+                } else {
+                    identities.insert(id.to_string(), i);
+                    vpn.insert(id.to_string());
+                }
+            }
+        }
         let name = match t.get("name") {
             Some(v) => cx.name(v, &key(&path, "name")),
             None => {
@@ -1180,6 +1204,7 @@ fn users(cx: &mut Cx, v: Option<&Value>, services: &BTreeMap<String, Service>) -
         out.push(User {
             name,
             services: svcs,
+            vpn,
         });
     }
     out

@@ -577,6 +577,10 @@ pub struct User {
     pub name: String,
     /// Services that follow the user's registered devices.
     pub services: BTreeSet<String>,
+    /// The VPN identities the user connects as (OpenVPN common names): while connected, the
+    /// address the VPN client came from gets the user's grants, as a registered device does
+    /// (docs/vpn.md).
+    pub vpn: BTreeSet<String>,
 }
 
 /// A policy whose every part has been checked. Build one with [`Policy::validate`].

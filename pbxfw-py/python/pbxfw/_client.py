@@ -194,3 +194,17 @@ class Client:
         """What each zone (or ``zone``) of the daemon's policy holds."""
         result: List[Dict[str, Any]] = self.call("zones", {} if zone is None else {"zone": zone})
         return result
+
+    def vpn_connect(self, address: str, identity: str, seconds: Optional[int] = None) -> Dict[str, Any]:
+        """A VPN client connected from ``address`` as ``identity``: the address gets its user's
+        grants (docs/vpn.md). Needs the VPN role (group ``pbxfw-vpn``)."""
+        params: Dict[str, Any] = {"address": address, "identity": identity}
+        if seconds is not None:
+            params["seconds"] = seconds
+        result: Dict[str, Any] = self.call("vpn_connect", params)
+        return result
+
+    def vpn_disconnect(self, address: str, identity: str) -> Dict[str, Any]:
+        """The VPN client is gone: its grants end now."""
+        result: Dict[str, Any] = self.call("vpn_disconnect", {"address": address, "identity": identity})
+        return result

@@ -59,6 +59,9 @@ pub struct ControlConfig {
     /// The group that may also change things (a name or a gid; `pbxfw-admin`). Its members
     /// must be in `group` too, to reach the socket.
     pub admin_group: String,
+    /// The group that may also tell of VPN clients (a name or a gid; `pbxfw-vpn`): a VPN
+    /// server's scripts. Its members must be in `group` too.
+    pub vpn_group: String,
     /// The daemon's policy file: what `show`, `explain`, `ban` and the edits act on, and where
     /// `apply` with `save` writes.
     pub policy: Option<String>,
@@ -71,6 +74,7 @@ impl ControlConfig {
             path: super::socket_path(),
             group: "pbxfw".into(),
             admin_group: "pbxfw-admin".into(),
+            vpn_group: "pbxfw-vpn".into(),
             policy,
         }
     }
@@ -85,6 +89,9 @@ struct Shared {
     config: ControlConfig,
     read_gid: Option<u32>,
     admin_gid: Option<u32>,
+    vpn_gid: Option<u32>,
+    /// The daemon's own event queue: VPN sessions become registrations there.
+    events: Option<crate::daemon::Handle>,
     ctx: Context,
     /// Open connections per uid.
     clients: Mutex<BTreeMap<u32, usize>>,
@@ -97,9 +104,15 @@ struct Shared {
 }
 
 /// Listen on the control socket and serve it on threads of its own; returns once it listens.
-pub fn serve(config: ControlConfig, ctx: Context) -> Result<()> {
+/// `events` is the daemon's queue, where VPN sessions go (without one they are refused).
+pub fn serve(
+    config: ControlConfig,
+    ctx: Context,
+    events: Option<crate::daemon::Handle>,
+) -> Result<()> {
     let read_gid = group_id(&config.group);
     let admin_gid = group_id(&config.admin_group);
+    let vpn_gid = group_id(&config.vpn_group);
     if read_gid.is_none() {
         ctx.log(&[
             ("warning", "control".into()),
@@ -139,6 +152,8 @@ pub fn serve(config: ControlConfig, ctx: Context) -> Result<()> {
         config,
         read_gid,
         admin_gid,
+        vpn_gid,
+        events,
         ctx,
         clients: Mutex::new(BTreeMap::new()),
         changes: Mutex::new(()),
@@ -157,6 +172,8 @@ impl Shared {
     fn role(&self, peer: &Peer) -> Option<Role> {
         if peer.uid == 0 || self.admin_gid.is_some_and(|g| peer.in_group(g)) {
             Some(Role::Admin)
+        } else if self.vpn_gid.is_some_and(|g| peer.in_group(g)) {
+            Some(Role::Vpn)
         } else if self.read_gid.is_some_and(|g| peer.in_group(g)) {
             Some(Role::Read)
         } else {
@@ -471,17 +488,27 @@ fn handle(req: Request, peer: &Peer, role: Role, shared: &Shared) -> Response {
             ("uid", peer.uid.to_string()),
             ("gid", peer.gid.to_string()),
             ("pid", peer.pid.to_string()),
-            ("detail", "the read role may only look".into()),
+            ("detail", "the caller's role does not allow it".into()),
         ]);
         return Response::failed(
             req.id,
             &Error::Denied(format!(
-                "{method} changes the firewall; uid {} may only look (join group {:?})",
-                peer.uid, shared.config.admin_group
+                "{method} is not for uid {}'s role ({}); it needs group {:?}",
+                peer.uid,
+                match role {
+                    Role::Read => "read",
+                    Role::Vpn => "vpn",
+                    Role::Admin => "admin",
+                },
+                if call.role() == Role::Vpn {
+                    &shared.config.vpn_group
+                } else {
+                    &shared.config.admin_group
+                }
             )),
         );
     }
-    let result = if call.role() == Role::Admin {
+    let result = if call.role() >= Role::Vpn {
         let _one = shared.changes.lock().unwrap_or_else(|e| e.into_inner());
         let result = run(call.clone(), peer, role, shared);
         let mut fields = vec![
@@ -823,6 +850,55 @@ fn run(call: Call, peer: &Peer, role: Role, shared: &Shared) -> Result<Value> {
             let (file, req) = edit_request(&p, shared)?;
             to_value(crate::edit::untrust(&file, &req, &p.entries[0])?)
         }
+        Call::VpnConnect(ref p) | Call::VpnDisconnect(ref p) => {
+            let connect = matches!(call, Call::VpnConnect(_));
+            let address: std::net::IpAddr = p.address.parse().map_err(|_| {
+                Error::Usage(format!("address {:?} is not an IP address", p.address))
+            })?;
+            let policy = daemon_policy(shared)?;
+            let user = policy
+                .policy
+                .users
+                .iter()
+                .find(|u| u.vpn.contains(&p.identity))
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{:?} is not a VPN identity of any user (users.*.vpn)",
+                        p.identity
+                    ))
+                })?;
+            let seconds = p.seconds.unwrap_or(86_400);
+            if !(60..=86_400).contains(&seconds) {
+                return Err(Error::Usage(format!(
+                    "seconds {seconds}: a VPN grant lasts 60 to 86400 seconds"
+                )));
+            }
+            let events = shared.events.as_ref().ok_or_else(|| {
+                Error::Unavailable("this control socket has no daemon behind it".into())
+            })?;
+            let event = if connect {
+                pbxfw_core::SecurityEvent::Registered {
+                    source: address,
+                    account: user.name.clone(),
+                    expires: seconds as u32,
+                }
+            } else {
+                pbxfw_core::SecurityEvent::Unregistered {
+                    source: address,
+                    account: user.name.clone(),
+                }
+            };
+            events
+                .event(event)
+                .map_err(|_| Error::Unavailable("the daemon has stopped".into()))?;
+            Ok(json!({
+                "user": user.name,
+                "address": address,
+                "connected": connect,
+                "until": connect.then(|| now + seconds),
+                "grants": user.services,
+            }))
+        }
         Call::Disable(p) => {
             let b = backend(p.backend.as_deref())?;
             Ok(json!({"was_loaded": crate::disable(b)?, "backend": b.as_str()}))
@@ -853,6 +929,8 @@ mod tests {
             config: ControlConfig::new(None),
             read_gid: Some(64_101),
             admin_gid: Some(64_102),
+            vpn_gid: Some(64_103),
+            events: None,
             ctx: Context::system(),
             clients: Mutex::new(BTreeMap::new()),
             changes: Mutex::new(()),

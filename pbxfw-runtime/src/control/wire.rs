@@ -28,6 +28,8 @@ pub const MAX_ID: usize = 128;
 pub enum Role {
     /// Looks: status, bans, explain, show, discovery, a policy's diagnostics.
     Read,
+    /// Looks, and tells of VPN clients connecting and disconnecting (a VPN server's scripts).
+    Vpn,
     /// Changes: apply, confirm, rollback, bans by hand and their lifting, blacklist and trust
     /// edits, disable.
     Admin,
@@ -151,6 +153,20 @@ pub struct ZoneParams {
     pub requester: Requester,
 }
 
+/// `vpn_connect`, `vpn_disconnect`: a VPN client's session (docs/vpn.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VpnParams {
+    /// The public address the client connected from (OpenVPN's `untrusted_ip`).
+    pub address: String,
+    /// The identity it authenticated as (OpenVPN's `common_name`).
+    pub identity: String,
+    /// How long the grant lasts unless the client disconnects first (60 to 86,400 s; default
+    /// a day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
+}
+
 /// `explain`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +245,10 @@ pub enum Call {
     ZoneDel(ZoneParams),
     /// `pbxfw disable` (refused while the lock file exists).
     Disable(BackendParams),
+    /// `pbxfw vpn connect`.
+    VpnConnect(VpnParams),
+    /// `pbxfw vpn disconnect`.
+    VpnDisconnect(VpnParams),
 }
 
 impl Call {
@@ -255,6 +275,8 @@ impl Call {
             Call::ZoneAdd(_) => "zone_add",
             Call::ZoneDel(_) => "zone_del",
             Call::Disable(_) => "disable",
+            Call::VpnConnect(_) => "vpn_connect",
+            Call::VpnDisconnect(_) => "vpn_disconnect",
         }
     }
 
@@ -269,6 +291,7 @@ impl Call {
             | Call::Zones(_)
             | Call::Discover(_)
             | Call::Check(_) => Role::Read,
+            Call::VpnConnect(_) | Call::VpnDisconnect(_) => Role::Vpn,
             _ => Role::Admin,
         }
     }
