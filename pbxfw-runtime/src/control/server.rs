@@ -955,6 +955,9 @@ mod tests {
         assert_eq!(s.role(&peer(33, 64_101, &[64_102])), Some(Role::Admin));
         assert_eq!(s.role(&peer(33, 33, &[64_102])), Some(Role::Admin));
         assert_eq!(s.role(&peer(33, 33, &[64_101])), Some(Role::Read));
+        assert_eq!(s.role(&peer(33, 64_101, &[64_103])), Some(Role::Vpn));
+        // The VPN role may look and tell of VPN clients, nothing else.
+        assert!(Role::Read < Role::Vpn && Role::Vpn < Role::Admin);
         assert_eq!(s.role(&peer(33, 33, &[5, 6])), None);
         // Without the groups on this host, only root.
         let mut s = shared();
