@@ -2,8 +2,8 @@
 //!
 //! Who a caller is comes from the kernel (`SO_PEERCRED`, `SO_PEERGROUPS`) when it connects:
 //! root may do everything, a member of the admin group (`pbxfw-admin`) may change things, a
-//! member of the socket's group (`pbxfw`) may look; anyone else is refused before a byte of
-//! theirs is read. Every change is logged with the caller's uid, gid and pid.
+//! member of the VPN group (`pbxfw-vpn`) may tell of VPN clients, a member of the socket's
+//! group (`pbxfw`) may look; anyone else is refused before a byte of theirs is read. Every change is logged with the caller's uid, gid and pid.
 //!
 //! A hostile or slow client cannot stall the daemon or other clients: each connection has its
 //! own thread; a request must arrive whole within [`REQUEST_TIME`] of its first byte and be at
@@ -298,8 +298,11 @@ fn accept(listener: UnixListener, shared: Arc<Shared>) {
             refuse(
                 conn,
                 &Error::Denied(format!(
-                    "uid {} is in neither group {:?} nor {:?}",
-                    peer.uid, shared.config.group, shared.config.admin_group
+                    "uid {} is in none of the groups {:?}, {:?}, {:?}",
+                    peer.uid,
+                    shared.config.group,
+                    shared.config.admin_group,
+                    shared.config.vpn_group
                 )),
             );
             continue;
