@@ -334,7 +334,7 @@ def test_the_read_role_looks_and_outsiders_are_refused(daemon: Daemon) -> None:
     out = d.run(reader + [sys.executable, "-c", probe, str(d.socket)])
     lines = out.stdout.splitlines()
     assert lines[0] == "read False", out
-    assert lines[1].startswith("denied True") and "may only look" in lines[1], out
+    assert lines[1].startswith("denied True") and "role (read)" in lines[1], out
     out = d.run(outsider + [sys.executable, "-c", probe, str(d.socket)])
     assert out.stdout.startswith("denied True"), out
     # No daemon: UnavailableError, a ConnectionError.
