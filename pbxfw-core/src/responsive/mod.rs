@@ -634,6 +634,25 @@ fn secs(now: u64) -> u32 {
 }
 
 impl SourceState {
+    /// Ban this source at `now` for `cause`: strikes older than the memory are forgotten, the
+    /// n-th ban lasts `ban_seconds × 2^(n−1)` (at most `max_ban_seconds`), and the counted
+    /// failures are spent. Returns when it ends (Unix seconds).
+    fn strike(&mut self, cfg: &Thresholds, cause: BanCause, now: u64) -> u64 {
+        let n = secs(now);
+        if self.last_ban.saturating_add(cfg.strike_memory_seconds) <= n {
+            self.strikes = 0;
+        }
+        self.strikes = self.strikes.saturating_add(1);
+        let secs_banned = (cfg.ban_seconds as u64)
+            .saturating_mul(1u64 << (self.strikes - 1).min(20))
+            .min(cfg.max_ban_seconds as u64);
+        self.banned_until = secs(now + secs_banned);
+        self.last_ban = n;
+        self.cause = cause;
+        self.recent = Recent::default();
+        now + secs_banned
+    }
+
     fn active(&self, now: u32) -> bool {
         self.banned_until > now || self.clamped_until > now || self.registered_until > now
     }
@@ -1073,20 +1092,10 @@ impl Machine {
             if s.banned_until > n {
                 return true;
             }
-            if s.last_ban.saturating_add(cfg.strike_memory_seconds) <= n {
-                s.strikes = 0;
-            }
-            s.strikes = s.strikes.saturating_add(1);
-            let secs_banned = (cfg.ban_seconds as u64)
-                .saturating_mul(1u64 << (s.strikes - 1).min(20))
-                .min(cfg.max_ban_seconds as u64);
-            s.banned_until = secs(now + secs_banned);
-            s.last_ban = n;
-            s.cause = BanCause::ForeignAccounts;
-            s.recent = Recent::default();
+            let until = s.strike(&cfg, BanCause::ForeignAccounts, now);
             out.push(Action::Ban {
                 prefix: key,
-                until: now + secs_banned,
+                until,
                 reason: format!(
                     "{} wrong passwords in {} for accounts its registered devices never used",
                     FOREIGN_BAN.failures,
@@ -1711,21 +1720,11 @@ impl Machine {
                 }
                 return;
             }
-            if s.last_ban.saturating_add(cfg.strike_memory_seconds) <= n {
-                s.strikes = 0;
-            }
-            s.strikes = s.strikes.saturating_add(1);
-            let secs_banned = (cfg.ban_seconds as u64)
-                .saturating_mul(1u64 << (s.strikes - 1).min(20))
-                .min(cfg.max_ban_seconds as u64);
-            s.banned_until = secs(now + secs_banned);
-            s.last_ban = n;
-            s.cause = cause;
+            let until = s.strike(&cfg, cause, now);
             s.clamped_until = 0;
-            s.recent = Recent::default();
             out.push(Action::Ban {
                 prefix: key,
-                until: now + secs_banned,
+                until,
                 reason,
             });
         } else if clamp && !shielded {

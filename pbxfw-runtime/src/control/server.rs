@@ -682,7 +682,7 @@ fn run(call: Call, peer: &Peer, role: Role, shared: &Shared) -> Result<Value> {
         Call::ZoneAdd(p) | Call::ZoneDel(p) if p.entries.is_empty() => {
             Err(Error::Usage("entries: at least one is needed".into()))
         }
-        Call::ZoneAdd(p) => {
+        Call::ZoneAdd(ref p) | Call::ZoneDel(ref p) => {
             let zone = crate::edit::zone_named(&p.zone)?;
             let (file, req) = edit_request(
                 &wire::EditParams {
@@ -692,19 +692,11 @@ fn run(call: Call, peer: &Peer, role: Role, shared: &Shared) -> Result<Value> {
                 },
                 shared,
             )?;
-            to_value(crate::edit::zone_add(&file, &req, zone, &p.entries, now)?)
-        }
-        Call::ZoneDel(p) => {
-            let zone = crate::edit::zone_named(&p.zone)?;
-            let (file, req) = edit_request(
-                &wire::EditParams {
-                    entries: Vec::new(),
-                    backend: p.backend.clone(),
-                    requester: p.requester.clone(),
-                },
-                shared,
-            )?;
-            to_value(crate::edit::zone_del(&file, &req, zone, &p.entries)?)
+            if matches!(call, Call::ZoneAdd(_)) {
+                to_value(crate::edit::zone_add(&file, &req, zone, &p.entries, now)?)
+            } else {
+                to_value(crate::edit::zone_del(&file, &req, zone, &p.entries)?)
+            }
         }
         Call::Discover(_) => {
             let dir = PathBuf::from(allowed_discovery(shared));
