@@ -42,6 +42,27 @@ pub struct Element {
     pub timeout: Option<Duration>,
 }
 
+/// One edit of a dynamic set, for [`Backend::edit_sets`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetEdit {
+    /// Remove every element.
+    Flush(String),
+    /// Add elements (to give one already there another timeout, remove it first).
+    Add(String, Vec<Element>),
+    /// Remove elements. Through nft, an absent one (expired meanwhile) refuses the whole
+    /// transaction: a caller that may meet one starts again from a flush.
+    Remove(String, Vec<Element>),
+}
+
+impl SetEdit {
+    /// The set edited.
+    pub fn set(&self) -> &str {
+        match self {
+            SetEdit::Flush(s) | SetEdit::Add(s, _) | SetEdit::Remove(s, _) => s,
+        }
+    }
+}
+
 /// Extra inputs of an apply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyOptions {
@@ -372,6 +393,11 @@ pub trait Backend {
         op: Op,
         elements: &[Element],
     ) -> Result<(), BackendError>;
+
+    /// Make `edits` to dynamic sets of the loaded ruleset `rs`, in order, as one kernel
+    /// transaction where the backend has them (nft: packets never see a set half written, and
+    /// a refusal changes nothing); the iptables backend makes them in one `ipset restore`.
+    fn edit_sets(&self, rs: &Ruleset, edits: &[SetEdit]) -> Result<(), BackendError>;
 
     /// The fingerprint of the loaded ruleset, or `None` when pbxfw is not loaded.
     fn fingerprint(&self) -> Result<Option<String>, BackendError>;

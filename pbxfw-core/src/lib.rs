@@ -55,6 +55,7 @@ mod discover;
 mod dns;
 mod events;
 mod explain;
+mod fleet;
 pub mod human;
 mod ir;
 mod model;
@@ -65,7 +66,7 @@ mod safety;
 pub use backend::{
     apply, full_apply_reason, static_changes, sync, verify_loaded, Applied, ApplyOptions, Backend,
     BackendError, Element, ElementStatus, Op, RuleCounter, SetStatus, SetUpdate, Status, Synced,
-    MAX_TIMEOUT_SECS,
+    MAX_TIMEOUT_SECS, SetEdit,
 };
 pub use compile::{compile, names, subtract, DYNAMIC_SET_SIZE};
 pub use diag::{Diagnostic, Diagnostics, Severity};
@@ -87,6 +88,10 @@ pub use events::{
     TimedEvent,
 };
 pub use explain::{explain, explain_with, step_of, Explanation, RuleRef};
+pub use fleet::{
+    parse_go_duration, parse_stream, FleetDecision, FleetEntry, FleetTable, Pull, Refused,
+    Skipped, StreamError, TableChange, MAX_FLEET_SECS,
+};
 pub use ir::{
     eval, parse as parse_ir, verify as verify_ir, BasePolicy, Chain, CtState, Decision, DynamicSet,
     DynamicState, FinalVerdict, L4Proto, Map, Match, Packet, ParseIrError, PortSet, Proto, Rule,
@@ -94,7 +99,7 @@ pub use ir::{
 };
 pub use model::parse_seconds;
 pub use model::{
-    catalogue, Admin, BlacklistEntry, CatalogueEntry, DenyVerdict, NetworkOverride, ParseError,
+    catalogue, Admin, BlacklistEntry, CatalogueEntry, DenyVerdict, Fleet, NetworkOverride, ParseError,
     Pbx, Policy, PortRange, PortSpec, Rate, RateUnit, Responsive, Service, Settings,
     SignallingProtocol, Source, Trunk, User, ValidPolicy, Zone, DEFAULT_POLICY_TOML, L4,
 };

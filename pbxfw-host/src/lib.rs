@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod ifaddrs;
 pub mod asterisk;
 pub mod boot;
 pub mod custom;

@@ -27,7 +27,7 @@ use pbxfw_core::{
     ApplyOptions, Backend, BackendError, Element, ElementStatus, Op, RuleCounter, SetStatus,
     SetUpdate, Status,
 };
-use pbxfw_core::{Ruleset, SetKind};
+use pbxfw_core::{Ruleset, SetEdit, SetKind};
 
 use crate::{
     ipset_name, lower, net_elements, IpsetKind, LowerError, Script, BACKEND, ENTRY,
@@ -449,6 +449,7 @@ impl Kernel {
         for e in elements {
             let keys = match &s.kind {
                 SetKind::Static(st) if !st.is_hosts() => net_elements(&e.prefix),
+                SetKind::Dynamic(d) if d.interval => net_elements(&e.prefix),
                 _ => vec![e.prefix.addr().to_string()],
             };
             for k in keys {
@@ -661,6 +662,28 @@ impl Backend for Kernel {
                 }
                 e => e,
             })
+    }
+
+    fn edit_sets(&self, rs: &Ruleset, edits: &[SetEdit]) -> Result<(), BackendError> {
+        let mut text = String::new();
+        for e in edits {
+            match e {
+                SetEdit::Flush(set) => {
+                    if !rs.sets.contains_key(set) {
+                        return Err(BackendError::NoSet(set.clone()));
+                    }
+                    text.push_str(&format!("flush {}\n", ipset_name(set)));
+                }
+                SetEdit::Add(set, els) => text.push_str(&self.update_lines(rs, set, Op::Add, els)?),
+                SetEdit::Remove(set, els) => {
+                    text.push_str(&self.update_lines(rs, set, Op::Remove, els)?)
+                }
+            }
+        }
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.ipset(&["-exist", "restore"], Some(&text)).map(|_| ())
     }
 
     fn fingerprint(&self) -> Result<Option<String>, BackendError> {

@@ -426,12 +426,14 @@ impl<'a> Lowering<'a> {
                 SetKind::Dynamic(d) => {
                     // Every dynamic set takes per-element timeouts; a set timeout of 0 makes
                     // an element added without one permanent.
+                    // Prefixes of any length (the fleet's ranges) need hash:net.
+                    let ty = if d.interval { "hash:net" } else { "hash:ip" };
                     let mut header = format!(
-                        "hash:ip family {fam} timeout {} maxelem {}",
+                        "{ty} family {fam} timeout {} maxelem {}",
                         d.timeout.unwrap_or(0),
                         d.size
                     );
-                    if d.key_len < set.family.bits() {
+                    if !d.interval && d.key_len < set.family.bits() {
                         let _ = write!(header, " netmask {}", d.key_len);
                     }
                     Ipset {

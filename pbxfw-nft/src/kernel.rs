@@ -7,7 +7,7 @@
 //! chain, never the 100k-element sets). Element updates go over netlink ([`crate::netlink`]).
 
 pub use pbxfw_core::{ApplyOptions, ElementStatus, RuleCounter, SetStatus, Status};
-use pbxfw_core::{Backend, BackendError, SetUpdate};
+use pbxfw_core::{Backend, BackendError, SetEdit, SetUpdate};
 use pbxfw_core::{Ruleset, SetKind};
 use serde_json::Value;
 use std::io::Write;
@@ -43,6 +43,7 @@ impl Default for Kernel {
 fn static_shape(kind: &SetKind) -> SetShape {
     match kind {
         SetKind::Static(s) if !s.is_hosts() => SetShape::Interval,
+        SetKind::Dynamic(d) if d.interval => SetShape::Interval,
         _ => SetShape::Hash,
     }
 }
@@ -558,6 +559,44 @@ impl Backend for Kernel {
             }
             other => Ok(other?),
         }
+    }
+
+    fn edit_sets(&self, rs: &Ruleset, edits: &[SetEdit]) -> Result<(), BackendError> {
+        let mut flush = Vec::new();
+        let mut changes = Vec::new();
+        for e in edits {
+            let s = rs
+                .sets
+                .get(e.set())
+                .ok_or_else(|| BackendError::NoSet(e.set().into()))?;
+            let shape = static_shape(&s.kind);
+            match e {
+                // A flush goes first in the batch: only a flush that precedes every change of
+                // the edits is expressible, and it is the only one asked for.
+                SetEdit::Flush(set) if changes.is_empty() => flush.push(set.clone()),
+                SetEdit::Flush(set) => {
+                    return Err(BackendError::Kernel(format!(
+                        "set {set}: a flush must come before the other edits"
+                    )))
+                }
+                SetEdit::Add(set, els) | SetEdit::Remove(set, els) => {
+                    let op = if matches!(e, SetEdit::Add(..)) {
+                        Op::Add
+                    } else {
+                        Op::Remove
+                    };
+                    changes.push(netlink::Change {
+                        set: set.clone(),
+                        shape,
+                        op,
+                        elements: els.clone(),
+                    });
+                }
+            }
+        }
+        changes.retain(|c| !c.elements.is_empty());
+        netlink::apply_atomic(&self.table, &flush, &changes)
+            .map_err(|e| BackendError::from(KernelError::from(e)))
     }
 
     fn fingerprint(&self) -> Result<Option<String>, BackendError> {

@@ -213,6 +213,8 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
                 // the others are only written by pbxfw.
                 let flags = if packet_path_sets.contains(name) {
                     "dynamic, timeout"
+                } else if d.interval {
+                    "interval, timeout"
                 } else {
                     "timeout"
                 };

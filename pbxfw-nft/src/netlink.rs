@@ -149,6 +149,26 @@ impl Socket {
         Ok(())
     }
 
+    /// Raise the send buffer to `bytes` (SO_SNDBUFFORCE: root may exceed `wmem_max`), for a
+    /// batch that must go in one `sendto`.
+    fn grow_send_buffer(&self, bytes: usize) -> io::Result<()> {
+        let v: libc::c_int = bytes.min(i32::MAX as usize / 2) as libc::c_int;
+        // SAFETY: SO_SNDBUFFORCE takes an int; the pointer and size describe `v`.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.0,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: buf is valid for writes of its length.
         let n = unsafe { libc::recv(self.0, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
@@ -308,37 +328,7 @@ pub fn update_set(
 pub fn apply_changes(table: &str, changes: &[Change]) -> Result<(), NetlinkError> {
     let sock = Socket::open().map_err(NetlinkError::Socket)?;
     let mut seq: u32 = 1;
-    // Flatten into (change index, element slice) messages, then pack messages into batches.
-    let mut messages: Vec<(usize, Vec<u8>)> = Vec::new();
-    for (ci, c) in changes.iter().enumerate() {
-        let msg_type = (NFNL_SUBSYS_NFTABLES << 8)
-            | match c.op {
-                Op::Add => NFT_MSG_NEWSETELEM,
-                Op::Remove => NFT_MSG_DELSETELEM,
-            };
-        let flags = match c.op {
-            Op::Add => NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
-            Op::Remove => NLM_F_REQUEST | NLM_F_ACK,
-        };
-        let mut pending = &c.elements[..];
-        while !pending.is_empty() {
-            let mut m = Msg::new(msg_type, flags, 0, NFPROTO_INET, 0);
-            m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
-            m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(&c.set));
-            m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
-            let mut used = 0;
-            for e in pending {
-                if m.buf.len() > MAX_MESSAGE_BYTES - 128 {
-                    break;
-                }
-                encode_element(&mut m, e, c.shape)?;
-                used += 1;
-            }
-            m.end();
-            pending = &pending[used..];
-            messages.push((ci, m.finish()));
-        }
-    }
+    let messages = change_messages(table, changes)?;
     let mut rest = &messages[..];
     while !rest.is_empty() {
         let mut batch = Msg::new(
@@ -390,6 +380,95 @@ pub fn apply_changes(table: &str, changes: &[Change]) -> Result<(), NetlinkError
         })?;
     }
     Ok(())
+}
+
+/// Empty each of `flush` (sets of `table`), then apply `changes` in order, all in **one**
+/// kernel transaction whatever its size: packets see the sets as they were or as they end,
+/// never empty or half written, and a refusal changes nothing. The batch is sent in one
+/// `sendto` (the socket's send buffer raised to fit, as `nft` does for large batches).
+pub fn apply_atomic(table: &str, flush: &[String], changes: &[Change]) -> Result<(), NetlinkError> {
+    let sock = Socket::open().map_err(NetlinkError::Socket)?;
+    let mut batch = Msg::new(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, 0, NFNL_SUBSYS_NFTABLES).finish();
+    let mut seq: u32 = 2;
+    let mut acks = Vec::new();
+    let mut sets: Vec<&str> = Vec::new();
+    for set in flush {
+        // A DELSETELEM without an element list empties the set (`nft flush set`).
+        let mut m = Msg::new(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            NFPROTO_INET,
+            0,
+        );
+        m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
+        m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(set));
+        batch.extend_from_slice(&m.finish());
+        acks.push(seq);
+        sets.push(set);
+        seq += 1;
+    }
+    for (ci, mut m) in change_messages(table, changes)? {
+        m[8..12].copy_from_slice(&seq.to_ne_bytes());
+        batch.extend_from_slice(&m);
+        acks.push(seq);
+        sets.push(&changes[ci].set);
+        seq += 1;
+    }
+    if acks.is_empty() {
+        return Ok(());
+    }
+    batch.extend_from_slice(&Msg::new(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES).finish());
+    sock.grow_send_buffer(batch.len() + 4096)
+        .map_err(NetlinkError::Socket)?;
+    sock.send(&batch).map_err(NetlinkError::Socket)?;
+    let first_seq = acks[0];
+    wait_acks(&sock, &mut acks).map_err(|(failed_seq, source)| match failed_seq {
+        Some(fs) => NetlinkError::Refused {
+            set: sets
+                .get(fs.wrapping_sub(first_seq) as usize)
+                .unwrap_or(&"?")
+                .to_string(),
+            source,
+        },
+        None => NetlinkError::Socket(source),
+    })
+}
+
+/// The set-element messages of `changes` (sequence numbers still to be written), each with the
+/// index of its change: as many messages per change as its elements need.
+fn change_messages(table: &str, changes: &[Change]) -> Result<Vec<(usize, Vec<u8>)>, NetlinkError> {
+    let mut messages: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (ci, c) in changes.iter().enumerate() {
+        let msg_type = (NFNL_SUBSYS_NFTABLES << 8)
+            | match c.op {
+                Op::Add => NFT_MSG_NEWSETELEM,
+                Op::Remove => NFT_MSG_DELSETELEM,
+            };
+        let flags = match c.op {
+            Op::Add => NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
+            Op::Remove => NLM_F_REQUEST | NLM_F_ACK,
+        };
+        let mut pending = &c.elements[..];
+        while !pending.is_empty() {
+            let mut m = Msg::new(msg_type, flags, 0, NFPROTO_INET, 0);
+            m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
+            m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(&c.set));
+            m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+            let mut used = 0;
+            for e in pending {
+                if m.buf.len() > MAX_MESSAGE_BYTES - 128 {
+                    break;
+                }
+                encode_element(&mut m, e, c.shape)?;
+                used += 1;
+            }
+            m.end();
+            pending = &pending[used..];
+            messages.push((ci, m.finish()));
+        }
+    }
+    Ok(messages)
 }
 
 /// Read replies until every sequence number in `acks` is acknowledged; the first error wins,

@@ -16,7 +16,7 @@ use pbxfw_core::{
     ApplyOptions, Backend, BackendError, Element, ElementStatus, Op, SetStatus, SetUpdate, Status,
 };
 use pbxfw_core::{Decision, DynamicState, Packet};
-use pbxfw_core::{Ruleset, SetKind};
+use pbxfw_core::{Ruleset, SetEdit, SetKind};
 
 /// The backend's name in statuses and errors.
 pub const NAME: &str = "memory";
@@ -109,6 +109,7 @@ impl Memory {
             )));
         }
         Ok(match &s.kind {
+            SetKind::Dynamic(d) if d.interval => e.prefix,
             SetKind::Dynamic(d) => {
                 Prefix::new(e.prefix.addr(), d.key_len.min(e.prefix.family().bits()))
                     .map_err(|m| BackendError::Kernel(m.to_string()))?
@@ -256,6 +257,42 @@ impl Backend for Memory {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn edit_sets(&self, rs: &Ruleset, edits: &[SetEdit]) -> Result<(), BackendError> {
+        let mut state = self.state();
+        let Some(l) = state.as_mut() else {
+            return Err(BackendError::NotLoaded);
+        };
+        // All or nothing, as one kernel transaction.
+        let mut elements = l.elements.clone();
+        for e in edits {
+            let set = e.set();
+            if !matches!(rs.sets.get(set).map(|s| &s.kind), Some(SetKind::Dynamic(_))) {
+                return Err(BackendError::NoSet(set.into()));
+            }
+            let held = elements.entry(set.to_string()).or_default();
+            match e {
+                SetEdit::Flush(_) => held.clear(),
+                SetEdit::Add(_, els) => {
+                    for el in els {
+                        held.insert(Memory::key(rs, set, el)?, el.timeout);
+                    }
+                }
+                SetEdit::Remove(_, els) => {
+                    for el in els {
+                        if held.remove(&Memory::key(rs, set, el)?).is_none() {
+                            return Err(BackendError::Kernel(format!(
+                                "{}: no such element in set {set}",
+                                el.prefix
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        l.elements = elements;
         Ok(())
     }
 

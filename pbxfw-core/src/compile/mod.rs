@@ -57,6 +57,10 @@ pub mod names {
     pub fn blacklist_dns(f: Family) -> String {
         format!("blacklist_dns{}", f.suffix())
     }
+    /// Dynamic interval set of the fleet's bans (docs/fleet.md), written by the daemon.
+    pub fn fleet(f: Family) -> String {
+        format!("fleet{}", f.suffix())
+    }
     /// Dynamic ban set written by the responsive state machine.
     pub fn ban(f: Family) -> String {
         format!("ban{}", f.suffix())
@@ -197,6 +201,7 @@ impl Builder {
                     timeout,
                     size: DYNAMIC_SET_SIZE,
                     resolves,
+                    interval: false,
                 }),
                 comment: comment.to_string(),
             },
@@ -284,6 +289,31 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
                 vec![Match::Family(f), Match::Src(names::blacklist_dns(f))],
                 deny.clone(),
                 truncate(format!("blacklist:{}", join_names(&bl_hosts))),
+            ));
+        }
+    }
+    // The fleet's bans (docs/fleet.md): checked with the blacklist, before established flows,
+    // so that a source banned anywhere in the fleet loses its flows here too.
+    if let Some(fleet) = policy.fleet.as_ref().filter(|f| f.pull) {
+        for f in Family::BOTH {
+            b.rs.sets.insert(
+                names::fleet(f),
+                Set {
+                    family: f,
+                    kind: SetKind::Dynamic(DynamicSet {
+                        key_len: f.bits(),
+                        timeout: None,
+                        size: fleet.max_decisions,
+                        resolves: BTreeSet::new(),
+                        interval: true,
+                    }),
+                    comment: "fleet bans (CrowdSec LAPI)".into(),
+                },
+            );
+            input.push(Rule::new(
+                vec![Match::Family(f), Match::Src(names::fleet(f))],
+                Verdict::Drop,
+                "fleet ban",
             ));
         }
     }

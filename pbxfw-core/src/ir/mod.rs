@@ -196,6 +196,9 @@ pub struct DynamicSet {
     pub size: u32,
     /// Hostnames whose A/AAAA answers feed this set.
     pub resolves: BTreeSet<String>,
+    /// Elements are prefixes of any length (the fleet's `Range` bans), disjoint, instead of
+    /// keys of `key_len` bits: an interval set with timeouts (nft), a `hash:net` ipset.
+    pub interval: bool,
 }
 
 /// A verdict map: a key of the packet selects the chain to go to.

@@ -310,6 +310,7 @@ impl Parser<'_> {
                     timeout: None,
                     size: 0,
                     resolves: BTreeSet::new(),
+                    interval: false,
                 };
                 let key = c.word("key=")?;
                 d.key_len = number(kv(&key, "key").ok_or("expected key=")?, "key length")?;
@@ -321,6 +322,10 @@ impl Parser<'_> {
                 }
                 if let Some(r) = c.peek_word().and_then(|w| kv(w, "resolves")) {
                     d.resolves = r.split(',').map(str::to_string).collect();
+                    c.pos += 1;
+                }
+                if c.peek_word() == Some("interval") {
+                    d.interval = true;
                     c.pos += 1;
                 }
                 let comment = c.string("comment")?;

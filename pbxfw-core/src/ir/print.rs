@@ -67,6 +67,7 @@ pub(super) fn print_to<W: Write>(
                 timeout,
                 size,
                 resolves,
+                interval,
             }) => {
                 let _ = write!(out, " dynamic key={key_len} size={size}");
                 if let Some(t) = timeout {
@@ -75,6 +76,9 @@ pub(super) fn print_to<W: Write>(
                 if !resolves.is_empty() {
                     let names: Vec<&str> = resolves.iter().map(String::as_str).collect();
                     let _ = write!(out, " resolves={}", names.join(","));
+                }
+                if *interval {
+                    let _ = out.write_str(" interval");
                 }
                 let _ = writeln!(out, " {}", q(&set.comment));
             }

@@ -85,6 +85,9 @@ pub fn verify(rs: &Ruleset) -> Result<(), VerifyError> {
                 if d.key_len == 0 || d.key_len > set.family.bits() || d.size == 0 {
                     return Err(fail(at, "bad key length or size"));
                 }
+                if d.interval && (d.key_len != set.family.bits() || !d.resolves.is_empty()) {
+                    return Err(fail(at, "an interval set is keyed by whole addresses and resolves nothing"));
+                }
             }
         }
     }

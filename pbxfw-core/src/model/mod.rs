@@ -583,6 +583,38 @@ pub struct User {
     pub vpn: BTreeSet<String>,
 }
 
+/// Bans shared with a fleet of PBXes through CrowdSec's Local API (`[fleet]`, docs/fleet.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// The LAPI's base URL (`https://lapi.example.net:8080`).
+    pub url: String,
+    /// This PBX's name in what it pushes (`meta.pbx`).
+    pub pbx: String,
+    /// Pull the fleet's decisions into the kernel (the bouncer role).
+    pub pull: bool,
+    /// The bouncer's API key, in a file only root may read.
+    pub api_key_file: Option<String>,
+    /// Push this PBX's bans to the fleet (the machine role).
+    pub push: bool,
+    /// The machine's name at the LAPI.
+    pub machine_id: Option<String>,
+    /// The machine's password, in a file only root may read.
+    pub password_file: Option<String>,
+    /// A local `pbxfw unban` deletes the source's decisions at the LAPI too, every machine's.
+    pub unban: bool,
+    /// Seconds between delta pulls.
+    pub poll_seconds: u32,
+    /// Seconds between full pulls that reconcile the whole set.
+    pub resync_seconds: u32,
+    /// Seconds one request may take.
+    pub timeout_seconds: u32,
+    /// The CA certificates (PEM) a `https` LAPI's certificate is checked against, instead of
+    /// the public roots.
+    pub ca_file: Option<String>,
+    /// Most decisions enforced (the size of the kernel's fleet sets).
+    pub max_decisions: u32,
+}
+
 /// A policy whose every part has been checked. Build one with [`Policy::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidPolicy {
@@ -602,6 +634,8 @@ pub struct ValidPolicy {
     pub responsive: Responsive,
     /// `[[users]]`.
     pub users: Vec<User>,
+    /// `[fleet]`, when the PBX is part of one.
+    pub fleet: Option<Fleet>,
     /// Warnings found while validating (never errors: those prevent a `ValidPolicy`).
     pub warnings: Vec<Diagnostic>,
 }

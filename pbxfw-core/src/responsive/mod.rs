@@ -223,6 +223,10 @@ pub fn never_banned(config: &Config, resolved: &[Protected], prefix: &Prefix) ->
 /// Why an address is never acted on whatever the policy says: it is not a remote unicast
 /// source (loopback, link-local — which also carries IPv6 neighbour discovery —, unspecified,
 /// multicast, broadcast). An event naming one is forged or broken.
+pub(crate) fn special_addr(addr: &IpAddr) -> Option<&'static str> {
+    special(addr)
+}
+
 fn special(addr: &IpAddr) -> Option<&'static str> {
     match addr {
         IpAddr::V4(a) if a.is_loopback() => Some("loopback"),
@@ -1255,6 +1259,29 @@ impl Machine {
             .collect();
         v.sort_by_key(|r| r.prefix);
         v
+    }
+
+    /// Why a ban of `prefix` from outside (the fleet, docs/fleet.md) must not be enforced, if
+    /// it must not: it overlaps a protected source (a trunk, a trusted network, an
+    /// administrator, an ignored source, a resolved protected hostname), is not a remote
+    /// unicast source, or holds a device registered at `now`.
+    pub fn refuses_outside_ban(&self, prefix: &Prefix, now: u64) -> Option<String> {
+        if let Some(why) = self.protection(&prefix.addr(), prefix) {
+            return Some(why);
+        }
+        let registered = |addr: &IpAddr| {
+            self.registrations
+                .get(addr)
+                .and_then(|accounts| accounts.iter().find(|(_, r)| r.until > now))
+                .map(|(account, _)| format!("device registered as {account} ({addr})"))
+        };
+        if prefix.is_host() {
+            return registered(&prefix.addr());
+        }
+        self.registrations
+            .keys()
+            .filter(|a| prefix.contains(a))
+            .find_map(registered)
     }
 
     /// The accounts registered from `addr`, each with its expiry (Unix seconds), sorted.
