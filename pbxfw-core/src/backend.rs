@@ -413,6 +413,19 @@ pub trait Backend {
     /// What is loaded.
     fn status(&self) -> Result<Status, BackendError>;
 
+    /// The elements of one set with timeouts, with their remaining time (empty when the set
+    /// is not loaded). Backends that can read one set alone do: a large blacklist is not read
+    /// to look at a few bans.
+    fn set_elements(&self, set: &str) -> Result<Vec<ElementStatus>, BackendError> {
+        Ok(self
+            .status()?
+            .sets
+            .into_iter()
+            .find(|s| s.name == set)
+            .map(|s| s.elements)
+            .unwrap_or_default())
+    }
+
     /// Remove everything pbxfw owns, and nothing else. Returns whether anything was loaded.
     fn disable(&self) -> Result<bool, BackendError>;
 }

@@ -599,6 +599,27 @@ impl Backend for Kernel {
             .map_err(|e| BackendError::from(KernelError::from(e)))
     }
 
+    fn set_elements(&self, set: &str) -> Result<Vec<ElementStatus>, BackendError> {
+        let detail = match self.json(&["list", "set", "inet", &self.table, set]) {
+            Ok(d) => d,
+            Err(KernelError::Nft { stderr, .. }) if stderr.contains("No such file") => {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(detail
+            .iter()
+            .find_map(|i| i["set"]["elem"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|e| ElementStatus {
+                element: element_text(&e["elem"]["val"])
+                    .unwrap_or_else(|| element_text(e).unwrap_or_default()),
+                expires_in: e["elem"]["expires"].as_u64(),
+            })
+            .collect())
+    }
+
     fn fingerprint(&self) -> Result<Option<String>, BackendError> {
         Ok(Kernel::fingerprint(self)?)
     }

@@ -89,6 +89,8 @@ enum Msg {
     Dns(crate::names::Desired, Vec<(String, Vec<IpAddr>)>),
     /// Stop ([`Handle::stop`]).
     Stop,
+    /// The fleet's threads (docs/fleet.md).
+    Fleet(crate::fleet::Report),
 }
 
 fn describe(a: &Action) -> Vec<(&'static str, String)> {
@@ -769,6 +771,13 @@ fn run(
     }
     let t = ctx.now();
     machine.tick(t);
+    // The fleet (docs/fleet.md): its threads report on the event channel.
+    let fleet_deliver = {
+        let tx = tx.clone();
+        move |r: crate::fleet::Report| tx.send(Msg::Fleet(r)).is_ok()
+    };
+    let mut fleet = crate::fleet::Member::new();
+    fleet.configure(ctx, policy.fleet.as_ref(), fleet_deliver.clone());
     // Unbans made while the daemon was away come before anything is put back. Without a
     // readable ledger nothing is taken over from the kernel either: a ban by hand there would
     // look like one of the machine's.
@@ -778,6 +787,7 @@ fn run(
     match read_ledger(ctx) {
         Some(ledger) => {
             let (forgiven, calls) = apply_ledger(ctx, &mut machine, &ledger, &mut counters, t);
+            fleet.on_calls(&calls, &machine, true, t);
             seed = forgiven;
             if let Some(h) = hooks {
                 h.offer(&calls, t);
@@ -848,6 +858,9 @@ fn run(
     // Kept for a DNS thread a reload may start; the loop ends when the sources do (never, for
     // files and sockets), not when this sender goes.
     let dns_tx = tx;
+    if fleet.active() {
+        threads += 1;
+    }
     if threads == 0 && !handled {
         return Err(Error::Usage(
             "no event source and no hostname to resolve: give --ami, --log, --events or --events-socket"
@@ -900,6 +913,7 @@ fn run(
                             if hooks.is_some() {
                                 calls.extend(decided.iter().cloned());
                             }
+                            fleet.on_calls(&decided, &machine, false, t);
                             actions.extend(decided);
                         }
                         Outcome::Ambiguous(why) => {
@@ -924,6 +938,7 @@ fn run(
                     }
                 }
                 Msg::Note(n) => ctx.log(&[("event", "source".into()), ("detail", n)]),
+                Msg::Fleet(r) => fleet.on_report(ctx, r, t),
                 Msg::Stop => ended = true,
                 Msg::Dns(want, answers) => {
                     machine.set_resolved(resolved_protection(&policy, &answers));
@@ -948,6 +963,7 @@ fn run(
             if hooks.is_some() {
                 calls.extend(decided.iter().cloned());
             }
+            fleet.on_calls(&decided, &machine, false, t);
             actions.extend(decided);
             let stamp = ledger_stamp();
             if stamp != ledger_seen {
@@ -955,6 +971,7 @@ fn run(
                     ledger_seen = stamp;
                     let (forgiven, new) =
                         apply_ledger(ctx, &mut machine, &ledger, &mut counters, t);
+                    fleet.on_calls(&new, &machine, true, t);
                     actions.extend(forgiven);
                     calls.extend(new);
                     // After the unbans: a ban by hand made right after an unban of the same
@@ -966,6 +983,8 @@ fn run(
             if let Some(new) = reloaded(ctx, kernel, &rs, reload, &mut known, &mut ignored) {
                 rs = compile(&new);
                 machine.reconfigure(machine_config(&new));
+                fleet.configure(ctx, new.fleet.as_ref(), fleet_deliver.clone());
+                fleet.sets_lost();
                 // Into the sets of the new ruleset (they may be new sets).
                 actions.extend(machine.replay_actions(t));
                 if let Some(l) = read_ledger(ctx) {
@@ -1010,6 +1029,7 @@ fn run(
                         if let Some(l) = read_ledger(ctx) {
                             actions.extend(manual_replay(&l, &machine, t));
                         }
+                        fleet.sets_lost();
                         feeder = None;
                         if let Some(ctl) = &dns_ctl {
                             let _ = ctl.send((crate::names::tracked_names(&policy), rs.clone()));
@@ -1032,6 +1052,7 @@ fn run(
             timings.kernel_update_max_seconds = timings.kernel_update_max_seconds.max(took);
             dirty = true;
         }
+        fleet.after_pass(ctx, kernel, &rs, &machine, t);
         // After the kernel: a hook never delays enforcement.
         if let Some(h) = hooks {
             let dropped = h.offer(&calls, t);
@@ -1047,6 +1068,9 @@ fn run(
         if let Some(shared) = metrics {
             if ticked || dirty && last_write.elapsed() >= write_every {
                 publish(shared, &machine, &counters, hooks, &timings, t);
+                if let Ok(mut s) = shared.lock() {
+                    s.fleet = fleet.metrics();
+                }
             }
         }
         ticked = false;
@@ -1098,6 +1122,7 @@ fn publish(
             tracked: machine.tracked() as u64,
             hooks_dropped: hooks.map_or(0, |h| h.dropped()),
             timings: timings.clone(),
+            fleet: std::mem::take(&mut s.fleet),
         };
     }
 }

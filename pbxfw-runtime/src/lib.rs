@@ -33,6 +33,7 @@ pub mod daemon;
 pub mod edit;
 pub mod error;
 pub mod explain;
+pub mod fleet;
 pub mod hooks;
 pub mod human;
 pub mod init;

@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub hooks_dropped: u64,
     /// How long the daemon's kernel updates take.
     pub timings: Timings,
+    /// The fleet (docs/fleet.md).
+    pub fleet: crate::fleet::Metrics,
 }
 
 /// What the daemon's loop measures of itself (not kept across restarts).
@@ -182,6 +184,57 @@ pub fn render(snap: &Snapshot, backend: BackendName) -> String {
         "Hook calls dropped because their queue was full.",
         &[(String::new(), snap.hooks_dropped)],
     );
+    let f = &snap.fleet;
+    if f.configured {
+        let s = &f.stats;
+        metric(
+            "pbxfw_fleet_decisions",
+            "gauge",
+            "Fleet decisions (CrowdSec LAPI), by state: enforced in the kernel, refused (protected sources).",
+            &[
+                ("{state=\"enforced\"}".into(), s.enforced),
+                ("{state=\"refused\"}".into(), s.refused),
+            ],
+        );
+        metric(
+            "pbxfw_fleet_pulls_total",
+            "counter",
+            "Decision-stream pulls taken, by kind, and those that failed.",
+            &[
+                ("{kind=\"full\"}".into(), s.full_pulls),
+                ("{kind=\"delta\"}".into(), s.delta_pulls),
+                ("{kind=\"failed\"}".into(), f.pull_errors),
+            ],
+        );
+        metric(
+            "pbxfw_fleet_skipped_total",
+            "counter",
+            "Decisions read and not enforced, by why.",
+            &[
+                ("{why=\"not_ban\"}".into(), s.skipped.not_ban),
+                ("{why=\"other_scope\"}".into(), s.skipped.other_scope),
+                ("{why=\"bad_value\"}".into(), s.skipped.bad_value),
+                ("{why=\"expired\"}".into(), s.skipped.expired),
+                ("{why=\"over_limit\"}".into(), s.skipped.over_limit),
+            ],
+        );
+        metric(
+            "pbxfw_fleet_pushed_total",
+            "counter",
+            "This PBX's bans pushed to the fleet, and pushes that failed or were dropped.",
+            &[
+                ("{outcome=\"sent\"}".into(), f.pushed),
+                ("{outcome=\"failed\"}".into(), f.push_errors),
+                ("{outcome=\"dropped\"}".into(), f.push_dropped),
+            ],
+        );
+        metric(
+            "pbxfw_fleet_kernel_errors_total",
+            "counter",
+            "Writes of the fleet's sets the kernel refused.",
+            &[(String::new(), s.kernel_errors)],
+        );
+    }
     if let Ok(status) = backend.open().status() {
         metric(
             "pbxfw_loaded",

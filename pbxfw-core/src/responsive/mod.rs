@@ -588,6 +588,19 @@ impl BanCause {
         *self == BanCause::Unknown
     }
 
+    /// The cause's short name, as it is serialised (`attack_tool`, `wrong_password`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            BanCause::Unknown => "unknown",
+            BanCause::AttackTool => "attack_tool",
+            BanCause::UnknownAccount => "unknown_account",
+            BanCause::WrongPassword => "wrong_password",
+            BanCause::FailedAuth => "failed_auth",
+            BanCause::Adopted => "adopted",
+            BanCause::ForeignAccounts => "foreign_accounts",
+        }
+    }
+
     /// The cause in words, with the threshold of `config` it crossed.
     pub fn describe(&self, config: &Config) -> String {
         match self {
@@ -1259,6 +1272,12 @@ impl Machine {
             .collect();
         v.sort_by_key(|r| r.prefix);
         v
+    }
+
+    /// What made the machine ban `prefix` (a key it tracks), for what is told of the ban
+    /// (the fleet's scenario, docs/fleet.md).
+    pub fn ban_cause(&self, prefix: &Prefix) -> Option<BanCause> {
+        self.sources.get(&Key::of(prefix)).map(|s| s.cause)
     }
 
     /// Why a ban of `prefix` from outside (the fleet, docs/fleet.md) must not be enforced, if
