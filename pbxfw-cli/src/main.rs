@@ -1490,6 +1490,17 @@ fn print_full_status(s: &pbxfw_runtime::Status) {
         );
     }
     print_status(&s.kernel);
+    if let Some(f) = &s.fleet {
+        println!(
+            "fleet: {} — {} decision(s) enforced, {} held, {} refused (pbxfw bans lists them); last pull {}",
+            f.url,
+            f.enforced,
+            f.decisions,
+            f.refused,
+            f.last_pull
+                .map_or("never".into(), |t| pbxfw_runtime::human::relative(unix_now(), t))
+        );
+    }
     if let Some(r) = &s.responsive {
         let c = &r["counters"];
         println!(
@@ -1724,7 +1735,15 @@ fn print_status(s: &pbxfw_core::Status) {
     println!("sets:");
     for set in &s.sets {
         println!("  {:<24} {} element(s)", set.name, set.size);
-        for e in &set.elements {
+        // A fleet set holds up to a million decisions: the first ones, and where the rest is.
+        const SHOWN: usize = 50;
+        if set.elements.len() > SHOWN {
+            println!(
+                "    ({} more below the first {SHOWN}: pbxfw bans lists them all)",
+                set.elements.len() - SHOWN
+            );
+        }
+        for e in set.elements.iter().take(SHOWN) {
             match e.expires_in {
                 Some(secs) => println!(
                     "    {:<40} expires in {}",
@@ -1989,7 +2008,6 @@ fn print_bans(b: &pbxfw_runtime::bans::Bans, now: u64) {
     }
     if b.bans.is_empty() {
         println!("no bans");
-        return;
     }
     for ban in &b.bans {
         let origin = match ban.origin {
@@ -1997,6 +2015,7 @@ fn print_bans(b: &pbxfw_runtime::bans::Bans, now: u64) {
             Origin::StateMachine => "state machine",
             Origin::Manual => "by hand",
             Origin::Unknown => "unknown",
+            Origin::Fleet => "fleet",
         };
         let mut line = format!(
             "{:<20} {:<13} until {} ({})  {}",
@@ -2016,6 +2035,20 @@ fn print_bans(b: &pbxfw_runtime::bans::Bans, now: u64) {
             line += &format!("; by {by}");
         }
         println!("{line}");
+    }
+    if !b.fleet_refused.is_empty() {
+        println!("fleet decisions not enforced here:");
+        for d in &b.fleet_refused {
+            println!(
+                "  {:<20} until {} ({})  {} (origin {}): {}",
+                d.prefix.to_string(),
+                pbxfw_runtime::human::iso8601(d.until),
+                pbxfw_runtime::human::relative(now, d.until),
+                pbxfw_runtime::fleet::lapi::clip(&d.scenario, 128),
+                pbxfw_runtime::fleet::lapi::clip(&d.origin, 64),
+                d.refused.as_deref().unwrap_or("")
+            );
+        }
     }
 }
 

@@ -253,6 +253,8 @@ pub enum Origin {
     /// In the kernel's ban set, with no record of who put it there (a state file lost, or
     /// another program).
     Unknown,
+    /// The fleet: a decision of CrowdSec's Local API (docs/fleet.md).
+    Fleet,
 }
 
 /// A ban in force, as `pbxfw bans` lists it.
@@ -299,6 +301,10 @@ pub struct Bans {
     /// kernel; reasons may be missing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Fleet decisions not enforced here, each with why (a trunk, a trusted network, a
+    /// registered device, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fleet_refused: Vec<crate::fleet::Shown>,
 }
 
 /// The daemon's machine as its state file (the default one) holds it, if it reads.
@@ -337,6 +343,55 @@ pub fn list(backend: BackendName, now: u64) -> Result<Bans> {
                 .collect()
         })
         .unwrap_or_default();
+    let fleet = crate::fleet::read_snapshot();
+    let fleet_sets: Vec<String> = Family::BOTH
+        .iter()
+        .map(|f| pbxfw_core::names::fleet(*f))
+        .collect();
+    let fleet_decisions: BTreeMap<Prefix, &crate::fleet::Shown> = fleet
+        .iter()
+        .flat_map(|s| s.decisions.iter())
+        .map(|d| (d.prefix, d))
+        .collect();
+    let mut bans = Vec::new();
+    for set in status.sets.iter().filter(|s| fleet_sets.contains(&s.name)) {
+        for el in &set.elements {
+            let Ok((prefix, _)) = Prefix::parse_lenient(&el.element) else {
+                continue;
+            };
+            let left = el.expires_in.unwrap_or(0);
+            let until = now + left;
+            let reason = match fleet_decisions.get(&prefix) {
+                Some(d) => format!(
+                    "fleet: {} (origin {})",
+                    crate::fleet::lapi::clip(&d.scenario, 128),
+                    crate::fleet::lapi::clip(&d.origin, 64)
+                ),
+                None => "fleet: a decision of the LAPI (not in the daemon's fleet state)".into(),
+            };
+            bans.push(Ban {
+                prefix,
+                origin: Origin::Fleet,
+                reason,
+                since: None,
+                since_iso: None,
+                until,
+                until_iso: crate::human::iso8601(until),
+                expires_in: left,
+                strikes: None,
+                by: None,
+                set: set.name.clone(),
+            });
+        }
+    }
+    let fleet_refused: Vec<crate::fleet::Shown> = fleet
+        .map(|s| {
+            s.decisions
+                .into_iter()
+                .filter(|d| d.refused.is_some() && d.until > now)
+                .collect()
+        })
+        .unwrap_or_default();
     let role_of = |name: &str| {
         Family::BOTH.iter().find_map(|f| {
             if SetRole::Ban.set(*f) == name {
@@ -348,7 +403,6 @@ pub fn list(backend: BackendName, now: u64) -> Result<Bans> {
             }
         })
     };
-    let mut bans = Vec::new();
     for set in &status.sets {
         let Some(role) = role_of(&set.name) else {
             continue;
@@ -397,6 +451,7 @@ pub fn list(backend: BackendName, now: u64) -> Result<Bans> {
         loaded: status.loaded,
         bans,
         warnings,
+        fleet_refused,
     })
 }
 

@@ -35,9 +35,27 @@ pub struct Status {
     pub responsive: Option<serde_json::Value>,
     /// State files `boot` could not use.
     pub state_problems: Vec<serde_json::Value>,
+    /// The fleet as the daemon last wrote it (docs/fleet.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetSummary>,
     /// Problems reading what the host keeps (they do not make the status fail).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// What `status` says of the fleet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetSummary {
+    /// The LAPI.
+    pub url: String,
+    /// When the daemon last pulled (Unix seconds).
+    pub last_pull: Option<u64>,
+    /// Decisions enforced in the kernel's fleet sets.
+    pub enforced: usize,
+    /// Decisions held (enforced, covered by a wider one, or refused).
+    pub decisions: usize,
+    /// Decisions refused (protected sources).
+    pub refused: usize,
 }
 
 /// The status of `backend` at `now` (Unix seconds).
@@ -85,6 +103,13 @@ pub fn status(backend: BackendName, now: u64) -> Result<Status> {
         discovery,
         responsive,
         state_problems,
+        fleet: crate::fleet::read_snapshot().map(|s| FleetSummary {
+            refused: s.decisions.iter().filter(|d| d.refused.is_some()).count(),
+            decisions: s.decisions.len(),
+            url: s.url,
+            last_pull: s.last_pull,
+            enforced: s.enforced,
+        }),
         warnings,
     })
 }

@@ -885,7 +885,7 @@ pub fn guard<'a>(
 
 /// How often the pusher looks at the kernel tiers' ban sets (bans the packet path makes, which
 /// the daemon does not decide and learns only there).
-const TIER_LOOK: Duration = Duration::from_secs(2);
+const TIER_LOOK: Duration = Duration::from_secs(1);
 
 /// The state file is written at most this often (a 100k table is a few megabytes).
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
