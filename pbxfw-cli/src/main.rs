@@ -1735,11 +1735,11 @@ fn print_status(s: &pbxfw_core::Status) {
     println!("sets:");
     for set in &s.sets {
         println!("  {:<24} {} element(s)", set.name, set.size);
-        // A fleet set holds up to a million decisions: the first ones, and where the rest is.
+        // A fleet set holds up to a million decisions: the first ones, and where the rest are.
         const SHOWN: usize = 50;
         if set.elements.len() > SHOWN {
             println!(
-                "    ({} more below the first {SHOWN}: pbxfw bans lists them all)",
+                "    ({} more below the first {SHOWN}: --format json lists them all)",
                 set.elements.len() - SHOWN
             );
         }
