@@ -111,9 +111,11 @@ impl Pbx {
             events.to_str().unwrap(),
         ];
         self.daemon = Some(self.ns.spawn(&argv, &[], &self.dir.join("daemon.log")));
-        self.wait("the daemon's first full pull", Duration::from_secs(20), || {
-            self.log().contains("event=fleet-pull kind=full")
-        });
+        self.wait(
+            "the daemon's first full pull",
+            Duration::from_secs(20),
+            || self.log().contains("event=fleet-pull kind=full"),
+        );
     }
 
     fn log(&self) -> String {
@@ -200,9 +202,11 @@ fn a_fleet_of_two_shares_bans_through_a_real_lapi() {
         &b.dir.join("listener.log"),
     );
     // (A fresh veth may take a moment to carry.)
-    b.wait("B answers the attacker's address before any ban", Duration::from_secs(5), || {
-        connects(&net, ATTACKER, "10.97.2.2")
-    });
+    b.wait(
+        "B answers the attacker's address before any ban",
+        Duration::from_secs(5),
+        || connects(&net, ATTACKER, "10.97.2.2"),
+    );
 
     // 1. A flood on A: A's kernel tier bans it, A's daemon pushes it, B enforces it.
     let flood_start = Instant::now();
@@ -211,10 +215,15 @@ fn a_fleet_of_two_shares_bans_through_a_real_lapi() {
          for i in range(300): s.sendto(b'OPTIONS sip:x SIP/2.0\\r\\n\\r\\n',('10.97.1.2',5060))\n"
     );
     net.run(&["python3", "-c", &script]);
-    a.wait("A's kernel tier bans the flood", Duration::from_secs(5), || {
-        let out = a.ns.exec(&["nft", "list", "set", "inet", "pbxfw", "tier_ban4"]);
-        String::from_utf8_lossy(&out.stdout).contains(ATTACKER)
-    });
+    a.wait(
+        "A's kernel tier bans the flood",
+        Duration::from_secs(5),
+        || {
+            let out =
+                a.ns.exec(&["nft", "list", "set", "inet", "pbxfw", "tier_ban4"]);
+            String::from_utf8_lossy(&out.stdout).contains(ATTACKER)
+        },
+    );
     let pushing = Instant::now();
     while !at_lapi(&net, ATTACKER) {
         assert!(
@@ -236,8 +245,14 @@ fn a_fleet_of_two_shares_bans_through_a_real_lapi() {
         pushed,
         reached
     );
-    assert!(!connects(&net, ATTACKER, "10.97.2.2"), "B drops a real packet from the banned source");
-    assert!(connects(&net, "198.18.6.6", "10.97.2.2"), "B still answers other sources");
+    assert!(
+        !connects(&net, ATTACKER, "10.97.2.2"),
+        "B drops a real packet from the banned source"
+    );
+    assert!(
+        connects(&net, "198.18.6.6", "10.97.2.2"),
+        "B still answers other sources"
+    );
     let bans = b.pbxfw(&["bans", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&bans).unwrap();
     let fleet_ban = v["bans"]
@@ -253,27 +268,57 @@ fn a_fleet_of_two_shares_bans_through_a_real_lapi() {
     assert_eq!(fleet_ban["set"], "fleet4");
 
     // 2. Ranges reach the kernel as ranges, and deletions remove them.
-    l.cscli(&["decisions", "add", "--range", "198.19.0.0/24", "--duration", "1h"]);
-    l.cscli(&["decisions", "add", "--ip", "2001:db8:5::7", "--duration", "1h"]);
+    l.cscli(&[
+        "decisions",
+        "add",
+        "--range",
+        "198.19.0.0/24",
+        "--duration",
+        "1h",
+    ]);
+    l.cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "2001:db8:5::7",
+        "--duration",
+        "1h",
+    ]);
     for p in [&a, &b] {
         p.wait("a range decision", Duration::from_secs(POLL + 1), || {
             p.has("198.19.0.0/24") && p.has("2001:db8:5::7")
         });
     }
     l.cscli(&["decisions", "delete", "--range", "198.19.0.0/24"]);
-    b.wait("a deleted range leaves", Duration::from_secs(POLL + 1), || {
-        !b.has("198.19.0.0/24")
-    });
-    assert!(b.has("2001:db8:5::7") && b.has(ATTACKER), "other decisions stay");
+    b.wait(
+        "a deleted range leaves",
+        Duration::from_secs(POLL + 1),
+        || !b.has("198.19.0.0/24"),
+    );
+    assert!(
+        b.has("2001:db8:5::7") && b.has(ATTACKER),
+        "other decisions stay"
+    );
 
     // 3. A decision against B's trunk (and against B itself) is reported, never enforced.
-    l.cscli(&["decisions", "add", "--ip", "203.0.113.10", "--duration", "1h"]);
+    l.cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "203.0.113.10",
+        "--duration",
+        "1h",
+    ]);
     l.cscli(&["decisions", "add", "--ip", "10.97.2.2", "--duration", "1h"]);
-    b.wait("the trunk's decision is refused", Duration::from_secs(POLL + 2), || {
-        let log = b.log();
-        log.contains("event=fleet-refused prefix=203.0.113.10")
-            && log.contains("event=fleet-refused prefix=10.97.2.2")
-    });
+    b.wait(
+        "the trunk's decision is refused",
+        Duration::from_secs(POLL + 2),
+        || {
+            let log = b.log();
+            log.contains("event=fleet-refused prefix=203.0.113.10")
+                && log.contains("event=fleet-refused prefix=10.97.2.2")
+        },
+    );
     assert!(!b.has("203.0.113.10") && !b.has("10.97.2.2"));
     b.wait("bans list the refusal", Duration::from_secs(8), || {
         let out = b.pbxfw(&["bans"]);
@@ -286,29 +331,45 @@ fn a_fleet_of_two_shares_bans_through_a_real_lapi() {
     std::thread::sleep(Duration::from_secs(POLL + 1));
     l.start();
     l.cscli(&["decisions", "add", "--ip", "198.18.7.7", "--duration", "1h"]);
-    b.wait("a decision after a LAPI restart", Duration::from_secs(30), || {
-        b.has("198.18.7.7")
-    });
+    b.wait(
+        "a decision after a LAPI restart",
+        Duration::from_secs(30),
+        || b.has("198.18.7.7"),
+    );
     std::fs::write(
         a.dir.join("events.jsonl"),
         "{\"event\":\"scanner_seen\",\"source\":\"198.18.8.8\",\"user_agent\":\"friendly-scanner\"}\n",
     )
     .unwrap();
-    b.wait("A's state-machine ban after the restart", Duration::from_secs(30), || {
-        b.has("198.18.8.8")
-    });
-    assert!(b.log().contains("event=fleet-pull kind=full new="), "B resynced");
+    b.wait(
+        "A's state-machine ban after the restart",
+        Duration::from_secs(30),
+        || b.has("198.18.8.8"),
+    );
+    assert!(
+        b.log().contains("event=fleet-pull kind=full new="),
+        "B resynced"
+    );
 
     // 5. A network cut between B and the LAPI: decisions made meanwhile arrive afterwards.
     net.run(&["ip", "link", "set", "vfleet-b", "down"]);
     std::thread::sleep(Duration::from_secs(POLL * 2));
-    l.cscli(&["decisions", "add", "--range", "198.19.9.0/24", "--duration", "1h"]);
+    l.cscli(&[
+        "decisions",
+        "add",
+        "--range",
+        "198.19.9.0/24",
+        "--duration",
+        "1h",
+    ]);
     std::thread::sleep(Duration::from_secs(1));
     assert!(!b.has("198.19.9.0/24"));
     net.run(&["ip", "link", "set", "vfleet-b", "up"]);
-    b.wait("a decision made during a network cut", Duration::from_secs(40), || {
-        b.has("198.19.9.0/24")
-    });
+    b.wait(
+        "a decision made during a network cut",
+        Duration::from_secs(40),
+        || b.has("198.19.9.0/24"),
+    );
     assert!(b.has(ATTACKER), "the earlier bans survived the cut");
     assert!(b.log().contains("the LAPI answers again"));
     drop((a.daemon.take(), b.daemon.take()));

@@ -446,7 +446,17 @@ mod tests {
         assert_eq!(parse_go_duration("1.5s"), Some(1_500));
         assert_eq!(parse_go_duration("250µs"), Some(0));
         assert_eq!(parse_go_duration("0"), Some(0));
-        for bad in ["", "h", "4", "4x", "--4h", "4h-", ".s", "1e3s", "99999999999999999999999999999999999999h"] {
+        for bad in [
+            "",
+            "h",
+            "4",
+            "4x",
+            "--4h",
+            "4h-",
+            ".s",
+            "1e3s",
+            "99999999999999999999999999999999999999h",
+        ] {
             assert_eq!(parse_go_duration(bad), None, "{bad}");
         }
     }
@@ -512,25 +522,52 @@ mod tests {
     fn deletes_come_before_adds_and_the_longer_decision_holds() {
         let mut t = FleetTable::default();
         let full = Pull {
-            new: vec![decision("203.0.113.7", 100), decision("198.51.100.0/24", 50)],
+            new: vec![
+                decision("203.0.113.7", 100),
+                decision("198.51.100.0/24", 50),
+            ],
             ..Pull::default()
         };
         assert_eq!(t.apply(&full, true, 1000).added, 2);
         // The same source deleted and banned again in one delta stays banned.
         let delta = Pull {
             new: vec![decision("203.0.113.7", 10)],
-            deleted: vec!["203.0.113.7".parse().unwrap(), "198.51.100.0/24".parse().unwrap()],
+            deleted: vec![
+                "203.0.113.7".parse().unwrap(),
+                "198.51.100.0/24".parse().unwrap(),
+            ],
             ..Pull::default()
         };
         let c = t.apply(&delta, false, 1001);
         assert_eq!((c.added, c.removed), (1, 2));
         assert_eq!(t.len(), 1);
         // A shorter decision on a source does not shorten its ban.
-        t.apply(&Pull { new: vec![decision("203.0.113.7", 500)], ..Pull::default() }, false, 1002);
-        t.apply(&Pull { new: vec![decision("203.0.113.7", 5)], ..Pull::default() }, false, 1003);
+        t.apply(
+            &Pull {
+                new: vec![decision("203.0.113.7", 500)],
+                ..Pull::default()
+            },
+            false,
+            1002,
+        );
+        t.apply(
+            &Pull {
+                new: vec![decision("203.0.113.7", 5)],
+                ..Pull::default()
+            },
+            false,
+            1003,
+        );
         assert_eq!(t.entries()[0].1.expires, 1502);
         // A full pull replaces the table.
-        let c = t.apply(&Pull { new: vec![decision("192.0.2.0/24", 60)], ..Pull::default() }, true, 1004);
+        let c = t.apply(
+            &Pull {
+                new: vec![decision("192.0.2.0/24", 60)],
+                ..Pull::default()
+            },
+            true,
+            1004,
+        );
         assert_eq!((c.added, c.removed), (1, 1));
         t.expire(1064);
         assert!(t.is_empty());
@@ -556,12 +593,54 @@ mod tests {
             (p.covers(&trunk) || trunk.covers(p)).then(|| "trunk provider".to_string())
         });
         let got: Vec<String> = want.iter().map(|(p, e)| format!("{p} {e}")).collect();
-        assert_eq!(got, ["192.0.2.5 100", "198.51.100.0/24 100", "2001:db8::/64 100"]);
+        assert_eq!(
+            got,
+            ["192.0.2.5 100", "198.51.100.0/24 100", "2001:db8::/64 100"]
+        );
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].prefix.to_string(), "203.0.113.0/24");
         // Once the covering range has ended, the address it covered is written.
         let (want, _) = t.desired(100, |_| None);
         let got: Vec<String> = want.iter().map(|(p, _)| p.to_string()).collect();
         assert_eq!(got, ["198.51.100.7"]);
+    }
+
+    #[test]
+    fn the_fleet_section_is_validated_with_paths() {
+        let ok = crate::Policy::from_toml(
+            "[fleet]\nurl = \"https://lapi.example.net:8080/\"\napi_key_file = \"/etc/pbxfw/k\"\npush = true\nmachine_id = \"pbx-a\"\npassword_file = \"/etc/pbxfw/p\"\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let f = ok.fleet.unwrap();
+        assert_eq!(f.url, "https://lapi.example.net:8080");
+        assert_eq!(
+            (f.pbx.as_str(), f.poll_seconds, f.resync_seconds),
+            ("pbx-a", 10, 600)
+        );
+        let bad = crate::Policy::from_toml(
+            "[fleet]\nurl = \"ftp://user:pw@x\"\napi_key_file = \"relative\"\npush = true\npoll_interval = \"0s\"\nunknown = 1\nmax_decisions = 0\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        for path in [
+            "fleet.url",
+            "fleet.api_key_file",
+            "fleet.push",
+            "fleet.poll_interval",
+            "fleet.unknown",
+            "fleet.max_decisions",
+        ] {
+            assert!(bad.contains(path), "{path} in {bad}");
+        }
+        let no_key = crate::Policy::from_toml("[fleet]\nurl = \"http://10.0.0.1:8080\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(no_key.contains("fleet.api_key_file"), "{no_key}");
     }
 }

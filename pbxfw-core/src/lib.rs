@@ -65,8 +65,8 @@ mod safety;
 
 pub use backend::{
     apply, full_apply_reason, static_changes, sync, verify_loaded, Applied, ApplyOptions, Backend,
-    BackendError, Element, ElementStatus, Op, RuleCounter, SetStatus, SetUpdate, Status, Synced,
-    MAX_TIMEOUT_SECS, SetEdit,
+    BackendError, Element, ElementStatus, Op, RuleCounter, SetEdit, SetStatus, SetUpdate, Status,
+    Synced, MAX_TIMEOUT_SECS,
 };
 pub use compile::{compile, names, subtract, DYNAMIC_SET_SIZE};
 pub use diag::{Diagnostic, Diagnostics, Severity};
@@ -89,8 +89,8 @@ pub use events::{
 };
 pub use explain::{explain, explain_with, step_of, Explanation, RuleRef};
 pub use fleet::{
-    parse_go_duration, parse_stream, FleetDecision, FleetEntry, FleetTable, Pull, Refused,
-    Skipped, StreamError, TableChange, MAX_FLEET_SECS,
+    parse_go_duration, parse_stream, FleetDecision, FleetEntry, FleetTable, Pull, Refused, Skipped,
+    StreamError, TableChange, MAX_FLEET_SECS,
 };
 pub use ir::{
     eval, parse as parse_ir, verify as verify_ir, BasePolicy, Chain, CtState, Decision, DynamicSet,
@@ -99,8 +99,8 @@ pub use ir::{
 };
 pub use model::parse_seconds;
 pub use model::{
-    catalogue, Admin, BlacklistEntry, CatalogueEntry, DenyVerdict, Fleet, NetworkOverride, ParseError,
-    Pbx, Policy, PortRange, PortSpec, Rate, RateUnit, Responsive, Service, Settings,
+    catalogue, Admin, BlacklistEntry, CatalogueEntry, DenyVerdict, Fleet, NetworkOverride,
+    ParseError, Pbx, Policy, PortRange, PortSpec, Rate, RateUnit, Responsive, Service, Settings,
     SignallingProtocol, Source, Trunk, User, ValidPolicy, Zone, DEFAULT_POLICY_TOML, L4,
 };
 pub use net::{addr_value, mask, value_addr, Family, Prefix, PrefixError, Range};

@@ -18,13 +18,13 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod ifaddrs;
 pub mod asterisk;
 pub mod boot;
 pub mod custom;
 pub mod dirs;
 pub mod dns;
 pub mod follow;
+pub mod ifaddrs;
 pub mod lock;
 pub mod notify;
 pub mod peer;

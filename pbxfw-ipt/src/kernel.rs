@@ -674,7 +674,9 @@ impl Backend for Kernel {
                     }
                     text.push_str(&format!("flush {}\n", ipset_name(set)));
                 }
-                SetEdit::Add(set, els) => text.push_str(&self.update_lines(rs, set, Op::Add, els)?),
+                SetEdit::Add(set, els) => {
+                    text.push_str(&self.update_lines(rs, set, Op::Add, els)?)
+                }
                 SetEdit::Remove(set, els) => {
                     text.push_str(&self.update_lines(rs, set, Op::Remove, els)?)
                 }

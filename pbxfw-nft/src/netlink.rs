@@ -388,7 +388,14 @@ pub fn apply_changes(table: &str, changes: &[Change]) -> Result<(), NetlinkError
 /// `sendto` (the socket's send buffer raised to fit, as `nft` does for large batches).
 pub fn apply_atomic(table: &str, flush: &[String], changes: &[Change]) -> Result<(), NetlinkError> {
     let sock = Socket::open().map_err(NetlinkError::Socket)?;
-    let mut batch = Msg::new(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, 0, NFNL_SUBSYS_NFTABLES).finish();
+    let mut batch = Msg::new(
+        NFNL_MSG_BATCH_BEGIN,
+        NLM_F_REQUEST,
+        1,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+    )
+    .finish();
     let mut seq: u32 = 2;
     let mut acks = Vec::new();
     let mut sets: Vec<&str> = Vec::new();
@@ -418,7 +425,16 @@ pub fn apply_atomic(table: &str, flush: &[String], changes: &[Change]) -> Result
     if acks.is_empty() {
         return Ok(());
     }
-    batch.extend_from_slice(&Msg::new(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES).finish());
+    batch.extend_from_slice(
+        &Msg::new(
+            NFNL_MSG_BATCH_END,
+            NLM_F_REQUEST,
+            seq,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        )
+        .finish(),
+    );
     sock.grow_send_buffer(batch.len() + 4096)
         .map_err(NetlinkError::Socket)?;
     sock.send(&batch).map_err(NetlinkError::Socket)?;

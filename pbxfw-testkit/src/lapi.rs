@@ -98,7 +98,14 @@ impl Lapi {
     /// Run `cscli`, whatever it answers.
     pub fn cscli_output(&self, args: &[&str]) -> Output {
         Command::new("ip")
-            .args(["netns", "exec", &self.ns_name, "cscli", "-c", &self.config()])
+            .args([
+                "netns",
+                "exec",
+                &self.ns_name,
+                "cscli",
+                "-c",
+                &self.config(),
+            ])
             .args(args)
             .output()
             .expect("cscli runs")
@@ -134,7 +141,14 @@ impl Lapi {
             .open(&log)
             .unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns_name, "crowdsec", "-c", &self.config()])
+            .args([
+                "netns",
+                "exec",
+                &self.ns_name,
+                "crowdsec",
+                "-c",
+                &self.config(),
+            ])
             .args(["-no-cs", "-no-capi"])
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -145,7 +159,15 @@ impl Lapi {
         let (host, port) = self.listen.rsplit_once(':').unwrap();
         loop {
             let ok = Command::new("ip")
-                .args(["netns", "exec", &self.ns_name, "curl", "-sf", "-o", "/dev/null"])
+                .args([
+                    "netns",
+                    "exec",
+                    &self.ns_name,
+                    "curl",
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                ])
                 .arg(format!("http://{host}:{port}/health"))
                 .status()
                 .is_ok_and(|s| s.success());

@@ -86,7 +86,10 @@ pub fn verify(rs: &Ruleset) -> Result<(), VerifyError> {
                     return Err(fail(at, "bad key length or size"));
                 }
                 if d.interval && (d.key_len != set.family.bits() || !d.resolves.is_empty()) {
-                    return Err(fail(at, "an interval set is keyed by whole addresses and resolves nothing"));
+                    return Err(fail(
+                        at,
+                        "an interval set is keyed by whole addresses and resolves nothing",
+                    ));
                 }
             }
         }

@@ -1213,6 +1213,192 @@ fn users(cx: &mut Cx, v: Option<&Value>, services: &BTreeMap<String, Service>) -
     out
 }
 
+/// `[fleet]` (docs/fleet.md).
+fn fleet(cx: &mut Cx, v: &Value) -> Option<super::Fleet> {
+    let m = cx.table(
+        v,
+        "fleet",
+        &[
+            "url",
+            "pbx",
+            "pull",
+            "api_key_file",
+            "push",
+            "machine_id",
+            "password_file",
+            "unban",
+            "poll_interval",
+            "resync_interval",
+            "timeout",
+            "ca_file",
+            "max_decisions",
+        ],
+    )?;
+    let errors = cx.diags.len();
+    let mut f = super::Fleet {
+        url: String::new(),
+        pbx: String::new(),
+        pull: true,
+        api_key_file: None,
+        push: false,
+        machine_id: None,
+        password_file: None,
+        unban: false,
+        poll_seconds: 10,
+        resync_seconds: 600,
+        timeout_seconds: 10,
+        ca_file: None,
+        max_decisions: 262_144,
+    };
+    match m.get("url").and_then(|v| cx.string(v, "fleet.url")) {
+        Some(u) => match fleet_url(u) {
+            Ok(()) => f.url = u.trim_end_matches('/').to_string(),
+            Err(msg) => cx.err("fleet.url", Some(u), msg),
+        },
+        None if m.get("url").is_none() => cx.err("fleet.url", None, "is required"),
+        None => {}
+    }
+    for (k, slot) in [
+        ("pull", &mut f.pull),
+        ("push", &mut f.push),
+        ("unban", &mut f.unban),
+    ] {
+        if let Some(b) = m.get(k).and_then(|v| cx.boolean(v, &format!("fleet.{k}"))) {
+            *slot = b;
+        }
+    }
+    for (k, slot) in [
+        ("api_key_file", &mut f.api_key_file),
+        ("password_file", &mut f.password_file),
+        ("ca_file", &mut f.ca_file),
+    ] {
+        let path = format!("fleet.{k}");
+        if let Some(text) = m.get(k).and_then(|v| cx.string(v, &path)) {
+            if !text.starts_with('/') || text.len() > 4096 || text.contains('\0') {
+                cx.err(&path, Some(text), "must be an absolute path");
+            } else {
+                *slot = Some(text.to_string());
+            }
+        }
+    }
+    if let Some(text) = m
+        .get("machine_id")
+        .and_then(|v| cx.string(v, "fleet.machine_id"))
+    {
+        if fleet_name(text) {
+            f.machine_id = Some(text.to_string());
+        } else {
+            cx.err(
+                "fleet.machine_id",
+                Some(text),
+                "must be 1 to 64 letters, digits, '.', '_' or '-'",
+            );
+        }
+    }
+    match m.get("pbx").and_then(|v| cx.string(v, "fleet.pbx")) {
+        Some(text) if fleet_name(text) => f.pbx = text.to_string(),
+        Some(text) => cx.err(
+            "fleet.pbx",
+            Some(text),
+            "must be 1 to 64 letters, digits, '.', '_' or '-'",
+        ),
+        None => f.pbx = f.machine_id.clone().unwrap_or_else(|| "pbx".into()),
+    }
+    for (k, slot, min, max) in [
+        ("poll_interval", &mut f.poll_seconds, 1u32, 3600u32),
+        ("resync_interval", &mut f.resync_seconds, 10, 86_400),
+        ("timeout", &mut f.timeout_seconds, 1, 300),
+    ] {
+        let path = format!("fleet.{k}");
+        if let Some(text) = m.get(k).and_then(|v| cx.string(v, &path)) {
+            match super::parse_seconds(text) {
+                Some(s) if (min..=max).contains(&s) => *slot = s,
+                _ => cx.err(
+                    &path,
+                    Some(text),
+                    format!("is not a duration between {min}s and {max}s (such as 10s, 10m)"),
+                ),
+            }
+        }
+    }
+    if let Some(v) = m.get("max_decisions") {
+        match v.as_u64() {
+            Some(n) if (1..=1_048_576).contains(&n) => f.max_decisions = n as u32,
+            _ => cx.err(
+                "fleet.max_decisions",
+                Some(&v.to_string()),
+                "is not a number between 1 and 1048576",
+            ),
+        }
+    }
+    if f.pull && f.api_key_file.is_none() {
+        cx.err(
+            "fleet.api_key_file",
+            None,
+            "is required to pull the fleet's decisions (or set fleet.pull = false)",
+        );
+    }
+    if f.push && (f.machine_id.is_none() || f.password_file.is_none()) {
+        cx.err(
+            "fleet.push",
+            Some("true"),
+            "needs fleet.machine_id and fleet.password_file (the machine's credentials at the LAPI)",
+        );
+    }
+    if f.unban && !f.push {
+        cx.err(
+            "fleet.unban",
+            Some("true"),
+            "needs fleet.push (unbans are made as the machine)",
+        );
+    }
+    if !f.pull && !f.push {
+        cx.warn(
+            "fleet",
+            None,
+            "neither pulls nor pushes: the fleet is not used",
+        );
+    }
+    if f.resync_seconds < f.poll_seconds {
+        cx.err(
+            "fleet.resync_interval",
+            None,
+            "is shorter than fleet.poll_interval",
+        );
+    }
+    (cx.diags
+        .iter()
+        .skip(errors)
+        .all(|d| d.severity != crate::Severity::Error))
+    .then_some(f)
+}
+
+/// A LAPI URL: `http` or `https`, a host, an optional port, no credentials, query or fragment
+/// (the path the API's endpoints are appended to).
+fn fleet_url(u: &str) -> Result<(), &'static str> {
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"))
+        .ok_or(
+            "must start with https:// (or http:// for a LAPI on this host or a private network)",
+        )?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || u.len() > 2048 {
+        return Err("has no host");
+    }
+    if rest.contains(['@', '?', '#', ' ', '\\']) || !u.is_ascii() {
+        return Err("must not carry credentials, a query or a fragment (the keys go in files)");
+    }
+    Ok(())
+}
+
+fn fleet_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1391,164 +1577,4 @@ mod tests {
             "error: (policy): must be a table, not a list"
         );
     }
-}
-
-/// `[fleet]` (docs/fleet.md).
-fn fleet(cx: &mut Cx, v: &Value) -> Option<super::Fleet> {
-    let m = cx.table(
-        v,
-        "fleet",
-        &[
-            "url",
-            "pbx",
-            "pull",
-            "api_key_file",
-            "push",
-            "machine_id",
-            "password_file",
-            "unban",
-            "poll_interval",
-            "resync_interval",
-            "timeout",
-            "ca_file",
-            "max_decisions",
-        ],
-    )?;
-    let errors = cx.diags.len();
-    let mut f = super::Fleet {
-        url: String::new(),
-        pbx: String::new(),
-        pull: true,
-        api_key_file: None,
-        push: false,
-        machine_id: None,
-        password_file: None,
-        unban: false,
-        poll_seconds: 10,
-        resync_seconds: 600,
-        timeout_seconds: 10,
-        ca_file: None,
-        max_decisions: 262_144,
-    };
-    match m.get("url").and_then(|v| cx.string(v, "fleet.url")) {
-        Some(u) => match fleet_url(u) {
-            Ok(()) => f.url = u.trim_end_matches('/').to_string(),
-            Err(msg) => cx.err("fleet.url", Some(u), msg),
-        },
-        None if m.get("url").is_none() => cx.err("fleet.url", None, "is required"),
-        None => {}
-    }
-    for (k, slot) in [("pull", &mut f.pull), ("push", &mut f.push), ("unban", &mut f.unban)] {
-        if let Some(b) = m.get(k).and_then(|v| cx.boolean(v, &format!("fleet.{k}"))) {
-            *slot = b;
-        }
-    }
-    for (k, slot) in [
-        ("api_key_file", &mut f.api_key_file),
-        ("password_file", &mut f.password_file),
-        ("ca_file", &mut f.ca_file),
-    ] {
-        let path = format!("fleet.{k}");
-        if let Some(text) = m.get(k).and_then(|v| cx.string(v, &path)) {
-            if !text.starts_with('/') || text.len() > 4096 || text.contains('\0') {
-                cx.err(&path, Some(text), "must be an absolute path");
-            } else {
-                *slot = Some(text.to_string());
-            }
-        }
-    }
-    for (k, slot) in [("machine_id", &mut f.machine_id)] {
-        let path = format!("fleet.{k}");
-        if let Some(text) = m.get(k).and_then(|v| cx.string(v, &path)) {
-            if fleet_name(text) {
-                *slot = Some(text.to_string());
-            } else {
-                cx.err(&path, Some(text), "must be 1 to 64 letters, digits, '.', '_' or '-'");
-            }
-        }
-    }
-    match m.get("pbx").and_then(|v| cx.string(v, "fleet.pbx")) {
-        Some(text) if fleet_name(text) => f.pbx = text.to_string(),
-        Some(text) => cx.err("fleet.pbx", Some(text), "must be 1 to 64 letters, digits, '.', '_' or '-'"),
-        None => f.pbx = f.machine_id.clone().unwrap_or_else(|| "pbx".into()),
-    }
-    for (k, slot, min, max) in [
-        ("poll_interval", &mut f.poll_seconds, 1u32, 3600u32),
-        ("resync_interval", &mut f.resync_seconds, 10, 86_400),
-        ("timeout", &mut f.timeout_seconds, 1, 300),
-    ] {
-        let path = format!("fleet.{k}");
-        if let Some(text) = m.get(k).and_then(|v| cx.string(v, &path)) {
-            match super::parse_seconds(text) {
-                Some(s) if (min..=max).contains(&s) => *slot = s,
-                _ => cx.err(
-                    &path,
-                    Some(text),
-                    format!("is not a duration between {min}s and {max}s (such as 10s, 10m)"),
-                ),
-            }
-        }
-    }
-    if let Some(v) = m.get("max_decisions") {
-        match v.as_u64() {
-            Some(n) if (1..=1_048_576).contains(&n) => f.max_decisions = n as u32,
-            _ => cx.err(
-                "fleet.max_decisions",
-                Some(&v.to_string()),
-                "is not a number between 1 and 1048576",
-            ),
-        }
-    }
-    if f.pull && f.api_key_file.is_none() {
-        cx.err(
-            "fleet.api_key_file",
-            None,
-            "is required to pull the fleet's decisions (or set fleet.pull = false)",
-        );
-    }
-    if f.push && (f.machine_id.is_none() || f.password_file.is_none()) {
-        cx.err(
-            "fleet.push",
-            Some("true"),
-            "needs fleet.machine_id and fleet.password_file (the machine's credentials at the LAPI)",
-        );
-    }
-    if f.unban && !f.push {
-        cx.err("fleet.unban", Some("true"), "needs fleet.push (unbans are made as the machine)");
-    }
-    if !f.pull && !f.push {
-        cx.warn("fleet", None, "neither pulls nor pushes: the fleet is not used");
-    }
-    if f.resync_seconds < f.poll_seconds {
-        cx.err(
-            "fleet.resync_interval",
-            None,
-            "is shorter than fleet.poll_interval",
-        );
-    }
-    (cx.diags.iter().skip(errors).all(|d| d.severity != crate::Severity::Error)).then_some(f)
-}
-
-/// A LAPI URL: `http` or `https`, a host, an optional port, no credentials, query or fragment
-/// (the path the API's endpoints are appended to).
-fn fleet_url(u: &str) -> Result<(), &'static str> {
-    let rest = u
-        .strip_prefix("https://")
-        .or_else(|| u.strip_prefix("http://"))
-        .ok_or("must start with https:// (or http:// for a LAPI on this host or a private network)")?;
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() || u.len() > 2048 {
-        return Err("has no host");
-    }
-    if rest.contains(['@', '?', '#', ' ', '\\']) || !u.is_ascii() {
-        return Err("must not carry credentials, a query or a fragment (the keys go in files)");
-    }
-    Ok(())
-}
-
-fn fleet_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }

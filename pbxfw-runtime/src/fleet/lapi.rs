@@ -160,14 +160,16 @@ impl Lapi {
         } else {
             "/v1/decisions/stream"
         };
-        self.call(
-            self.agent.get(&self.url(path)).set("X-Api-Key", key),
-            None,
-        )
+        self.call(self.agent.get(&self.url(path)).set("X-Api-Key", key), None)
     }
 
     /// `POST /v1/watchers/login` as a machine.
-    pub fn login(&self, machine: &str, password: &str, scenarios: &[&str]) -> Result<Token, LapiError> {
+    pub fn login(
+        &self,
+        machine: &str,
+        password: &str,
+        scenarios: &[&str],
+    ) -> Result<Token, LapiError> {
         let url = self.url("/v1/watchers/login");
         let body = serde_json::json!({
             "machine_id": machine,
@@ -217,7 +219,10 @@ impl Lapi {
         } else {
             format!("range={prefix}")
         };
-        let url = self.url(&format!("/v1/decisions?{}", query.replace('/', "%2F").replace(':', "%3A")));
+        let url = self.url(&format!(
+            "/v1/decisions?{}",
+            query.replace('/', "%2F").replace(':', "%3A")
+        ));
         let text = self.call(
             self.agent
                 .delete(&url)

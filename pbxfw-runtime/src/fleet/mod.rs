@@ -53,12 +53,13 @@ pub fn read_secret(path: &str) -> Result<String> {
         )));
     }
     if meta.len() > MAX_SECRET {
-        return Err(Error::Usage(format!("{path}: larger than {MAX_SECRET} bytes")));
+        return Err(Error::Usage(format!(
+            "{path}: larger than {MAX_SECRET} bytes"
+        )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let secret = text.trim();
-    if secret.is_empty() || secret.contains(['\n', '\r']) || secret.chars().any(char::is_control)
-    {
+    if secret.is_empty() || secret.contains(['\n', '\r']) || secret.chars().any(char::is_control) {
         return Err(Error::Usage(format!(
             "{path}: must hold the secret alone on one line"
         )));
@@ -90,6 +91,9 @@ pub struct Pulled {
 pub enum Report {
     /// A pull to take.
     Pulled(Pulled),
+    /// The LAPI's addresses, as its host name resolved (never banned from the fleet: a
+    /// decision against the LAPI would cut the PBX off from the decision that lifts it).
+    LapiAddrs(Vec<std::net::IpAddr>),
     /// Something to log (`error` when it is one).
     Note {
         /// An error (`true`) or news.
@@ -194,8 +198,12 @@ pub fn start(
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(ThreadCounters::default());
     if let Some(key) = key {
-        let (lapi, stop, counters, deliver) =
-            (lapi.clone(), stop.clone(), counters.clone(), deliver.clone());
+        let (lapi, stop, counters, deliver) = (
+            lapi.clone(),
+            stop.clone(),
+            counters.clone(),
+            deliver.clone(),
+        );
         let cfg = config.clone();
         std::thread::Builder::new()
             .name("fleet-pull".into())
@@ -221,6 +229,36 @@ pub fn start(
         push,
         counters,
     })
+}
+
+/// The addresses of the host of `url` (`http[s]://HOST[:PORT]/…`), looked up when it is a
+/// name; `None` when it does not resolve now.
+fn lapi_addrs(url: &str) -> Option<Vec<std::net::IpAddr>> {
+    use std::net::ToSocketAddrs;
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (h, p) = v6.split_once(']')?;
+            (h, p.strip_prefix(':').unwrap_or("443"))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p),
+            None => (authority, "443"),
+        },
+    };
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Some(vec![ip]);
+    }
+    let port: u16 = port.parse().ok()?;
+    let mut v: Vec<std::net::IpAddr> = (host, port)
+        .to_socket_addrs()
+        .ok()?
+        .map(|a| a.ip())
+        .collect();
+    v.sort();
+    v.dedup();
+    Some(v)
 }
 
 /// Sleep `d` in steps, ending early when `stop` is set. Returns whether to go on.
@@ -254,13 +292,19 @@ fn puller(
     while !stop.load(Ordering::Relaxed) {
         let full = last_full.is_none_or(|t| t.elapsed() >= resync);
         let started = Instant::now();
+        if full {
+            if let Some(addrs) = lapi_addrs(&cfg.url) {
+                deliver(Report::LapiAddrs(addrs));
+            }
+        }
         let got = lapi.stream(key, full).and_then(|body| {
-            let pull = pbxfw_core::parse_stream(&body, cfg.max_decisions as usize).map_err(|e| {
-                LapiError::Answer {
-                    url: format!("{}/v1/decisions/stream", cfg.url),
-                    detail: e.to_string(),
-                }
-            })?;
+            let pull =
+                pbxfw_core::parse_stream(&body, cfg.max_decisions as usize).map_err(|e| {
+                    LapiError::Answer {
+                        url: format!("{}/v1/decisions/stream", cfg.url),
+                        detail: e.to_string(),
+                    }
+                })?;
             Ok((pull, body.len()))
         });
         let wait = match got {
@@ -268,7 +312,9 @@ fn puller(
                 if failures > 0 {
                     deliver(Report::Note {
                         error: false,
-                        detail: format!("fleet: the LAPI answers again after {failures} failed pull(s)"),
+                        detail: format!(
+                            "fleet: the LAPI answers again after {failures} failed pull(s)"
+                        ),
                     });
                 }
                 failures = 0;
@@ -302,10 +348,16 @@ fn puller(
                         detail: format!("fleet pull failed ({failures} in a row): {e}{hint}"),
                     });
                 }
-                (poll * 2u32.saturating_pow(failures.min(6))).min(Duration::from_secs(60)).max(poll)
+                (poll * 2u32.saturating_pow(failures.min(6)))
+                    .min(Duration::from_secs(60))
+                    .max(poll)
             }
         };
-        if !nap(wait.saturating_sub(started.elapsed().min(wait)).max(Duration::from_millis(200)), stop) {
+        if !nap(
+            wait.saturating_sub(started.elapsed().min(wait))
+                .max(Duration::from_millis(200)),
+            stop,
+        ) {
             return;
         }
     }
@@ -394,8 +446,8 @@ fn pusher(
                     token = Some((lapi.login(machine, password, &scenarios)?, Instant::now()));
                 }
                 let t = &token.as_ref().expect("logged in").0;
-                let sent = send_batch(lapi, t, cfg, &mut bans, &mut unbans, counters)
-                    .and_then(|()| {
+                let sent =
+                    send_batch(lapi, t, cfg, &mut bans, &mut unbans, counters).and_then(|()| {
                         if heartbeat_due {
                             lapi.heartbeat(t)?;
                             last_heartbeat = Instant::now();
@@ -434,7 +486,8 @@ fn pusher(
                     });
                 }
                 retry_at = Instant::now()
-                    + Duration::from_secs(2u64.saturating_pow(failures.min(5))).min(Duration::from_secs(30));
+                    + Duration::from_secs(2u64.saturating_pow(failures.min(5)))
+                        .min(Duration::from_secs(30));
             }
         }
     }
@@ -730,25 +783,19 @@ impl Enforcer {
         self.reported = refused.iter().map(|r| r.prefix).collect();
         let want: HashMap<Prefix, u64> = want.into_iter().collect();
         let started = Instant::now();
-        let mut error = None;
         if !self.replace {
             let edits = self.delta_edits(&want, now);
-            if !edits.is_empty() {
-                if let Err(e) = kernel.edit_sets(rs, &edits) {
-                    // An element expired meanwhile, or the sets changed under us: write them
-                    // whole instead.
-                    error = Some(e.to_string());
-                    self.replace = true;
-                }
+            if !edits.is_empty() && kernel.edit_sets(rs, &edits).is_err() {
+                // An element expired meanwhile, or the sets changed under us: write them
+                // whole instead.
+                self.stats.kernel_errors += 1;
+                self.replace = true;
             }
         }
         if self.replace {
             let edits = replace_edits(&want, now);
             match kernel.edit_sets(rs, &edits) {
-                Ok(()) => {
-                    self.replace = false;
-                    error = None;
-                }
+                Ok(()) => self.replace = false,
                 Err(e) => {
                     self.stats.kernel_errors += 1;
                     self.stats.last_kernel_seconds = started.elapsed().as_secs_f64();
@@ -756,9 +803,6 @@ impl Enforcer {
                     return (new_refusals, Some(e.to_string()));
                 }
             }
-        }
-        if error.is_some() {
-            self.stats.kernel_errors += 1;
         }
         self.installed = want;
         self.stats.last_kernel_seconds = started.elapsed().as_secs_f64();
@@ -775,7 +819,10 @@ impl Enforcer {
         for (p, end) in &self.installed {
             let keep = want.get(p).is_some_and(|w| w.abs_diff(*end) <= SAME_END);
             if !keep && *end > now + 2 {
-                remove.entry(p.family()).or_default().push(element(*p, *end, now));
+                remove
+                    .entry(p.family())
+                    .or_default()
+                    .push(element(*p, *end, now));
             }
         }
         for (p, end) in want {
@@ -784,7 +831,9 @@ impl Enforcer {
                 .get(p)
                 .is_some_and(|h| h.abs_diff(*end) <= SAME_END && *h > now + 2);
             if !have {
-                add.entry(p.family()).or_default().push(element(*p, *end, now));
+                add.entry(p.family())
+                    .or_default()
+                    .push(element(*p, *end, now));
             }
         }
         let mut edits = Vec::new();
@@ -824,7 +873,11 @@ impl Enforcer {
     }
 
     /// The guard's refusals now (for the snapshot).
-    pub fn refused(&self, now: u64, guard: impl Fn(&Prefix) -> Option<String>) -> Vec<pbxfw_core::Refused> {
+    pub fn refused(
+        &self,
+        now: u64,
+        guard: impl Fn(&Prefix) -> Option<String>,
+    ) -> Vec<pbxfw_core::Refused> {
         self.table.desired(now, guard).1
     }
 
@@ -868,16 +921,20 @@ fn element(prefix: Prefix, end: u64, now: u64) -> Element {
 }
 
 /// The guard of the fleet: never a decision against a source the machine protects (trunks,
-/// trusted networks, administrators, ignored sources, registered devices) or this host's own
-/// addresses.
+/// trusted networks, administrators, ignored sources, registered devices), this host's own
+/// addresses, or the LAPI's.
 pub fn guard<'a>(
     machine: &'a pbxfw_core::Machine,
     own: &'a [std::net::IpAddr],
+    lapi: &'a [std::net::IpAddr],
     now: u64,
 ) -> impl Fn(&Prefix) -> Option<String> + 'a {
     move |p: &Prefix| {
         if let Some(a) = own.iter().find(|a| p.contains(a)) {
             return Some(format!("an address of this host ({a})"));
+        }
+        if let Some(a) = lapi.iter().find(|a| p.contains(a)) {
+            return Some(format!("the fleet's LAPI ({a})"));
         }
         machine.refuses_outside_ban(p, now)
     }
@@ -904,6 +961,8 @@ pub struct Member {
     last_snapshot: Option<Instant>,
     own: Vec<std::net::IpAddr>,
     own_read: Option<Instant>,
+    /// The LAPI's addresses.
+    lapi: Vec<std::net::IpAddr>,
 }
 
 /// What the metrics show of the fleet.
@@ -987,6 +1046,12 @@ impl Member {
                     self.snapshot_due = true;
                 }
             }
+            Report::LapiAddrs(addrs) => {
+                if addrs != self.lapi {
+                    self.lapi = addrs;
+                    self.enforcer.changed = true;
+                }
+            }
             Report::Note { error, detail } => ctx.log(&[
                 (if error { "error" } else { "event" }, "fleet".into()),
                 ("detail", detail),
@@ -1021,7 +1086,8 @@ impl Member {
                 }
                 pbxfw_core::Action::Unban { prefix } if from_ledger => {
                     self.enforcer.lift(prefix, now);
-                    self.tier_pushed.retain(|p, _| !crate::bans::overlaps(p, prefix));
+                    self.tier_pushed
+                        .retain(|p, _| !crate::bans::overlaps(p, prefix));
                     if r.config.unban {
                         r.push(Push::Unban(*prefix));
                     }
@@ -1052,16 +1118,22 @@ impl Member {
         let url = r.config.url.clone();
         let pushes = r.pushes();
         let ban_seconds = u64::from(machine.config().ban_seconds);
-        if self.own_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+        if self
+            .own_read
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
             match pbxfw_host::ifaddrs::local_addresses() {
                 Ok(a) => self.own = a,
-                Err(e) => ctx.log(&[("error", "fleet".into()), ("detail", format!("reading this host's addresses: {e}"))]),
+                Err(e) => ctx.log(&[
+                    ("error", "fleet".into()),
+                    ("detail", format!("reading this host's addresses: {e}")),
+                ]),
             }
             self.own_read = Some(Instant::now());
         }
         if self.enforcer.pending() {
             let (refused, error) = {
-                let g = guard(machine, &self.own, now);
+                let g = guard(machine, &self.own, &self.lapi, now);
                 self.enforcer.reconcile(kernel, rs, now, g)
             };
             for f in refused {
@@ -1074,7 +1146,10 @@ impl Member {
                 ]);
             }
             if let Some(e) = error {
-                ctx.log(&[("error", "fleet".into()), ("detail", format!("writing the fleet's sets: {e}"))]);
+                ctx.log(&[
+                    ("error", "fleet".into()),
+                    ("detail", format!("writing the fleet's sets: {e}")),
+                ]);
             }
             self.snapshot_due = true;
         }
@@ -1082,11 +1157,20 @@ impl Member {
             self.last_tier_look = Some(Instant::now());
             self.push_tier_bans(ctx, kernel, rs, now, ban_seconds);
         }
-        if self.snapshot_due && self.last_snapshot.is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY) {
-            let refused = self.enforcer.refused(now, guard(machine, &self.own, now));
+        if self.snapshot_due
+            && self
+                .last_snapshot
+                .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY)
+        {
+            let refused = self
+                .enforcer
+                .refused(now, guard(machine, &self.own, &self.lapi, now));
             let snap = self.enforcer.snapshot(&url, now, &refused);
             if let Err(e) = pbxfw_host::state::write(&state_path(), STATE_KIND, &snap) {
-                ctx.log(&[("error", "fleet".into()), ("detail", format!("{}: {e}", state_path().display()))]);
+                ctx.log(&[
+                    ("error", "fleet".into()),
+                    ("detail", format!("{}: {e}", state_path().display())),
+                ]);
             }
             self.snapshot_due = false;
             self.last_snapshot = Some(Instant::now());
@@ -1110,7 +1194,10 @@ impl Member {
             let elements = match kernel.set_elements(&set) {
                 Ok(e) => e,
                 Err(e) => {
-                    ctx.log(&[("error", "fleet".into()), ("detail", format!("reading {set}: {e}"))]);
+                    ctx.log(&[
+                        ("error", "fleet".into()),
+                        ("detail", format!("reading {set}: {e}")),
+                    ]);
                     continue;
                 }
             };
@@ -1149,5 +1236,258 @@ impl Member {
             push_errors: c.push_errors.load(Ordering::Relaxed),
             push_dropped: c.push_dropped.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pbxfw_core::{FleetDecision, Policy};
+    use pbxfw_testkit::memory::Memory;
+
+    fn policy() -> pbxfw_core::ValidPolicy {
+        Policy::from_toml(
+            "[interfaces]\neth0 = \"internet\"\n[[pbx.trunks]]\nname = \"p\"\nprotocol = \"pjsip\"\nhost = \"203.0.113.10\"\n\
+             [fleet]\nurl = \"http://192.0.2.1:8080\"\napi_key_file = \"/k\"\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap()
+    }
+
+    fn decision(v: &str, secs: u64) -> FleetDecision {
+        FleetDecision {
+            id: 1,
+            prefix: v.parse().unwrap(),
+            remaining: secs,
+            origin: "crowdsec".into(),
+            scenario: "crowdsecurity/ssh-bf".into(),
+        }
+    }
+
+    fn pulled(new: Vec<FleetDecision>, deleted: &[&str], full: bool) -> Pulled {
+        Pulled {
+            pull: Pull {
+                new,
+                deleted: deleted.iter().map(|d| d.parse().unwrap()).collect(),
+                ..Pull::default()
+            },
+            full,
+            bytes: 0,
+            took: Duration::ZERO,
+        }
+    }
+
+    fn installed(e: &Enforcer) -> Vec<String> {
+        let mut v: Vec<Prefix> = e.installed.keys().copied().collect();
+        v.sort();
+        v.iter().map(|p| p.to_string()).collect()
+    }
+
+    fn shown(m: &Memory, set: &str) -> Vec<String> {
+        m.elements(set).iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn the_kernel_follows_full_and_delta_pulls_and_never_holds_a_protected_source() {
+        let p = policy();
+        let rs = pbxfw_core::compile(&p);
+        let kernel = Memory::new();
+        pbxfw_core::apply(&kernel, &rs, &Default::default()).unwrap();
+        let machine = pbxfw_core::Machine::new(pbxfw_core::MachineConfig::from_policy(&p));
+        let own: Vec<std::net::IpAddr> = vec!["192.0.2.50".parse().unwrap()];
+        let lapi: Vec<std::net::IpAddr> = vec!["192.0.2.1".parse().unwrap()];
+        let mut e = Enforcer::new();
+        e.on_pull(
+            pulled(
+                vec![
+                    decision("198.51.100.0/24", 3600),
+                    decision("198.51.100.7", 7200),
+                    decision("203.0.113.0/24", 3600),
+                    decision("192.0.2.50", 3600),
+                    decision("192.0.2.0/28", 3600),
+                    decision("2001:db8::/64", 3600),
+                ],
+                &[],
+                true,
+            ),
+            1000,
+        );
+        let (refused, err) = e.reconcile(&kernel, &rs, 1000, guard(&machine, &own, &lapi, 1000));
+        assert_eq!(err, None);
+        let why: Vec<String> = refused
+            .iter()
+            .map(|r| format!("{} {}", r.prefix, r.why))
+            .collect();
+        assert_eq!(
+            why,
+            [
+                "192.0.2.0/28 the fleet's LAPI (192.0.2.1)",
+                "192.0.2.50 an address of this host (192.0.2.50)",
+                "203.0.113.0/24 trunk p"
+            ]
+        );
+        assert_eq!(shown(&kernel, "fleet4"), ["198.51.100.0/24"]);
+        assert_eq!(shown(&kernel, "fleet6"), ["2001:db8::/64"]);
+        // A delta: a deletion and an addition, as one set of edits; refusals are reported once.
+        e.on_pull(
+            pulled(vec![decision("192.0.2.99", 60)], &["2001:db8::/64"], false),
+            1010,
+        );
+        let (refused, err) = e.reconcile(&kernel, &rs, 1010, guard(&machine, &own, &lapi, 1010));
+        assert_eq!((refused.len(), err), (0, None));
+        assert_eq!(shown(&kernel, "fleet4"), ["192.0.2.99", "198.51.100.0/24"]);
+        assert!(shown(&kernel, "fleet6").is_empty());
+        // The covering range ends (the kernel drops it on its own; the memory kernel has no
+        // clock): the address it covered, which outlives it, is written.
+        e.on_pull(pulled(Vec::new(), &[], false), 4700);
+        e.reconcile(&kernel, &rs, 4700, guard(&machine, &own, &lapi, 4700));
+        assert_eq!(installed(&e), ["198.51.100.7"]);
+        assert!(shown(&kernel, "fleet4").contains(&"198.51.100.7".to_string()));
+        // An administrator lifts it here: it stays lifted when the same decision comes back,
+        // a later one is enforced.
+        e.lift(&"198.51.100.7".parse().unwrap(), 4701);
+        e.reconcile(&kernel, &rs, 4701, guard(&machine, &own, &lapi, 4701));
+        assert!(!shown(&kernel, "fleet4").contains(&"198.51.100.7".to_string()));
+        e.on_pull(
+            pulled(vec![decision("198.51.100.7", 8200 - 4702)], &[], true),
+            4702,
+        );
+        e.reconcile(&kernel, &rs, 4702, guard(&machine, &own, &lapi, 4702));
+        assert!(
+            shown(&kernel, "fleet4").is_empty(),
+            "a full pull writes the sets whole"
+        );
+        e.on_pull(
+            pulled(vec![decision("198.51.100.7", 86_400)], &[], false),
+            4703,
+        );
+        e.reconcile(&kernel, &rs, 4703, guard(&machine, &own, &lapi, 4703));
+        assert_eq!(shown(&kernel, "fleet4"), ["198.51.100.7"]);
+    }
+
+    #[test]
+    fn a_failed_delta_falls_back_to_writing_the_sets_whole() {
+        let p = policy();
+        let rs = pbxfw_core::compile(&p);
+        let kernel = Memory::new();
+        pbxfw_core::apply(&kernel, &rs, &Default::default()).unwrap();
+        let machine = pbxfw_core::Machine::new(pbxfw_core::MachineConfig::from_policy(&p));
+        let mut e = Enforcer::new();
+        e.on_pull(pulled(vec![decision("198.51.100.9", 3600)], &[], true), 0);
+        e.reconcile(&kernel, &rs, 0, guard(&machine, &[], &[], 0));
+        // The element goes behind the enforcer's back (it expired early, someone removed it):
+        // removing it fails in the memory kernel as in nft, and the sets are rewritten.
+        kernel
+            .edit_sets(&rs, &[SetEdit::Flush("fleet4".into())])
+            .unwrap();
+        e.on_pull(
+            pulled(
+                vec![decision("198.51.100.10", 3600)],
+                &["198.51.100.9"],
+                false,
+            ),
+            5,
+        );
+        let (_, err) = e.reconcile(&kernel, &rs, 5, guard(&machine, &[], &[], 5));
+        assert_eq!(err, None);
+        assert_eq!(shown(&kernel, "fleet4"), ["198.51.100.10"]);
+        assert_eq!(e.stats.kernel_errors, 1);
+    }
+
+    #[test]
+    fn alerts_carry_the_scopes_the_stream_knows() {
+        let bans = vec![
+            (
+                "192.0.2.7".parse().unwrap(),
+                3600,
+                "pbxfw/attack_tool".to_string(),
+                100,
+            ),
+            (
+                "2001:db8:1::/64".parse().unwrap(),
+                60,
+                "pbxfw/attack_tool".to_string(),
+                101,
+            ),
+            (
+                "192.0.2.8".parse().unwrap(),
+                0,
+                "pbxfw/kernel_tier".to_string(),
+                102,
+            ),
+        ];
+        let v: serde_json::Value = serde_json::from_str(&alerts_json("pbx-a", &bans)).unwrap();
+        let alerts = v.as_array().unwrap();
+        assert_eq!(alerts.len(), 2, "one alert per scenario");
+        let a = &alerts[0];
+        assert_eq!(a["scenario"], "pbxfw/attack_tool");
+        assert_eq!(
+            a["source"],
+            serde_json::json!({"scope": "Ip", "value": "192.0.2.7", "ip": "192.0.2.7"})
+        );
+        let d = a["decisions"].as_array().unwrap();
+        assert_eq!(d[0]["scope"], "Ip");
+        assert_eq!(d[0]["value"], "192.0.2.7");
+        assert_eq!(d[0]["duration"], "3600s");
+        assert_eq!(d[0]["origin"], "pbxfw");
+        assert_eq!(d[1]["scope"], "Range");
+        assert_eq!(d[1]["value"], "2001:db8:1::/64");
+        assert_eq!(alerts[1]["decisions"][0]["duration"], "1s");
+        assert_eq!(
+            a["meta"][1],
+            serde_json::json!({"key": "pbx", "value": "pbx-a"})
+        );
+        for k in [
+            "scenario_hash",
+            "scenario_version",
+            "message",
+            "events_count",
+            "start_at",
+            "stop_at",
+            "capacity",
+            "leakspeed",
+            "simulated",
+            "events",
+        ] {
+            assert!(a.get(k).is_some(), "the LAPI requires {k}");
+        }
+    }
+
+    #[test]
+    fn secrets_must_be_roots_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("key");
+        std::fs::write(&f, "abc\n").unwrap();
+        let path = f.to_str().unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_secret(path).unwrap_err().to_string();
+        assert!(e.contains("mode 0600"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if rustix::process::geteuid().is_root() {
+            assert_eq!(read_secret(path).unwrap(), "abc");
+        }
+        std::fs::write(&f, "abc\ndef\n").unwrap();
+        assert!(read_secret(path).is_err());
+        std::fs::write(&f, "\n").unwrap();
+        assert!(read_secret(path).is_err());
+    }
+
+    #[test]
+    fn the_lapi_host_is_read_from_the_url() {
+        assert_eq!(
+            lapi_addrs("http://192.0.2.1:8080"),
+            Some(vec!["192.0.2.1".parse().unwrap()])
+        );
+        assert_eq!(
+            lapi_addrs("https://[2001:db8::1]:8443/x"),
+            Some(vec!["2001:db8::1".parse().unwrap()])
+        );
+        assert_eq!(
+            lapi_addrs("https://192.0.2.2"),
+            Some(vec!["192.0.2.2".parse().unwrap()])
+        );
+        assert_eq!(lapi_addrs("nonsense"), None);
     }
 }
