@@ -231,3 +231,38 @@ pub fn check_snapshot(data: &[u8]) {
         "snapshot round trip after use"
     );
 }
+
+/// A CrowdSec decision stream as the LAPI (or anyone between) could send it: parsing never
+/// panics, keeps at most the bound, keeps only remote sources no shorter than a /8 (IPv4) or a
+/// /16 (IPv6) with a positive duration of at most a year; the fleet table built from it holds
+/// disjoint kernel elements and never one the guard refuses. See docs/fleet.md.
+pub fn check_fleet_stream(data: &[u8]) {
+    use pbxfw_core::{parse_stream, FleetTable, Prefix, MAX_FLEET_SECS};
+    let text = String::from_utf8_lossy(data);
+    let Ok(pull) = parse_stream(&text, 64) else {
+        return;
+    };
+    assert!(pull.new.len() <= 64);
+    for d in &pull.new {
+        assert!(d.remaining >= 1 && d.remaining <= MAX_FLEET_SECS);
+        let min = if d.prefix.family() == pbxfw_core::Family::Ipv4 { 8 } else { 16 };
+        assert!(d.prefix.prefix_len() >= min, "{}", d.prefix);
+        assert!(!d.prefix.addr().is_loopback() && !d.prefix.addr().is_multicast());
+    }
+    let mut t = FleetTable::default();
+    t.apply(&pull, true, 1_000);
+    t.apply(&pull, false, 1_001);
+    let guarded: Prefix = "198.51.100.7".parse().unwrap();
+    let (want, refused) = t.desired(1_001, |p| {
+        (p.covers(&guarded) || guarded.covers(p)).then(|| "guarded".to_string())
+    });
+    for w in want.windows(2) {
+        let (a, b) = (w[0].0, w[1].0);
+        assert!(a.family() != b.family() || a.end() < b.start(), "{a} and {b} overlap");
+    }
+    for (p, end) in &want {
+        assert!(!p.covers(&guarded) && !guarded.covers(p));
+        assert!(*end > 1_001);
+    }
+    assert!(refused.iter().all(|r| r.prefix.covers(&guarded) || guarded.covers(&r.prefix)));
+}
