@@ -22,7 +22,7 @@ fn schema_keys_match_the_validator() {
     let s = schema();
     let props = s["properties"].as_object().unwrap();
     // Sections that are tables with fixed keys: each listed key is known, a made-up one is not.
-    for section in ["settings", "pbx", "blacklist", "responsive"] {
+    for section in ["settings", "pbx", "blacklist", "responsive", "fleet"] {
         for key in props[section]["properties"].as_object().unwrap().keys() {
             assert!(
                 !unknown_key(json!({ section: { key: null } })),
