@@ -153,18 +153,16 @@ fn enforceable(d: &WireDecision, skipped: &mut Skipped) -> Option<Prefix> {
         skipped.not_ban += 1;
         return None;
     }
-    let range = match &*d.scope {
-        "Ip" => false,
-        "Range" => true,
-        _ => {
-            skipped.other_scope += 1;
-            return None;
-        }
-    };
-    let value = d.value.trim();
-    let prefix = match Prefix::parse_lenient(value) {
-        // An `Ip` is one address, never a network, whatever its text says.
-        Ok((p, _)) if range || (!value.contains('/') && p.is_host()) => p,
+    if !matches!(&*d.scope, "Ip" | "Range") {
+        skipped.other_scope += 1;
+        return None;
+    }
+    // An `Ip` whose value is a CIDR (`cscli decisions import` writes every row of a list as
+    // `Ip`, networks included) is the network it names: the LAPI itself matches it so (its
+    // live mode finds 100.80.0.5 in an `Ip` decision on 100.80.0.0/24). A CIDR with host bits
+    // set is ambiguous (an address, or its network?) and acts against nobody.
+    let prefix = match Prefix::parse_lenient(d.value.trim()) {
+        Ok((p, false)) => p,
         _ => {
             skipped.bad_value += 1;
             return None;
@@ -466,7 +464,8 @@ mod tests {
              {"duration":"23h59m53s","id":2,"origin":"pbxfw","scenario":"pbxfw/sip-auth-bf","scope":"Range","type":"ban","value":"198.51.100.0/24","uuid":"x"},
              {"duration":"4h","id":4,"origin":"crowdsec","scenario":"s","scope":"Ip","type":"captcha","value":"203.0.113.8"},
              {"duration":"4h","id":5,"origin":"crowdsec","scenario":"s","scope":"Country","type":"ban","value":"FR"},
-             {"duration":"4h","id":6,"origin":"crowdsec","scenario":"s","scope":"Ip","type":"ban","value":"198.51.100.0/24"},
+             {"duration":"4h","id":6,"origin":"crowdsec","scenario":"s","scope":"Ip","type":"ban","value":"198.51.100.9/24"},
+             {"duration":"4h","id":12,"origin":"cscli-import","scenario":"s","scope":"Ip","type":"ban","value":"192.0.2.0/25"},
              {"duration":"4h","id":7,"origin":"crowdsec","scenario":"s","scope":"Range","type":"ban","value":"0.0.0.0/0"},
              {"duration":"4h","id":8,"origin":"crowdsec","scenario":"s","scope":"Ip","type":"ban","value":"127.0.0.1"},
              {"duration":"-1s","id":9,"origin":"crowdsec","scenario":"s","scope":"Ip","type":"ban","value":"203.0.113.9"},
@@ -477,7 +476,7 @@ mod tests {
     fn a_stream_keeps_only_bans_of_remote_sources() {
         let pull = parse_stream(STREAM, 100).unwrap();
         let got: Vec<String> = pull.new.iter().map(|d| d.prefix.to_string()).collect();
-        assert_eq!(got, ["203.0.113.7", "198.51.100.0/24"]);
+        assert_eq!(got, ["203.0.113.7", "198.51.100.0/24", "192.0.2.0/25"]);
         assert_eq!(pull.new[0].remaining, 14_393);
         assert_eq!(&*pull.new[1].scenario, "pbxfw/sip-auth-bf");
         assert_eq!(pull.deleted, ["192.0.2.44".parse::<Prefix>().unwrap()]);
@@ -494,7 +493,7 @@ mod tests {
         // The bound holds, whatever the server sends.
         let capped = parse_stream(STREAM, 1).unwrap();
         assert_eq!(capped.new.len(), 1);
-        assert_eq!(capped.skipped.over_limit, 1);
+        assert_eq!(capped.skipped.over_limit, 2);
     }
 
     #[test]

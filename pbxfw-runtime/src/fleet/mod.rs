@@ -671,6 +671,8 @@ pub struct Stats {
     pub last_kernel_seconds: f64,
     /// Kernel edits that failed.
     pub kernel_errors: u64,
+    /// Elements added and removed by the last reconcile (0 when it changed nothing).
+    pub last_written: usize,
 }
 
 /// Two ends closer than this are the same decision (a pull's durations are measured when the
@@ -783,8 +785,19 @@ impl Enforcer {
         self.reported = refused.iter().map(|r| r.prefix).collect();
         let want: HashMap<Prefix, u64> = want.into_iter().collect();
         let started = Instant::now();
+        let count = |edits: &[SetEdit]| {
+            edits
+                .iter()
+                .map(|e| match e {
+                    SetEdit::Add(_, v) | SetEdit::Remove(_, v) => v.len(),
+                    SetEdit::Flush(_) => 0,
+                })
+                .sum::<usize>()
+        };
+        self.stats.last_written = 0;
         if !self.replace {
             let edits = self.delta_edits(&want, now);
+            self.stats.last_written = count(&edits);
             if !edits.is_empty() && kernel.edit_sets(rs, &edits).is_err() {
                 // An element expired meanwhile, or the sets changed under us: write them
                 // whole instead.
@@ -794,6 +807,7 @@ impl Enforcer {
         }
         if self.replace {
             let edits = replace_edits(&want, now);
+            self.stats.last_written = count(&edits);
             match kernel.edit_sets(rs, &edits) {
                 Ok(()) => self.replace = false,
                 Err(e) => {
@@ -1149,6 +1163,17 @@ impl Member {
                 ctx.log(&[
                     ("error", "fleet".into()),
                     ("detail", format!("writing the fleet's sets: {e}")),
+                ]);
+            } else if self.enforcer.stats.last_written > 0 {
+                let s = &self.enforcer.stats;
+                ctx.log(&[
+                    ("event", "fleet-sync".into()),
+                    ("enforced", s.enforced.to_string()),
+                    ("written", s.last_written.to_string()),
+                    (
+                        "kernel_ms",
+                        format!("{:.1}", s.last_kernel_seconds * 1000.0),
+                    ),
                 ]);
             }
             self.snapshot_due = true;
