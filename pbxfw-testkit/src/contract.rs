@@ -5,7 +5,7 @@
 
 use pbxfw_core::names;
 use pbxfw_core::Family;
-use pbxfw_core::{apply, sync, ApplyOptions, Backend, BackendError, Op, Status};
+use pbxfw_core::{apply, sync, ApplyOptions, Backend, BackendError, Op, SetEdit, Status};
 
 use crate::{element, ruleset};
 
@@ -202,6 +202,52 @@ pub fn check(k: &dyn Backend) {
         ctx("a refused load changed the fingerprint")
     );
     assert!(holds(&k.status().unwrap(), &ban4, "192.0.2.7"));
+
+    // Edits of dynamic sets (the fleet's interval sets): networks and addresses with their
+    // own timeouts; a flush then additions replace the set; `set_elements` reads one set.
+    let f = ruleset(&format!(
+        "{BASE}[fleet]\nurl = \"http://192.0.2.1:8080\"\napi_key_file = \"/k\"\n"
+    ));
+    apply(k, &f, &none).unwrap();
+    let fleet4 = names::fleet(Family::Ipv4);
+    let fleet6 = names::fleet(Family::Ipv6);
+    let timed = |p: &str, secs: u64| pbxfw_core::Element {
+        prefix: p.parse().unwrap(),
+        timeout: Some(std::time::Duration::from_secs(secs)),
+    };
+    k.edit_sets(
+        &f,
+        &[
+            SetEdit::Add(
+                fleet4.clone(),
+                vec![timed("198.51.100.0/24", 3600), timed("203.0.113.7", 60)],
+            ),
+            SetEdit::Add(fleet6.clone(), vec![timed("2001:db8:1::/48", 600)]),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{}", ctx(&format!("fleet edits: {e}"))));
+    let s = k.status().unwrap();
+    assert!(holds(&s, &fleet4, "198.51.100.0"), "{}: {s:?}", ctx("a range"));
+    assert!(holds(&s, &fleet4, "203.0.113.7"), "{}", ctx("an address"));
+    assert!(holds(&s, &fleet6, "2001:db8:1::"), "{}", ctx("an IPv6 range"));
+    let one = k.set_elements(&fleet4).unwrap();
+    assert_eq!(one.len(), 2, "{}: {one:?}", ctx("set_elements"));
+    assert!(one.iter().all(|e| e.expires_in.is_some_and(|t| t <= 3600)));
+    k.edit_sets(
+        &f,
+        &[
+            SetEdit::Flush(fleet4.clone()),
+            SetEdit::Flush(fleet6.clone()),
+            SetEdit::Add(fleet4.clone(), vec![timed("192.0.2.128/25", 60)]),
+        ],
+    )
+    .unwrap();
+    let s = k.status().unwrap();
+    assert_eq!(set(&s, &fleet4).size, 1, "{}", ctx("flush then add"));
+    assert_eq!(set(&s, &fleet6).size, 0);
+    k.edit_sets(&f, &[SetEdit::Remove(fleet4.clone(), vec![timed("192.0.2.128/25", 60)])])
+        .unwrap();
+    assert_eq!(set(&k.status().unwrap(), &fleet4).size, 0, "{}", ctx("remove"));
 
     // Disable: everything goes; loaded again, the sets are new.
     assert!(k.disable().unwrap(), "{}", ctx("disable"));
