@@ -227,9 +227,17 @@ pub fn check(k: &dyn Backend) {
     )
     .unwrap_or_else(|e| panic!("{}", ctx(&format!("fleet edits: {e}"))));
     let s = k.status().unwrap();
-    assert!(holds(&s, &fleet4, "198.51.100.0"), "{}: {s:?}", ctx("a range"));
+    assert!(
+        holds(&s, &fleet4, "198.51.100.0"),
+        "{}: {s:?}",
+        ctx("a range")
+    );
     assert!(holds(&s, &fleet4, "203.0.113.7"), "{}", ctx("an address"));
-    assert!(holds(&s, &fleet6, "2001:db8:1::"), "{}", ctx("an IPv6 range"));
+    assert!(
+        holds(&s, &fleet6, "2001:db8:1::"),
+        "{}",
+        ctx("an IPv6 range")
+    );
     let one = k.set_elements(&fleet4).unwrap();
     assert_eq!(one.len(), 2, "{}: {one:?}", ctx("set_elements"));
     assert!(one.iter().all(|e| e.expires_in.is_some_and(|t| t <= 3600)));
@@ -245,9 +253,20 @@ pub fn check(k: &dyn Backend) {
     let s = k.status().unwrap();
     assert_eq!(set(&s, &fleet4).size, 1, "{}", ctx("flush then add"));
     assert_eq!(set(&s, &fleet6).size, 0);
-    k.edit_sets(&f, &[SetEdit::Remove(fleet4.clone(), vec![timed("192.0.2.128/25", 60)])])
-        .unwrap();
-    assert_eq!(set(&k.status().unwrap(), &fleet4).size, 0, "{}", ctx("remove"));
+    k.edit_sets(
+        &f,
+        &[SetEdit::Remove(
+            fleet4.clone(),
+            vec![timed("192.0.2.128/25", 60)],
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        set(&k.status().unwrap(), &fleet4).size,
+        0,
+        "{}",
+        ctx("remove")
+    );
 
     // Disable: everything goes; loaded again, the sets are new.
     assert!(k.disable().unwrap(), "{}", ctx("disable"));

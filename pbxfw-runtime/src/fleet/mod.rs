@@ -642,6 +642,8 @@ pub struct Enforcer {
     lifted: HashMap<Prefix, u64>,
     /// Refused decisions already reported.
     reported: std::collections::HashSet<Prefix>,
+    /// The refusals of the last reconcile, with why (for the state file).
+    last_refused: HashMap<Prefix, String>,
     /// The sets must be written whole (start, a resync, a failed edit, the sets made anew).
     replace: bool,
     /// A pull changed the table since the last reconcile.
@@ -783,6 +785,7 @@ impl Enforcer {
             .cloned()
             .collect();
         self.reported = refused.iter().map(|r| r.prefix).collect();
+        self.last_refused = refused.iter().map(|r| (r.prefix, r.why.clone())).collect();
         let want: HashMap<Prefix, u64> = want.into_iter().collect();
         let started = Instant::now();
         let count = |edits: &[SetEdit]| {
@@ -861,9 +864,8 @@ impl Enforcer {
     }
 
     /// What the state file shows: every decision held, with refusals, in prefix order.
-    pub fn snapshot(&self, url: &str, now: u64, refused: &[pbxfw_core::Refused]) -> Snapshot {
-        let refusals: HashMap<Prefix, &str> =
-            refused.iter().map(|r| (r.prefix, r.why.as_str())).collect();
+    pub fn snapshot(&self, url: &str, now: u64) -> Snapshot {
+        let refusals = &self.last_refused;
         let decisions = self
             .table
             .entries()
@@ -884,15 +886,6 @@ impl Enforcer {
             enforced: self.installed.len(),
             decisions,
         }
-    }
-
-    /// The guard's refusals now (for the snapshot).
-    pub fn refused(
-        &self,
-        now: u64,
-        guard: impl Fn(&Prefix) -> Option<String>,
-    ) -> Vec<pbxfw_core::Refused> {
-        self.table.desired(now, guard).1
     }
 
     /// Decisions held.
@@ -1187,10 +1180,7 @@ impl Member {
                 .last_snapshot
                 .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY)
         {
-            let refused = self
-                .enforcer
-                .refused(now, guard(machine, &self.own, &self.lapi, now));
-            let snap = self.enforcer.snapshot(&url, now, &refused);
+            let snap = self.enforcer.snapshot(&url, now);
             if let Err(e) = pbxfw_host::state::write(&state_path(), STATE_KIND, &snap) {
                 ctx.log(&[
                     ("error", "fleet".into()),
