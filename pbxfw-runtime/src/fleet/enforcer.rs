@@ -1,0 +1,485 @@
+//! The fleet's decisions in the daemon's loop: the table the pulls build, what the kernel's
+//! `fleet4`/`fleet6` sets hold, and the guard that keeps decisions off protected sources
+//! (docs/fleet.md).
+
+use super::*;
+
+/// What the daemon's loop knows of the fleet's decisions, and what it wrote to the kernel.
+#[derive(Debug, Default)]
+pub struct Enforcer {
+    table: FleetTable,
+    /// What the kernel's fleet sets hold: prefix → end.
+    installed: HashMap<Prefix, u64>,
+    /// Decisions an administrator lifted here (`pbxfw unban`): prefix → the end of the
+    /// decision lifted. The same decision coming back in a pull stays lifted; a later one
+    /// (a new ban somewhere in the fleet) is enforced.
+    lifted: HashMap<Prefix, u64>,
+    /// Refused decisions already reported.
+    reported: std::collections::HashSet<Prefix>,
+    /// The refusals of the last reconcile, with why (for the state file).
+    last_refused: HashMap<Prefix, String>,
+    /// The sets must be written whole (start, a resync, a failed edit, the sets made anew).
+    replace: bool,
+    /// A pull changed the table since the last reconcile.
+    changed: bool,
+    /// Statistics for metrics and status.
+    pub stats: Stats,
+}
+
+/// What the enforcer counts.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Full pulls taken.
+    pub full_pulls: u64,
+    /// Delta pulls taken.
+    pub delta_pulls: u64,
+    /// Decisions read and skipped, by why.
+    pub skipped: Skipped,
+    /// Decisions enforced now.
+    pub enforced: u64,
+    /// Decisions refused now (protected sources).
+    pub refused: u64,
+    /// When the last pull was taken.
+    pub last_pull: Option<u64>,
+    /// How long it took (request and parsing), seconds.
+    pub last_pull_seconds: f64,
+    /// How long writing the kernel took the last time, seconds.
+    pub last_kernel_seconds: f64,
+    /// Kernel edits that failed.
+    pub kernel_errors: u64,
+    /// Elements added and removed by the last reconcile (0 when it changed nothing).
+    pub last_written: usize,
+}
+
+/// Two ends closer than this are the same decision (a pull's durations are measured when the
+/// LAPI answered, a few seconds apart from one pull to the next).
+const SAME_END: u64 = 30;
+
+impl Enforcer {
+    /// A new enforcer; its first reconcile writes the sets whole.
+    pub fn new() -> Enforcer {
+        Enforcer {
+            replace: true,
+            ..Enforcer::default()
+        }
+    }
+
+    /// Take a pull received at `now`.
+    pub fn on_pull(&mut self, p: Pulled, now: u64) {
+        let Pulled {
+            mut pull,
+            full,
+            took,
+            ..
+        } = p;
+        if full {
+            self.stats.full_pulls += 1;
+            // A full pull is the whole truth: the sets are written whole from it, which also
+            // puts back what an expired or lost element left out.
+            self.replace = true;
+        } else {
+            self.stats.delta_pulls += 1;
+        }
+        let s = &mut self.stats.skipped;
+        s.not_ban += pull.skipped.not_ban;
+        s.other_scope += pull.skipped.other_scope;
+        s.bad_value += pull.skipped.bad_value;
+        s.expired += pull.skipped.expired;
+        s.over_limit += pull.skipped.over_limit;
+        self.lifted.retain(|_, end| *end > now);
+        if !self.lifted.is_empty() {
+            pull.new.retain(|d| {
+                self.lifted
+                    .get(&d.prefix)
+                    .is_none_or(|end| now + d.remaining > end + SAME_END)
+            });
+        }
+        self.table.apply(&pull, full, now);
+        self.stats.last_pull = Some(now);
+        self.stats.last_pull_seconds = took.as_secs_f64();
+        self.changed = true;
+    }
+
+    /// An administrator lifted `prefix` here at `now`: the fleet decisions overlapping it stop
+    /// being enforced (until a later decision on them arrives).
+    pub fn lift(&mut self, prefix: &Prefix, now: u64) {
+        let hit: Vec<(Prefix, u64)> = self
+            .table
+            .entries()
+            .into_iter()
+            .filter(|(p, _)| crate::bans::overlaps(p, prefix))
+            .map(|(p, e)| (p, e.expires))
+            .collect();
+        if hit.is_empty() {
+            return;
+        }
+        let pull = Pull {
+            deleted: hit.iter().map(|(p, _)| *p).collect(),
+            ..Pull::default()
+        };
+        self.table.apply(&pull, false, now);
+        self.lifted.extend(hit);
+        self.changed = true;
+    }
+
+    /// What the guard protects changed (the LAPI's addresses): check the table again at the
+    /// next reconcile.
+    pub fn guard_changed(&mut self) {
+        self.changed = true;
+    }
+
+    /// The kernel's sets were created anew (an apply that made the table again): write them
+    /// whole at the next reconcile.
+    pub fn sets_lost(&mut self) {
+        self.replace = true;
+    }
+
+    /// Whether the next reconcile has work (a pull came, the sets must be written whole).
+    pub fn pending(&self) -> bool {
+        self.changed || self.replace
+    }
+
+    /// Bring the kernel's fleet sets to the table at `now`, never enforcing a decision
+    /// `guard` refuses. Returns the refused decisions not reported before, and the error of
+    /// the kernel if it failed twice (then the next reconcile writes the sets whole).
+    pub fn reconcile(
+        &mut self,
+        kernel: &dyn Backend,
+        rs: &Ruleset,
+        now: u64,
+        guard: impl Fn(&Prefix) -> Option<String>,
+    ) -> (Vec<pbxfw_core::Refused>, Option<String>) {
+        if !Family::BOTH
+            .iter()
+            .all(|f| rs.sets.contains_key(&names::fleet(*f)))
+        {
+            return (Vec::new(), None);
+        }
+        self.table.expire(now);
+        let (want, refused) = self.table.desired(now, guard);
+        self.stats.enforced = want.len() as u64;
+        self.stats.refused = refused.len() as u64;
+        let new_refusals: Vec<pbxfw_core::Refused> = refused
+            .iter()
+            .filter(|r| !self.reported.contains(&r.prefix))
+            .cloned()
+            .collect();
+        self.reported = refused.iter().map(|r| r.prefix).collect();
+        self.last_refused = refused.iter().map(|r| (r.prefix, r.why.clone())).collect();
+        let want: HashMap<Prefix, u64> = want.into_iter().collect();
+        let started = Instant::now();
+        let count = |edits: &[SetEdit]| {
+            edits
+                .iter()
+                .map(|e| match e {
+                    SetEdit::Add(_, v) | SetEdit::Remove(_, v) => v.len(),
+                    SetEdit::Flush(_) => 0,
+                })
+                .sum::<usize>()
+        };
+        self.stats.last_written = 0;
+        if !self.replace {
+            let edits = self.delta_edits(&want, now);
+            self.stats.last_written = count(&edits);
+            if !edits.is_empty() && kernel.edit_sets(rs, &edits).is_err() {
+                // An element expired meanwhile, or the sets changed under us: write them
+                // whole instead.
+                self.stats.kernel_errors += 1;
+                self.replace = true;
+            }
+        }
+        if self.replace {
+            let edits = replace_edits(&want, now);
+            self.stats.last_written = count(&edits);
+            match kernel.edit_sets(rs, &edits) {
+                Ok(()) => self.replace = false,
+                Err(e) => {
+                    self.stats.kernel_errors += 1;
+                    self.stats.last_kernel_seconds = started.elapsed().as_secs_f64();
+                    self.changed = false;
+                    return (new_refusals, Some(e.to_string()));
+                }
+            }
+        }
+        self.installed = want;
+        self.stats.last_kernel_seconds = started.elapsed().as_secs_f64();
+        self.changed = false;
+        (new_refusals, None)
+    }
+
+    /// The edits from what the kernel holds to `want`: removals of what goes or changes end,
+    /// then additions. An element that ends within two seconds is left to expire (removing it
+    /// could race the kernel's own expiry and refuse the transaction).
+    fn delta_edits(&self, want: &HashMap<Prefix, u64>, now: u64) -> Vec<SetEdit> {
+        let mut remove: BTreeMap<Family, Vec<Element>> = BTreeMap::new();
+        let mut add: BTreeMap<Family, Vec<Element>> = BTreeMap::new();
+        for (p, end) in &self.installed {
+            let keep = want.get(p).is_some_and(|w| w.abs_diff(*end) <= SAME_END);
+            if !keep && *end > now + 2 {
+                remove
+                    .entry(p.family())
+                    .or_default()
+                    .push(element(*p, *end, now));
+            }
+        }
+        for (p, end) in want {
+            let have = self
+                .installed
+                .get(p)
+                .is_some_and(|h| h.abs_diff(*end) <= SAME_END && *h > now + 2);
+            if !have {
+                add.entry(p.family())
+                    .or_default()
+                    .push(element(*p, *end, now));
+            }
+        }
+        let mut edits = Vec::new();
+        for (f, els) in remove {
+            edits.push(SetEdit::Remove(names::fleet(f), els));
+        }
+        for (f, els) in add {
+            edits.push(SetEdit::Add(names::fleet(f), els));
+        }
+        edits
+    }
+
+    /// What the state file shows: every decision held, with refusals, in prefix order.
+    pub fn snapshot(&self, url: &str, now: u64) -> Snapshot {
+        let refusals = &self.last_refused;
+        let decisions = self
+            .table
+            .entries()
+            .into_iter()
+            .filter(|(_, e)| e.expires > now)
+            .map(|(p, e)| Shown {
+                prefix: p,
+                until: e.expires,
+                origin: e.origin.to_string(),
+                scenario: e.scenario.to_string(),
+                refused: refusals.get(&p).map(|w| w.to_string()),
+            })
+            .collect();
+        Snapshot {
+            at: now,
+            url: url.to_string(),
+            last_pull: self.stats.last_pull,
+            enforced: self.installed.len(),
+            decisions,
+        }
+    }
+
+    /// Decisions held.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
+/// Flush both sets and write `want` in one transaction.
+fn replace_edits(want: &HashMap<Prefix, u64>, now: u64) -> Vec<SetEdit> {
+    let mut edits: Vec<SetEdit> = Family::BOTH
+        .iter()
+        .map(|f| SetEdit::Flush(names::fleet(*f)))
+        .collect();
+    for f in Family::BOTH {
+        let els: Vec<Element> = want
+            .iter()
+            .filter(|(p, _)| p.family() == f)
+            .map(|(p, end)| element(*p, *end, now))
+            .collect();
+        if !els.is_empty() {
+            edits.push(SetEdit::Add(names::fleet(f), els));
+        }
+    }
+    edits
+}
+
+fn element(prefix: Prefix, end: u64, now: u64) -> Element {
+    Element {
+        prefix,
+        timeout: Some(Duration::from_secs(
+            end.saturating_sub(now).clamp(1, pbxfw_core::MAX_FLEET_SECS),
+        )),
+    }
+}
+
+/// The guard of the fleet: never a decision against a source the machine protects (trunks,
+/// trusted networks, administrators, ignored sources, registered devices), this host's own
+/// addresses, or the LAPI's.
+pub fn guard<'a>(
+    machine: &'a pbxfw_core::Machine,
+    own: &'a [std::net::IpAddr],
+    lapi: &'a [std::net::IpAddr],
+    now: u64,
+) -> impl Fn(&Prefix) -> Option<String> + 'a {
+    move |p: &Prefix| {
+        if let Some(a) = own.iter().find(|a| p.contains(a)) {
+            return Some(format!("an address of this host ({a})"));
+        }
+        if let Some(a) = lapi.iter().find(|a| p.contains(a)) {
+            return Some(format!("the fleet's LAPI ({a})"));
+        }
+        machine.refuses_outside_ban(p, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pbxfw_core::{FleetDecision, Policy};
+    use pbxfw_testkit::memory::Memory;
+
+    fn policy() -> pbxfw_core::ValidPolicy {
+        Policy::from_toml(
+            "[interfaces]\neth0 = \"internet\"\n[[pbx.trunks]]\nname = \"p\"\nprotocol = \"pjsip\"\nhost = \"203.0.113.10\"\n\
+             [fleet]\nurl = \"http://192.0.2.1:8080\"\napi_key_file = \"/k\"\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap()
+    }
+
+    fn decision(v: &str, secs: u64) -> FleetDecision {
+        FleetDecision {
+            id: 1,
+            prefix: v.parse().unwrap(),
+            remaining: secs,
+            origin: "crowdsec".into(),
+            scenario: "crowdsecurity/ssh-bf".into(),
+        }
+    }
+
+    fn pulled(new: Vec<FleetDecision>, deleted: &[&str], full: bool) -> Pulled {
+        Pulled {
+            pull: Pull {
+                new,
+                deleted: deleted.iter().map(|d| d.parse().unwrap()).collect(),
+                ..Pull::default()
+            },
+            full,
+            bytes: 0,
+            took: Duration::ZERO,
+        }
+    }
+
+    fn installed(e: &Enforcer) -> Vec<String> {
+        let mut v: Vec<Prefix> = e.installed.keys().copied().collect();
+        v.sort();
+        v.iter().map(|p| p.to_string()).collect()
+    }
+
+    fn shown(m: &Memory, set: &str) -> Vec<String> {
+        m.elements(set).iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn the_kernel_follows_full_and_delta_pulls_and_never_holds_a_protected_source() {
+        let p = policy();
+        let rs = pbxfw_core::compile(&p);
+        let kernel = Memory::new();
+        pbxfw_core::apply(&kernel, &rs, &Default::default()).unwrap();
+        let machine = pbxfw_core::Machine::new(pbxfw_core::MachineConfig::from_policy(&p));
+        let own: Vec<std::net::IpAddr> = vec!["192.0.2.50".parse().unwrap()];
+        let lapi: Vec<std::net::IpAddr> = vec!["192.0.2.1".parse().unwrap()];
+        let mut e = Enforcer::new();
+        e.on_pull(
+            pulled(
+                vec![
+                    decision("198.51.100.0/24", 3600),
+                    decision("198.51.100.7", 7200),
+                    decision("203.0.113.0/24", 3600),
+                    decision("192.0.2.50", 3600),
+                    decision("192.0.2.0/28", 3600),
+                    decision("2001:db8::/64", 3600),
+                ],
+                &[],
+                true,
+            ),
+            1000,
+        );
+        let (refused, err) = e.reconcile(&kernel, &rs, 1000, guard(&machine, &own, &lapi, 1000));
+        assert_eq!(err, None);
+        let why: Vec<String> = refused
+            .iter()
+            .map(|r| format!("{} {}", r.prefix, r.why))
+            .collect();
+        assert_eq!(
+            why,
+            [
+                "192.0.2.0/28 the fleet's LAPI (192.0.2.1)",
+                "192.0.2.50 an address of this host (192.0.2.50)",
+                "203.0.113.0/24 trunk p"
+            ]
+        );
+        assert_eq!(shown(&kernel, "fleet4"), ["198.51.100.0/24"]);
+        assert_eq!(shown(&kernel, "fleet6"), ["2001:db8::/64"]);
+        // A delta: a deletion and an addition, as one set of edits; refusals are reported once.
+        e.on_pull(
+            pulled(vec![decision("192.0.2.99", 60)], &["2001:db8::/64"], false),
+            1010,
+        );
+        let (refused, err) = e.reconcile(&kernel, &rs, 1010, guard(&machine, &own, &lapi, 1010));
+        assert_eq!((refused.len(), err), (0, None));
+        assert_eq!(shown(&kernel, "fleet4"), ["192.0.2.99", "198.51.100.0/24"]);
+        assert!(shown(&kernel, "fleet6").is_empty());
+        // The covering range ends (the kernel drops it on its own; the memory kernel has no
+        // clock): the address it covered, which outlives it, is written.
+        e.on_pull(pulled(Vec::new(), &[], false), 4700);
+        e.reconcile(&kernel, &rs, 4700, guard(&machine, &own, &lapi, 4700));
+        assert_eq!(installed(&e), ["198.51.100.7"]);
+        assert!(shown(&kernel, "fleet4").contains(&"198.51.100.7".to_string()));
+        // An administrator lifts it here: it stays lifted when the same decision comes back,
+        // a later one is enforced.
+        e.lift(&"198.51.100.7".parse().unwrap(), 4701);
+        e.reconcile(&kernel, &rs, 4701, guard(&machine, &own, &lapi, 4701));
+        assert!(!shown(&kernel, "fleet4").contains(&"198.51.100.7".to_string()));
+        e.on_pull(
+            pulled(vec![decision("198.51.100.7", 8200 - 4702)], &[], true),
+            4702,
+        );
+        e.reconcile(&kernel, &rs, 4702, guard(&machine, &own, &lapi, 4702));
+        assert!(
+            shown(&kernel, "fleet4").is_empty(),
+            "a full pull writes the sets whole"
+        );
+        e.on_pull(
+            pulled(vec![decision("198.51.100.7", 86_400)], &[], false),
+            4703,
+        );
+        e.reconcile(&kernel, &rs, 4703, guard(&machine, &own, &lapi, 4703));
+        assert_eq!(shown(&kernel, "fleet4"), ["198.51.100.7"]);
+    }
+
+    #[test]
+    fn a_failed_delta_falls_back_to_writing_the_sets_whole() {
+        let p = policy();
+        let rs = pbxfw_core::compile(&p);
+        let kernel = Memory::new();
+        pbxfw_core::apply(&kernel, &rs, &Default::default()).unwrap();
+        let machine = pbxfw_core::Machine::new(pbxfw_core::MachineConfig::from_policy(&p));
+        let mut e = Enforcer::new();
+        e.on_pull(pulled(vec![decision("198.51.100.9", 3600)], &[], true), 0);
+        e.reconcile(&kernel, &rs, 0, guard(&machine, &[], &[], 0));
+        // The element goes behind the enforcer's back (it expired early, someone removed it):
+        // removing it fails in the memory kernel as in nft, and the sets are rewritten.
+        kernel
+            .edit_sets(&rs, &[SetEdit::Flush("fleet4".into())])
+            .unwrap();
+        e.on_pull(
+            pulled(
+                vec![decision("198.51.100.10", 3600)],
+                &["198.51.100.9"],
+                false,
+            ),
+            5,
+        );
+        let (_, err) = e.reconcile(&kernel, &rs, 5, guard(&machine, &[], &[], 5));
+        assert_eq!(err, None);
+        assert_eq!(shown(&kernel, "fleet4"), ["198.51.100.10"]);
+        assert_eq!(e.stats.kernel_errors, 1);
+    }
+}
