@@ -50,6 +50,21 @@ fn secret(path: &Path, text: &str) {
 
 impl Pbx {
     fn new(tag: &str, net: &Netns, i: u8, key: &str, machine: &str) -> Pbx {
+        Pbx::with(tag, net, i, key, machine, "http", "", true)
+    }
+
+    /// A PBX whose LAPI URL has `scheme`, with `extra` lines in its `[fleet]`.
+    #[allow(clippy::too_many_arguments)]
+    fn with(
+        tag: &str,
+        net: &Netns,
+        i: u8,
+        key: &str,
+        machine: &str,
+        scheme: &str,
+        extra: &str,
+        push: bool,
+    ) -> Pbx {
         let ns = Netns::new(tag);
         let (here, there) = (format!("10.97.{i}.2"), format!("10.97.{i}.1"));
         let peer = format!("v{tag}");
@@ -70,8 +85,8 @@ impl Pbx {
             format!(
                 "[interfaces]\neth0 = \"internet\"\n\n\
                  [[pbx.trunks]]\nname = \"provider\"\nprotocol = \"pjsip\"\nhost = \"203.0.113.10\"\n\n\
-                 [fleet]\nurl = \"http://{there}:{port}\"\napi_key_file = \"{d}/bouncer.key\"\n\
-                 push = true\nmachine_id = \"{machine}\"\npassword_file = \"{d}/password\"\n\
+                 [fleet]\nurl = \"{scheme}://{there}:{port}\"\napi_key_file = \"{d}/bouncer.key\"\n{extra}\
+                 push = {push}\nmachine_id = \"{machine}\"\npassword_file = \"{d}/password\"\n\
                  poll_interval = \"{POLL}s\"\nresync_interval = \"60s\"\ntimeout = \"3s\"\n",
                 port = lapi::PORT,
                 d = dir.display()
@@ -373,4 +388,130 @@ fn a_fleet_of_two_shares_bans_through_a_real_lapi() {
     assert!(b.has(ATTACKER), "the earlier bans survived the cut");
     assert!(b.log().contains("the LAPI answers again"));
     drop((a.daemon.take(), b.daemon.take()));
+}
+
+/// A LAPI behind TLS with a private CA: a PBX given the CA (`fleet.ca_file`) pulls from it; a
+/// PBX that checks against the public roots refuses the certificate and enforces nothing.
+#[test]
+fn a_tls_lapi_is_verified() {
+    if skipped() {
+        return;
+    }
+    assert!(lapi::installed(), "Debian's crowdsec is not installed");
+    let net = Netns::new("fleet-tls");
+    let pki = net.host_dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let p = |f: &str| pki.join(f).display().to_string();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fleet test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("lapi.key"),
+        "-out",
+        &p("lapi.csr"),
+        "-subj",
+        "/CN=lapi",
+    ]);
+    std::fs::write(
+        pki.join("san.ext"),
+        "subjectAltName=IP:10.97.3.1,IP:10.97.4.1,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("lapi.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &p("lapi.pem"),
+        "-days",
+        "2",
+        "-extfile",
+        &p("san.ext"),
+    ]);
+    let mut l = Lapi::new(
+        &net.host_dir.join("lapi"),
+        &format!("0.0.0.0:{}", lapi::PORT),
+        &net,
+    );
+    l.add_bouncer("trusting", KEY_A);
+    l.add_bouncer("public-roots", KEY_B);
+    l.enable_tls(&pki.join("lapi.pem"), &pki.join("lapi.key"));
+    l.start();
+    l.cscli(&["decisions", "add", "--ip", "198.18.9.9", "--duration", "1h"]);
+    let extra = format!("ca_file = \"{}\"\n", p("ca.pem"));
+    let mut c = Pbx::with("fleet-c", &net, 3, KEY_A, "pbx-c", "https", &extra, false);
+    let mut d = Pbx::with("fleet-d", &net, 4, KEY_B, "pbx-d", "https", "", false);
+    c.start();
+    c.wait(
+        "the PBX trusting the fleet's CA pulls over TLS",
+        Duration::from_secs(5),
+        || c.has("198.18.9.9"),
+    );
+    // (`start` waits for a full pull, which never comes here.)
+    let events = d.dir.join("events.jsonl");
+    std::fs::write(&events, "").unwrap();
+    let policy = d.policy();
+    d.daemon = Some(d.ns.spawn(
+        &[
+            env!("CARGO_BIN_EXE_pbxfw"),
+            "daemon",
+            &policy,
+            "--tick",
+            "1",
+            "--events",
+            events.to_str().unwrap(),
+        ],
+        &[],
+        &d.dir.join("daemon.log"),
+    ));
+    d.wait(
+        "the certificate is refused",
+        Duration::from_secs(15),
+        || d.log().contains("fleet pull failed"),
+    );
+    assert!(
+        d.log().to_lowercase().contains("certificate"),
+        "{}",
+        d.log()
+    );
+    assert!(!d.has("198.18.9.9"));
+    drop((c.daemon.take(), d.daemon.take()));
 }

@@ -24,6 +24,7 @@ pub struct Lapi {
     listen: String,
     child: Option<Killed>,
     ns_name: String,
+    tls: bool,
 }
 
 impl Lapi {
@@ -53,6 +54,7 @@ impl Lapi {
             listen: listen.to_string(),
             child: None,
             ns_name: ns.name.clone(),
+            tls: false,
         };
         // cscli's own machine: `decisions add/delete` go through the API as it.
         let creds = dir.join("local_api_credentials.yaml");
@@ -131,6 +133,32 @@ impl Lapi {
         self.cscli(&["bouncers", "add", name, "-k", key]);
     }
 
+    /// Serve HTTPS with `cert` and `key` (PEM files) from the next start; `cscli` keeps
+    /// talking to it without checking the certificate.
+    pub fn enable_tls(&mut self, cert: &Path, key: &Path) {
+        let config = std::fs::read_to_string(self.dir.join("config.yaml")).unwrap();
+        let config = config
+            .replacen(
+                "    trusted_ips:",
+                &format!(
+                    "    tls:\n      cert_file: {}\n      key_file: {}\n    trusted_ips:",
+                    cert.display(),
+                    key.display()
+                ),
+                1,
+            )
+            .replacen(
+                "insecure_skip_verify: false",
+                "insecure_skip_verify: true",
+                1,
+            );
+        std::fs::write(self.dir.join("config.yaml"), config).unwrap();
+        let creds = self.dir.join("local_api_credentials.yaml");
+        let text = std::fs::read_to_string(&creds).unwrap();
+        std::fs::write(&creds, text.replacen("url: http://", "url: https://", 1)).unwrap();
+        self.tls = true;
+    }
+
     /// Start the LAPI and wait until it answers (at most 20 s).
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "the LAPI is already running");
@@ -157,6 +185,8 @@ impl Lapi {
         self.child = Some(Killed(child));
         let deadline = Instant::now() + Duration::from_secs(20);
         let (host, port) = self.listen.rsplit_once(':').unwrap();
+        let host = if host == "0.0.0.0" { "127.0.0.1" } else { host };
+        let scheme = if self.tls { "https" } else { "http" };
         loop {
             let ok = Command::new("ip")
                 .args([
@@ -164,11 +194,11 @@ impl Lapi {
                     "exec",
                     &self.ns_name,
                     "curl",
-                    "-sf",
+                    "-skf",
                     "-o",
                     "/dev/null",
                 ])
-                .arg(format!("http://{host}:{port}/health"))
+                .arg(format!("{scheme}://{host}:{port}/health"))
                 .status()
                 .is_ok_and(|s| s.success());
             if ok {
