@@ -233,8 +233,8 @@ pub fn check_snapshot(data: &[u8]) {
 }
 
 /// A CrowdSec decision stream as the LAPI (or anyone between) could send it: parsing never
-/// panics, keeps at most the bound, keeps only remote sources no shorter than a /8 (IPv4) or a
-/// /16 (IPv6) with a positive duration of at most a year; the fleet table built from it holds
+/// panics, keeps at most the bound, keeps only remote sources no wider than a /16 (IPv4) or a
+/// /32 (IPv6) with a positive duration of at most a year; the fleet table built from it holds
 /// disjoint kernel elements and never one the guard refuses. See docs/fleet.md.
 pub fn check_fleet_stream(data: &[u8]) {
     use pbxfw_core::{parse_stream, FleetTable, Prefix, MAX_FLEET_SECS};
@@ -245,7 +245,7 @@ pub fn check_fleet_stream(data: &[u8]) {
     assert!(pull.new.len() <= 64);
     for d in &pull.new {
         assert!(d.remaining >= 1 && d.remaining <= MAX_FLEET_SECS);
-        let min = if d.prefix.family() == pbxfw_core::Family::Ipv4 { 8 } else { 16 };
+        let min = if d.prefix.family() == pbxfw_core::Family::Ipv4 { 16 } else { 32 };
         assert!(d.prefix.prefix_len() >= min, "{}", d.prefix);
         assert!(!d.prefix.addr().is_loopback() && !d.prefix.addr().is_multicast());
     }

@@ -42,8 +42,9 @@ pub struct FleetDecision {
 pub struct Pull {
     /// Decisions to enforce.
     pub new: Vec<FleetDecision>,
-    /// Sources whose decisions were deleted or expired.
-    pub deleted: Vec<Prefix>,
+    /// Decisions deleted or expired: their source and id (a deletion ends that decision, not
+    /// a later one on the same source).
+    pub deleted: Vec<(Prefix, i64)>,
     /// Decisions read and not taken, by why.
     pub skipped: Skipped,
 }
@@ -97,54 +98,125 @@ struct WireDecision<'a> {
     duration: std::borrow::Cow<'a, str>,
 }
 
-/// `{"new": [...], "deleted": [...]}`; LAPI 1.4 writes an empty list as `null`.
-#[derive(Deserialize)]
-struct WireStream<'a> {
-    #[serde(default, borrow)]
-    new: Option<Vec<WireDecision<'a>>>,
-    #[serde(default, borrow)]
-    deleted: Option<Vec<WireDecision<'a>>>,
-}
-
 /// Read a decision stream body. At most `max` decisions are kept from `new` (the rest are
-/// counted as over the limit): a server cannot make the table grow without bound.
+/// counted as over the limit), and each decision is checked as it is read, so memory is the
+/// body and what is kept, never one object per entry of the body: a server cannot make the
+/// daemon grow without bound.
 pub fn parse_stream(body: &str, max: usize) -> Result<Pull, StreamError> {
-    let wire: WireStream =
-        serde_json::from_str(body).map_err(|e| StreamError::Json(e.to_string()))?;
-    let mut pull = Pull::default();
-    let mut labels = Labels::default();
-    for d in wire.new.unwrap_or_default() {
-        let Some(prefix) = enforceable(&d, &mut pull.skipped) else {
-            continue;
-        };
-        let remaining = match parse_go_duration(&d.duration) {
-            Some(ms) if ms >= 1000 => ((ms / 1000) as u64).min(MAX_FLEET_SECS),
-            _ => {
-                pull.skipped.expired += 1;
-                continue;
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+
+    struct Cx {
+        pull: Pull,
+        labels: Labels,
+        max: usize,
+        /// Deletions kept: as many as decisions (a deletion is one of them).
+        max_deleted: usize,
+    }
+    /// `new` or `deleted`: a list (or `null`) read one decision at a time.
+    struct List<'c> {
+        cx: &'c mut Cx,
+        deleted: bool,
+    }
+    impl<'de> DeserializeSeed<'de> for List<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_option(self)
+        }
+    }
+    impl<'de> Visitor<'de> for List<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of decisions or null")
+        }
+        fn visit_none<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(d) = seq.next_element::<WireDecision>()? {
+                self.cx.take(&d, self.deleted);
             }
-        };
-        if pull.new.len() >= max {
-            pull.skipped.over_limit += 1;
-            continue;
-        }
-        pull.new.push(FleetDecision {
-            id: d.id,
-            prefix,
-            remaining,
-            origin: labels.get(&d.origin),
-            scenario: labels.get(&d.scenario),
-        });
-    }
-    for d in wire.deleted.unwrap_or_default() {
-        // A deletion's type and scope are checked as a decision's: a deleted `captcha` on an
-        // address must not lift its `ban`.
-        let mut ignored = Skipped::default();
-        if let Some(prefix) = enforceable(&d, &mut ignored) {
-            pull.deleted.push(prefix);
+            Ok(())
         }
     }
-    Ok(pull)
+    impl Cx {
+        fn take(&mut self, d: &WireDecision, deleted: bool) {
+            if deleted {
+                // A deletion's type and scope are checked as a decision's: a deleted
+                // `captcha` on an address must not lift its `ban`.
+                let mut ignored = Skipped::default();
+                if self.pull.deleted.len() < self.max_deleted {
+                    if let Some(prefix) = enforceable(d, &mut ignored) {
+                        self.pull.deleted.push((prefix, d.id));
+                    }
+                }
+                return;
+            }
+            let Some(prefix) = enforceable(d, &mut self.pull.skipped) else {
+                return;
+            };
+            let remaining = match parse_go_duration(&d.duration) {
+                Some(ms) if ms >= 1000 => (ms / 1000).min(i128::from(MAX_FLEET_SECS)) as u64,
+                _ => {
+                    self.pull.skipped.expired += 1;
+                    return;
+                }
+            };
+            if self.pull.new.len() >= self.max {
+                self.pull.skipped.over_limit += 1;
+                return;
+            }
+            self.pull.new.push(FleetDecision {
+                id: d.id,
+                prefix,
+                remaining,
+                origin: self.labels.get(&d.origin),
+                scenario: self.labels.get(&d.scenario),
+            });
+        }
+    }
+    struct Stream<'c>(&'c mut Cx);
+    impl<'de> Visitor<'de> for Stream<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object with \"new\" and \"deleted\"")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match &*key {
+                    "new" => map.next_value_seed(List {
+                        cx: self.0,
+                        deleted: false,
+                    })?,
+                    "deleted" => map.next_value_seed(List {
+                        cx: self.0,
+                        deleted: true,
+                    })?,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut cx = Cx {
+        pull: Pull::default(),
+        labels: Labels::default(),
+        max,
+        max_deleted: max.max(1024),
+    };
+    let mut de = serde_json::Deserializer::from_str(body);
+    de.deserialize_map(Stream(&mut cx))
+        .and_then(|()| de.end())
+        .map_err(|e| StreamError::Json(e.to_string()))?;
+    Ok(cx.pull)
 }
 
 /// The prefix of a `ban` on an `Ip` or `Range`, or why not.
@@ -168,10 +240,14 @@ fn enforceable(d: &WireDecision, skipped: &mut Skipped) -> Option<Prefix> {
             return None;
         }
     };
-    // Not a remote unicast source (loopback, link-local, multicast, the whole address space):
-    // acting on it would cut the host off from itself or from everyone.
+    // Wider than the fleet takes, or overlapping what is no remote unicast source (loopback,
+    // link-local, multicast, reserved, the IPv4-mapped space): acting on it would cut the
+    // host off from everyone, from itself or from its link.
     if prefix.prefix_len() < min_len(prefix.family())
         || crate::responsive::special_addr(&prefix.addr()).is_some()
+        || special_blocks(prefix.family())
+            .iter()
+            .any(|b| b.covers(&prefix) || prefix.covers(b))
     {
         skipped.bad_value += 1;
         return None;
@@ -179,14 +255,38 @@ fn enforceable(d: &WireDecision, skipped: &mut Skipped) -> Option<Prefix> {
     Some(prefix)
 }
 
-/// The shortest prefix taken from the fleet: a /8 of IPv4, a /16 of IPv6. A `0.0.0.0/0` ban
-/// (a mistake or an attack on the fleet) would drop the whole internet.
+/// The widest decision taken from the fleet: a /16 of IPv4 (65,536 addresses), a /32 of IPv6
+/// (a provider's allocation). A wider one (`0.0.0.0/0` at the extreme) is a mistake or an
+/// attack on the fleet.
 fn min_len(f: Family) -> u8 {
     match f {
-        Family::Ipv4 => 8,
-        Family::Ipv6 => 16,
+        Family::Ipv4 => 16,
+        Family::Ipv6 => 32,
     }
 }
+
+/// Blocks no fleet decision may overlap: "this network", loopback, link-local, multicast and
+/// the reserved 240.0.0.0/4 (with broadcast); IPv6 loopback and unspecified (in ::/96), the
+/// IPv4-mapped space, link-local and multicast.
+fn special_blocks(f: Family) -> &'static [Prefix] {
+    use std::sync::OnceLock;
+    static V4: OnceLock<Vec<Prefix>> = OnceLock::new();
+    static V6: OnceLock<Vec<Prefix>> = OnceLock::new();
+    let parse = |list: &[&str]| list.iter().map(|p| p.parse().expect("a prefix")).collect();
+    match f {
+        Family::Ipv4 => {
+            V4.get_or_init(|| parse(&["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3"]))
+        }
+        Family::Ipv6 => {
+            V6.get_or_init(|| parse(&["::/96", "::ffff:0:0/96", "fe80::/10", "ff00::/8"]))
+        }
+    }
+}
+
+/// Most IPv4 addresses the fleet's ranges may cover together: 2^24, a sixteenth of a /4 and
+/// 0.4 % of the address space. Beyond it a range is refused (a fleet of hostile decisions,
+/// each a /16, cannot add up to the internet).
+pub const MAX_FLEET_V4_COVERAGE: u64 = 1 << 24;
 
 /// Origin and scenario strings shared between decisions (a 100k pull has a handful).
 #[derive(Default)]
@@ -276,6 +376,8 @@ pub fn parse_go_duration(s: &str) -> Option<i128> {
 /// One active fleet decision in the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetEntry {
+    /// The LAPI's id of the decision that holds (the longest on the source).
+    pub id: i64,
     /// When it ends (seconds since the epoch).
     pub expires: u64,
     /// Who decided.
@@ -288,6 +390,8 @@ pub struct FleetEntry {
 #[derive(Debug, Clone, Default)]
 pub struct FleetTable {
     entries: HashMap<Prefix, FleetEntry>,
+    /// Most decisions held (0: no bound).
+    max: usize,
 }
 
 /// What one pull changed in the table.
@@ -297,9 +401,19 @@ pub struct TableChange {
     pub added: usize,
     /// Decisions the pull deleted (or a full pull no longer carried).
     pub removed: usize,
+    /// New decisions not taken: the table holds its bound already.
+    pub over_limit: usize,
 }
 
 impl FleetTable {
+    /// A table holding at most `max` decisions: deltas cannot add up beyond it.
+    pub fn with_max(max: usize) -> FleetTable {
+        FleetTable {
+            entries: HashMap::new(),
+            max,
+        }
+    }
+
     /// Take a pull received at `now`. A full pull (`startup=true`) carries every active
     /// decision: the table becomes exactly it. A delta applies its deletions first, then its
     /// new decisions, so that a source deleted and banned again in the same delta (the stream
@@ -310,7 +424,9 @@ impl FleetTable {
         if full {
             let before = std::mem::take(&mut self.entries);
             for d in &pull.new {
-                self.insert(d, now);
+                if !self.insert(d, now) && !self.entries.contains_key(&d.prefix) {
+                    change.over_limit += 1;
+                }
             }
             change.removed = before
                 .keys()
@@ -323,28 +439,56 @@ impl FleetTable {
                 .count();
             return change;
         }
-        for p in &pull.deleted {
-            if self.entries.remove(p).is_some() {
+        for (p, id) in &pull.deleted {
+            // The decision deleted, not a later one on the same source (the stream repeats a
+            // deletion for two seconds after a new ban may have replaced it).
+            if self.entries.get(p).is_some_and(|e| e.id == *id) {
+                self.entries.remove(p);
                 change.removed += 1;
             }
         }
         for d in &pull.new {
             if self.insert(d, now) {
                 change.added += 1;
+            } else if !self.entries.contains_key(&d.prefix) {
+                change.over_limit += 1;
             }
         }
         change
     }
 
+    /// Hold at most `max` decisions from now on (those held beyond it stay until they end).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
+    /// Take `prefix`'s decision out (an administrator lifted it here); its end, if it held one.
+    pub fn remove(&mut self, prefix: &Prefix) -> Option<u64> {
+        self.entries.remove(prefix).map(|e| e.expires)
+    }
+
+    /// Put back a decision as a state file kept it (a daemon's restart, before its first pull).
+    pub fn restore(&mut self, prefix: Prefix, entry: FleetEntry) {
+        if self.max == 0 || self.entries.len() < self.max {
+            self.entries.insert(prefix, entry);
+        }
+    }
+
     fn insert(&mut self, d: &FleetDecision, now: u64) -> bool {
         let entry = FleetEntry {
+            id: d.id,
             expires: now.saturating_add(d.remaining),
             origin: d.origin.clone(),
             scenario: d.scenario.clone(),
         };
         match self.entries.get(&d.prefix) {
             Some(e) if e.expires >= entry.expires => false,
-            _ => {
+            Some(_) => {
+                self.entries.insert(d.prefix, entry);
+                true
+            }
+            None if self.max > 0 && self.entries.len() >= self.max => false,
+            None => {
                 self.entries.insert(d.prefix, entry);
                 true
             }
@@ -396,8 +540,25 @@ impl FleetTable {
         live.sort_by_key(|(p, _)| (p.family(), p.start(), p.prefix_len()));
         let mut out: Vec<(Prefix, u64)> = Vec::with_capacity(live.len());
         let mut refused = Vec::new();
+        let mut covered_v4: u64 = 0;
         for (p, expires) in live {
-            if let Some(why) = guard(&p) {
+            if let Some((last, _)) = out.last() {
+                if last.family() == p.family() && last.covers(&p) {
+                    continue;
+                }
+            }
+            let mut why = guard(&p);
+            if why.is_none() && p.family() == Family::Ipv4 && !p.is_host() {
+                let size = 1u64 << (32 - u32::from(p.prefix_len()));
+                if covered_v4 + size > MAX_FLEET_V4_COVERAGE {
+                    why = Some(format!(
+                        "the fleet's IPv4 ranges already cover {covered_v4} addresses (at most {MAX_FLEET_V4_COVERAGE})"
+                    ));
+                } else {
+                    covered_v4 += size;
+                }
+            }
+            if let Some(why) = why {
                 let e = &self.entries[&p];
                 refused.push(Refused {
                     prefix: p,
@@ -406,11 +567,6 @@ impl FleetTable {
                     scenario: e.scenario.clone(),
                 });
                 continue;
-            }
-            if let Some((last, _)) = out.last() {
-                if last.family() == p.family() && last.covers(&p) {
-                    continue;
-                }
             }
             out.push((p, expires));
         }
@@ -479,7 +635,7 @@ mod tests {
         assert_eq!(got, ["203.0.113.7", "198.51.100.0/24", "192.0.2.0/25"]);
         assert_eq!(pull.new[0].remaining, 14_393);
         assert_eq!(&*pull.new[1].scenario, "pbxfw/sip-auth-bf");
-        assert_eq!(pull.deleted, ["192.0.2.44".parse::<Prefix>().unwrap()]);
+        assert_eq!(pull.deleted, [("192.0.2.44".parse::<Prefix>().unwrap(), 3)]);
         assert_eq!(
             pull.skipped,
             Skipped {
@@ -508,8 +664,12 @@ mod tests {
     }
 
     fn decision(value: &str, secs: u64) -> FleetDecision {
+        decision_id(value, secs, 0)
+    }
+
+    fn decision_id(value: &str, secs: u64, id: i64) -> FleetDecision {
         FleetDecision {
-            id: 0,
+            id,
             prefix: value.parse().unwrap(),
             remaining: secs,
             origin: "o".into(),
@@ -530,15 +690,22 @@ mod tests {
         assert_eq!(t.apply(&full, true, 1000).added, 2);
         // The same source deleted and banned again in one delta stays banned.
         let delta = Pull {
-            new: vec![decision("203.0.113.7", 10)],
+            new: vec![decision_id("203.0.113.7", 10, 6)],
             deleted: vec![
-                "203.0.113.7".parse().unwrap(),
-                "198.51.100.0/24".parse().unwrap(),
+                ("203.0.113.7".parse().unwrap(), 0),
+                ("198.51.100.0/24".parse().unwrap(), 0),
             ],
             ..Pull::default()
         };
         let c = t.apply(&delta, false, 1001);
         assert_eq!((c.added, c.removed), (1, 2));
+        assert_eq!(t.len(), 1);
+        // The stream repeats that deletion in the next delta: the new decision (id 6) holds.
+        let again = Pull {
+            deleted: vec![("203.0.113.7".parse().unwrap(), 0)],
+            ..Pull::default()
+        };
+        assert_eq!(t.apply(&again, false, 1001).removed, 0);
         assert_eq!(t.len(), 1);
         // A shorter decision on a source does not shorten its ban.
         t.apply(
@@ -602,6 +769,67 @@ mod tests {
         let (want, _) = t.desired(100, |_| None);
         let got: Vec<String> = want.iter().map(|(p, _)| p.to_string()).collect();
         assert_eq!(got, ["198.51.100.7"]);
+    }
+
+    #[test]
+    fn the_fleet_cannot_ban_the_internet_or_special_blocks() {
+        let stream = |values: &[&str]| {
+            let items: Vec<String> = values
+                .iter()
+                .map(|v| format!(r#"{{"duration":"4h","id":1,"origin":"o","scenario":"s","scope":"Range","type":"ban","value":"{v}"}}"#))
+                .collect();
+            parse_stream(&format!(r#"{{"new":[{}]}}"#, items.join(",")), 1000).unwrap()
+        };
+        // Too wide, or overlapping loopback, link-local, multicast, 240/4 and broadcast, the
+        // IPv6 specials: none taken. (255.255.255.0/24 would also end the address space,
+        // which an interval set cannot express.)
+        let bad = stream(&[
+            "10.0.0.0/8",
+            "169.0.0.0/8",
+            "169.254.0.0/16",
+            "255.255.255.0/24",
+            "240.0.0.0/16",
+            "224.1.0.0/16",
+            "127.1.0.0/16",
+            "0.0.0.0/16",
+            "2001::/16",
+            "fe80::/64",
+            "ff02::/64",
+            "::ffff:0:0/112",
+            "::/120",
+        ]);
+        assert!(bad.new.is_empty(), "{:?}", bad.new);
+        assert_eq!(bad.skipped.bad_value, 13);
+        // Two thousand /16s are accepted one by one, but together they may cover 2^24
+        // addresses (256 of them): the rest are refused.
+        let many: Vec<String> = (0..2000u32)
+            .map(|i| format!("{}.{}.0.0/16", 11 + i / 256, i % 256))
+            .collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let pull = stream(&refs);
+        assert_eq!(pull.new.len(), 1000, "the pull's bound");
+        let mut t = FleetTable::with_max(10_000);
+        t.apply(&pull, true, 0);
+        let (want, refused) = t.desired(0, |_| None);
+        assert_eq!(want.len(), 256);
+        assert_eq!(refused.len(), 744);
+        assert!(refused[0].why.contains("already cover"));
+    }
+
+    #[test]
+    fn the_table_holds_its_bound_across_deltas() {
+        let mut t = FleetTable::with_max(3);
+        for i in 0..10 {
+            t.apply(
+                &Pull {
+                    new: vec![decision(&format!("192.0.2.{i}"), 60)],
+                    ..Pull::default()
+                },
+                false,
+                0,
+            );
+        }
+        assert_eq!(t.len(), 3);
     }
 
     #[test]

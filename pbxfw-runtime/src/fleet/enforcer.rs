@@ -24,6 +24,12 @@ pub struct Enforcer {
     changed: bool,
     /// Statistics for metrics and status.
     pub stats: Stats,
+    /// A full pull has come: the table is the fleet's, and may be written.
+    ready: bool,
+    /// After a refused write, not before (Unix seconds); the wait doubles up to a minute.
+    retry_at: u64,
+    /// Refused writes in a row.
+    failures: u32,
 }
 
 /// What the enforcer counts.
@@ -56,12 +62,37 @@ pub struct Stats {
 const SAME_END: u64 = 30;
 
 impl Enforcer {
-    /// A new enforcer; its first reconcile writes the sets whole.
-    pub fn new() -> Enforcer {
+    /// A new enforcer holding at most `max` decisions. Nothing is written to the kernel
+    /// before its first full pull (the sets keep what they held across a restart, even when
+    /// the LAPI cannot be reached); that pull writes them whole.
+    pub fn new(max: usize) -> Enforcer {
         Enforcer {
+            table: FleetTable::with_max(max),
             replace: true,
             ..Enforcer::default()
         }
+    }
+
+    /// Take back what a state file kept (the decisions, and those lifted here), before the
+    /// first pull: a local unban made while the daemon was away then finds what it lifts.
+    pub fn restore(&mut self, snap: &Snapshot, now: u64) {
+        for d in snap.decisions.iter().filter(|d| d.until > now) {
+            self.table.restore(
+                d.prefix,
+                pbxfw_core::FleetEntry {
+                    id: d.id,
+                    expires: d.until,
+                    origin: d.origin.as_str().into(),
+                    scenario: d.scenario.as_str().into(),
+                },
+            );
+        }
+        self.lifted = snap
+            .lifted
+            .iter()
+            .filter(|(_, end)| *end > now)
+            .copied()
+            .collect();
     }
 
     /// Take a pull received at `now`.
@@ -77,15 +108,19 @@ impl Enforcer {
             // A full pull is the whole truth: the sets are written whole from it, which also
             // puts back what an expired or lost element left out.
             self.replace = true;
+            self.ready = true;
+            self.retry_at = 0;
         } else {
             self.stats.delta_pulls += 1;
         }
-        let s = &mut self.stats.skipped;
-        s.not_ban += pull.skipped.not_ban;
-        s.other_scope += pull.skipped.other_scope;
-        s.bad_value += pull.skipped.bad_value;
-        s.expired += pull.skipped.expired;
-        s.over_limit += pull.skipped.over_limit;
+        {
+            let s = &mut self.stats.skipped;
+            s.not_ban += pull.skipped.not_ban;
+            s.other_scope += pull.skipped.other_scope;
+            s.bad_value += pull.skipped.bad_value;
+            s.expired += pull.skipped.expired;
+            s.over_limit += pull.skipped.over_limit;
+        }
         self.lifted.retain(|_, end| *end > now);
         if !self.lifted.is_empty() {
             pull.new.retain(|d| {
@@ -94,7 +129,8 @@ impl Enforcer {
                     .is_none_or(|end| now + d.remaining > end + SAME_END)
             });
         }
-        self.table.apply(&pull, full, now);
+        let change = self.table.apply(&pull, full, now);
+        self.stats.skipped.over_limit += change.over_limit as u64;
         self.stats.last_pull = Some(now);
         self.stats.last_pull_seconds = took.as_secs_f64();
         self.changed = true;
@@ -103,23 +139,29 @@ impl Enforcer {
     /// An administrator lifted `prefix` here at `now`: the fleet decisions overlapping it stop
     /// being enforced (until a later decision on them arrives).
     pub fn lift(&mut self, prefix: &Prefix, now: u64) {
-        let hit: Vec<(Prefix, u64)> = self
+        let hit: Vec<Prefix> = self
             .table
             .entries()
             .into_iter()
-            .filter(|(p, _)| crate::bans::overlaps(p, prefix))
-            .map(|(p, e)| (p, e.expires))
+            .filter(|(p, e)| e.expires > now && crate::bans::overlaps(p, prefix))
+            .map(|(p, _)| p)
             .collect();
-        if hit.is_empty() {
-            return;
+        for p in hit {
+            if let Some(end) = self.table.remove(&p) {
+                self.lifted.insert(p, end);
+                self.changed = true;
+            }
         }
-        let pull = Pull {
-            deleted: hit.iter().map(|(p, _)| *p).collect(),
-            ..Pull::default()
-        };
-        self.table.apply(&pull, false, now);
-        self.lifted.extend(hit);
-        self.changed = true;
+    }
+
+    /// Whether a full pull has come since the start.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Hold at most `max` decisions from now on.
+    pub fn set_max(&mut self, max: usize) {
+        self.table.set_max(max);
     }
 
     /// What the guard protects changed (the LAPI's addresses): check the table again at the
@@ -134,9 +176,10 @@ impl Enforcer {
         self.replace = true;
     }
 
-    /// Whether the next reconcile has work (a pull came, the sets must be written whole).
-    pub fn pending(&self) -> bool {
-        self.changed || self.replace
+    /// Whether a reconcile has work at `now`: after the first full pull, when a pull came or
+    /// the sets must be written whole, and not before the back-off of a refused write ends.
+    pub fn pending(&self, now: u64) -> bool {
+        self.ready && (self.changed || self.replace) && now >= self.retry_at
     }
 
     /// Bring the kernel's fleet sets to the table at `now`, never enforcing a decision
@@ -178,10 +221,13 @@ impl Enforcer {
                 .sum::<usize>()
         };
         self.stats.last_written = 0;
+        let mut installed = None;
         if !self.replace {
-            let edits = self.delta_edits(&want, now);
+            let (edits, after) = self.delta_edits(&want, now);
             self.stats.last_written = count(&edits);
-            if !edits.is_empty() && kernel.edit_sets(rs, &edits).is_err() {
+            if edits.is_empty() || kernel.edit_sets(rs, &edits).is_ok() {
+                installed = Some(after);
+            } else {
                 // An element expired meanwhile, or the sets changed under us: write them
                 // whole instead.
                 self.stats.kernel_errors += 1;
@@ -192,30 +238,46 @@ impl Enforcer {
             let edits = replace_edits(&want, now);
             self.stats.last_written = count(&edits);
             match kernel.edit_sets(rs, &edits) {
-                Ok(()) => self.replace = false,
+                Ok(()) => {
+                    self.replace = false;
+                    installed = Some(want);
+                }
                 Err(e) => {
+                    // Not again at once: the loop would resend the whole sets on every pass.
                     self.stats.kernel_errors += 1;
+                    self.failures = self.failures.saturating_add(1);
+                    self.retry_at = now + (1u64 << self.failures.min(6)).min(60);
                     self.stats.last_kernel_seconds = started.elapsed().as_secs_f64();
-                    self.changed = false;
                     return (new_refusals, Some(e.to_string()));
                 }
             }
         }
-        self.installed = want;
+        self.failures = 0;
+        self.installed = installed.unwrap_or_default();
         self.stats.last_kernel_seconds = started.elapsed().as_secs_f64();
         self.changed = false;
         (new_refusals, None)
     }
 
-    /// The edits from what the kernel holds to `want`: removals of what goes or changes end,
-    /// then additions. An element that ends within two seconds is left to expire (removing it
-    /// could race the kernel's own expiry and refuse the transaction).
-    fn delta_edits(&self, want: &HashMap<Prefix, u64>, now: u64) -> Vec<SetEdit> {
+    /// The edits from what the kernel holds to `want`, and what it holds after them:
+    /// removals of what goes or changes end, then additions. An element that ends within two
+    /// seconds is left to expire, neither removed (that could race the kernel's own expiry and
+    /// refuse the transaction) nor added again (an addition of an element still there changes
+    /// nothing): it is added at the first reconcile after it ended.
+    fn delta_edits(
+        &self,
+        want: &HashMap<Prefix, u64>,
+        now: u64,
+    ) -> (Vec<SetEdit>, HashMap<Prefix, u64>) {
         let mut remove: BTreeMap<Family, Vec<Element>> = BTreeMap::new();
         let mut add: BTreeMap<Family, Vec<Element>> = BTreeMap::new();
+        let mut after: HashMap<Prefix, u64> = HashMap::with_capacity(want.len());
+        let ending = |h: u64| h > now && h <= now + 2;
         for (p, end) in &self.installed {
-            let keep = want.get(p).is_some_and(|w| w.abs_diff(*end) <= SAME_END);
-            if !keep && *end > now + 2 {
+            let same = want.get(p).is_some_and(|w| w.abs_diff(*end) <= SAME_END);
+            if same || ending(*end) {
+                after.insert(*p, *end);
+            } else if *end > now + 2 {
                 remove
                     .entry(p.family())
                     .or_default()
@@ -223,14 +285,15 @@ impl Enforcer {
             }
         }
         for (p, end) in want {
-            let have = self
+            let kept = self
                 .installed
                 .get(p)
-                .is_some_and(|h| h.abs_diff(*end) <= SAME_END && *h > now + 2);
-            if !have {
+                .is_some_and(|h| (h.abs_diff(*end) <= SAME_END && *h > now) || ending(*h));
+            if !kept {
                 add.entry(p.family())
                     .or_default()
                     .push(element(*p, *end, now));
+                after.insert(*p, *end);
             }
         }
         let mut edits = Vec::new();
@@ -240,7 +303,7 @@ impl Enforcer {
         for (f, els) in add {
             edits.push(SetEdit::Add(names::fleet(f), els));
         }
-        edits
+        (edits, after)
     }
 
     /// What the state file shows: every decision held, with refusals, in prefix order.
@@ -257,6 +320,7 @@ impl Enforcer {
                 origin: e.origin.to_string(),
                 scenario: e.scenario.to_string(),
                 refused: refusals.get(&p).map(|w| w.to_string()),
+                id: e.id,
             })
             .collect();
         Snapshot {
@@ -265,6 +329,16 @@ impl Enforcer {
             last_pull: self.stats.last_pull,
             enforced: self.installed.len(),
             decisions,
+            lifted: {
+                let mut v: Vec<(Prefix, u64)> = self
+                    .lifted
+                    .iter()
+                    .filter(|(_, end)| **end > now)
+                    .map(|(p, e)| (*p, *e))
+                    .collect();
+                v.sort();
+                v
+            },
         }
     }
 
@@ -357,7 +431,7 @@ mod tests {
         Pulled {
             pull: Pull {
                 new,
-                deleted: deleted.iter().map(|d| d.parse().unwrap()).collect(),
+                deleted: deleted.iter().map(|d| (d.parse().unwrap(), 1)).collect(),
                 ..Pull::default()
             },
             full,
@@ -385,7 +459,7 @@ mod tests {
         let machine = pbxfw_core::Machine::new(pbxfw_core::MachineConfig::from_policy(&p));
         let own: Vec<std::net::IpAddr> = vec!["192.0.2.50".parse().unwrap()];
         let lapi: Vec<std::net::IpAddr> = vec!["192.0.2.1".parse().unwrap()];
-        let mut e = Enforcer::new();
+        let mut e = Enforcer::new(1000);
         e.on_pull(
             pulled(
                 vec![
@@ -461,7 +535,7 @@ mod tests {
         let kernel = Memory::new();
         pbxfw_core::apply(&kernel, &rs, &Default::default()).unwrap();
         let machine = pbxfw_core::Machine::new(pbxfw_core::MachineConfig::from_policy(&p));
-        let mut e = Enforcer::new();
+        let mut e = Enforcer::new(1000);
         e.on_pull(pulled(vec![decision("198.51.100.9", 3600)], &[], true), 0);
         e.reconcile(&kernel, &rs, 0, guard(&machine, &[], &[], 0));
         // The element goes behind the enforcer's back (it expired early, someone removed it):
@@ -481,5 +555,41 @@ mod tests {
         assert_eq!(err, None);
         assert_eq!(shown(&kernel, "fleet4"), ["198.51.100.10"]);
         assert_eq!(e.stats.kernel_errors, 1);
+    }
+
+    #[test]
+    fn nothing_is_written_before_the_first_full_pull_and_a_late_renewal_is_kept() {
+        let p = policy();
+        let rs = pbxfw_core::compile(&p);
+        let kernel = Memory::new();
+        pbxfw_core::apply(&kernel, &rs, &Default::default()).unwrap();
+        let machine = pbxfw_core::Machine::new(pbxfw_core::MachineConfig::from_policy(&p));
+        let g = |now| guard(&machine, &[], &[], now);
+        // What an earlier daemon wrote stays while the LAPI has not answered in full.
+        let earlier = pbxfw_core::Element {
+            prefix: "192.0.2.200".parse().unwrap(),
+            timeout: Some(Duration::from_secs(3600)),
+        };
+        kernel
+            .edit_sets(&rs, &[SetEdit::Add("fleet4".into(), vec![earlier])])
+            .unwrap();
+        let mut e = Enforcer::new(1000);
+        e.on_pull(pulled(vec![decision("198.51.100.9", 100)], &[], false), 0);
+        assert!(!e.pending(0), "a delta before any full pull writes nothing");
+        assert_eq!(shown(&kernel, "fleet4"), ["192.0.2.200"]);
+        e.on_pull(pulled(vec![decision("198.51.100.9", 100)], &[], true), 0);
+        assert!(e.pending(0));
+        e.reconcile(&kernel, &rs, 0, g(0));
+        assert_eq!(shown(&kernel, "fleet4"), ["198.51.100.9"]);
+        // A longer decision arrives as the element is about to end: neither removed nor added
+        // then (the kernel would ignore the addition of an element it still holds), but added
+        // at the first reconcile after it ended.
+        e.on_pull(pulled(vec![decision("198.51.100.9", 3600)], &[], false), 99);
+        e.reconcile(&kernel, &rs, 99, g(99));
+        assert_eq!(e.installed[&"198.51.100.9".parse().unwrap()], 100);
+        e.on_pull(pulled(Vec::new(), &[], false), 101);
+        e.reconcile(&kernel, &rs, 101, g(101));
+        assert_eq!(e.installed[&"198.51.100.9".parse().unwrap()], 3699);
+        assert_eq!(e.stats.last_written, 1);
     }
 }

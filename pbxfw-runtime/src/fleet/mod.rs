@@ -132,6 +132,9 @@ pub struct Shown {
     /// Why it is not enforced, when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// The LAPI's id of the decision.
+    #[serde(default)]
+    pub id: i64,
 }
 
 /// The fleet's state file: what the daemon holds of the fleet, written after each change.
@@ -147,6 +150,10 @@ pub struct Snapshot {
     pub enforced: usize,
     /// Decisions held (enforced, refused, or covered by a wider one).
     pub decisions: Vec<Shown>,
+    /// Decisions an administrator lifted here, with the end of each: they stay lifted across
+    /// a restart.
+    #[serde(default)]
+    pub lifted: Vec<(Prefix, u64)>,
 }
 
 /// Read the daemon's fleet state (none when the daemon holds no fleet).
@@ -202,7 +209,7 @@ impl Member {
     /// A member without a fleet yet.
     pub fn new() -> Member {
         Member {
-            enforcer: Enforcer::new(),
+            enforcer: Enforcer::new(0),
             ..Member::default()
         }
     }
@@ -226,6 +233,17 @@ impl Member {
         let Some(config) = config else { return };
         match start(config, deliver) {
             Ok(r) => {
+                let max = config.max_decisions as usize;
+                if self.enforcer.is_ready() {
+                    self.enforcer.set_max(max);
+                } else {
+                    // A restart: the decisions and lifts of the state file, until the first
+                    // full pull.
+                    self.enforcer = Enforcer::new(max);
+                    if let Some(snap) = read_snapshot() {
+                        self.enforcer.restore(&snap, ctx.now());
+                    }
+                }
                 ctx.log(&[
                     ("event", "fleet".into()),
                     ("url", config.url.clone()),
@@ -347,7 +365,7 @@ impl Member {
             }
             self.own_read = Some(Instant::now());
         }
-        if self.enforcer.pending() {
+        if self.enforcer.pending(now) {
             let (refused, error) = {
                 let g = guard(machine, &self.own, &self.lapi, now);
                 self.enforcer.reconcile(kernel, rs, now, g)
