@@ -869,5 +869,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(no_key.contains("fleet.api_key_file"), "{no_key}");
+        // The key and the password never travel in clear over the internet.
+        for url in [
+            "http://203.0.113.5:8080",
+            "http://lapi.example.net",
+            "http://[2001:db8::1]:80",
+        ] {
+            let e = crate::Policy::from_toml(&format!(
+                "[fleet]\nurl = \"{url}\"\napi_key_file = \"/k\"\n"
+            ))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("use https://"), "{url}: {e}");
+        }
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://10.1.2.3:8080",
+            "http://[fd00::1]:8080",
+            "http://100.64.0.9",
+        ] {
+            crate::Policy::from_toml(&format!(
+                "[fleet]\nurl = \"{url}\"\napi_key_file = \"/k\"\n"
+            ))
+            .unwrap()
+            .validate()
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
     }
 }

@@ -603,9 +603,12 @@ fn seed_lines(
     Ok(out)
 }
 
+/// ipset's longest timeout, in seconds (its kernel keeps milliseconds in 32 bits).
+const IPSET_MAX_TIMEOUT: u64 = 2_147_483;
+
 fn timeout(e: &Element) -> String {
     e.timeout
-        .map(|t| format!(" timeout {}", t.as_secs().max(1)))
+        .map(|t| format!(" timeout {}", t.as_secs().clamp(1, IPSET_MAX_TIMEOUT)))
         .unwrap_or_default()
 }
 
@@ -665,27 +668,74 @@ impl Backend for Kernel {
     }
 
     fn edit_sets(&self, rs: &Ruleset, edits: &[SetEdit]) -> Result<(), BackendError> {
+        // A flushed set is rebuilt aside and swapped in (`ipset swap` is atomic): packets
+        // never see it empty or half written, and a refused restore leaves it as it was.
         let mut text = String::new();
+        let mut swaps: Vec<(String, String)> = Vec::new();
+        let aside = |set: &str| format!("{}_n", ipset_name(set));
         for e in edits {
             match e {
                 SetEdit::Flush(set) => {
-                    if !rs.sets.contains_key(set) {
-                        return Err(BackendError::NoSet(set.clone()));
+                    let s = rs
+                        .sets
+                        .get(set)
+                        .ok_or_else(|| BackendError::NoSet(set.clone()))?;
+                    let SetKind::Dynamic(d) = &s.kind else {
+                        return Err(BackendError::Check(format!("{set} is not a dynamic set")));
+                    };
+                    let fam = match s.family {
+                        Family::Ipv4 => "inet",
+                        Family::Ipv6 => "inet6",
+                    };
+                    let ty = if d.interval { "hash:net" } else { "hash:ip" };
+                    let mut header = format!(
+                        "{ty} family {fam} timeout {} maxelem {}",
+                        d.timeout.unwrap_or(0),
+                        d.size
+                    );
+                    if !d.interval && d.key_len < s.family.bits() {
+                        header.push_str(&format!(" netmask {}", d.key_len));
                     }
-                    text.push_str(&format!("flush {}\n", ipset_name(set)));
+                    let tmp = aside(set);
+                    text.push_str(&format!("create {tmp} {header}\nflush {tmp}\n"));
+                    swaps.push((set.clone(), tmp));
                 }
-                SetEdit::Add(set, els) => {
-                    text.push_str(&self.update_lines(rs, set, Op::Add, els)?)
-                }
-                SetEdit::Remove(set, els) => {
-                    text.push_str(&self.update_lines(rs, set, Op::Remove, els)?)
+                SetEdit::Add(set, els) | SetEdit::Remove(set, els) => {
+                    let op = if matches!(e, SetEdit::Add(..)) {
+                        Op::Add
+                    } else {
+                        Op::Remove
+                    };
+                    let lines = self.update_lines(rs, set, op, els)?;
+                    if swaps.iter().any(|(s, _)| s == set) {
+                        let (name, tmp) = (ipset_name(set), aside(set));
+                        for l in lines.lines() {
+                            let l = l
+                                .replacen(&format!("add {name} "), &format!("add {tmp} "), 1)
+                                .replacen(&format!("del {name} "), &format!("del {tmp} "), 1);
+                            text.push_str(&l);
+                            text.push('\n');
+                        }
+                    } else {
+                        text.push_str(&lines);
+                    }
                 }
             }
+        }
+        for (set, tmp) in &swaps {
+            text.push_str(&format!("swap {tmp} {}\ndestroy {tmp}\n", ipset_name(set)));
         }
         if text.is_empty() {
             return Ok(());
         }
-        self.ipset(&["-exist", "restore"], Some(&text)).map(|_| ())
+        let done = self.ipset(&["-exist", "restore"], Some(&text)).map(|_| ());
+        if done.is_err() {
+            // Whatever was made aside goes (the sets in use are untouched).
+            for (_, tmp) in &swaps {
+                let _ = self.ipset(&["destroy", tmp], None);
+            }
+        }
+        done
     }
 
     fn fingerprint(&self) -> Result<Option<String>, BackendError> {

@@ -149,16 +149,16 @@ impl Socket {
         Ok(())
     }
 
-    /// Raise the send buffer to `bytes` (SO_SNDBUFFORCE: root may exceed `wmem_max`), for a
-    /// batch that must go in one `sendto`.
-    fn grow_send_buffer(&self, bytes: usize) -> io::Result<()> {
+    /// Raise a buffer (`SO_SNDBUFFORCE`, `SO_RCVBUFFORCE`: root may exceed the sysctl
+    /// maximum) to `bytes`.
+    fn grow_buffer(&self, option: libc::c_int, bytes: usize) -> io::Result<()> {
         let v: libc::c_int = bytes.min(i32::MAX as usize / 2) as libc::c_int;
-        // SAFETY: SO_SNDBUFFORCE takes an int; the pointer and size describe `v`.
+        // SAFETY: both options take an int; the pointer and size describe `v`.
         let rc = unsafe {
             libc::setsockopt(
                 self.0,
                 libc::SOL_SOCKET,
-                libc::SO_SNDBUFFORCE,
+                option,
                 &v as *const libc::c_int as *const libc::c_void,
                 std::mem::size_of::<libc::c_int>() as u32,
             )
@@ -435,7 +435,12 @@ pub fn apply_atomic(table: &str, flush: &[String], changes: &[Change]) -> Result
         )
         .finish(),
     );
-    sock.grow_send_buffer(batch.len() + 4096)
+    // The whole batch in one `sendto`, and room for every acknowledgement (each is counted
+    // at its buffer's true size, about a kilobyte, against the receive buffer: without it a
+    // large batch commits and its acknowledgements are lost, ENOBUFS).
+    sock.grow_buffer(libc::SO_SNDBUFFORCE, batch.len() + 4096)
+        .map_err(NetlinkError::Socket)?;
+    sock.grow_buffer(libc::SO_RCVBUFFORCE, (acks.len() + 16) * 2048)
         .map_err(NetlinkError::Socket)?;
     sock.send(&batch).map_err(NetlinkError::Socket)?;
     let first_seq = acks[0];

@@ -206,7 +206,7 @@ pub fn check(k: &dyn Backend) {
     // Edits of dynamic sets (the fleet's interval sets): networks and addresses with their
     // own timeouts; a flush then additions replace the set; `set_elements` reads one set.
     let f = ruleset(&format!(
-        "{BASE}[fleet]\nurl = \"http://192.0.2.1:8080\"\napi_key_file = \"/k\"\n"
+        "{BASE}[fleet]\nurl = \"https://192.0.2.1:8080\"\napi_key_file = \"/k\"\n"
     ));
     apply(k, &f, &none).unwrap();
     let fleet4 = names::fleet(Family::Ipv4);

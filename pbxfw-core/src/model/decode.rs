@@ -1389,6 +1389,26 @@ fn fleet_url(u: &str) -> Result<(), &'static str> {
     if rest.contains(['@', '?', '#', ' ', '\\']) || !u.is_ascii() {
         return Err("must not carry credentials, a query or a fragment (the keys go in files)");
     }
+    // Plain HTTP carries the API key and the machine's password in clear, and anything on the
+    // path could write decisions: only to an address on this host or a private network.
+    if u.starts_with("http://") {
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        };
+        let private = match name.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => {
+                a.is_loopback()
+                    || a.is_private()
+                    || (a.octets()[0] == 100 && a.octets()[1] & 0xc0 == 64)
+            }
+            Ok(std::net::IpAddr::V6(a)) => a.is_loopback() || (a.segments()[0] & 0xfe00) == 0xfc00,
+            Err(_) => false,
+        };
+        if !private {
+            return Err("http:// only to an address on this host or a private network (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7); use https://");
+        }
+    }
     Ok(())
 }
 

@@ -383,19 +383,20 @@ fn element(prefix: Prefix, end: u64, now: u64) -> Element {
 
 /// The guard of the fleet: never a decision against a source the machine protects (trunks,
 /// trusted networks, administrators, ignored sources, registered devices), this host's own
-/// addresses, or the LAPI's.
+/// addresses, or what it needs to reach (`infra`, each with what it is: the LAPI, the DNS
+/// resolvers, the default gateways).
 pub fn guard<'a>(
     machine: &'a pbxfw_core::Machine,
     own: &'a [std::net::IpAddr],
-    lapi: &'a [std::net::IpAddr],
+    infra: &'a [(std::net::IpAddr, &'static str)],
     now: u64,
 ) -> impl Fn(&Prefix) -> Option<String> + 'a {
     move |p: &Prefix| {
         if let Some(a) = own.iter().find(|a| p.contains(a)) {
             return Some(format!("an address of this host ({a})"));
         }
-        if let Some(a) = lapi.iter().find(|a| p.contains(a)) {
-            return Some(format!("the fleet's LAPI ({a})"));
+        if let Some((a, what)) = infra.iter().find(|(a, _)| p.contains(a)) {
+            return Some(format!("{what} ({a})"));
         }
         machine.refuses_outside_ban(p, now)
     }
@@ -410,7 +411,7 @@ mod tests {
     fn policy() -> pbxfw_core::ValidPolicy {
         Policy::from_toml(
             "[interfaces]\neth0 = \"internet\"\n[[pbx.trunks]]\nname = \"p\"\nprotocol = \"pjsip\"\nhost = \"203.0.113.10\"\n\
-             [fleet]\nurl = \"http://192.0.2.1:8080\"\napi_key_file = \"/k\"\n",
+             [fleet]\nurl = \"https://192.0.2.1:8080\"\napi_key_file = \"/k\"\n",
         )
         .unwrap()
         .validate()
@@ -458,7 +459,7 @@ mod tests {
         pbxfw_core::apply(&kernel, &rs, &Default::default()).unwrap();
         let machine = pbxfw_core::Machine::new(pbxfw_core::MachineConfig::from_policy(&p));
         let own: Vec<std::net::IpAddr> = vec!["192.0.2.50".parse().unwrap()];
-        let lapi: Vec<std::net::IpAddr> = vec!["192.0.2.1".parse().unwrap()];
+        let lapi = vec![("192.0.2.1".parse().unwrap(), "the fleet's LAPI")];
         let mut e = Enforcer::new(1000);
         e.on_pull(
             pulled(

@@ -186,6 +186,8 @@ pub struct Member {
     own_read: Option<Instant>,
     /// The LAPI's addresses.
     lapi: Vec<std::net::IpAddr>,
+    /// What the host needs to reach, never banned: the LAPI, the resolvers, the gateways.
+    infra: Vec<(std::net::IpAddr, &'static str)>,
 }
 
 /// What the metrics show of the fleet.
@@ -283,6 +285,7 @@ impl Member {
             Report::LapiAddrs(addrs) => {
                 if addrs != self.lapi {
                     self.lapi = addrs;
+                    self.refresh_infra();
                     self.enforcer.guard_changed();
                 }
             }
@@ -363,20 +366,32 @@ impl Member {
                     ("detail", format!("reading this host's addresses: {e}")),
                 ]),
             }
+            self.refresh_infra();
             self.own_read = Some(Instant::now());
         }
         if self.enforcer.pending(now) {
             let (refused, error) = {
-                let g = guard(machine, &self.own, &self.lapi, now);
+                let g = guard(machine, &self.own, &self.infra, now);
                 self.enforcer.reconcile(kernel, rs, now, g)
             };
-            for f in refused {
+            // One line per new refusal, at most a hundred a pass: a LAPI that makes thousands
+            // of refused decisions (deleting and adding them again) does not flood the log.
+            const MAX_LOGGED: usize = 100;
+            let more = refused.len().saturating_sub(MAX_LOGGED);
+            for f in refused.into_iter().take(MAX_LOGGED) {
                 ctx.log(&[
                     ("event", "fleet-refused".into()),
                     ("prefix", f.prefix.to_string()),
-                    ("origin", f.origin.to_string()),
+                    ("origin", lapi::clip(&f.origin, 64)),
                     ("scenario", lapi::clip(&f.scenario, 128)),
                     ("why", f.why),
+                ]);
+            }
+            if more > 0 {
+                ctx.log(&[
+                    ("event", "fleet-refused".into()),
+                    ("more", more.to_string()),
+                    ("detail", "pbxfw bans lists every refused decision".into()),
                 ]);
             }
             if let Some(e) = error {
@@ -462,6 +477,26 @@ impl Member {
                 }
             }
         }
+    }
+
+    /// The LAPI's addresses, this host's DNS resolvers (`/etc/resolv.conf`) and its default
+    /// gateways: a ban on one of them would cut the PBX off from the decision that lifts it.
+    fn refresh_infra(&mut self) {
+        let mut infra: Vec<(std::net::IpAddr, &'static str)> =
+            self.lapi.iter().map(|a| (*a, "the fleet's LAPI")).collect();
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        infra.extend(
+            pbxfw_host::dns::Resolver::from_resolv_conf(&resolv)
+                .servers()
+                .iter()
+                .map(|s| (s.ip(), "a DNS resolver of this host")),
+        );
+        infra.extend(
+            pbxfw_host::ifaddrs::default_gateways()
+                .into_iter()
+                .map(|g| (g, "a default gateway of this host")),
+        );
+        self.infra = infra;
     }
 
     /// What the metrics show.

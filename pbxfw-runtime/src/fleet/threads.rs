@@ -346,6 +346,22 @@ fn pusher(
                     });
                 match sent {
                     Err(e) if e.status() == Some(401) && attempt == 1 => token = None,
+                    // The LAPI refuses what was sent (a 4xx other than 401 and 429): sending
+                    // it again would block the queue for good. It is dropped, counted, logged.
+                    Err(e)
+                        if e.status()
+                            .is_some_and(|s| (400..500).contains(&s) && s != 401 && s != 429) =>
+                    {
+                        // Bans go first: while some wait, the refusal was theirs.
+                        if bans.is_empty() {
+                            unbans.pop_front();
+                        } else {
+                            let n = bans.len().min(MAX_PUSH_BATCH);
+                            bans.drain(..n);
+                            counters.push_dropped.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        return Err(e);
+                    }
                     other => return other,
                 }
             }
