@@ -422,21 +422,42 @@ impl FleetTable {
     pub fn apply(&mut self, pull: &Pull, full: bool, now: u64) -> TableChange {
         let mut change = TableChange::default();
         if full {
-            let before = std::mem::take(&mut self.entries);
+            // In place: a second table of 100,000 decisions would double the memory a resync
+            // needs. The pull's decision replaces the table's (the LAPI's longest may now be
+            // shorter: the longer one was deleted); of two in the pull the longer holds.
+            let mut seen: std::collections::HashSet<Prefix> =
+                std::collections::HashSet::with_capacity(pull.new.len());
             for d in &pull.new {
-                if !self.insert(d, now) && !self.entries.contains_key(&d.prefix) {
-                    change.over_limit += 1;
+                let entry = FleetEntry {
+                    id: d.id,
+                    expires: now.saturating_add(d.remaining),
+                    origin: d.origin.clone(),
+                    scenario: d.scenario.clone(),
+                };
+                // The bound counts what the pull keeps: what it does not carry goes below.
+                let full_now = self.max > 0 && seen.len() >= self.max && !seen.contains(&d.prefix);
+                let again = !seen.insert(d.prefix);
+                match self.entries.get_mut(&d.prefix) {
+                    Some(e) if again && e.expires >= entry.expires => {}
+                    Some(e) => {
+                        if e.expires < entry.expires {
+                            change.added += 1;
+                        }
+                        *e = entry;
+                    }
+                    None if full_now => {
+                        seen.remove(&d.prefix);
+                        change.over_limit += 1;
+                    }
+                    None => {
+                        self.entries.insert(d.prefix, entry);
+                        change.added += 1;
+                    }
                 }
             }
-            change.removed = before
-                .keys()
-                .filter(|p| !self.entries.contains_key(p))
-                .count();
-            change.added = self
-                .entries
-                .iter()
-                .filter(|(p, e)| before.get(p).is_none_or(|b| b.expires < e.expires))
-                .count();
+            let before = self.entries.len();
+            self.entries.retain(|p, _| seen.contains(p));
+            change.removed = before - self.entries.len();
             return change;
         }
         for (p, id) in &pull.deleted {

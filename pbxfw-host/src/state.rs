@@ -40,6 +40,37 @@ pub struct StateError {
 /// Write `bytes` to `path` atomically: temp file beside it, fsync, rename, fsync the directory.
 /// An existing file's permissions are kept.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    atomic(path, |f| f.write_all(bytes))
+}
+
+/// Write `data` as state `kind` to `path` atomically, serialised straight into the file (no
+/// copy of the text in memory, no `.prev` copy): for large state that is rebuilt anyway, such
+/// as the fleet's decisions.
+pub fn write_streamed<T: Serialize>(path: &Path, kind: &str, data: &T) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    atomic(path, |f| {
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
+        serde_json::to_writer(
+            &mut w,
+            &Envelope {
+                pbxfw_state: kind.to_string(),
+                version: VERSION,
+                data,
+            },
+        )
+        .map_err(std::io::Error::other)?;
+        w.flush()
+    })
+}
+
+/// Write a file through `fill` atomically: temp file beside it, fsync, rename, fsync the
+/// directory. An existing file's permissions are kept.
+fn atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -54,7 +85,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         if let Ok(meta) = std::fs::metadata(path) {
             f.set_permissions(meta.permissions())?;
         }
-        f.write_all(bytes)?;
+        fill(&mut f)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()

@@ -289,7 +289,9 @@ impl Kernel {
             return Ok(Status::not_loaded(crate::BACKEND));
         };
         let mut sets = Vec::new();
-        for item in self.json(&["list", "sets", "inet"])? {
+        // Terse: the sets without their elements (a 100k blacklist or fleet set is read
+        // below, one set at a time, only where its elements are shown).
+        for item in self.json(&["-t", "list", "sets", "inet"])? {
             let s = &item["set"];
             if s["table"].as_str() != Some(self.table.as_str()) {
                 continue;
@@ -628,29 +630,23 @@ impl Backend for Kernel {
     /// anew gets another handle, one an apply keeps (dynamic sets are never re-declared)
     /// keeps its own.
     fn instance(&self) -> Result<Option<String>, BackendError> {
-        let handle = |items: &[Value], kind: &str, name: &str| {
+        let set_handle = |items: &[Value], name: &str| {
             items.iter().find_map(|i| {
-                let o = &i[kind];
-                let table = if kind == "table" {
-                    &o["name"]
-                } else {
-                    &o["table"]
-                };
-                (table.as_str() == Some(self.table.as_str())
-                    && (kind == "table" || o["name"].as_str() == Some(name)))
+                let o = &i["set"];
+                (o["table"].as_str() == Some(self.table.as_str())
+                    && o["name"].as_str() == Some(name))
                 .then(|| o["handle"].as_u64())
                 .flatten()
             })
         };
-        let tables = self.json(&["list", "tables", "inet"])?;
-        // Handles of sets count from one in each table: the table's own handle (from a
-        // counter of the whole namespace) tells a table created anew.
-        let Some(table) = handle(&tables, "table", "") else {
+        // The table's handle over netlink (`nft list tables` reads every element first).
+        let Some(table) = netlink::table_handle(&self.table).map_err(KernelError::from)? else {
             return Ok(None);
         };
         let ban = pbxfw_core::names::ban(pbxfw_core::Family::Ipv4);
-        let sets = self.json(&["list", "sets", "inet"])?;
-        Ok(handle(&sets, "set", &ban).map(|set| format!("table {table} set {set}")))
+        // Terse: without elements, which `list sets` prints too (megabytes at 100k).
+        let sets = self.json(&["-t", "list", "sets", "inet"])?;
+        Ok(set_handle(&sets, &ban).map(|set| format!("table {table} set {set}")))
     }
 
     fn status(&self) -> Result<Status, BackendError> {

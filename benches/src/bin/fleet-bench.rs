@@ -46,7 +46,7 @@ impl Rng {
 
 /// `n` distinct decisions as (scope, value), and how many distinct elements the packaged
 /// bouncer can hold of them (it truncates a range to its first address).
-fn decisions(n: usize, seed: u64) -> Vec<(&'static str, String)> {
+fn decisions(n: usize, seed: u64, space: u32) -> Vec<(&'static str, String)> {
     let mut rng = Rng(seed | 1);
     let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(n);
@@ -57,7 +57,8 @@ fn decisions(n: usize, seed: u64) -> Vec<(&'static str, String)> {
             0 => {
                 // A range inside 100.64.0.0/10, disjoint from those already made.
                 let len = 20 + (r >> 8) % 9;
-                let base = 0x6440_0000u32 | ((rng.next() as u32) & 0x003f_ffff);
+                // 100.64.0.0/10, or 100.128.0.0/10 for the second space.
+                let base = (0x6440_0000u32 + (space << 22)) | ((rng.next() as u32) & 0x003f_ffff);
                 let start = base & (u32::MAX << (32 - len));
                 let end = start | !(u32::MAX << (32 - len));
                 if ranges.iter().any(|(s, e)| start <= *e && *s <= end) {
@@ -72,14 +73,16 @@ fn decisions(n: usize, seed: u64) -> Vec<(&'static str, String)> {
             1 => (
                 "Ip",
                 format!(
-                    "2001:db8:{:x}:{:x}::{:x}",
+                    "2001:db{}:{:x}:{:x}::{:x}",
+                    8 + space,
                     (r >> 16) & 0xffff,
                     (r >> 32) & 0xffff,
                     (r >> 48) | 1
                 ),
             ),
             _ => {
-                let v = 0xc612_0000u32 | ((r >> 8) as u32 & 0x0001_ffff);
+                // 198.18.0.0/15, or 198.20.0.0/15 for the second space.
+                let v = (0xc612_0000u32 + (space << 17)) | ((r >> 8) as u32 & 0x0001_ffff);
                 ("Ip", std::net::Ipv4Addr::from(v).to_string())
             }
         };
@@ -100,6 +103,15 @@ fn import(lapi: &Lapi, dir: &Path, name: &str, ds: &[(&str, String)]) -> Duratio
     let t = Instant::now();
     lapi.cscli(&["decisions", "import", "-i", csv.to_str().unwrap()]);
     t.elapsed()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -170,8 +182,10 @@ struct Pbx {
 }
 
 impl Pbx {
-    fn new(net: &Netns, max: usize, poll: &str, resync: &str) -> Pbx {
-        let ns = wired("fbench-pbx", net, 1);
+    /// A PBX wired to `net` as number `i` (a namespace deleted a moment ago may still hold
+    /// its link: each PBX of a run has a number of its own).
+    fn new(net: &Netns, i: u8, max: usize, poll: &str, resync: &str) -> Pbx {
+        let ns = wired(&format!("fbench-pbx{i}"), net, i);
         let dir = ns.host_dir.join("pbx");
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("key");
@@ -181,7 +195,7 @@ impl Pbx {
         std::fs::write(
             dir.join("pbxfw.toml"),
             format!(
-                "[interfaces]\neth0 = \"internet\"\n[fleet]\nurl = \"http://10.96.1.1:{PORT}\"\n\
+                "[interfaces]\neth0 = \"internet\"\n[fleet]\nurl = \"http://10.96.{i}.1:{PORT}\"\n\
                  api_key_file = \"{}\"\npoll_interval = \"{poll}\"\nresync_interval = \"{resync}\"\n\
                  timeout = \"60s\"\nmax_decisions = {}\n",
                 key.display(),
@@ -264,10 +278,10 @@ fn main() {
         lapi.add_bouncer("packaged", KEY_BOUNCER);
         lapi.add_bouncer("watch", KEY_WATCH);
         lapi.start();
-        let ds = decisions(n, 0x9e37_79b9 + k as u64);
+        let ds = decisions(n, 0x9e37_79b9 + k as u64, 0);
         let imported = import(&lapi, &dir, "base", &ds);
         // pbxfw.
-        let pbx = Pbx::new(&net, n + 20_000, "10s", "10m");
+        let pbx = Pbx::new(&net, 10 + 2 * k as u8, n + 20_000, "10s", "10m");
         let started = Instant::now();
         let daemon = pbx.start();
         let pid = daemon.0.id();
@@ -289,13 +303,14 @@ fn main() {
         drop(pbx);
         // The packaged bouncer.
         let (b_took, b_hwm, b_elems) = if bouncer {
-            let ns = wired("fbench-bouncer", &net, 2);
+            let b = 100 + k as u8;
+            let ns = wired(&format!("fbench-bouncer{b}"), &net, b);
             let cfg = dir.join("bouncer.yaml");
             std::fs::write(
                 &cfg,
                 format!(
                     "mode: nftables\nupdate_frequency: 1s\ndaemonize: false\nlog_mode: stdout\nlog_level: info\n\
-                     api_url: http://10.96.2.1:{PORT}/\napi_key: {KEY_BOUNCER}\ninsecure_skip_verify: false\n\
+                     api_url: http://10.96.{b}.1:{PORT}/\napi_key: {KEY_BOUNCER}\ninsecure_skip_verify: false\n\
                      disable_ipv6: false\ndeny_action: DROP\ndeny_log: false\nsupported_decisions_types:\n  - ban\n\
                      blacklists_ipv4: crowdsec-blacklists\nblacklists_ipv6: crowdsec6-blacklists\n\
                      nftables:\n  ipv4:\n    enabled: true\n    set-only: false\n    table: crowdsec\n    chain: crowdsec-chain\n\
@@ -374,22 +389,23 @@ fn main() {
         );
         // The loss test, on the largest size: 10,000 more while pbxfw pulls every second.
         if loss && k + 1 == sizes.len() {
-            let pbx = Pbx::new(&net, n + 20_000, "1s", "60s");
+            let pbx = Pbx::new(&net, 11 + 2 * k as u8, n + 20_000, "1s", "60s");
             let daemon = pbx.start();
             let pid = daemon.0.id();
             while enforced(&pbx.log()).is_none_or(|e| e < n) {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let more = decisions(10_000, 0x5151_5151);
-            let more: Vec<(&str, String)> = more
-                .into_iter()
-                .filter(|(_, v)| !ds.iter().any(|(_, w)| w == v))
-                .collect();
+            // From address space the first decisions do not use: every one is new.
+            let more = decisions(10_000, 0x5151_5151, 1);
             // Ten imports of a thousand, back to back: pulls fall inside them.
             for (i, chunk) in more.chunks(1000).enumerate() {
                 import(&lapi, &dir, &format!("more{i}"), chunk);
             }
             let total = n + more.len();
+            eprintln!(
+                "loss test: imported; pbxfw RSS {:.1} MB",
+                rss_kib(pid) as f64 / 1024.0
+            );
             std::thread::sleep(Duration::from_secs(3));
             let after_deltas = pbx.elements().len();
             let fulls_before = pbx.log().matches("kind=full").count();
@@ -400,21 +416,45 @@ fn main() {
             }
             std::thread::sleep(Duration::from_secs(2));
             let after_resync = pbx.elements();
-            let lapi_values: BTreeSet<String> = lapi.decision_values().into_iter().collect();
+            // What the LAPI holds, as a fresh bouncer's full pull says, each value looked for
+            // in the kernel (a range as that range).
+            let out = net.exec(&[
+                "curl",
+                "-s",
+                "-H",
+                &format!("X-Api-Key: {KEY_WATCH}"),
+                &format!("http://127.0.0.1:{PORT}/v1/decisions/stream?startup=true"),
+            ]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let lapi_values: BTreeSet<String> = v["new"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d["value"].as_str().map(str::to_string))
+                .collect();
             let missing = lapi_values
                 .iter()
                 .filter(|v| !after_resync.contains(*v))
                 .count();
             println!(
-                "\nloss test: {n} + {} created during 1 s pulls; kernel after the deltas: {after_deltas} of {total} ({} missing); after the next full resync: {} ({} missing, {} of the LAPI's {} not in the kernel); pbxfw peak RSS {:.1} MB",
+                "\nloss test: {n} + {} created during 1 s pulls; kernel after the deltas: {after_deltas} of {total} ({} missing); after the next full resync: {} ({} missing; {missing} of the {} decisions the LAPI holds not in the kernel); pbxfw RSS {:.1} MB, peak {:.1} MB",
                 more.len(),
                 total.saturating_sub(after_deltas),
                 after_resync.len(),
                 total.saturating_sub(after_resync.len()),
-                missing,
                 lapi_values.len(),
+                rss_kib(pid) as f64 / 1024.0,
                 peak_rss_kib(pid) as f64 / 1024.0
             );
+            if std::env::var_os("FLEET_BENCH_LOG").is_some() {
+                for l in pbx
+                    .log()
+                    .lines()
+                    .filter(|l| !l.contains("kind=delta new=0"))
+                {
+                    eprintln!("{l}");
+                }
+            }
             drop(daemon);
         }
         lapi.stop();

@@ -422,8 +422,7 @@ impl Member {
                 .last_snapshot
                 .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY)
         {
-            let snap = self.enforcer.snapshot(&url, now);
-            if let Err(e) = pbxfw_host::state::write(&state_path(), STATE_KIND, &snap) {
+            if let Err(e) = self.enforcer.write_snapshot(&state_path(), &url, now) {
                 ctx.log(&[
                     ("error", "fleet".into()),
                     ("detail", format!("{}: {e}", state_path().display())),
