@@ -413,6 +413,14 @@ pub trait Backend {
     /// What is loaded.
     fn status(&self) -> Result<Status, BackendError>;
 
+    /// [`Backend::status`] without the sets named in `skip`. Backends that must read a set
+    /// whole to count it do not read those (what the metrics count otherwise).
+    fn status_except(&self, skip: &[String]) -> Result<Status, BackendError> {
+        let mut s = self.status()?;
+        s.sets.retain(|x| !skip.contains(&x.name));
+        Ok(s)
+    }
+
     /// The elements of one set with timeouts, with their remaining time (empty when the set
     /// is not loaded). Backends that can read one set alone do: a large blacklist is not read
     /// to look at a few bans.

@@ -285,6 +285,12 @@ impl Kernel {
     /// What is loaded: fingerprint, sets with sizes, timed elements with their remaining time,
     /// and rule counters.
     pub fn status(&self) -> Result<Status, KernelError> {
+        self.status_except(&[])
+    }
+
+    /// [`Kernel::status`] without the sets named in `skip`, which are not read at all (nft
+    /// reads a set whole to count it: the fleet's 100,000 decisions at every metrics scrape).
+    pub fn status_except(&self, skip: &[String]) -> Result<Status, KernelError> {
         let Some(fingerprint) = self.fingerprint()? else {
             return Ok(Status::not_loaded(crate::BACKEND));
         };
@@ -297,6 +303,9 @@ impl Kernel {
                 continue;
             }
             let name = s["name"].as_str().unwrap_or_default().to_string();
+            if skip.contains(&name) {
+                continue;
+            }
             let detail = match self.json(&["list", "set", "inet", &self.table, &name]) {
                 Ok(d) => d,
                 // Removed since `list sets` (a reload or disable running meanwhile).
@@ -599,6 +608,10 @@ impl Backend for Kernel {
         changes.retain(|c| !c.elements.is_empty());
         netlink::apply_atomic(&self.table, &flush, &changes)
             .map_err(|e| BackendError::from(KernelError::from(e)))
+    }
+
+    fn status_except(&self, skip: &[String]) -> Result<Status, BackendError> {
+        Ok(Kernel::status_except(self, skip)?)
     }
 
     fn set_elements(&self, set: &str) -> Result<Vec<ElementStatus>, BackendError> {

@@ -235,7 +235,13 @@ pub fn render(snap: &Snapshot, backend: BackendName) -> String {
             &[(String::new(), s.kernel_errors)],
         );
     }
-    if let Ok(status) = backend.open().status() {
+    // The fleet's sets are counted by `pbxfw_fleet_decisions` (the daemon knows them): listing
+    // 100,000 elements at every scrape would cost the daemon a second and 100 MB each time.
+    let fleet: Vec<String> = pbxfw_core::Family::BOTH
+        .iter()
+        .map(|f| pbxfw_core::names::fleet(*f))
+        .collect();
+    if let Ok(status) = backend.open().status_except(&fleet) {
         metric(
             "pbxfw_loaded",
             "gauge",

@@ -238,6 +238,12 @@ pub fn check(k: &dyn Backend) {
         "{}",
         ctx("an IPv6 range")
     );
+    let without = k.status_except(std::slice::from_ref(&fleet4)).unwrap();
+    assert!(
+        !without.sets.iter().any(|x| x.name == fleet4) && holds(&without, &fleet6, "2001:db8:1::"),
+        "{}",
+        ctx("status without one set")
+    );
     let one = k.set_elements(&fleet4).unwrap();
     assert_eq!(one.len(), 2, "{}: {one:?}", ctx("set_elements"));
     assert!(one.iter().all(|e| e.expires_in.is_some_and(|t| t <= 3600)));
