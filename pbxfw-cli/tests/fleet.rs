@@ -113,6 +113,16 @@ impl Pbx {
     }
 
     fn start(&mut self) {
+        self.spawn();
+        self.wait(
+            "the daemon's first full pull",
+            Duration::from_secs(20),
+            || self.log().contains("event=fleet-pull kind=full"),
+        );
+    }
+
+    /// Start the daemon (following an empty events file) without waiting for anything.
+    fn spawn(&mut self) {
         let events = self.dir.join("events.jsonl");
         std::fs::write(&events, "").unwrap();
         let policy = self.policy();
@@ -126,11 +136,6 @@ impl Pbx {
             events.to_str().unwrap(),
         ];
         self.daemon = Some(self.ns.spawn(&argv, &[], &self.dir.join("daemon.log")));
-        self.wait(
-            "the daemon's first full pull",
-            Duration::from_secs(20),
-            || self.log().contains("event=fleet-pull kind=full"),
-        );
     }
 
     fn log(&self) -> String {
@@ -486,22 +491,7 @@ fn a_tls_lapi_is_verified() {
         || c.has("198.18.9.9"),
     );
     // (`start` waits for a full pull, which never comes here.)
-    let events = d.dir.join("events.jsonl");
-    std::fs::write(&events, "").unwrap();
-    let policy = d.policy();
-    d.daemon = Some(d.ns.spawn(
-        &[
-            env!("CARGO_BIN_EXE_pbxfw"),
-            "daemon",
-            &policy,
-            "--tick",
-            "1",
-            "--events",
-            events.to_str().unwrap(),
-        ],
-        &[],
-        &d.dir.join("daemon.log"),
-    ));
+    d.spawn();
     d.wait(
         "the certificate is refused",
         Duration::from_secs(15),

@@ -331,14 +331,7 @@ pub fn apply_changes(table: &str, changes: &[Change]) -> Result<(), NetlinkError
     let messages = change_messages(table, changes)?;
     let mut rest = &messages[..];
     while !rest.is_empty() {
-        let mut batch = Msg::new(
-            NFNL_MSG_BATCH_BEGIN,
-            NLM_F_REQUEST,
-            seq,
-            0,
-            NFNL_SUBSYS_NFTABLES,
-        )
-        .finish();
+        let mut batch = batch_mark(NFNL_MSG_BATCH_BEGIN, seq);
         seq += 1;
         let mut acks = Vec::new();
         let mut sets = Vec::new();
@@ -356,16 +349,7 @@ pub fn apply_changes(table: &str, changes: &[Change]) -> Result<(), NetlinkError
             used += 1;
         }
         rest = &rest[used..];
-        batch.extend_from_slice(
-            &Msg::new(
-                NFNL_MSG_BATCH_END,
-                NLM_F_REQUEST,
-                seq,
-                0,
-                NFNL_SUBSYS_NFTABLES,
-            )
-            .finish(),
-        );
+        batch.extend_from_slice(&batch_mark(NFNL_MSG_BATCH_END, seq));
         seq += 1;
         sock.send(&batch).map_err(NetlinkError::Socket)?;
         let first_seq = acks[0];
@@ -388,14 +372,7 @@ pub fn apply_changes(table: &str, changes: &[Change]) -> Result<(), NetlinkError
 /// `sendto` (the socket's send buffer raised to fit, as `nft` does for large batches).
 pub fn apply_atomic(table: &str, flush: &[String], changes: &[Change]) -> Result<(), NetlinkError> {
     let sock = Socket::open().map_err(NetlinkError::Socket)?;
-    let mut batch = Msg::new(
-        NFNL_MSG_BATCH_BEGIN,
-        NLM_F_REQUEST,
-        1,
-        0,
-        NFNL_SUBSYS_NFTABLES,
-    )
-    .finish();
+    let mut batch = batch_mark(NFNL_MSG_BATCH_BEGIN, 1);
     let mut seq: u32 = 2;
     let mut acks = Vec::new();
     let mut sets: Vec<&str> = Vec::new();
@@ -425,16 +402,7 @@ pub fn apply_atomic(table: &str, flush: &[String], changes: &[Change]) -> Result
     if acks.is_empty() {
         return Ok(());
     }
-    batch.extend_from_slice(
-        &Msg::new(
-            NFNL_MSG_BATCH_END,
-            NLM_F_REQUEST,
-            seq,
-            0,
-            NFNL_SUBSYS_NFTABLES,
-        )
-        .finish(),
-    );
+    batch.extend_from_slice(&batch_mark(NFNL_MSG_BATCH_END, seq));
     // The whole batch in one `sendto`, and room for every acknowledgement (each is counted
     // at its buffer's true size, about a kilobyte, against the receive buffer: without it a
     // large batch commits and its acknowledgements are lost, ENOBUFS).
@@ -454,6 +422,11 @@ pub fn apply_atomic(table: &str, flush: &[String], changes: &[Change]) -> Result
         },
         None => NetlinkError::Socket(source),
     })
+}
+
+/// The message that begins (`NFNL_MSG_BATCH_BEGIN`) or ends (`NFNL_MSG_BATCH_END`) a batch.
+fn batch_mark(kind: u16, seq: u32) -> Vec<u8> {
+    Msg::new(kind, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES).finish()
 }
 
 /// The set-element messages of `changes` (sequence numbers still to be written), each with the
