@@ -630,6 +630,16 @@ enum Command {
             env = "PBXFW_CONTROL_VPN_GROUP"
         )]
         control_vpn_group: String,
+        /// Seconds a WireGuard peer (users.*.wireguard) stays connected after its latest
+        /// handshake. WireGuard makes one every 2 minutes while traffic flows, so a bound under
+        /// 130 s drops active peers between handshakes (docs/vpn.md).
+        #[arg(long, value_name = "SECS", default_value_t = pbxfw_runtime::wireguard::DEFAULT_IDLE,
+              value_parser = clap::value_parser!(u64).range(5..=86_400))]
+        wireguard_idle: u64,
+        /// Seconds between two readings of the WireGuard peers (`wg show all dump`).
+        #[arg(long, value_name = "SECS", default_value_t = 5,
+              value_parser = clap::value_parser!(u64).range(1..=60))]
+        wireguard_poll: u64,
     },
     /// Resolve the policy's hostnames now and bring the kernel's sets up to date (the daemon
     /// does this continuously); print each hostname's addresses.
@@ -1113,6 +1123,8 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             control_group,
             control_admin_group,
             control_vpn_group,
+            wireguard_idle,
+            wireguard_poll,
         } => {
             let daemon = daemon::Daemon::new(daemon::DaemonConfig {
                 policy: policy.get().map(String::from),
@@ -1142,6 +1154,11 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     vpn_group: control_vpn_group,
                     policy: policy.get().map(String::from),
                 }),
+                wireguard: pbxfw_runtime::wireguard::WireGuardConfig {
+                    idle: wireguard_idle,
+                    poll: wireguard_poll,
+                    ..Default::default()
+                },
             })?;
             daemon.run()?;
             Ok(exit::OK)

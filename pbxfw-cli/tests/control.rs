@@ -53,6 +53,11 @@ fn setup(tag: &str) -> Setup {
 }
 
 fn setup_with(tag: &str, policy_text: &str) -> Setup {
+    setup_args(tag, policy_text, &[])
+}
+
+/// The same with more arguments for the daemon.
+fn setup_args(tag: &str, policy_text: &str, daemon_args: &[&str]) -> Setup {
     let mut t = Topology::new(tag, &["eth0".to_string()]);
     t.sets = SetStore::Nft;
     for src in ["203.0.113.66", "203.0.113.77", WEB_CLIENT] {
@@ -76,23 +81,27 @@ fn setup_with(tag: &str, policy_text: &str) -> Setup {
     let ns = &t.pbx;
     let applied = root(ns, &["apply", policy.to_str().unwrap()]);
     assert!(applied.status.success(), "{}", text(&applied));
+    let mut argv = vec![env!("CARGO_BIN_EXE_pbxfw"), "daemon"];
+    argv.extend_from_slice(daemon_args);
     let daemon = ns.spawn(
         &[
-            env!("CARGO_BIN_EXE_pbxfw"),
-            "daemon",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--events",
-            events.to_str().unwrap(),
-            "--tick",
-            "1",
-            "--control-group",
-            &READ_GID.to_string(),
-            "--control-admin-group",
-            &ADMIN_GID.to_string(),
-            "--control-vpn-group",
-            &VPN_GID.to_string(),
-        ],
+            &argv[..],
+            &[
+                "--policy",
+                policy.to_str().unwrap(),
+                "--events",
+                events.to_str().unwrap(),
+                "--tick",
+                "1",
+                "--control-group",
+                &READ_GID.to_string(),
+                "--control-admin-group",
+                &ADMIN_GID.to_string(),
+                "--control-vpn-group",
+                &VPN_GID.to_string(),
+            ],
+        ]
+        .concat(),
         &[("PBXFW_LOCK_FILE", lock.to_str().unwrap())],
         &log,
     );
@@ -823,4 +832,194 @@ fn a_vpn_client_opens_the_way_for_its_users_phone() {
         log.contains("event=control method=vpn_connect uid=64113"),
         "{log}"
     );
+}
+
+/// A WireGuard interface in a namespace: the kernel's where it has WireGuard, else BoringTun
+/// (a userspace WireGuard, `cargo install boringtun-cli`; scripts/test installs it), which
+/// `wg` configures and reads the same way. Its process, if any, ends with the value.
+struct WgIface {
+    name: String,
+    _userspace: Option<Killed>,
+}
+
+fn boringtun() -> Option<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(home.map(|h| h.join("bin")))
+        .map(|d| d.join("boringtun-cli"))
+        .find(|p| p.is_file())
+}
+
+fn wg_iface(ns: &Netns, name: &str, log: &Path) -> WgIface {
+    let kernel = ns
+        .exec(&["ip", "link", "add", name, "type", "wireguard"])
+        .status
+        .success();
+    let userspace = (!kernel).then(|| {
+        let bin = boringtun().expect(
+            "no WireGuard: this kernel has none and boringtun-cli is not installed (scripts/test installs it)",
+        );
+        let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
+        let p = ns.spawn(
+            &[
+                bin.to_str().unwrap(),
+                name,
+                "--foreground",
+                "--disable-drop-privileges",
+                "--threads",
+                "1",
+            ],
+            &[],
+            log,
+        );
+        let sock = PathBuf::from(format!("/var/run/wireguard/{name}.sock"));
+        eventually("BoringTun's interface", log, || {
+            sock.exists() && ns.exec(&["ip", "link", "show", name]).status.success()
+        });
+        p
+    });
+    WgIface {
+        name: name.to_string(),
+        _userspace: userspace,
+    }
+}
+
+/// A WireGuard peer whose public key a user lists: while its handshake is recent, the public
+/// address it comes from (its endpoint, not its tunnel address) has the user's grants and its
+/// signalling is not metered; once it goes quiet past the daemon's idle bound, both are gone.
+/// Both ends are real WireGuard interfaces in network namespaces.
+#[test]
+fn a_wireguard_peer_opens_the_way_for_its_users_phone() {
+    if skipped() {
+        return;
+    }
+    let key = |args: &[&str], input: &str| {
+        let out = Command::new("wg")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(input.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("wg (wireguard-tools) runs");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (server_key, client_key) = (key(&["genkey"], ""), key(&["genkey"], ""));
+    let client_pub = key(&["pubkey"], &client_key);
+    let server_pub = key(&["pubkey"], &server_key);
+    let policy = format!(
+        "{POLICY}[[custom_services]]\nname = \"wireguard\"\nports = [\"udp/51820\"]\nzones = [\"internet\"]\n\
+         [[users]]\nname = \"alice\"\nservices = [\"ssh\"]\nwireguard = [\"{client_pub}\"]\n"
+    );
+    let s = setup_args(
+        "ctlwg",
+        &policy,
+        &["--wireguard-idle", "6", "--wireguard-poll", "1"],
+    );
+    let ns = &s.t.pbx;
+    const PHONE: &str = "203.0.113.88";
+    s.t.add_source("eth0", PHONE.parse().unwrap());
+    s.t.prefer_source("eth0", PHONE.parse().unwrap());
+    let ssh = |t: &Topology| {
+        let out = root(
+            &t.pbx,
+            &[
+                "explain", "--live", "--in", "eth0", "--src", PHONE, "--proto", "tcp", "--dport",
+                "22", "--format", "json",
+            ],
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["verdict"].clone()
+    };
+    assert_eq!(ssh(&s.t), "drop");
+
+    let wlog = s.dir.path().join("wg.log");
+    let server = wg_iface(ns, "pbxfwt-wgs", &wlog);
+    let client_ns = s.t.client("eth0");
+    let client = wg_iface(client_ns, "pbxfwt-wgc", &wlog);
+    let keyfile = |k: &str, name: &str| {
+        let p = s.dir.path().join(name);
+        std::fs::write(&p, k).unwrap();
+        p.display().to_string()
+    };
+    let (skf, ckf) = (keyfile(&server_key, "s.key"), keyfile(&client_key, "c.key"));
+    ns.run(&[
+        "wg",
+        "set",
+        &server.name,
+        "private-key",
+        &skf,
+        "listen-port",
+        "51820",
+        "peer",
+        &client_pub,
+        "allowed-ips",
+        "10.99.0.2/32",
+    ]);
+    ns.run(&["ip", "addr", "add", "10.99.0.1/24", "dev", &server.name]);
+    ns.run(&["ip", "link", "set", &server.name, "up"]);
+    let endpoint = format!("{}:51820", pbxfw_testkit::probe::DST4);
+    client_ns.run(&[
+        "wg",
+        "set",
+        &client.name,
+        "private-key",
+        &ckf,
+        "peer",
+        &server_pub,
+        "allowed-ips",
+        "10.99.0.1/32",
+        "endpoint",
+        &endpoint,
+    ]);
+    client_ns.run(&["ip", "addr", "add", "10.99.0.2/24", "dev", &client.name]);
+    client_ns.run(&["ip", "link", "set", &client.name, "up"]);
+    // Traffic into the tunnel makes the handshake.
+    let poke = || {
+        client_ns.run(&["bash", "-c", "echo hello > /dev/udp/10.99.0.1/9"]);
+    };
+    poke();
+    eventually("the handshake", &s.log, || {
+        let dump = ns.run(&["wg", "show", &server.name, "endpoints"]);
+        poke();
+        dump.contains(&format!("{PHONE}:"))
+    });
+    eventually("the endpoint registered", &s.log, || {
+        s.t.set_has("registered4", PHONE)
+    });
+    // The user's grants, and signalling without the tiers' admission.
+    assert_eq!(ssh(&s.t), "accept");
+    s.t.watch(&format!("ip saddr {PHONE} udp dport 5060"));
+    s.t.send_udp(
+        "eth0",
+        PHONE.parse().unwrap(),
+        5062,
+        5060,
+        100,
+        Duration::ZERO,
+    );
+    assert_eq!(s.t.watched(), 100, "the endpoint's signalling was metered");
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(log.contains("event=wireguard idle_s=6 poll_s=1"), "{log}");
+
+    // The peer goes quiet (its interface is gone): past the bound, the grant is withdrawn.
+    drop(client);
+    let _ = client_ns.exec(&["ip", "link", "del", "pbxfwt-wgc"]);
+    let quiet = Instant::now();
+    eventually("the grant withdrawn", &s.log, || {
+        !s.t.set_has("registered4", PHONE)
+    });
+    let waited = quiet.elapsed();
+    assert!(
+        waited <= Duration::from_secs(6 + 1 + 2),
+        "withdrawn {waited:?} after the peer went quiet"
+    );
+    assert_eq!(ssh(&s.t), "drop");
+    drop(server);
 }

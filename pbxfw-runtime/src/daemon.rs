@@ -554,6 +554,9 @@ pub struct DaemonConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// The control socket ([`crate::control`]); none: not served.
     pub control: Option<crate::control::ControlConfig>,
+    /// How WireGuard peers are watched, when the policy maps any to users
+    /// ([`crate::wireguard`], docs/vpn.md).
+    pub wireguard: crate::wireguard::WireGuardConfig,
 }
 
 /// The responsive daemon: what `pbxfw daemon` runs, as a type a Rust program can run too.
@@ -577,6 +580,7 @@ pub struct DaemonConfig {
 ///     control: Some(pbxfw_runtime::control::ControlConfig::new(Some(
 ///         "/etc/pbxfw/pbxfw.toml".into(),
 ///     ))),
+///     wireguard: Default::default(),
 /// })?;
 /// daemon.run()?;
 /// # Ok::<(), pbxfw_runtime::Error>(())
@@ -718,7 +722,7 @@ impl Daemon {
             &self.config.state,
             self.config.tick,
             kernel,
-            &self.config.dns,
+            (&self.config.dns, &self.config.wireguard),
             (hooks.as_ref(), metrics.as_ref()),
             (self.tx, self.rx),
             self.handled || serving,
@@ -745,7 +749,10 @@ fn run(
     state: &Path,
     tick: Duration,
     kernel: &dyn Backend,
-    dns: &crate::names::DnsOptions,
+    (dns, wireguard): (
+        &crate::names::DnsOptions,
+        &crate::wireguard::WireGuardConfig,
+    ),
     (hooks, metrics): (
         Option<&crate::hooks::Hooks>,
         Option<&crate::metrics::Shared>,
@@ -853,6 +860,14 @@ fn run(
     if let Some(path) = sources.json_socket.clone() {
         let group = sources.json_socket_group.clone();
         spawn_source(&tx, move |tx| json_socket(&path, group.as_deref(), &tx));
+        threads += 1;
+    }
+    // WireGuard peers (docs/vpn.md): a thread reads them while the policy maps any to users;
+    // a reload replaces the map, and starts the thread if the first keys come with it.
+    let wg_keys: crate::wireguard::Keys = Default::default();
+    let mut wg_started = false;
+    start_wireguard(ctx, wireguard, &wg_keys, &policy, &tx, &mut wg_started);
+    if wg_started {
         threads += 1;
     }
     // Kept for a DNS thread a reload may start; the loop ends when the sources do (never, for
@@ -1009,6 +1024,7 @@ fn run(
                     }
                     None => {}
                 }
+                start_wireguard(ctx, wireguard, &wg_keys, &new, &dns_tx, &mut wg_started);
                 policy = new;
                 instance = kernel.instance().ok().flatten();
             } else {
@@ -1380,6 +1396,41 @@ pub fn current_year() -> i32 {
         d -= len;
         y += 1;
     }
+}
+
+/// Give the WireGuard watcher `policy`'s keys, and start it if it is not running and there are
+/// keys to watch.
+fn start_wireguard(
+    ctx: &Context,
+    config: &crate::wireguard::WireGuardConfig,
+    keys: &crate::wireguard::Keys,
+    policy: &ValidPolicy,
+    tx: &SyncSender<Msg>,
+    started: &mut bool,
+) {
+    let map = crate::wireguard::key_map(policy);
+    let empty = map.is_empty();
+    *keys.lock().expect("the key map is never poisoned") = map;
+    if *started || empty {
+        return;
+    }
+    *started = true;
+    let (config, keys, ctx) = (config.clone(), keys.clone(), ctx.clone());
+    ctx.log(&[
+        ("event", "wireguard".into()),
+        ("idle_s", config.idle.to_string()),
+        ("poll_s", config.poll.to_string()),
+    ]);
+    spawn_source(tx, move |tx| {
+        let note_tx = tx.clone();
+        crate::wireguard::watch(
+            &config,
+            &keys,
+            &|e| tx.send(Msg::Read(Outcome::Event(e), None)).is_ok(),
+            &|n| note_tx.send(Msg::Note(n)).is_ok(),
+            &|| ctx.now(),
+        )
+    });
 }
 
 fn spawn_source(tx: &SyncSender<Msg>, f: impl FnOnce(SyncSender<Msg>) + Send + 'static) {

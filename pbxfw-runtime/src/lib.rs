@@ -46,6 +46,7 @@ pub mod replay;
 pub mod safety;
 pub mod show;
 pub mod status;
+pub mod wireguard;
 
 pub use actions::{carry_out, CarriedOut};
 pub use apply::{apply, confirm, disable, rollback, ApplyOutcome, ApplyRequest};

@@ -90,6 +90,7 @@ fn bed() -> Bed {
         hooks: None,
         metrics: None,
         control: None,
+        wireguard: Default::default(),
     };
     Bed {
         _dir: dir,

@@ -1157,9 +1157,28 @@ fn users(cx: &mut Cx, v: Option<&Value>, services: &BTreeMap<String, Service>) -
     let mut identities: BTreeMap<String, usize> = BTreeMap::new();
     for (i, item) in a.iter().enumerate() {
         let path = idx("users", i);
-        let Some(t) = cx.table(item, &path, &["name", "services", "vpn"]) else {
+        let Some(t) = cx.table(item, &path, &["name", "services", "vpn", "wireguard"]) else {
             continue;
         };
+        let mut wireguard = BTreeSet::new();
+        if let Some(v) = t.get("wireguard") {
+            let wpath = key(&path, "wireguard");
+            for (j, k) in cx.strings(v, &wpath) {
+                let p = idx(&wpath, j);
+                if !is_wireguard_key(k) {
+                    cx.err(
+                        &p,
+                        Some(k),
+                        "is not a WireGuard public key (44 characters of base64, as `wg pubkey` prints it)",
+                    );
+                } else if let Some(u) = identities.get(k) {
+                    cx.err(&p, Some(k), format!("is also a VPN identity of users[{u}]"));
+                } else {
+                    identities.insert(k.to_string(), i);
+                    wireguard.insert(k.to_string());
+                }
+            }
+        }
         let mut vpn = BTreeSet::new();
         if let Some(v) = t.get("vpn") {
             let vpath = key(&path, "vpn");
@@ -1208,9 +1227,25 @@ fn users(cx: &mut Cx, v: Option<&Value>, services: &BTreeMap<String, Service>) -
             name,
             services: svcs,
             vpn,
+            wireguard,
         });
     }
     out
+}
+
+/// A WireGuard public key as `wg` prints it: 32 bytes in standard base64, 43 characters and
+/// one `=` of padding. The last character carries only 4 of the key's bits, so it is one of
+/// the 16 whose low 2 bits are zero, which makes a key have exactly one spelling.
+fn is_wireguard_key(s: &str) -> bool {
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    b.len() == 44
+        && b[43] == b'='
+        && b[..43].iter().all(|c| B64.contains(c))
+        && B64
+            .iter()
+            .position(|c| *c == b[42])
+            .is_some_and(|v| v & 0b11 == 0)
 }
 
 /// `[fleet]` (docs/fleet.md).
@@ -1429,6 +1464,34 @@ mod tests {
             Ok(v) => v.warnings.iter().map(|d| d.to_string()).collect(),
             Err(d) => d.iter().map(|d| d.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn wireguard_keys_are_checked_and_belong_to_one_user() {
+        let key = "R69YujzCWhQtagx+NF3xA9nhd0oONChBFSPKjCixRTU=";
+        let ok = format!("[[users]]\nname = \"alice\"\nwireguard = [\"{key}\"]\n");
+        let v = Policy::from_toml(&ok).unwrap().validate().unwrap();
+        assert!(v.users[0].wireguard.contains(key));
+        let d = diags(&format!(
+            "[[users]]\nname = \"alice\"\nwireguard = [\"{key}\", \"short=\", \
+             \"R69YujzCWhQtagx+NF3xA9nhd0oONChBFSPKjCixRTV=\", \
+             \"R69YujzCWhQtagx+NF3xA9nhd0oONChBFSPKjCixRT\\n=\"]\n\
+             [[users]]\nname = \"bob\"\nvpn = [\"{key}\"]\n"
+        ));
+        let expected = [
+            r#"error: users[0].wireguard[1]: "short=" is not a WireGuard public key"#,
+            // The last character holds 4 bits: `V` would spell a second key for the same bytes.
+            r#"error: users[0].wireguard[2]: "R69YujzCWhQtagx+NF3xA9nhd0oONChBFSPKjCixRTV=" is not"#,
+            r#"error: users[0].wireguard[3]: "#,
+            r#"error: users[1].vpn[0]: "R69YujzCWhQtagx+NF3xA9nhd0oONChBFSPKjCixRTU=" is also a VPN identity of users[0]"#,
+        ];
+        for e in expected {
+            assert!(
+                d.iter().any(|l| l.starts_with(e)),
+                "missing {e:?} in {d:#?}"
+            );
+        }
+        assert_eq!(d.len(), expected.len(), "{d:#?}");
     }
 
     #[test]

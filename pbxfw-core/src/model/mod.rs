@@ -581,6 +581,9 @@ pub struct User {
     /// address the VPN client came from gets the user's grants, as a registered device does
     /// (docs/vpn.md).
     pub vpn: BTreeSet<String>,
+    /// The WireGuard peers' public keys the user connects with (base64, as `wg` prints them):
+    /// while a peer's handshake is recent, its endpoint gets the user's grants (docs/vpn.md).
+    pub wireguard: BTreeSet<String>,
 }
 
 /// Bans shared with a fleet of PBXes through CrowdSec's Local API (`[fleet]`, docs/fleet.md).
