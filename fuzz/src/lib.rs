@@ -266,3 +266,43 @@ pub fn check_fleet_stream(data: &[u8]) {
     }
     assert!(refused.iter().all(|r| r.prefix.covers(&guarded) || guarded.covers(&r.prefix)));
 }
+
+/// `wg show all dump` (docs/vpn.md): parsing never panics and never keeps a private key (an
+/// interface line); the tracker registers only endpoints of keys the policy maps, each session
+/// at most once per key, for at most the idle bound and a poll, and a second reading of the
+/// same dump changes nothing.
+pub fn check_wg_dump(data: &[u8]) {
+    use pbxfw_core::SecurityEvent;
+    use pbxfw_runtime::wireguard::{parse_dump, Tracker};
+    let text = String::from_utf8_lossy(data);
+    let Ok(peers) = parse_dump(&text) else {
+        return;
+    };
+    for p in &peers {
+        assert!(!p.public_key.contains('\t') && !p.public_key.contains('\n'));
+    }
+    // Every key the dump names belongs to a user, but one.
+    let users: std::collections::HashMap<String, String> = peers
+        .iter()
+        .skip(1)
+        .map(|p| (p.public_key.clone(), "alice".to_string()))
+        .collect();
+    let now = 1_800_000_000;
+    let mut t = Tracker::new(180, 5);
+    let first = t.observe(&peers, &users, now);
+    for e in &first {
+        match e {
+            SecurityEvent::Registered {
+                source, expires, ..
+            } => {
+                assert!(*expires >= 1 && *expires <= 185);
+                assert!(peers
+                    .iter()
+                    .any(|p| p.endpoint == Some(*source) && users.contains_key(&p.public_key)));
+            }
+            other => panic!("a first reading only registers: {other:?}"),
+        }
+    }
+    assert!(first.len() <= users.len());
+    assert!(t.observe(&peers, &users, now).is_empty());
+}

@@ -323,6 +323,22 @@ pbxfw_result pbxfw_kernel_ban(const pbxfw_policy *policy,
                               pbxfw_error **err);
 
 /*
+ A certificate-renewal window (docs/acme.md), as `pbxfw acme open|close|status` do:
+ `action` is `open` (for `seconds`, 1 to 3600: port 80 admits, from everyone, connections
+ whose first request line is `GET /.well-known/acme-challenge/`, until the window ends by
+ itself), `close` or `status` (`seconds` is ignored). The loaded ruleset must come from a
+ policy with `settings.acme` (`PBXFW_ERR_ARGUMENT` otherwise). `*out` (which may be NULL) is
+ JSON `{"backend", "open", "expires_in", "until", "port", "request"}`.
+ */
+pbxfw_result pbxfw_kernel_acme(const char *backend,
+                               size_t backend_len,
+                               const char *action,
+                               size_t action_len,
+                               uint64_t seconds,
+                               pbxfw_buf *out,
+                               pbxfw_error **err);
+
+/*
  Remove everything pbxfw owns from the kernel, and nothing else. `*was_loaded` (which may be
  NULL) says whether anything was loaded. Refused with `PBXFW_ERR_LOCKED` while the lock file
  (`$PBXFW_LOCK_FILE`, default `/etc/pbxfw/lock`) exists.

@@ -121,6 +121,14 @@ pbxfw_result pbxfw_kernel_ban(const pbxfw_policy *policy,
                               pbxfw_buf *out,
                               pbxfw_error **err);
 
+pbxfw_result pbxfw_kernel_acme(const char *backend,
+                               size_t backend_len,
+                               const char *action,
+                               size_t action_len,
+                               uint64_t seconds,
+                               pbxfw_buf *out,
+                               pbxfw_error **err);
+
 pbxfw_result pbxfw_kernel_disable(const char *backend,
                                   size_t backend_len,
                                   bool *was_loaded,

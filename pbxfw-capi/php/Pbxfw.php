@@ -69,6 +69,12 @@ interface PbxfwApi
     public function disable(string $backend = ''): bool;
 
     /**
+     * A certificate-renewal window (docs/acme.md): `$action` is `open` (for `$seconds`, 1 to
+     * 3600), `close` or `status`. Returns backend, open, expires_in, until, port and request.
+     */
+    public function acme(string $action = 'status', int $seconds = 60, string $backend = ''): array;
+
+    /**
      * Apply policy text (`toml` or `json`). `$options` as PbxfwPolicy::apply(), plus `client`:
      * the address (ADDR:PORT) this module's own user reaches the host from, whose access must
      * survive, e.g. `$_SERVER['REMOTE_ADDR'] . ':' . $_SERVER['SERVER_PORT']`.
@@ -194,6 +200,13 @@ final class Pbxfw implements PbxfwApi
         $json = json_encode(array_values($prefixes), JSON_THROW_ON_ERROR);
         return $this->json(fn ($buf, $err) => $this->ffi->pbxfw_kernel_unban(
             $backend, strlen($backend), $json, strlen($json), $buf, $err
+        ));
+    }
+
+    public function acme(string $action = 'status', int $seconds = 60, string $backend = ''): array
+    {
+        return $this->json(fn ($buf, $err) => $this->ffi->pbxfw_kernel_acme(
+            $backend, strlen($backend), $action, strlen($action), max(0, $seconds), $buf, $err
         ));
     }
 
@@ -619,6 +632,15 @@ final class PbxfwClient implements PbxfwApi
     public function disable(string $backend = ''): bool
     {
         return (bool) $this->call('disable', self::backend($backend))['was_loaded'];
+    }
+
+    public function acme(string $action = 'status', int $seconds = 60, string $backend = ''): array
+    {
+        if (!in_array($action, ['open', 'close', 'status'], true)) {
+            throw new PbxfwException("action \"$action\" is not open, close or status", PbxfwException::ARGUMENT);
+        }
+        $params = self::backend($backend) + ($action === 'open' ? ['seconds' => $seconds] : []);
+        return $this->call("acme_$action", $params);
     }
 
     /**

@@ -751,6 +751,43 @@ pub extern "C" fn pbxfw_kernel_ban(
     })
 }
 
+/// A certificate-renewal window (docs/acme.md), as `pbxfw acme open|close|status` do:
+/// `action` is `open` (for `seconds`, 1 to 3600: port 80 admits, from everyone, connections
+/// whose first request line is `GET /.well-known/acme-challenge/`, until the window ends by
+/// itself), `close` or `status` (`seconds` is ignored). The loaded ruleset must come from a
+/// policy with `settings.acme` (`PBXFW_ERR_ARGUMENT` otherwise). `*out` (which may be NULL) is
+/// JSON `{"backend", "open", "expires_in", "until", "port", "request"}`.
+#[no_mangle]
+pub extern "C" fn pbxfw_kernel_acme(
+    backend: *const c_char,
+    backend_len: usize,
+    action: *const c_char,
+    action_len: usize,
+    seconds: u64,
+    out: *mut pbxfw_buf,
+    err: *mut *mut pbxfw_error,
+) -> pbxfw_result {
+    guard(err, || {
+        let backend = self::backend(text(backend, backend_len, "backend")?)?;
+        let w = match text(action, action_len, "action")? {
+            "open" => pbxfw_runtime::acme::open(backend, seconds, now()),
+            "close" => pbxfw_runtime::acme::close(backend, now()),
+            "status" => pbxfw_runtime::acme::status(backend, now()),
+            other => {
+                return Err(Failure::new(
+                    PBXFW_ERR_ARGUMENT,
+                    format!("action {other:?} is not open, close or status"),
+                ))
+            }
+        }
+        .map_err(failure)?;
+        if !out.is_null() {
+            put(out, json_buf(&w)?);
+        }
+        Ok(())
+    })
+}
+
 /// Remove everything pbxfw owns from the kernel, and nothing else. `*was_loaded` (which may be
 /// NULL) says whether anything was loaded. Refused with `PBXFW_ERR_LOCKED` while the lock file
 /// (`$PBXFW_LOCK_FILE`, default `/etc/pbxfw/lock`) exists.

@@ -285,6 +285,41 @@ struct VpnArgs {
 }
 
 #[derive(Subcommand)]
+enum AcmeCmd {
+    /// Open a window (or give the open one a new length): it closes by itself.
+    #[command(after_help = AFTER_HELP)]
+    Open {
+        /// How long: `60s`, `5m` (1 s to 1 h).
+        #[arg(long = "for", value_name = "DURATION", default_value = "60s")]
+        duration: String,
+        #[command(flatten)]
+        out: AcmeOut,
+    },
+    /// Close the window now.
+    #[command(after_help = AFTER_HELP)]
+    Close {
+        #[command(flatten)]
+        out: AcmeOut,
+    },
+    /// Whether a window is open, and until when.
+    #[command(after_help = AFTER_HELP)]
+    Status {
+        #[command(flatten)]
+        out: AcmeOut,
+    },
+}
+
+#[derive(clap::Args)]
+struct AcmeOut {
+    /// Backend (default: the one pbxfw last applied with, else nft).
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+#[derive(Subcommand)]
 enum ZoneCmd {
     /// Put each ID (address, CIDR or hostname) in ZONE, moving it from another zone; into the
     /// trusted zone, its bans are lifted. Refused when it would cut off an administrator.
@@ -411,6 +446,11 @@ enum Command {
     /// Edit the blacklist.
     #[command(subcommand, after_help = AFTER_HELP)]
     Blacklist(BlacklistCmd),
+    /// Certificate renewal (Let's Encrypt HTTP-01) without opening port 80: a window admits,
+    /// from everyone, TCP connections to port 80 whose first request line is
+    /// `GET /.well-known/acme-challenge/` (docs/acme.md; needs `settings.acme`).
+    #[command(subcommand, after_help = AFTER_HELP)]
+    Acme(AcmeCmd),
     /// First run: look at this host (interfaces, routes, your SSH session, Asterisk's files),
     /// propose a policy, check it keeps you in, and write it. Applies nothing.
     #[command(after_help = AFTER_HELP)]
@@ -932,6 +972,28 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             print_disabled(pbxfw_runtime::disable(backend.name())?, backend.name());
             Ok(exit::OK)
         }
+        Command::Acme(cmd) => {
+            let now = unix_now();
+            let (w, format) = match cmd {
+                AcmeCmd::Open { duration, out } => {
+                    let seconds = acme_seconds(&duration)?;
+                    (
+                        pbxfw_runtime::acme::open(out.backend.name(), seconds, now)?,
+                        out.format,
+                    )
+                }
+                AcmeCmd::Close { out } => (
+                    pbxfw_runtime::acme::close(out.backend.name(), now)?,
+                    out.format,
+                ),
+                AcmeCmd::Status { out } => (
+                    pbxfw_runtime::acme::status(out.backend.name(), now)?,
+                    out.format,
+                ),
+            };
+            print_acme(&w, format, now);
+            Ok(exit::OK)
+        }
         Command::Blacklist(BlacklistCmd::Add { entries, edit }) => {
             let (file, req) = edit.request()?;
             print_edit(&edit::blacklist_add(&file, &req, &entries)?);
@@ -1406,6 +1468,40 @@ fn print_disabled(was_loaded: bool, backend: BackendName) {
         );
     } else {
         println!("pbxfw was not loaded");
+    }
+}
+
+/// `--for` of `acme open`.
+fn acme_seconds(duration: &str) -> Result<u64, Fail> {
+    pbxfw_core::parse_seconds(duration)
+        .map(u64::from)
+        .ok_or_else(|| {
+            Fail(
+                exit::INVALID,
+                format!("--for {duration:?} is not a duration such as 60s or 5m"),
+            )
+        })
+}
+
+/// A certificate-renewal window.
+fn print_acme(w: &pbxfw_runtime::acme::Window, format: Format, now: u64) {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(w).expect("serializable"));
+        return;
+    }
+    match (w.open, w.until) {
+        (true, Some(until)) => println!(
+            "acme: window open on tcp/{} until {} ({}), for connections starting {:?}",
+            w.port,
+            pbxfw_core::human::iso8601(until),
+            pbxfw_runtime::human::relative(now, until),
+            w.request
+        ),
+        (true, None) => println!(
+            "acme: window open on tcp/{} with no end (an element without a timeout): `pbxfw acme close` closes it",
+            w.port
+        ),
+        (false, _) => println!("acme: no window open; tcp/{} is as the policy has it", w.port),
     }
 }
 

@@ -69,6 +69,7 @@ fn served(command: &Command) -> bool {
             | Command::Blacklist(BlacklistCmd::Add { .. } | BlacklistCmd::Del { .. })
             | Command::Zone(ZoneCmd::Add { .. } | ZoneCmd::Del { .. })
             | Command::Explain { live: true, .. }
+            | Command::Acme(_)
     )
 }
 
@@ -218,6 +219,33 @@ fn remote(client: &mut Client, command: Command) -> Result<u8, Fail> {
                 backend: backend(b),
             }))?)?;
             println!("{msg}");
+            Ok(exit::OK)
+        }
+        Command::Acme(cmd) => {
+            let now = unix_now();
+            let (call, format) = match cmd {
+                AcmeCmd::Open { duration, out } => (
+                    Call::AcmeOpen(wire::AcmeParams {
+                        seconds: Some(acme_seconds(&duration)?),
+                        backend: backend(out.backend),
+                    }),
+                    out.format,
+                ),
+                AcmeCmd::Close { out } => (
+                    Call::AcmeClose(wire::BackendParams {
+                        backend: backend(out.backend),
+                    }),
+                    out.format,
+                ),
+                AcmeCmd::Status { out } => (
+                    Call::AcmeStatus(wire::BackendParams {
+                        backend: backend(out.backend),
+                    }),
+                    out.format,
+                ),
+            };
+            let v = client.call(&call)?;
+            print_acme(&typed(v)?, format, now);
             Ok(exit::OK)
         }
         Command::Disable { backend: b } => {

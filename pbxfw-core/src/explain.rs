@@ -41,9 +41,13 @@ pub fn step_of(origin: &str) -> (u8, &'static str) {
     let starts = |p: &str| origin.starts_with(p);
     if starts("loopback") {
         (1, "loopback")
-    } else if starts("blacklist") || starts("responsive ban") {
+    } else if starts("blacklist") || starts("responsive ban") || starts("fleet") {
         (2, "blacklist and bans")
-    } else if starts("invalid") || starts("established") {
+    } else if starts("invalid")
+        || starts("established")
+        || (starts("acme: ") && !starts("acme: window"))
+    {
+        // The certificate-renewal window's gate sits before established flows.
         (3, "connection state")
     } else if starts("icmp") || starts("dhcp") {
         (4, "ICMP essentials and DHCP")
@@ -53,7 +57,7 @@ pub fn step_of(origin: &str) -> (u8, &'static str) {
         (6, "trunks")
     } else if starts("registered") || starts("grant") {
         (7, "registered sources and per-user grants")
-    } else if starts("zone") {
+    } else if starts("zone") || starts("acme: window") {
         (8, "zones")
     } else if starts("responsive") {
         (9, "responsive layer")
@@ -88,5 +92,28 @@ pub fn explain_with(rs: &Ruleset, packet: &Packet, state: &DynamicState) -> Expl
         step,
         step_name: step_name.to_string(),
         rule,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::step_of;
+
+    #[test]
+    fn every_origin_names_its_step() {
+        for (origin, step) in [
+            ("loopback", 1),
+            ("fleet ban", 2),
+            ("blacklist:192.0.2.1", 2),
+            ("acme: first request of a window connection", 3),
+            ("acme: challenge request", 3),
+            ("acme: not a challenge request", 3),
+            ("established", 3),
+            ("acme: window", 8),
+            ("zone:local service:ssh", 8),
+            ("default", 10),
+        ] {
+            assert_eq!(step_of(origin).0, step, "{origin}");
+        }
     }
 }

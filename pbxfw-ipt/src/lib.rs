@@ -47,8 +47,8 @@ pub use kernel::{Kernel, Variant};
 
 use pbxfw_core::RateUnit;
 use pbxfw_core::{
-    verify_ir as verify, BasePolicy, L4Proto, Map, Match, PortSet, Rule, Ruleset, SetKind, Verdict,
-    VerifyError,
+    verify_ir as verify, BasePolicy, L4Proto, Map, MarkOp, Match, PortSet, Rule, Ruleset, SetKind,
+    Verdict, VerifyError,
 };
 use pbxfw_core::{Family, Prefix};
 
@@ -596,6 +596,16 @@ impl<'a> Lowering<'a> {
                 parts.push(format!("-m conntrack --ctstate {}", s.join(",")));
             }
         }
+        for m in &rule.matches {
+            match m {
+                Match::CtMark(bits) => {
+                    parts.push(format!("-m connmark --mark {bits:#x}/{bits:#x}"))
+                }
+                Match::Payload(bytes) => parts.push(payload_u32(family, bytes)),
+                Match::Data => parts.push(payload_u32(family, &[])),
+                _ => {}
+            }
+        }
         // Rate matches last: they count only packets every other match let through.
         for m in &rule.matches {
             if let Match::Meter {
@@ -774,18 +784,22 @@ impl<'a> Lowering<'a> {
             }
             return Ok(());
         }
-        let Some(set) = &rule.update else {
+        if rule.update.is_none() && rule.mark.is_none() {
             let t = target(&rule.verdict);
             for v in &variants {
                 line(out, v, &t);
             }
             return Ok(());
-        };
-        // An update, then the verdict: a chain of its own, entered with `goto` for verdicts
-        // that leave the rule's chain (so that a `return` or the end of the update chain returns
-        // where the rule's chain would) and with `jump` for those that come back.
-        if self.rs.sets[set].family != family {
-            return Ok(());
+        }
+        // An update or a mark change, then the verdict: a chain of its own, entered with
+        // `goto` for verdicts that leave the rule's chain (so that a `return` or the end of the
+        // update chain returns where the rule's chain would) and with `jump` for those that
+        // come back. (One chain also keeps the matches from being tested again after the mark
+        // they test has changed.)
+        if let Some(set) = &rule.update {
+            if self.rs.sets[set].family != family {
+                return Ok(());
+            }
         }
         let sub = bounded(
             "PBXFW-u-",
@@ -800,11 +814,28 @@ impl<'a> Lowering<'a> {
         for v in &variants {
             line(out, v, &format!("{enter} {sub}"));
         }
-        let _ = writeln!(
-            out,
-            "-A {sub} {comment} -j SET --add-set {} src --exist",
-            ipset_name(set)
-        );
+        if let Some(set) = &rule.update {
+            let _ = writeln!(
+                out,
+                "-A {sub} {comment} -j SET --add-set {} src --exist",
+                ipset_name(set)
+            );
+        }
+        match rule.mark {
+            Some(MarkOp::Set(bits)) => {
+                let _ = writeln!(
+                    out,
+                    "-A {sub} {comment} -j CONNMARK --set-xmark {bits:#x}/{bits:#x}"
+                );
+            }
+            Some(MarkOp::Clear(bits)) => {
+                let _ = writeln!(
+                    out,
+                    "-A {sub} {comment} -j CONNMARK --set-xmark 0x0/{bits:#x}"
+                );
+            }
+            None => {}
+        }
         if let Some(t) = inner {
             let _ = writeln!(out, "-A {sub} {comment} {t}");
         }
@@ -813,6 +844,41 @@ impl<'a> Lowering<'a> {
         }
         Ok(())
     }
+}
+
+/// A `u32` match on the TCP payload: it begins with `bytes`, or, with none, it holds at least
+/// 4 bytes (a word can be read there). The offset of the payload is computed from the
+/// headers' own lengths (IPv4's IHL, TCP's data offset), so TCP options move nothing; an
+/// IPv6 packet is assumed to carry no extension header before TCP (where one does, the test
+/// reads the wrong bytes and a window's gate refuses the connection).
+fn payload_u32(family: Family, bytes: &[u8]) -> String {
+    let base = match family {
+        Family::Ipv4 => "0>>22&0x3C@12>>26&0x3C@",
+        Family::Ipv6 => "52>>26&0x3C@",
+    };
+    let at = |off: usize| match family {
+        Family::Ipv4 => off,
+        Family::Ipv6 => off + 40,
+    };
+    if bytes.is_empty() {
+        return format!("-m u32 --u32 \"{base}{}&0x0=0x0\"", at(0));
+    }
+    let tests: Vec<String> = bytes
+        .chunks(4)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut word = [0u8; 4];
+            word[..chunk.len()].copy_from_slice(chunk);
+            let value = u32::from_be_bytes(word);
+            let mask = u32::MAX << (8 * (4 - chunk.len()));
+            if chunk.len() == 4 {
+                format!("{base}{}={value:#010x}", at(4 * i))
+            } else {
+                format!("{base}{}&{mask:#010x}={value:#010x}", at(4 * i))
+            }
+        })
+        .collect();
+    format!("-m u32 --u32 \"{}\"", tests.join("&&"))
 }
 
 /// The ipset holding the ranges of source map `map` that lead to `chain`.

@@ -392,7 +392,7 @@ fn merged_vmap(rules: &[Rule], opts: &Options) -> Option<(String, usize)> {
         Ct,
     }
     let key_of = |r: &Rule| -> Option<(Key, Vec<String>, String)> {
-        if r.update.is_some() || r.matches.len() != 1 {
+        if r.update.is_some() || r.mark.is_some() || r.matches.len() != 1 {
             return None;
         }
         let verdict = match &r.verdict {
@@ -570,6 +570,23 @@ fn lower_one(
         }
     }
     for m in &rule.matches {
+        match m {
+            Match::CtMark(bits) => parts.push(format!("ct mark & {bits:#010x} == {bits:#010x}")),
+            // `@ih` is the payload after the transport header, options included, wherever
+            // it starts; a load past the packet's end fails and the rule does not match.
+            // One comparison holds at most 16 bytes.
+            Match::Payload(bytes) => {
+                for (i, chunk) in bytes.chunks(16).enumerate() {
+                    let hex: String = chunk.iter().map(|b| format!("{b:02x}")).collect();
+                    parts.push(format!("@ih,{},{} 0x{hex}", i * 128, chunk.len() * 8));
+                }
+            }
+            // Holds whenever 4 bytes of payload can be loaded.
+            Match::Data => parts.push("@ih,0,32 & 0x0 == 0x0".into()),
+            _ => {}
+        }
+    }
+    for m in &rule.matches {
         if let Match::Meter { set, rate, burst } = m {
             parts.push(format!(
                 "update @{set} {{ {} limit rate over {}/{} burst {burst} packets }}",
@@ -593,6 +610,15 @@ fn lower_one(
     }
     if let Some(set) = &rule.update {
         parts.push(format!("update @{set} {{ {} }}", source_key(rs, set)));
+    }
+    match rule.mark {
+        Some(pbxfw_core::MarkOp::Set(bits)) => {
+            parts.push(format!("ct mark set ct mark | {bits:#010x}"))
+        }
+        Some(pbxfw_core::MarkOp::Clear(bits)) => {
+            parts.push(format!("ct mark set ct mark & {:#010x}", !bits))
+        }
+        None => {}
     }
     parts.push(match &rule.verdict {
         Verdict::Accept => "accept".into(),

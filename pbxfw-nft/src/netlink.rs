@@ -15,7 +15,7 @@
 use std::io;
 use std::time::Duration;
 
-use pbxfw_core::{Family, Prefix};
+use pbxfw_core::Family;
 
 const NETLINK_NETFILTER: i32 = 12;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -70,11 +70,6 @@ pub enum NetlinkError {
         #[source]
         source: io::Error,
     },
-    /// An element cannot be expressed for this set.
-    #[error(
-        "element {0} cannot be written to an interval set over netlink (it ends the address space)"
-    )]
-    Unencodable(Prefix),
 }
 
 struct Socket(i32);
@@ -275,14 +270,18 @@ fn encode_element(m: &mut Msg, e: &Element, shape: SetShape) -> Result<(), Netli
     match shape {
         SetShape::Hash => key(m, e.prefix.start(), None, e.timeout),
         SetShape::Interval => {
-            let end = e
+            key(m, e.prefix.start(), None, e.timeout);
+            // An interval that reaches the top of the address space has no end marker (there
+            // is no address after it): the kernel reads a last start as open to the end, and
+            // `nft` writes `128.0.0.0/1` so too.
+            if let Some(end) = e
                 .prefix
                 .end()
                 .checked_add(1)
                 .filter(|v| *v <= e.prefix.family().max_value())
-                .ok_or(NetlinkError::Unencodable(e.prefix))?;
-            key(m, e.prefix.start(), None, e.timeout);
-            key(m, end, Some(NFT_SET_ELEM_INTERVAL_END), None);
+            {
+                key(m, end, Some(NFT_SET_ELEM_INTERVAL_END), None);
+            }
         }
     }
     Ok(())
@@ -551,6 +550,7 @@ fn wait_acks(sock: &Socket, acks: &mut Vec<u32>) -> Result<(), (Option<u32>, io:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pbxfw_core::Prefix;
     use std::str::FromStr;
 
     #[test]
@@ -576,6 +576,12 @@ mod tests {
             prefix: Prefix::from_str("255.255.255.255").unwrap(),
             timeout: None,
         };
-        assert!(encode_element(&mut Msg::new(0, 0, 0, 0, 0), &last, SetShape::Interval).is_err());
+        // An interval that ends the address space is a start alone (as `nft` writes it).
+        let mut m = Msg::new(0, 0, 0, 0, 0);
+        encode_element(&mut m, &last, SetShape::Interval).unwrap();
+        let b = m.finish();
+        let end_flag = NFT_SET_ELEM_INTERVAL_END.to_be_bytes();
+        assert!(!b.windows(4).any(|w| w == end_flag), "{b:?}");
+        assert!(b.windows(4).any(|w| w == [255, 255, 255, 255]));
     }
 }

@@ -356,6 +356,33 @@ fn disable(py: Python<'_>, backend: Option<&str>) -> PyResult<bool> {
         .map_err(|e| error(py, e, Some(backend), false))
 }
 
+/// A certificate-renewal window (docs/acme.md), as `pbxfw acme open|close|status` do: `action`
+/// is `open` (for `seconds`, 1 to 3600: port 80 admits, from everyone, connections whose first
+/// request line is `GET /.well-known/acme-challenge/`, until the window ends by itself),
+/// `close` or `status`. Returns `{"backend", "open", "expires_in", "until", "port",
+/// "request"}`. The loaded policy needs `settings.acme` (`UsageError` otherwise).
+#[pyfunction]
+#[pyo3(signature = (action = "status", seconds = 60, backend = None))]
+fn acme<'py>(
+    py: Python<'py>,
+    action: &str,
+    seconds: u64,
+    backend: Option<&str>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let backend = backend_named(py, backend)?;
+    let action = action.to_string();
+    let w = py
+        .detach(move || match action.as_str() {
+            "open" => Ok(pbxfw_runtime::acme::open(backend, seconds, clock())),
+            "close" => Ok(pbxfw_runtime::acme::close(backend, clock())),
+            "status" => Ok(pbxfw_runtime::acme::status(backend, clock())),
+            other => Err(format!("action {other:?} is not open, close or status")),
+        })
+        .map_err(|m| raise(py, "UsageError", (m,)))?
+        .map_err(|e| error(py, e, Some(backend), false))?;
+    to_py(py, &w)
+}
+
 /// The bans in force, as `pbxfw bans --format json` prints them: a dict with `backend`,
 /// `loaded` and `bans` (each with `prefix`, `origin` — `state_machine`, `kernel_tier`,
 /// `manual`, `unknown` —, `reason`, `since`, `until` with their ISO 8601 forms, `expires_in`,
@@ -648,6 +675,7 @@ fn _pbxfw(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ban, m)?)?;
     m.add_function(wrap_pyfunction!(status, m)?)?;
     m.add_function(wrap_pyfunction!(disable, m)?)?;
+    m.add_function(wrap_pyfunction!(acme, m)?)?;
     m.add_function(wrap_pyfunction!(discover, m)?)?;
     Ok(())
 }

@@ -341,3 +341,63 @@ def test_the_read_role_looks_and_outsiders_are_refused(daemon: Daemon) -> None:
     with pytest.raises(pbxfw.UnavailableError) as e:
         pbxfw.Client(str(d.tmp / "nothing.sock"))
     assert isinstance(e.value, ConnectionError)
+
+
+def test_an_acme_window_through_the_socket_and_the_module(daemon: Daemon) -> None:
+    """A certificate-renewal window (docs/acme.md), opened through the control socket by the
+    admin role and looked at by the read role, then through the module as root."""
+    d = daemon
+    acme = d.tmp / "acme.toml"
+    acme.write_text("[settings]\nacme = true\n" + POLICY)
+    out = d.run([str(BIN), "apply", str(acme)])
+    assert out.returncode == 0, out.stderr
+    reader = ["setpriv", f"--reuid={USER + 1}", f"--regid={READ_GID}", "--clear-groups", "--"]
+    driver = textwrap.dedent(
+        """
+        import json, sys, pbxfw
+        c = pbxfw.Client(sys.argv[1])
+        try:
+            if sys.argv[2] == "open":
+                out = c.acme_open(30)
+            elif sys.argv[2] == "close":
+                out = c.acme_close()
+            else:
+                out = c.acme_status()
+            print(json.dumps(out))
+        except pbxfw.PbxfwError as e:
+            print(type(e).__name__)
+        """
+    )
+
+    def via(who: List[str], action: str) -> Any:
+        r = d.run(who + [sys.executable, "-c", driver, str(d.socket), action])
+        assert r.returncode == 0, r.stderr
+        text = r.stdout.strip()
+        return json.loads(text) if text.startswith("{") else text
+
+    assert via(reader, "status")["open"] is False
+    assert via(reader, "open") == "DeniedError"
+    opened = via(AS_ADMIN, "open")
+    assert opened["open"] is True and opened["expires_in"] == 30 and opened["port"] == 80, opened
+    status = via(reader, "status")
+    assert status["open"] is True and 0 < status["expires_in"] <= 30, status
+    assert via(AS_ADMIN, "close")["open"] is False
+    assert via(reader, "status")["open"] is False
+    # The module, as root in the namespace.
+    module = textwrap.dedent(
+        """
+        import json, pbxfw
+        w = pbxfw.acme("open", 20)
+        s = pbxfw.acme()
+        c = pbxfw.acme("close")
+        try:
+            pbxfw.acme("opne")
+            bad = "accepted"
+        except pbxfw.UsageError:
+            bad = "usage"
+        print(json.dumps([w["open"], w["expires_in"], s["open"], c["open"], bad]))
+        """
+    )
+    r = d.run([sys.executable, "-c", module])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [True, 20, True, False, "usage"], r.stdout

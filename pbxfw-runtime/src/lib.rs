@@ -23,6 +23,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod actions;
 pub mod apply;
 pub mod backends;

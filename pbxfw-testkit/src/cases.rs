@@ -19,6 +19,8 @@
 //! # in_sets = ["ban"]    # dynamic sets holding the source, without family suffix
 //! # over = ["clamp"]     # responsive tiers whose rate the source has exceeded
 //! # registered = true    # shorthand for in_sets = ["registered"]
+//! # ct_mark = 0x100000   # the connection's conntrack mark
+//! # payload = "GET / HTTP/1.1\r\n"   # the TCP payload
 //! verdict = "drop"       # accept | drop | reject
 //! decided_by = "default" # optional, exact
 //! zone = "internet"      # optional
@@ -62,6 +64,10 @@ pub struct Expect {
     /// Shorthand for `in_sets = ["registered"]`.
     #[serde(default)]
     pub registered: bool,
+    /// The connection's conntrack mark.
+    pub ct_mark: Option<u32>,
+    /// The transport payload.
+    pub payload: Option<String>,
     /// `accept`, `drop` or `reject`.
     pub verdict: String,
     /// The exact `decided_by`, when given.
@@ -107,6 +113,8 @@ impl Expect {
             .echo_request()
             .map(|echo| self.icmp_type.unwrap_or(echo));
         p.ct = self.state.as_deref().unwrap_or("new").parse()?;
+        p.ct_mark = self.ct_mark.unwrap_or(0);
+        p.payload = self.payload.as_ref().map(|s| s.as_bytes().to_vec());
         Ok(p)
     }
 

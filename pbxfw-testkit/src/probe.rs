@@ -471,6 +471,11 @@ const ICMP4_ERRORS: [u8; 5] = [3, 4, 5, 11, 12];
 /// with no flow to relate to, and every other type, is invalid. Established is reproduced for
 /// UDP only (TCP would need a handshake the ruleset may refuse); related is not reproduced.
 pub fn as_kernel_sees(p: &Packet) -> Option<Packet> {
+    // A payload or a connection's mark takes a real connection (the ACME kernel test makes
+    // them).
+    if p.payload.is_some() || p.ct_mark != 0 {
+        return None;
+    }
     let icmp_state = match (p.proto, p.icmp_type) {
         (Proto::Icmp, Some(t)) if ICMP4_ERRORS.contains(&t) => None,
         (Proto::Icmp, Some(8 | 13 | 15 | 17)) => Some(CtState::New),

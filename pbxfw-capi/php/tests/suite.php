@@ -220,6 +220,18 @@ if ($kernel) {
             check($pbxfw->status($backend)['loaded'] === true, "$backend: still loaded under the lock");
             unlink($lock);
         }
+        // A certificate-renewal window needs a policy that compiles one.
+        $e = raises(fn () => $pbxfw->acme('open', 30, $backend));
+        check($e?->getCode() === PbxfwException::ARGUMENT, "$backend: no window without settings.acme");
+        $pbxfw->parsePolicy("[settings]\nacme = true\n[interfaces]\neth0 = \"internet\"\n")->apply($backend);
+        $w = $pbxfw->acme('open', 30, $backend);
+        check($w['open'] === true && $w['expires_in'] === 30 && $w['port'] === 80, "$backend: acme open");
+        $w = $pbxfw->acme('status', 0, $backend);
+        check($w['open'] === true && $w['expires_in'] > 0 && $w['expires_in'] <= 30, "$backend: acme status");
+        check($pbxfw->acme('close', 0, $backend)['open'] === false
+            && $pbxfw->acme('status', 0, $backend)['open'] === false, "$backend: acme close");
+        $e = raises(fn () => $pbxfw->acme('opne', 30, $backend));
+        check($e?->getCode() === PbxfwException::ARGUMENT, "$backend: an unknown acme action is refused");
         check($pbxfw->disable($backend) === true, "$backend: disable");
         check($pbxfw->disable($backend) === false, "$backend: disable again");
         check($pbxfw->status($backend)['loaded'] === false, "$backend: not loaded");

@@ -4,6 +4,7 @@
 //! chain input (hook input, policy drop)
 //!   1  iif lo                                         accept
 //!   2  jump pre4 / pre6: src in blacklist / banned    drop or reject
+//!  2b  (settings.acme) tcp/80 of a window connection  jump acme_gate: challenge line or reset
 //!   3  ct invalid drop; ct established,related        jump established
 //!        (established: responsive signalling ports return, so every such packet is counted)
 //!   4  jump icmp_essentials: ICMP/ICMPv6 errors, neighbour discovery, rate-limited echo;
@@ -12,6 +13,7 @@
 //!   6  trunk sets × their own protocol's ports        accept
 //!   7  registered sources: signalling + registered grants; per-user grant sets
 //!   8  jump classify → goto zone_<zone> (hostname sets, source map, interface map, internet)
+//!  8b  (settings.acme) new tcp/80 from acme4/acme6    mark the connection, accept
 //!   9  responsive signalling ports                    jump responsive
 //!  10  final                                          drop or reject
 //! ```
@@ -23,8 +25,8 @@ pub mod zones;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ir::{
-    BasePolicy, Chain, CtState, DynamicSet, L4Proto, Map, Match, PortSet, Rule, Ruleset, Set,
-    SetKind, SrcMap, StaticSet, Verdict, CLASSIFY, INPUT,
+    BasePolicy, Chain, CtState, DynamicSet, L4Proto, Map, MarkOp, Match, PortSet, Rule, Ruleset,
+    Set, SetKind, SrcMap, StaticSet, Verdict, CLASSIFY, INPUT,
 };
 use crate::model::{
     DenyVerdict, PortRange, PortSpec, Rate, RateUnit, SignallingProtocol, Source, ValidPolicy,
@@ -61,6 +63,21 @@ pub mod names {
     pub fn fleet(f: Family) -> String {
         format!("fleet{}", f.suffix())
     }
+    /// Dynamic interval set holding the whole family while a certificate-renewal window is
+    /// open (docs/acme.md), written by `pbxfw acme open` with a timeout.
+    pub fn acme(f: Family) -> String {
+        format!("acme{}", f.suffix())
+    }
+    /// The chain that checks the first request of a connection a window admitted.
+    pub const ACME_GATE: &str = "acme_gate";
+    /// The conntrack mark bit of a connection a window admitted whose first request line has
+    /// not been seen yet (docs/acme.md). Only this bit is set or cleared.
+    pub const ACME_MARK: u32 = 0x0010_0000;
+    /// The request line an HTTP-01 challenge starts with (RFC 8555, 8.3), the most a window
+    /// admits.
+    pub const ACME_REQUEST: &str = "GET /.well-known/acme-challenge/";
+    /// The port of HTTP-01 challenges (RFC 8555: always 80).
+    pub const ACME_PORT: u16 = 80;
     /// Dynamic ban set written by the responsive state machine.
     pub fn ban(f: Family) -> String {
         format!("ban{}", f.suffix())
@@ -380,6 +397,47 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
         ));
     }
 
+    // 2b. The certificate-renewal window's gate (docs/acme.md): a connection a window admitted
+    // carries a mark until its first data packet, which must start with the challenge request
+    // line (then the mark goes and the connection is an ordinary established flow) or the
+    // connection is reset. Before established flows, which would accept that packet.
+    if policy.settings.acme {
+        let tcp = || Match::Proto(L4Proto::Tcp);
+        b.rs.chains.insert(
+            names::ACME_GATE.into(),
+            Chain {
+                rules: vec![
+                    Rule::new(
+                        vec![
+                            tcp(),
+                            Match::Payload(names::ACME_REQUEST.as_bytes().to_vec()),
+                        ],
+                        Verdict::Accept,
+                        "acme: challenge request",
+                    )
+                    .with_mark(MarkOp::Clear(names::ACME_MARK)),
+                    Rule::new(
+                        vec![tcp(), Match::Data],
+                        Verdict::Reject,
+                        "acme: not a challenge request",
+                    ),
+                ],
+                ..Chain::default()
+            },
+        );
+        input.push(Rule::new(
+            vec![
+                tcp(),
+                Match::Dport(
+                    PortSet::new([PortRange::single(names::ACME_PORT)]).expect("one port"),
+                ),
+                Match::CtMark(names::ACME_MARK),
+            ],
+            Verdict::Jump(names::ACME_GATE.into()),
+            "acme: first request of a window connection",
+        ));
+    }
+
     // 3. Connection tracking. Signalling of responsive protocols is not accepted as
     // established: UDP conntrack calls a brute forcer's flow established after the first 401,
     // and every one of its packets must still reach the tiers (KERNEL-TESTING.md).
@@ -592,6 +650,43 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     // 8. Zones.
     classify(&mut b, policy, &deny);
     input.push(Rule::new(vec![], Verdict::Jump(CLASSIFY.into()), "zones"));
+
+    // 8b. An open certificate-renewal window (docs/acme.md): new connections to tcp/80 from
+    // anyone the zones did not already accept or refuse, marked for the gate (2b).
+    if policy.settings.acme {
+        for f in Family::BOTH {
+            b.rs.sets.insert(
+                names::acme(f),
+                Set {
+                    family: f,
+                    kind: SetKind::Dynamic(DynamicSet {
+                        key_len: f.bits(),
+                        timeout: None,
+                        size: 16,
+                        resolves: BTreeSet::new(),
+                        interval: true,
+                    }),
+                    comment: "certificate-renewal window".into(),
+                },
+            );
+            input.push(
+                Rule::new(
+                    vec![
+                        Match::Family(f),
+                        Match::Src(names::acme(f)),
+                        Match::Proto(L4Proto::Tcp),
+                        Match::Dport(
+                            PortSet::new([PortRange::single(names::ACME_PORT)]).expect("one port"),
+                        ),
+                        Match::Ct([CtState::New].into()),
+                    ],
+                    Verdict::Accept,
+                    "acme: window",
+                )
+                .with_mark(MarkOp::Set(names::ACME_MARK)),
+            );
+        }
+    }
 
     // 9. The responsive layer: unknown sources on responsive signalling ports.
     if !responsive_ports.is_empty() {

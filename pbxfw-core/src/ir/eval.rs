@@ -37,6 +37,17 @@ pub struct Packet {
     pub icmp_type: Option<u8>,
     /// Connection-tracking state.
     pub ct: CtState,
+    /// The connection's conntrack mark (0 for a new connection).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ct_mark: u32,
+    /// The transport payload, for the rules that look into it (an HTTP request line); none
+    /// for a packet without one (a SYN, a pure ACK).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Vec<u8>>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl Packet {
@@ -50,6 +61,8 @@ impl Packet {
             sport: None,
             icmp_type: None,
             ct: CtState::New,
+            ct_mark: 0,
+            payload: None,
         }
     }
 }
@@ -118,6 +131,8 @@ pub struct Decision {
 /// Evaluate `packet` against `rs` with the dynamic sets holding `state`.
 pub fn eval(rs: &Ruleset, packet: &Packet, state: &DynamicState) -> Decision {
     let zone = classify(rs, packet, state);
+    // A rule that changes the connection's mark changes it for the rules after it too.
+    let mut packet = std::borrow::Cow::Borrowed(packet);
     let mut stack: Vec<(&str, usize)> = vec![(INPUT, 0)];
     // The verifier guarantees no cycles, but a hand-made IR may not be verified: bound the walk.
     let mut budget = 1_000_000usize;
@@ -130,10 +145,15 @@ pub fn eval(rs: &Ruleset, packet: &Packet, state: &DynamicState) -> Decision {
         while i < chain.rules.len() && budget > 0 {
             budget -= 1;
             let rule = &chain.rules[i];
-            let Some(element) = matches(rs, &rule.matches, packet, state) else {
+            let Some(element) = matches(rs, &rule.matches, &packet, state) else {
                 i += 1;
                 continue;
             };
+            match rule.mark {
+                Some(super::MarkOp::Set(bits)) => packet.to_mut().ct_mark |= bits,
+                Some(super::MarkOp::Clear(bits)) => packet.to_mut().ct_mark &= !bits,
+                None => {}
+            }
             let decided_by = || match element {
                 Some((prefix, "")) => format!("{}:{prefix}", rule.origin),
                 Some((_, origin)) => origin.to_string(),
@@ -159,7 +179,7 @@ pub fn eval(rs: &Ruleset, packet: &Packet, state: &DynamicState) -> Decision {
                     break;
                 }
                 Verdict::Return => break,
-                Verdict::Dispatch(m) => match lookup_map(rs, m, packet) {
+                Verdict::Dispatch(m) => match lookup_map(rs, m, &packet) {
                     Some(t) => {
                         next = Some((t, 0));
                         break;
@@ -234,6 +254,9 @@ fn matches<'a>(
             Match::Ct(states) => states.contains(&p.ct),
             Match::IcmpType(types) => p.icmp_type.is_some_and(|t| types.contains(&t)),
             Match::Limit { .. } => true,
+            Match::CtMark(bits) => p.ct_mark & bits == *bits,
+            Match::Payload(prefix) => p.payload.as_ref().is_some_and(|b| b.starts_with(prefix)),
+            Match::Data => p.payload.as_ref().is_some_and(|b| b.len() >= 4),
             Match::Meter { set, .. } => state.meters_over.contains(set),
             Match::Src(name) => match rs.sets.get(name) {
                 None => false,

@@ -282,6 +282,8 @@ pub struct Rule {
     /// A side effect before the verdict: put the source (masked to the set's key length) into
     /// this dynamic set with the set's timeout, or refresh its timeout if it is there.
     pub update: Option<String>,
+    /// A side effect before the verdict on the packet's connection-tracking mark.
+    pub mark: Option<MarkOp>,
     /// What to do.
     pub verdict: Verdict,
     /// The policy object that caused this rule (`zone:local service:ssh`, `blacklist`).
@@ -294,6 +296,7 @@ impl Rule {
         Rule {
             matches,
             update: None,
+            mark: None,
             verdict,
             origin: origin.into(),
         }
@@ -302,6 +305,12 @@ impl Rule {
     /// The same rule, also updating `set` with the packet's source.
     pub fn with_update(mut self, set: impl Into<String>) -> Rule {
         self.update = Some(set.into());
+        self
+    }
+
+    /// The same rule, also changing the connection's mark.
+    pub fn with_mark(mut self, op: MarkOp) -> Rule {
+        self.mark = Some(op);
         self
     }
 
@@ -450,6 +459,19 @@ impl fmt::Display for PortSet {
     }
 }
 
+/// A change to the connection-tracking mark of the packet's connection: bits set or cleared,
+/// the others kept (pbxfw owns only the bits it names; other software may use the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkOp {
+    /// Set these bits.
+    Set(u32),
+    /// Clear these bits.
+    Clear(u32),
+}
+
+/// The most payload bytes a [`Match::Payload`] compares.
+pub const MAX_PAYLOAD_MATCH: usize = 32;
+
 /// One condition of a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Match {
@@ -479,6 +501,15 @@ pub enum Match {
         /// Packets allowed above the rate in a burst.
         burst: u32,
     },
+    /// The connection-tracking mark of the packet's connection has all these bits set.
+    CtMark(u32),
+    /// The transport payload (after the TCP header and its options) begins with these bytes
+    /// (1 to [`MAX_PAYLOAD_MATCH`], printable ASCII; needs `Proto` tcp).
+    Payload(Vec<u8>),
+    /// The packet carries at least 4 bytes of transport payload (needs `Proto` tcp). Four is
+    /// what both backends can test whatever the header's length (the kernel loads at least
+    /// that much), and less than any HTTP request line.
+    Data,
     /// Holds while packets matching the rule so far stay under this rate (global, not per
     /// source).
     Limit {

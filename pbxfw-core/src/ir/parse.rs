@@ -7,10 +7,10 @@
 //! map     = "map" NAME "src" FAMILY "{" NL { RANGE NAME NL } "}" NL
 //!         | "map" NAME "iif" "{" NL { STRING NAME NL } "}" NL
 //! chain   = "chain" NAME ["hook=input" "policy=" ("accept"|"drop")] ["zone=" ZONE] "{" NL { rule } "}" NL
-//! rule    = { match } ["update" "@"NAME] "->" verdict STRING NL
+//! rule    = { match } ["update" "@"NAME] [("mark-set" | "mark-clear") HEX] "->" verdict STRING NL
 //! match   = "family" FAMILY | "iif" STRING | "proto" PROTO | "dport" PORTS | "sport" PORTS
 //!         | "src" "@"NAME | "ct" STATE{,STATE} | "icmp-type" N{,N} | "limit" RATE "burst" N
-//!         | "meter" "@"NAME RATE "burst" N
+//!         | "meter" "@"NAME RATE "burst" N | "ct-mark" HEX | "payload" STRING | "data"
 //! verdict = "accept" | "drop" | "reject" | "return" | "jump" NAME | "goto" NAME
 //!         | "dispatch" NAME | "log" STRING
 //! ```
@@ -413,6 +413,12 @@ impl Parser<'_> {
     }
 }
 
+fn hex(w: &str) -> Result<u32, String> {
+    w.strip_prefix("0x")
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or_else(|| format!("{w:?} is not a hexadecimal mark (0x...)"))
+}
+
 fn set_ref(w: String) -> Result<String, String> {
     name(w.strip_prefix('@').ok_or("expected @set")?.to_string())
 }
@@ -420,6 +426,7 @@ fn set_ref(w: String) -> Result<String, String> {
 fn rule(mut c: Cursor) -> Result<Rule, String> {
     let mut matches = Vec::new();
     let mut update = None;
+    let mut mark = None;
     loop {
         let w = c.word("a match or '->'")?;
         let m = match w.as_str() {
@@ -428,6 +435,17 @@ fn rule(mut c: Cursor) -> Result<Rule, String> {
                 update = Some(set_ref(c.word("@set")?)?);
                 continue;
             }
+            "mark-set" => {
+                mark = Some(super::MarkOp::Set(hex(&c.word("mark bits")?)?));
+                continue;
+            }
+            "mark-clear" => {
+                mark = Some(super::MarkOp::Clear(hex(&c.word("mark bits")?)?));
+                continue;
+            }
+            "ct-mark" => Match::CtMark(hex(&c.word("mark bits")?)?),
+            "payload" => Match::Payload(c.string("payload")?.into_bytes()),
+            "data" => Match::Data,
             "meter" => {
                 let set = set_ref(c.word("@set")?)?;
                 let rate: Rate = c.word("rate")?.parse()?;
@@ -498,6 +516,7 @@ fn rule(mut c: Cursor) -> Result<Rule, String> {
     Ok(Rule {
         matches,
         update,
+        mark,
         verdict,
         origin,
     })

@@ -134,6 +134,15 @@ fn print_chain(out: &mut impl Write, name: &str, chain: &Chain) {
         if let Some(set) = &rule.update {
             let _ = write!(out, " update @{set}");
         }
+        match rule.mark {
+            Some(super::MarkOp::Set(bits)) => {
+                let _ = write!(out, " mark-set {bits:#x}");
+            }
+            Some(super::MarkOp::Clear(bits)) => {
+                let _ = write!(out, " mark-clear {bits:#x}");
+            }
+            None => {}
+        }
         let _ = out.write_str(" -> ");
         print_verdict(out, &rule.verdict);
         let _ = writeln!(out, " {}", q(&rule.origin));
@@ -165,6 +174,9 @@ fn print_match(out: &mut impl Write, m: &Match) {
                 rate.per.name()
             )
         }
+        Match::CtMark(bits) => write!(out, "ct-mark {bits:#x}"),
+        Match::Payload(bytes) => write!(out, "payload {}", q(&String::from_utf8_lossy(bytes))),
+        Match::Data => write!(out, "data"),
         Match::Meter { set, rate, burst } => write!(
             out,
             "meter @{set} {}/{} burst {burst}",

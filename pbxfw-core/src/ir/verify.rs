@@ -134,6 +134,9 @@ pub fn verify(rs: &Ruleset) -> Result<(), VerifyError> {
             if let Some(set) = &rule.update {
                 check_dynamic(rs, &at, set, rule.family())?;
             }
+            if let Some(super::MarkOp::Set(0) | super::MarkOp::Clear(0)) = rule.mark {
+                return Err(fail(at, "a mark change without bits"));
+            }
             match &rule.verdict {
                 Verdict::Jump(t) | Verdict::Goto(t) => {
                     if !target_ok(t) {
@@ -242,6 +245,17 @@ fn check_matches(rs: &Ruleset, at: &str, matches: &[Match]) -> Result<(), Verify
                 }
             }
             Match::Ct(s) if s.is_empty() => return Err(fail(at, "empty ct state list")),
+            Match::CtMark(0) => return Err(fail(at, "ct-mark without bits")),
+            Match::Payload(_) | Match::Data if proto != Some(L4Proto::Tcp) => {
+                return Err(fail(at, "payload match without proto tcp"))
+            }
+            Match::Payload(b)
+                if b.is_empty()
+                    || b.len() > super::MAX_PAYLOAD_MATCH
+                    || !b.iter().all(|c| (0x20..0x7f).contains(c)) =>
+            {
+                return Err(fail(at, "payload must be 1 to 32 bytes of printable ASCII"))
+            }
             Match::Meter { set, rate, burst } => {
                 check_dynamic(rs, at, set, family)?;
                 if rate.packets == 0 || *burst == 0 {

@@ -538,7 +538,13 @@ fn settings(cx: &mut Cx, v: Option<&Value>) -> Settings {
     let Some(m) = cx.table(
         v,
         "settings",
-        &["default_verdict", "icmp_echo_rate", "log_denied", "admins"],
+        &[
+            "default_verdict",
+            "icmp_echo_rate",
+            "log_denied",
+            "acme",
+            "admins",
+        ],
     ) else {
         return s;
     };
@@ -565,6 +571,9 @@ fn settings(cx: &mut Cx, v: Option<&Value>) -> Settings {
         .and_then(|v| cx.boolean(v, "settings.log_denied"))
     {
         s.log_denied = b;
+    }
+    if let Some(b) = m.get("acme").and_then(|v| cx.boolean(v, "settings.acme")) {
+        s.acme = b;
     }
     if let Some(list) = m.get("admins").and_then(|v| cx.array(v, "settings.admins")) {
         for (i, v) in list.iter().enumerate() {

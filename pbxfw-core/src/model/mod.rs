@@ -340,6 +340,9 @@ pub struct Settings {
     pub icmp_echo_rate: Rate,
     /// Log what the final rule denies (rate-limited).
     pub log_denied: bool,
+    /// Compile the certificate-renewal window (docs/acme.md): `pbxfw acme open` then admits
+    /// HTTP-01 challenge requests on tcp/80 from everyone, for a while.
+    pub acme: bool,
     /// Administrators whose access an apply or an edit must never cut off (anti-lockout,
     /// docs/safety.md), on top of the session it runs in: SSH (the `ssh` service's TCP port)
     /// unless a port is given (`"192.0.2.10:8443"`).
@@ -399,6 +402,7 @@ impl Default for Settings {
                 per: RateUnit::Second,
             },
             log_denied: false,
+            acme: false,
             admins: Vec::new(),
         }
     }

@@ -204,6 +204,21 @@ class Client:
         result: Dict[str, Any] = self.call("vpn_connect", params)
         return result
 
+    def acme_open(self, seconds: int = 60, backend: Optional[str] = None) -> Dict[str, Any]:
+        """As ``pbxfw.acme("open", seconds)``: a certificate-renewal window (docs/acme.md)."""
+        result: Dict[str, Any] = self.call("acme_open", {"seconds": seconds, **_backend(backend)})
+        return result
+
+    def acme_close(self, backend: Optional[str] = None) -> Dict[str, Any]:
+        """As ``pbxfw.acme("close")``."""
+        result: Dict[str, Any] = self.call("acme_close", _backend(backend))
+        return result
+
+    def acme_status(self, backend: Optional[str] = None) -> Dict[str, Any]:
+        """As ``pbxfw.acme("status")`` (the read role may ask)."""
+        result: Dict[str, Any] = self.call("acme_status", _backend(backend))
+        return result
+
     def vpn_disconnect(self, address: str, identity: str) -> Dict[str, Any]:
         """The VPN client is gone: its grants end now."""
         result: Dict[str, Any] = self.call("vpn_disconnect", {"address": address, "identity": identity})

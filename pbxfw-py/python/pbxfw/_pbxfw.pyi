@@ -12,6 +12,7 @@ __all__ = [
     "rollback",
     "status",
     "disable",
+    "acme",
     "carry_out",
     "bans",
     "unban",
@@ -143,6 +144,11 @@ def status(backend: Optional[str] = None) -> Dict[str, Any]:
 def disable(backend: Optional[str] = None) -> bool:
     """Remove everything pbxfw owns from the kernel; whether anything was loaded.
     ``RefusedError`` (reason ``locked``) while the lock file exists."""
+
+def acme(action: str = "status", seconds: int = 60, backend: Optional[str] = None) -> Dict[str, Any]:
+    """A certificate-renewal window (docs/acme.md): ``action`` is ``open`` (for ``seconds``, 1 to
+    3600), ``close`` or ``status``. Returns ``backend``, ``open``, ``expires_in``, ``until``,
+    ``port``, ``request``. ``UsageError`` when the loaded policy has no ``settings.acme``."""
 
 def bans(backend: Optional[str] = None) -> Dict[str, Any]:
     """As ``pbxfw bans --format json``: ``backend``, ``loaded``, ``bans`` (each with ``prefix``,

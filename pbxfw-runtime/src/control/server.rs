@@ -894,6 +894,13 @@ fn run(call: Call, peer: &Peer, role: Role, shared: &Shared) -> Result<Value> {
                 "grants": user.services,
             }))
         }
+        Call::AcmeOpen(p) => to_value(crate::acme::open(
+            backend(p.backend.as_deref())?,
+            p.seconds.unwrap_or(crate::acme::DEFAULT_SECONDS),
+            now,
+        )?),
+        Call::AcmeClose(p) => to_value(crate::acme::close(backend(p.backend.as_deref())?, now)?),
+        Call::AcmeStatus(p) => to_value(crate::acme::status(backend(p.backend.as_deref())?, now)?),
         Call::Disable(p) => {
             let b = backend(p.backend.as_deref())?;
             Ok(json!({"was_loaded": crate::disable(b)?, "backend": b.as_str()}))

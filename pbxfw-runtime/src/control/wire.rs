@@ -44,6 +44,18 @@ pub struct BackendParams {
     pub backend: Option<String>,
 }
 
+/// `acme_open`: a certificate-renewal window (docs/acme.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeParams {
+    /// How long, seconds (1 to 3600; default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
+    /// The backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+}
+
 /// Parameters of a call that takes none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -249,6 +261,12 @@ pub enum Call {
     VpnConnect(VpnParams),
     /// `pbxfw vpn disconnect`.
     VpnDisconnect(VpnParams),
+    /// `pbxfw acme open`.
+    AcmeOpen(AcmeParams),
+    /// `pbxfw acme close`.
+    AcmeClose(BackendParams),
+    /// `pbxfw acme status`.
+    AcmeStatus(BackendParams),
 }
 
 impl Call {
@@ -277,6 +295,9 @@ impl Call {
             Call::Disable(_) => "disable",
             Call::VpnConnect(_) => "vpn_connect",
             Call::VpnDisconnect(_) => "vpn_disconnect",
+            Call::AcmeOpen(_) => "acme_open",
+            Call::AcmeClose(_) => "acme_close",
+            Call::AcmeStatus(_) => "acme_status",
         }
     }
 
@@ -290,6 +311,7 @@ impl Call {
             | Call::Show(_)
             | Call::Zones(_)
             | Call::Discover(_)
+            | Call::AcmeStatus(_)
             | Call::Check(_) => Role::Read,
             Call::VpnConnect(_) | Call::VpnDisconnect(_) => Role::Vpn,
             _ => Role::Admin,
