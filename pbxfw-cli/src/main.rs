@@ -671,8 +671,9 @@ enum Command {
         )]
         control_vpn_group: String,
         /// Seconds a WireGuard peer (users.*.wireguard) stays connected after its latest
-        /// handshake. WireGuard makes one every 2 minutes while traffic flows, so a bound under
-        /// 130 s drops active peers between handshakes (docs/vpn.md).
+        /// handshake. While traffic flows WireGuard makes one before a session's keys reach
+        /// 180 s, so a bound under about 200 s can drop active peers between handshakes
+        /// (docs/vpn.md).
         #[arg(long, value_name = "SECS", default_value_t = pbxfw_runtime::wireguard::DEFAULT_IDLE,
               value_parser = clap::value_parser!(u64).range(5..=86_400))]
         wireguard_idle: u64,

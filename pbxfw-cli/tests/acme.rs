@@ -17,10 +17,12 @@ const CLIENT4: &str = "203.0.113.9";
 const CLIENT6: &str = "2001:db8:9::9";
 const TOKEN: &str = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0";
 
-/// A client: connect to port 80, send one request, say what came back.
+/// A client: connect to port 80, send one request, say what came back. With a third argument
+/// N, the first N bytes go in a segment of their own and the rest 0.2 s later.
 const CLIENT: &str = r#"
-import socket, sys
+import socket, sys, time
 dst, line = sys.argv[1], sys.argv[2]
+split = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
 s = socket.socket(fam, socket.SOCK_STREAM)
 s.settimeout(2)
@@ -29,7 +31,18 @@ try:
 except OSError as e:
     print("no connection", e)
     sys.exit(0)
-s.sendall((line + "\r\nHost: pbx.example.net\r\nConnection: close\r\n\r\n").encode())
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+request = (line + "\r\nHost: pbx.example.net\r\nConnection: close\r\n\r\n").encode()
+try:
+    if split:
+        s.sendall(request[:split])
+        time.sleep(0.2)
+        s.sendall(request[split:])
+    else:
+        s.sendall(request)
+except (ConnectionResetError, BrokenPipeError):
+    print("reset")
+    sys.exit(0)
 data = b""
 try:
     while True:
@@ -37,7 +50,7 @@ try:
         if not c:
             break
         data += c
-except ConnectionResetError:
+except (ConnectionResetError, BrokenPipeError):
     print("reset")
     sys.exit(0)
 except socket.timeout:
@@ -136,13 +149,19 @@ fn bed(tag: &str, backend: &str) -> Bed {
 
 /// What a request from the internet side gets.
 fn request(t: &Topology, dst: &str, line: &str, timestamps: bool) -> String {
+    request_split(t, dst, line, timestamps, 0)
+}
+
+/// The same, the first `split` bytes in a segment of their own.
+fn request_split(t: &Topology, dst: &str, line: &str, timestamps: bool, split: usize) -> String {
     let c = t.client("eth0");
     c.run(&[
         "sysctl",
         "-qw",
         &format!("net.ipv4.tcp_timestamps={}", u8::from(timestamps)),
     ]);
-    let out = c.exec(&["python3", "-c", CLIENT, dst, line]);
+    let split = split.to_string();
+    let out = c.exec(&["python3", "-c", CLIENT, dst, line, &split]);
     assert!(out.status.success(), "{}", text(&out));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
@@ -183,6 +202,13 @@ fn windows_admit_challenges_only(backend: &str, tag: &str) {
                 assert_eq!(r, "reset", "{other:?} to {dst}, timestamps {timestamps}");
             }
         }
+    }
+
+    // Every data segment must start with the request line: a request whose headers come in
+    // a second segment, or whose first segment is a single byte, is reset.
+    for split in [challenge().len() + 2, 1] {
+        let r = request_split(t, DST4, &challenge(), true, split);
+        assert_eq!(r, "reset", "the request split after {split} bytes");
     }
 
     // Closed: the port is closed again.

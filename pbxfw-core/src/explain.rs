@@ -45,9 +45,10 @@ pub fn step_of(origin: &str) -> (u8, &'static str) {
         (2, "blacklist and bans")
     } else if starts("invalid")
         || starts("established")
-        || (starts("acme: ") && !starts("acme: window"))
+        || (starts("acme: ") && !starts("acme: window") && !starts("acme: data before"))
     {
-        // The certificate-renewal window's gate sits before established flows.
+        // The certificate-renewal window's gate sits before established flows; its admission
+        // (`acme: window`, `acme: data before the handshake`) after the zones.
         (3, "connection state")
     } else if starts("icmp") || starts("dhcp") {
         (4, "ICMP essentials and DHCP")
@@ -57,7 +58,7 @@ pub fn step_of(origin: &str) -> (u8, &'static str) {
         (6, "trunks")
     } else if starts("registered") || starts("grant") {
         (7, "registered sources and per-user grants")
-    } else if starts("zone") || starts("acme: window") {
+    } else if starts("zone") || starts("acme: window") || starts("acme: data before") {
         (8, "zones")
     } else if starts("responsive") {
         (9, "responsive layer")
@@ -110,6 +111,7 @@ mod tests {
             ("acme: not a challenge request", 3),
             ("established", 3),
             ("acme: window", 8),
+            ("acme: data before the handshake", 8),
             ("zone:local service:ssh", 8),
             ("default", 10),
         ] {

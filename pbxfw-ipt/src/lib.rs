@@ -602,7 +602,9 @@ impl<'a> Lowering<'a> {
                     parts.push(format!("-m connmark --mark {bits:#x}/{bits:#x}"))
                 }
                 Match::Payload(bytes) => parts.push(payload_u32(family, bytes)),
-                Match::Data => parts.push(payload_u32(family, &[])),
+                Match::Syn => parts.push("--syn".into()),
+                // Split by the caller (`data_variants`): one rule per header length.
+                Match::Data => {}
                 _ => {}
             }
         }
@@ -686,7 +688,18 @@ impl<'a> Lowering<'a> {
                 "a rate limit over several ICMP types in one rule (chain {chain} rule {index})"
             )));
         }
-        let variants: Vec<String> = if types.is_empty() {
+        let data = rule.matches.iter().any(|m| matches!(m, Match::Data));
+        if data && (stateful || !types.is_empty()) {
+            return Err(unsupported(format!(
+                "a payload-length test with a rate limit or several ICMP types (chain {chain} rule {index})"
+            )));
+        }
+        let variants: Vec<String> = if data {
+            data_variants(family)
+                .into_iter()
+                .map(|d| format!("{matches} {d}"))
+                .collect()
+        } else if types.is_empty() {
             vec![matches]
         } else {
             let flag = match family {
@@ -846,11 +859,40 @@ impl<'a> Lowering<'a> {
     }
 }
 
-/// A `u32` match on the TCP payload: it begins with `bytes`, or, with none, it holds at least
-/// 4 bytes (a word can be read there). The offset of the payload is computed from the
-/// headers' own lengths (IPv4's IHL, TCP's data offset), so TCP options move nothing; an
-/// IPv6 packet is assumed to carry no extension header before TCP (where one does, the test
-/// reads the wrong bytes and a window's gate refuses the connection).
+/// `Match::Data` as `u32` tests, one rule each (a packet matches at most one): the payload
+/// length is the IP length less both headers', which `u32` cannot subtract, so each TCP data
+/// offset (5 to 15 words) gets its own test of the IP length. What the tests cannot see past
+/// counts as data: an IPv4 packet with IP options, an IPv6 packet whose next header is not TCP
+/// (an extension header would move TCP's header out from under the tests).
+fn data_variants(family: Family) -> Vec<String> {
+    let mut out = Vec::new();
+    match family {
+        Family::Ipv4 => {
+            out.push("-m u32 --u32 \"0>>24&0xF=6:15\"".to_string());
+            for doff in 5u32..=15 {
+                out.push(format!(
+                    "-m u32 --u32 \"0>>24&0xF=5&&32>>28={doff}&&0&0xFFFF={}:65535\"",
+                    20 + 4 * doff + 1
+                ));
+            }
+        }
+        Family::Ipv6 => {
+            out.push("-m u32 --u32 \"4>>8&0xFF=0:5,7:255\"".to_string());
+            for doff in 5u32..=15 {
+                out.push(format!(
+                    "-m u32 --u32 \"4>>8&0xFF=6&&52>>28={doff}&&4>>16&0xFFFF={}:65535\"",
+                    4 * doff + 1
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// A `u32` match on the TCP payload: it begins with `bytes`. The offset of the payload is
+/// computed from the headers' own lengths (IPv4's IHL, TCP's data offset), so TCP options move
+/// nothing; an IPv6 packet must have TCP as its next header (no extension header), else the
+/// match fails (and the gate's data test resets it).
 fn payload_u32(family: Family, bytes: &[u8]) -> String {
     let base = match family {
         Family::Ipv4 => "0>>22&0x3C@12>>26&0x3C@",
@@ -860,24 +902,21 @@ fn payload_u32(family: Family, bytes: &[u8]) -> String {
         Family::Ipv4 => off,
         Family::Ipv6 => off + 40,
     };
-    if bytes.is_empty() {
-        return format!("-m u32 --u32 \"{base}{}&0x0=0x0\"", at(0));
-    }
-    let tests: Vec<String> = bytes
-        .chunks(4)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let mut word = [0u8; 4];
-            word[..chunk.len()].copy_from_slice(chunk);
-            let value = u32::from_be_bytes(word);
-            let mask = u32::MAX << (8 * (4 - chunk.len()));
-            if chunk.len() == 4 {
-                format!("{base}{}={value:#010x}", at(4 * i))
-            } else {
-                format!("{base}{}&{mask:#010x}={value:#010x}", at(4 * i))
-            }
-        })
-        .collect();
+    let mut tests: Vec<String> = match family {
+        Family::Ipv4 => Vec::new(),
+        Family::Ipv6 => vec!["4>>8&0xFF=6".to_string()],
+    };
+    tests.extend(bytes.chunks(4).enumerate().map(|(i, chunk)| {
+        let mut word = [0u8; 4];
+        word[..chunk.len()].copy_from_slice(chunk);
+        let value = u32::from_be_bytes(word);
+        let mask = u32::MAX << (8 * (4 - chunk.len()));
+        if chunk.len() == 4 {
+            format!("{base}{}={value:#010x}", at(4 * i))
+        } else {
+            format!("{base}{}&{mask:#010x}={value:#010x}", at(4 * i))
+        }
+    }));
     format!("-m u32 --u32 \"{}\"", tests.join("&&"))
 }
 

@@ -581,8 +581,9 @@ fn lower_one(
                     parts.push(format!("@ih,{},{} 0x{hex}", i * 128, chunk.len() * 8));
                 }
             }
-            // Holds whenever 4 bytes of payload can be loaded.
-            Match::Data => parts.push("@ih,0,32 & 0x0 == 0x0".into()),
+            // Holds whenever a byte of payload can be loaded.
+            Match::Data => parts.push("@ih,0,8 & 0x0 == 0x0".into()),
+            Match::Syn => parts.push("tcp flags & (fin | syn | rst | ack) == syn".into()),
             _ => {}
         }
     }

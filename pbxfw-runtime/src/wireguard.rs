@@ -3,11 +3,13 @@
 //! *endpoint*) is registered for that user, as OpenVPN's scripts register theirs.
 //!
 //! WireGuard has no connect or disconnect to hook: a peer is connected while its latest
-//! handshake is younger than the idle bound. WireGuard makes a new handshake every two
-//! minutes while traffic flows (REKEY_AFTER_TIME, 120 s) and stops when it does not, so the
-//! default bound, 180 s, is the protocol's own: a peer that goes quiet loses its grant at most
-//! `idle + poll` after its last handshake, and a crashed daemon's kernel elements expire by
-//! then too.
+//! handshake is younger than the idle bound. While traffic flows WireGuard makes a new
+//! handshake when a session's keys reach 2 minutes (REKEY_AFTER_TIME, 120 s; a side that only
+//! receives rekeys by 165 s, and keys are refused at 180 s, REJECT_AFTER_TIME), retrying every
+//! 5 s when one is lost; it stops when traffic does. The default bound, 240 s, leaves a minute
+//! over the latest a busy peer's next handshake comes: a peer that goes quiet loses its grant
+//! at most `idle + poll` after its last handshake, and a crashed daemon's kernel elements
+//! expire by then too.
 //!
 //! The peers are read with `wg show all dump`, which answers for the kernel's WireGuard and
 //! for userspace implementations alike. Its peer lines are trusted only as far as WireGuard
@@ -21,8 +23,12 @@ use std::time::Duration;
 
 use pbxfw_core::SecurityEvent;
 
-/// The default idle bound, seconds: WireGuard's rekey interval (120 s) and a minute's slack.
-pub const DEFAULT_IDLE: u64 = 180;
+/// The default idle bound, seconds: the 180 s after which WireGuard refuses a session's keys,
+/// and a minute's slack.
+pub const DEFAULT_IDLE: u64 = 240;
+
+/// A handshake more than this far in the future (a clock stepped back) is not believed.
+const FUTURE_SLACK: u64 = 60;
 
 /// Below this a `latest-handshake` is an age, not a time: the kernel prints a UNIX time, and
 /// BoringTun (a userspace WireGuard) the seconds since the handshake. No real handshake
@@ -43,49 +49,66 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Seconds since the latest handshake, if there was one.
+    /// Seconds since the latest handshake, if there was one and it is believable (not in the
+    /// future). BoringTun prints an age under a second as 0, like "never": [`Tracker`] keeps a
+    /// session through such a reading.
     pub fn age(&self, now: u64) -> Option<u64> {
         match self.latest_handshake {
             0 => None,
             a if a < AGE_BELOW => Some(a),
+            t if t > now + FUTURE_SLACK => None,
             t => Some(now.saturating_sub(t)),
         }
     }
 }
 
-/// The peer lines of `wg show all dump` (interface lines have 5 fields and are skipped, so a
-/// private key is never kept). A line that is neither is refused whole: the dump is then read
-/// again at the next poll rather than half-understood.
-pub fn parse_dump(text: &str) -> Result<Vec<Peer>, String> {
+/// The peers of `wg show all dump`, and a description of each line that was not understood.
+/// Interface lines (5 fields) are skipped, so a private key is never kept; a peer line that is
+/// not understood is skipped alone, so one odd peer cannot stop every other one's renewals.
+pub fn parse_dump(text: &str) -> (Vec<Peer>, Vec<String>) {
     let mut peers = Vec::new();
+    let mut bad = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let f: Vec<&str> = line.split('\t').collect();
         match f.len() {
-            0 | 1 if line.trim().is_empty() => {}
+            _ if line.trim().is_empty() => {}
             5 => {}
-            9 => {
-                let endpoint = match f[3] {
-                    "(none)" => None,
-                    e => Some(
-                        e.parse::<SocketAddr>()
-                            .map_err(|_| format!("line {}: endpoint {e:?}", n + 1))?
-                            .ip(),
-                    ),
-                };
-                let latest_handshake = f[5]
-                    .parse::<u64>()
-                    .map_err(|_| format!("line {}: latest handshake {:?}", n + 1, f[5]))?;
-                peers.push(Peer {
-                    interface: f[0].to_string(),
-                    public_key: f[1].to_string(),
-                    endpoint: endpoint.map(canonical),
-                    latest_handshake,
-                });
-            }
-            k => return Err(format!("line {}: {k} fields", n + 1)),
+            9 => match peer(&f) {
+                Ok(p) => peers.push(p),
+                Err(e) => bad.push(format!("line {}: {e}", n + 1)),
+            },
+            k => bad.push(format!("line {}: {k} fields", n + 1)),
         }
     }
-    Ok(peers)
+    (peers, bad)
+}
+
+fn peer(f: &[&str]) -> Result<Peer, String> {
+    let endpoint = match f[3] {
+        "(none)" => None,
+        e => Some(endpoint(e).ok_or_else(|| format!("endpoint {e:?}"))?),
+    };
+    let latest_handshake = f[5]
+        .parse::<u64>()
+        .map_err(|_| format!("latest handshake {:?}", f[5]))?;
+    Ok(Peer {
+        interface: f[0].to_string(),
+        public_key: f[1].to_string(),
+        endpoint: endpoint.map(canonical),
+        latest_handshake,
+    })
+}
+
+/// `192.0.2.1:51820`, `[2001:db8::1]:51820`, or a link-local `[fe80::1%wg0]:51820` (its scope
+/// dropped: the rules match the address).
+fn endpoint(e: &str) -> Option<IpAddr> {
+    if let Ok(a) = e.parse::<SocketAddr>() {
+        return Some(a.ip());
+    }
+    let (host, _port) = e.rsplit_once(':')?;
+    let inner = host.strip_prefix('[')?.strip_suffix(']')?;
+    let (addr, _scope) = inner.split_once('%')?;
+    addr.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
 /// An IPv4 peer reached over an IPv6 socket is printed as `[::ffff:a.b.c.d]`: it is the IPv4
@@ -136,14 +159,38 @@ impl Tracker {
     ) -> Vec<SecurityEvent> {
         let mut out = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
-        for p in peers {
-            let Some(user) = users.get(&p.public_key) else {
+        // A key on several interfaces: its most recent handshake speaks for it.
+        let mut best: BTreeMap<&str, (&Peer, Option<u64>)> = BTreeMap::new();
+        for p in peers.iter().filter(|p| users.contains_key(&p.public_key)) {
+            let age = p.age(now);
+            let better = match best.get(p.public_key.as_str()) {
+                None => true,
+                Some((_, Some(b))) => age.is_some_and(|a| a < *b),
+                Some((_, None)) => age.is_some(),
+            };
+            if better {
+                best.insert(&p.public_key, (p, age));
+            }
+        }
+        for (key, (p, age)) in best {
+            let user = &users[key];
+            let Some(endpoint) = p.endpoint else {
                 continue;
             };
-            let (Some(endpoint), Some(age)) = (p.endpoint, p.age(now)) else {
+            // BoringTun prints a handshake under a second old as 0: a session it is the latest
+            // handshake of goes on unchanged.
+            if p.latest_handshake == 0 {
+                if let Some(s) = self.sessions.get(key) {
+                    if s.endpoint == endpoint && &s.user == user {
+                        seen.insert(key.to_string());
+                    }
+                }
+                continue;
+            }
+            let Some(age) = age else {
                 continue;
             };
-            if age > self.idle || !seen.insert(p.public_key.clone()) {
+            if age > self.idle || !seen.insert(key.to_string()) {
                 continue;
             }
             let handshake = now.saturating_sub(age);
@@ -246,18 +293,26 @@ pub fn watch(
 ) {
     let mut tracker = Tracker::new(config.idle, config.poll);
     let mut last_failure = String::new();
+    let mut last_odd = String::new();
     loop {
         let users = keys.lock().expect("the key map is never poisoned").clone();
-        let peers = read_peers(&config.wg);
-        let peers = match peers {
-            Ok(p) => {
+        let peers = match read_peers(&config.wg) {
+            Ok((peers, odd)) => {
                 if !last_failure.is_empty() {
                     last_failure.clear();
                     if !note("wireguard: the peers are read again".into()) {
                         return;
                     }
                 }
-                p
+                // Lines not understood are skipped, and told once until they change.
+                let odd = odd.join("; ");
+                if odd != last_odd {
+                    if !odd.is_empty() && !note(format!("wireguard: skipped {odd}")) {
+                        return;
+                    }
+                    last_odd = odd;
+                }
+                peers
             }
             Err(e) => {
                 if e != last_failure {
@@ -284,7 +339,10 @@ pub fn watch(
 /// The largest dump read: 64 bytes a peer line, a million peers.
 const MAX_DUMP: u64 = 64 << 20;
 
-fn read_peers(wg: &str) -> Result<Vec<Peer>, String> {
+/// How long `wg` may take: a userspace WireGuard that hangs must not stop the watcher.
+const WG_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn read_peers(wg: &str) -> Result<(Vec<Peer>, Vec<String>), String> {
     use std::io::Read;
     let mut child = std::process::Command::new(wg)
         .args(["show", "all", "dump"])
@@ -293,23 +351,39 @@ fn read_peers(wg: &str) -> Result<Vec<Peer>, String> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("{wg} cannot be run: {e}"))?;
-    let mut text = String::new();
-    let read = child
-        .stdout
-        .take()
-        .expect("piped")
-        .take(MAX_DUMP)
-        .read_to_string(&mut text);
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = (&mut e).take(4096).read_to_string(&mut err);
-    }
-    let status = child.wait().map_err(|e| format!("{wg}: {e}"))?;
-    read.map_err(|e| format!("{wg} show all dump: {e}"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let read = (&mut stdout).take(MAX_DUMP).read_to_string(&mut text);
+        let mut err = String::new();
+        let _ = (&mut stderr).take(4096).read_to_string(&mut err);
+        (read.map(|_| text), err)
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < WG_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{wg} show all dump did not answer within {} s",
+                    WG_TIMEOUT.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("{wg}: {e}")),
+        }
+    };
+    let (text, err) = reader.join().expect("the reader does not panic");
+    let text = text.map_err(|e| format!("{wg} show all dump: {e}"))?;
     if !status.success() {
         return Err(format!("{wg} show all dump: {status}: {}", err.trim()));
     }
-    parse_dump(&text).map_err(|e| format!("{wg} show all dump: {e}"))
+    Ok(parse_dump(&text))
 }
 
 #[cfg(test)]
@@ -355,7 +429,8 @@ mod tests {
              wg0\t{B}\t(none)\t(none)\t10.9.0.3/32\t0\t0\t0\t25\n\
              wg1\t{B}\t(none)\t[::ffff:192.0.2.9]:5\t(none)\t4\t0\t0\toff\n"
         );
-        let p = parse_dump(&dump).unwrap();
+        let (p, bad) = parse_dump(&dump);
+        assert!(bad.is_empty(), "{bad:?}");
         assert_eq!(p.len(), 3);
         assert_eq!(p[0].endpoint, Some("198.51.100.2".parse().unwrap()));
         assert_eq!(p[0].age(1_796_563_920), Some(5));
@@ -364,13 +439,20 @@ mod tests {
         // BoringTun prints the age; an IPv4-mapped endpoint is the IPv4 address.
         assert_eq!(p[2].age(1_796_563_920), Some(4));
         assert_eq!(p[2].endpoint, Some("192.0.2.9".parse().unwrap()));
-        for bad in [
-            format!("wg0\t{A}\t(none)\tnot-an-endpoint\t(none)\t1\t0\t0\toff"),
-            format!("wg0\t{A}\t(none)\t192.0.2.1:5\t(none)\t-1\t0\t0\toff"),
-            "wg0\tthree\tfields".to_string(),
-        ] {
-            assert!(parse_dump(&bad).is_err(), "{bad}");
-        }
+        // An odd line is skipped alone; a link-local endpoint loses its scope.
+        let dump = format!(
+            "wg0\t{A}\t(none)\tnot-an-endpoint\t(none)\t1\t0\t0\toff\n\
+             wg0\t{A}\t(none)\t192.0.2.1:5\t(none)\t-1\t0\t0\toff\n\
+             wg0\tthree\tfields\n\
+             wg0\t{B}\t(none)\t[fe80::1%wg0]:51820\t(none)\t4\t0\t0\toff\n"
+        );
+        let (p, bad) = parse_dump(&dump);
+        assert_eq!(bad.len(), 3, "{bad:?}");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].endpoint, Some("fe80::1".parse().unwrap()));
+        // A handshake in the future (a clock stepped back) is not believed.
+        let future = peer(A, Some("192.0.2.1:5"), 1_796_563_920 + 3600);
+        assert_eq!(future.age(1_796_563_920), None);
     }
 
     #[test]
@@ -431,5 +513,27 @@ mod tests {
         // The peer was removed from the interface.
         let e = t.observe(&[], &users(), 115);
         assert_eq!(e, [unreg("198.51.100.2")]);
+    }
+
+    #[test]
+    fn a_zero_from_boringtun_keeps_a_session_and_the_freshest_interface_speaks() {
+        let mut t = Tracker::new(180, 5);
+        let e = t.observe(&[peer(A, Some("198.51.100.2:9"), 3)], &users(), 100);
+        assert_eq!(e, [reg("198.51.100.2", 182)]);
+        // A handshake under a second old reads as 0: nothing changes.
+        assert!(t
+            .observe(&[peer(A, Some("198.51.100.2:9"), 0)], &users(), 105)
+            .is_empty());
+        assert_eq!(t.connected(), 1);
+        // The same key on two interfaces: the fresher line speaks, in either order.
+        let mut other = peer(A, Some("203.0.113.5:9"), 1);
+        other.interface = "wg1".into();
+        for order in [
+            vec![peer(A, Some("198.51.100.2:9"), 150), other.clone()],
+            vec![other.clone(), peer(A, Some("198.51.100.2:9"), 150)],
+        ] {
+            let mut t = Tracker::new(180, 5);
+            assert_eq!(t.observe(&order, &users(), 200), [reg("203.0.113.5", 184)]);
+        }
     }
 }

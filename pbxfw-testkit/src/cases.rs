@@ -21,6 +21,7 @@
 //! # registered = true    # shorthand for in_sets = ["registered"]
 //! # ct_mark = 0x100000   # the connection's conntrack mark
 //! # payload = "GET / HTTP/1.1\r\n"   # the TCP payload
+//! # tcp_syn = false      # a new TCP packet that is not a SYN (conntrack's loose pickup)
 //! verdict = "drop"       # accept | drop | reject
 //! decided_by = "default" # optional, exact
 //! zone = "internet"      # optional
@@ -68,6 +69,8 @@ pub struct Expect {
     pub ct_mark: Option<u32>,
     /// The transport payload.
     pub payload: Option<String>,
+    /// Whether a TCP packet is a SYN (default: a new one is).
+    pub tcp_syn: Option<bool>,
     /// `accept`, `drop` or `reject`.
     pub verdict: String,
     /// The exact `decided_by`, when given.
@@ -115,6 +118,7 @@ impl Expect {
         p.ct = self.state.as_deref().unwrap_or("new").parse()?;
         p.ct_mark = self.ct_mark.unwrap_or(0);
         p.payload = self.payload.as_ref().map(|s| s.as_bytes().to_vec());
+        p.tcp_syn = self.tcp_syn;
         Ok(p)
     }
 

@@ -473,7 +473,7 @@ const ICMP4_ERRORS: [u8; 5] = [3, 4, 5, 11, 12];
 pub fn as_kernel_sees(p: &Packet) -> Option<Packet> {
     // A payload or a connection's mark takes a real connection (the ACME kernel test makes
     // them).
-    if p.payload.is_some() || p.ct_mark != 0 {
+    if p.payload.is_some() || p.ct_mark != 0 || p.tcp_syn.is_some() {
         return None;
     }
     let icmp_state = match (p.proto, p.icmp_type) {

@@ -398,9 +398,10 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     }
 
     // 2b. The certificate-renewal window's gate (docs/acme.md): a connection a window admitted
-    // carries a mark until its first data packet, which must start with the challenge request
-    // line (then the mark goes and the connection is an ordinary established flow) or the
-    // connection is reset. Before established flows, which would accept that packet.
+    // carries a mark for its whole life, and every data segment it sends must start with the
+    // challenge request line (a retransmitted request does; a second request, a request split
+    // over segments, a decoy the receiver discards and the real request after it do not) or
+    // the connection is reset. Before established flows, which would accept those packets.
     if policy.settings.acme {
         let tcp = || Match::Proto(L4Proto::Tcp);
         b.rs.chains.insert(
@@ -414,8 +415,7 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
                         ],
                         Verdict::Accept,
                         "acme: challenge request",
-                    )
-                    .with_mark(MarkOp::Clear(names::ACME_MARK)),
+                    ),
                     Rule::new(
                         vec![tcp(), Match::Data],
                         Verdict::Reject,
@@ -652,7 +652,9 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     input.push(Rule::new(vec![], Verdict::Jump(CLASSIFY.into()), "zones"));
 
     // 8b. An open certificate-renewal window (docs/acme.md): new connections to tcp/80 from
-    // anyone the zones did not already accept or refuse, marked for the gate (2b).
+    // anyone the zones did not already accept or refuse, marked for the gate (2b). Only a SYN
+    // opens one (a mid-stream packet conntrack picks up as new would skip the gate), and a SYN
+    // carrying data (TCP Fast Open) is refused: its data would reach the server unchecked.
     if policy.settings.acme {
         for f in Family::BOTH {
             b.rs.sets.insert(
@@ -669,16 +671,30 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
                     comment: "certificate-renewal window".into(),
                 },
             );
+            let port = || {
+                Match::Dport(PortSet::new([PortRange::single(names::ACME_PORT)]).expect("one port"))
+            };
+            input.push(Rule::new(
+                vec![
+                    Match::Family(f),
+                    Match::Src(names::acme(f)),
+                    Match::Proto(L4Proto::Tcp),
+                    port(),
+                    Match::Ct([CtState::New].into()),
+                    Match::Data,
+                ],
+                Verdict::Drop,
+                "acme: data before the handshake",
+            ));
             input.push(
                 Rule::new(
                     vec![
                         Match::Family(f),
                         Match::Src(names::acme(f)),
                         Match::Proto(L4Proto::Tcp),
-                        Match::Dport(
-                            PortSet::new([PortRange::single(names::ACME_PORT)]).expect("one port"),
-                        ),
+                        port(),
                         Match::Ct([CtState::New].into()),
+                        Match::Syn,
                     ],
                     Verdict::Accept,
                     "acme: window",

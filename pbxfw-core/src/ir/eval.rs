@@ -44,6 +44,10 @@ pub struct Packet {
     /// for a packet without one (a SYN, a pure ACK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Vec<u8>>,
+    /// Whether a TCP packet is a SYN; `None`: a new connection's packet is, others are not
+    /// (`Some(false)` with `ct` new is conntrack's loose pickup of a mid-stream packet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_syn: Option<bool>,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -63,6 +67,7 @@ impl Packet {
             ct: CtState::New,
             ct_mark: 0,
             payload: None,
+            tcp_syn: None,
         }
     }
 }
@@ -256,7 +261,10 @@ fn matches<'a>(
             Match::Limit { .. } => true,
             Match::CtMark(bits) => p.ct_mark & bits == *bits,
             Match::Payload(prefix) => p.payload.as_ref().is_some_and(|b| b.starts_with(prefix)),
-            Match::Data => p.payload.as_ref().is_some_and(|b| b.len() >= 4),
+            Match::Data => p.payload.as_ref().is_some_and(|b| !b.is_empty()),
+            Match::Syn => {
+                p.proto == L4Proto::Tcp && p.tcp_syn.unwrap_or(p.ct == super::CtState::New)
+            }
             Match::Meter { set, .. } => state.meters_over.contains(set),
             Match::Src(name) => match rs.sets.get(name) {
                 None => false,

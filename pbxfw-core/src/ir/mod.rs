@@ -506,10 +506,14 @@ pub enum Match {
     /// The transport payload (after the TCP header and its options) begins with these bytes
     /// (1 to [`MAX_PAYLOAD_MATCH`], printable ASCII; needs `Proto` tcp).
     Payload(Vec<u8>),
-    /// The packet carries at least 4 bytes of transport payload (needs `Proto` tcp). Four is
-    /// what both backends can test whatever the header's length (the kernel loads at least
-    /// that much), and less than any HTTP request line.
+    /// The packet carries transport payload, at least one byte (needs `Proto` tcp). The
+    /// iptables backend also counts as data what it cannot see past: an IPv4 packet with IP
+    /// options, an IPv6 packet whose next header is not TCP.
     Data,
+    /// A TCP SYN opening a connection: SYN set, ACK, FIN and RST clear (needs `Proto` tcp).
+    /// Conntrack also calls a mid-stream packet of a connection it does not know `new` (its
+    /// loose pickup); this tells them apart.
+    Syn,
     /// Holds while packets matching the rule so far stay under this rate (global, not per
     /// source).
     Limit {

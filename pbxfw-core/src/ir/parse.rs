@@ -10,7 +10,7 @@
 //! rule    = { match } ["update" "@"NAME] [("mark-set" | "mark-clear") HEX] "->" verdict STRING NL
 //! match   = "family" FAMILY | "iif" STRING | "proto" PROTO | "dport" PORTS | "sport" PORTS
 //!         | "src" "@"NAME | "ct" STATE{,STATE} | "icmp-type" N{,N} | "limit" RATE "burst" N
-//!         | "meter" "@"NAME RATE "burst" N | "ct-mark" HEX | "payload" STRING | "data"
+//!         | "meter" "@"NAME RATE "burst" N | "ct-mark" HEX | "payload" STRING | "data" | "syn"
 //! verdict = "accept" | "drop" | "reject" | "return" | "jump" NAME | "goto" NAME
 //!         | "dispatch" NAME | "log" STRING
 //! ```
@@ -446,6 +446,7 @@ fn rule(mut c: Cursor) -> Result<Rule, String> {
             "ct-mark" => Match::CtMark(hex(&c.word("mark bits")?)?),
             "payload" => Match::Payload(c.string("payload")?.into_bytes()),
             "data" => Match::Data,
+            "syn" => Match::Syn,
             "meter" => {
                 let set = set_ref(c.word("@set")?)?;
                 let rate: Rate = c.word("rate")?.parse()?;

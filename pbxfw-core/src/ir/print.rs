@@ -177,6 +177,7 @@ fn print_match(out: &mut impl Write, m: &Match) {
         Match::CtMark(bits) => write!(out, "ct-mark {bits:#x}"),
         Match::Payload(bytes) => write!(out, "payload {}", q(&String::from_utf8_lossy(bytes))),
         Match::Data => write!(out, "data"),
+        Match::Syn => write!(out, "syn"),
         Match::Meter { set, rate, burst } => write!(
             out,
             "meter @{set} {}/{} burst {burst}",

@@ -246,7 +246,7 @@ fn check_matches(rs: &Ruleset, at: &str, matches: &[Match]) -> Result<(), Verify
             }
             Match::Ct(s) if s.is_empty() => return Err(fail(at, "empty ct state list")),
             Match::CtMark(0) => return Err(fail(at, "ct-mark without bits")),
-            Match::Payload(_) | Match::Data if proto != Some(L4Proto::Tcp) => {
+            Match::Payload(_) | Match::Data | Match::Syn if proto != Some(L4Proto::Tcp) => {
                 return Err(fail(at, "payload match without proto tcp"))
             }
             Match::Payload(b)
