@@ -122,10 +122,12 @@ def main():
         plan = ([(i, g) for i in range(len(agents)) for g in range(a.guesses)]
                 if a.order == "each" else
                 [(i, g) for g in range(a.guesses) for i in range(len(agents))])
-        for i, g in plan:
+        for k, (i, g) in enumerate(plan):
             _, code = agents[i].register(f"guess{g:04d}")
             if code in ("401", "403"):
                 answered[i] += 1
+            if a.interval and k + 1 < len(plan):
+                time.sleep(a.interval)
         out.update(guesses=len(plan), answered=sum(answered), max_per_source=max(answered))
     elif a.mode == "phone":
         p = agents[0]

@@ -48,10 +48,10 @@ pub fn tiers_clamp_then_ban_and_the_ban_slides(tag: &str, make: MakeBackend, set
     let x = ip("198.51.100.7");
     topo.add_source("eth0", x);
 
-    // Clamp: exactly the burst of 10 gets through, then packets are rejected.
+    // Clamp: exactly the burst of 5 gets through, then packets are rejected.
     topo.watch("ip saddr 198.51.100.7 udp dport 5060");
     topo.send_udp("eth0", x, 5062, 5060, 30, Duration::ZERO);
-    assert_eq!(topo.watched(), 10, "clamp burst");
+    assert_eq!(topo.watched(), 5, "clamp burst");
     assert!(
         !topo.set_has("tier_ban4", "198.51.100.7"),
         "banned too early"
@@ -172,9 +172,9 @@ pub fn ipv6_sources_are_tracked_per_64(tag: &str, make: MakeBackend, sets: SetSt
     topo.add_source("eth0", b);
     // Two addresses of one /64 share the clamp burst...
     topo.watch("ip6 saddr 2001:db8:5:6::/64 udp dport 5060");
-    topo.send_udp("eth0", a, 5062, 5060, 6, Duration::ZERO);
-    topo.send_udp("eth0", b, 5062, 5060, 6, Duration::ZERO);
-    assert_eq!(topo.watched(), 10, "the /64 did not share one meter");
+    topo.send_udp("eth0", a, 5062, 5060, 3, Duration::ZERO);
+    topo.send_udp("eth0", b, 5062, 5060, 3, Duration::ZERO);
+    assert_eq!(topo.watched(), 5, "the /64 did not share one meter");
     // ...and one ban.
     topo.send_udp("eth0", a, 5062, 5060, 45, Duration::ZERO);
     assert!(

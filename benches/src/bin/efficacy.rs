@@ -187,9 +187,9 @@ impl Bed {
             "python3",
             root().join("benches/scripts/sipcrowd.py").to_str().unwrap(),
             "--dst",
-            "127.0.0.1",
+            DST4,
             "--sources",
-            "127.0.0.1",
+            DST4,
             "--mode",
             "mixed",
             "--count",
@@ -511,6 +511,44 @@ fn main() {
                 ]);
                 let n = r["answered"].as_u64().unwrap();
                 (n, format!("{n} of 150 answered"), b.banned(TRUNK))
+            },
+        ));
+    }
+
+    // Two hours: only when asked for (docs/responsive.md, "Efficacy").
+    if only
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|x| x == "long-phone"))
+    {
+        rows.push(row(
+            "known phone, wrong password every 30 s for 2 h, then fixed",
+            Some(1),
+            "registered",
+            "long",
+            |b| {
+                let src = "198.51.100.31";
+                b.sources(&[src.to_string()]);
+                let phone = |count: &str| {
+                    b.crowd(&[
+                        "--dst", DST4, "--sources", src, "--mode", "phone", "--count", count,
+                        "--timeout", "0.5",
+                    ])
+                };
+                let first = phone("0");
+                let wrong = b.crowd(&[
+                    "--dst", DST4, "--sources", src, "--mode", "crack", "--guesses", "240",
+                    "--interval", "30", "--timeout", "0.5",
+                ]);
+                let fixed = phone("0");
+                let n = u64::from(fixed["registered"] == true);
+                (
+                    n,
+                    format!(
+                        "registered first: {}; {} of 240 wrong attempts answered; registered when fixed: {}",
+                        first["registered"], wrong["answered"], fixed["registered"]
+                    ),
+                    b.banned(src),
+                )
             },
         ));
     }

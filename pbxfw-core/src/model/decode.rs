@@ -1022,8 +1022,11 @@ fn responsive(cx: &mut Cx, v: Option<&Value>, services: &BTreeMap<String, Servic
             .into_iter()
             .collect(),
         registered_grants: ["ucp", "provisioning"].map(String::from).into(),
+        // Five, as FreePBX's measured reference admits: a phone's boot needs two (REGISTER,
+        // and again with credentials) before its registration takes it past the tiers, and a
+        // cracker gets two guesses (docs/responsive.md, "Efficacy").
         clamp: Tier {
-            packets: 10,
+            packets: 5,
             seconds: 60,
         },
         flood: Tier {
