@@ -106,7 +106,7 @@ mod tests {
             ("loopback", 1),
             ("fleet ban", 2),
             ("blacklist:192.0.2.1", 2),
-            ("acme: first request of a window connection", 3),
+            ("acme: gate of a window connection", 3),
             ("acme: challenge request", 3),
             ("acme: not a challenge request", 3),
             ("established", 3),

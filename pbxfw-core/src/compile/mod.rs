@@ -398,10 +398,12 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     }
 
     // 2b. The certificate-renewal window's gate (docs/acme.md): a connection a window admitted
-    // carries a mark for its whole life, and every data segment it sends must start with the
+    // carries a mark for its whole life, and every data packet it sends must start with the
     // challenge request line (a retransmitted request does; a second request, a request split
-    // over segments, a decoy the receiver discards and the real request after it do not) or
-    // the connection is reset. Before established flows, which would accept those packets.
+    // over packets, a decoy the receiver discards and the real request after it do not) or the
+    // connection is reset. Before established flows, which would accept those packets. A
+    // filter sees packets, not the byte stream: a sender that crafts overlapping segments gets
+    // past it, which docs/acme.md says and the server must close.
     if policy.settings.acme {
         let tcp = || Match::Proto(L4Proto::Tcp);
         b.rs.chains.insert(
@@ -434,7 +436,7 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
                 Match::CtMark(names::ACME_MARK),
             ],
             Verdict::Jump(names::ACME_GATE.into()),
-            "acme: first request of a window connection",
+            "acme: gate of a window connection",
         ));
     }
 
