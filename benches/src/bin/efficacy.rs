@@ -394,55 +394,56 @@ fn main() {
             },
         ));
     }
-    if wanted("sources") {
-        rows.push(row(
+    // Guessing from many sources: (key, scenario, tag, sources, guesses each, order).
+    type Crowd = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Vec<String>,
+        u32,
+        &'static str,
+    );
+    let crowds: [Crowd; 4] = [
+        (
+            "sources",
             "200 IPv4 sources x 5 guesses, phone User-Agent",
-            None,
-            "guesses",
             "src",
-            |b| {
-                let s = ips4("10.77", 200);
-                let (n, d) = crack(b, &s, 5, "each", PHONE_UA);
-                (n, d, false)
-            },
-        ));
-    }
-    if wanted("round-robin") {
-        rows.push(row(
+            ips4("10.77", 200),
+            5,
+            "each",
+        ),
+        (
+            "round-robin",
             "200 IPv4 sources round-robin, 10 guesses each, phone User-Agent",
-            None,
-            "guesses",
             "rr",
-            |b| {
-                let s = ips4("10.78", 200);
-                let (n, d) = crack(b, &s, 10, "round-robin", PHONE_UA);
-                (n, d, false)
-            },
-        ));
-    }
-    if wanted("ipv6") {
-        rows.push(row(
+            ips4("10.78", 200),
+            10,
+            "round-robin",
+        ),
+        (
+            "ipv6",
             "150 addresses of one IPv6 /64, 4 guesses each, phone User-Agent",
-            None,
-            "guesses",
             "v6",
-            |b| {
-                let s = ips6(150);
-                let (n, d) = crack(b, &s, 4, "each", PHONE_UA);
-                (n, d, false)
-            },
-        ));
-        rows.push(row(
+            ips6(150),
+            4,
+            "each",
+        ),
+        (
+            "ipv6",
             "150 addresses of one IPv6 /64 round-robin, 4 guesses each, phone User-Agent",
-            None,
-            "guesses",
             "v6rr",
-            |b| {
-                let s = ips6(150);
-                let (n, d) = crack(b, &s, 4, "round-robin", PHONE_UA);
+            ips6(150),
+            4,
+            "round-robin",
+        ),
+    ];
+    for (key, name, tag, sources, guesses, order) in crowds {
+        if wanted(key) {
+            rows.push(row(name, None, "guesses", tag, |b| {
+                let (n, d) = crack(b, &sources, guesses, order, PHONE_UA);
                 (n, d, false)
-            },
-        ));
+            }));
+        }
     }
     if wanted("phone") {
         rows.push(row(

@@ -673,35 +673,27 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
                     comment: "certificate-renewal window".into(),
                 },
             );
-            let port = || {
-                Match::Dport(PortSet::new([PortRange::single(names::ACME_PORT)]).expect("one port"))
-            };
-            input.push(Rule::new(
+            // A new packet to port 80 from the window's set, and what else it must be.
+            let new_to_port = |last: Match| {
                 vec![
                     Match::Family(f),
                     Match::Src(names::acme(f)),
                     Match::Proto(L4Proto::Tcp),
-                    port(),
+                    Match::Dport(
+                        PortSet::new([PortRange::single(names::ACME_PORT)]).expect("one port"),
+                    ),
                     Match::Ct([CtState::New].into()),
-                    Match::Data,
-                ],
+                    last,
+                ]
+            };
+            input.push(Rule::new(
+                new_to_port(Match::Data),
                 Verdict::Drop,
                 "acme: data before the handshake",
             ));
             input.push(
-                Rule::new(
-                    vec![
-                        Match::Family(f),
-                        Match::Src(names::acme(f)),
-                        Match::Proto(L4Proto::Tcp),
-                        port(),
-                        Match::Ct([CtState::New].into()),
-                        Match::Syn,
-                    ],
-                    Verdict::Accept,
-                    "acme: window",
-                )
-                .with_mark(MarkOp::Set(names::ACME_MARK)),
+                Rule::new(new_to_port(Match::Syn), Verdict::Accept, "acme: window")
+                    .with_mark(MarkOp::Set(names::ACME_MARK)),
             );
         }
     }
