@@ -240,7 +240,52 @@ impl Tracker {
                 account: s.user,
             });
         }
-        out
+        self.keep_shared(out, now)
+    }
+
+    /// Two peers of one user behind one address share one registration (the state machine
+    /// keys them by address and account, and keeps the expiry of whichever registered last):
+    /// a registration always carries the latest bound of the peers sharing it, and when one of
+    /// them ends, the registration stays, renewed, while another is connected.
+    fn keep_shared(&self, events: Vec<SecurityEvent>, now: u64) -> Vec<SecurityEvent> {
+        let shared = |source: &IpAddr, account: &str| {
+            self.sessions
+                .values()
+                .filter(|s| s.endpoint == *source && s.user == account)
+                .map(|s| {
+                    let age = now.saturating_sub(s.handshake).min(self.idle);
+                    (self.idle - age + self.poll).clamp(1, u32::MAX as u64) as u32
+                })
+                .max()
+        };
+        events
+            .into_iter()
+            .map(|e| match e {
+                SecurityEvent::Registered {
+                    source,
+                    account,
+                    expires,
+                } => {
+                    let expires = shared(&source, &account).map_or(expires, |b| b.max(expires));
+                    SecurityEvent::Registered {
+                        source,
+                        account,
+                        expires,
+                    }
+                }
+                SecurityEvent::Unregistered { source, account } => {
+                    match shared(&source, &account) {
+                        None => SecurityEvent::Unregistered { source, account },
+                        Some(expires) => SecurityEvent::Registered {
+                            source,
+                            account,
+                            expires,
+                        },
+                    }
+                }
+                other => other,
+            })
+            .collect()
     }
 
     /// How many peers are connected.
@@ -535,5 +580,38 @@ mod tests {
             let mut t = Tracker::new(180, 5);
             assert_eq!(t.observe(&order, &users(), 200), [reg("203.0.113.5", 184)]);
         }
+    }
+
+    #[test]
+    fn two_peers_of_one_user_behind_one_address_share_the_registration() {
+        let users = HashMap::from([
+            (A.to_string(), "alice".to_string()),
+            (B.to_string(), "alice".to_string()),
+        ]);
+        let mut t = Tracker::new(180, 5);
+        let e = t.observe(
+            &[
+                peer(A, Some("198.51.100.2:9"), 3),
+                peer(B, Some("198.51.100.2:7"), 10),
+            ],
+            &users,
+            100,
+        );
+        // Both carry the later bound, whichever the machine takes last.
+        assert_eq!(e, [reg("198.51.100.2", 182), reg("198.51.100.2", 182)]);
+        // A goes quiet past the bound while B keeps handshaking: the registration stays,
+        // renewed to B's own bound instead of being withdrawn.
+        let e = t.observe(
+            &[
+                peer(A, Some("198.51.100.2:9"), 190),
+                peer(B, Some("198.51.100.2:7"), 1),
+            ],
+            &users,
+            300,
+        );
+        assert_eq!(e, [reg("198.51.100.2", 184), reg("198.51.100.2", 184)]);
+        // B goes too: now it is withdrawn.
+        let e = t.observe(&[], &users, 310);
+        assert_eq!(e, [unreg("198.51.100.2")]);
     }
 }
