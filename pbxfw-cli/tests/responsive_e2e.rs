@@ -7,14 +7,13 @@
 //! `BENCHMARKS.md` reports under "Protection"; `PBXFW_E2E_REPORT=1` prints them.
 
 use std::net::IpAddr;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pbxfw_testkit::netns as common;
 use pbxfw_testkit::netns::Killed;
-use pbxfw_testkit::probe::{counted, SetStore, Topology, DST4, DST6};
+use pbxfw_testkit::probe::{counted, SetStore, Topology, DST4};
 
 const POLICY: &str = r#"
 [interfaces]
@@ -51,11 +50,6 @@ impl Bed {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("pbxfw.toml"), POLICY).unwrap();
-        let cfg = std::fs::read_to_string(root().join("testdata/e2e/kamailio.cfg"))
-            .unwrap()
-            .replace("LISTEN_ADDR6", DST6)
-            .replace("LISTEN_ADDR", DST4);
-        std::fs::write(dir.join("kamailio.cfg"), cfg).unwrap();
         let out = topo.pbx.exec(&[
             env!("CARGO_BIN_EXE_pbxfw"),
             "apply",
@@ -74,22 +68,11 @@ impl Bed {
             "table inet e2e {\n chain out {\n  type filter hook output priority 0; policy accept;\n }\n}\n",
         );
         assert!(made.status.success());
-        let events = std::fs::File::create(dir.join("events.log")).unwrap();
-        let kamailio = Command::new("ip")
-            .args(["netns", "exec", &topo.pbx.name, "kamailio", "-f"])
-            .arg(dir.join("kamailio.cfg"))
-            .args(["-DD", "-E", "-Y"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(events)
-            // Its own process group: Killed ends the workers it forks with it.
-            .process_group(0)
-            .spawn()
-            .expect("kamailio is installed");
+        let kamailio = pbxfw_testkit::kamailio::start(&topo.pbx, &dir);
         let mut bed = Bed {
             topo,
             dir,
-            _kamailio: Killed(kamailio),
+            _kamailio: kamailio,
             daemon: None,
             report: Vec::new(),
             backend,

@@ -7,6 +7,7 @@ pub mod cases;
 pub mod contract;
 pub mod dns;
 pub mod gen;
+pub mod kamailio;
 pub mod lapi;
 pub mod memory;
 pub mod netns;

@@ -19,7 +19,6 @@
 //! ./target/release/efficacy            # ONLY=crack,phone to run some rows
 //! ```
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,11 +83,6 @@ impl Bed {
         let dir = std::env::temp_dir().join(format!("pbxfw-efficacy-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let cfg = std::fs::read_to_string(root().join("testdata/e2e/kamailio.cfg"))
-            .unwrap()
-            .replace("LISTEN_ADDR6", DST6)
-            .replace("LISTEN_ADDR", DST4);
-        std::fs::write(dir.join("kamailio.cfg"), cfg).unwrap();
         // Answers to the clients, counted as they leave the PBX.
         let made = topo.pbx.exec_stdin(
             &["nft", "-f", "/dev/stdin"],
@@ -132,17 +126,7 @@ impl Bed {
                 }
             }
         }
-        let events = std::fs::File::create(dir.join("events.log")).unwrap();
-        let kamailio = Command::new("ip")
-            .args(["netns", "exec", &topo.pbx.name, "kamailio", "-f"])
-            .arg(dir.join("kamailio.cfg"))
-            .args(["-DD", "-E", "-Y"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(events)
-            .process_group(0)
-            .spawn()
-            .expect("kamailio is installed");
+        let kamailio = pbxfw_testkit::kamailio::start(&topo.pbx, &dir);
         let daemon = (target == Target::Pbxfw).then(|| {
             let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
             Killed(
@@ -166,7 +150,7 @@ impl Bed {
         let bed = Bed {
             topo,
             dir,
-            _kamailio: Killed(kamailio),
+            _kamailio: kamailio,
             _daemon: daemon,
             target,
         };

@@ -224,6 +224,25 @@ impl Builder {
             },
         );
     }
+
+    /// A dynamic interval set whose elements (any prefix) each carry their own timeout,
+    /// written from outside the ruleset (the fleet's decisions, a certificate-renewal window).
+    fn interval_set(&mut self, name: String, family: Family, comment: &str, size: u32) {
+        self.rs.sets.insert(
+            name,
+            Set {
+                family,
+                kind: SetKind::Dynamic(DynamicSet {
+                    key_len: family.bits(),
+                    timeout: None,
+                    size,
+                    resolves: BTreeSet::new(),
+                    interval: true,
+                }),
+                comment: comment.to_string(),
+            },
+        );
+    }
 }
 
 /// A static set element: a prefix and its origin.
@@ -313,19 +332,11 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     // so that a source banned anywhere in the fleet loses its flows here too.
     if let Some(fleet) = policy.fleet.as_ref().filter(|f| f.pull) {
         for f in Family::BOTH {
-            b.rs.sets.insert(
+            b.interval_set(
                 names::fleet(f),
-                Set {
-                    family: f,
-                    kind: SetKind::Dynamic(DynamicSet {
-                        key_len: f.bits(),
-                        timeout: None,
-                        size: fleet.max_decisions,
-                        resolves: BTreeSet::new(),
-                        interval: true,
-                    }),
-                    comment: "fleet bans (CrowdSec LAPI)".into(),
-                },
+                f,
+                "fleet bans (CrowdSec LAPI)",
+                fleet.max_decisions,
             );
             input.push(Rule::new(
                 vec![Match::Family(f), Match::Src(names::fleet(f))],
@@ -659,20 +670,7 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     // carrying data (TCP Fast Open) is refused: its data would reach the server unchecked.
     if policy.settings.acme {
         for f in Family::BOTH {
-            b.rs.sets.insert(
-                names::acme(f),
-                Set {
-                    family: f,
-                    kind: SetKind::Dynamic(DynamicSet {
-                        key_len: f.bits(),
-                        timeout: None,
-                        size: 16,
-                        resolves: BTreeSet::new(),
-                        interval: true,
-                    }),
-                    comment: "certificate-renewal window".into(),
-                },
-            );
+            b.interval_set(names::acme(f), f, "certificate-renewal window", 16);
             // A new packet to port 80 from the window's set, and what else it must be.
             let new_to_port = |last: Match| {
                 vec![
