@@ -333,37 +333,33 @@ fn main() {
     let wanted = |k: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == k));
     let mut rows = Vec::new();
 
-    if wanted("svcrack") {
-        rows.push(row(
+    // SIPVicious with its own User-Agent: (key, scenario, tag, source, command).
+    let tools: [(&str, &str, &str, &str, &[&str]); 2] = [
+        (
+            "svcrack",
             "svcrack -u 300 -r 1000-1999 (stock User-Agent)",
-            None,
-            "answers",
             "svc",
-            |b| {
-                let src = "198.51.100.67";
-                b.sources(&[src.to_string()]);
-                b.count_answers(src);
-                b.tool(src, &["svcrack", "-u", "300", "-r", "1000-1999", DST4]);
-                let n = b.answers();
-                (n, format!("{n} answers"), b.banned(src))
-            },
-        ));
-    }
-    if wanted("svwar") {
-        rows.push(row(
+            "198.51.100.67",
+            &["svcrack", "-u", "300", "-r", "1000-1999", DST4],
+        ),
+        (
+            "svwar",
             "svwar -e100-999 -m REGISTER (stock User-Agent)",
-            None,
-            "answers",
             "svw",
-            |b| {
-                let src = "198.51.100.66";
+            "198.51.100.66",
+            &["svwar", "-e100-999", "-m", "REGISTER", DST4],
+        ),
+    ];
+    for (key, name, tag, src, argv) in tools {
+        if wanted(key) {
+            rows.push(row(name, None, "answers", tag, |b| {
                 b.sources(&[src.to_string()]);
                 b.count_answers(src);
-                b.tool(src, &["svwar", "-e100-999", "-m", "REGISTER", DST4]);
+                b.tool(src, argv);
                 let n = b.answers();
                 (n, format!("{n} answers"), b.banned(src))
-            },
-        ));
+            }));
+        }
     }
     if wanted("crack") {
         rows.push(row(
