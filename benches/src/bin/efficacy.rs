@@ -18,6 +18,9 @@
 //! cargo build --release -p pbxfw-cli -p pbxfw-benches --bin pbxfw --bin efficacy
 //! ./target/release/efficacy            # ONLY=crack,phone to run some rows
 //! ```
+//!
+//! `TARGETS=pbxfw` (or `reference`) runs one side only: the two-hour row's sides can then run
+//! as two processes at once, since every bed's namespaces carry the target in their names.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -277,6 +280,15 @@ fn ips6(n: u32) -> Vec<String> {
 }
 
 /// Run `scenario` against both targets.
+/// The sides to run: `TARGETS` (comma-separated), both by default.
+fn targets() -> Vec<Target> {
+    let wanted = std::env::var("TARGETS").unwrap_or_default();
+    [Target::Pbxfw, Target::Reference]
+        .into_iter()
+        .filter(|t| wanted.is_empty() || wanted.split(',').any(|w| w == t.name()))
+        .collect()
+}
+
 fn row(
     name: &str,
     legit: Option<u64>,
@@ -285,7 +297,7 @@ fn row(
     scenario: impl Fn(&Bed) -> (u64, String, bool),
 ) -> Row {
     let mut results = Vec::new();
-    for target in [Target::Pbxfw, Target::Reference] {
+    for target in targets() {
         let bed = Bed::new(target, &format!("{tag}-{}", &target.name()[..3]));
         let (n, detail, banned) = scenario(&bed);
         eprintln!("{name} [{}]: {n} {unit}; {detail}", target.name());
@@ -538,9 +550,11 @@ fn main() {
     println!("|---|---|---|");
     let mut lost = Vec::new();
     for r in &rows {
-        let cell = |t: Target| {
-            let (_, detail, _, banned) = r.results.iter().find(|x| x.0 == t).unwrap();
-            format!("{detail}{}", if *banned { "; banned" } else { "" })
+        let cell = |t: Target| match r.results.iter().find(|x| x.0 == t) {
+            Some((_, detail, _, banned)) => {
+                format!("{detail}{}", if *banned { "; banned" } else { "" })
+            }
+            None => "not run".to_string(),
         };
         println!(
             "| {} | {} | {} |",
@@ -548,18 +562,15 @@ fn main() {
             cell(Target::Pbxfw),
             cell(Target::Reference)
         );
-        let n = |t: Target| r.results.iter().find(|x| x.0 == t).unwrap().2;
-        match r.legit {
-            None if n(Target::Pbxfw) > n(Target::Reference) => {
+        let side = |t: Target| r.results.iter().find(|x| x.0 == t);
+        match (r.legit, side(Target::Pbxfw), side(Target::Reference)) {
+            (None, Some(p), Some(f)) if p.2 > f.2 => {
                 lost.push(format!("{}: pbxfw let more {} through", r.name, r.unit));
             }
-            None => {}
-            Some(total) => {
-                let (_, _, got, banned) = r.results.iter().find(|x| x.0 == Target::Pbxfw).unwrap();
-                if *banned || *got < total {
-                    lost.push(format!("{}: pbxfw lost legitimate traffic", r.name));
-                }
+            (Some(total), Some((_, _, got, banned)), _) if *banned || *got < total => {
+                lost.push(format!("{}: pbxfw lost legitimate traffic", r.name));
             }
+            _ => {}
         }
     }
     if !lost.is_empty() {
