@@ -887,7 +887,8 @@ fn print_edit(o: &pbxfw_runtime::edit::EditOutcome) {
             elapsed_ms,
             fingerprint,
         } => println!(
-            "kernel: {added} element(s) added, {removed} removed without a reload in {elapsed_ms:.1} ms; fingerprint {fingerprint}"
+            "kernel: {added} element(s) added, {removed} removed without a reload{} in {elapsed_ms:.1} ms; fingerprint {fingerprint}",
+            if o.indexed { " (by the edit index)" } else { "" }
         ),
         KernelChange::Reloaded {
             reason,

@@ -240,7 +240,7 @@ pub fn sync(
             .map(|c| c.elements.len())
             .sum()
     };
-    if let Err(e) = kernel.patch_static(new, &changes) {
+    if let Err(e) = kernel.patch_static(new, &new.fingerprint(), &changes) {
         return full(format!("the kernel refused the set update ({e})"));
     }
     let a = verify_loaded(kernel, new)?;
@@ -380,9 +380,16 @@ pub trait Backend {
     /// verifies.)
     fn load(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<(), BackendError>;
 
-    /// Make the static-set `changes` to the loaded ruleset and mark it as holding `new`'s
-    /// fingerprint. (Use [`sync`], which decides when this is enough, and verifies.)
-    fn patch_static(&self, new: &Ruleset, changes: &[SetUpdate]) -> Result<(), BackendError>;
+    /// Make the static-set `changes` to the loaded ruleset and mark it as holding the ruleset
+    /// whose fingerprint is `fingerprint`. `new` defines the changed sets (it may hold only
+    /// those: the policy edit path does not build the whole ruleset). (Use [`sync`], which
+    /// decides when this is enough, and verifies.)
+    fn patch_static(
+        &self,
+        new: &Ruleset,
+        fingerprint: &str,
+        changes: &[SetUpdate],
+    ) -> Result<(), BackendError>;
 
     /// Add or remove elements of a loaded set (`rs` is the ruleset that was applied). Removing
     /// an absent element is not an error.

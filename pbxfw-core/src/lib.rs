@@ -94,8 +94,9 @@ pub use fleet::{
 };
 pub use ir::{
     eval, parse as parse_ir, verify as verify_ir, BasePolicy, Chain, CtState, Decision, DynamicSet,
-    DynamicState, FinalVerdict, L4Proto, Map, MarkOp, Match, Packet, ParseIrError, PortSet, Proto,
-    Rule, Ruleset, Set, SetKind, SrcMap, StaticSet, Verdict, VerifyError, CLASSIFY, INPUT,
+    DynamicState, FinalVerdict, FingerprintParts, L4Proto, Map, MarkOp, Match, Packet,
+    ParseIrError, PortSet, Proto, Rule, Ruleset, Set, SetDigest, SetKind, SrcMap, StaticSet,
+    Verdict, VerifyError, CLASSIFY, INPUT,
 };
 pub use model::parse_seconds;
 pub use model::{

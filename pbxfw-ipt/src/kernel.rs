@@ -627,7 +627,12 @@ impl Backend for Kernel {
 
     /// The changes as one `ipset restore`, then the new fingerprint into the entry rule of
     /// both families.
-    fn patch_static(&self, new: &Ruleset, changes: &[SetUpdate]) -> Result<(), BackendError> {
+    fn patch_static(
+        &self,
+        new: &Ruleset,
+        fingerprint: &str,
+        changes: &[SetUpdate],
+    ) -> Result<(), BackendError> {
         let mut text = String::new();
         for c in changes {
             text.push_str(&self.update_lines(new, &c.set, c.op, &c.elements)?);
@@ -638,7 +643,7 @@ impl Backend for Kernel {
         for family in [Family::Ipv4, Family::Ipv6] {
             let input = format!(
                 "*filter\n-R {ENTRY} 1 -m comment --comment \"{FINGERPRINT_TAG}{}\" -j {}\nCOMMIT\n",
-                new.fingerprint(),
+                fingerprint,
                 crate::chain_name(pbxfw_core::INPUT)
             );
             self.restore(family, &input, false)?;

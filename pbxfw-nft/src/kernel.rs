@@ -136,6 +136,15 @@ impl Kernel {
 
     /// The fingerprint of the loaded ruleset, or `None` when pbxfw is not loaded.
     pub fn fingerprint(&self) -> Result<Option<String>, KernelError> {
+        // Over netlink: an `nft` process costs milliseconds, and every edit asks twice.
+        if let Ok(keys) = netlink::set_keys(&self.table, crate::FINGERPRINT_SET) {
+            return Ok(keys.and_then(|k| {
+                k.iter().find_map(|k| {
+                    let b: [u8; 16] = k.as_slice().try_into().ok()?;
+                    crate::fingerprint_from_element(&std::net::Ipv6Addr::from(b).to_string())
+                })
+            }));
+        }
         let items = match self.json(&["list", "set", "inet", &self.table, crate::FINGERPRINT_SET]) {
             Ok(items) => items,
             // No table or no set: not loaded (nft says "No such file or directory").
@@ -194,7 +203,7 @@ impl Kernel {
     }
 
     /// The static-set changes over netlink in one transaction, then the new fingerprint.
-    fn patch(&self, new: &Ruleset, changes: &[SetUpdate]) -> Result<(), BackendError> {
+    fn patch(&self, new: &Ruleset, fresh: &str, changes: &[SetUpdate]) -> Result<(), BackendError> {
         let mut netlink_changes = Vec::with_capacity(changes.len());
         for c in changes {
             let set = new
@@ -220,7 +229,6 @@ impl Kernel {
                 timeout: None,
             })
         };
-        let fresh = new.fingerprint();
         let loaded = self.fingerprint()?;
         // Small updates (an edit's few elements) go in one transaction with the fingerprint.
         // Larger ones may be split into several, and the fingerprint's removal and addition
@@ -232,7 +240,7 @@ impl Kernel {
                 .map_err(|e| BackendError::Kernel(e.to_string()))?;
             netlink_changes.clear();
         }
-        if loaded.as_deref() != Some(fresh.as_str()) {
+        if loaded.as_deref() != Some(fresh) {
             if let Some(old) = loaded {
                 netlink_changes.push(netlink::Change {
                     set: crate::FINGERPRINT_SET.into(),
@@ -245,7 +253,7 @@ impl Kernel {
                 set: crate::FINGERPRINT_SET.into(),
                 shape: SetShape::Hash,
                 op: Op::Add,
-                elements: vec![element(&fresh)?],
+                elements: vec![element(fresh)?],
             });
         }
         if !netlink_changes.is_empty() {
@@ -542,8 +550,13 @@ impl Backend for Kernel {
         self.load_script(rs, opts)
     }
 
-    fn patch_static(&self, new: &Ruleset, changes: &[SetUpdate]) -> Result<(), BackendError> {
-        self.patch(new, changes)
+    fn patch_static(
+        &self,
+        new: &Ruleset,
+        fingerprint: &str,
+        changes: &[SetUpdate],
+    ) -> Result<(), BackendError> {
+        self.patch(new, fingerprint, changes)
     }
 
     fn update_set(

@@ -520,6 +520,94 @@ pub fn table_handle(table: &str) -> Result<Option<u64>, NetlinkError> {
     }
 }
 
+/// The keys of the elements of `set` in `table` (family inet), or `None` when there is no
+/// such table or set. For small sets (the fingerprint's one element): a dump of a large set
+/// would be read whole.
+pub fn set_keys(table: &str, set: &str) -> Result<Option<Vec<Vec<u8>>>, NetlinkError> {
+    const NFT_MSG_GETSETELEM: u16 = 13;
+    const NLM_F_DUMP: u16 = 0x300;
+    const NLMSG_DONE: u16 = 0x3;
+    let sock = Socket::open().map_err(NetlinkError::Socket)?;
+    let mut m = Msg::new(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        1,
+        NFPROTO_INET,
+        0,
+    );
+    m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
+    m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(set));
+    sock.send(&m.finish()).map_err(NetlinkError::Socket)?;
+    let malformed = || NetlinkError::Socket(io::Error::other("malformed netlink reply"));
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut keys = Vec::new();
+    loop {
+        let n = sock.recv(&mut buf).map_err(NetlinkError::Socket)?;
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+            if len < 16 || off + len > n {
+                return Err(malformed());
+            }
+            match ty {
+                NLMSG_DONE => return Ok(Some(keys)),
+                NLMSG_ERROR if len >= 20 => {
+                    let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
+                    return match err {
+                        0 => Ok(Some(keys)),
+                        e if -e == libc::ENOENT => Ok(None),
+                        e => Err(NetlinkError::Socket(io::Error::from_raw_os_error(-e))),
+                    };
+                }
+                _ if len >= 20 => {
+                    // Elements > element > key > value, after the nfgen header.
+                    for (t, list) in attrs(&buf[off + 20..off + len]) {
+                        if t != NFTA_SET_ELEM_LIST_ELEMENTS {
+                            continue;
+                        }
+                        for (t, elem) in attrs(list) {
+                            if t != NFTA_LIST_ELEM {
+                                continue;
+                            }
+                            for (t, key) in attrs(elem) {
+                                if t != NFTA_SET_ELEM_KEY {
+                                    continue;
+                                }
+                                keys.extend(
+                                    attrs(key)
+                                        .filter(|(t, _)| *t == NFTA_DATA_VALUE)
+                                        .map(|(_, v)| v.to_vec()),
+                                );
+                            }
+                        }
+                    }
+                }
+                _ => return Err(malformed()),
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
+/// The attributes in `b`: (type without the nested and byte-order flags, payload). Stops at
+/// the first malformed one.
+fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let payload = &b[4..len];
+        b = &b[((len + 3) & !3).min(b.len())..];
+        Some((ty, payload))
+    })
+}
+
 /// Read replies until every sequence number in `acks` is acknowledged; the first error wins,
 /// with the sequence number of the message the kernel refused.
 fn wait_acks(sock: &Socket, acks: &mut Vec<u32>) -> Result<(), (Option<u32>, io::Error)> {

@@ -78,44 +78,22 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
         ..Default::default()
     };
     let mut warnings = Vec::new();
-    let mut outcome = match req.confirm {
-        Some(secs) => {
-            let (fingerprint, deadline_ms) = crate::safety::apply_with_confirm(
-                kernel.as_ref(),
-                req.backend.as_str(),
-                &loaded.ruleset,
-                &opts,
-                secs,
-                &from,
-            )?;
-            ApplyOutcome {
-                fingerprint,
-                elapsed_ms: None,
-                rolled_back_at_ms: Some(deadline_ms),
-                warnings: Vec::new(),
-                hostnames: None,
-            }
-        }
-        None => {
-            let started = std::time::Instant::now();
-            let applied = pbxfw_core::apply(kernel.as_ref(), &loaded.ruleset, &opts)?;
-            let elapsed = started.elapsed();
-            if let Err(e) =
-                crate::safety::record_applied(req.backend.as_str(), &loaded.ruleset, &from)
-            {
-                warnings.push(format!(
-                    "{e}: a later `apply --confirm` is refused until an apply is recorded"
-                ));
-            }
-            ApplyOutcome {
-                fingerprint: applied.fingerprint,
-                elapsed_ms: Some(elapsed.as_secs_f64() * 1000.0),
-                rolled_back_at_ms: None,
-                warnings: Vec::new(),
-                hostnames: None,
-            }
-        }
+    // Built beside the kernel's load, saved once it succeeded.
+    let (index, outcome) = std::thread::scope(|s| {
+        let index = s.spawn(|| crate::edit_index::build_for(loaded));
+        let outcome = load(loaded, req, kernel.as_ref(), &opts, &from, &mut warnings);
+        (index.join().ok().flatten(), outcome)
+    });
+    let mut outcome = outcome?;
+    let saved = match &index {
+        Some(idx) => crate::edit_index::save(idx),
+        None => crate::edit_index::remove(),
     };
+    if let Err(e) = saved {
+        warnings.push(format!(
+            "{e}: the first blacklist edit reads the whole policy again"
+        ));
+    }
     if let Err(e) = crate::policy::record_discovery(loaded) {
         warnings.push(format!("{e}: `status` does not show this discovery"));
     }
@@ -200,4 +178,53 @@ pub fn boot(
         &cfg,
         heartbeat,
     )
+}
+
+/// Load `loaded` into `kernel`, with a confirmation timer when asked, and record it.
+fn load(
+    loaded: &Loaded,
+    req: &ApplyRequest,
+    kernel: &dyn pbxfw_core::Backend,
+    opts: &ApplyOptions,
+    from: &[IpAddr],
+    warnings: &mut Vec<String>,
+) -> Result<ApplyOutcome> {
+    Ok(match req.confirm {
+        Some(secs) => {
+            let (fingerprint, deadline_ms) = crate::safety::apply_with_confirm(
+                kernel,
+                req.backend.as_str(),
+                &loaded.ruleset,
+                opts,
+                secs,
+                from,
+            )?;
+            ApplyOutcome {
+                fingerprint,
+                elapsed_ms: None,
+                rolled_back_at_ms: Some(deadline_ms),
+                warnings: Vec::new(),
+                hostnames: None,
+            }
+        }
+        None => {
+            let started = std::time::Instant::now();
+            let applied = pbxfw_core::apply(kernel, &loaded.ruleset, opts)?;
+            let elapsed = started.elapsed();
+            if let Err(e) =
+                crate::safety::record_applied(req.backend.as_str(), &loaded.ruleset, from)
+            {
+                warnings.push(format!(
+                    "{e}: a later `apply --confirm` is refused until an apply is recorded"
+                ));
+            }
+            ApplyOutcome {
+                fingerprint: applied.fingerprint,
+                elapsed_ms: Some(elapsed.as_secs_f64() * 1000.0),
+                rolled_back_at_ms: None,
+                warnings: Vec::new(),
+                hostnames: None,
+            }
+        }
+    })
 }

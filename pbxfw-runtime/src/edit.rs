@@ -52,6 +52,9 @@ pub struct EditOutcome {
     /// Bookkeeping that failed after the change was made (it stays made).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Made by the edit index, without reading the whole policy ([`blacklist_add`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub indexed: bool,
 }
 
 /// The policy file an edit means ([`crate::policy::resolve`]); an edit needs a file.
@@ -129,12 +132,24 @@ pub fn edit(
     match kernel.fingerprint() {
         Ok(Some(_)) => {}
         Ok(None) => {
+            let mut warnings = Vec::new();
+            if let Err(e) = crate::edit_index::write(
+                Path::new(path),
+                &edited,
+                &new.ruleset,
+                &admin_addrs(&new.policy),
+            ) {
+                warnings.push(format!(
+                    "{e}: the next blacklist edit reads the whole policy again"
+                ));
+            }
             return Ok(EditOutcome {
                 file: path.to_string(),
                 summary,
                 kernel: KernelChange::NotLoaded,
-                warnings: Vec::new(),
-            })
+                warnings,
+                indexed: false,
+            });
         }
         Err(e) => return Err(after("cannot be read", e)),
     }
@@ -152,6 +167,16 @@ pub fn edit(
     ) {
         warnings.push(format!(
             "{e}: a later `apply --confirm` is refused until an apply is recorded"
+        ));
+    }
+    if let Err(e) = crate::edit_index::write(
+        Path::new(path),
+        &edited,
+        &new.ruleset,
+        &admin_addrs(&new.policy),
+    ) {
+        warnings.push(format!(
+            "{e}: the next blacklist edit reads the whole policy again"
         ));
     }
     let kernel = if synced.incremental {
@@ -172,7 +197,13 @@ pub fn edit(
         summary,
         kernel,
         warnings,
+        indexed: false,
     })
+}
+
+/// `settings.admins`' addresses.
+fn admin_addrs(policy: &pbxfw_core::ValidPolicy) -> Vec<std::net::IpAddr> {
+    policy.settings.admins.iter().map(|a| a.addr).collect()
 }
 
 /// What names a source, for comparing entries: the prefix (`192.0.2.1` and `192.0.2.1/32` are
@@ -202,6 +233,9 @@ fn source_of(s: &str) -> pbxfw_core::Source {
 /// the sources of the validated policy in a hash set: adding 10,000 to a list of 100,000 costs
 /// as much as reading them, and nothing is parsed twice.
 pub fn blacklist_add(path: &str, req: &EditRequest, entries: &[String]) -> Result<EditOutcome> {
+    if let Some(done) = blacklist_add_indexed(path, req, entries) {
+        return done;
+    }
     edit(path, req, |doc, old| {
         let mut seen: std::collections::HashSet<pbxfw_core::Source> = old
             .policy
@@ -218,6 +252,187 @@ pub fn blacklist_add(path: &str, req: &EditRequest, entries: &[String]) -> Resul
         }
         Ok(format!("blacklist: {added} entr(ies) added"))
     })
+}
+
+/// `blacklist add` of single addresses by the edit index ([`crate::edit_index`]), when it
+/// describes the file as it is and the kernel holds its ruleset: the file gets the entries
+/// after its last one, the kernel the elements and the new fingerprint in one netlink
+/// transaction, the applied record the additions. `None` when the whole edit must run: an
+/// entry that is not a single address, no index for this text, another ruleset loaded, an
+/// administrator's address among the entries (the whole edit runs the anti-lockout check).
+fn blacklist_add_indexed(
+    path: &str,
+    req: &EditRequest,
+    entries: &[String],
+) -> Option<Result<EditOutcome>> {
+    use pbxfw_core::{Op, SetUpdate};
+    let mut new: Vec<(&str, Prefix)> = Vec::with_capacity(entries.len());
+    for e in entries {
+        // Written into the file as given: only the characters of an address, so that it
+        // needs no quoting and reads back as the same address.
+        let plain = e
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b".:/".contains(&b));
+        match Prefix::parse_lenient(e) {
+            Ok((p, false)) if plain && p.is_host() => new.push((e, p)),
+            _ => return None,
+        }
+    }
+    let mut idx = crate::edit_index::read(Path::new(path))?;
+    let text = std::fs::read(path).ok()?;
+    if crate::edit_index::sha256(&text) != idx.sha256 || idx.insert_at > text.len() {
+        return None;
+    }
+    let sessions: Vec<std::net::IpAddr> = std::env::var("SSH_CONNECTION")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .into_iter()
+        .chain(req.admins.iter().map(|a| a.addr))
+        .chain(idx.admins.iter().copied())
+        .collect();
+    if !req.force
+        && new
+            .iter()
+            .any(|(_, p)| sessions.iter().any(|a| p.contains(a)))
+    {
+        return None;
+    }
+    let kernel = req.backend.open();
+    let old = idx.parts.fingerprint();
+    let loaded = match kernel.fingerprint() {
+        Ok(Some(fp)) if fp == old => true,
+        Ok(None) => false,
+        _ => return None,
+    };
+    Some((|| {
+        crate::safety::refuse_if_pending()?;
+        let mut added = Vec::new();
+        let mut insert = String::new();
+        for (e, p) in new {
+            if idx.has(&p) {
+                continue;
+            }
+            idx.add(&p);
+            insert.push_str(&idx.separator);
+            insert.push('"');
+            insert.push_str(e);
+            insert.push('"');
+            added.push(p);
+        }
+        let fresh = idx.parts.fingerprint();
+        let summary = format!("blacklist: {} entr(ies) added", added.len());
+        let mut edited = Vec::with_capacity(text.len() + insert.len());
+        edited.extend_from_slice(&text[..idx.insert_at]);
+        edited.extend_from_slice(insert.as_bytes());
+        edited.extend_from_slice(&text[idx.insert_at..]);
+        let edited = String::from_utf8(edited)
+            .map_err(|_| Error::Usage(format!("{path} is not UTF-8 text; nothing changed")))?;
+        if !added.is_empty() {
+            crate::policy_file::write_atomic(Path::new(path), &edited)
+                .map_err(|e| Error::io(path, e))?;
+        }
+        idx.insert_at += insert.len();
+        idx.sha256 = crate::edit_index::sha256(edited.as_bytes());
+        let mut warnings = Vec::new();
+        if let Err(e) = crate::edit_index::save(&idx) {
+            // The next edit reads the whole file (the index no longer matches it).
+            warnings.push(format!(
+                "{e}: the next blacklist edit reads the whole policy again"
+            ));
+        }
+        if !loaded {
+            return Ok(EditOutcome {
+                file: path.to_string(),
+                summary,
+                kernel: KernelChange::NotLoaded,
+                warnings,
+                indexed: true,
+            });
+        }
+        let started = std::time::Instant::now();
+        // The sets the elements go to, as the compiler defines them (no elements needed).
+        let mut sets = pbxfw_core::Ruleset::default();
+        let mut changes: Vec<SetUpdate> = Vec::new();
+        for f in [pbxfw_core::Family::Ipv4, pbxfw_core::Family::Ipv6] {
+            let elements: Vec<pbxfw_core::Element> = added
+                .iter()
+                .filter(|p| p.family() == f)
+                .map(|p| pbxfw_core::Element {
+                    prefix: *p,
+                    timeout: None,
+                })
+                .collect();
+            let name = pbxfw_core::names::blacklist_hosts(f);
+            sets.sets.insert(
+                name.clone(),
+                pbxfw_core::Set {
+                    family: f,
+                    kind: pbxfw_core::SetKind::Static(
+                        pbxfw_core::StaticSet::hosts(f, Vec::new())
+                            .expect("an empty set is a set of hosts"),
+                    ),
+                    comment: "blacklist".into(),
+                },
+            );
+            if !elements.is_empty() {
+                changes.push(SetUpdate {
+                    set: name,
+                    op: Op::Add,
+                    elements,
+                });
+            }
+        }
+        let after = |what: &str, e: pbxfw_core::BackendError| {
+            Error::Backend(pbxfw_core::BackendError::Kernel(format!(
+                "the policy file is updated, but the kernel {what}: {e}; `pbxfw apply` loads it"
+            )))
+        };
+        kernel
+            .patch_static(&sets, &fresh, &changes)
+            .map_err(|e| after("refused the elements", e))?;
+        match kernel.fingerprint() {
+            Ok(Some(fp)) if fp == fresh => {}
+            Ok(found) => {
+                return Err(after(
+                    "does not hold the edit",
+                    pbxfw_core::BackendError::Verify {
+                        expected: fresh,
+                        found,
+                    },
+                ))
+            }
+            Err(e) => return Err(after("cannot be read", e)),
+        }
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let recorded: Vec<(String, String)> = added
+            .iter()
+            .map(|p| {
+                (
+                    pbxfw_core::names::blacklist_hosts(p.family()),
+                    p.to_string(),
+                )
+            })
+            .collect();
+        if old != fresh {
+            if let Err(e) = crate::safety::record_added(&old, &fresh, &recorded) {
+                warnings.push(format!(
+                    "{e}: a later `apply --confirm` is refused until an apply is recorded"
+                ));
+            }
+        }
+        Ok(EditOutcome {
+            file: path.to_string(),
+            summary,
+            kernel: KernelChange::Elements {
+                added: added.len(),
+                removed: 0,
+                elapsed_ms,
+                fingerprint: fresh,
+            },
+            warnings,
+            indexed: true,
+        })
+    })())
 }
 
 /// Remove `entries` from the blacklist; one that is not there refuses the whole edit.

@@ -32,6 +32,7 @@ pub mod context;
 pub mod control;
 pub mod daemon;
 pub mod edit;
+mod edit_index;
 pub mod error;
 pub mod explain;
 pub mod fleet;

@@ -25,6 +25,9 @@ pub struct Loaded {
     /// What `pbx.discover` merged into it: the discovery as `pbxfw discover --format json`
     /// prints it, with `dir`.
     pub discovery: Option<serde_json::Value>,
+    /// SHA-256 (hex) of the text it was read from, when it was read from text: an apply
+    /// writes the edit index only for the text it compiled.
+    pub text_sha256: Option<String>,
 }
 
 impl Loaded {
@@ -128,7 +131,9 @@ pub fn load_text_as(text: &str, format: Format, name: &str) -> Result<Loaded> {
         name: name.to_string(),
         message: e.to_string(),
     })?;
-    load_policy(policy, name)
+    let mut loaded = load_policy(policy, name)?;
+    loaded.text_sha256 = Some(crate::edit_index::sha256(text.as_bytes()));
+    Ok(loaded)
 }
 
 /// Merge discovery into a parsed policy, validate and compile it.
@@ -148,6 +153,7 @@ pub fn load_policy(mut policy: Policy, name: &str) -> Result<Loaded> {
         policy: valid,
         ruleset,
         discovery,
+        text_sha256: None,
     })
 }
 

@@ -5,6 +5,9 @@
 //! written atomically with a kind and a version:
 //! - `applied.json`: the IR text of the last ruleset pbxfw applied, per backend: what a rollback
 //!   returns to.
+//! - `applied-delta.json`: blacklisted addresses the edit path added to that ruleset since
+//!   (`pbxfw blacklist add` into a large policy does not print the whole IR again); it counts
+//!   only while its `base` is the fingerprint in `applied.json`.
 //! - `pending.json`: an apply waiting for `pbxfw confirm`: the deadline, the ruleset to return to
 //!   (or none: pbxfw was not loaded), and the dynamic set elements to re-seed.
 //! - `boots.json`: the boot history.
@@ -60,6 +63,22 @@ pub struct Pending {
 }
 
 const APPLIED: &str = "applied";
+const DELTA: &str = "applied_delta";
+
+/// Static set elements added to the applied record's ruleset since it was written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AppliedDelta {
+    /// The fingerprint in `applied.json` these additions are to.
+    base: String,
+    /// The fingerprint of the ruleset with them.
+    fingerprint: String,
+    /// (set, address) added, in order.
+    added: Vec<(String, String)>,
+}
+
+fn delta_path() -> PathBuf {
+    dirs::state_dir().join("applied-delta.json")
+}
 const PENDING: &str = "pending_confirmation";
 
 fn applied_path() -> PathBuf {
@@ -80,6 +99,9 @@ fn now_ms() -> u64 {
 
 /// Remember `rs` as the last applied ruleset, applied from `sessions`.
 pub fn record_applied(backend: &str, rs: &Ruleset, sessions: &[IpAddr]) -> Result<()> {
+    // The additions go first: left behind by a crash, they would count again on top of a
+    // record of the same ruleset (the same base fingerprint).
+    state::remove(&delta_path()).map_err(|e| Error::io(delta_path(), e))?;
     let a = Applied {
         backend: backend.into(),
         fingerprint: rs.fingerprint(),
@@ -94,6 +116,7 @@ pub fn record_applied(backend: &str, rs: &Ruleset, sessions: &[IpAddr]) -> Resul
 #[derive(Deserialize)]
 struct AppliedHead {
     backend: String,
+    fingerprint: String,
     #[serde(default)]
     sessions: Vec<IpAddr>,
 }
@@ -269,18 +292,16 @@ pub fn apply_with_confirm(
     let loaded = kernel.fingerprint()?;
     let previous = match &loaded {
         None => None,
-        Some(fp) => {
-            let a: Option<Applied> = state::read(&applied_path(), APPLIED)?;
-            match a {
-                Some(a) if &a.fingerprint == fp => Some(a),
-                _ => return Err(Refusal::NotLastApplied { loaded: fp.clone() }.into()),
-            }
-        }
+        Some(fp) => match applied_record()? {
+            Some((a, rs)) if &a.fingerprint == fp => Some((a, rs)),
+            _ => return Err(Refusal::NotLastApplied { loaded: fp.clone() }.into()),
+        },
     };
     let seed = match &previous {
-        Some(a) => dynamic_elements(kernel, &parse_ir(&a.ir)?)?,
+        Some((_, rs)) => dynamic_elements(kernel, rs)?,
         None => Vec::new(),
     };
+    let previous = previous.map(|(a, _)| a);
     let id = format!("{}-{}", std::process::id(), now_ms());
     let deadline_ms = now_ms().saturating_add(seconds.saturating_mul(1000));
     let p = Pending {
@@ -314,10 +335,96 @@ pub fn apply_with_confirm(
 
 /// The last applied ruleset (what the kernel holds when its fingerprint matches), if any.
 pub fn applied_ruleset() -> Result<Option<Ruleset>> {
-    match state::read::<Applied>(&applied_path(), APPLIED)? {
-        Some(a) => Ok(Some(parse_ir(&a.ir)?)),
-        None => Ok(None),
+    Ok(applied_record()?.map(|(_, rs)| rs))
+}
+
+/// The applied record with the edit path's additions in, and its ruleset.
+fn applied_record() -> Result<Option<(Applied, Ruleset)>> {
+    let Some(mut a) = state::read::<Applied>(&applied_path(), APPLIED)? else {
+        return Ok(None);
+    };
+    let mut rs = parse_ir(&a.ir)?;
+    let delta = state::read::<AppliedDelta>(&delta_path(), DELTA)?;
+    if let Some(d) = delta.filter(|d| d.base == a.fingerprint) {
+        add_elements(&mut rs, &d.added).map_err(|reason| {
+            Error::State(state::StateError {
+                path: delta_path(),
+                reason,
+                last_good: None,
+            })
+        })?;
+        let fingerprint = rs.fingerprint();
+        if fingerprint != d.fingerprint {
+            return Err(Error::State(state::StateError {
+                path: delta_path(),
+                reason: format!(
+                    "its additions lead to fingerprint {fingerprint}, not {}",
+                    d.fingerprint
+                ),
+                last_good: None,
+            }));
+        }
+        a.ir = rs.to_text();
+        a.fingerprint = fingerprint;
     }
+    Ok(Some((a, rs)))
+}
+
+/// Add addresses to static host sets of `rs`, as the compiler puts blacklisted addresses in.
+fn add_elements(rs: &mut Ruleset, added: &[(String, String)]) -> std::result::Result<(), String> {
+    let mut by_set: std::collections::BTreeMap<&str, Vec<Prefix>> = Default::default();
+    for (set, addr) in added {
+        let a: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an address"))?;
+        by_set.entry(set).or_default().push(Prefix::host(a));
+    }
+    for (name, new) in by_set {
+        let Some(set) = rs.sets.get_mut(name) else {
+            return Err(format!("the ruleset has no set {name}"));
+        };
+        let SetKind::Static(s) = &set.kind else {
+            return Err(format!("set {name} is not static"));
+        };
+        let elements = s
+            .elements()
+            .iter()
+            .cloned()
+            .chain(new.into_iter().map(|p| (p, String::new())));
+        let s = pbxfw_core::StaticSet::hosts(set.family, elements)
+            .map_err(|p| format!("{p} does not belong in set {name}"))?;
+        set.kind = SetKind::Static(s);
+    }
+    Ok(())
+}
+
+/// Record that the edit path added `added` ((set, address)) to the ruleset with fingerprint
+/// `from`, giving the ruleset with fingerprint `to`. Refused when the applied record is not of
+/// `from` (nothing to add to).
+pub(crate) fn record_added(from: &str, to: &str, added: &[(String, String)]) -> Result<()> {
+    let head = applied_head().ok_or_else(|| Error::Usage("no applied record".into()))?;
+    let delta = state::read::<AppliedDelta>(&delta_path(), DELTA)
+        .ok()
+        .flatten()
+        .filter(|d| d.base == head.fingerprint);
+    let d = match delta {
+        Some(mut d) if d.fingerprint == from => {
+            d.added.extend_from_slice(added);
+            d.fingerprint = to.into();
+            d
+        }
+        _ if head.fingerprint == from => AppliedDelta {
+            base: from.into(),
+            fingerprint: to.into(),
+            added: added.to_vec(),
+        },
+        _ => {
+            return Err(Error::Usage(format!(
+                "the applied record is not of ruleset {from}"
+            )))
+        }
+    };
+    state::write(&delta_path(), DELTA, &d).map_err(|e| Error::io(delta_path(), e))
 }
 
 /// The IR text of an applied record, parsed.

@@ -193,7 +193,12 @@ impl Backend for Memory {
         Ok(())
     }
 
-    fn patch_static(&self, new: &Ruleset, changes: &[SetUpdate]) -> Result<(), BackendError> {
+    fn patch_static(
+        &self,
+        new: &Ruleset,
+        fingerprint: &str,
+        changes: &[SetUpdate],
+    ) -> Result<(), BackendError> {
         let mut state = self.state();
         let Some(l) = state.as_mut() else {
             return Err(BackendError::NotLoaded);
@@ -224,7 +229,7 @@ impl Backend for Memory {
         }
         l.elements = elements;
         l.rs = new.clone();
-        l.fingerprint = new.fingerprint();
+        l.fingerprint = fingerprint.to_string();
         Ok(())
     }
 

@@ -48,9 +48,17 @@ impl Ruleset {
         print::print(self)
     }
 
-    /// A short stable hash of the canonical form (the text, with static set elements hashed in
-    /// binary): equal rulesets have equal fingerprints.
+    /// A short stable hash of the canonical form: equal rulesets have equal fingerprints
+    /// ([`FingerprintParts`] says how it is made).
     pub fn fingerprint(&self) -> String {
+        self.fingerprint_parts().fingerprint()
+    }
+
+    /// What the fingerprint is made of: the canonical text without the static sets' elements,
+    /// hashed, and per static set a digest of its elements that an added element updates
+    /// without the others (the policy edit path adds a blacklisted address to a 100k-entry
+    /// ruleset without building it).
+    pub fn fingerprint_parts(&self) -> FingerprintParts {
         use sha2::{Digest, Sha256};
         /// Hashes the text as it is printed: the 100k-element IR is never held as a string.
         struct Hasher(Sha256);
@@ -61,16 +69,25 @@ impl Ruleset {
             }
         }
         let mut h = Hasher(Sha256::new());
-        print::print_to(self, &mut h, &mut |h, p, origin| {
-            // The canonical text's information, in binary: family, first address, length,
-            // origin (length-prefixed, so no two element lists hash alike by accident).
-            h.0.update([p.family() as u8, p.prefix_len()]);
-            h.0.update(p.start().to_be_bytes());
-            h.0.update((origin.len() as u32).to_be_bytes());
-            h.0.update(origin.as_bytes());
-        });
-        let digest = h.0.finalize();
-        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+        print::print_to(self, &mut h, &mut |_, _, _| {});
+        let sets = self
+            .sets
+            .iter()
+            .filter_map(|(name, set)| match &set.kind {
+                SetKind::Static(s) => {
+                    let mut d = SetDigest::default();
+                    for (p, origin) in s.elements() {
+                        d.add(p, origin);
+                    }
+                    Some((name.clone(), d))
+                }
+                SetKind::Dynamic(_) => None,
+            })
+            .collect();
+        FingerprintParts {
+            text: h.0.finalize().into(),
+            sets,
+        }
     }
 
     /// Dynamic sets fed by resolving `hostname`, for the resolver that keeps them fresh.
@@ -81,6 +98,84 @@ impl Ruleset {
                 SetKind::Dynamic(d) if d.resolves.contains(hostname) => Some(name.as_str()),
                 _ => None,
             })
+    }
+}
+
+/// A ruleset's fingerprint in parts ([`Ruleset::fingerprint_parts`]).
+///
+/// The fingerprint is the first 8 bytes of SHA-256 over a version tag, the SHA-256 of the
+/// canonical text with no static set element printed, and each static set's name, element
+/// count and [`SetDigest`], in name order. Two rulesets with equal fingerprints are equal
+/// but for a collision; the fingerprint tells "the kernel holds what pbxfw recorded", it is no
+/// signature (64 bits, and the policy's author could aim at a collision of the set digests).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FingerprintParts {
+    /// SHA-256 of the canonical text without static set elements.
+    pub text: [u8; 32],
+    /// Every static set's digest, by name.
+    pub sets: BTreeMap<String, SetDigest>,
+}
+
+impl FingerprintParts {
+    /// The fingerprint: 16 hex digits.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"pbxfw-fingerprint 2\n");
+        h.update(self.text);
+        for (name, d) in &self.sets {
+            h.update((name.len() as u32).to_be_bytes());
+            h.update(name.as_bytes());
+            h.update(d.count.to_be_bytes());
+            for lane in d.sum {
+                h.update(lane.to_be_bytes());
+            }
+        }
+        let digest = h.finalize();
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The digest of a static set's elements: their number and the sum (four 64-bit lanes, modulo
+/// 2^64 each) of each element's SHA-256 over its family, length, first address and origin. A
+/// sum does not depend on the order, and an element is added or taken out alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SetDigest {
+    /// Elements.
+    pub count: u64,
+    /// The sum of their hashes.
+    pub sum: [u64; 4],
+}
+
+impl SetDigest {
+    fn hash(p: &Prefix, origin: &str) -> [u64; 4] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update([p.family() as u8, p.prefix_len()]);
+        h.update(p.start().to_be_bytes());
+        // Length-prefixed, so that no two (prefix, origin) pairs hash alike by accident.
+        h.update((origin.len() as u32).to_be_bytes());
+        h.update(origin.as_bytes());
+        let d = h.finalize();
+        std::array::from_fn(|i| u64::from_be_bytes(d[i * 8..i * 8 + 8].try_into().unwrap()))
+    }
+
+    /// Count an element in.
+    pub fn add(&mut self, p: &Prefix, origin: &str) {
+        let x = Self::hash(p, origin);
+        self.count += 1;
+        for (s, x) in self.sum.iter_mut().zip(x) {
+            *s = s.wrapping_add(x);
+        }
+    }
+
+    /// Take an element out (it must have been counted in).
+    pub fn remove(&mut self, p: &Prefix, origin: &str) {
+        let x = Self::hash(p, origin);
+        self.count = self.count.saturating_sub(1);
+        for (s, x) in self.sum.iter_mut().zip(x) {
+            *s = s.wrapping_sub(x);
+        }
     }
 }
 
