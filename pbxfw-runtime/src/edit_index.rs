@@ -151,16 +151,17 @@ fn anchor(text: &str) -> Option<(usize, String)> {
     let separator = match n {
         1 => ", ".to_string(),
         _ => {
+            // One entry a line (the indentation of the last one), or as many as the last
+            // two share; a comment between them stays where it is.
             let before = entries.get(n - 2)?.span()?;
             let between = text.get(before.end..last.start)?;
-            let plain = between.starts_with(',')
-                && between[1..]
-                    .chars()
-                    .all(|c| c == ' ' || c == '\t' || c == '\n');
-            if plain {
-                between.to_string()
-            } else {
-                ", ".to_string()
+            let blank = |t: &str| t.chars().all(|c| c == ' ' || c == '\t');
+            match between.rsplit_once('\n') {
+                Some((_, indent)) if between.starts_with(',') && blank(indent) => {
+                    format!(",\n{indent}")
+                }
+                None if between.starts_with(',') && blank(&between[1..]) => between.to_string(),
+                _ => ", ".to_string(),
             }
         }
     };
@@ -248,7 +249,11 @@ mod tests {
         assert_eq!(sep, ", ");
         // A comment between two entries is not copied for every new one.
         let c = "[blacklist]\nentries = [\"192.0.2.1\", # a\n \"192.0.2.2\"]\n";
+        assert_eq!(anchor(c).unwrap().1, ",\n ");
+        let c = "[blacklist]\nentries = [\"192.0.2.1\" # a\n, \"192.0.2.2\"]\n";
         assert_eq!(anchor(c).unwrap().1, ", ");
+        let c = "[blacklist]\nentries = [\"192.0.2.1\",  \"192.0.2.2\"]\n";
+        assert_eq!(anchor(c).unwrap().1, ",  ");
         // Nothing to add after: the whole path.
         assert!(anchor("[blacklist]\nentries = []\n").is_none());
         assert!(anchor("[settings]\n").is_none());
