@@ -23,6 +23,10 @@ for i in $(seq 1 "$rounds"); do
   secs ip netns exec "$ns" "$bin" blacklist add "198.18.0.$i" --policy "$dir/pbxfw.toml" >> "$dir/one"
   secs ip netns exec "$ns" nft add element inet pbxfw blacklist_hosts4 "{ 198.18.1.$i }" >> "$dir/nft_one"
 done
+# A network goes through the whole edit (read, validate and compile the policy, before and
+# after): once, beside it the same network by nft.
+net=$(secs ip netns exec "$ns" "$bin" blacklist add 198.18.128.0/24 --policy "$dir/pbxfw.toml")
+nft_net=$(secs ip netns exec "$ns" nft add element inet pbxfw blacklist4 "{ 198.18.129.0/24 }")
 # 10,000 new addresses (198.19.0.0/17 is not in the generated blacklist), once: the file then
 # holds 110,000 entries.
 python3 -c 'print(" ".join(f"198.19.{i // 250}.{i % 250 + 1}" for i in range(10000)))' > "$dir/10k"
@@ -33,4 +37,5 @@ nft_ten=$(secs ip netns exec "$ns" nft -f "$dir/10k.nft")
 printf '%-44s %10s %10s %8s\n' "edit (100k-entry policy, nft loaded)" "pbxfw s" "nft s" "ratio"
 one=$(median < "$dir/one"); nft_one=$(median < "$dir/nft_one")
 printf '%-44s %10s %10s %8.1f\n' "blacklist add, 1 address (median of $rounds)" "$one" "$nft_one" "$(echo "$one / $nft_one" | bc -l)"
+printf '%-44s %10.3f %10.3f %8.1f\n' "blacklist add, 1 network (whole edit)" "$net" "$nft_net" "$(echo "$net / $nft_net" | bc -l)"
 printf '%-44s %10.3f %10.3f %8.1f\n' "blacklist add, 10,000 addresses" "$ten" "$nft_ten" "$(echo "$ten / $nft_ten" | bc -l)"

@@ -1,4 +1,4 @@
-//! `pbxfw blacklist add` by the edit index (docs/operations.md, "Large blacklists"), with real
+//! `pbxfw blacklist add` by the edit index (docs/policy.md, "Editing a large blacklist"), with real
 //! packets: addresses added without reading the policy whole are dropped at once, the file
 //! keeps its layout and comments and compiles to exactly the ruleset the kernel then holds,
 //! the applied record follows (a rollback returns to the edited ruleset), and whatever the
@@ -90,8 +90,14 @@ fn run(backend: &str) {
     let out = ok(
         &t.pbx,
         &[
-            "blacklist", "add", "203.0.113.7", "2001:db8::7", "203.0.113.7", "192.0.2.200",
-            "--policy", p,
+            "blacklist",
+            "add",
+            "203.0.113.7",
+            "2001:db8::7",
+            "203.0.113.7",
+            "192.0.2.200",
+            "--policy",
+            p,
         ],
     );
     assert!(out.contains("2 entr(ies) added"), "{out}");
@@ -121,9 +127,16 @@ fn run(backend: &str) {
 
     // A network, and any text the index was not written for, go through the whole edit,
     // which writes the index again for the next one.
-    let out = ok(&t.pbx, &["blacklist", "add", "203.0.113.64/26", "--policy", p]);
+    let out = ok(
+        &t.pbx,
+        &["blacklist", "add", "203.0.113.64/26", "--policy", p],
+    );
     assert!(!out.contains("(by the edit index)"), "{out}");
-    std::fs::write(&policy, std::fs::read_to_string(&policy).unwrap() + "# by hand\n").unwrap();
+    std::fs::write(
+        &policy,
+        std::fs::read_to_string(&policy).unwrap() + "# by hand\n",
+    )
+    .unwrap();
     let out = ok(&t.pbx, &["blacklist", "add", "203.0.113.9", "--policy", p]);
     assert!(!out.contains("(by the edit index)"), "{out}");
     let out = ok(&t.pbx, &["blacklist", "add", "203.0.113.10", "--policy", p]);
@@ -136,7 +149,10 @@ fn run(backend: &str) {
     // what is loaded, and its rollback returns to it.
     let other = dir.path().join("other.toml");
     std::fs::write(&other, "[interfaces]\neth0 = \"internet\"\n").unwrap();
-    ok(&t.pbx, &["apply", other.to_str().unwrap(), "--confirm", "300"]);
+    ok(
+        &t.pbx,
+        &["apply", other.to_str().unwrap(), "--confirm", "300"],
+    );
     assert_eq!(t.probe(&sip("203.0.113.10")), Some(FinalVerdict::Accept));
     ok(&t.pbx, &["rollback"]);
     assert_eq!(loaded(&t.pbx), fp);

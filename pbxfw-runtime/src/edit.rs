@@ -122,7 +122,43 @@ pub fn edit(
         ..Default::default()
     };
     crate::policy_file::write_atomic(Path::new(path), &edited).map_err(|e| Error::io(path, e))?;
-    // From here on the file is changed: a kernel failure says so.
+    // The edit index of the new text is built beside the kernel's update (policy.md,
+    // "Editing a large blacklist"), and saved whatever the kernel did: it describes the file.
+    let admins = admin_addrs(&new.policy);
+    let (index, kernel) = std::thread::scope(|s| {
+        let index =
+            s.spawn(|| crate::edit_index::build(Path::new(path), &edited, &new.ruleset, &admins));
+        let kernel = bring_kernel(backend, &old.ruleset, &new.ruleset, &opts);
+        (index.join().ok().flatten(), kernel)
+    });
+    let saved = match &index {
+        Some(idx) => crate::edit_index::save(idx),
+        None => crate::edit_index::remove(),
+    };
+    let (kernel, mut warnings) = kernel?;
+    if let Err(e) = saved {
+        warnings.push(format!(
+            "{e}: the next blacklist edit reads the whole policy again"
+        ));
+    }
+    Ok(EditOutcome {
+        file: path.to_string(),
+        summary,
+        kernel,
+        warnings,
+        indexed: false,
+    })
+}
+
+/// Bring the kernel from `old` to `new` after the policy file changed, and record `new` as
+/// applied; with the warnings of the bookkeeping.
+fn bring_kernel(
+    backend: BackendName,
+    old: &pbxfw_core::Ruleset,
+    new: &pbxfw_core::Ruleset,
+    opts: &ApplyOptions,
+) -> Result<(KernelChange, Vec<String>)> {
+    // The file is changed already: a kernel failure says so.
     let after = |what: &str, e: pbxfw_core::BackendError| {
         Error::Backend(pbxfw_core::BackendError::Kernel(format!(
             "the policy file is updated, but the kernel {what}: {e}"
@@ -131,52 +167,21 @@ pub fn edit(
     let kernel = backend.open();
     match kernel.fingerprint() {
         Ok(Some(_)) => {}
-        Ok(None) => {
-            let mut warnings = Vec::new();
-            if let Err(e) = crate::edit_index::write(
-                Path::new(path),
-                &edited,
-                &new.ruleset,
-                &admin_addrs(&new.policy),
-            ) {
-                warnings.push(format!(
-                    "{e}: the next blacklist edit reads the whole policy again"
-                ));
-            }
-            return Ok(EditOutcome {
-                file: path.to_string(),
-                summary,
-                kernel: KernelChange::NotLoaded,
-                warnings,
-                indexed: false,
-            });
-        }
+        Ok(None) => return Ok((KernelChange::NotLoaded, Vec::new())),
         Err(e) => return Err(after("cannot be read", e)),
     }
     let started = std::time::Instant::now();
-    let synced = pbxfw_core::sync(kernel.as_ref(), &old.ruleset, &new.ruleset, &opts)
-        .map_err(|e| after("was not", e))?;
+    let synced =
+        pbxfw_core::sync(kernel.as_ref(), old, new, opts).map_err(|e| after("was not", e))?;
     // The kernel now holds the edited ruleset: it is the last applied one (for `apply
     // --confirm`, rollbacks, and the commands that act on the loaded sets), applied from the
     // sessions that applied the one it replaces.
     let mut warnings = Vec::new();
-    if let Err(e) = crate::safety::record_applied(
-        backend.as_str(),
-        &new.ruleset,
-        &crate::safety::applied_sessions(),
-    ) {
+    if let Err(e) =
+        crate::safety::record_applied(backend.as_str(), new, &crate::safety::applied_sessions())
+    {
         warnings.push(format!(
             "{e}: a later `apply --confirm` is refused until an apply is recorded"
-        ));
-    }
-    if let Err(e) = crate::edit_index::write(
-        Path::new(path),
-        &edited,
-        &new.ruleset,
-        &admin_addrs(&new.policy),
-    ) {
-        warnings.push(format!(
-            "{e}: the next blacklist edit reads the whole policy again"
         ));
     }
     let kernel = if synced.incremental {
@@ -192,13 +197,7 @@ pub fn edit(
             fingerprint: synced.fingerprint,
         }
     };
-    Ok(EditOutcome {
-        file: path.to_string(),
-        summary,
-        kernel,
-        warnings,
-        indexed: false,
-    })
+    Ok((kernel, warnings))
 }
 
 /// `settings.admins`' addresses.

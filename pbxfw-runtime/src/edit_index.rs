@@ -1,5 +1,5 @@
 //! The edit index: what `pbxfw blacklist add` needs to add single addresses to a large policy
-//! without reading it whole (docs/operations.md, "Large blacklists").
+//! without reading it whole (docs/policy.md, "Editing a large blacklist").
 //!
 //! Reading a 100,000-entry policy (parse, validate, compile) takes a tenth of a second, and an
 //! edit read it twice and printed the whole ruleset again. Yet adding an address to the
@@ -70,22 +70,10 @@ pub(crate) fn read(policy_path: &Path) -> Option<EditIndex> {
     (idx.policy == real).then_some(idx)
 }
 
-/// Write the index of the policy file at `policy_path`, whose text `text` compiled to `rs`
-/// (with `settings.admins` = `admins`). Without a place to add entries (a JSON policy, no
-/// non-empty `blacklist.entries` array), any index is removed: the next edit reads the file.
-pub(crate) fn write(
-    policy_path: &Path,
-    text: &str,
-    rs: &Ruleset,
-    admins: &[IpAddr],
-) -> std::io::Result<()> {
-    match build(policy_path, text, rs, admins) {
-        Some(idx) => save(&idx),
-        None => remove(),
-    }
-}
-
-/// The index of the policy file at `policy_path` ([`write`]), if it has a place for entries.
+/// The index of the policy file at `policy_path`, whose text `text` compiled to `rs` (with
+/// `settings.admins` = `admins`); `None` without a place to add entries (a JSON policy, no
+/// non-empty `blacklist.entries` array): the caller removes any index, and the next edit reads
+/// the file whole.
 pub(crate) fn build(
     policy_path: &Path,
     text: &str,
