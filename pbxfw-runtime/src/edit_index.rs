@@ -45,7 +45,7 @@ pub(crate) struct EditIndex {
     /// The blacklist's IPv4 single addresses, sorted.
     pub hosts4: Vec<u32>,
     /// The blacklist's IPv6 single addresses, sorted (high and low 64 bits).
-    pub hosts6: Vec<(u64, u64)>,
+    pub hosts6: Vec<Halves>,
     /// `settings.admins`' addresses.
     pub admins: Vec<IpAddr>,
 }
@@ -159,8 +159,11 @@ fn anchor(text: &str) -> Option<(usize, String)> {
     Some((last.end, separator))
 }
 
+/// An IPv6 address as two halves (JSON numbers are 64 bits at most).
+type Halves = (u64, u64);
+
 /// The blacklist's host sets, sorted (they are: a static set is kept sorted).
-fn hosts(rs: &Ruleset) -> Option<(Vec<u32>, Vec<(u64, u64)>)> {
+fn hosts(rs: &Ruleset) -> Option<(Vec<u32>, Vec<Halves>)> {
     let elements = |f: Family| -> Option<Vec<u128>> {
         match &rs.sets.get(&names::blacklist_hosts(f))?.kind {
             SetKind::Static(s) if s.is_hosts() => {
@@ -213,7 +216,7 @@ impl EditIndex {
     }
 }
 
-fn split(v: u128) -> (u64, u64) {
+fn split(v: u128) -> Halves {
     ((v >> 64) as u64, v as u64)
 }
 
