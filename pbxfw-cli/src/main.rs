@@ -876,7 +876,16 @@ fn load(path: Option<&str>, example: bool) -> Result<Loaded, Fail> {
 
 fn print_edit(o: &pbxfw_runtime::edit::EditOutcome) {
     use pbxfw_runtime::edit::KernelChange;
-    println!("{}: {}", o.file, o.summary);
+    println!(
+        "{}: {}{}",
+        o.file,
+        o.summary,
+        if o.indexed {
+            " (by the edit index)"
+        } else {
+            ""
+        }
+    );
     match &o.kernel {
         KernelChange::NotLoaded => {
             println!("pbxfw is not loaded; the change takes effect at the next apply")
@@ -887,8 +896,7 @@ fn print_edit(o: &pbxfw_runtime::edit::EditOutcome) {
             elapsed_ms,
             fingerprint,
         } => println!(
-            "kernel: {added} element(s) added, {removed} removed without a reload{} in {elapsed_ms:.1} ms; fingerprint {fingerprint}",
-            if o.indexed { " (by the edit index)" } else { "" }
+            "kernel: {added} element(s) added, {removed} removed without a reload in {elapsed_ms:.1} ms; fingerprint {fingerprint}"
         ),
         KernelChange::Reloaded {
             reason,

@@ -50,6 +50,16 @@ fn pbxfw(ns: &Netns, args: &[&str]) -> Output {
         .unwrap()
 }
 
+fn command(ns: &Netns, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_pbxfw")])
+        .args(args)
+        .envs(ns.host_env())
+        .env_remove("PBXFW_POLICY")
+        .env_remove("SSH_CONNECTION");
+    c
+}
+
 fn ok(ns: &Netns, args: &[&str]) -> String {
     let out = pbxfw(ns, args);
     assert!(out.status.success(), "pbxfw {args:?}: {}", text(&out));
@@ -158,6 +168,29 @@ fn run(backend: &str) {
     assert_eq!(loaded(&t.pbx), fp);
     assert_eq!(t.probe(&sip("203.0.113.10")), Some(FinalVerdict::Drop));
     assert_eq!(t.probe(&sip("203.0.113.7")), Some(FinalVerdict::Drop));
+
+    // Eight edits at once hold the edit lock in turn: none writes the file without another's
+    // entry, and the kernel ends with what the file compiles to.
+    let children: Vec<_> = (20..28)
+        .map(|i| {
+            let addr = format!("203.0.113.{i}");
+            command(&t.pbx, &["blacklist", "add", &addr, "--policy", p])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let now = std::fs::read_to_string(&policy).unwrap();
+    for i in 20..28 {
+        assert!(now.contains(&format!("\"203.0.113.{i}\"")), "{i}: {now}");
+    }
+    assert_eq!(loaded(&t.pbx), compiled(&policy));
+    assert_eq!(t.probe(&sip("203.0.113.27")), Some(FinalVerdict::Drop));
 }
 
 #[test]

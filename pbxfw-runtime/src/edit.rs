@@ -88,6 +88,7 @@ pub fn edit(
     f: impl FnOnce(&mut Doc, &crate::policy::Loaded) -> Result<String>,
 ) -> Result<EditOutcome> {
     let backend = req.backend;
+    let _lock = edit_lock()?;
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     // The policy as it is (validated and compiled) and the document to edit are read from
     // the same text side by side: with a large blacklist each takes tens of milliseconds.
@@ -255,31 +256,42 @@ pub fn blacklist_add(path: &str, req: &EditRequest, entries: &[String]) -> Resul
 
 /// `blacklist add` of single addresses by the edit index ([`crate::edit_index`]), when it
 /// describes the file as it is and the kernel holds its ruleset: the file gets the entries
-/// after its last one, the kernel the elements and the new fingerprint in one netlink
-/// transaction, the applied record the additions. `None` when the whole edit must run: an
-/// entry that is not a single address, no index for this text, another ruleset loaded, an
-/// administrator's address among the entries (the whole edit runs the anti-lockout check).
+/// after its last one, the kernel the elements and the new fingerprint (one netlink
+/// transaction with nft), the applied record the additions. `None` when the whole edit must
+/// run: an entry that is not a single address, no index for this text, another ruleset
+/// loaded, an administrator's address among the entries (the whole edit runs the anti-lockout
+/// check), a file that would outgrow the policy size limit (the whole edit says so).
 fn blacklist_add_indexed(
     path: &str,
     req: &EditRequest,
     entries: &[String],
 ) -> Option<Result<EditOutcome>> {
-    use pbxfw_core::{Op, SetUpdate};
-    let mut new: Vec<(&str, Prefix)> = Vec::with_capacity(entries.len());
+    let mut new: Vec<Prefix> = Vec::with_capacity(entries.len());
+    // How each address was first written: the file gets the entry as given.
+    let mut written: std::collections::HashMap<Prefix, &str> = Default::default();
     for e in entries {
-        // Written into the file as given: only the characters of an address, so that it
-        // needs no quoting and reads back as the same address.
+        // Only the characters of an address, so that it needs no quoting and reads back as
+        // the same address.
         let plain = e
             .bytes()
             .all(|b| b.is_ascii_hexdigit() || b".:/".contains(&b));
         match Prefix::parse_lenient(e) {
-            Ok((p, false)) if plain && p.is_host() => new.push((e, p)),
+            Ok((p, false)) if plain && p.is_host() => {
+                new.push(p);
+                written.entry(p).or_insert(e);
+            }
             _ => return None,
         }
     }
+    // One edit at a time, from reading the index to recording the result: two at once would
+    // each write the file without the other's entries.
+    let _lock = match edit_lock() {
+        Ok(l) => l,
+        Err(e) => return Some(Err(e)),
+    };
     let mut idx = crate::edit_index::read(Path::new(path))?;
     let text = std::fs::read(path).ok()?;
-    if crate::edit_index::sha256(&text) != idx.sha256 || idx.insert_at > text.len() {
+    if crate::edit_index::sha256(&text) != idx.sha256 || !idx.fits(&text) {
         return None;
     }
     let sessions: Vec<std::net::IpAddr> = std::env::var("SSH_CONNECTION")
@@ -289,11 +301,7 @@ fn blacklist_add_indexed(
         .chain(req.admins.iter().map(|a| a.addr))
         .chain(idx.admins.iter().copied())
         .collect();
-    if !req.force
-        && new
-            .iter()
-            .any(|(_, p)| sessions.iter().any(|a| p.contains(a)))
-    {
+    if !req.force && new.iter().any(|p| sessions.iter().any(|a| p.contains(a))) {
         return None;
     }
     let kernel = req.backend.open();
@@ -303,29 +311,26 @@ fn blacklist_add_indexed(
         Ok(None) => false,
         _ => return None,
     };
+    let added = idx.add(&new);
+    let mut insert = String::new();
+    for p in &added {
+        insert.push_str(&idx.separator);
+        insert.push('"');
+        insert.push_str(written[p]);
+        insert.push('"');
+    }
+    if text.len() + insert.len() > pbxfw_core::MAX_POLICY_BYTES {
+        return None;
+    }
+    let mut edited = Vec::with_capacity(text.len() + insert.len());
+    edited.extend_from_slice(&text[..idx.insert_at]);
+    edited.extend_from_slice(insert.as_bytes());
+    edited.extend_from_slice(&text[idx.insert_at..]);
+    let edited = String::from_utf8(edited).ok()?;
     Some((|| {
         crate::safety::refuse_if_pending()?;
-        let mut added = Vec::new();
-        let mut insert = String::new();
-        for (e, p) in new {
-            if idx.has(&p) {
-                continue;
-            }
-            idx.add(&p);
-            insert.push_str(&idx.separator);
-            insert.push('"');
-            insert.push_str(e);
-            insert.push('"');
-            added.push(p);
-        }
         let fresh = idx.parts.fingerprint();
         let summary = format!("blacklist: {} entr(ies) added", added.len());
-        let mut edited = Vec::with_capacity(text.len() + insert.len());
-        edited.extend_from_slice(&text[..idx.insert_at]);
-        edited.extend_from_slice(insert.as_bytes());
-        edited.extend_from_slice(&text[idx.insert_at..]);
-        let edited = String::from_utf8(edited)
-            .map_err(|_| Error::Usage(format!("{path} is not UTF-8 text; nothing changed")))?;
         if !added.is_empty() {
             crate::policy_file::write_atomic(Path::new(path), &edited)
                 .map_err(|e| Error::io(path, e))?;
@@ -339,56 +344,49 @@ fn blacklist_add_indexed(
                 "{e}: the next blacklist edit reads the whole policy again"
             ));
         }
+        let outcome = |kernel, warnings| EditOutcome {
+            file: path.to_string(),
+            summary: summary.clone(),
+            kernel,
+            warnings,
+            indexed: true,
+        };
         if !loaded {
-            return Ok(EditOutcome {
-                file: path.to_string(),
-                summary,
-                kernel: KernelChange::NotLoaded,
-                warnings,
-                indexed: true,
-            });
+            return Ok(outcome(KernelChange::NotLoaded, warnings));
         }
         let started = std::time::Instant::now();
-        // The sets the elements go to, as the compiler defines them (no elements needed).
-        let mut sets = pbxfw_core::Ruleset::default();
-        let mut changes: Vec<SetUpdate> = Vec::new();
-        for f in [pbxfw_core::Family::Ipv4, pbxfw_core::Family::Ipv6] {
-            let elements: Vec<pbxfw_core::Element> = added
-                .iter()
-                .filter(|p| p.family() == f)
-                .map(|p| pbxfw_core::Element {
-                    prefix: *p,
-                    timeout: None,
-                })
-                .collect();
-            let name = pbxfw_core::names::blacklist_hosts(f);
-            sets.sets.insert(
-                name.clone(),
-                pbxfw_core::Set {
-                    family: f,
-                    kind: pbxfw_core::SetKind::Static(
-                        pbxfw_core::StaticSet::hosts(f, Vec::new())
-                            .expect("an empty set is a set of hosts"),
-                    ),
-                    comment: "blacklist".into(),
-                },
-            );
-            if !elements.is_empty() {
-                changes.push(SetUpdate {
-                    set: name,
-                    op: Op::Add,
-                    elements,
-                });
-            }
-        }
+        let (sets, changes) = host_additions(&added);
         let after = |what: &str, e: pbxfw_core::BackendError| {
             Error::Backend(pbxfw_core::BackendError::Kernel(format!(
                 "the policy file is updated, but the kernel {what}: {e}; `pbxfw apply` loads it"
             )))
         };
-        kernel
-            .patch_static(&sets, &fresh, &changes)
-            .map_err(|e| after("refused the elements", e))?;
+        if let Err(refused) = kernel.patch_static(&sets, &fresh, &changes) {
+            // As the whole edit does when the kernel refuses a patch (an ipset that is
+            // full): the edited policy, read whole, loaded whole (bans and registrations
+            // kept).
+            let new = crate::policy::load_text(&edited, path)?;
+            let opts = ApplyOptions {
+                custom: crate::safety::custom_rules(req.backend.as_str())?,
+                ..Default::default()
+            };
+            let a = pbxfw_core::apply(kernel.as_ref(), &new.ruleset, &opts)
+                .map_err(|e| after("was not", e))?;
+            if let Err(e) = crate::safety::record_applied(
+                req.backend.as_str(),
+                &new.ruleset,
+                &crate::safety::applied_sessions(),
+            ) {
+                warnings.push(format!(
+                    "{e}: a later `apply --confirm` is refused until an apply is recorded"
+                ));
+            }
+            let change = KernelChange::Reloaded {
+                reason: format!("the kernel refused the set update ({refused})"),
+                fingerprint: a.fingerprint,
+            };
+            return Ok(outcome(change, warnings));
+        }
         match kernel.fingerprint() {
             Ok(Some(fp)) if fp == fresh => {}
             Ok(found) => {
@@ -419,19 +417,68 @@ fn blacklist_add_indexed(
                 ));
             }
         }
-        Ok(EditOutcome {
-            file: path.to_string(),
-            summary,
-            kernel: KernelChange::Elements {
-                added: added.len(),
-                removed: 0,
-                elapsed_ms,
-                fingerprint: fresh,
-            },
-            warnings,
-            indexed: true,
-        })
+        let change = KernelChange::Elements {
+            added: added.len(),
+            removed: 0,
+            elapsed_ms,
+            fingerprint: fresh,
+        };
+        Ok(outcome(change, warnings))
     })())
+}
+
+/// The blacklist's host sets as the compiler defines them (without their elements), and the
+/// additions of `added` to them.
+fn host_additions(added: &[Prefix]) -> (pbxfw_core::Ruleset, Vec<pbxfw_core::SetUpdate>) {
+    use pbxfw_core::{Family, Op, Set, SetKind, SetUpdate, StaticSet};
+    let mut sets = pbxfw_core::Ruleset::default();
+    let mut changes = Vec::new();
+    for f in [Family::Ipv4, Family::Ipv6] {
+        let name = pbxfw_core::names::blacklist_hosts(f);
+        sets.sets.insert(
+            name.clone(),
+            Set {
+                family: f,
+                kind: SetKind::Static(
+                    StaticSet::hosts(f, Vec::new()).expect("an empty set is a set of hosts"),
+                ),
+                comment: "blacklist".into(),
+            },
+        );
+        let elements: Vec<pbxfw_core::Element> = added
+            .iter()
+            .filter(|p| p.family() == f)
+            .map(|p| pbxfw_core::Element {
+                prefix: *p,
+                timeout: None,
+            })
+            .collect();
+        if !elements.is_empty() {
+            changes.push(SetUpdate {
+                set: name,
+                op: Op::Add,
+                elements,
+            });
+        }
+    }
+    (sets, changes)
+}
+
+/// The lock every policy edit holds from reading the file to recording the result (released
+/// when the file is closed).
+fn edit_lock() -> Result<std::fs::File> {
+    let dir = pbxfw_host::dirs::state_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let path = dir.join("edit.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| Error::io(&path, e.into()))?;
+    Ok(lock)
 }
 
 /// Remove `entries` from the blacklist; one that is not there refuses the whole edit.

@@ -27,10 +27,13 @@ use pbxfw_host::{dirs, state};
 use serde::{Deserialize, Serialize};
 
 const KIND: &str = "edit_index";
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// What the fast edit needs of the policy file it was written for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct EditIndex {
+    /// The pbxfw that wrote it: another one may compile the same text otherwise.
+    pub version: String,
     /// The policy file, canonical.
     pub policy: PathBuf,
     /// SHA-256 of its text, hex.
@@ -67,7 +70,7 @@ pub(crate) fn sha256(text: &[u8]) -> String {
 pub(crate) fn read(policy_path: &Path) -> Option<EditIndex> {
     let idx: EditIndex = state::read(&path(), KIND).ok().flatten()?;
     let real = std::fs::canonicalize(policy_path).ok()?;
-    (idx.policy == real).then_some(idx)
+    (idx.policy == real && idx.version == VERSION).then_some(idx)
 }
 
 /// The index of the policy file at `policy_path`, whose text `text` compiled to `rs` (with
@@ -86,6 +89,7 @@ pub(crate) fn build(
     let (insert_at, separator) = anchor(text)?;
     let (hosts4, hosts6) = hosts(rs)?;
     Some(EditIndex {
+        version: VERSION.into(),
         policy: std::fs::canonicalize(policy_path).ok()?,
         sha256: sha256(text.as_bytes()),
         parts: rs.fingerprint_parts(),
@@ -192,27 +196,46 @@ impl EditIndex {
         }
     }
 
-    /// Count the single address `p` in: the host list and the fingerprint's parts.
-    pub fn add(&mut self, p: &Prefix) {
-        match p.family() {
-            Family::Ipv4 => {
-                let v = p.start() as u32;
-                if let Err(i) = self.hosts4.binary_search(&v) {
-                    self.hosts4.insert(i, v);
-                }
+    /// Count the single addresses `new` in (those not there yet, once each): the host lists
+    /// and the fingerprint's parts. Returns them, in the order given.
+    pub fn add(&mut self, new: &[Prefix]) -> Vec<Prefix> {
+        let mut batch = std::collections::HashSet::new();
+        let added: Vec<Prefix> = new
+            .iter()
+            .filter(|p| !self.has(p) && batch.insert(**p))
+            .copied()
+            .collect();
+        // Merged once: inserting each into a sorted list would cost the list's length each.
+        for p in &added {
+            match p.family() {
+                Family::Ipv4 => self.hosts4.push(p.start() as u32),
+                Family::Ipv6 => self.hosts6.push(split(p.start())),
             }
-            Family::Ipv6 => {
-                let v = split(p.start());
-                if let Err(i) = self.hosts6.binary_search(&v) {
-                    self.hosts6.insert(i, v);
-                }
-            }
+            self.parts
+                .sets
+                .entry(names::blacklist_hosts(p.family()))
+                .or_default()
+                .add(p, "");
         }
-        self.parts
-            .sets
-            .entry(names::blacklist_hosts(p.family()))
-            .or_default()
-            .add(p, "");
+        self.hosts4.sort_unstable();
+        self.hosts6.sort_unstable();
+        added
+    }
+
+    /// Whether the index still reads as written by [`build`]: the offset right after a quoted
+    /// value of `text`, a separator of a comma and blanks.
+    pub fn fits(&self, text: &[u8]) -> bool {
+        let sep = self.separator.as_bytes();
+        let blank = |b: &[u8]| b.iter().all(|c| *c == b' ' || *c == b'\t');
+        let sep_ok = sep.first() == Some(&b',')
+            && match sep[1..].iter().position(|c| *c == b'\n') {
+                Some(i) => blank(&sep[1..1 + i]) && blank(&sep[2 + i..]),
+                None => blank(&sep[1..]),
+            };
+        sep_ok
+            && self.insert_at <= text.len()
+            && self.insert_at > 0
+            && matches!(text[self.insert_at - 1], b'"' | b'\'')
     }
 }
 

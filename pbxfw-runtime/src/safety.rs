@@ -607,6 +607,8 @@ fn roll_back(p: &Pending) -> Result<String> {
                 });
             }
             pbxfw_core::apply(kernel, &rs, &opts)?;
+            // `a` holds the additions already (it was read through `applied_record`).
+            state::remove(&delta_path()).map_err(|e| Error::io(delta_path(), e))?;
             state::write(&applied_path(), APPLIED, a).map_err(|e| Error::io(applied_path(), e))?;
             Ok(format!("ruleset {} is back", a.fingerprint))
         }
