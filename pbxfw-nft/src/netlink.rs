@@ -526,7 +526,6 @@ pub fn table_handle(table: &str) -> Result<Option<u64>, NetlinkError> {
 pub fn set_keys(table: &str, set: &str) -> Result<Option<Vec<Vec<u8>>>, NetlinkError> {
     const NFT_MSG_GETSETELEM: u16 = 13;
     const NLM_F_DUMP: u16 = 0x300;
-    const NLMSG_DONE: u16 = 0x3;
     let sock = Socket::open().map_err(NetlinkError::Socket)?;
     let mut m = Msg::new(
         (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
@@ -538,56 +537,89 @@ pub fn set_keys(table: &str, set: &str) -> Result<Option<Vec<Vec<u8>>>, NetlinkE
     m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
     m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(set));
     sock.send(&m.finish()).map_err(NetlinkError::Socket)?;
-    let malformed = || NetlinkError::Socket(io::Error::other("malformed netlink reply"));
     let mut buf = vec![0u8; 64 * 1024];
     let mut keys = Vec::new();
     loop {
         let n = sock.recv(&mut buf).map_err(NetlinkError::Socket)?;
-        let mut off = 0;
-        while off + 16 <= n {
-            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-            let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-            if len < 16 || off + len > n {
-                return Err(malformed());
+        match set_keys_reply(&buf[..n], &mut keys)? {
+            // A small set's: more is no set this reads.
+            Reply::More if keys.len() > 64 => {
+                return Err(NetlinkError::Socket(io::Error::other(
+                    "set {set}: more elements than a small set holds",
+                )))
             }
-            match ty {
-                NLMSG_DONE => return Ok(Some(keys)),
-                NLMSG_ERROR if len >= 20 => {
-                    let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
-                    return match err {
-                        0 => Ok(Some(keys)),
-                        e if -e == libc::ENOENT => Ok(None),
-                        e => Err(NetlinkError::Socket(io::Error::from_raw_os_error(-e))),
-                    };
-                }
-                _ if len >= 20 => {
-                    // Elements > element > key > value, after the nfgen header.
-                    for (t, list) in attrs(&buf[off + 20..off + len]) {
-                        if t != NFTA_SET_ELEM_LIST_ELEMENTS {
+            Reply::More => {}
+            Reply::Done => return Ok(Some(keys)),
+            Reply::NoSuchSet => return Ok(None),
+        }
+    }
+}
+
+/// Where a dump stands after one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// More datagrams follow.
+    More,
+    /// The dump is complete.
+    Done,
+    /// No such table or set.
+    NoSuchSet,
+}
+
+/// Read one datagram of a set-element dump: the keys of its elements are appended to `keys`.
+/// The kernel's reply is checked as untrusted bytes (lengths before slices), and a malformed
+/// one is an error.
+pub fn set_keys_reply(buf: &[u8], keys: &mut Vec<Vec<u8>>) -> Result<Reply, NetlinkError> {
+    const NLMSG_DONE: u16 = 0x3;
+    let malformed = || NetlinkError::Socket(io::Error::other("malformed netlink reply"));
+    let n = buf.len();
+    let mut off = 0;
+    while off + 16 <= n {
+        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+        let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+        if len < 16 || len > n - off {
+            return Err(malformed());
+        }
+        match ty {
+            NLMSG_DONE => return Ok(Reply::Done),
+            NLMSG_ERROR if len >= 20 => {
+                let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
+                return match err {
+                    0 => Ok(Reply::Done),
+                    e if e == -libc::ENOENT => Ok(Reply::NoSuchSet),
+                    e => Err(NetlinkError::Socket(io::Error::from_raw_os_error(
+                        e.checked_neg().unwrap_or(libc::EINVAL),
+                    ))),
+                };
+            }
+            _ if len >= 20 => {
+                // Elements > element > key > value, after the nfgen header.
+                for (t, list) in attrs(&buf[off + 20..off + len]) {
+                    if t != NFTA_SET_ELEM_LIST_ELEMENTS {
+                        continue;
+                    }
+                    for (t, elem) in attrs(list) {
+                        if t != NFTA_LIST_ELEM {
                             continue;
                         }
-                        for (t, elem) in attrs(list) {
-                            if t != NFTA_LIST_ELEM {
+                        for (t, key) in attrs(elem) {
+                            if t != NFTA_SET_ELEM_KEY {
                                 continue;
                             }
-                            for (t, key) in attrs(elem) {
-                                if t != NFTA_SET_ELEM_KEY {
-                                    continue;
-                                }
-                                keys.extend(
-                                    attrs(key)
-                                        .filter(|(t, _)| *t == NFTA_DATA_VALUE)
-                                        .map(|(_, v)| v.to_vec()),
-                                );
-                            }
+                            keys.extend(
+                                attrs(key)
+                                    .filter(|(t, _)| *t == NFTA_DATA_VALUE)
+                                    .map(|(_, v)| v.to_vec()),
+                            );
                         }
                     }
                 }
-                _ => return Err(malformed()),
             }
-            off += (len + 3) & !3;
+            _ => return Err(malformed()),
         }
+        off += ((len + 3) & !3).min(n - off);
     }
+    Ok(Reply::More)
 }
 
 /// The attributes in `b`: (type without the nested and byte-order flags, payload). Stops at
@@ -640,6 +672,45 @@ mod tests {
     use super::*;
     use pbxfw_core::Prefix;
     use std::str::FromStr;
+
+    /// A dump's datagram as the kernel writes it: the element's key is found, truncated and
+    /// lying lengths are errors, the end and "no such set" are told apart.
+    #[test]
+    fn set_key_dumps_are_read_as_untrusted_bytes() {
+        let mut m = Msg::new((NFNL_SUBSYS_NFTABLES << 8) | 12, 0x2, 1, NFPROTO_INET, 0);
+        m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr("pbxfw"));
+        m.attr(NFTA_SET_ELEM_LIST_SET, &cstr("fingerprint"));
+        m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+        m.begin(NFTA_LIST_ELEM);
+        m.begin(NFTA_SET_ELEM_KEY);
+        m.attr(NFTA_DATA_VALUE, &[0xab; 16]);
+        m.end();
+        m.end();
+        m.end();
+        let mut dgram = m.finish();
+        let mut keys = Vec::new();
+        assert_eq!(set_keys_reply(&dgram, &mut keys).unwrap(), Reply::More);
+        assert_eq!(keys, vec![vec![0xab; 16]]);
+        let done = Msg::new(0x3, 0x2, 1, 0, 0).finish();
+        assert_eq!(set_keys_reply(&done, &mut keys).unwrap(), Reply::Done);
+        // An error: the header, the (negative) errno, the request's header.
+        let mut enoent = Vec::new();
+        enoent.extend_from_slice(&36u32.to_ne_bytes());
+        enoent.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        enoent.extend_from_slice(&[0; 10]);
+        enoent.extend_from_slice(&(-libc::ENOENT).to_ne_bytes());
+        enoent.extend_from_slice(&[0; 16]);
+        assert_eq!(
+            set_keys_reply(&enoent, &mut keys).unwrap(),
+            Reply::NoSuchSet
+        );
+        // A message longer than the datagram, and one shorter than its header.
+        let longer = dgram.len() as u32 + 4;
+        dgram[0..4].copy_from_slice(&longer.to_ne_bytes());
+        assert!(set_keys_reply(&dgram, &mut keys).is_err());
+        dgram[0..4].copy_from_slice(&8u32.to_ne_bytes());
+        assert!(set_keys_reply(&dgram, &mut keys).is_err());
+    }
 
     #[test]
     fn messages_are_aligned_and_sized() {
