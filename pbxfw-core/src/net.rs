@@ -90,6 +90,22 @@ pub struct Prefix {
     len: u8,
 }
 
+/// The `ipnet` crate's networks, for Rust programs that hold their addresses in it: a network
+/// with host bits set becomes its prefix (`10.0.0.1/8` is `10.0.0.0/8`, as the policy reads
+/// it). pbxfw keeps its own type inside: a prefix is a `u128` start and a length, shared with
+/// [`Range`], the source maps and the interval arithmetic (docs/design.md, "Addresses").
+impl From<ipnet::IpNet> for Prefix {
+    fn from(n: ipnet::IpNet) -> Prefix {
+        Prefix::new(n.addr(), n.prefix_len()).expect("an ipnet length fits its family")
+    }
+}
+
+impl From<Prefix> for ipnet::IpNet {
+    fn from(p: Prefix) -> ipnet::IpNet {
+        ipnet::IpNet::new(p.addr(), p.len).expect("a prefix length fits its family")
+    }
+}
+
 /// Why a prefix could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrefixError {
@@ -369,6 +385,24 @@ impl FromStr for Range {
 
 #[cfg(test)]
 mod tests {
+    /// `ipnet` networks and prefixes convert both ways, host bits cleared.
+    #[test]
+    fn ipnet_networks_convert_both_ways() {
+        use super::Prefix;
+        for (net, prefix) in [
+            ("192.0.2.0/24", "192.0.2.0/24"),
+            ("10.0.0.1/8", "10.0.0.0/8"),
+            ("198.51.100.7/32", "198.51.100.7"),
+            ("2001:db8::1/48", "2001:db8::/48"),
+            ("::/0", "::/0"),
+        ] {
+            let n: ipnet::IpNet = net.parse().unwrap();
+            let p = Prefix::from(n);
+            assert_eq!(p.to_string(), prefix);
+            assert_eq!(ipnet::IpNet::from(p), n.trunc());
+        }
+    }
+
     #[test]
     fn ranges_split_into_the_fewest_prefixes() {
         let r = |a: &str, b: &str| {
