@@ -13,7 +13,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
-use pbxfw_benches::{blacklist_policy, networks_policy};
+use pbxfw_benches::{blacklist_list_policy, blacklist_policy, networks_policy, LIST_PATH};
 use pbxfw_core::{compile, eval, DynamicState, Packet, Policy, Proto, Ruleset, ValidPolicy};
 use pbxfw_nft::{lower, Options};
 
@@ -56,6 +56,29 @@ fn full_path(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+}
+
+/// The 100k blacklist from a list file (the text given as the runtime gives it after reading
+/// the file): parse the small policy, validate with the list, compile; and lower.
+fn list_file(c: &mut Criterion) {
+    let mut g = group(c, "list");
+    let (policy, list) = blacklist_list_policy(100_000);
+    g.throughput(Throughput::Elements(100_000));
+    let parse_compile = || {
+        let mut p = Policy::from_toml(black_box(&policy)).expect("parses");
+        p.attach_list(LIST_PATH, black_box(&list).clone());
+        compile(&p.validate().expect("validates"))
+    };
+    g.bench_function("parse_compile/blacklist_100k", |b| b.iter(parse_compile));
+    // The same entries in the policy's TOML, side by side.
+    let toml = blacklist_policy(100_000);
+    g.bench_function("toml_parse_compile/blacklist_100k", |b| {
+        b.iter(|| compile(&validate(black_box(&toml))))
+    });
+    g.bench_function("full/blacklist_100k", |b| {
+        b.iter(|| lower(&parse_compile(), &Options::default()).expect("lowers"))
+    });
     g.finish();
 }
 
@@ -109,5 +132,5 @@ fn evaluator(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, full_path, stages, evaluator);
+criterion_group!(benches, full_path, stages, list_file, evaluator);
 criterion_main!(benches);

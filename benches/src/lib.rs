@@ -115,6 +115,21 @@ pub fn blacklist_policy(n: usize) -> String {
     s
 }
 
+/// The same blacklist as [`blacklist_policy`], in a list file (docs/policy.md, "List files"):
+/// the policy naming it, and the file's text (one entry a line).
+pub fn blacklist_list_policy(n: usize) -> (String, String) {
+    let policy = format!("{BASE_POLICY}\n[blacklist]\nlists = [\"{LIST_PATH}\"]\n");
+    let mut list = String::with_capacity(20 * n);
+    for e in blacklist_entries(n) {
+        list.push_str(&e);
+        list.push('\n');
+    }
+    (policy, list)
+}
+
+/// Where the benchmarks' list file is said to be (its text is given, never read).
+pub const LIST_PATH: &str = "/etc/pbxfw/blacklist.list";
+
 /// The zones nested network overrides cycle through.
 const ZONES: [&str; 5] = ["local", "other", "trusted", "reject", "internet"];
 

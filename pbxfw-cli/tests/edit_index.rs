@@ -20,6 +20,7 @@ entries = [
   \"198.51.100.0/24\", # scanners
   \"192.0.2.200\",
 ]
+lists = [\"LIST\"]
 
 [settings]
 admins = [\"203.0.113.50\"]
@@ -90,10 +91,15 @@ fn run(backend: &str) {
     let mut t = Topology::new(&format!("eidx-{}", &backend[..3]), &["eth0".to_string()]);
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("pbxfw.toml");
-    std::fs::write(&policy, POLICY).unwrap();
+    let list = dir.path().join("scanners.list");
+    std::fs::write(&list, "# a list file\n198.18.5.0/24\n198.18.6.6\n").unwrap();
+    std::fs::write(&policy, POLICY.replace("LIST", list.to_str().unwrap())).unwrap();
     let p = policy.to_str().unwrap();
     ok(&t.pbx, &["apply", p, "--backend", backend]);
     assert_eq!(t.probe(&sip("203.0.113.7")), Some(FinalVerdict::Accept));
+    // The list file's entries are the blacklist's.
+    assert_eq!(t.probe(&sip("198.18.5.5")), Some(FinalVerdict::Drop));
+    assert_eq!(t.probe(&sip("198.18.6.6")), Some(FinalVerdict::Drop));
 
     // By the index: the file takes the entries after its last one, in its own layout, the
     // kernel the elements (a repeat and an entry already there are skipped).
@@ -191,6 +197,23 @@ fn run(backend: &str) {
     }
     assert_eq!(loaded(&t.pbx), compiled(&policy));
     assert_eq!(t.probe(&sip("203.0.113.27")), Some(FinalVerdict::Drop));
+
+    // An entry of a list file is removed there, not from the policy.
+    let out = pbxfw(&t.pbx, &["blacklist", "del", "198.18.6.6", "--policy", p]);
+    assert!(
+        text(&out).contains("comes from the list file"),
+        "{}",
+        text(&out)
+    );
+
+    // A list file changed since: the next edit reads everything, the list's new line with it.
+    std::fs::write(&list, "198.18.5.0/24\n198.18.6.6\n198.18.7.7\n").unwrap();
+    let out = ok(&t.pbx, &["blacklist", "add", "203.0.113.30", "--policy", p]);
+    assert!(!out.contains("(by the edit index)"), "{out}");
+    assert_eq!(t.probe(&sip("198.18.7.7")), Some(FinalVerdict::Drop));
+    assert_eq!(loaded(&t.pbx), compiled(&policy));
+    let out = ok(&t.pbx, &["blacklist", "add", "203.0.113.31", "--policy", p]);
+    assert!(out.contains("(by the edit index)"), "{out}");
 }
 
 #[test]

@@ -127,8 +127,9 @@ pub fn edit(
     // "Editing a large blacklist"), and saved whatever the kernel did: it describes the file.
     let admins = admin_addrs(&new.policy);
     let (index, kernel) = std::thread::scope(|s| {
-        let index =
-            s.spawn(|| crate::edit_index::build(Path::new(path), &edited, &new.ruleset, &admins));
+        let index = s.spawn(|| {
+            crate::edit_index::build(Path::new(path), &edited, &new.ruleset, &admins, &new.lists)
+        });
         let kernel = bring_kernel(backend, &old.ruleset, &new.ruleset, &opts);
         (index.join().ok().flatten(), kernel)
     });
@@ -291,7 +292,8 @@ fn blacklist_add_indexed(
     };
     let mut idx = crate::edit_index::read(Path::new(path))?;
     let text = std::fs::read(path).ok()?;
-    if crate::edit_index::sha256(&text) != idx.sha256 || !idx.fits(&text) {
+    if crate::edit_index::sha256(&text) != idx.sha256 || !idx.fits(&text) || !idx.lists_unchanged()
+    {
         return None;
     }
     let sessions: Vec<std::net::IpAddr> = std::env::var("SSH_CONNECTION")
@@ -483,15 +485,25 @@ fn edit_lock() -> Result<std::fs::File> {
 
 /// Remove `entries` from the blacklist; one that is not there refuses the whole edit.
 pub fn blacklist_del(path: &str, req: &EditRequest, entries: &[String]) -> Result<EditOutcome> {
-    edit(path, req, |doc, _| {
+    edit(path, req, |doc, old| {
         let present: std::collections::HashSet<String> =
             doc.blacklist().iter().map(|x| source_key(x)).collect();
         let gone: std::collections::HashSet<String> =
             entries.iter().map(|e| source_key(e)).collect();
         if let Some(e) = entries.iter().find(|e| !present.contains(&source_key(e))) {
-            return Err(Error::Usage(format!(
-                "{e} is not in the blacklist; nothing changed"
-            )));
+            let src = source_of(e);
+            let listed = old
+                .policy
+                .blacklist
+                .iter()
+                .find(|b| b.source == src)
+                .and_then(|b| old.lists.get(b.list?));
+            return Err(Error::Usage(match listed {
+                Some((file, _)) => format!(
+                    "{e} comes from the list file {file} (blacklist.lists); remove it there; nothing changed"
+                ),
+                None => format!("{e} is not in the blacklist; nothing changed"),
+            }));
         }
         let removed = doc.blacklist_remove(|x| gone.contains(&source_key(x)));
         Ok(format!("blacklist: {removed} entr(ies) removed"))

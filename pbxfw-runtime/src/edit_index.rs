@@ -51,6 +51,9 @@ pub(crate) struct EditIndex {
     pub hosts6: Vec<Halves>,
     /// `settings.admins`' addresses.
     pub admins: Vec<IpAddr>,
+    /// The list files of `blacklist.lists` the ruleset was compiled with: (path, SHA-256).
+    #[serde(default)]
+    pub lists: Vec<(String, String)>,
 }
 
 fn path() -> PathBuf {
@@ -82,6 +85,7 @@ pub(crate) fn build(
     text: &str,
     rs: &Ruleset,
     admins: &[IpAddr],
+    lists: &[(String, String)],
 ) -> Option<EditIndex> {
     if policy_path.extension().is_some_and(|e| e == "json") {
         return None;
@@ -98,6 +102,7 @@ pub(crate) fn build(
         hosts4,
         hosts6,
         admins: admins.to_vec(),
+        lists: lists.to_vec(),
     })
 }
 
@@ -121,7 +126,7 @@ pub(crate) fn build_for(loaded: &crate::policy::Loaded) -> Option<EditIndex> {
         .iter()
         .map(|a| a.addr)
         .collect();
-    build(path, &text, &loaded.ruleset, &admins)
+    build(path, &text, &loaded.ruleset, &admins, &loaded.lists)
 }
 
 /// Save an index.
@@ -220,6 +225,13 @@ impl EditIndex {
         self.hosts4.sort_unstable();
         self.hosts6.sort_unstable();
         added
+    }
+
+    /// Whether the list files are still the ones the ruleset was compiled with.
+    pub fn lists_unchanged(&self) -> bool {
+        self.lists
+            .iter()
+            .all(|(path, sha)| std::fs::read(path).is_ok_and(|bytes| &sha256(&bytes) == sha))
     }
 
     /// Whether the index still reads as written by [`build`]: the offset right after a quoted

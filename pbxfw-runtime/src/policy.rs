@@ -28,6 +28,8 @@ pub struct Loaded {
     /// SHA-256 (hex) of the text it was read from, when it was read from text: an apply
     /// writes the edit index only for the text it compiled.
     pub text_sha256: Option<String>,
+    /// The list files of `blacklist.lists` it read: (path, SHA-256 of the text read).
+    pub lists: Vec<(String, String)>,
 }
 
 impl Loaded {
@@ -138,6 +140,7 @@ pub fn load_text_as(text: &str, format: Format, name: &str) -> Result<Loaded> {
 
 /// Merge discovery into a parsed policy, validate and compile it.
 pub fn load_policy(mut policy: Policy, name: &str) -> Result<Loaded> {
+    let lists = read_lists(&mut policy)?;
     let discovery = pbxfw_host::asterisk::merge_requested(&mut policy).map(|(dir, found)| {
         let mut doc = found.to_json();
         doc["dir"] = dir.into();
@@ -154,7 +157,46 @@ pub fn load_policy(mut policy: Policy, name: &str) -> Result<Loaded> {
         ruleset,
         discovery,
         text_sha256: None,
+        lists,
     })
+}
+
+/// Read the list files the policy names (`blacklist.lists`) and give them to it; returns
+/// (path, SHA-256) of each. A list is a regular file of text no larger than a policy.
+fn read_lists(policy: &mut Policy) -> Result<Vec<(String, String)>> {
+    use std::io::Read;
+    let paths: Vec<String> = policy
+        .blacklist_lists()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let mut out = Vec::new();
+    for path in paths {
+        let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let meta = f.metadata().map_err(|e| Error::io(&path, e))?;
+        if !meta.is_file() {
+            return Err(Error::Usage(format!(
+                "{path} (blacklist.lists) is not a regular file"
+            )));
+        }
+        let limit = pbxfw_core::MAX_POLICY_BYTES as u64;
+        let mut bytes = Vec::with_capacity(meta.len().min(limit) as usize);
+        f.take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(&path, e))?;
+        if bytes.len() as u64 > limit {
+            return Err(Error::Usage(format!(
+                "{path} (blacklist.lists) is larger than {} MiB",
+                limit >> 20
+            )));
+        }
+        let sha = crate::edit_index::sha256(&bytes);
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::Usage(format!("{path} (blacklist.lists) is not UTF-8 text")))?;
+        policy.attach_list(&path, text);
+        out.push((path, sha));
+    }
+    Ok(out)
 }
 
 /// What an Asterisk configuration directory implies (`pbxfw discover`, `pbxfw_discover`,

@@ -452,7 +452,10 @@ const ROOT_KEYS: &[&str] = &[
     "fleet",
 ];
 
-pub(super) fn validate(doc: &Value) -> Result<ValidPolicy, Diagnostics> {
+pub(super) fn validate(
+    doc: &Value,
+    lists: &std::collections::BTreeMap<String, String>,
+) -> Result<ValidPolicy, Diagnostics> {
     let mut cx = Cx::default();
     let empty = Map::new();
     let root = cx.table(doc, "", ROOT_KEYS).unwrap_or(&empty);
@@ -470,7 +473,7 @@ pub(super) fn validate(doc: &Value) -> Result<ValidPolicy, Diagnostics> {
     custom_services(&mut cx, root.get("custom_services"), &mut services);
     let networks = networks(&mut cx, root.get("networks"));
     let pbx = pbx(&mut cx, root.get("pbx"));
-    let blacklist = blacklist(&mut cx, root.get("blacklist"));
+    let blacklist = blacklist(&mut cx, root.get("blacklist"), lists);
     let responsive = responsive(&mut cx, root.get("responsive"), &services);
     let users = users(&mut cx, root.get("users"), &services);
     let fleet = root.get("fleet").and_then(|v| fleet(&mut cx, v));
@@ -932,66 +935,157 @@ fn pbx(cx: &mut Cx, v: Option<&Value>) -> Pbx {
     pbx
 }
 
-fn blacklist(cx: &mut Cx, v: Option<&Value>) -> Vec<BlacklistEntry> {
+fn blacklist(
+    cx: &mut Cx,
+    v: Option<&Value>,
+    lists: &std::collections::BTreeMap<String, String>,
+) -> Vec<BlacklistEntry> {
     let mut out = Vec::new();
-    let Some(m) = v.and_then(|v| cx.table(v, "blacklist", &["entries"])) else {
+    let Some(m) = v.and_then(|v| cx.table(v, "blacklist", &["entries", "lists"])) else {
         return out;
     };
-    let Some(entries) = m.get("entries") else {
-        return out;
-    };
-    let Some(a) = cx.array(entries, "blacklist.entries") else {
-        return out;
-    };
-    // Blacklists run to 100k entries: parse the common case (a plain string) without building
-    // its path, and find repeats with a hash map; paths are built only for a diagnostic.
-    let mut seen: std::collections::HashMap<Source, usize> =
-        std::collections::HashMap::with_capacity(a.len());
-    out.reserve(a.len());
-    for (i, item) in a.iter().enumerate() {
-        let path = || idx("blacklist.entries", i);
-        let source = match item {
-            Value::String(text) => match parse_source(text) {
-                Ok((src, false)) => src,
+    // Blacklists run to 100k entries: repeats are found with a hash map of every source.
+    let mut seen: std::collections::HashMap<Source, usize> = std::collections::HashMap::new();
+    if let Some(a) = m
+        .get("entries")
+        .and_then(|e| cx.array(e, "blacklist.entries"))
+    {
+        seen.reserve(a.len());
+        out.reserve(a.len());
+        // The common case (a plain string) is parsed without building its path; paths are
+        // built only for a diagnostic.
+        for (i, item) in a.iter().enumerate() {
+            let path = || idx("blacklist.entries", i);
+            let source = match item {
+                Value::String(text) => match parse_source(text) {
+                    Ok((src, false)) => src,
+                    _ => match cx.source(item, &path()) {
+                        Some(src) => src,
+                        None => continue,
+                    },
+                },
                 _ => match cx.source(item, &path()) {
                     Some(src) => src,
                     None => continue,
                 },
-            },
-            _ => match cx.source(item, &path()) {
-                Some(src) => src,
-                None => continue,
-            },
-        };
-        if let Source::Net(p) = &source {
-            if p.prefix_len() == 0 {
-                cx.err(
-                    &path(),
-                    Some(&p.to_string()),
-                    format!("would drop every {} packet, loopback aside", p.family()),
-                );
-                continue;
+            };
+            if let Source::Net(p) = &source {
+                if p.prefix_len() == 0 {
+                    cx.err(
+                        &path(),
+                        Some(&p.to_string()),
+                        format!("would drop every {} packet, loopback aside", p.family()),
+                    );
+                    continue;
+                }
             }
-        }
-        match seen.entry(source) {
-            std::collections::hash_map::Entry::Occupied(o) => {
-                let j = *o.get();
-                cx.warn(
-                    &path(),
-                    Some(&o.key().to_string()),
-                    format!("repeats blacklist.entries[{j}]"),
-                );
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                out.push(BlacklistEntry {
-                    source: v.key().clone(),
-                    index: i,
-                });
-                v.insert(i);
+            match seen.entry(source) {
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    let j = *o.get();
+                    cx.warn(
+                        &path(),
+                        Some(&o.key().to_string()),
+                        format!("repeats blacklist.entries[{j}]"),
+                    );
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    out.push(BlacklistEntry {
+                        source: v.key().clone(),
+                        index: i,
+                        list: None,
+                    });
+                    v.insert(i);
+                }
             }
         }
     }
+    if let Some(a) = m.get("lists").and_then(|l| cx.array(l, "blacklist.lists")) {
+        for (n, item) in a.iter().enumerate() {
+            let path = idx("blacklist.lists", n);
+            let Some(file) = cx.string(item, &path) else {
+                continue;
+            };
+            if !file.starts_with('/') {
+                cx.err(&path, Some(file), "is not an absolute path");
+                continue;
+            }
+            let Some(text) = lists.get(file) else {
+                cx.err(
+                    &path,
+                    Some(file),
+                    "was not read (pbxfw reads the list files it names)",
+                );
+                continue;
+            };
+            list_entries(cx, &path, n, text, &mut seen, &mut out);
+        }
+    }
     out
+}
+
+/// The entries of list file `n` (one address or CIDR a line; blank lines and `#` comments
+/// skipped). A line is never quoted back in a diagnostic, only its number: a list file may
+/// name any file, and its content is not the policy's to show. Repeats of earlier entries are
+/// one warning for the whole list (a list of 100k lines may repeat thousands).
+fn list_entries(
+    cx: &mut Cx,
+    path: &str,
+    n: usize,
+    text: &str,
+    seen: &mut std::collections::HashMap<Source, usize>,
+    out: &mut Vec<BlacklistEntry>,
+) {
+    const SHOWN: usize = 20;
+    let (mut bad, mut repeats) = (Vec::new(), 0usize);
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let p = match Prefix::parse_lenient(line) {
+            Ok((p, _)) if p.prefix_len() > 0 => p,
+            _ => {
+                bad.push(i + 1);
+                continue;
+            }
+        };
+        match seen.entry(Source::Net(p)) {
+            std::collections::hash_map::Entry::Occupied(_) => repeats += 1,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                out.push(BlacklistEntry {
+                    source: v.key().clone(),
+                    index: i + 1,
+                    list: Some(n),
+                });
+                v.insert(usize::MAX);
+            }
+        }
+    }
+    if !bad.is_empty() {
+        let lines: Vec<String> = bad.iter().take(SHOWN).map(|l| l.to_string()).collect();
+        cx.err(
+            path,
+            None,
+            format!(
+                "line{} {}{} {} not an address or CIDR (a /0 is neither: it would drop every packet)",
+                if bad.len() == 1 { "" } else { "s" },
+                lines.join(", "),
+                if bad.len() > SHOWN {
+                    format!(" and {} more", bad.len() - SHOWN)
+                } else {
+                    String::new()
+                },
+                if bad.len() == 1 { "is" } else { "are" },
+            ),
+        );
+    }
+    if repeats > 0 {
+        cx.warn(
+            path,
+            None,
+            format!("{repeats} line(s) repeat entries of the blacklist already listed"),
+        );
+    }
 }
 
 fn service_names(
@@ -1476,6 +1570,70 @@ mod tests {
             Ok(v) => v.warnings.iter().map(|d| d.to_string()).collect(),
             Err(d) => d.iter().map(|d| d.to_string()).collect(),
         }
+    }
+
+    /// List files: their entries join the blacklist (repeats of `entries` and of each other
+    /// counted once, with one warning); a bad line is reported by number, never quoted; a
+    /// list nobody read, a relative path, and a `/0` are errors.
+    #[test]
+    fn list_files_join_the_blacklist_and_are_never_quoted() {
+        let toml = "[blacklist]\nentries = [\"192.0.2.1\"]\nlists = [\"/etc/pbxfw/a.list\", \"/etc/pbxfw/b.list\"]\n";
+        let mut p = Policy::from_toml(toml).unwrap();
+        assert_eq!(
+            p.blacklist_lists(),
+            ["/etc/pbxfw/a.list", "/etc/pbxfw/b.list"]
+        );
+        p.attach_list(
+            "/etc/pbxfw/a.list",
+            "# scanners\n198.51.100.0/24\n\n192.0.2.1   # repeats entries\n2001:db8:bad::/48\n"
+                .into(),
+        );
+        p.attach_list("/etc/pbxfw/b.list", "198.51.100.0/24\n203.0.113.9\n".into());
+        let v = p.validate().unwrap();
+        let got: Vec<(String, Option<usize>, usize)> = v
+            .blacklist
+            .iter()
+            .map(|b| (b.source.to_string(), b.list, b.index))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("192.0.2.1".to_string(), None, 0),
+                ("198.51.100.0/24".to_string(), Some(0), 2),
+                ("2001:db8:bad::/48".to_string(), Some(0), 5),
+                ("203.0.113.9".to_string(), Some(1), 2),
+            ]
+        );
+        let w: Vec<String> = v.warnings.iter().map(|d| d.to_string()).collect();
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert!(
+            w[0].contains("blacklist.lists[0]: 1 line(s) repeat"),
+            "{w:#?}"
+        );
+
+        let mut p = Policy::from_toml(toml).unwrap();
+        p.attach_list(
+            "/etc/pbxfw/a.list",
+            "root:$6$secret:19000:0:99999:7:::\n0.0.0.0/0\n192.0.2.7\n".into(),
+        );
+        let d: Vec<String> = p
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(d.len(), 2, "{d:#?}");
+        assert!(
+            d[0].contains("blacklist.lists[0]: lines 1, 2 are not an address or CIDR"),
+            "{d:#?}"
+        );
+        assert!(!d[0].contains("root") && !d[0].contains("secret"), "{d:#?}");
+        assert!(
+            d[1].contains("blacklist.lists[1]") && d[1].contains("was not read"),
+            "{d:#?}"
+        );
+        let d = diags("[blacklist]\nlists = [\"a.list\"]\n");
+        assert!(d[0].contains("is not an absolute path"), "{d:#?}");
     }
 
     #[test]

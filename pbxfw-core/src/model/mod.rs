@@ -452,8 +452,11 @@ pub struct Trunk {
 pub struct BlacklistEntry {
     /// Address, CIDR or hostname.
     pub source: Source,
-    /// Position in `blacklist.entries`.
+    /// Position in `blacklist.entries`, or the line number in its list file.
     pub index: usize,
+    /// The list file it comes from (its position in `blacklist.lists`); `None` for
+    /// `blacklist.entries`.
+    pub list: Option<usize>,
 }
 
 /// The PBX's own settings (docs/discovery.md).
@@ -680,6 +683,8 @@ pub struct Policy {
     doc: serde_json::Value,
     /// Warnings from merging a discovery, reported with validation's.
     merged: Vec<Diagnostic>,
+    /// The text of each list file of `blacklist.lists` the caller read, by path.
+    lists: std::collections::BTreeMap<String, String>,
 }
 
 impl Policy {
@@ -688,6 +693,7 @@ impl Policy {
         decode::parse_toml(text).map(|doc| Policy {
             doc,
             merged: Vec::new(),
+            lists: Default::default(),
         })
     }
 
@@ -696,6 +702,7 @@ impl Policy {
         decode::parse_json(text).map(|doc| Policy {
             doc,
             merged: Vec::new(),
+            lists: Default::default(),
         })
     }
 
@@ -713,6 +720,7 @@ impl Policy {
         Policy {
             doc,
             merged: Vec::new(),
+            lists: Default::default(),
         }
     }
 
@@ -724,6 +732,29 @@ impl Policy {
             .get("discover")?
             .as_str()
             .filter(|s| s.starts_with('/'))
+    }
+
+    /// The list files `blacklist.lists` names (absolute paths; anything else is left for
+    /// validation to report): the caller reads each and gives its text to
+    /// [`Policy::attach_list`], the core reads no file.
+    pub fn blacklist_lists(&self) -> Vec<&str> {
+        self.doc
+            .get("blacklist")
+            .and_then(|b| b.get("lists"))
+            .and_then(|l| l.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str())
+                    .filter(|s| s.starts_with('/'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Give the text of the list file at `path` (one address or CIDR a line, `#` comments):
+    /// [`Policy::validate`] reads its entries as blacklist entries.
+    pub fn attach_list(&mut self, path: &str, text: String) {
+        self.lists.insert(path.to_string(), text);
     }
 
     /// Merge what discovery found into the policy; explicit entries win and each disagreement
@@ -745,7 +776,7 @@ impl Policy {
             .merged
             .iter()
             .any(|d| d.severity == crate::diag::Severity::Error);
-        match decode::validate(&self.doc) {
+        match decode::validate(&self.doc, &self.lists) {
             Ok(v) if merge_errors => {
                 let mut all = self.merged.clone();
                 all.extend(v.warnings);
