@@ -172,7 +172,15 @@ fn read_lists(policy: &mut Policy) -> Result<Vec<(String, String)>> {
         .collect();
     let mut out = Vec::new();
     for path in paths {
-        let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        // Without blocking: opening a FIFO for reading would wait for a writer.
+        let f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?
+        };
         let meta = f.metadata().map_err(|e| Error::io(&path, e))?;
         if !meta.is_file() {
             return Err(Error::Usage(format!(
@@ -239,4 +247,41 @@ pub fn record_discovery(loaded: &Loaded) -> Result<()> {
         None => pbxfw_host::state::remove(&path),
     }
     .map_err(|e| Error::io(&path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A list file is read when the policy is; a FIFO (which would block the reader until a
+    /// writer comes) and a directory are refused at once.
+    #[test]
+    fn list_files_are_read_and_only_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("drop.list");
+        std::fs::write(&list, "# drop\n198.51.100.0/24\n").unwrap();
+        let policy = |path: &Path| format!("[blacklist]\nlists = [{:?}]\n", path.to_str().unwrap());
+        let loaded = load_text(&policy(&list), "p.toml").unwrap();
+        assert_eq!(loaded.policy.blacklist.len(), 1);
+        assert_eq!(loaded.lists[0].0, list.to_str().unwrap());
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = load_text(&policy(&fifo), "p.toml").unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = load_text(&policy(dir.path()), "p.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not a regular file") || e.contains("directory"),
+            "{e}"
+        );
+        let e = load_text(&policy(&dir.path().join("none")), "p.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none"), "{e}");
+    }
 }

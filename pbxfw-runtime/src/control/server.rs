@@ -625,6 +625,23 @@ fn load_sent(text: &str, format: Option<&str>, shared: &Shared) -> Result<crate:
             )));
         }
     }
+    // The daemon reads list files as root: a caller may name only those the daemon's own
+    // policy names, never have any file on the host read (and its lines counted) for it.
+    let lists: Vec<String> = parsed
+        .blacklist_lists()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    if !lists.is_empty() {
+        let own: Vec<String> = daemon_policy(shared)
+            .map(|l| l.lists.into_iter().map(|(p, _)| p).collect())
+            .unwrap_or_default();
+        if let Some(other) = lists.iter().find(|l| !own.contains(l)) {
+            return Err(Error::Usage(format!(
+                "blacklist.lists {other:?}: a policy sent through the control socket may name only the list files of the daemon's policy"
+            )));
+        }
+    }
     crate::policy::load_policy(parsed, name)
 }
 
@@ -948,6 +965,16 @@ mod tests {
             gid,
             groups: groups.to_vec(),
         }
+    }
+
+    /// A policy sent by a caller names no list file of its choosing: the daemon would read it
+    /// as root and count its lines for the caller.
+    #[test]
+    fn a_sent_policy_names_only_the_daemons_list_files() {
+        let s = shared();
+        let text = "[blacklist]\nlists = [\"/etc/shadow\"]\n";
+        let e = load_sent(text, None, &s).unwrap_err().to_string();
+        assert!(e.contains("may name only the list files"), "{e}");
     }
 
     #[test]
