@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use pbxfw_testkit::netns::{skipped, Netns};
 use pbxfw_testkit::probe::{Topology, DST4, DST6};
+use pbxfw_testkit::text;
 
 const POLICY: &str = "[settings]\nacme = true\n\n[interfaces]\neth0 = \"internet\"\n";
 const CLIENT4: &str = "203.0.113.9";
@@ -60,22 +61,9 @@ head, _, body = data.partition(b"\r\n\r\n")
 print(head.split(b"\r\n", 1)[0].decode(), body.decode().strip())
 "#;
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n{}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn pbxfw(ns: &Netns, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_pbxfw")])
+    ns.command(env!("CARGO_BIN_EXE_pbxfw"))
         .args(args)
-        .envs(ns.host_env())
-        .env_remove("PBXFW_POLICY")
-        .env_remove("SSH_CONNECTION")
         .output()
         .unwrap()
 }

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use pbxfw_testkit::netns::{skipped, Killed, Netns};
@@ -18,12 +18,8 @@ const POLICY: &str = "[interfaces]\neth0 = \"internet\"\n\
 [responsive]\nignore = [\"198.51.100.0/28\"]\n";
 
 fn pbxfw(ns: &Netns, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_pbxfw")])
+    ns.command(env!("CARGO_BIN_EXE_pbxfw"))
         .args(args)
-        .envs(ns.host_env())
-        .env_remove("PBXFW_POLICY")
-        .env_remove("SSH_CONNECTION")
         .output()
         .unwrap()
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use pbxfw_testkit::netns::{skipped, Killed, Netns};
 use pbxfw_testkit::probe::{SetStore, Topology};
+use pbxfw_testkit::text;
 
 /// Groups and users that exist nowhere but in these processes' credentials.
 const READ_GID: u32 = 64_101;
@@ -123,22 +124,9 @@ fn setup_args(tag: &str, policy_text: &str, daemon_args: &[&str]) -> Setup {
     }
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n{}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn root(ns: &Netns, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_pbxfw")])
+    ns.command(env!("CARGO_BIN_EXE_pbxfw"))
         .args(args)
-        .envs(ns.host_env())
-        .env_remove("PBXFW_POLICY")
-        .env_remove("SSH_CONNECTION")
         .output()
         .unwrap()
 }

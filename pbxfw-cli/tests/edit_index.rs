@@ -5,11 +5,12 @@
 //! index cannot decide alone (a network, an administrator's address, a file edited by hand)
 //! goes through the whole edit. For the nft and the iptables backends.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use pbxfw_core::{FinalVerdict, Packet, Proto};
 use pbxfw_testkit::netns::{skipped, Netns};
 use pbxfw_testkit::probe::Topology;
+use pbxfw_testkit::text;
 
 const POLICY: &str = "# office PBX
 [interfaces]
@@ -30,35 +31,10 @@ source = \"203.0.113.50\"
 zone = \"trusted\"
 ";
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n{}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn pbxfw(ns: &Netns, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_pbxfw")])
-        .args(args)
-        .envs(ns.host_env())
-        .env("PBXFW_BIN", env!("CARGO_BIN_EXE_pbxfw"))
-        .env_remove("PBXFW_POLICY")
-        .env_remove("SSH_CONNECTION")
-        .output()
-        .unwrap()
-}
-
-fn command(ns: &Netns, args: &[&str]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_pbxfw")])
-        .args(args)
-        .envs(ns.host_env())
-        .env_remove("PBXFW_POLICY")
-        .env_remove("SSH_CONNECTION");
-    c
+    let mut c = ns.command(env!("CARGO_BIN_EXE_pbxfw"));
+    c.args(args).env("PBXFW_BIN", env!("CARGO_BIN_EXE_pbxfw"));
+    c.output().unwrap()
 }
 
 fn ok(ns: &Netns, args: &[&str]) -> String {
@@ -180,7 +156,9 @@ fn run(backend: &str) {
     let children: Vec<_> = (20..28)
         .map(|i| {
             let addr = format!("203.0.113.{i}");
-            command(&t.pbx, &["blacklist", "add", &addr, "--policy", p])
+            t.pbx
+                .command(env!("CARGO_BIN_EXE_pbxfw"))
+                .args(["blacklist", "add", &addr, "--policy", p])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()

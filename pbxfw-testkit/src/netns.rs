@@ -25,6 +25,18 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// `program` (the command line under test) run inside, as the CLI tests run it: with
+    /// [`Netns::host_env`], and neither `$PBXFW_POLICY` nor `$SSH_CONNECTION` from the test's
+    /// own environment (a test that wants a session sets one).
+    pub fn command(&self, program: &str) -> std::process::Command {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &self.name, program])
+            .envs(self.host_env())
+            .env_remove("PBXFW_POLICY")
+            .env_remove("SSH_CONNECTION");
+        c
+    }
+
     /// The environment every command run inside gets (a caller's own entries win).
     pub fn host_env(&self) -> [(&'static str, String); 2] {
         [
