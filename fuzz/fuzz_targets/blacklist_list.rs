@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 
 const POLICY: &str = "[blacklist]\nlists = [\"/etc/pbxfw/fuzz.list\"]\n";
-const BAD: &str = " not an address or CIDR (a /0 is neither: it would drop every packet)";
+const BAD: &str = " not an address or CIDR, skipped (a /0 is neither: it would drop every packet)";
 const REPEAT: &str = " line(s) repeat entries of the blacklist already listed";
 
 fn numbers(s: &str) -> bool {
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     };
     for d in diags {
         let shown = d.to_string();
-        if let Some(rest) = shown.strip_prefix("error: blacklist.lists[0]: line") {
+        if let Some(rest) = shown.strip_prefix("warning: blacklist.lists[0]: line") {
             let rest = rest.strip_prefix('s').unwrap_or(rest).trim_start();
             let middle = rest
                 .strip_suffix(&format!(" is{BAD}"))

@@ -125,11 +125,8 @@ pub fn edit(
     crate::policy_file::write_atomic(Path::new(path), &edited).map_err(|e| Error::io(path, e))?;
     // The edit index of the new text is built beside the kernel's update (policy.md,
     // "Editing a large blacklist"), and saved whatever the kernel did: it describes the file.
-    let admins = admin_addrs(&new.policy);
     let (index, kernel) = std::thread::scope(|s| {
-        let index = s.spawn(|| {
-            crate::edit_index::build(Path::new(path), &edited, &new.ruleset, &admins, &new.lists)
-        });
+        let index = s.spawn(|| crate::edit_index::build(Path::new(path), &edited, &new));
         let kernel = bring_kernel(backend, &old.ruleset, &new.ruleset, &opts);
         (index.join().ok().flatten(), kernel)
     });
@@ -202,11 +199,6 @@ fn bring_kernel(
     Ok((kernel, warnings))
 }
 
-/// `settings.admins`' addresses.
-fn admin_addrs(policy: &pbxfw_core::ValidPolicy) -> Vec<std::net::IpAddr> {
-    policy.settings.admins.iter().map(|a| a.addr).collect()
-}
-
 /// What names a source, for comparing entries: the prefix (`192.0.2.1` and `192.0.2.1/32` are
 /// the same), else the hostname without case or a final dot.
 pub fn source_key(s: &str) -> String {
@@ -238,10 +230,13 @@ pub fn blacklist_add(path: &str, req: &EditRequest, entries: &[String]) -> Resul
         return done;
     }
     edit(path, req, |doc, old| {
+        // Against `entries` only: an address a list file names is written into the policy too,
+        // so that it stays blocked when the list (a feed) drops it.
         let mut seen: std::collections::HashSet<pbxfw_core::Source> = old
             .policy
             .blacklist
             .iter()
+            .filter(|b| b.list.is_none())
             .map(|b| b.source.clone())
             .collect();
         let mut added = 0;
@@ -304,6 +299,11 @@ fn blacklist_add_indexed(
         .chain(idx.admins.iter().copied())
         .collect();
     if !req.force && new.iter().any(|p| sessions.iter().any(|a| p.contains(a))) {
+        return None;
+    }
+    // An address the blacklist holds may come from a list file, and then belongs in the
+    // policy too (the whole edit tells the two apart).
+    if new.iter().any(|p| idx.listed(p)) {
         return None;
     }
     let kernel = req.backend.open();

@@ -54,6 +54,10 @@ pub(crate) struct EditIndex {
     /// The list files of `blacklist.lists` the ruleset was compiled with: (path, SHA-256).
     #[serde(default)]
     pub lists: Vec<(String, String)>,
+    /// The single addresses only list files name (not `entries`): an addition of one belongs
+    /// in the policy, and is the whole edit's. Sorted, IPv4 then IPv6.
+    #[serde(default)]
+    pub listed: (Vec<u32>, Vec<Halves>),
 }
 
 fn path() -> PathBuf {
@@ -83,15 +87,26 @@ pub(crate) fn read(policy_path: &Path) -> Option<EditIndex> {
 pub(crate) fn build(
     policy_path: &Path,
     text: &str,
-    rs: &Ruleset,
-    admins: &[IpAddr],
-    lists: &[(String, String)],
+    loaded: &crate::policy::Loaded,
 ) -> Option<EditIndex> {
     if policy_path.extension().is_some_and(|e| e == "json") {
         return None;
     }
+    let rs = &loaded.ruleset;
     let (insert_at, separator) = anchor(text)?;
     let (hosts4, hosts6) = hosts(rs)?;
+    let (mut listed4, mut listed6) = (Vec::new(), Vec::new());
+    for b in loaded.policy.blacklist.iter().filter(|b| b.list.is_some()) {
+        match &b.source {
+            pbxfw_core::Source::Net(p) if p.is_host() && p.family() == Family::Ipv4 => {
+                listed4.push(p.start() as u32)
+            }
+            pbxfw_core::Source::Net(p) if p.is_host() => listed6.push(split(p.start())),
+            _ => {}
+        }
+    }
+    listed4.sort_unstable();
+    listed6.sort_unstable();
     Some(EditIndex {
         version: VERSION.into(),
         policy: std::fs::canonicalize(policy_path).ok()?,
@@ -101,8 +116,15 @@ pub(crate) fn build(
         separator,
         hosts4,
         hosts6,
-        admins: admins.to_vec(),
-        lists: lists.to_vec(),
+        admins: loaded
+            .policy
+            .settings
+            .admins
+            .iter()
+            .map(|a| a.addr)
+            .collect(),
+        lists: loaded.lists.clone(),
+        listed: (listed4, listed6),
     })
 }
 
@@ -119,14 +141,7 @@ pub(crate) fn build_for(loaded: &crate::policy::Loaded) -> Option<EditIndex> {
     if sha256(text.as_bytes()) != sha {
         return None;
     }
-    let admins: Vec<IpAddr> = loaded
-        .policy
-        .settings
-        .admins
-        .iter()
-        .map(|a| a.addr)
-        .collect();
-    build(path, &text, &loaded.ruleset, &admins, &loaded.lists)
+    build(path, &text, loaded)
 }
 
 /// Save an index.
@@ -193,6 +208,15 @@ fn hosts(rs: &Ruleset) -> Option<(Vec<u32>, Vec<Halves>)> {
 }
 
 impl EditIndex {
+    /// Whether only a list file names the single address `p` (an addition of it belongs in
+    /// the policy, and is the whole edit's).
+    pub fn listed(&self, p: &Prefix) -> bool {
+        match p.family() {
+            Family::Ipv4 => self.listed.0.binary_search(&(p.start() as u32)).is_ok(),
+            Family::Ipv6 => self.listed.1.binary_search(&split(p.start())).is_ok(),
+        }
+    }
+
     /// Whether the blacklist holds the single address `p`.
     pub fn has(&self, p: &Prefix) -> bool {
         match p.family() {
@@ -227,11 +251,12 @@ impl EditIndex {
         added
     }
 
-    /// Whether the list files are still the ones the ruleset was compiled with.
+    /// Whether the list files are still the ones the ruleset was compiled with (read as a
+    /// policy load reads them: never a FIFO, never more than a policy's size).
     pub fn lists_unchanged(&self) -> bool {
         self.lists
             .iter()
-            .all(|(path, sha)| std::fs::read(path).is_ok_and(|bytes| &sha256(&bytes) == sha))
+            .all(|(path, state)| &crate::policy::list_state(path) == state)
     }
 
     /// Whether the index still reads as written by [`build`]: the offset right after a quoted

@@ -28,7 +28,8 @@ pub struct Loaded {
     /// SHA-256 (hex) of the text it was read from, when it was read from text: an apply
     /// writes the edit index only for the text it compiled.
     pub text_sha256: Option<String>,
-    /// The list files of `blacklist.lists` it read: (path, SHA-256 of the text read).
+    /// The list files of `blacklist.lists`: (path, SHA-256 of the text read, or `unread:`
+    /// and why it could not be).
     pub lists: Vec<(String, String)>,
 }
 
@@ -162,49 +163,91 @@ pub fn load_policy(mut policy: Policy, name: &str) -> Result<Loaded> {
 }
 
 /// Read the list files the policy names (`blacklist.lists`) and give them to it; returns
-/// (path, SHA-256) of each. A list is a regular file of text no larger than a policy.
+/// (path, [`list_state`]) of each. A list that cannot be read is given as such: validation
+/// warns and the rest of the policy loads (docs/policy.md, "List files").
 fn read_lists(policy: &mut Policy) -> Result<Vec<(String, String)>> {
-    use std::io::Read;
-    let paths: Vec<String> = policy
+    let mut paths: Vec<String> = policy
         .blacklist_lists()
         .into_iter()
         .map(str::to_string)
         .collect();
+    // A repeat is validation's error; each file is read once.
+    paths.sort();
+    paths.dedup();
     let mut out = Vec::new();
+    let mut total = 0usize;
     for path in paths {
-        // Without blocking: opening a FIFO for reading would wait for a writer.
-        let f = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-                .open(&path)
-                .map_err(|e| Error::io(&path, e))?
-        };
-        let meta = f.metadata().map_err(|e| Error::io(&path, e))?;
-        if !meta.is_file() {
-            return Err(Error::Usage(format!(
-                "{path} (blacklist.lists) is not a regular file"
-            )));
+        let read = read_list_file(&path).and_then(|bytes| {
+            total += bytes.len();
+            if total > pbxfw_core::MAX_POLICY_BYTES {
+                return Err(format!(
+                    "the lists hold more than {} MiB together",
+                    pbxfw_core::MAX_POLICY_BYTES >> 20
+                ));
+            }
+            let sha = crate::edit_index::sha256(&bytes);
+            String::from_utf8(bytes)
+                .map(|text| (sha, text))
+                .map_err(|_| "not UTF-8 text".to_string())
+        });
+        match read {
+            Ok((sha, text)) => {
+                policy.attach_list(&path, text);
+                out.push((path, sha));
+            }
+            Err(why) => {
+                policy.list_unreadable(&path, &why);
+                out.push((path, format!("unread: {why}")));
+            }
         }
-        let limit = pbxfw_core::MAX_POLICY_BYTES as u64;
-        let mut bytes = Vec::with_capacity(meta.len().min(limit) as usize);
-        f.take(limit + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io(&path, e))?;
-        if bytes.len() as u64 > limit {
-            return Err(Error::Usage(format!(
-                "{path} (blacklist.lists) is larger than {} MiB",
-                limit >> 20
-            )));
-        }
-        let sha = crate::edit_index::sha256(&bytes);
-        let text = String::from_utf8(bytes)
-            .map_err(|_| Error::Usage(format!("{path} (blacklist.lists) is not UTF-8 text")))?;
-        policy.attach_list(&path, text);
-        out.push((path, sha));
     }
     Ok(out)
+}
+
+/// What a list file holds now, as [`Loaded::lists`] records it: its SHA-256, or why it cannot
+/// be read.
+pub(crate) fn list_state(path: &str) -> String {
+    match read_list_file(path) {
+        Ok(bytes) => crate::edit_index::sha256(&bytes),
+        Err(why) => format!("unread: {why}"),
+    }
+}
+
+/// The bytes of a list file: a regular file (checked before it is opened, and again on what
+/// was opened), not writable by every user, no larger than a policy; opened without blocking
+/// and without taking a terminal (a FIFO or a device named by mistake or on purpose).
+fn read_list_file(path: &str) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.mode() & 0o002 != 0 {
+        return Err(format!(
+            "writable by every user (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let opened = f.metadata().map_err(|e| e.to_string())?;
+    if !opened.is_file() || opened.ino() != meta.ino() || opened.dev() != meta.dev() {
+        return Err("replaced while it was opened".into());
+    }
+    let limit = pbxfw_core::MAX_POLICY_BYTES as u64;
+    let mut bytes = Vec::with_capacity(opened.len().min(limit) as usize);
+    f.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("larger than {} MiB", limit >> 20));
+    }
+    Ok(bytes)
 }
 
 /// What an Asterisk configuration directory implies (`pbxfw discover`, `pbxfw_discover`,
@@ -254,7 +297,8 @@ mod tests {
     use super::*;
 
     /// A list file is read when the policy is; a FIFO (which would block the reader until a
-    /// writer comes) and a directory are refused at once.
+    /// writer comes), a directory, a missing file and a world-writable one are not read, with
+    /// a warning, and the policy loads.
     #[test]
     fn list_files_are_read_and_only_regular_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -270,18 +314,20 @@ mod tests {
             .status()
             .unwrap();
         assert!(made.success());
-        let e = load_text(&policy(&fifo), "p.toml").unwrap_err().to_string();
-        assert!(e.contains("not a regular file"), "{e}");
-        let e = load_text(&policy(dir.path()), "p.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("not a regular file") || e.contains("directory"),
-            "{e}"
-        );
-        let e = load_text(&policy(&dir.path().join("none")), "p.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("none"), "{e}");
+        // What cannot be read is a warning, and the policy loads without it.
+        let unread = |path: &Path| {
+            let l = load_text(&policy(path), "p.toml").unwrap();
+            assert!(l.policy.blacklist.is_empty());
+            l.warnings()[0].to_string()
+        };
+        assert!(unread(&fifo).contains("not a regular file"));
+        assert!(unread(dir.path()).contains("not a regular file"));
+        assert!(unread(&dir.path().join("none")).contains("No such file"));
+        let open = dir.path().join("open.list");
+        std::fs::write(&open, "192.0.2.1\n").unwrap();
+        let mut perms = std::fs::metadata(&open).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o666);
+        std::fs::set_permissions(&open, perms).unwrap();
+        assert!(unread(&open).contains("writable by every user"));
     }
 }

@@ -452,10 +452,7 @@ const ROOT_KEYS: &[&str] = &[
     "fleet",
 ];
 
-pub(super) fn validate(
-    doc: &Value,
-    lists: &std::collections::BTreeMap<String, String>,
-) -> Result<ValidPolicy, Diagnostics> {
+pub(super) fn validate(doc: &Value, lists: &super::ListTexts) -> Result<ValidPolicy, Diagnostics> {
     let mut cx = Cx::default();
     let empty = Map::new();
     let root = cx.table(doc, "", ROOT_KEYS).unwrap_or(&empty);
@@ -935,11 +932,7 @@ fn pbx(cx: &mut Cx, v: Option<&Value>) -> Pbx {
     pbx
 }
 
-fn blacklist(
-    cx: &mut Cx,
-    v: Option<&Value>,
-    lists: &std::collections::BTreeMap<String, String>,
-) -> Vec<BlacklistEntry> {
+fn blacklist(cx: &mut Cx, v: Option<&Value>, lists: &super::ListTexts) -> Vec<BlacklistEntry> {
     let mut out = Vec::new();
     let Some(m) = v.and_then(|v| cx.table(v, "blacklist", &["entries", "lists"])) else {
         return out;
@@ -1000,6 +993,15 @@ fn blacklist(
         }
     }
     if let Some(a) = m.get("lists").and_then(|l| cx.array(l, "blacklist.lists")) {
+        if a.len() > MAX_LISTS {
+            cx.err(
+                "blacklist.lists",
+                None,
+                format!("names {} files; at most {MAX_LISTS}", a.len()),
+            );
+            return out;
+        }
+        let mut named = std::collections::HashMap::new();
         for (n, item) in a.iter().enumerate() {
             let path = idx("blacklist.lists", n);
             let Some(file) = cx.string(item, &path) else {
@@ -1009,15 +1011,26 @@ fn blacklist(
                 cx.err(&path, Some(file), "is not an absolute path");
                 continue;
             }
-            let Some(text) = lists.get(file) else {
-                cx.err(
+            if let Some(j) = named.insert(file, n) {
+                cx.err(&path, Some(file), format!("repeats blacklist.lists[{j}]"));
+                continue;
+            }
+            match lists.0.get(file) {
+                Some(Ok(text)) => list_entries(cx, &path, n, text, &mut seen, &mut out),
+                // A list fed from elsewhere that went missing, or was replaced by something
+                // that is no list, keeps no firewall from loading (at boot above all): the
+                // rest of the policy holds.
+                Some(Err(why)) => cx.warn(
+                    &path,
+                    Some(file),
+                    format!("was not read ({why}): its entries are not in the ruleset"),
+                ),
+                None => cx.err(
                     &path,
                     Some(file),
                     "was not read (pbxfw reads the list files it names)",
-                );
-                continue;
-            };
-            list_entries(cx, &path, n, text, &mut seen, &mut out);
+                ),
+            }
         }
     }
     out
@@ -1027,6 +1040,9 @@ fn blacklist(
 /// skipped). A line is never quoted back in a diagnostic, only its number: a list file may
 /// name any file, and its content is not the policy's to show. Repeats of earlier entries are
 /// one warning for the whole list (a list of 100k lines may repeat thousands).
+/// The most list files a policy names.
+pub const MAX_LISTS: usize = 64;
+
 fn list_entries(
     cx: &mut Cx,
     path: &str,
@@ -1061,13 +1077,15 @@ fn list_entries(
             }
         }
     }
+    // A warning, the line skipped: a list is fed from elsewhere, and one bad line of a feed's
+    // update must not keep the firewall from loading.
     if !bad.is_empty() {
         let lines: Vec<String> = bad.iter().take(SHOWN).map(|l| l.to_string()).collect();
-        cx.err(
+        cx.warn(
             path,
             None,
             format!(
-                "line{} {}{} {} not an address or CIDR (a /0 is neither: it would drop every packet)",
+                "line{} {}{} {} not an address or CIDR, skipped (a /0 is neither: it would drop every packet)",
                 if bad.len() == 1 { "" } else { "s" },
                 lines.join(", "),
                 if bad.len() > SHOWN {
@@ -1624,7 +1642,9 @@ mod tests {
             .collect();
         assert_eq!(d.len(), 2, "{d:#?}");
         assert!(
-            d[0].contains("blacklist.lists[0]: lines 1, 2 are not an address or CIDR"),
+            d[0].starts_with(
+                "warning: blacklist.lists[0]: lines 1, 2 are not an address or CIDR, skipped"
+            ),
             "{d:#?}"
         );
         assert!(!d[0].contains("root") && !d[0].contains("secret"), "{d:#?}");
@@ -1634,6 +1654,26 @@ mod tests {
         );
         let d = diags("[blacklist]\nlists = [\"a.list\"]\n");
         assert!(d[0].contains("is not an absolute path"), "{d:#?}");
+        // A list that could not be read is a warning: the rest of the policy loads.
+        let mut p = Policy::from_toml("[blacklist]\nlists = [\"/a.list\", \"/a.list\"]\n").unwrap();
+        p.list_unreadable("/a.list", "No such file or directory");
+        let d: Vec<String> = p
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert!(
+            d[0].starts_with("warning: blacklist.lists[0]: \"/a.list\" was not read (No such file"),
+            "{d:#?}"
+        );
+        assert!(
+            d[1].starts_with("error: blacklist.lists[1]: \"/a.list\" repeats blacklist.lists[0]"),
+            "{d:#?}"
+        );
+        let mut p = Policy::from_toml("[blacklist]\nlists = [\"/a.list\"]\n").unwrap();
+        p.list_unreadable("/a.list", "not a regular file");
+        assert_eq!(p.validate().unwrap().blacklist.len(), 0);
     }
 
     #[test]

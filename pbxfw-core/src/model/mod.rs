@@ -683,8 +683,28 @@ pub struct Policy {
     doc: serde_json::Value,
     /// Warnings from merging a discovery, reported with validation's.
     merged: Vec<Diagnostic>,
-    /// The text of each list file of `blacklist.lists` the caller read, by path.
-    lists: std::collections::BTreeMap<String, String>,
+    /// Each list file of `blacklist.lists` the caller read (its text) or could not (why).
+    lists: ListTexts,
+}
+
+/// The list files' texts by path, or why one could not be read; printed by size only (a list
+/// file is not the policy's to show).
+#[derive(Clone, PartialEq, Default)]
+pub(crate) struct ListTexts(pub(crate) std::collections::BTreeMap<String, Result<String, String>>);
+
+impl std::fmt::Debug for ListTexts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(p, t)| {
+                (
+                    p,
+                    t.as_ref()
+                        .map(|t| format!("{} bytes", t.len()))
+                        .map_err(|e| e.clone()),
+                )
+            }))
+            .finish()
+    }
 }
 
 impl Policy {
@@ -754,7 +774,14 @@ impl Policy {
     /// Give the text of the list file at `path` (one address or CIDR a line, `#` comments):
     /// [`Policy::validate`] reads its entries as blacklist entries.
     pub fn attach_list(&mut self, path: &str, text: String) {
-        self.lists.insert(path.to_string(), text);
+        self.lists.0.insert(path.to_string(), Ok(text));
+    }
+
+    /// Say that the list file at `path` could not be read, and why: [`Policy::validate`]
+    /// warns that its entries are not in the ruleset (a list fed from elsewhere that went
+    /// missing keeps no firewall from loading).
+    pub fn list_unreadable(&mut self, path: &str, why: &str) {
+        self.lists.0.insert(path.to_string(), Err(why.to_string()));
     }
 
     /// Merge what discovery found into the policy; explicit entries win and each disagreement
