@@ -194,6 +194,15 @@ impl Bed {
     }
 
     /// Run sipcrowd from the client side.
+    /// `sipcrowd.py` from the IPv4 source `src` in `mode`, with `more` arguments and the
+    /// clients' half-second answer timeout.
+    fn client(&self, src: &str, mode: &str, more: &[&str]) -> serde_json::Value {
+        let mut args = vec!["--dst", DST4, "--sources", src, "--mode", mode];
+        args.extend_from_slice(more);
+        args.extend_from_slice(&["--timeout", "0.5"]);
+        self.crowd(&args)
+    }
+
     fn crowd(&self, args: &[&str]) -> serde_json::Value {
         let mut argv = vec![
             "python3".to_string(),
@@ -446,32 +455,8 @@ fn main() {
             |b| {
                 let src = "198.51.100.30";
                 b.sources(&[src.to_string()]);
-                let boot = b.crowd(&[
-                    "--dst",
-                    DST4,
-                    "--sources",
-                    src,
-                    "--mode",
-                    "phone",
-                    "--count",
-                    "60",
-                    "--interval",
-                    "1.0",
-                    "--timeout",
-                    "0.5",
-                ]);
-                let burst = b.crowd(&[
-                    "--dst",
-                    DST4,
-                    "--sources",
-                    src,
-                    "--mode",
-                    "phone",
-                    "--count",
-                    "150",
-                    "--timeout",
-                    "0.5",
-                ]);
+                let boot = b.client(src, "phone", &["--count", "60", "--interval", "1.0"]);
+                let burst = b.client(src, "phone", &["--count", "150"]);
                 let registered = boot["registered"] == true && burst["registered"] == true;
                 let n = boot["answered"].as_u64().unwrap() + burst["answered"].as_u64().unwrap();
                 (
@@ -490,18 +475,7 @@ fn main() {
             "tr",
             |b| {
                 b.sources(&[TRUNK.to_string()]);
-                let r = b.crowd(&[
-                    "--dst",
-                    DST4,
-                    "--sources",
-                    TRUNK,
-                    "--mode",
-                    "mixed",
-                    "--count",
-                    "150",
-                    "--timeout",
-                    "0.5",
-                ]);
+                let r = b.client(TRUNK, "mixed", &["--count", "150"]);
                 let n = r["answered"].as_u64().unwrap();
                 (n, format!("{n} of 150 answered"), b.banned(TRUNK))
             },
@@ -521,18 +495,9 @@ fn main() {
             |b| {
                 let src = "198.51.100.31";
                 b.sources(&[src.to_string()]);
-                let phone = |count: &str| {
-                    b.crowd(&[
-                        "--dst", DST4, "--sources", src, "--mode", "phone", "--count", count,
-                        "--timeout", "0.5",
-                    ])
-                };
-                let first = phone("0");
-                let wrong = b.crowd(&[
-                    "--dst", DST4, "--sources", src, "--mode", "crack", "--guesses", "240",
-                    "--interval", "30", "--timeout", "0.5",
-                ]);
-                let fixed = phone("0");
+                let first = b.client(src, "phone", &["--count", "0"]);
+                let wrong = b.client(src, "crack", &["--guesses", "240", "--interval", "30"]);
+                let fixed = b.client(src, "phone", &["--count", "0"]);
                 let n = u64::from(fixed["registered"] == true);
                 (
                     n,

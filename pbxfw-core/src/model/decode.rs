@@ -1583,6 +1583,15 @@ mod tests {
     use super::*;
     use crate::Policy;
 
+    /// Every diagnostic of a policy that validation refuses.
+    fn refused(p: &Policy) -> Vec<String> {
+        p.validate()
+            .unwrap_err()
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
     fn diags(toml: &str) -> Vec<String> {
         match Policy::from_toml(toml).unwrap().validate() {
             Ok(v) => v.warnings.iter().map(|d| d.to_string()).collect(),
@@ -1634,12 +1643,7 @@ mod tests {
             "/etc/pbxfw/a.list",
             "root:$6$secret:19000:0:99999:7:::\n0.0.0.0/0\n192.0.2.7\n".into(),
         );
-        let d: Vec<String> = p
-            .validate()
-            .unwrap_err()
-            .iter()
-            .map(|d| d.to_string())
-            .collect();
+        let d = refused(&p);
         assert_eq!(d.len(), 2, "{d:#?}");
         assert!(
             d[0].starts_with(
@@ -1657,12 +1661,7 @@ mod tests {
         // A list that could not be read is a warning: the rest of the policy loads.
         let mut p = Policy::from_toml("[blacklist]\nlists = [\"/a.list\", \"/a.list\"]\n").unwrap();
         p.list_unreadable("/a.list", "No such file or directory");
-        let d: Vec<String> = p
-            .validate()
-            .unwrap_err()
-            .iter()
-            .map(|d| d.to_string())
-            .collect();
+        let d = refused(&p);
         assert!(
             d[0].starts_with("warning: blacklist.lists[0]: \"/a.list\" was not read (No such file"),
             "{d:#?}"
