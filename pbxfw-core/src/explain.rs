@@ -41,15 +41,15 @@ pub fn step_of(origin: &str) -> (u8, &'static str) {
     let starts = |p: &str| origin.starts_with(p);
     if starts("loopback") {
         (1, "loopback")
-    } else if starts("blacklist") || starts("responsive ban") || starts("fleet") {
-        (2, "blacklist and bans")
     } else if starts("invalid")
         || starts("established")
         || (starts("acme: ") && !starts("acme: window") && !starts("acme: data before"))
     {
         // The certificate-renewal window's gate sits before established flows; its admission
         // (`acme: window`, `acme: data before the handshake`) after the zones.
-        (3, "connection state")
+        (2, "connection state")
+    } else if starts("blacklist") || starts("responsive ban") || starts("fleet") {
+        (3, "blacklist and bans")
     } else if starts("icmp") || starts("dhcp") {
         (4, "ICMP essentials and DHCP")
     } else if starts("rtp") || starts("udptl") {
@@ -104,12 +104,14 @@ mod tests {
     fn every_origin_names_its_step() {
         for (origin, step) in [
             ("loopback", 1),
-            ("fleet ban", 2),
-            ("blacklist:192.0.2.1", 2),
-            ("acme: gate of a window connection", 3),
-            ("acme: challenge request", 3),
-            ("acme: not a challenge request", 3),
-            ("established", 3),
+            ("established", 2),
+            ("acme: gate of a window connection", 2),
+            ("acme: challenge request", 2),
+            ("acme: not a challenge request", 2),
+            ("invalid", 2),
+            ("fleet ban", 3),
+            ("blacklist:192.0.2.1", 3),
+            ("responsive ban: kernel tier", 3),
             ("acme: window", 8),
             ("acme: data before the handshake", 8),
             ("zone:local service:ssh", 8),

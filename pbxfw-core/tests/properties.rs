@@ -25,6 +25,47 @@ fn serves(policy: &ValidPolicy, service: &str, p: &Packet) -> bool {
         .any(|s| s.proto == l4 && s.ports.contains(dport))
 }
 
+/// The sets whose sources step 3 drops are exactly those `names::blocks_sources` names (what
+/// the runtime cuts the flows of when it adds to them), the kernel tiers' bans aside: those the
+/// established chain looks up itself.
+fn blocking_sets(rs: &pbxfw_core::Ruleset) -> Result<(), String> {
+    use pbxfw_core::{names, Match, Verdict};
+    let mut dropping = std::collections::BTreeSet::new();
+    for chain in ["pre4", "pre6"] {
+        for r in &rs.chains[chain].rules {
+            for m in &r.matches {
+                if let Match::Src(set) = m {
+                    if matches!(r.verdict, Verdict::Drop | Verdict::Reject) {
+                        dropping.insert(set.clone());
+                    }
+                }
+            }
+        }
+    }
+    for set in rs.sets.keys() {
+        let tier = set.starts_with("tier_ban");
+        if names::blocks_sources(set) != (dropping.contains(set) && !tier) {
+            return Err(format!(
+                "{set}: blocks_sources disagrees with the pre chains"
+            ));
+        }
+    }
+    let established = rs
+        .chains
+        .get("established")
+        .map_or(&[][..], |c| &c.rules[..]);
+    for f in [Family::Ipv4, Family::Ipv6] {
+        let tier = names::tier_ban(f);
+        let looked_up = established
+            .iter()
+            .any(|r| r.matches.contains(&Match::Src(tier.clone())) && r.verdict == Verdict::Return);
+        if rs.chains.contains_key("established") && !looked_up {
+            return Err(format!("{tier} is not looked up by the established chain"));
+        }
+    }
+    Ok(())
+}
+
 /// docs/policy.md, "The packet path", written straight over the policy model, with no IR in between.
 fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
     let p = &pr.packet;
@@ -48,6 +89,18 @@ fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
         if p.iif == "lo" {
             return FinalVerdict::Accept;
         }
+        let responsive_port = policy
+            .responsive_protocols()
+            .any(|proto| serves(policy, proto.service_name(), p));
+        // Established flows before the blacklist and bans: whoever blocks a source cuts the
+        // flows it had (the runtime's flow cut), so those that remain passed them.
+        match p.ct {
+            CtState::Invalid => return FinalVerdict::Drop,
+            CtState::Established | CtState::Related if !responsive_port => {
+                return FinalVerdict::Accept
+            }
+            _ => {}
+        }
         let blacklisted = policy
             .blacklist
             .iter()
@@ -57,16 +110,6 @@ fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
         }
         if pr.banned {
             return FinalVerdict::Drop;
-        }
-        let responsive_port = policy
-            .responsive_protocols()
-            .any(|proto| serves(policy, proto.service_name(), p));
-        match p.ct {
-            CtState::Invalid => return FinalVerdict::Drop,
-            CtState::Established | CtState::Related if !responsive_port => {
-                return FinalVerdict::Accept
-            }
-            _ => {}
         }
         let icmp_ok: &[u8] = match p.proto {
             Proto::Icmp => &[3, 11, 12, 8],
@@ -168,6 +211,7 @@ proptest! {
         prop_assert_eq!(pbxfw_core::verify_ir(&rs), Ok(()));
         let back = pbxfw_core::parse_ir(&rs.to_text());
         prop_assert_eq!(back.as_ref(), Ok(&rs));
+        prop_assert_eq!(blocking_sets(&rs), Ok(()));
         for pr in &probes {
             let d = eval(&rs, &pr.packet, &pr.state(&rs));
             let (verdict, zone) = naive(&policy, pr);

@@ -12,6 +12,8 @@
 //! and waits for the kernel's acknowledgement of every message.
 #![allow(unsafe_code)] // socket(2), bind(2), sendto(2), recv(2) and setsockopt(2) through libc.
 
+pub mod conntrack;
+
 use std::io;
 use std::time::Duration;
 

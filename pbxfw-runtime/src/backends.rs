@@ -50,15 +50,16 @@ impl BackendName {
             .unwrap_or_default()
     }
 
-    /// The backend.
+    /// The backend, cutting the flows of the sources it blocks (`crate::flow_cut`).
     pub fn open(self) -> Box<dyn Backend> {
         use pbxfw_ipt::Variant;
-        match self {
+        let kernel: Box<dyn Backend> = match self {
             BackendName::Nft => Box::new(pbxfw_nft::Kernel::default()),
             BackendName::Iptables => Box::new(pbxfw_ipt::Kernel::default()),
             BackendName::IptablesNft => Box::new(pbxfw_ipt::Kernel::new(Variant::Nft)),
             BackendName::IptablesLegacy => Box::new(pbxfw_ipt::Kernel::new(Variant::Legacy)),
-        }
+        };
+        Box::new(crate::flow_cut::FlowCut(kernel))
     }
 }
 

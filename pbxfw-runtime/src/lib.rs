@@ -36,6 +36,7 @@ mod edit_index;
 pub mod error;
 pub mod explain;
 pub mod fleet;
+pub mod flow_cut;
 pub mod hooks;
 pub mod human;
 pub mod init;

@@ -3,10 +3,12 @@
 //! ```text
 //! chain input (hook input, policy drop)
 //!   1  iif lo                                         accept
-//!   2  jump pre4 / pre6: src in blacklist / banned    drop or reject
-//!  2b  (settings.acme) tcp/80 of a window connection  jump acme_gate: challenge line or reset
-//!   3  ct invalid drop; ct established,related        jump established
-//!        (established: responsive signalling ports return, so every such packet is counted)
+//!  1b  (settings.acme) tcp/80 of a window connection  jump acme_gate: challenge line or reset
+//!   2  ct invalid drop; ct established,related        jump established
+//!        (established: responsive signalling ports and kernel-tier bans return, so every
+//!        such packet is counted or dropped below; every other established packet is accepted:
+//!        the runtime cuts the flows of the sources it blocks)
+//!   3  jump pre4 / pre6: src in blacklist / banned    drop or reject
 //!   4  jump icmp_essentials: ICMP/ICMPv6 errors, neighbour discovery, rate-limited echo;
 //!      DHCP replies
 //!   5  RTP and UDPTL ranges                           accept
@@ -85,6 +87,22 @@ pub mod names {
     /// Dynamic ban set written by the kernel tiers (sliding).
     pub fn tier_ban(f: Family) -> String {
         format!("tier_ban{}", f.suffix())
+    }
+    /// Whether `set` holds sources whose new flows step 3 of the packet path drops: the
+    /// blacklist (networks, addresses, resolved hostnames), the fleet's bans and the state
+    /// machine's bans. Established packets are accepted at step 2, before those sets are
+    /// looked at, so every program that adds to them also deletes the connection-tracking
+    /// entries of what it added (the runtime's flow cut, docs/policy.md "The packet path").
+    /// The kernel tiers' ban sets are not among them: the kernel fills those and cuts nothing,
+    /// so the established chain looks them up on every packet instead.
+    pub fn blocks_sources(set: &str) -> bool {
+        let base = set
+            .strip_suffix(Family::Ipv4.suffix())
+            .or_else(|| set.strip_suffix(Family::Ipv6.suffix()));
+        matches!(
+            base,
+            Some("blacklist" | "blacklist_hosts" | "blacklist_dns" | "fleet" | "ban")
+        )
     }
     /// Dynamic set of sources the state machine put in the slow lane.
     pub fn clamped(f: Family) -> String {
@@ -284,8 +302,102 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
         "loopback",
     ));
 
-    // 2. Blacklist and responsive bans, before anything else (established flows and RTP too).
-    let step2 = input.len();
+    // 1b. The certificate-renewal window's gate (docs/acme.md): a connection a window admitted
+    // carries a mark for its whole life, and every data packet it sends must start with the
+    // challenge request line (a retransmitted request does; a second request, a request split
+    // over packets, a decoy the receiver discards and the real request after it do not) or the
+    // connection is reset. Before established flows, which would accept those packets. A
+    // filter sees packets, not the byte stream: a sender that crafts overlapping segments gets
+    // past it, which docs/acme.md says and the server must close.
+    if policy.settings.acme {
+        let tcp = || Match::Proto(L4Proto::Tcp);
+        b.rs.chains.insert(
+            names::ACME_GATE.into(),
+            Chain {
+                rules: vec![
+                    Rule::new(
+                        vec![
+                            tcp(),
+                            Match::Payload(names::ACME_REQUEST.as_bytes().to_vec()),
+                        ],
+                        Verdict::Accept,
+                        "acme: challenge request",
+                    ),
+                    Rule::new(
+                        vec![tcp(), Match::Data],
+                        Verdict::Reject,
+                        "acme: not a challenge request",
+                    ),
+                ],
+                ..Chain::default()
+            },
+        );
+        input.push(Rule::new(
+            vec![
+                tcp(),
+                Match::Dport(
+                    PortSet::new([PortRange::single(names::ACME_PORT)]).expect("one port"),
+                ),
+                Match::CtMark(names::ACME_MARK),
+            ],
+            Verdict::Jump(names::ACME_GATE.into()),
+            "acme: gate of a window connection",
+        ));
+    }
+
+    // 2. Connection tracking, before the blacklist and bans: the fast path of established
+    // media. A flow passed the blacklist and bans when it started, and pbxfw deletes the
+    // connection-tracking entries of every source it blocks afterwards (the runtime's flow cut,
+    // docs/policy.md "The packet path"), so an established packet needs no lookup of its own.
+    // Two exceptions return to the checks below. Signalling of responsive protocols: UDP
+    // conntrack calls a brute forcer's flow established after the first 401, and every one of
+    // its packets must still reach the tiers (KERNEL-TESTING.md). And sources the kernel tiers
+    // banned: no program learns of those bans to cut their flows, so the lookup stays.
+    input.push(Rule::new(
+        vec![Match::Ct([CtState::Invalid].into())],
+        Verdict::Drop,
+        "invalid",
+    ));
+    let responsive_ports = by_proto(
+        policy
+            .responsive_protocols()
+            .flat_map(|p| policy.signalling_service(p).ports.iter()),
+    );
+    let established_verdict = if responsive_ports.is_empty() {
+        Verdict::Accept
+    } else {
+        let mut rules = port_rules(
+            &[],
+            &responsive_ports,
+            &Verdict::Return,
+            "responsive: every signalling packet is counted",
+        );
+        for f in Family::BOTH {
+            rules.push(Rule::new(
+                vec![Match::Family(f), Match::Src(names::tier_ban(f))],
+                Verdict::Return,
+                "responsive ban: kernel tier",
+            ));
+        }
+        rules.push(Rule::new(vec![], Verdict::Accept, "established"));
+        b.rs.chains.insert(
+            "established".into(),
+            Chain {
+                rules,
+                ..Chain::default()
+            },
+        );
+        Verdict::Jump("established".into())
+    };
+    input.push(Rule::new(
+        vec![Match::Ct([CtState::Established, CtState::Related].into())],
+        established_verdict,
+        "established",
+    ));
+
+    // 3. Blacklist and responsive bans, before anything else a new flow meets (ICMP, RTP,
+    // trunks, zones).
+    let step3 = input.len();
     let bl_hosts = hostnames(policy.blacklist.iter().map(|e| &e.source));
     for f in Family::BOTH {
         // Networks and single addresses in two sets: an address lookup in a hash set costs
@@ -328,8 +440,9 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
             ));
         }
     }
-    // The fleet's bans (docs/fleet.md): checked with the blacklist, before established flows,
-    // so that a source banned anywhere in the fleet loses its flows here too.
+    // The fleet's bans (docs/fleet.md): checked with the blacklist; the runtime cuts the flows
+    // of every source a pull adds, so that a source banned anywhere in the fleet loses its
+    // flows here too.
     if let Some(fleet) = policy.fleet.as_ref().filter(|f| f.pull) {
         for f in Family::BOTH {
             b.interval_set(
@@ -384,12 +497,12 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
         );
     }
 
-    // Every packet passes step 2, so its rules sit in one chain per family: a packet is checked
+    // Every new packet passes step 3, so its rules sit in one chain per family: a packet is checked
     // against its own family's sets only.
-    let step2_rules = input.split_off(step2);
+    let step3_rules = input.split_off(step3);
     for f in Family::BOTH {
         let chain = format!("pre{}", f.suffix());
-        let rules: Vec<Rule> = step2_rules
+        let rules: Vec<Rule> = step3_rules
             .iter()
             .filter(|r| r.family() == Some(f))
             .cloned()
@@ -407,87 +520,6 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
             "blacklist and bans",
         ));
     }
-
-    // 2b. The certificate-renewal window's gate (docs/acme.md): a connection a window admitted
-    // carries a mark for its whole life, and every data packet it sends must start with the
-    // challenge request line (a retransmitted request does; a second request, a request split
-    // over packets, a decoy the receiver discards and the real request after it do not) or the
-    // connection is reset. Before established flows, which would accept those packets. A
-    // filter sees packets, not the byte stream: a sender that crafts overlapping segments gets
-    // past it, which docs/acme.md says and the server must close.
-    if policy.settings.acme {
-        let tcp = || Match::Proto(L4Proto::Tcp);
-        b.rs.chains.insert(
-            names::ACME_GATE.into(),
-            Chain {
-                rules: vec![
-                    Rule::new(
-                        vec![
-                            tcp(),
-                            Match::Payload(names::ACME_REQUEST.as_bytes().to_vec()),
-                        ],
-                        Verdict::Accept,
-                        "acme: challenge request",
-                    ),
-                    Rule::new(
-                        vec![tcp(), Match::Data],
-                        Verdict::Reject,
-                        "acme: not a challenge request",
-                    ),
-                ],
-                ..Chain::default()
-            },
-        );
-        input.push(Rule::new(
-            vec![
-                tcp(),
-                Match::Dport(
-                    PortSet::new([PortRange::single(names::ACME_PORT)]).expect("one port"),
-                ),
-                Match::CtMark(names::ACME_MARK),
-            ],
-            Verdict::Jump(names::ACME_GATE.into()),
-            "acme: gate of a window connection",
-        ));
-    }
-
-    // 3. Connection tracking. Signalling of responsive protocols is not accepted as
-    // established: UDP conntrack calls a brute forcer's flow established after the first 401,
-    // and every one of its packets must still reach the tiers (KERNEL-TESTING.md).
-    input.push(Rule::new(
-        vec![Match::Ct([CtState::Invalid].into())],
-        Verdict::Drop,
-        "invalid",
-    ));
-    let responsive_ports = by_proto(
-        policy
-            .responsive_protocols()
-            .flat_map(|p| policy.signalling_service(p).ports.iter()),
-    );
-    let established_verdict = if responsive_ports.is_empty() {
-        Verdict::Accept
-    } else {
-        let mut rules = port_rules(
-            &[],
-            &responsive_ports,
-            &Verdict::Return,
-            "responsive: every signalling packet is counted",
-        );
-        rules.push(Rule::new(vec![], Verdict::Accept, "established"));
-        b.rs.chains.insert(
-            "established".into(),
-            Chain {
-                rules,
-                ..Chain::default()
-            },
-        );
-        Verdict::Jump("established".into())
-    };
-    input.push(Rule::new(
-        vec![Match::Ct([CtState::Established, CtState::Related].into())],
-        established_verdict,
-        "established",
-    ));
 
     // 4. ICMP essentials (in a chain of their own, so other packets skip them with one check
     // per family) and DHCP replies.

@@ -1,0 +1,242 @@
+//! The established fast path and the flow cut with real packets (docs/policy.md, "The packet
+//! path", step 2): established flows are accepted before the blacklist and bans, and every way
+//! pbxfw blocks a source deletes that source's connection-tracking entries, so a source blocked
+//! mid-flow loses its flow at the very next packet. A UDP media stream and a TCP session, each
+//! echoed by the pbx, are blocked by `pbxfw ban` (IPv4, and IPv6 by its /64), `pbxfw blacklist
+//! add`, an `apply` of a policy with a new blacklist entry, and the kernel tiers' ban set; a
+//! flow of a source nobody blocked keeps running. For the nft and the iptables backends.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pbxfw_testkit::netns::{in_netns, skipped, Netns};
+use pbxfw_testkit::probe::{SetStore, Topology, DST4, DST6};
+use pbxfw_testkit::text;
+
+const POLICY: &str = "[interfaces]
+eth0 = \"internet\"
+
+[services.ssh]
+zones = [\"internet\"]
+
+[blacklist]
+entries = [\"192.0.2.200\"NEW]
+";
+
+const RTP: u16 = 10000;
+const SSH: u16 = 22;
+const WAIT: Duration = Duration::from_millis(400);
+
+fn pbxfw(ns: &Netns, args: &[&str]) -> Output {
+    let mut c = ns.command(env!("CARGO_BIN_EXE_pbxfw"));
+    c.args(args).env("PBXFW_BIN", env!("CARGO_BIN_EXE_pbxfw"));
+    c.output().unwrap()
+}
+
+fn ok(ns: &Netns, args: &[&str]) -> String {
+    let out = pbxfw(ns, args);
+    assert!(out.status.success(), "pbxfw {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn dst(src: IpAddr) -> IpAddr {
+    if src.is_ipv6() {
+        DST6.parse().unwrap()
+    } else {
+        DST4.parse().unwrap()
+    }
+}
+
+/// Echo servers in the pbx: UDP on the RTP port and TCP on the ssh port, both families, until
+/// the returned flag is cleared.
+fn echo_servers(pbx: &Netns) -> Arc<AtomicBool> {
+    let running = Arc::new(AtomicBool::new(true));
+    for ip in [DST4, DST6] {
+        let ip: IpAddr = ip.parse().unwrap();
+        let udp = in_netns(pbx, move || {
+            UdpSocket::bind(SocketAddr::new(ip, RTP)).unwrap()
+        });
+        udp.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let r = running.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while r.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = udp.recv_from(&mut buf) {
+                    let _ = udp.send_to(&buf[..n], from);
+                }
+            }
+        });
+        let tcp = in_netns(pbx, move || {
+            TcpListener::bind(SocketAddr::new(ip, SSH)).unwrap()
+        });
+        tcp.set_nonblocking(true).unwrap();
+        let r = running.clone();
+        std::thread::spawn(move || {
+            while r.load(Ordering::Relaxed) {
+                match tcp.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        std::thread::spawn(move || {
+                            let mut buf = [0u8; 512];
+                            while let Ok(n) = s.read(&mut buf) {
+                                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+    }
+    running
+}
+
+/// A media stream and a session of one source, opened from its client namespace.
+struct Flows {
+    src: IpAddr,
+    udp: UdpSocket,
+    tcp: TcpStream,
+}
+
+impl Flows {
+    fn open(t: &Topology, src: &str) -> Flows {
+        let src: IpAddr = src.parse().unwrap();
+        let to = dst(src);
+        let (udp, tcp) = in_netns(t.client("eth0"), move || {
+            let udp = UdpSocket::bind(SocketAddr::new(src, 40000)).unwrap();
+            udp.connect(SocketAddr::new(to, RTP)).unwrap();
+            let domain = socket2::Domain::for_address(SocketAddr::new(src, 0));
+            let tcp = socket2::Socket::new(domain, socket2::Type::STREAM, None).unwrap();
+            tcp.bind(&SocketAddr::new(src, 0).into()).unwrap();
+            tcp.connect_timeout(&SocketAddr::new(to, SSH).into(), WAIT)
+                .unwrap_or_else(|e| panic!("{src}: connect: {e}"));
+            (udp, TcpStream::from(tcp))
+        });
+        udp.set_read_timeout(Some(WAIT)).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let f = Flows { src, udp, tcp };
+        // Both ways at least once: conntrack calls the flows established.
+        assert_eq!(f.both(), (true, true), "{src}: the flows do not run");
+        f
+    }
+
+    /// Whether the next media packet and the next session segment are echoed.
+    fn both(&self) -> (bool, bool) {
+        (self.media(), self.session())
+    }
+
+    fn media(&self) -> bool {
+        let mut buf = [0u8; 64];
+        // A reply still queued from before does not count.
+        while self.udp.recv(&mut buf).is_ok() {}
+        self.udp.send(b"rtp").unwrap();
+        matches!(self.udp.recv(&mut buf), Ok(3))
+    }
+
+    fn session(&self) -> bool {
+        let mut s = &self.tcp;
+        if s.write_all(b"data").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).is_ok()
+    }
+}
+
+fn run(backend: &str, store: SetStore) {
+    let mut t = Topology::new(&format!("fcut-{}", &backend[..3]), &["eth0".to_string()]);
+    t.sets = store;
+    let sources = [
+        "203.0.113.7",
+        "203.0.113.8",
+        "203.0.113.9",
+        "203.0.113.10",
+        "203.0.113.11",
+        "2001:db8:5::99",
+    ];
+    for s in sources {
+        t.add_source("eth0", s.parse().unwrap());
+    }
+    let running = echo_servers(&t.pbx);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("pbxfw.toml");
+    std::fs::write(&policy, POLICY.replace("NEW", "")).unwrap();
+    let p = policy.to_str().unwrap();
+    ok(&t.pbx, &["apply", p, "--backend", backend]);
+
+    let flows: Vec<Flows> = sources.iter().map(|s| Flows::open(&t, s)).collect();
+    let by = |s: &str| flows.iter().find(|f| f.src.to_string() == s).unwrap();
+    let control = by("203.0.113.10");
+
+    // A ban by hand: the next packet of either flow is dropped.
+    ok(
+        &t.pbx,
+        &["ban", "203.0.113.7", "--for", "1h", "--policy", p],
+    );
+    assert_eq!(by("203.0.113.7").both(), (false, false), "banned mid-flow");
+    assert_eq!(control.both(), (true, true));
+    // IPv6 bans are per /64: the ban of ::7 cuts the flows of ::99.
+    ok(
+        &t.pbx,
+        &["ban", "2001:db8:5::7", "--for", "1h", "--policy", p],
+    );
+    assert_eq!(
+        by("2001:db8:5::99").both(),
+        (false, false),
+        "its /64 banned"
+    );
+
+    // `blacklist add`.
+    ok(&t.pbx, &["blacklist", "add", "203.0.113.8", "--policy", p]);
+    assert_eq!(
+        by("203.0.113.8").both(),
+        (false, false),
+        "blacklisted mid-flow"
+    );
+    assert_eq!(control.both(), (true, true));
+
+    // An apply whose policy blacklists one more source.
+    std::fs::write(&policy, POLICY.replace("NEW", ", \"203.0.113.9\"")).unwrap();
+    ok(&t.pbx, &["apply", p, "--backend", backend]);
+    assert_eq!(
+        by("203.0.113.9").both(),
+        (false, false),
+        "blacklisted by apply"
+    );
+    assert_eq!(control.both(), (true, true));
+
+    // The kernel tiers' bans are looked up on every established packet.
+    t.add_element("tier_ban4", "203.0.113.11");
+    assert_eq!(
+        by("203.0.113.11").both(),
+        (false, false),
+        "banned by the tiers"
+    );
+
+    // The source nobody blocked kept both flows through all of it.
+    assert_eq!(control.both(), (true, true));
+    running.store(false, Ordering::Relaxed);
+}
+
+#[test]
+fn blocked_sources_lose_their_flows_at_once_nft() {
+    if skipped() {
+        return;
+    }
+    run("nft", SetStore::Nft);
+}
+
+#[test]
+fn blocked_sources_lose_their_flows_at_once_iptables() {
+    if skipped() {
+        return;
+    }
+    run("iptables-legacy", SetStore::Ipset);
+}

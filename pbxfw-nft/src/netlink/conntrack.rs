@@ -1,0 +1,421 @@
+//! Cutting flows: deleting the connection-tracking entries of sources pbxfw has just blocked.
+//!
+//! The ruleset accepts established packets before it looks at the blacklist and the bans (the
+//! fast path of docs/policy.md, "The packet path", step 2): a flow passed those checks when it
+//! started. What keeps "a blocked source loses its flows at once" true is this module: after
+//! every addition to a set that blocks sources, the runtime dumps the connection-tracking table
+//! and deletes every entry one of whose two directions comes from a blocked prefix (the
+//! flow's opener, or the peer the PBX opened it to). The next packet of such a flow is `new`
+//! again, meets the blacklist and bans, and is dropped; conntrack never confirms an entry whose
+//! first packet was dropped.
+//!
+//! Conntrack is ctnetlink (`NFNL_SUBSYS_CTNETLINK`), the same netfilter netlink socket as
+//! nftables' but another subsystem: the kernel takes no ctnetlink message inside an nftables
+//! batch, so the set update goes first (no new flow of the source can start) and the cut
+//! follows. The kernel deletes by exact tuple only (its flush filters by mark, not by address),
+//! hence the dump. iptables hosts have the same conntrack: the runtime cuts flows for both
+//! backends through this module, which lives here for the socket code it shares.
+
+use std::io;
+
+use pbxfw_core::{Family, Prefix};
+
+use super::{
+    attrs, Msg, NetlinkError, Reply, Socket, MAX_BATCH_BYTES, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
+};
+
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_NEW: u16 = 0;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const NLM_F_DUMP: u16 = 0x300;
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_ID: u16 = 12;
+const CTA_ZONE: u16 = 18;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V6_SRC: u16 = 3;
+const AF_INET: u8 = libc::AF_INET as u8;
+const AF_INET6: u8 = libc::AF_INET6 as u8;
+
+/// One connection-tracking entry, as much of it as a cut needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flow {
+    /// The address family.
+    pub family: Family,
+    /// The source of the original direction (who opened the flow) and of the reply direction
+    /// (whom it was opened to, NAT aside).
+    pub sources: [u128; 2],
+    /// The original tuple as the kernel wrote it: a delete names the entry by it.
+    orig: Vec<u8>,
+    /// The entry's zone and id, sent back with the delete when the kernel gave them.
+    zone: Option<Vec<u8>>,
+    id: Option<Vec<u8>>,
+}
+
+/// What a cut did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cut {
+    /// Entries in the table when it was read.
+    pub flows: usize,
+    /// Entries deleted (an entry that ended meanwhile is not counted).
+    pub deleted: usize,
+}
+
+/// Delete every connection-tracking entry of the current network namespace one of whose
+/// directions comes from inside one of `blocked`. Nothing is read when `blocked` is empty.
+pub fn cut(blocked: &[Prefix]) -> Result<Cut, NetlinkError> {
+    if blocked.is_empty() {
+        return Ok(Cut::default());
+    }
+    let all = flows()?;
+    let doomed = matching(&all, blocked);
+    let deleted = delete(&doomed)?;
+    Ok(Cut {
+        flows: all.len(),
+        deleted,
+    })
+}
+
+/// The entries of `flows` one of whose sources lies in one of `blocked`, each once. Sorting
+/// the (few) sources and searching them once per prefix keeps a cut of a 100,000-entry
+/// blacklist to one pass over the list, with no index of it built.
+pub fn matching<'a>(flows: &'a [Flow], blocked: &[Prefix]) -> Vec<&'a Flow> {
+    let mut by_family: [Vec<(u128, usize)>; 2] = [Vec::new(), Vec::new()];
+    for (i, f) in flows.iter().enumerate() {
+        let v = &mut by_family[family_index(f.family)];
+        v.push((f.sources[0], i));
+        if f.sources[1] != f.sources[0] {
+            v.push((f.sources[1], i));
+        }
+    }
+    if flows.is_empty() {
+        return Vec::new();
+    }
+    for v in &mut by_family {
+        v.sort_unstable();
+    }
+    let mut hit = vec![false; flows.len()];
+    for p in blocked {
+        let v = &by_family[family_index(p.family())];
+        let (start, end) = (p.start(), p.end());
+        let first = v.partition_point(|(a, _)| *a < start);
+        for (a, i) in &v[first..] {
+            if *a > end {
+                break;
+            }
+            hit[*i] = true;
+        }
+    }
+    flows
+        .iter()
+        .zip(hit)
+        .filter_map(|(f, h)| h.then_some(f))
+        .collect()
+}
+
+fn family_index(f: Family) -> usize {
+    match f {
+        Family::Ipv4 => 0,
+        Family::Ipv6 => 1,
+    }
+}
+
+/// Every IPv4 and IPv6 connection-tracking entry of the current network namespace.
+pub fn flows() -> Result<Vec<Flow>, NetlinkError> {
+    let sock = Socket::open().map_err(NetlinkError::Socket)?;
+    let m = Msg::new(
+        (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        1,
+        0, // AF_UNSPEC: every family
+        0,
+    );
+    sock.send(&m.finish()).map_err(NetlinkError::Socket)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::new();
+    loop {
+        let n = sock.recv(&mut buf).map_err(NetlinkError::Socket)?;
+        match flows_reply(&buf[..n], &mut out)? {
+            Reply::More => {}
+            Reply::Done | Reply::NoSuchSet => return Ok(out),
+        }
+    }
+}
+
+/// Read one datagram of a conntrack dump: its entries are appended to `out`. The reply is
+/// checked as untrusted bytes (lengths before slices); a malformed one is an error, and an
+/// entry without the addresses a cut needs is skipped.
+pub fn flows_reply(buf: &[u8], out: &mut Vec<Flow>) -> Result<Reply, NetlinkError> {
+    const NLMSG_DONE: u16 = 0x3;
+    let malformed = || NetlinkError::Socket(io::Error::other("malformed netlink reply"));
+    let n = buf.len();
+    let mut off = 0;
+    while off + 16 <= n {
+        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+        let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+        if len < 16 || len > n - off {
+            return Err(malformed());
+        }
+        match ty {
+            NLMSG_DONE => return Ok(Reply::Done),
+            NLMSG_ERROR if len >= 20 => {
+                let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
+                return match err {
+                    0 => Ok(Reply::Done),
+                    e => Err(NetlinkError::Socket(io::Error::from_raw_os_error(
+                        e.checked_neg().unwrap_or(libc::EINVAL),
+                    ))),
+                };
+            }
+            t if t == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW && len >= 20 => {
+                if let Some(f) = flow(buf[off + 16], &buf[off + 20..off + len]) {
+                    out.push(f);
+                }
+            }
+            _ => return Err(malformed()),
+        }
+        off += ((len + 3) & !3).min(n - off);
+    }
+    Ok(Reply::More)
+}
+
+/// One entry from its nfgen family and attributes.
+fn flow(family: u8, attributes: &[u8]) -> Option<Flow> {
+    let family = match family {
+        AF_INET => Family::Ipv4,
+        AF_INET6 => Family::Ipv6,
+        _ => return None,
+    };
+    let (mut orig, mut sources, mut zone, mut id) = (None, [None, None], None, None);
+    for (t, payload) in attrs(attributes) {
+        match t {
+            CTA_TUPLE_ORIG => {
+                orig = Some(payload.to_vec());
+                sources[0] = tuple_source(family, payload);
+            }
+            CTA_TUPLE_REPLY => sources[1] = tuple_source(family, payload),
+            CTA_ZONE if payload.len() == 2 => zone = Some(payload.to_vec()),
+            CTA_ID if payload.len() == 4 => id = Some(payload.to_vec()),
+            _ => {}
+        }
+    }
+    let orig_src = sources[0]?;
+    Some(Flow {
+        family,
+        // An entry without a reply tuple (never seen) is named by its opener twice.
+        sources: [orig_src, sources[1].unwrap_or(orig_src)],
+        orig: orig?,
+        zone,
+        id,
+    })
+}
+
+/// The source address in a tuple, of the entry's own family.
+fn tuple_source(family: Family, tuple: &[u8]) -> Option<u128> {
+    let (_, ip) = attrs(tuple).find(|(t, _)| *t == CTA_TUPLE_IP)?;
+    let (want, size) = match family {
+        Family::Ipv4 => (CTA_IP_V4_SRC, 4),
+        Family::Ipv6 => (CTA_IP_V6_SRC, 16),
+    };
+    let (_, src) = attrs(ip).find(|(t, p)| *t == want && p.len() == size)?;
+    Some(match family {
+        Family::Ipv4 => u32::from_be_bytes(src.try_into().ok()?) as u128,
+        Family::Ipv6 => u128::from_be_bytes(src.try_into().ok()?),
+    })
+}
+
+/// Delete `flows` (each by its original tuple, zone and id). Returns how many the kernel
+/// deleted; an entry that ended meanwhile (`ENOENT`) is not an error.
+pub fn delete(flows: &[&Flow]) -> Result<usize, NetlinkError> {
+    if flows.is_empty() {
+        return Ok(0);
+    }
+    let sock = Socket::open().map_err(NetlinkError::Socket)?;
+    let mut deleted = 0;
+    let mut seq = 0u32;
+    for chunk in chunks(flows) {
+        let mut buf = Vec::new();
+        let first = seq + 1;
+        for f in chunk {
+            seq += 1;
+            buf.extend_from_slice(&delete_message(f, seq));
+        }
+        sock.send(&buf).map_err(NetlinkError::Socket)?;
+        deleted += acks(&sock, first..=seq)?;
+    }
+    Ok(deleted)
+}
+
+/// `flows` in runs whose delete messages fit one `sendto`.
+fn chunks<'a, 'b>(flows: &'a [&'b Flow]) -> impl Iterator<Item = &'a [&'b Flow]> {
+    // A delete message is a header and three attributes: well under 256 bytes.
+    flows.chunks(MAX_BATCH_BYTES / 256)
+}
+
+fn delete_message(f: &Flow, seq: u32) -> Vec<u8> {
+    let family = match f.family {
+        Family::Ipv4 => AF_INET,
+        Family::Ipv6 => AF_INET6,
+    };
+    let mut m = Msg::new(
+        (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        family,
+        0,
+    );
+    m.begin(CTA_TUPLE_ORIG);
+    m.buf.extend_from_slice(&f.orig);
+    m.end();
+    m.pad();
+    if let Some(zone) = &f.zone {
+        m.attr(CTA_ZONE, zone);
+    }
+    if let Some(id) = &f.id {
+        m.attr(CTA_ID, id);
+    }
+    m.finish()
+}
+
+/// Read the acknowledgements of the messages numbered `seqs`; returns how many succeeded.
+fn acks(sock: &Socket, seqs: std::ops::RangeInclusive<u32>) -> Result<usize, NetlinkError> {
+    let mut pending = (*seqs.end() - *seqs.start() + 1) as usize;
+    let mut done = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while pending > 0 {
+        let n = sock.recv(&mut buf).map_err(NetlinkError::Socket)?;
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+            let seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap());
+            if len < 16 || len > n - off {
+                return Err(NetlinkError::Socket(io::Error::other(
+                    "malformed netlink reply",
+                )));
+            }
+            if ty == NLMSG_ERROR && len >= 20 && seqs.contains(&seq) {
+                let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
+                pending -= 1;
+                match err {
+                    0 => done += 1,
+                    e if e == -libc::ENOENT => {}
+                    e => {
+                        return Err(NetlinkError::Socket(io::Error::from_raw_os_error(
+                            e.checked_neg().unwrap_or(libc::EINVAL),
+                        )))
+                    }
+                }
+            }
+            off += ((len + 3) & !3).min(n - off);
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    /// A dump's entry as the kernel writes it (tuples nested two deep, the zone and id beside).
+    fn entry(family: u8, orig_src: &[u8], reply_src: &[u8]) -> Vec<u8> {
+        let mut m = Msg::new(
+            (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW,
+            0x2,
+            1,
+            family,
+            0,
+        );
+        let (src, dst) = if family == AF_INET {
+            (CTA_IP_V4_SRC, CTA_IP_V4_SRC + 1)
+        } else {
+            (CTA_IP_V6_SRC, CTA_IP_V6_SRC + 1)
+        };
+        for (t, s, d) in [
+            (CTA_TUPLE_ORIG, orig_src, reply_src),
+            (CTA_TUPLE_REPLY, reply_src, orig_src),
+        ] {
+            m.begin(t);
+            m.begin(CTA_TUPLE_IP);
+            m.attr(src, s);
+            m.attr(dst, d);
+            m.end();
+            m.end();
+        }
+        m.attr(CTA_ID, &7u32.to_be_bytes());
+        m.finish()
+    }
+
+    #[test]
+    fn dump_entries_are_read_as_untrusted_bytes() {
+        let mut buf = entry(AF_INET, &[198, 51, 100, 7], &[192, 0, 2, 1]);
+        buf.extend(entry(
+            AF_INET6,
+            &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+            &[0xfd; 16],
+        ));
+        let mut out = Vec::new();
+        assert_eq!(flows_reply(&buf, &mut out).unwrap(), Reply::More);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].family, Family::Ipv4);
+        assert_eq!(out[0].sources, [0xc633_6407, 0xc000_0201]);
+        assert_eq!(out[1].sources[0], 0x2001_0db8_0000_0000_0000_0000_0000_0009);
+        assert_eq!(out[0].id.as_deref(), Some(&7u32.to_be_bytes()[..]));
+
+        // A tuple with a source of the wrong size, and an entry of another family, are skipped.
+        let mut out = Vec::new();
+        let odd = entry(AF_INET, &[1, 2, 3], &[4, 5, 6, 7]);
+        let other = entry(7, &[1, 2, 3, 4], &[4, 5, 6, 7]);
+        flows_reply(&[odd, other].concat(), &mut out).unwrap();
+        assert!(out.is_empty());
+
+        // A message whose length runs past the datagram, and one of another kind, are errors.
+        let mut lying = entry(AF_INET, &[1, 2, 3, 4], &[4, 5, 6, 7]);
+        lying[0..4].copy_from_slice(&4096u32.to_ne_bytes());
+        assert!(flows_reply(&lying, &mut Vec::new()).is_err());
+        let mut foreign = entry(AF_INET, &[1, 2, 3, 4], &[4, 5, 6, 7]);
+        foreign[4..6].copy_from_slice(&0x0a0cu16.to_ne_bytes());
+        assert!(flows_reply(&foreign, &mut Vec::new()).is_err());
+        // Truncated input never panics.
+        let whole = entry(AF_INET6, &[0xfd; 16], &[0xfe; 16]);
+        for cut in 0..whole.len() {
+            let _ = flows_reply(&whole[..cut], &mut Vec::new());
+        }
+    }
+
+    #[test]
+    fn a_flow_is_cut_when_either_of_its_sources_is_blocked() {
+        let flow = |family, a: u128, b: u128| Flow {
+            family,
+            sources: [a, b],
+            orig: Vec::new(),
+            zone: None,
+            id: None,
+        };
+        let flows = [
+            flow(Family::Ipv4, 0xc633_6407, 0xc000_0201), // 198.51.100.7 opened it
+            flow(Family::Ipv4, 0xc000_0201, 0xcb00_7105), // the PBX opened it to 203.0.113.5
+            flow(Family::Ipv4, 0x0a00_0001, 0xc000_0201), // 10.0.0.1: not blocked
+            flow(Family::Ipv6, 0x2001_0db8_0066_0001 << 64 | 0xbeef, 1),
+        ];
+        let blocked: Vec<Prefix> = [
+            "198.51.100.0/24",
+            "203.0.113.5",
+            "2001:db8:66:1::/64",
+            "10.0.0.0/32",
+        ]
+        .iter()
+        .map(|s| Prefix::from_str(s).unwrap())
+        .collect();
+        let hit = matching(&flows, &blocked);
+        assert_eq!(hit.len(), 3);
+        assert!(hit.iter().all(|f| f.sources[0] != 0x0a00_0001));
+        // An IPv4 prefix never matches an IPv6 flow with the same bits, nor the reverse.
+        let v4_zero = [Prefix::from_str("0.0.0.0/32").unwrap()];
+        assert!(matching(&[flow(Family::Ipv6, 0, 0)], &v4_zero).is_empty());
+        assert!(matching(&flows, &[]).is_empty());
+    }
+}
