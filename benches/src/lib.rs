@@ -232,12 +232,61 @@ pub mod flood {
     use pbxfw_testkit::netns::in_netns;
     use pbxfw_testkit::probe::{Topology, DST4};
 
+    /// The sender's address: the client's own.
+    const SENDER: &str = "100.64.255.254";
+
     /// How long each flood lasts.
     pub const FLOOD: Duration = Duration::from_secs(2);
 
+    /// The PBX's end of the media flow: a socket on UDP port 10000 (the first RTP port) of the
+    /// PBX, which answers the sender once per flood (media flows both ways: conntrack calls
+    /// the flow established, as it does a call's RTP) and otherwise only receives, so that the
+    /// PBX answers no packet with an ICMP error.
+    pub fn sink(topo: &Topology) -> UdpSocket {
+        topo.route_back("eth0", IpAddr::from_str(SENDER).unwrap());
+        let s = in_netns(&topo.pbx, || UdpSocket::bind((DST4, 10000)).unwrap());
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s
+    }
+
     /// Packets per second reaching the PBX (counted at priority 100 of its input hook, after
-    /// pbxfw) from one sender in the client of `eth0`, to UDP port 10000 (the first RTP port).
-    pub fn pps(topo: &Topology) -> f64 {
+    /// pbxfw) from one sender in the client of `eth0` on an established media flow to UDP port
+    /// 10000 of `sink` ([`sink`]): one packet each way, then the flood.
+    pub fn pps(topo: &Topology, sink: &UdpSocket) -> f64 {
+        topo.watch("ip saddr 100.64.255.254 udp dport 10000");
+        let s = in_netns(topo.client("eth0"), || {
+            let s = UdpSocket::bind("100.64.255.254:40000").unwrap();
+            s.connect(SocketAddr::new(IpAddr::from_str(DST4).unwrap(), 10000))
+                .unwrap();
+            s
+        });
+        s.send(b"hello").unwrap();
+        let mut buf = [0u8; 64];
+        let (_, from) = sink
+            .recv_from(&mut buf)
+            .expect("the ruleset accepts the first media packet");
+        sink.send_to(b"hello", from).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s.recv(&mut buf).expect("the answer reaches the sender");
+        {
+            let start = Instant::now();
+            let payload = [0u8; 64];
+            while start.elapsed() < FLOOD {
+                for _ in 0..256 {
+                    let _ = s.send(&payload);
+                }
+            }
+        }
+        // The hello is not part of the flood.
+        (topo.watched().saturating_sub(1)) as f64 / FLOOD.as_secs_f64()
+    }
+
+    /// Packets per second reaching the PBX from one sender that is never answered (a one-way
+    /// flood, to UDP port 10000): conntrack keeps calling the flow new, so every packet takes
+    /// the path of a new flow (the blacklist and bans, then the RTP range).
+    pub fn pps_one_way(topo: &Topology) -> f64 {
         topo.watch("ip saddr 100.64.255.254 udp dport 10000");
         in_netns(topo.client("eth0"), || {
             let s = UdpSocket::bind("100.64.255.254:0").unwrap();

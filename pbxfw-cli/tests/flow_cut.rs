@@ -1,16 +1,19 @@
 //! The established fast path and the flow cut with real packets (docs/policy.md, "The packet
-//! path", step 2): established flows are accepted before the blacklist and bans, and every way
-//! pbxfw blocks a source deletes that source's connection-tracking entries, so a source blocked
-//! mid-flow loses its flow at the very next packet. A UDP media stream and a TCP session, each
-//! echoed by the pbx, are blocked by `pbxfw ban` (IPv4, and IPv6 by its /64), `pbxfw blacklist
-//! add`, an `apply` of a policy with a new blacklist entry, and the kernel tiers' ban set; a
-//! flow of a source nobody blocked keeps running. For the nft and the iptables backends.
+//! path", step 2, and "The flow cut"): established flows a client opened are accepted before
+//! the blacklist and bans, and every way pbxfw blocks a source deletes that source's
+//! connection-tracking entries, so a source blocked mid-flow loses its flow at the very next
+//! packet. A UDP media stream and a TCP session, each echoed by the pbx, are blocked by `pbxfw
+//! ban` (IPv4, and IPv6 by its /64), `pbxfw blacklist add`, an `apply` of a policy with a new
+//! blacklist entry, and the kernel tiers' ban set; after each cut the pbx also speaks first on
+//! both flows (media it keeps sending, a TCP segment), which opens new connection-tracking
+//! entries in its own name: the blocked source's answers on them must still be refused. A flow
+//! of a source nobody blocked keeps running. For the nft and the iptables backends.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pbxfw_testkit::netns::{in_netns, skipped, Netns};
@@ -51,10 +54,41 @@ fn dst(src: IpAddr) -> IpAddr {
     }
 }
 
+/// The pbx's ends of the flows, so that the test can make the pbx speak first.
+struct PbxEnds {
+    udp: Vec<UdpSocket>,
+    tcp: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl PbxEnds {
+    /// The pbx sends on both flows of `src` unasked: a datagram from the RTP port to the
+    /// client's port, one byte on its TCP session.
+    fn speak_first(&self, src: IpAddr) {
+        let udp = self
+            .udp
+            .iter()
+            .find(|s| s.local_addr().unwrap().is_ipv6() == src.is_ipv6())
+            .unwrap();
+        udp.send_to(b"!", SocketAddr::new(src, 40000)).unwrap();
+        let tcp = self.tcp.lock().unwrap();
+        let mut s = tcp
+            .iter()
+            .find(|s| s.peer_addr().is_ok_and(|a| a.ip() == src))
+            .unwrap();
+        s.write_all(b"!").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Echo servers in the pbx: UDP on the RTP port and TCP on the ssh port, both families, until
 /// the returned flag is cleared.
-fn echo_servers(pbx: &Netns) -> Arc<AtomicBool> {
+fn echo_servers(pbx: &Netns) -> (Arc<AtomicBool>, PbxEnds) {
     let running = Arc::new(AtomicBool::new(true));
+    let ends = PbxEnds {
+        udp: Vec::new(),
+        tcp: Arc::new(Mutex::new(Vec::new())),
+    };
+    let mut ends = ends;
     for ip in [DST4, DST6] {
         let ip: IpAddr = ip.parse().unwrap();
         let udp = in_netns(pbx, move || {
@@ -62,6 +96,7 @@ fn echo_servers(pbx: &Netns) -> Arc<AtomicBool> {
         });
         udp.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
+        ends.udp.push(udp.try_clone().unwrap());
         let r = running.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 512];
@@ -76,11 +111,13 @@ fn echo_servers(pbx: &Netns) -> Arc<AtomicBool> {
         });
         tcp.set_nonblocking(true).unwrap();
         let r = running.clone();
+        let accepted = ends.tcp.clone();
         std::thread::spawn(move || {
             while r.load(Ordering::Relaxed) {
                 match tcp.accept() {
                     Ok((mut s, _)) => {
                         s.set_nonblocking(false).unwrap();
+                        accepted.lock().unwrap().push(s.try_clone().unwrap());
                         std::thread::spawn(move || {
                             let mut buf = [0u8; 512];
                             while let Ok(n) = s.read(&mut buf) {
@@ -95,7 +132,7 @@ fn echo_servers(pbx: &Netns) -> Arc<AtomicBool> {
             }
         });
     }
-    running
+    (running, ends)
 }
 
 /// A media stream and a session of one source, opened from its client namespace.
@@ -145,8 +182,21 @@ impl Flows {
         if s.write_all(b"data").is_err() {
             return false;
         }
+        // Only the echo counts (not a byte the pbx sent unasked).
         let mut buf = [0u8; 4];
-        s.read_exact(&mut buf).is_ok()
+        s.read_exact(&mut buf).is_ok() && &buf == b"data"
+    }
+
+    /// Right after the source was blocked: neither flow gets its next packet through, nor
+    /// after the pbx spoke first on both.
+    fn cut_off(&self, ends: &PbxEnds, what: &str) {
+        assert_eq!(self.both(), (false, false), "{what}");
+        ends.speak_first(self.src);
+        assert_eq!(
+            self.both(),
+            (false, false),
+            "{what}: after the pbx spoke first"
+        );
     }
 }
 
@@ -164,7 +214,7 @@ fn run(backend: &str, store: SetStore) {
     for s in sources {
         t.add_source("eth0", s.parse().unwrap());
     }
-    let running = echo_servers(&t.pbx);
+    let (running, ends) = echo_servers(&t.pbx);
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("pbxfw.toml");
     std::fs::write(&policy, POLICY.replace("NEW", "")).unwrap();
@@ -180,45 +230,29 @@ fn run(backend: &str, store: SetStore) {
         &t.pbx,
         &["ban", "203.0.113.7", "--for", "1h", "--policy", p],
     );
-    assert_eq!(by("203.0.113.7").both(), (false, false), "banned mid-flow");
+    by("203.0.113.7").cut_off(&ends, "banned mid-flow");
     assert_eq!(control.both(), (true, true));
     // IPv6 bans are per /64: the ban of ::7 cuts the flows of ::99.
     ok(
         &t.pbx,
         &["ban", "2001:db8:5::7", "--for", "1h", "--policy", p],
     );
-    assert_eq!(
-        by("2001:db8:5::99").both(),
-        (false, false),
-        "its /64 banned"
-    );
+    by("2001:db8:5::99").cut_off(&ends, "its /64 banned");
 
     // `blacklist add`.
     ok(&t.pbx, &["blacklist", "add", "203.0.113.8", "--policy", p]);
-    assert_eq!(
-        by("203.0.113.8").both(),
-        (false, false),
-        "blacklisted mid-flow"
-    );
+    by("203.0.113.8").cut_off(&ends, "blacklisted mid-flow");
     assert_eq!(control.both(), (true, true));
 
     // An apply whose policy blacklists one more source.
     std::fs::write(&policy, POLICY.replace("NEW", ", \"203.0.113.9\"")).unwrap();
     ok(&t.pbx, &["apply", p, "--backend", backend]);
-    assert_eq!(
-        by("203.0.113.9").both(),
-        (false, false),
-        "blacklisted by apply"
-    );
+    by("203.0.113.9").cut_off(&ends, "blacklisted by apply");
     assert_eq!(control.both(), (true, true));
 
     // The kernel tiers' bans are looked up on every established packet.
     t.add_element("tier_ban4", "203.0.113.11");
-    assert_eq!(
-        by("203.0.113.11").both(),
-        (false, false),
-        "banned by the tiers"
-    );
+    by("203.0.113.11").cut_off(&ends, "banned by the tiers");
 
     // The source nobody blocked kept both flows through all of it.
     assert_eq!(control.both(), (true, true));

@@ -96,7 +96,7 @@ fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
         // flows it had (the runtime's flow cut), so those that remain passed them.
         match p.ct {
             CtState::Invalid => return FinalVerdict::Drop,
-            CtState::Established | CtState::Related if !responsive_port => {
+            CtState::Established | CtState::Related if !responsive_port && !p.ct_reply => {
                 return FinalVerdict::Accept
             }
             _ => {}

@@ -601,6 +601,7 @@ impl<'a> Lowering<'a> {
                 Match::CtMark(bits) => {
                     parts.push(format!("-m connmark --mark {bits:#x}/{bits:#x}"))
                 }
+                Match::CtReply => parts.push("-m conntrack --ctdir REPLY".into()),
                 Match::Payload(bytes) => parts.push(payload_u32(family, bytes)),
                 Match::Syn => parts.push("--syn".into()),
                 // Split by the caller (`data_variants`): one rule per header length.

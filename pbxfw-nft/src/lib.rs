@@ -572,6 +572,7 @@ fn lower_one(
     for m in &rule.matches {
         match m {
             Match::CtMark(bits) => parts.push(format!("ct mark & {bits:#010x} == {bits:#010x}")),
+            Match::CtReply => parts.push("ct direction reply".into()),
             // `@ih` is the payload after the transport header, options included, wherever
             // it starts; a load past the packet's end fails and the rule does not match.
             // One comparison holds at most 16 bytes.

@@ -1,24 +1,29 @@
 //! The flow cut: every backend the runtime opens deletes the connection-tracking entries of the
 //! sources it has just blocked.
 //!
-//! The ruleset accepts established packets at step 2 of the packet path, before the blacklist
-//! and bans of step 3 (docs/policy.md, "The packet path"): a flow met those checks when it
-//! started. So that a source blacklisted or banned later still loses its flows at once, every
-//! kernel write that adds to a set holding blocked sources ([`names::blocks_sources`]: the
-//! blacklist, resolved blacklisted hostnames, the fleet's bans, the state machine's bans) is
-//! followed by a cut of the flows whose opener or peer lies in what was added: a whole apply
-//! (the static blacklist and every seeded ban), a static patch of the edit path, a ban, a
-//! fleet pull, a resolved hostname. The set changes first, so the source can start no new flow
-//! while its old ones are deleted; the next packet of a cut flow is `new` and meets step 3.
+//! The ruleset accepts established packets of connections the remote end opened at step 2 of
+//! the packet path, before the blacklist and bans of step 3 (docs/policy.md, "The packet
+//! path"): such a flow met those checks when it started. So that a source blacklisted or banned
+//! later still loses its flows at once, every kernel write that adds to a set holding blocked
+//! sources ([`names::blocks_sources`]: the blacklist, resolved blacklisted hostnames, the
+//! fleet's bans, the state machine's bans) is followed by a cut of the flows opened from what
+//! was added: a static patch of the edit path, a ban, a fleet pull, a resolved hostname; and a
+//! whole load, which cuts the flows of every source the new ruleset blocks, its dynamic sets'
+//! current elements included (what an older ruleset, or a cut the kernel refused, left). The
+//! set changes first, so the source can start no new flow while its old ones are deleted; the
+//! next packet of a cut flow is `new` and meets step 3. Flows the host's own addresses opened
+//! are never cut.
 //!
 //! [`FlowCut`] wraps the backend, so that no caller can add to those sets and forget the cut.
 //! A cut the kernel refuses (no ctnetlink) never undoes or fails the change that blocked the
 //! sources: it is reported on standard error, which is the journal for the daemon, and the
 //! flows run until they end as they would have before pbxfw had the fast path.
 
+use std::net::IpAddr;
+
 use pbxfw_core::{
-    names, ApplyOptions, Backend, BackendError, Element, ElementStatus, Op, Prefix, Ruleset,
-    SetEdit, SetKind, SetUpdate, Status,
+    addr_value, names, ApplyOptions, Backend, BackendError, Element, ElementStatus, Family, Op,
+    Prefix, Range, Ruleset, SetEdit, SetKind, SetUpdate, Status,
 };
 use pbxfw_nft::netlink::conntrack;
 
@@ -31,15 +36,93 @@ impl FlowCut {
         if blocked.is_empty() {
             return;
         }
-        if let Err(e) = conntrack::cut(&blocked) {
-            eprintln!(
-                "pbxfw: warning: {} blocked source(s) are in the {} ruleset, but their \
-                 established flows could not be cut ({e}); they end when their peers stop",
-                blocked.len(),
-                self.0.name()
-            );
+        if let Err(e) = conntrack::cut(&blocked, &local()) {
+            self.refused(0, &e);
         }
     }
+
+    /// After a whole load: cut the flows of every source `rs` blocks, statically or in its
+    /// dynamic sets as the kernel now holds them. The table is read first; the sets only when
+    /// some flow was opened from elsewhere than the host.
+    fn cut_loaded(&self, rs: &Ruleset, opts: &ApplyOptions) {
+        let local = local();
+        let flows = match conntrack::flows() {
+            Ok(f) => f,
+            Err(e) => return self.refused(0, &e),
+        };
+        if flows.iter().all(|f| is_local(&local, f)) {
+            return;
+        }
+        let mut blocked = blocked_statically(rs);
+        for (set, elements) in &opts.seed {
+            blocked.extend(self::blocked(rs, set, elements));
+        }
+        for (name, set) in &rs.sets {
+            if !names::blocks_sources(name) || !matches!(set.kind, SetKind::Dynamic(_)) {
+                continue;
+            }
+            match self.0.set_elements(name) {
+                Ok(held) => {
+                    let elements: Vec<Element> = held
+                        .iter()
+                        .flat_map(|e| element_prefixes(&e.element))
+                        .map(|prefix| Element {
+                            prefix,
+                            timeout: None,
+                        })
+                        .collect();
+                    blocked.extend(self::blocked(rs, name, &elements));
+                }
+                Err(e) => eprintln!(
+                    "pbxfw: warning: could not read set {name} to cut its sources' flows ({e})"
+                ),
+            }
+        }
+        let doomed: Vec<&conntrack::Flow> = conntrack::matching(&flows, &blocked)
+            .into_iter()
+            .filter(|f| !is_local(&local, f))
+            .collect();
+        if let Err(e) = conntrack::delete(&doomed) {
+            self.refused(doomed.len(), &e);
+        }
+    }
+
+    /// Report a cut the kernel refused: the sources stay blocked, their flows run on.
+    fn refused(&self, flows: usize, e: &dyn std::fmt::Display) {
+        let what = match flows {
+            0 => "the flows of the sources it blocks".to_string(),
+            n => format!("{n} flow(s) of the sources it blocks"),
+        };
+        eprintln!(
+            "pbxfw: warning: the {} ruleset is in place, but {what} could not be cut ({e}); \
+             they end when their peers stop",
+            self.0.name(),
+        );
+    }
+}
+
+/// The host's own addresses, whose flows are never cut (none when they cannot be read: a cut
+/// then spares nothing, which only matters for a ban that covers the host itself).
+fn local() -> Vec<IpAddr> {
+    pbxfw_host::ifaddrs::local_addresses().unwrap_or_default()
+}
+
+fn is_local(local: &[IpAddr], f: &conntrack::Flow) -> bool {
+    local
+        .iter()
+        .any(|a| Family::of(a) == f.family && addr_value(a) == f.opener)
+}
+
+/// The prefixes an element as a backend reports it stands for: an address, a network, or a
+/// range (an interval set's), as prefixes.
+fn element_prefixes(text: &str) -> Vec<Prefix> {
+    let text = text.split_whitespace().next().unwrap_or("");
+    if let Ok(p) = text.parse::<Prefix>() {
+        return vec![p];
+    }
+    text.parse::<Range>()
+        .map(|r| r.prefixes())
+        .unwrap_or_default()
 }
 
 /// The prefixes `elements` of `set` block, widened to the set's key length (an IPv6 ban keyed
@@ -87,11 +170,7 @@ impl Backend for FlowCut {
 
     fn load(&self, rs: &Ruleset, opts: &ApplyOptions) -> Result<(), BackendError> {
         self.0.load(rs, opts)?;
-        let mut cut = blocked_statically(rs);
-        for (set, elements) in &opts.seed {
-            cut.extend(blocked(rs, set, elements));
-        }
-        self.cut(cut);
+        self.cut_loaded(rs, opts);
         Ok(())
     }
 

@@ -16,6 +16,7 @@
 //! # sport = 1234         # optional
 //! # icmp_type = 8        # icmp/icmpv6; default echo request
 //! # state = "new"        # new | established | related | invalid
+//! # reply = true         # established/related: the PBX opened the connection
 //! # in_sets = ["ban"]    # dynamic sets holding the source, without family suffix
 //! # over = ["clamp"]     # responsive tiers whose rate the source has exceeded
 //! # registered = true    # shorthand for in_sets = ["registered"]
@@ -56,6 +57,9 @@ pub struct Expect {
     pub icmp_type: Option<u8>,
     /// Connection-tracking state (default `new`).
     pub state: Option<String>,
+    /// The packet travels in the reply direction (the PBX opened the connection).
+    #[serde(default)]
+    pub reply: bool,
     /// Dynamic sets (without the `4`/`6` suffix) that hold the source.
     #[serde(default)]
     pub in_sets: Vec<String>,
@@ -117,6 +121,7 @@ impl Expect {
             .map(|echo| self.icmp_type.unwrap_or(echo));
         p.ct = self.state.as_deref().unwrap_or("new").parse()?;
         p.ct_mark = self.ct_mark.unwrap_or(0);
+        p.ct_reply = self.reply;
         p.payload = self.payload.as_ref().map(|s| s.as_bytes().to_vec());
         p.tcp_syn = self.tcp_syn;
         Ok(p)

@@ -146,16 +146,28 @@ pub fn probe() -> impl Strategy<Value = Probe> {
         prop::sample::select(PORTS),
         prop::option::of(prop::sample::select(vec![67u16, 547, 5060, 40000])),
         prop::sample::select(vec![1u8, 2, 3, 8, 11, 128, 135, 137, 200]),
-        prop::sample::select(vec![
-            CtState::New,
-            CtState::Established,
-            CtState::Related,
-            CtState::Invalid,
-        ]),
+        (
+            prop::sample::select(vec![
+                CtState::New,
+                CtState::Established,
+                CtState::Related,
+                CtState::Invalid,
+            ]),
+            any::<bool>(),
+        ),
         (any::<bool>(), any::<bool>(), services_subset()),
     )
         .prop_map(
-            |(iif, src, proto, dport, sport, icmp_type, ct, (registered, banned, granted))| {
+            |(
+                iif,
+                src,
+                proto,
+                dport,
+                sport,
+                icmp_type,
+                (ct, reply),
+                (registered, banned, granted),
+            )| {
                 let src: IpAddr = src.parse().unwrap();
                 let proto = match (proto, src.is_ipv4()) {
                     (0, _) => Proto::Udp,
@@ -168,6 +180,8 @@ pub fn probe() -> impl Strategy<Value = Probe> {
                 packet.sport = if ported { sport } else { None };
                 packet.icmp_type = (!ported).then_some(icmp_type);
                 packet.ct = ct;
+                // Only a connection's later packets have a direction of their own.
+                packet.ct_reply = reply && matches!(ct, CtState::Established | CtState::Related);
                 Probe {
                     packet,
                     registered,

@@ -239,7 +239,7 @@ impl Topology {
     /// Give a client the source address `src` on interface `iif` (and the pbx a route back).
     pub fn add_source(&self, iif: &str, src: IpAddr) {
         let plen = if src.is_ipv6() { 128 } else { 32 };
-        let (c, mac) = &self.clients[iif];
+        let (c, _) = &self.clients[iif];
         c.run(&[
             "ip",
             "addr",
@@ -249,6 +249,14 @@ impl Topology {
             "c0",
             "nodad",
         ]);
+        self.route_back(iif, src);
+    }
+
+    /// Give the pbx a route and a static neighbour back to `src` behind `iif` (a client's
+    /// address the pbx answers).
+    pub fn route_back(&self, iif: &str, src: IpAddr) {
+        let plen = if src.is_ipv6() { 128 } else { 32 };
+        let (_, mac) = &self.clients[iif];
         self.pbx.run(&[
             "ip",
             "route",
@@ -469,7 +477,9 @@ const ICMP4_ERRORS: [u8; 5] = [3, 4, 5, 11, 12];
 /// and address-mask requests (ICMPv6: echo and node-information queries) start flows; ICMPv6
 /// neighbour discovery and MLD are untracked (the ruleset treats them as new); an error message
 /// with no flow to relate to, and every other type, is invalid. Established is reproduced for
-/// UDP only (TCP would need a handshake the ruleset may refuse); related is not reproduced.
+/// UDP only (TCP would need a handshake the ruleset may refuse), in the reply direction (the
+/// pbx speaks first; a client speaking first needs the ruleset to accept its first packet:
+/// `pbxfw-cli/tests/flow_cut.rs` holds such flows); related is not reproduced.
 pub fn as_kernel_sees(p: &Packet) -> Option<Packet> {
     // A payload or a connection's mark takes a real connection (the ACME kernel test makes
     // them).
@@ -493,6 +503,8 @@ pub fn as_kernel_sees(p: &Packet) -> Option<Packet> {
     };
     Some(Packet {
         ct: state,
+        // An established probe answers a datagram the pbx sent first: the reply direction.
+        ct_reply: state == CtState::Established,
         ..p.clone()
     })
 }

@@ -1,35 +1,36 @@
 //! Where the per-packet cost of the nft ruleset goes (not a test): UDP packets per second from
-//! one sender to an RTP port (median of 3 floods of 2 s), each variant against no ruleset in
-//! the same round:
+//! one sender on an established media flow to an RTP port (a 2 s flood), each variant measured
+//! right after the connection-tracking-only reference, and reported as its ratio to it (the
+//! median of the pairs: neighbouring floods share the machine's state, which moves by ±10 %
+//! between rounds on 2 vCPUs):
 //!
-//! - `accept-only`: a base chain with one `accept` (the cost of having a hook at all);
-//! - `ct-established`: `ct state established accept` (connection tracking alone);
-//! - `5 rules`: four cheap rules and the conntrack rule;
 //! - `stateful minimum`: `iif lo accept`, `ct state established accept`, the RTP port: the
 //!   least any stateful firewall with a loopback rule does;
 //! - `pbxfw`: the full ruleset of a policy with a 100k-address blacklist;
-//! - `pbxfw, no lookups`: the same with the blacklist and ban lookups taken out (chain `pre4`
-//!   flushed): what the four set lookups on the way cost;
-//! - `pbxfw, media untracked`: an experiment, the full ruleset with RTP and UDPTL marked
-//!   `notrack` in a `prerouting` chain at priority `raw`, and untracked packets sent by the
-//!   conntrack verdict map straight to the media rules (does skipping conntrack for media
-//!   close the gap?).
+//! - `pbxfw, no tier lookup`: the same without the `established` chain's lookups of the kernel
+//!   tiers' bans (what the per-packet enforcement of those bans costs);
+//! - `pbxfw, no signalling returns`: the same without the `established` chain's returns of the
+//!   responsive signalling ports (what counting every signalling packet costs media);
+//! - `pbxfw, neither`: without both: the fast path alone (loopback, the conntrack verdict map,
+//!   the jump, accept);
+//! - `pbxfw, one-way`: a flood nobody answers, which conntrack keeps calling new, so that every
+//!   packet takes the path of a new flow (the blacklist and bans, then the RTP range), against
+//!   the same flood through connection tracking alone.
 //!
 //! Run as root: `cargo run --release -p pbxfw-benches --bin hot-path`. It creates and removes
 //! its own network namespaces. Results go to BENCHMARKS.md by hand.
 
 use std::net::{Ipv4Addr, UdpSocket};
 
-use pbxfw_benches::flood::{median, pps};
+use pbxfw_benches::flood::{median, pps, pps_one_way, sink};
 use pbxfw_core::ApplyOptions;
 use pbxfw_core::{compile, Policy};
 use pbxfw_nft::Kernel;
 use pbxfw_testkit::netns::in_netns;
-use pbxfw_testkit::probe::{Topology, DST4};
+use pbxfw_testkit::probe::Topology;
 
-fn measure(topo: &Topology) -> f64 {
-    median((0..3).map(|_| pps(topo)).collect())
-}
+const PAIRS: usize = 7;
+const CT_ONLY: &str = "table inet ctonly {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ct state established accept\n }\n}\n";
 
 fn load(topo: &Topology, script: &str) {
     let out = topo.pbx.exec_stdin(&["nft", "-f", "/dev/stdin"], script);
@@ -40,9 +41,40 @@ fn load(topo: &Topology, script: &str) {
     );
 }
 
+/// Delete the rules of `chain` whose text contains `needle`.
+fn delete_rules(topo: &Topology, chain: &str, needle: &str) {
+    let listing = topo
+        .pbx
+        .run(&["nft", "-a", "list", "chain", "inet", "pbxfw", chain]);
+    for l in listing.lines().filter(|l| l.contains(needle)) {
+        let handle = l.rsplit("# handle ").next().unwrap().trim();
+        topo.pbx.run(&[
+            "nft", "delete", "rule", "inet", "pbxfw", chain, "handle", handle,
+        ]);
+    }
+}
+
+/// The median ratio of `PAIRS` floods through the variant (set up by `variant`, torn down by
+/// deleting `table`) to floods through connection tracking alone, one each in turn.
+fn paired(topo: &Topology, flood: &dyn Fn() -> f64, variant: &dyn Fn(), table: &str) -> (f64, f64) {
+    let mut ratios = Vec::new();
+    let mut reference = Vec::new();
+    for _ in 0..PAIRS {
+        load(topo, CT_ONLY);
+        let c = flood();
+        topo.pbx.run(&["nft", "delete", "table", "inet", "ctonly"]);
+        variant();
+        let v = flood();
+        topo.pbx.run(&["nft", "delete", "table", "inet", table]);
+        reference.push(c);
+        ratios.push(v / c);
+    }
+    (median(reference), median(ratios))
+}
+
 fn main() {
     let topo = Topology::new("hotpath", &["eth0".to_string()]);
-    let _sink = in_netns(&topo.pbx, || UdpSocket::bind((DST4, 10000)).unwrap());
+    let sink: UdpSocket = sink(&topo);
     let addrs: Vec<String> = (0..100_000u32)
         .map(|i| format!("\"{}\"", Ipv4Addr::from(0x0b00_0000 + i * 3)))
         .collect();
@@ -51,92 +83,58 @@ fn main() {
         addrs.join(",")
     );
     let rs = compile(&Policy::from_toml(&text).unwrap().validate().unwrap());
-    let chain = |body: &str| {
-        format!("table inet v {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n{body}\n }}\n}}\n")
+    let pbxfw = || {
+        let rs = rs.clone();
+        in_netns(&topo.pbx, move || {
+            pbxfw_core::apply(&Kernel::default(), &rs, &ApplyOptions::default()).unwrap();
+        });
     };
-    let variants = [
-        ("accept-only", chain("  accept")),
-        ("ct-established", chain("  ct state established accept")),
-        (
-            "5 rules",
-            chain("  iif \"lo\" accept\n  meta nfproto ipv6 drop\n  ip saddr 192.0.2.1 drop\n  udp dport 9 drop\n  ct state established accept"),
-        ),
+    let minimum = "table inet v {\n chain input {\n  type filter hook input priority 0; policy drop;\n  iif \"lo\" accept\n  ct state established accept\n  udp dport 10000 accept\n }\n}\n";
+    let established = || pps(&topo, &sink);
+    let one_way = || pps_one_way(&topo);
+    let variants: Vec<(&str, Box<dyn Fn()>, &str, bool)> = vec![
         (
             "stateful minimum",
-            chain("  iif \"lo\" accept\n  ct state established accept\n  udp dport 10000 accept"),
+            Box::new(|| load(&topo, minimum)),
+            "v",
+            false,
         ),
-    ];
-    // The media experiment: untracked media go from the conntrack verdict map to the media
-    // rules, after the blacklist and bans as before.
-    let media = "table inet pbxfw {\n chain untracked {\n  type filter hook prerouting priority raw; policy accept;\n  udp dport { 4000-4568, 4570-4999, 10000-20000 } notrack\n }\n chain media {\n  udp dport { 4000-4568, 4570-4999, 10000-20000 } accept\n }\n}\n";
-    println!("| round | pps: no ruleset | accept-only | ct-established | 5 rules | stateful minimum | pbxfw | pbxfw, no lookups | pbxfw, media untracked |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for round in 1..=3 {
-        let _ = topo.pbx.exec(&["nft", "delete", "table", "inet", "pbxfw"]);
-        let base = measure(&topo);
-        let mut line = format!("| {round} | {base:.0}");
-        for (_, script) in &variants {
-            load(&topo, script);
-            line += &format!(" | {:.2}", measure(&topo) / base);
-            topo.pbx.run(&["nft", "delete", "table", "inet", "v"]);
-        }
-        let rs2 = rs.clone();
-        in_netns(&topo.pbx, move || {
-            pbxfw_core::apply(&Kernel::default(), &rs2, &ApplyOptions::default()).unwrap();
-        });
-        line += &format!(" | {:.2}", measure(&topo) / base);
-        // The blacklist and ban chain, saved to be put back for the last variant.
-        let pre4 = topo
-            .pbx
-            .run(&["nft", "list", "chain", "inet", "pbxfw", "pre4"]);
-        topo.pbx
-            .run(&["nft", "flush", "chain", "inet", "pbxfw", "pre4"]);
-        line += &format!(" | {:.2}", measure(&topo) / base);
-        load(&topo, &format!("{pre4}\n{media}"));
-        let handle = topo
-            .pbx
-            .run(&["nft", "-a", "list", "chain", "inet", "pbxfw", "input"])
-            .lines()
-            .find(|l| l.contains("ct state vmap"))
-            .and_then(|l| l.rsplit("# handle ").next())
-            .expect("the conntrack verdict map")
-            .trim()
-            .to_string();
-        topo.pbx.run(&[
-            "nft",
-            "replace",
-            "rule",
-            "inet",
+        ("pbxfw", Box::new(pbxfw), "pbxfw", false),
+        (
+            "pbxfw, no tier lookup",
+            Box::new(|| {
+                pbxfw();
+                delete_rules(&topo, "established", "kernel tier");
+            }),
             "pbxfw",
-            "input",
-            "handle",
-            &handle,
-            "ct",
-            "state",
-            "vmap",
-            "{",
-            "invalid",
-            ":",
-            "drop",
-            ",",
-            "established",
-            ":",
-            "jump",
-            "established",
-            ",",
-            "related",
-            ":",
-            "jump",
-            "established",
-            ",",
-            "untracked",
-            ":",
-            "jump",
-            "media",
-            "}",
-        ]);
-        line += &format!(" | {:.2} |", measure(&topo) / base);
-        topo.pbx.run(&["nft", "delete", "table", "inet", "pbxfw"]);
-        println!("{line}");
+            false,
+        ),
+        (
+            "pbxfw, no signalling returns",
+            Box::new(|| {
+                pbxfw();
+                delete_rules(&topo, "established", "every signalling packet");
+            }),
+            "pbxfw",
+            false,
+        ),
+        (
+            "pbxfw, neither",
+            Box::new(|| {
+                pbxfw();
+                delete_rules(&topo, "established", "kernel tier");
+                delete_rules(&topo, "established", "every signalling packet");
+            }),
+            "pbxfw",
+            false,
+        ),
+        ("pbxfw, one-way", Box::new(pbxfw), "pbxfw", true),
+    ];
+    println!("| variant | pps: conntrack only (median) | variant / conntrack only (median of {PAIRS} pairs) |");
+    println!("|---|---|---|");
+    for (name, setup, table, is_one_way) in &variants {
+        let flood: &dyn Fn() -> f64 = if *is_one_way { &one_way } else { &established };
+        let (reference, ratio) = paired(&topo, flood, setup.as_ref(), table);
+        println!("| {name} | {reference:.0} | {ratio:.3} |");
     }
 }

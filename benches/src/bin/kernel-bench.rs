@@ -10,17 +10,17 @@
 //! Run as root: `cargo run --release -p pbxfw-benches --bin kernel-bench`. It creates and
 //! removes its own network namespaces. Results go to BENCHMARKS.md by hand.
 
-use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use pbxfw_benches::flood::{median, pps};
+use pbxfw_benches::flood::{median, pps, pps_one_way, sink};
 use pbxfw_core::Prefix;
 use pbxfw_core::{compile, Policy};
 use pbxfw_core::{ApplyOptions, Backend, Element, Op};
 use pbxfw_ipt::Variant;
 use pbxfw_nft::Kernel;
 use pbxfw_testkit::netns::in_netns;
-use pbxfw_testkit::probe::{Topology, DST4};
+use pbxfw_testkit::probe::Topology;
 
 fn blacklist(n: usize) -> Vec<Ipv4Addr> {
     (0..n as u32)
@@ -51,97 +51,190 @@ fn time_updates(k: &dyn Backend, rs: &pbxfw_core::Ruleset, samples: u32) -> (f64
     (one, t.elapsed().as_secs_f64())
 }
 
+/// Seconds one process takes, run inside the pbx namespace.
+fn timed(ns: &pbxfw_testkit::netns::Netns, argv: &[&str], stdin: Option<&str>) -> f64 {
+    let t = Instant::now();
+    let out = match stdin {
+        Some(text) => ns.exec_stdin(argv, text),
+        None => ns.exec(argv),
+    };
+    let elapsed = t.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
+/// The `pbxfw` binary beside this one.
+fn pbxfw_bin() -> String {
+    let bin = std::env::current_exe().unwrap().with_file_name("pbxfw");
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build --release -p pbxfw-cli first",
+        bin.display()
+    );
+    bin.display().to_string()
+}
+
+/// One row: the medians of `ROUNDS` interleaved rounds.
+#[derive(Default)]
+struct Row {
+    apply_new: Vec<f64>,
+    apply_replace: Vec<f64>,
+    load_new: Vec<f64>,
+    bare_new: Vec<f64>,
+    bare_replace: Vec<f64>,
+    none: Vec<f64>,
+    conntrack: Vec<f64>,
+    pbxfw: Vec<f64>,
+    conntrack_one_way: Vec<f64>,
+    pbxfw_one_way: Vec<f64>,
+}
+
+const ROUNDS: usize = 5;
+
 fn main() {
     let topo = Topology::new("kbench", &["eth0".to_string()]);
-    // A sink for the flood, so the PBX does not answer every packet with an ICMP error.
-    let _sink = in_netns(&topo.pbx, || UdpSocket::bind((DST4, 10000)).unwrap());
-    println!("| blacklist | pbxfw apply | bare `nft -f` of the set | ratio | iptables-legacy rules load | pps: no ruleset | pps: conntrack only | pps: pbxfw | ratio | pps: iptables rule per address | ratio |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let sink = sink(&topo);
+    let pbxfw = pbxfw_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
     for n in [1_000usize, 10_000, 100_000] {
         let addrs = blacklist(n);
-        let _ = topo.pbx.exec(&["nft", "delete", "table", "inet", "pbxfw"]);
-        let base = median((0..3).map(|_| pps(&topo)).collect());
-        // Connection tracking alone: a stateful firewall pays for it before any rule of its own
-        // (with no ruleset at all, the namespace tracks nothing).
-        let ct = "table inet ctonly {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ct state established accept\n }\n}\n";
-        assert!(topo
-            .pbx
-            .exec_stdin(&["nft", "-f", "/dev/stdin"], ct)
-            .status
-            .success());
-        let conntrack = median((0..3).map(|_| pps(&topo)).collect());
-        topo.pbx.run(&["nft", "delete", "table", "inet", "ctonly"]);
-
         let entries: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
         let text = format!(
             "[interfaces]\neth0 = \"internet\"\n[blacklist]\nentries = [{}]\n",
             entries.join(",")
         );
+        let policy = dir.path().join(format!("bl{n}.toml"));
+        std::fs::write(&policy, &text).unwrap();
+        let policy = policy.display().to_string();
         let rs = compile(&Policy::from_toml(&text).unwrap().validate().unwrap());
-        let apply = median(
-            (0..3)
-                .map(|_| {
-                    let rs = rs.clone();
-                    in_netns(&topo.pbx, move || {
-                        let k = Kernel::default();
-                        k.disable().unwrap();
-                        let t = Instant::now();
-                        pbxfw_core::apply(&k, &rs, &ApplyOptions::default()).unwrap();
-                        t.elapsed().as_secs_f64()
-                    })
-                })
-                .collect(),
-        );
         let elements: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-        let bare_script = format!(
+        let declared = format!(
             "table inet bare {{\n set s {{\n  type ipv4_addr\n  elements = {{ {} }}\n }}\n}}\n",
             elements.join(", ")
         );
-        let bare = median(
-            (0..3)
-                .map(|_| {
-                    let _ = topo.pbx.exec(&["nft", "delete", "table", "inet", "bare"]);
-                    let t = Instant::now();
-                    let out = topo
-                        .pbx
-                        .exec_stdin(&["nft", "-f", "/dev/stdin"], &bare_script);
-                    assert!(out.status.success());
-                    t.elapsed().as_secs_f64()
-                })
-                .collect(),
-        );
-        let _ = topo.pbx.exec(&["nft", "delete", "table", "inet", "bare"]);
-        let with_pbxfw = median((0..3).map(|_| pps(&topo)).collect());
-        topo.pbx.run(&["nft", "delete", "table", "inet", "pbxfw"]);
+        // The replace does what pbxfw's reload does with a static set: delete, declare anew.
+        let replace = format!("delete set inet bare s\n{declared}");
+        // Connection tracking alone: a stateful firewall pays for it before any rule of its own
+        // (with no ruleset at all, the namespace tracks nothing).
+        let ct = "table inet ctonly {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ct state established accept\n }\n}\n";
+        let mut r = Row::default();
+        for _ in 0..ROUNDS {
+            in_netns(&topo.pbx, || Kernel::default().disable().unwrap());
+            r.none.push(pps(&topo, &sink));
+
+            assert!(topo
+                .pbx
+                .exec_stdin(&["nft", "-f", "/dev/stdin"], ct)
+                .status
+                .success());
+            r.conntrack.push(pps(&topo, &sink));
+            r.conntrack_one_way.push(pps_one_way(&topo));
+            topo.pbx.run(&["nft", "delete", "table", "inet", "ctonly"]);
+
+            let _ = topo.pbx.exec(&["nft", "delete", "table", "inet", "bare"]);
+            r.bare_new.push(timed(
+                &topo.pbx,
+                &["nft", "-f", "/dev/stdin"],
+                Some(&declared),
+            ));
+            r.bare_replace.push(timed(
+                &topo.pbx,
+                &["nft", "-f", "/dev/stdin"],
+                Some(&replace),
+            ));
+            topo.pbx.run(&["nft", "delete", "table", "inet", "bare"]);
+
+            // The load and verification alone, timed by the library.
+            let rs2 = rs.clone();
+            r.load_new.push(in_netns(&topo.pbx, move || {
+                let k = Kernel::default();
+                k.disable().unwrap();
+                let t = Instant::now();
+                pbxfw_core::apply(&k, &rs2, &ApplyOptions::default()).unwrap();
+                let s = t.elapsed().as_secs_f64();
+                k.disable().unwrap();
+                s
+            }));
+            // The whole command as an administrator runs it: read, check, compile, load,
+            // verify, record.
+            let mut cmd = topo.pbx.command(&pbxfw);
+            cmd.args(["apply", &policy, "--backend", "nft"]);
+            let t = Instant::now();
+            let out = cmd.output().unwrap();
+            r.apply_new.push(t.elapsed().as_secs_f64());
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let mut cmd = topo.pbx.command(&pbxfw);
+            cmd.args(["apply", &policy, "--backend", "nft"]);
+            let t = Instant::now();
+            let out = cmd.output().unwrap();
+            r.apply_replace.push(t.elapsed().as_secs_f64());
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+
+            r.pbxfw.push(pps(&topo, &sink));
+            r.pbxfw_one_way.push(pps_one_way(&topo));
+        }
+        in_netns(&topo.pbx, || Kernel::default().disable().unwrap());
 
         let mut rules = String::from("*filter\n:INPUT ACCEPT [0:0]\n");
         for a in &addrs {
             rules.push_str(&format!("-A INPUT -s {a}/32 -j DROP\n"));
         }
         rules.push_str("COMMIT\n");
-        let t = Instant::now();
-        let out = topo.pbx.exec_stdin(&["iptables-legacy-restore"], &rules);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ipt_load = t.elapsed().as_secs_f64();
-        let with_ipt = median((0..3).map(|_| pps(&topo)).collect());
+        let ipt_load = timed(&topo.pbx, &["iptables-legacy-restore"], Some(&rules));
+        let with_ipt = median((0..3).map(|_| pps(&topo, &sink)).collect());
         topo.pbx.run(&["iptables-legacy", "-F", "INPUT"]);
+        rows.push((n, r, ipt_load, with_ipt));
+    }
 
+    println!("Apply (medians of {ROUNDS} interleaved rounds):");
+    println!();
+    println!("| blacklist | `pbxfw apply`, new | bare `nft -f`, new | ratio | `pbxfw apply`, replace | bare `nft -f`, replace | ratio | load + verify alone (library), new | iptables-legacy rule per address, load |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (n, r, ipt_load, _) in &rows {
+        let (an, bn, ar, br) = (
+            median(r.apply_new.clone()),
+            median(r.bare_new.clone()),
+            median(r.apply_replace.clone()),
+            median(r.bare_replace.clone()),
+        );
         println!(
-            "| {n} | {:.3} s | {:.3} s | {:.2}x | {:.3} s | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.3} |",
-            apply,
-            bare,
-            apply / bare,
-            ipt_load,
-            base,
-            conntrack,
-            with_pbxfw,
-            with_pbxfw / base,
-            with_ipt,
-            with_ipt / base
+            "| {n} | {an:.3} s | {bn:.3} s | {:.2}x | {ar:.3} s | {br:.3} s | {:.2}x | {:.3} s | {ipt_load:.3} s |",
+            an / bn,
+            ar / br,
+            median(r.load_new.clone()),
+        );
+    }
+    println!();
+    println!("Packets per second to an RTP port (medians of {ROUNDS} interleaved rounds):");
+    println!();
+    println!("| blacklist | no ruleset | conntrack only | pbxfw | pbxfw / conntrack only | pbxfw / no ruleset | one-way: conntrack only | one-way: pbxfw | one-way: ratio | iptables rule per address | its ratio to no ruleset |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (n, r, _, with_ipt) in &rows {
+        let ratios = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
+        let base = median(r.none.clone());
+        println!(
+            "| {n} | {base:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {:.0} | {:.0} | {:.3} | {with_ipt:.0} | {:.3} |",
+            median(r.conntrack.clone()),
+            median(r.pbxfw.clone()),
+            ratios(&r.pbxfw, &r.conntrack),
+            ratios(&r.pbxfw, &r.none),
+            median(r.conntrack_one_way.clone()),
+            median(r.pbxfw_one_way.clone()),
+            ratios(&r.pbxfw_one_way, &r.conntrack_one_way),
+            with_ipt / base,
         );
     }
 
@@ -171,9 +264,9 @@ fn ipt_rows() {
     let mut updates = Vec::new();
     for variant in [Variant::Nft, Variant::Legacy] {
         let topo = Topology::new(&format!("kb-{}", variant.name()), &["eth0".to_string()]);
-        let _sink = in_netns(&topo.pbx, || UdpSocket::bind((DST4, 10000)).unwrap());
+        let sink = sink(&topo);
         for n in [1_000usize, 10_000, 100_000] {
-            let base = median((0..3).map(|_| pps(&topo)).collect());
+            let base = median((0..3).map(|_| pps(&topo, &sink)).collect());
             let entries: Vec<String> = blacklist(n).iter().map(|a| format!("\"{a}\"")).collect();
             let text = format!(
                 "[interfaces]\neth0 = \"internet\"\n[blacklist]\nentries = [{}]\n",
@@ -194,7 +287,7 @@ fn ipt_rows() {
                     })
                     .collect(),
             );
-            let with_pbxfw = median((0..3).map(|_| pps(&topo)).collect());
+            let with_pbxfw = median((0..3).map(|_| pps(&topo, &sink)).collect());
             in_netns(&topo.pbx, move || {
                 pbxfw_ipt::Kernel::new(variant).disable().unwrap()
             });

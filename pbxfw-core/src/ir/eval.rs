@@ -40,6 +40,10 @@ pub struct Packet {
     /// The connection's conntrack mark (0 for a new connection).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ct_mark: u32,
+    /// The packet travels in the reply direction of its connection: the PBX opened it (an
+    /// answer to the PBX's own request, or media of a stream the PBX sent first).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ct_reply: bool,
     /// The transport payload, for the rules that look into it (an HTTP request line); none
     /// for a packet without one (a SYN, a pure ACK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +70,7 @@ impl Packet {
             icmp_type: None,
             ct: CtState::New,
             ct_mark: 0,
+            ct_reply: false,
             payload: None,
             tcp_syn: None,
         }
@@ -260,6 +265,7 @@ fn matches<'a>(
             Match::IcmpType(types) => p.icmp_type.is_some_and(|t| types.contains(&t)),
             Match::Limit { .. } => true,
             Match::CtMark(bits) => p.ct_mark & bits == *bits,
+            Match::CtReply => p.ct_reply,
             Match::Payload(prefix) => p.payload.as_ref().is_some_and(|b| b.starts_with(prefix)),
             Match::Data => p.payload.as_ref().is_some_and(|b| !b.is_empty()),
             Match::Syn => {

@@ -598,6 +598,9 @@ pub enum Match {
     },
     /// The connection-tracking mark of the packet's connection has all these bits set.
     CtMark(u32),
+    /// The packet travels in the reply direction of its connection: the PBX opened the
+    /// connection (conntrack's `ct direction reply`).
+    CtReply,
     /// The transport payload (after the TCP header and its options) begins with these bytes
     /// (1 to [`MAX_PAYLOAD_MATCH`], printable ASCII; needs `Proto` tcp).
     Payload(Vec<u8>),

@@ -444,6 +444,7 @@ fn rule(mut c: Cursor) -> Result<Rule, String> {
                 continue;
             }
             "ct-mark" => Match::CtMark(hex(&c.word("mark bits")?)?),
+            "ct-reply" => Match::CtReply,
             "payload" => Match::Payload(c.string("payload")?.into_bytes()),
             "data" => Match::Data,
             "syn" => Match::Syn,

@@ -175,6 +175,7 @@ fn print_match(out: &mut impl Write, m: &Match) {
             )
         }
         Match::CtMark(bits) => write!(out, "ct-mark {bits:#x}"),
+        Match::CtReply => write!(out, "ct-reply"),
         Match::Payload(bytes) => write!(out, "payload {}", q(&String::from_utf8_lossy(bytes))),
         Match::Data => write!(out, "data"),
         Match::Syn => write!(out, "syn"),

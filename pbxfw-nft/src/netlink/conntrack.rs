@@ -1,13 +1,14 @@
 //! Cutting flows: deleting the connection-tracking entries of sources pbxfw has just blocked.
 //!
 //! The ruleset accepts established packets before it looks at the blacklist and the bans (the
-//! fast path of docs/policy.md, "The packet path", step 2): a flow passed those checks when it
-//! started. What keeps "a blocked source loses its flows at once" true is this module: after
-//! every addition to a set that blocks sources, the runtime dumps the connection-tracking table
-//! and deletes every entry one of whose two directions comes from a blocked prefix (the
-//! flow's opener, or the peer the PBX opened it to). The next packet of such a flow is `new`
-//! again, meets the blacklist and bans, and is dropped; conntrack never confirms an entry whose
-//! first packet was dropped.
+//! fast path of docs/policy.md, "The packet path", step 2) when they belong to a connection the
+//! remote end opened: its first packet passed those checks. What keeps "a blocked source loses
+//! its flows at once" true is this module: after every addition to a set that blocks sources,
+//! the runtime dumps the connection-tracking table and deletes every entry whose opener lies in
+//! a blocked prefix. The next packet of such a flow is `new` again, meets the blacklist and
+//! bans, and is dropped; conntrack never confirms an entry whose first packet was dropped. A
+//! connection the PBX opened needs no cut: its answers never take the fast path, and the
+//! PBX's own addresses are never cut (a ban of the PBX's own /64 must not end its sessions).
 //!
 //! Conntrack is ctnetlink (`NFNL_SUBSYS_CTNETLINK`), the same netfilter netlink socket as
 //! nftables' but another subsystem: the kernel takes no ctnetlink message inside an nftables
@@ -17,8 +18,9 @@
 //! backends through this module, which lives here for the socket code it shares.
 
 use std::io;
+use std::net::IpAddr;
 
-use pbxfw_core::{Family, Prefix};
+use pbxfw_core::{addr_value, Family, Prefix};
 
 use super::{
     attrs, Msg, NetlinkError, Reply, Socket, MAX_BATCH_BYTES, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
@@ -30,7 +32,6 @@ const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const NLM_F_DUMP: u16 = 0x300;
 const CTA_TUPLE_ORIG: u16 = 1;
-const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_ID: u16 = 12;
 const CTA_ZONE: u16 = 18;
 const CTA_TUPLE_IP: u16 = 1;
@@ -44,9 +45,8 @@ const AF_INET6: u8 = libc::AF_INET6 as u8;
 pub struct Flow {
     /// The address family.
     pub family: Family,
-    /// The source of the original direction (who opened the flow) and of the reply direction
-    /// (whom it was opened to, NAT aside).
-    pub sources: [u128; 2],
+    /// The source of the original direction: who opened the flow.
+    pub opener: u128,
     /// The original tuple as the kernel wrote it: a delete names the entry by it.
     orig: Vec<u8>,
     /// The entry's zone and id, sent back with the delete when the kernel gave them.
@@ -63,14 +63,20 @@ pub struct Cut {
     pub deleted: usize,
 }
 
-/// Delete every connection-tracking entry of the current network namespace one of whose
-/// directions comes from inside one of `blocked`. Nothing is read when `blocked` is empty.
-pub fn cut(blocked: &[Prefix]) -> Result<Cut, NetlinkError> {
+/// Delete every connection-tracking entry of the current network namespace that a source in
+/// one of `blocked` opened, except those opened from one of `local` (the host's own
+/// addresses). Nothing is read when `blocked` is empty.
+pub fn cut(blocked: &[Prefix], local: &[IpAddr]) -> Result<Cut, NetlinkError> {
     if blocked.is_empty() {
         return Ok(Cut::default());
     }
     let all = flows()?;
-    let doomed = matching(&all, blocked);
+    let mut doomed = matching(&all, blocked);
+    doomed.retain(|f| {
+        !local
+            .iter()
+            .any(|a| Family::of(a) == f.family && addr_value(a) == f.opener)
+    });
     let deleted = delete(&doomed)?;
     Ok(Cut {
         flows: all.len(),
@@ -78,17 +84,13 @@ pub fn cut(blocked: &[Prefix]) -> Result<Cut, NetlinkError> {
     })
 }
 
-/// The entries of `flows` one of whose sources lies in one of `blocked`, each once. Sorting
-/// the (few) sources and searching them once per prefix keeps a cut of a 100,000-entry
-/// blacklist to one pass over the list, with no index of it built.
+/// The entries of `flows` whose opener lies in one of `blocked`, each once. Sorting the
+/// (few) openers and searching them once per prefix keeps a cut of a 100,000-entry blacklist
+/// to one pass over the list, with no index of it built.
 pub fn matching<'a>(flows: &'a [Flow], blocked: &[Prefix]) -> Vec<&'a Flow> {
     let mut by_family: [Vec<(u128, usize)>; 2] = [Vec::new(), Vec::new()];
     for (i, f) in flows.iter().enumerate() {
-        let v = &mut by_family[family_index(f.family)];
-        v.push((f.sources[0], i));
-        if f.sources[1] != f.sources[0] {
-            v.push((f.sources[1], i));
-        }
+        by_family[family_index(f.family)].push((f.opener, i));
     }
     if flows.is_empty() {
         return Vec::new();
@@ -122,8 +124,21 @@ fn family_index(f: Family) -> usize {
     }
 }
 
-/// Every IPv4 and IPv6 connection-tracking entry of the current network namespace.
+/// Every IPv4 and IPv6 connection-tracking entry of the current network namespace. A dump the
+/// kernel marks interrupted (the table changed under it, so an entry may be missing) is read
+/// again, up to three times in all.
 pub fn flows() -> Result<Vec<Flow>, NetlinkError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match dump() {
+            Err(NetlinkError::Socket(e)) if e.raw_os_error() == Some(libc::EINTR) && tries < 3 => {}
+            other => return other,
+        }
+    }
+}
+
+fn dump() -> Result<Vec<Flow>, NetlinkError> {
     let sock = Socket::open().map_err(NetlinkError::Socket)?;
     let m = Msg::new(
         (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
@@ -146,19 +161,36 @@ pub fn flows() -> Result<Vec<Flow>, NetlinkError> {
 
 /// Read one datagram of a conntrack dump: its entries are appended to `out`. The reply is
 /// checked as untrusted bytes (lengths before slices); a malformed one is an error, and an
-/// entry without the addresses a cut needs is skipped.
+/// entry without the addresses a cut needs is skipped. A dump the kernel marks interrupted,
+/// or ends with an error, is an error (`EINTR` for the first: read it again).
 pub fn flows_reply(buf: &[u8], out: &mut Vec<Flow>) -> Result<Reply, NetlinkError> {
     const NLMSG_DONE: u16 = 0x3;
+    const NLM_F_DUMP_INTR: u16 = 0x10;
     let malformed = || NetlinkError::Socket(io::Error::other("malformed netlink reply"));
     let n = buf.len();
     let mut off = 0;
     while off + 16 <= n {
         let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
         let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+        let flags = u16::from_ne_bytes(buf[off + 6..off + 8].try_into().unwrap());
         if len < 16 || len > n - off {
             return Err(malformed());
         }
+        if flags & NLM_F_DUMP_INTR != 0 {
+            return Err(NetlinkError::Socket(io::Error::from_raw_os_error(
+                libc::EINTR,
+            )));
+        }
         match ty {
+            NLMSG_DONE if len >= 20 => {
+                let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
+                return match err {
+                    0 => Ok(Reply::Done),
+                    e => Err(NetlinkError::Socket(io::Error::from_raw_os_error(
+                        e.checked_neg().unwrap_or(libc::EINVAL),
+                    ))),
+                };
+            }
             NLMSG_DONE => return Ok(Reply::Done),
             NLMSG_ERROR if len >= 20 => {
                 let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
@@ -188,24 +220,21 @@ fn flow(family: u8, attributes: &[u8]) -> Option<Flow> {
         AF_INET6 => Family::Ipv6,
         _ => return None,
     };
-    let (mut orig, mut sources, mut zone, mut id) = (None, [None, None], None, None);
+    let (mut orig, mut opener, mut zone, mut id) = (None, None, None, None);
     for (t, payload) in attrs(attributes) {
         match t {
             CTA_TUPLE_ORIG => {
                 orig = Some(payload.to_vec());
-                sources[0] = tuple_source(family, payload);
+                opener = tuple_source(family, payload);
             }
-            CTA_TUPLE_REPLY => sources[1] = tuple_source(family, payload),
             CTA_ZONE if payload.len() == 2 => zone = Some(payload.to_vec()),
             CTA_ID if payload.len() == 4 => id = Some(payload.to_vec()),
             _ => {}
         }
     }
-    let orig_src = sources[0]?;
     Some(Flow {
         family,
-        // An entry without a reply tuple (never seen) is named by its opener twice.
-        sources: [orig_src, sources[1].unwrap_or(orig_src)],
+        opener: opener?,
         orig: orig?,
         zone,
         id,
@@ -233,6 +262,10 @@ pub fn delete(flows: &[&Flow]) -> Result<usize, NetlinkError> {
         return Ok(0);
     }
     let sock = Socket::open().map_err(NetlinkError::Socket)?;
+    // Every delete is acknowledged; a chunk's acknowledgements must fit the receive buffer,
+    // or the kernel drops them (ENOBUFS) and the rest would never be sent.
+    sock.grow_buffer(libc::SO_RCVBUFFORCE, 1 << 20)
+        .map_err(NetlinkError::Socket)?;
     let mut deleted = 0;
     let mut seq = 0u32;
     for chunk in chunks(flows) {
@@ -248,10 +281,13 @@ pub fn delete(flows: &[&Flow]) -> Result<usize, NetlinkError> {
     Ok(deleted)
 }
 
-/// `flows` in runs whose delete messages fit one `sendto`.
+/// `flows` in runs of 64: their delete messages (a header and three attributes, well under
+/// 256 bytes each) fit one `sendto`, and their acknowledgements (an error message each, under
+/// 1 KiB of buffer each as the kernel counts it) the receive buffer.
 fn chunks<'a, 'b>(flows: &'a [&'b Flow]) -> impl Iterator<Item = &'a [&'b Flow]> {
-    // A delete message is a header and three attributes: well under 256 bytes.
-    flows.chunks(MAX_BATCH_BYTES / 256)
+    const RUN: usize = 64;
+    const _: () = assert!(RUN * 256 <= MAX_BATCH_BYTES);
+    flows.chunks(RUN)
 }
 
 fn delete_message(f: &Flow, seq: u32) -> Vec<u8> {
@@ -320,6 +356,8 @@ mod tests {
     use super::*;
     use std::str::FromStr;
 
+    const CTA_TUPLE_REPLY: u16 = 2;
+
     /// A dump's entry as the kernel writes it (tuples nested two deep, the zone and id beside).
     fn entry(family: u8, orig_src: &[u8], reply_src: &[u8]) -> Vec<u8> {
         let mut m = Msg::new(
@@ -361,8 +399,8 @@ mod tests {
         assert_eq!(flows_reply(&buf, &mut out).unwrap(), Reply::More);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].family, Family::Ipv4);
-        assert_eq!(out[0].sources, [0xc633_6407, 0xc000_0201]);
-        assert_eq!(out[1].sources[0], 0x2001_0db8_0000_0000_0000_0000_0000_0009);
+        assert_eq!(out[0].opener, 0xc633_6407);
+        assert_eq!(out[1].opener, 0x2001_0db8_0000_0000_0000_0000_0000_0009);
         assert_eq!(out[0].id.as_deref(), Some(&7u32.to_be_bytes()[..]));
 
         // A tuple with a source of the wrong size, and an entry of another family, are skipped.
@@ -387,35 +425,51 @@ mod tests {
     }
 
     #[test]
-    fn a_flow_is_cut_when_either_of_its_sources_is_blocked() {
-        let flow = |family, a: u128, b: u128| Flow {
+    fn a_flow_is_cut_when_its_opener_is_blocked() {
+        let flow = |family, opener: u128| Flow {
             family,
-            sources: [a, b],
+            opener,
             orig: Vec::new(),
             zone: None,
             id: None,
         };
         let flows = [
-            flow(Family::Ipv4, 0xc633_6407, 0xc000_0201), // 198.51.100.7 opened it
-            flow(Family::Ipv4, 0xc000_0201, 0xcb00_7105), // the PBX opened it to 203.0.113.5
-            flow(Family::Ipv4, 0x0a00_0001, 0xc000_0201), // 10.0.0.1: not blocked
-            flow(Family::Ipv6, 0x2001_0db8_0066_0001 << 64 | 0xbeef, 1),
+            flow(Family::Ipv4, 0xc633_6407), // 198.51.100.7 opened it
+            flow(Family::Ipv4, 0xc000_0201), // the PBX opened it (to anyone): never cut
+            flow(Family::Ipv4, 0x0a00_0001), // 10.0.0.1: not blocked
+            flow(Family::Ipv6, 0x2001_0db8_0066_0001 << 64 | 0xbeef),
         ];
-        let blocked: Vec<Prefix> = [
-            "198.51.100.0/24",
-            "203.0.113.5",
-            "2001:db8:66:1::/64",
-            "10.0.0.0/32",
-        ]
-        .iter()
-        .map(|s| Prefix::from_str(s).unwrap())
-        .collect();
+        let blocked: Vec<Prefix> = ["198.51.100.0/24", "2001:db8:66:1::/64", "10.0.0.0/32"]
+            .iter()
+            .map(|s| Prefix::from_str(s).unwrap())
+            .collect();
         let hit = matching(&flows, &blocked);
-        assert_eq!(hit.len(), 3);
-        assert!(hit.iter().all(|f| f.sources[0] != 0x0a00_0001));
+        assert_eq!(hit.len(), 2);
+        assert!(hit
+            .iter()
+            .all(|f| f.opener != 0x0a00_0001 && f.opener != 0xc000_0201));
         // An IPv4 prefix never matches an IPv6 flow with the same bits, nor the reverse.
         let v4_zero = [Prefix::from_str("0.0.0.0/32").unwrap()];
-        assert!(matching(&[flow(Family::Ipv6, 0, 0)], &v4_zero).is_empty());
+        assert!(matching(&[flow(Family::Ipv6, 0)], &v4_zero).is_empty());
         assert!(matching(&flows, &[]).is_empty());
+    }
+
+    #[test]
+    fn an_interrupted_or_failed_dump_is_an_error() {
+        let mut intr = entry(AF_INET, &[1, 2, 3, 4], &[4, 5, 6, 7]);
+        intr[6..8].copy_from_slice(&(0x2u16 | 0x10).to_ne_bytes());
+        let e = flows_reply(&intr, &mut Vec::new()).unwrap_err();
+        assert!(matches!(e, NetlinkError::Socket(e) if e.raw_os_error() == Some(libc::EINTR)));
+        let mut done = Msg::new(0x3, 0x2, 1, 0, 0);
+        done.buf.truncate(16);
+        done.buf.extend_from_slice(&(-libc::ENOBUFS).to_ne_bytes());
+        assert!(flows_reply(&done.finish(), &mut Vec::new()).is_err());
+        let mut ok = Msg::new(0x3, 0x2, 1, 0, 0);
+        ok.buf.truncate(16);
+        ok.buf.extend_from_slice(&0i32.to_ne_bytes());
+        assert_eq!(
+            flows_reply(&ok.finish(), &mut Vec::new()).unwrap(),
+            Reply::Done
+        );
     }
 }
