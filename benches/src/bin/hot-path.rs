@@ -92,7 +92,9 @@ fn main() {
     let minimum = "table inet v {\n chain input {\n  type filter hook input priority 0; policy drop;\n  iif \"lo\" accept\n  ct state established accept\n  udp dport 10000 accept\n }\n}\n";
     let established = || pps(&topo, &sink);
     let one_way = || pps_one_way(&topo);
-    let variants: Vec<(&str, Box<dyn Fn()>, &str, bool)> = vec![
+    // Name, set-up, the table to delete afterwards, whether the flood is one-way.
+    type Variant<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a str, bool);
+    let variants: Vec<Variant> = vec![
         (
             "stateful minimum",
             Box::new(|| load(&topo, minimum)),
