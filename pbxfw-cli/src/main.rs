@@ -808,6 +808,10 @@ enum Command {
         /// Connection-tracking state.
         #[arg(long, value_enum, default_value = "new")]
         state: StateArg,
+        /// The packet answers a connection the PBX opened (with --state established or
+        /// related): such answers meet the blacklist and bans on every packet.
+        #[arg(long)]
+        reply: bool,
         /// Treat the source as a registered device.
         #[arg(long, conflicts_with = "live")]
         registered: bool,
@@ -1416,6 +1420,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             sport,
             icmp_type,
             state,
+            reply,
             registered,
             live,
             backend,
@@ -1430,6 +1435,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 icmp_type,
                 state: Some(value_name(state)),
                 registered,
+                reply,
             };
             if live {
                 let now = unix_now();

@@ -139,6 +139,7 @@ fn remote(client: &mut Client, command: Command) -> Result<u8, Fail> {
             sport,
             icmp_type,
             state,
+            reply,
             backend: b,
             format,
             ..
@@ -152,6 +153,7 @@ fn remote(client: &mut Client, command: Command) -> Result<u8, Fail> {
                 icmp_type,
                 state: Some(value_name(state)),
                 registered: false,
+                reply,
             };
             let v = client.call(&Call::Explain(wire::ExplainParams {
                 packet,

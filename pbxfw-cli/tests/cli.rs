@@ -72,6 +72,39 @@ fn explain_json_names_verdict_zone_and_deciding_object() {
     assert_eq!(v["decided_by"], "trunk:provider");
     assert_eq!(v["step"], 6);
 
+    // An answer on a connection the PBX opened does not take the established fast path.
+    let established = |reply: bool| {
+        let mut args = vec![
+            "explain",
+            "--example",
+            "--in",
+            "eth0",
+            "--src",
+            "198.51.100.1",
+            "--proto",
+            "tcp",
+            "--dport",
+            "22",
+            "--state",
+            "established",
+            "--format",
+            "json",
+        ];
+        if reply {
+            args.push("--reply");
+        }
+        let out = pbxfw(&args, None);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(established(false)["step"], 2);
+    assert_eq!(established(true)["verdict"], "drop");
+
     let out = pbxfw(
         &[
             "explain",

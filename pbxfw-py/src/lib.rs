@@ -191,7 +191,7 @@ impl Policy {
     }
 
     /// What happens to a packet, and which policy object decides.
-    #[pyo3(signature = (*, iface, src, proto, dport = None, sport = None, icmp_type = None, state = "new", registered = false))]
+    #[pyo3(signature = (*, iface, src, proto, dport = None, sport = None, icmp_type = None, state = "new", registered = false, reply = false))]
     #[allow(clippy::too_many_arguments)] // keyword arguments, as Python callers write them
     fn explain(
         &self,
@@ -204,6 +204,7 @@ impl Policy {
         icmp_type: Option<u8>,
         state: &str,
         registered: bool,
+        reply: bool,
     ) -> PyResult<Explanation> {
         let src: IpAddr = src
             .parse()
@@ -217,6 +218,7 @@ impl Policy {
             icmp_type,
             state: Some(state.to_string()),
             registered,
+            reply,
         };
         let e = pbxfw_runtime::explain::explain(&self.loaded.ruleset, &query)
             .map_err(|e| error(py, e, None, false))?;

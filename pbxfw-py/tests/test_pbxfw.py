@@ -136,6 +136,14 @@ def test_explain_names_the_deciding_object() -> None:
     assert (d.verdict, d.decided_by) == ("drop", "default")
     echo = p.explain(iface="eth0", src="2001:db8::1", proto="icmpv6")
     assert echo.verdict == "accept"
+    # An established packet takes the fast path (step 2); an answer on a connection the PBX
+    # opened goes on through the checks of a new packet.
+    mine = p.explain(iface="eth0", src="198.51.100.1", proto="tcp", dport=22, state="established")
+    assert (mine.verdict, mine.step) == ("accept", 2)
+    answer = p.explain(
+        iface="eth0", src="198.51.100.1", proto="tcp", dport=22, state="established", reply=True
+    )
+    assert (answer.verdict, answer.decided_by) == ("drop", "default")
 
 
 @pytest.mark.parametrize(
@@ -185,6 +193,7 @@ def test_explain_agrees_with_the_shared_cases(path: pathlib.Path) -> None:
             icmp_type=x.get("icmp_type"),
             state=x.get("state", "new"),
             registered=x.get("registered", False),
+            reply=x.get("reply", False),
         )
         where = f"{path.stem} expect[{i}] ({x['note']})"
         assert e.verdict == x["verdict"], where

@@ -35,6 +35,10 @@ pub struct Query {
     /// Whether the source is a registered device.
     #[serde(default)]
     pub registered: bool,
+    /// Whether the packet answers a connection the PBX opened (established and related
+    /// packets only): such answers do not take the established fast path.
+    #[serde(default)]
+    pub reply: bool,
 }
 
 impl Query {
@@ -64,6 +68,12 @@ impl Query {
             Some(s) => s.parse::<CtState>().map_err(Error::Usage)?,
             None => CtState::New,
         };
+        if self.reply && !matches!(packet.ct, CtState::Established | CtState::Related) {
+            return Err(Error::Usage(
+                "reply applies to established and related packets only".into(),
+            ));
+        }
+        packet.ct_reply = self.reply;
         Ok(packet)
     }
 }
@@ -186,6 +196,7 @@ mod tests {
             icmp_type: None,
             state: None,
             registered: false,
+            reply: false,
         }
     }
 
@@ -205,9 +216,19 @@ mod tests {
                 state: Some("half-open".into()),
                 ..query("tcp", Some(22))
             },
+            Query {
+                reply: true,
+                ..query("tcp", Some(22))
+            },
         ] {
             assert!(matches!(bad.packet(), Err(Error::Usage(_))), "{bad:?}");
         }
+        let answer = Query {
+            state: Some("established".into()),
+            reply: true,
+            ..query("udp", Some(14000))
+        };
+        assert!(answer.packet().unwrap().ct_reply);
         let echo = query("icmpv6", None).packet().unwrap();
         assert_eq!(echo.icmp_type, Some(128));
     }

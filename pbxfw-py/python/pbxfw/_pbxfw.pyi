@@ -53,9 +53,11 @@ class Policy:
         icmp_type: Optional[int] = None,
         state: str = "new",
         registered: bool = False,
+        reply: bool = False,
     ) -> Explanation:
         """What happens to a packet (``proto`` is udp, tcp, icmp or icmpv6; ``state`` new,
-        established, related or invalid), and which policy object decides."""
+        established, related or invalid; ``reply``: an established or related packet answers a
+        connection the PBX opened), and which policy object decides."""
 
 @final
 class Explanation:
