@@ -209,6 +209,7 @@ fn run(backend: &str, store: SetStore) {
         "203.0.113.9",
         "203.0.113.10",
         "203.0.113.11",
+        "203.0.113.12",
         "2001:db8:5::99",
     ];
     for s in sources {
@@ -253,6 +254,13 @@ fn run(backend: &str, store: SetStore) {
     // The kernel tiers' bans are looked up on every established packet.
     t.add_element("tier_ban4", "203.0.113.11");
     by("203.0.113.11").cut_off(&ends, "banned by the tiers");
+
+    // A ban that reached the kernel without a cut (an older pbxfw, a cut the kernel refused)
+    // is cut by the next load, which reads the dynamic sets as the kernel holds them.
+    t.add_element("ban4", "203.0.113.12");
+    assert_eq!(by("203.0.113.12").both(), (true, true), "no cut yet");
+    ok(&t.pbx, &["apply", p, "--backend", backend]);
+    by("203.0.113.12").cut_off(&ends, "banned before the load");
 
     // The source nobody blocked kept both flows through all of it.
     assert_eq!(control.both(), (true, true));

@@ -235,3 +235,47 @@ fn ten_thousand_elements_in_one_call() {
     assert_eq!(ban4.size, 10_000);
     eprintln!("10k ban elements over netlink: {elapsed:?}");
 }
+
+/// `netlink::set_prefixes` reads what the kernel holds: an interval set with timeouts (the
+/// fleet's shape) as its ranges, a hash set as its addresses, a missing set as `None`.
+#[test]
+fn set_prefixes_reads_interval_and_hash_sets() {
+    if common::skipped() {
+        return;
+    }
+    let ns = common::Netns::new("setpfx");
+    let made = ns.exec_stdin(
+        &["nft", "-f", "/dev/stdin"],
+        "table inet pfx {\n set iv4 {\n  type ipv4_addr; flags interval, timeout;\n  elements = { 10.0.0.0/24 timeout 1h, 192.0.2.7 timeout 1h, 203.0.113.5-203.0.113.9 timeout 1h }\n }\n set h6 {\n  type ipv6_addr; flags timeout;\n  elements = { 2001:db8::1 timeout 1h, 2001:db8:66:1:: timeout 1h }\n }\n}\n",
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let got = common::in_netns(&ns, || {
+        let read = |set: &str, f| pbxfw_nft::netlink::set_prefixes("pfx", set, f, 100).unwrap();
+        (
+            read("iv4", Family::Ipv4),
+            read("h6", Family::Ipv6),
+            read("none", Family::Ipv4),
+        )
+    });
+    let text = |v: Option<Vec<pbxfw_core::Prefix>>| {
+        let mut t: Vec<String> = v.unwrap().iter().map(|p| p.to_string()).collect();
+        t.sort();
+        t
+    };
+    assert_eq!(
+        text(got.0),
+        [
+            "10.0.0.0/24",
+            "192.0.2.7",
+            "203.0.113.5",
+            "203.0.113.6/31",
+            "203.0.113.8/31"
+        ]
+    );
+    assert_eq!(text(got.1), ["2001:db8:66:1::", "2001:db8::1"]);
+    assert!(got.2.is_none());
+}

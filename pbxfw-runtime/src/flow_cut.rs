@@ -61,11 +61,10 @@ impl FlowCut {
             if !names::blocks_sources(name) || !matches!(set.kind, SetKind::Dynamic(_)) {
                 continue;
             }
-            match self.0.set_elements(name) {
+            match self.held(name, set.family) {
                 Ok(held) => {
                     let elements: Vec<Element> = held
-                        .iter()
-                        .flat_map(|e| element_prefixes(&e.element))
+                        .into_iter()
                         .map(|prefix| Element {
                             prefix,
                             timeout: None,
@@ -85,6 +84,25 @@ impl FlowCut {
         if let Err(e) = conntrack::delete(&doomed) {
             self.refused(doomed.len(), &e);
         }
+    }
+
+    /// The prefixes the kernel holds in dynamic set `name`: over netlink for nft (`nft list
+    /// set` would read the whole blacklist first), else as the backend lists them.
+    fn held(&self, name: &str, family: Family) -> Result<Vec<Prefix>, String> {
+        if self.0.name() == "nft" {
+            let table = pbxfw_nft::Kernel::default().table;
+            return pbxfw_nft::netlink::set_prefixes(&table, name, family, 1 << 20)
+                .map(Option::unwrap_or_default)
+                .map_err(|e| e.to_string());
+        }
+        self.0
+            .set_elements(name)
+            .map(|held| {
+                held.iter()
+                    .flat_map(|e| element_prefixes(&e.element))
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
     }
 
     /// Report a cut the kernel refused: the sources stay blocked, their flows run on.
