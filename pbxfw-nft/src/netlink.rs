@@ -662,7 +662,8 @@ fn range_prefixes(family: Family, first: u128, last: u128) -> Vec<pbxfw_core::Pr
 }
 
 /// Read one datagram of a set-element dump: the key and flags of each element are appended
-/// to `out`. Checked as [`set_keys_reply`] checks it.
+/// to `out`. The kernel's reply is checked as untrusted bytes (lengths before slices), and a
+/// malformed one is an error.
 pub fn set_elements_reply(
     buf: &[u8],
     out: &mut Vec<(Vec<u8>, u32)>,
@@ -726,60 +727,13 @@ pub fn set_elements_reply(
     Ok(Reply::More)
 }
 
-/// Read one datagram of a set-element dump: the keys of its elements are appended to `keys`.
-/// The kernel's reply is checked as untrusted bytes (lengths before slices), and a malformed
-/// one is an error.
+/// Read one datagram of a set-element dump: the keys of its elements are appended to `keys`
+/// (see [`set_elements_reply`]).
 pub fn set_keys_reply(buf: &[u8], keys: &mut Vec<Vec<u8>>) -> Result<Reply, NetlinkError> {
-    const NLMSG_DONE: u16 = 0x3;
-    let malformed = || NetlinkError::Socket(io::Error::other("malformed netlink reply"));
-    let n = buf.len();
-    let mut off = 0;
-    while off + 16 <= n {
-        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-        let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-        if len < 16 || len > n - off {
-            return Err(malformed());
-        }
-        match ty {
-            NLMSG_DONE => return Ok(Reply::Done),
-            NLMSG_ERROR if len >= 20 => {
-                let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
-                return match err {
-                    0 => Ok(Reply::Done),
-                    e if e == -libc::ENOENT => Ok(Reply::NoSuchSet),
-                    e => Err(NetlinkError::Socket(io::Error::from_raw_os_error(
-                        e.checked_neg().unwrap_or(libc::EINVAL),
-                    ))),
-                };
-            }
-            _ if len >= 20 => {
-                // Elements > element > key > value, after the nfgen header.
-                for (t, list) in attrs(&buf[off + 20..off + len]) {
-                    if t != NFTA_SET_ELEM_LIST_ELEMENTS {
-                        continue;
-                    }
-                    for (t, elem) in attrs(list) {
-                        if t != NFTA_LIST_ELEM {
-                            continue;
-                        }
-                        for (t, key) in attrs(elem) {
-                            if t != NFTA_SET_ELEM_KEY {
-                                continue;
-                            }
-                            keys.extend(
-                                attrs(key)
-                                    .filter(|(t, _)| *t == NFTA_DATA_VALUE)
-                                    .map(|(_, v)| v.to_vec()),
-                            );
-                        }
-                    }
-                }
-            }
-            _ => return Err(malformed()),
-        }
-        off += ((len + 3) & !3).min(n - off);
-    }
-    Ok(Reply::More)
+    let mut elements = Vec::new();
+    let reply = set_elements_reply(buf, &mut elements)?;
+    keys.extend(elements.into_iter().map(|(key, _)| key));
+    Ok(reply)
 }
 
 /// The attributes in `b`: (type without the nested and byte-order flags, payload). Stops at
