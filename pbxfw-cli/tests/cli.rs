@@ -72,11 +72,15 @@ fn explain_json_names_verdict_zone_and_deciding_object() {
     assert_eq!(v["decided_by"], "trunk:provider");
     assert_eq!(v["step"], 6);
 
-    // An answer on a connection the PBX opened does not take the established fast path.
+    // An established packet of a blacklisted source is accepted at step 2 (the flow was cut
+    // when the source was blacklisted, so it opened this one before); an answer on a
+    // connection the PBX opened meets the blacklist on every packet.
+    let blacklisting =
+        "[interfaces]\neth0 = \"internet\"\n[blacklist]\nentries = [\"198.51.100.0/24\"]\n";
     let established = |reply: bool| {
         let mut args = vec![
             "explain",
-            "--example",
+            "-",
             "--in",
             "eth0",
             "--src",
@@ -93,7 +97,7 @@ fn explain_json_names_verdict_zone_and_deciding_object() {
         if reply {
             args.push("--reply");
         }
-        let out = pbxfw(&args, None);
+        let out = pbxfw(&args, Some(blacklisting));
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -104,6 +108,7 @@ fn explain_json_names_verdict_zone_and_deciding_object() {
     };
     assert_eq!(established(false)["step"], 2);
     assert_eq!(established(true)["verdict"], "drop");
+    assert_eq!(established(true)["decided_by"], "blacklist:198.51.100.0/24");
 
     let out = pbxfw(
         &[

@@ -222,6 +222,31 @@ fn run(backend: &str, store: SetStore) {
     let p = policy.to_str().unwrap();
     ok(&t.pbx, &["apply", p, "--backend", backend]);
 
+    // The PBX's own connections: answered by a peer nobody blocked, never by a blacklisted one
+    // (the answers of a connection the PBX opened meet the blacklist on every packet).
+    t.add_source("eth0", "192.0.2.200".parse().unwrap());
+    let listeners: Vec<TcpListener> = ["203.0.113.10", "192.0.2.200"]
+        .iter()
+        .map(|a| {
+            let a: IpAddr = a.parse().unwrap();
+            in_netns(t.client("eth0"), move || {
+                TcpListener::bind(SocketAddr::new(a, 8080)).unwrap()
+            })
+        })
+        .collect();
+    let pbx_connects = |to: &str| {
+        let to = SocketAddr::new(to.parse().unwrap(), 8080);
+        in_netns(&t.pbx, move || {
+            TcpStream::connect_timeout(&to, WAIT).is_ok()
+        })
+    };
+    assert!(pbx_connects("203.0.113.10"), "the PBX's own connection");
+    assert!(
+        !pbx_connects("192.0.2.200"),
+        "a connection to a blacklisted peer"
+    );
+    drop(listeners);
+
     let flows: Vec<Flows> = sources.iter().map(|s| Flows::open(&t, s)).collect();
     let by = |s: &str| flows.iter().find(|f| f.src.to_string() == s).unwrap();
     let control = by("203.0.113.10");

@@ -92,19 +92,26 @@ fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
         let responsive_port = policy
             .responsive_protocols()
             .any(|proto| serves(policy, proto.service_name(), p));
-        // Established flows before the blacklist and bans: whoever blocks a source cuts the
-        // flows it had (the runtime's flow cut), so those that remain passed them.
-        match p.ct {
-            CtState::Invalid => return FinalVerdict::Drop,
-            CtState::Established | CtState::Related if !responsive_port && !p.ct_reply => {
-                return FinalVerdict::Accept
-            }
-            _ => {}
-        }
         let blacklisted = policy
             .blacklist
             .iter()
             .any(|e| matches!(&e.source, Source::Net(pre) if pre.contains(&p.src)));
+        // Established flows before the blacklist and bans: whoever blocks a source cuts the
+        // flows it opened (the runtime's flow cut), so those that remain passed them; answers
+        // on the PBX's own connections meet them on every packet.
+        match p.ct {
+            CtState::Invalid => return FinalVerdict::Drop,
+            CtState::Established | CtState::Related if !responsive_port => {
+                if p.ct_reply && blacklisted {
+                    return deny;
+                }
+                if p.ct_reply && pr.banned {
+                    return FinalVerdict::Drop;
+                }
+                return FinalVerdict::Accept;
+            }
+            _ => {}
+        }
         if blacklisted {
             return deny;
         }

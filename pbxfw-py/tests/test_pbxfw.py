@@ -136,14 +136,16 @@ def test_explain_names_the_deciding_object() -> None:
     assert (d.verdict, d.decided_by) == ("drop", "default")
     echo = p.explain(iface="eth0", src="2001:db8::1", proto="icmpv6")
     assert echo.verdict == "accept"
-    # An established packet takes the fast path (step 2); an answer on a connection the PBX
-    # opened goes on through the checks of a new packet.
-    mine = p.explain(iface="eth0", src="198.51.100.1", proto="tcp", dport=22, state="established")
+    # An established packet of a blacklisted source takes the fast path (step 2: its flows
+    # were cut when it was blacklisted); an answer on a connection the PBX opened meets the
+    # blacklist.
+    b = pbxfw.Policy.from_toml(SMALL + '[blacklist]\nentries = ["198.51.100.0/24"]\n')
+    mine = b.explain(iface="eth0", src="198.51.100.1", proto="tcp", dport=22, state="established")
     assert (mine.verdict, mine.step) == ("accept", 2)
-    answer = p.explain(
+    answer = b.explain(
         iface="eth0", src="198.51.100.1", proto="tcp", dport=22, state="established", reply=True
     )
-    assert (answer.verdict, answer.decided_by) == ("drop", "default")
+    assert (answer.verdict, answer.decided_by) == ("drop", "blacklist:198.51.100.0/24")
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@
 //!   1  iif lo                                         accept
 //!  1b  (settings.acme) tcp/80 of a window connection  jump acme_gate: challenge line or reset
 //!   2  ct invalid drop; ct established,related        jump established
-//!        (established: the PBX's own connections, responsive signalling ports and kernel-tier
-//!        bans return, so every such packet meets step 3 and is counted or dropped below;
-//!        every other established packet is accepted: the runtime cuts the flows of the
-//!        sources it blocks)
+//!        (established: responsive signalling ports and kernel-tier bans return, so every
+//!        such packet meets step 3 and is counted or dropped below; answers on the PBX's own
+//!        connections pass step 3's chain; every other established packet is accepted: the
+//!        runtime cuts the flows of the sources it blocks)
 //!   3  jump pre4 / pre6: src in blacklist / banned    drop or reject
 //!   4  jump icmp_essentials: ICMP/ICMPv6 errors, neighbour discovery, rate-limited echo;
 //!      DHCP replies
@@ -350,14 +350,15 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     // media. A flow passed the blacklist and bans when it started, and pbxfw deletes the
     // connection-tracking entries of every source it blocks afterwards (the runtime's flow cut,
     // docs/policy.md "The packet path"), so an established packet needs no lookup of its own.
-    // Three exceptions return to the checks below. Connections the PBX opened: their first
-    // packet went out, never through step 3, and the output path is not filtered, so a
-    // blocked peer's answers (even to media the PBX sends after a cut) must meet step 3 on
-    // every packet. Signalling of responsive protocols: UDP conntrack calls a brute forcer's
-    // flow established after the first 401, and every one of its packets must still reach the
-    // tiers (KERNEL-TESTING.md). And sources the kernel tiers banned: no program learns of
-    // those bans to cut their flows, so the lookup stays (also with the responsive layer off:
-    // bans from before it was switched off keep their timeouts).
+    // Signalling of responsive protocols returns to the checks below: UDP conntrack calls a
+    // brute forcer's flow established after the first 401, and every one of its packets must
+    // still reach the tiers (KERNEL-TESTING.md). Answers on connections the PBX opened pass
+    // the blacklist and bans of step 3 first (a jump to the same per-family chain), then are
+    // accepted: their first packet went out, never through step 3, and the output path is not
+    // filtered, so a blocked peer's answers (even to media the PBX sends after a cut) must
+    // meet it on every packet. Sources the kernel tiers banned return too: no program learns
+    // of those bans to cut their flows, so the lookup stays (also with the responsive layer
+    // off: bans from before it was switched off keep their timeouts).
     input.push(Rule::new(
         vec![Match::Ct([CtState::Invalid].into())],
         Verdict::Drop,
@@ -368,17 +369,19 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
             .responsive_protocols()
             .flat_map(|p| policy.signalling_service(p).ports.iter()),
     );
-    let mut rules = vec![Rule::new(
-        vec![Match::CtReply],
-        Verdict::Return,
-        "established: the PBX opened the connection",
-    )];
-    rules.extend(port_rules(
+    let mut rules = port_rules(
         &[],
         &responsive_ports,
         &Verdict::Return,
         "responsive: every signalling packet is counted",
-    ));
+    );
+    for f in Family::BOTH {
+        rules.push(Rule::new(
+            vec![Match::Family(f), Match::CtReply],
+            Verdict::Jump(format!("pre{}", f.suffix())),
+            "established: blacklist and bans of the PBX's own connections",
+        ));
+    }
     for f in Family::BOTH {
         rules.push(Rule::new(
             vec![Match::Family(f), Match::Src(names::tier_ban(f))],
