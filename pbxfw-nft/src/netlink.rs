@@ -526,19 +526,7 @@ pub fn table_handle(table: &str) -> Result<Option<u64>, NetlinkError> {
 /// such table or set. For small sets (the fingerprint's one element): a dump of a large set
 /// would be read whole.
 pub fn set_keys(table: &str, set: &str) -> Result<Option<Vec<Vec<u8>>>, NetlinkError> {
-    const NFT_MSG_GETSETELEM: u16 = 13;
-    const NLM_F_DUMP: u16 = 0x300;
-    let sock = Socket::open().map_err(NetlinkError::Socket)?;
-    let mut m = Msg::new(
-        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
-        NLM_F_REQUEST | NLM_F_DUMP,
-        1,
-        NFPROTO_INET,
-        0,
-    );
-    m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
-    m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(set));
-    sock.send(&m.finish()).map_err(NetlinkError::Socket)?;
+    let sock = set_dump(table, set)?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut keys = Vec::new();
     loop {
@@ -555,6 +543,24 @@ pub fn set_keys(table: &str, set: &str) -> Result<Option<Vec<Vec<u8>>>, NetlinkE
             Reply::NoSuchSet => return Ok(None),
         }
     }
+}
+
+/// A socket that has asked for a dump of the elements of `set` in `table` (family inet).
+fn set_dump(table: &str, set: &str) -> Result<Socket, NetlinkError> {
+    const NFT_MSG_GETSETELEM: u16 = 13;
+    const NLM_F_DUMP: u16 = 0x300;
+    let sock = Socket::open().map_err(NetlinkError::Socket)?;
+    let mut m = Msg::new(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        1,
+        NFPROTO_INET,
+        0,
+    );
+    m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
+    m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(set));
+    sock.send(&m.finish()).map_err(NetlinkError::Socket)?;
+    Ok(sock)
 }
 
 /// Where a dump stands after one datagram.
@@ -579,19 +585,7 @@ pub fn set_prefixes(
     family: Family,
     max: usize,
 ) -> Result<Option<Vec<pbxfw_core::Prefix>>, NetlinkError> {
-    const NFT_MSG_GETSETELEM: u16 = 13;
-    const NLM_F_DUMP: u16 = 0x300;
-    let sock = Socket::open().map_err(NetlinkError::Socket)?;
-    let mut m = Msg::new(
-        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
-        NLM_F_REQUEST | NLM_F_DUMP,
-        1,
-        NFPROTO_INET,
-        0,
-    );
-    m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
-    m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(set));
-    sock.send(&m.finish()).map_err(NetlinkError::Socket)?;
+    let sock = set_dump(table, set)?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut elements = Vec::new();
     loop {

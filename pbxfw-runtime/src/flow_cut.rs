@@ -22,8 +22,8 @@
 use std::net::IpAddr;
 
 use pbxfw_core::{
-    addr_value, names, ApplyOptions, Backend, BackendError, Element, ElementStatus, Family, Op,
-    Prefix, Range, Ruleset, SetEdit, SetKind, SetUpdate, Status,
+    names, ApplyOptions, Backend, BackendError, Element, ElementStatus, Family, Op, Prefix, Range,
+    Ruleset, SetEdit, SetKind, SetUpdate, Status,
 };
 use pbxfw_nft::netlink::conntrack;
 
@@ -50,7 +50,7 @@ impl FlowCut {
             Ok(f) => f,
             Err(e) => return self.refused(0, &e),
         };
-        if flows.iter().all(|f| is_local(&local, f)) {
+        if flows.iter().all(|f| f.opened_from(&local)) {
             return;
         }
         let mut blocked = blocked_statically(rs);
@@ -79,7 +79,7 @@ impl FlowCut {
         }
         let doomed: Vec<&conntrack::Flow> = conntrack::matching(&flows, &blocked)
             .into_iter()
-            .filter(|f| !is_local(&local, f))
+            .filter(|f| !f.opened_from(&local))
             .collect();
         if let Err(e) = conntrack::delete(&doomed) {
             self.refused(doomed.len(), &e);
@@ -123,12 +123,6 @@ impl FlowCut {
 /// then spares nothing, which only matters for a ban that covers the host itself).
 fn local() -> Vec<IpAddr> {
     pbxfw_host::ifaddrs::local_addresses().unwrap_or_default()
-}
-
-fn is_local(local: &[IpAddr], f: &conntrack::Flow) -> bool {
-    local
-        .iter()
-        .any(|a| Family::of(a) == f.family && addr_value(a) == f.opener)
 }
 
 /// The prefixes an element as a backend reports it stands for: an address, a network, or a

@@ -54,6 +54,15 @@ pub struct Flow {
     id: Option<Vec<u8>>,
 }
 
+impl Flow {
+    /// Whether one of `addrs` opened the flow.
+    pub fn opened_from(&self, addrs: &[IpAddr]) -> bool {
+        addrs
+            .iter()
+            .any(|a| Family::of(a) == self.family && addr_value(a) == self.opener)
+    }
+}
+
 /// What a cut did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cut {
@@ -72,11 +81,7 @@ pub fn cut(blocked: &[Prefix], local: &[IpAddr]) -> Result<Cut, NetlinkError> {
     }
     let all = flows()?;
     let mut doomed = matching(&all, blocked);
-    doomed.retain(|f| {
-        !local
-            .iter()
-            .any(|a| Family::of(a) == f.family && addr_value(a) == f.opener)
-    });
+    doomed.retain(|f| !f.opened_from(local));
     let deleted = delete(&doomed)?;
     Ok(Cut {
         flows: all.len(),
