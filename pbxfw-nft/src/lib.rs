@@ -31,16 +31,15 @@
 
 pub mod kernel;
 pub mod netlink;
+mod stmt;
 
 use std::fmt::Write;
 
 pub use kernel::{ApplyOptions, Kernel, KernelError, Status};
 
-use pbxfw_core::{mask, value_addr, Family};
-use pbxfw_core::{
-    verify_ir as verify, BasePolicy, L4Proto, Map, Match, Rule, Ruleset, SetKind, Verdict,
-    VerifyError,
-};
+use pbxfw_core::Family;
+use pbxfw_core::{verify_ir as verify, Map, Match, Ruleset, SetKind, VerifyError};
+use stmt::{hook_line, iface};
 
 /// The name this backend reports (`Unsupported { backend, .. }`, status).
 pub const BACKEND: &str = "nft";
@@ -144,33 +143,10 @@ pub fn sanitize_comment(s: &str, max: usize) -> String {
     out
 }
 
-fn iface(name: &str) -> Result<String, LowerError> {
-    let ok = !name.is_empty()
-        && name.len() <= 15
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
-    if ok {
-        Ok(format!("\"{name}\""))
-    } else {
-        Err(LowerError::Unsupported {
-            backend: BACKEND,
-            feature: format!("interface name {name:?}"),
-        })
-    }
-}
-
 fn addr_type(f: Family) -> &'static str {
     match f {
         Family::Ipv4 => "ipv4_addr",
         Family::Ipv6 => "ipv6_addr",
-    }
-}
-
-fn saddr(f: Family) -> &'static str {
-    match f {
-        Family::Ipv4 => "ip saddr",
-        Family::Ipv6 => "ip6 saddr",
     }
 }
 
@@ -266,13 +242,6 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
         let _ = writeln!(out, "\t}}");
     }
     let _ = writeln!(out, "\n\tchain {REJECT_CHAIN} {{\n\t}}");
-    let hook_line = |policy: BasePolicy| {
-        let p = match policy {
-            BasePolicy::Accept => "accept",
-            BasePolicy::Drop => "drop",
-        };
-        format!("\t\ttype filter hook input priority filter; policy {p};\n")
-    };
     for (name, chain) in &chains {
         // A chain cannot become a base chain later: the hook is declared with it.
         let header = chain.hook.map(hook_line).unwrap_or_default();
@@ -333,26 +302,18 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
         }
         let _ = writeln!(out, "\t}}");
     }
-    let _ = writeln!(
-        out,
-        "\n\tchain {REJECT_CHAIN} {{\n\t\tmeta l4proto tcp reject with tcp reset comment \"reject: tcp reset\"\n\t\treject comment \"reject: port unreachable\"\n\t}}"
-    );
+    let _ = writeln!(out, "\n\tchain {REJECT_CHAIN} {{");
+    for line in stmt::reject_chain() {
+        let _ = writeln!(out, "\t\t{}", line.text());
+    }
+    let _ = writeln!(out, "\t}}");
     for (name, chain) in &chains {
         let _ = writeln!(out, "\n\tchain {name} {{");
         if let Some(policy) = chain.hook {
             out.push_str(&hook_line(policy));
         }
-        let mut i = 0;
-        while i < chain.rules.len() {
-            if let Some((line, used)) = merged_vmap(&chain.rules[i..], opts) {
-                let _ = writeln!(out, "\t\t{line}");
-                i += used;
-                continue;
-            }
-            for line in lower_rule(rs, &chain.rules[i], opts)? {
-                let _ = writeln!(out, "\t\t{line}");
-            }
-            i += 1;
+        for line in stmt::chain_lines(rs, &chain.rules, opts)? {
+            let _ = writeln!(out, "\t\t{}", line.text());
         }
         let _ = writeln!(out, "\t}}");
     }
@@ -361,285 +322,6 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
         text: out,
         fingerprint,
     })
-}
-
-/// The packet's source as a set key: `ip saddr`, or masked (`ip6 saddr & ffff:ffff:ffff:ffff::`)
-/// for sets keyed by prefix.
-fn source_key(rs: &Ruleset, set: &str) -> String {
-    let s = &rs.sets[set];
-    let key_len = match &s.kind {
-        SetKind::Dynamic(d) => d.key_len,
-        SetKind::Static(_) => s.family.bits(),
-    };
-    if key_len < s.family.bits() {
-        let m = value_addr(s.family, mask(s.family, key_len));
-        format!("{} & {m}", saddr(s.family))
-    } else {
-        saddr(s.family).to_string()
-    }
-}
-
-/// Consecutive rules that each test one key of the same kind (the family, the protocol, or
-/// the conntrack state) against distinct values, with a plain verdict, become one verdict-map
-/// rule: a packet then pays one lookup instead of one rule per value. Exact, since a packet
-/// has one value of each key and the values are distinct. Returns the line and how many rules
-/// it replaces (at least 2), or `None`.
-fn merged_vmap(rules: &[Rule], opts: &Options) -> Option<(String, usize)> {
-    #[derive(PartialEq)]
-    enum Key {
-        Family,
-        Proto,
-        Ct,
-    }
-    let key_of = |r: &Rule| -> Option<(Key, Vec<String>, String)> {
-        if r.update.is_some() || r.mark.is_some() || r.matches.len() != 1 {
-            return None;
-        }
-        let verdict = match &r.verdict {
-            Verdict::Accept => "accept".to_string(),
-            Verdict::Drop => "drop".to_string(),
-            Verdict::Jump(c) => format!("jump {c}"),
-            Verdict::Goto(c) => format!("goto {c}"),
-            _ => return None,
-        };
-        match &r.matches[0] {
-            Match::Family(f) => Some((Key::Family, vec![f.to_string()], verdict)),
-            Match::Proto(p @ (L4Proto::Icmp | L4Proto::Icmpv6)) => {
-                Some((Key::Proto, vec![p.to_string()], verdict))
-            }
-            Match::Ct(states) => Some((
-                Key::Ct,
-                states.iter().map(|s| s.to_string()).collect(),
-                verdict,
-            )),
-            _ => None,
-        }
-    };
-    // Counters are per rule: keep rules apart when they are wanted.
-    if opts.counters {
-        return None;
-    }
-    let (key, _, _) = key_of(rules.first()?)?;
-    let mut entries: Vec<(String, String)> = Vec::new();
-    let mut origins: Vec<&str> = Vec::new();
-    let mut used = 0;
-    for r in rules {
-        let Some((k, values, verdict)) = key_of(r) else {
-            break;
-        };
-        if k != key || values.iter().any(|v| entries.iter().any(|(e, _)| e == v)) {
-            break;
-        }
-        entries.extend(values.into_iter().map(|v| (v, verdict.clone())));
-        if !origins.contains(&r.origin.as_str()) {
-            origins.push(&r.origin);
-        }
-        used += 1;
-    }
-    if used < 2 {
-        return None;
-    }
-    let selector = match key {
-        Key::Family => "meta nfproto",
-        Key::Proto => "meta l4proto",
-        Key::Ct => "ct state",
-    };
-    let map: Vec<String> = entries
-        .iter()
-        .map(|(v, verdict)| format!("{v} : {verdict}"))
-        .collect();
-    let comment = sanitize_comment(&origins.join(" / "), 128);
-    Some((
-        format!(
-            "{selector} vmap {{ {} }} comment \"{comment}\"",
-            map.join(", ")
-        ),
-        used,
-    ))
-}
-
-fn ports(ps: &pbxfw_core::PortSet) -> String {
-    if ps.ranges().len() == 1 {
-        ps.to_string()
-    } else {
-        format!("{{ {} }}", ps.to_string().replace(',', ", "))
-    }
-}
-
-/// One IR rule becomes one nft rule. A `reject` answers TCP with a reset (an ICMP error does
-/// not abort an IPv6 TCP connect, so the client would hang until its timeout) and everything
-/// else with ICMP port-unreachable: a rule that may see TCP goes to [`REJECT_CHAIN`], which
-/// picks the answer, so that its matches (and meters) are evaluated once.
-fn lower_rule(rs: &Ruleset, rule: &Rule, opts: &Options) -> Result<Vec<String>, LowerError> {
-    let proto = rule.matches.iter().find_map(|m| match m {
-        Match::Proto(p) => Some(*p),
-        _ => None,
-    });
-    let reject = match (&rule.verdict, proto) {
-        (Verdict::Reject, Some(L4Proto::Tcp)) => "reject with tcp reset".to_string(),
-        (Verdict::Reject, Some(_)) => "reject".to_string(),
-        (Verdict::Reject, None) => format!("goto {REJECT_CHAIN}"),
-        _ => String::new(),
-    };
-    Ok(vec![lower_one(rs, rule, opts, &reject)?])
-}
-
-fn lower_one(
-    rs: &Ruleset,
-    rule: &Rule,
-    opts: &Options,
-    reject: &str,
-) -> Result<String, LowerError> {
-    let mut parts: Vec<String> = Vec::new();
-    let proto = rule.matches.iter().find_map(|m| match m {
-        Match::Proto(p) => Some(*p),
-        _ => None,
-    });
-    let has = |f: fn(&Match) -> bool| rule.matches.iter().any(f);
-    // The family is implied by an `ip saddr`/`ip6 saddr` or `icmp`/`icmpv6` expression, and by
-    // dispatching on a source map; state it only when nothing else does.
-    let implied = has(|m| matches!(m, Match::Src(_) | Match::IcmpType(_) | Match::Meter { .. }))
-        || matches!(&rule.verdict, Verdict::Dispatch(m) if matches!(rs.maps.get(m), Some(Map::Src(_))));
-    // Ports name their protocol (`udp dport`); state the protocol alone only without them.
-    let proto_implied =
-        has(|m| matches!(m, Match::Dport(_) | Match::Sport(_) | Match::IcmpType(_)));
-    let l4 = |p: L4Proto| match p {
-        L4Proto::Tcp => "tcp",
-        L4Proto::Udp => "udp",
-        L4Proto::Icmp => "icmp",
-        L4Proto::Icmpv6 => "icmpv6",
-    };
-    // Emit in a fixed order: cheap, selective matches first; `limit` last so that it only
-    // counts packets every other match accepted.
-    for m in &rule.matches {
-        if let Match::Family(f) = m {
-            if !implied {
-                parts.push(format!(
-                    "meta nfproto {}",
-                    match f {
-                        Family::Ipv4 => "ipv4",
-                        Family::Ipv6 => "ipv6",
-                    }
-                ));
-            }
-        }
-    }
-    for m in &rule.matches {
-        if let Match::Iif(i) = m {
-            // Loopback always exists: match its index, cheaper than comparing names. Other
-            // interfaces may come and go, so they are matched by name.
-            if i == "lo" {
-                parts.push("iif \"lo\"".to_string());
-            } else {
-                parts.push(format!("iifname {}", iface(i)?));
-            }
-        }
-    }
-    for m in &rule.matches {
-        if let Match::Src(s) = m {
-            parts.push(format!("{} @{s}", source_key(rs, s)));
-        }
-    }
-    if let Some(p) = proto {
-        if !proto_implied {
-            parts.push(format!("meta l4proto {}", l4(p)));
-        }
-    }
-    for m in &rule.matches {
-        match (m, proto) {
-            (Match::Sport(ps), Some(p)) => parts.push(format!("{} sport {}", l4(p), ports(ps))),
-            (Match::Dport(ps), Some(p)) => parts.push(format!("{} dport {}", l4(p), ports(ps))),
-            (Match::IcmpType(types), Some(p)) => {
-                let list: Vec<String> = types.iter().map(u8::to_string).collect();
-                let v = if list.len() == 1 {
-                    list[0].clone()
-                } else {
-                    format!("{{ {} }}", list.join(", "))
-                };
-                parts.push(format!("{} type {v}", l4(p)));
-            }
-            _ => {}
-        }
-    }
-    // Sport before dport reads naturally ("udp sport 67 udp dport 68").
-    parts.sort_by_key(|p| if p.contains(" dport ") { 1 } else { 0 });
-    for m in &rule.matches {
-        if let Match::Ct(states) = m {
-            let s: Vec<String> = states.iter().map(|s| s.to_string()).collect();
-            parts.push(format!("ct state {}", s.join(",")));
-        }
-    }
-    for m in &rule.matches {
-        match m {
-            Match::CtMark(bits) => parts.push(format!("ct mark & {bits:#010x} == {bits:#010x}")),
-            Match::CtReply => parts.push("ct direction reply".into()),
-            // `@ih` is the payload after the transport header, options included, wherever
-            // it starts; a load past the packet's end fails and the rule does not match.
-            // One comparison holds at most 16 bytes.
-            Match::Payload(bytes) => {
-                for (i, chunk) in bytes.chunks(16).enumerate() {
-                    let hex: String = chunk.iter().map(|b| format!("{b:02x}")).collect();
-                    parts.push(format!("@ih,{},{} 0x{hex}", i * 128, chunk.len() * 8));
-                }
-            }
-            // Holds whenever a byte of payload can be loaded.
-            Match::Data => parts.push("@ih,0,8 & 0x0 == 0x0".into()),
-            Match::Syn => parts.push("tcp flags & (fin | syn | rst | ack) == syn".into()),
-            _ => {}
-        }
-    }
-    for m in &rule.matches {
-        if let Match::Meter { set, rate, burst } = m {
-            parts.push(format!(
-                "update @{set} {{ {} limit rate over {}/{} burst {burst} packets }}",
-                source_key(rs, set),
-                rate.packets,
-                rate.per.name()
-            ));
-        }
-    }
-    for m in &rule.matches {
-        if let Match::Limit { rate, burst } = m {
-            parts.push(format!(
-                "limit rate {}/{} burst {burst} packets",
-                rate.packets,
-                rate.per.name()
-            ));
-        }
-    }
-    if opts.counters {
-        parts.push("counter".into());
-    }
-    if let Some(set) = &rule.update {
-        parts.push(format!("update @{set} {{ {} }}", source_key(rs, set)));
-    }
-    match rule.mark {
-        Some(pbxfw_core::MarkOp::Set(bits)) => {
-            parts.push(format!("ct mark set ct mark | {bits:#010x}"))
-        }
-        Some(pbxfw_core::MarkOp::Clear(bits)) => {
-            parts.push(format!("ct mark set ct mark & {:#010x}", !bits))
-        }
-        None => {}
-    }
-    parts.push(match &rule.verdict {
-        Verdict::Accept => "accept".into(),
-        Verdict::Drop => "drop".into(),
-        Verdict::Reject => reject.to_string(),
-        Verdict::Jump(c) => format!("jump {c}"),
-        Verdict::Goto(c) => format!("goto {c}"),
-        Verdict::Return => "return".into(),
-        Verdict::Log(p) => format!("log prefix \"{}\"", sanitize_comment(p, 64)),
-        Verdict::Dispatch(m) => match &rs.maps[m] {
-            Map::Src(sm) => format!("{} vmap @{m}", saddr(sm.family())),
-            Map::Iif(_) => format!("iifname vmap @{m}"),
-        },
-    });
-    parts.push(format!(
-        "comment \"{}\"",
-        sanitize_comment(&rule.origin, 128)
-    ));
-    Ok(parts.join(" "))
 }
 
 #[cfg(test)]
