@@ -23,6 +23,30 @@ pub struct Kernel {
     pub table: String,
     /// The `nft` binary.
     pub nft: String,
+    /// How a whole ruleset is loaded.
+    pub loader: Loader,
+}
+
+/// How [`Kernel`] loads a whole ruleset. Both send the same transaction (docs/design.md, "The
+/// netlink load").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loader {
+    /// One netlink batch built in process (the default). A ruleset with custom rules, which
+    /// are nft text, goes through `nft -f`, and so does one the kernel refuses over netlink
+    /// (with a warning, if `nft -f` then succeeds).
+    Netlink,
+    /// `nft -f` of the printed script.
+    Nft,
+}
+
+impl Loader {
+    /// The loader `PBXFW_NFT_LOADER` names (`nft` or `netlink`), else [`Loader::Netlink`].
+    pub fn from_env() -> Loader {
+        match std::env::var("PBXFW_NFT_LOADER").as_deref() {
+            Ok("nft") => Loader::Nft,
+            _ => Loader::Netlink,
+        }
+    }
 }
 
 impl Default for Kernel {
@@ -34,6 +58,7 @@ impl Default for Kernel {
         Kernel {
             table: crate::TABLE.into(),
             nft: nft.into(),
+            loader: Loader::from_env(),
         }
     }
 }
@@ -170,7 +195,38 @@ impl Kernel {
             table: self.table.clone(),
             counters: opts.counters,
         };
-        let mut text = lower(rs, &lopts).map_err(lower_error)?.text;
+        for (set, elems) in &opts.seed {
+            check_seed(rs, set, elems)?;
+        }
+        // Custom rules are nft text: with them the whole load is one `nft -f`, so that they
+        // are in the same transaction.
+        if self.loader == Loader::Netlink && opts.custom.is_none() {
+            match netlink::ruleset::load(rs, &lopts, &opts.seed) {
+                Ok(()) => return Ok(()),
+                Err(netlink::ruleset::LoadError::Lower(e)) => return Err(lower_error(e)),
+                // The kernel refused the transaction, so nothing changed: `nft -f` tries the
+                // same ruleset and, if it fails too, says why in nft's words.
+                Err(e) => {
+                    let said = e.to_string();
+                    self.load_text(rs, &lopts, opts)?;
+                    eprintln!(
+                        "pbxfw: warning: the netlink load failed ({said}); loaded with `nft -f` instead"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        self.load_text(rs, &lopts, opts)
+    }
+
+    /// [`Kernel::load_script`] through `nft -f`.
+    fn load_text(
+        &self,
+        rs: &Ruleset,
+        lopts: &Options,
+        opts: &ApplyOptions,
+    ) -> Result<(), BackendError> {
+        let mut text = lower(rs, lopts).map_err(lower_error)?.text;
         for (set, elems) in &opts.seed {
             text.push_str(&seed_line(rs, &self.table, set, elems)?);
         }
@@ -399,21 +455,13 @@ fn element_text(v: &Value) -> Option<String> {
     }
 }
 
-fn seed_line(
-    rs: &Ruleset,
-    table: &str,
-    set: &str,
-    elems: &[Element],
-) -> Result<String, BackendError> {
+/// A seed must go to a dynamic set, as keys of its length and family.
+fn check_seed(rs: &Ruleset, set: &str, elems: &[Element]) -> Result<(), BackendError> {
     let bad = |reason: String| BackendError::Check(format!("cannot seed set {set}: {reason}"));
     let s = rs.sets.get(set).ok_or_else(|| bad("no such set".into()))?;
     let SetKind::Dynamic(d) = &s.kind else {
         return Err(bad("only dynamic sets are seeded".into()));
     };
-    if elems.is_empty() {
-        return Ok(String::new());
-    }
-    let mut parts = Vec::with_capacity(elems.len());
     for e in elems {
         if e.prefix.family() != s.family || e.prefix.prefix_len() != d.key_len {
             return Err(bad(format!(
@@ -421,6 +469,22 @@ fn seed_line(
                 e.prefix, d.key_len, s.family
             )));
         }
+    }
+    Ok(())
+}
+
+fn seed_line(
+    rs: &Ruleset,
+    table: &str,
+    set: &str,
+    elems: &[Element],
+) -> Result<String, BackendError> {
+    check_seed(rs, set, elems)?;
+    if elems.is_empty() {
+        return Ok(String::new());
+    }
+    let mut parts = Vec::with_capacity(elems.len());
+    for e in elems {
         let addr = e.prefix.addr();
         parts.push(match e.timeout {
             Some(t) => format!("{addr} timeout {}s", t.as_secs().max(1)),

@@ -35,7 +35,7 @@ mod stmt;
 
 use std::fmt::Write;
 
-pub use kernel::{ApplyOptions, Kernel, KernelError, Status};
+pub use kernel::{ApplyOptions, Kernel, KernelError, Loader, Status};
 
 use pbxfw_core::Family;
 use pbxfw_core::{verify_ir as verify, Map, Match, Ruleset, SetKind, VerifyError};
@@ -150,8 +150,9 @@ fn addr_type(f: Family) -> &'static str {
     }
 }
 
-/// Lower a ruleset to an nft script. The IR is verified first.
-pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
+/// The checks both load paths make before lowering: the IR is valid and names none of the
+/// backend's own objects.
+pub(crate) fn check(rs: &Ruleset) -> Result<(), LowerError> {
     verify(rs).map_err(LowerError::Invalid)?;
     for reserved in [FINGERPRINT_SET, REJECT_CHAIN] {
         if rs.chains.contains_key(reserved) || rs.sets.contains_key(reserved) {
@@ -161,10 +162,12 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
             });
         }
     }
-    let t = &opts.table;
-    let fingerprint = rs.fingerprint();
-    let packet_path_sets: std::collections::BTreeSet<&str> = rs
-        .chains
+    Ok(())
+}
+
+/// Sets the packet path writes (meters, sliding bans): they need nft's `dynamic` flag.
+pub(crate) fn packet_path_sets(rs: &Ruleset) -> std::collections::BTreeSet<&str> {
+    rs.chains
         .values()
         .flat_map(|c| &c.rules)
         .flat_map(|r| {
@@ -174,7 +177,25 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
             });
             meters.chain(r.update.as_deref())
         })
-        .collect();
+        .collect()
+}
+
+/// The chains in the order both load paths declare them: the base chain first.
+pub(crate) fn ordered_chains(rs: &Ruleset) -> Vec<(&String, &pbxfw_core::Chain)> {
+    let base = rs.chains.get_key_value(pbxfw_core::INPUT);
+    let others = rs
+        .chains
+        .iter()
+        .filter(|(n, c)| c.hook.is_none() && *n != pbxfw_core::INPUT);
+    base.into_iter().chain(others).collect()
+}
+
+/// Lower a ruleset to an nft script. The IR is verified first.
+pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
+    check(rs)?;
+    let t = &opts.table;
+    let fingerprint = rs.fingerprint();
+    let packet_path_sets = packet_path_sets(rs);
     let set_header = |out: &mut String, name: &str, set: &pbxfw_core::Set| {
         let _ = writeln!(out, "\n\tset {name} {{");
         let _ = writeln!(out, "\t\ttype {}", addr_type(set.family));
@@ -214,12 +235,7 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
         };
         let _ = writeln!(out, "\n\tmap {name} {{\n\t\ttype {key}");
     };
-    let base = rs.chains.get_key_value(pbxfw_core::INPUT);
-    let others = rs
-        .chains
-        .iter()
-        .filter(|(n, c)| c.hook.is_none() && *n != "input");
-    let chains: Vec<(&String, &pbxfw_core::Chain)> = base.into_iter().chain(others).collect();
+    let chains = ordered_chains(rs);
 
     let mut out = String::new();
     let _ = writeln!(out, "#!/usr/sbin/nft -f");

@@ -13,6 +13,7 @@
 #![allow(unsafe_code)] // socket(2), bind(2), sendto(2), recv(2) and setsockopt(2) through libc.
 
 pub mod conntrack;
+pub mod ruleset;
 
 use std::io;
 use std::time::Duration;
@@ -404,16 +405,8 @@ pub fn apply_atomic(table: &str, flush: &[String], changes: &[Change]) -> Result
         return Ok(());
     }
     batch.extend_from_slice(&batch_mark(NFNL_MSG_BATCH_END, seq));
-    // The whole batch in one `sendto`, and room for every acknowledgement (each is counted
-    // at its buffer's true size, about a kilobyte, against the receive buffer: without it a
-    // large batch commits and its acknowledgements are lost, ENOBUFS).
-    sock.grow_buffer(libc::SO_SNDBUFFORCE, batch.len() + 4096)
-        .map_err(NetlinkError::Socket)?;
-    sock.grow_buffer(libc::SO_RCVBUFFORCE, (acks.len() + 16) * 2048)
-        .map_err(NetlinkError::Socket)?;
-    sock.send(&batch).map_err(NetlinkError::Socket)?;
     let first_seq = acks[0];
-    wait_acks(&sock, &mut acks).map_err(|(failed_seq, source)| match failed_seq {
+    send_acked(&sock, &batch, &mut acks).map_err(|(failed_seq, source)| match failed_seq {
         Some(fs) => NetlinkError::Refused {
             set: sets
                 .get(fs.wrapping_sub(first_seq) as usize)
@@ -423,6 +416,49 @@ pub fn apply_atomic(table: &str, flush: &[String], changes: &[Change]) -> Result
         },
         None => NetlinkError::Socket(source),
     })
+}
+
+/// Send `batch` (begun and ended) in one `sendto` and wait for the acknowledgement of every
+/// sequence number in `acks`: the socket's buffers are raised to fit, as `nft` does for large
+/// batches (each acknowledgement is counted at its buffer's true size, about a kilobyte,
+/// against the receive buffer: without room a large batch commits and its acknowledgements
+/// are lost, ENOBUFS).
+fn send_acked(
+    sock: &Socket,
+    batch: &[u8],
+    acks: &mut Vec<u32>,
+) -> Result<(), (Option<u32>, io::Error)> {
+    sock.grow_buffer(libc::SO_SNDBUFFORCE, batch.len() + 4096)
+        .map_err(|e| (None, e))?;
+    sock.grow_buffer(libc::SO_RCVBUFFORCE, (acks.len() + 16) * 2048)
+        .map_err(|e| (None, e))?;
+    sock.send(batch).map_err(|e| (None, e))?;
+    wait_acks(sock, acks)
+}
+
+/// Send `messages` (sequence numbers still to be written) as **one** batch, one kernel
+/// transaction, whatever its size. On a refusal, the index of the refused message.
+pub(crate) fn send_batch<'a>(
+    messages: impl Iterator<Item = &'a [u8]>,
+) -> Result<(), (Option<usize>, io::Error)> {
+    let sock = Socket::open().map_err(|e| (None, e))?;
+    let mut batch = batch_mark(NFNL_MSG_BATCH_BEGIN, 1);
+    let first_seq: u32 = 2;
+    let mut seq = first_seq;
+    let mut acks = Vec::new();
+    for m in messages {
+        let at = batch.len();
+        batch.extend_from_slice(m);
+        batch[at + 8..at + 12].copy_from_slice(&seq.to_ne_bytes());
+        acks.push(seq);
+        seq += 1;
+    }
+    if acks.is_empty() {
+        return Ok(());
+    }
+    batch.extend_from_slice(&batch_mark(NFNL_MSG_BATCH_END, seq));
+    send_acked(&sock, &batch, &mut acks)
+        .map_err(|(failed, e)| (failed.map(|s| s.wrapping_sub(first_seq) as usize), e))
 }
 
 /// The message that begins (`NFNL_MSG_BATCH_BEGIN`) or ends (`NFNL_MSG_BATCH_END`) a batch.
