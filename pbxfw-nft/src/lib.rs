@@ -165,6 +165,15 @@ pub(crate) fn check(rs: &Ruleset) -> Result<(), LowerError> {
     Ok(())
 }
 
+/// The size a static set of addresses is declared with: its elements and room for a quarter
+/// more (at least 1024), which the edit path's additions use before a whole reload sizes it
+/// anew. The kernel builds the set's hash table for this size at once instead of growing it
+/// while 100,000 elements go in (a third of the load's time).
+pub(crate) fn hash_set_size(elements: usize) -> u32 {
+    let n = elements.min(u32::MAX as usize / 2) as u32;
+    (n + n / 4).max(1024)
+}
+
 /// Sets the packet path writes (meters, sliding bans): they need nft's `dynamic` flag.
 pub(crate) fn packet_path_sets(rs: &Ruleset) -> std::collections::BTreeSet<&str> {
     rs.chains
@@ -200,8 +209,10 @@ pub fn lower(rs: &Ruleset, opts: &Options) -> Result<Script, LowerError> {
         let _ = writeln!(out, "\n\tset {name} {{");
         let _ = writeln!(out, "\t\ttype {}", addr_type(set.family));
         match &set.kind {
-            // A set of addresses is a hash set: O(1) lookups at any size.
-            SetKind::Static(s) if s.is_hosts() => {}
+            // A set of addresses is a hash set: O(1) lookups at any size, sized up front.
+            SetKind::Static(s) if s.is_hosts() => {
+                let _ = writeln!(out, "\t\tsize {}", hash_set_size(s.elements().len()));
+            }
             SetKind::Static(_) => {
                 let _ = writeln!(out, "\t\tflags interval");
             }

@@ -6,15 +6,35 @@ use pbxfw_core::Backend;
 use pbxfw_testkit::netns as common;
 
 fn nft() -> Box<dyn Backend> {
-    Box::new(pbxfw_nft::Kernel::default())
+    Box::new(pbxfw_nft::Kernel {
+        loader: pbxfw_nft::Loader::Netlink,
+        ..pbxfw_nft::Kernel::default()
+    })
+}
+
+/// The same through `nft -f`, the fallback load path.
+fn nft_text() -> Box<dyn Backend> {
+    Box::new(pbxfw_nft::Kernel {
+        loader: pbxfw_nft::Loader::Nft,
+        ..pbxfw_nft::Kernel::default()
+    })
 }
 
 #[test]
 fn case_suite_in_the_kernel_agrees_with_the_evaluator() {
+    run("cases", nft);
+}
+
+#[test]
+fn case_suite_loaded_by_nft_text_agrees_with_the_evaluator() {
+    run("textcases", nft_text);
+}
+
+fn run(tag: &str, backend: fn() -> Box<dyn Backend>) {
     if common::skipped() {
         return;
     }
-    let (checked, skipped, failures) = pbxfw_testkit::suites::case_suite("cases", nft);
+    let (checked, skipped, failures) = pbxfw_testkit::suites::case_suite(tag, backend);
     eprintln!("kernel case suite: {checked} packets checked, {skipped} not reproducible with real traffic");
     assert!(
         failures.is_empty(),

@@ -6,17 +6,37 @@ use pbxfw_core::Backend;
 use pbxfw_testkit::netns as common;
 
 fn nft() -> Box<dyn Backend> {
-    Box::new(pbxfw_nft::Kernel::default())
+    Box::new(pbxfw_nft::Kernel {
+        loader: pbxfw_nft::Loader::Netlink,
+        ..pbxfw_nft::Kernel::default()
+    })
+}
+
+/// The same through `nft -f`, the fallback load path.
+fn nft_text() -> Box<dyn Backend> {
+    Box::new(pbxfw_nft::Kernel {
+        loader: pbxfw_nft::Loader::Nft,
+        ..pbxfw_nft::Kernel::default()
+    })
 }
 
 #[test]
 fn random_policies_and_packets_agree_with_the_evaluator() {
+    run("diff", nft);
+}
+
+#[test]
+fn random_policies_loaded_by_nft_text_agree_with_the_evaluator() {
+    run("textdiff", nft_text);
+}
+
+fn run(tag: &str, backend: fn() -> Box<dyn Backend>) {
     if common::skipped() {
         return;
     }
     let (target, seed) = pbxfw_testkit::suites::differential_params();
     let (checked, policies, failures) =
-        pbxfw_testkit::suites::differential("diff", nft, target, seed);
+        pbxfw_testkit::suites::differential(tag, backend, target, seed);
     eprintln!("differential test: {checked} packets over {policies} policies");
     assert!(
         failures.is_empty(),

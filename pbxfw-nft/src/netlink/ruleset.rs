@@ -125,7 +125,9 @@ pub fn messages(
     let decl = |name: &str, set: &pbxfw_core::Set| -> SetDecl {
         let mut d = SetDecl::addresses(set.family);
         match &set.kind {
-            SetKind::Static(s) if s.is_hosts() => {}
+            SetKind::Static(s) if s.is_hosts() => {
+                d.size = Some(crate::hash_set_size(s.elements().len()))
+            }
             SetKind::Static(_) => d.flags = NFT_SET_INTERVAL,
             SetKind::Dynamic(dy) => {
                 d.flags = if packet_path.contains(name) {
