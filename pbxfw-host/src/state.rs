@@ -1,7 +1,8 @@
 //! Crash-safe state files. Each is JSON `{"pbxfw_state": KIND, "version": N, "data": …}`,
 //! written atomically (a temp file in the same directory, fsync, rename over the old one, fsync
 //! of the directory), so that a crash at any point leaves either the old file or the new one.
-//! Before a file is replaced, its current content, if it reads back, is kept as `NAME.prev`.
+//! Before a file is replaced, its current content, if it is one of ours (its envelope: the head
+//! and the closing brace), is kept as `NAME.prev`.
 //!
 //! Reading a file that is corrupt, of another kind or of a newer version is an error that says
 //! so and names the last good copy: never a silent reset (a reset would lift every ban).
@@ -102,6 +103,25 @@ fn prev(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Whether `path` holds state `kind` as [`write`] writes it: it begins with the envelope's
+/// head and ends with a closing brace (read: the head and the tail only).
+fn enveloped(path: &Path, kind: &str) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(kind_json) = serde_json::to_string(kind) else {
+        return false;
+    };
+    let head = format!("{{\"pbxfw_state\":{kind_json},\"version\":");
+    let mut buf = vec![0u8; head.len()];
+    if f.read_exact(&mut buf).is_err() || buf != head.as_bytes() {
+        return false;
+    }
+    let mut tail = [0u8; 1];
+    f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut tail).is_ok() && tail == *b"}"
+}
+
 fn decode<T: DeserializeOwned>(text: &str, kind: &str) -> Result<T, String> {
     #[derive(Deserialize)]
     struct Head {
@@ -128,26 +148,28 @@ fn decode<T: DeserializeOwned>(text: &str, kind: &str) -> Result<T, String> {
 }
 
 /// Write `data` as state `kind` to `path` (creating the directory), keeping the current file,
-/// if it reads back, as `NAME.prev`.
+/// if it is state `kind` by its envelope, as `NAME.prev`.
 pub fn write<T: Serialize>(path: &Path, kind: &str, data: &T) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    if let Ok(old) = std::fs::read_to_string(path) {
-        // Checked without building it (`IgnoredAny`), and kept by a hard link rather than a
-        // copy: the applied record holds the whole IR, megabytes with a large blacklist.
-        // The previous copy is a courtesy: failing to keep it (two writers racing, a file
-        // system without hard links) never fails the write itself.
-        if decode::<serde::de::IgnoredAny>(&old, kind).is_ok() {
-            let keep = prev(path);
-            let mut link = keep.as_os_str().to_owned();
-            link.push(format!(".new-{}", std::process::id()));
-            let link = PathBuf::from(link);
+    // The file there is kept as the previous copy when it is one of ours, by a hard link
+    // rather than a copy: the applied record holds the whole IR, megabytes with a large
+    // blacklist, so it is recognised by its envelope (its head and its closing brace; every
+    // write is atomic) instead of being read and parsed whole. The previous copy is a
+    // courtesy: failing to keep it (two writers racing, a file system without hard links)
+    // never fails the write itself.
+    if enveloped(path, kind) {
+        let keep = prev(path);
+        let mut link = keep.as_os_str().to_owned();
+        link.push(format!(".new-{}", std::process::id()));
+        let link = PathBuf::from(link);
+        let _ = std::fs::remove_file(&link);
+        let kept = std::fs::hard_link(path, &link).and_then(|()| std::fs::rename(&link, &keep));
+        if kept.is_err() {
             let _ = std::fs::remove_file(&link);
-            let kept = std::fs::hard_link(path, &link).and_then(|()| std::fs::rename(&link, &keep));
-            if kept.is_err() {
-                let _ = std::fs::remove_file(&link);
-                let _ = write_atomic(&keep, old.as_bytes());
+            if let Ok(old) = std::fs::read(path) {
+                let _ = write_atomic(&keep, &old);
             }
         }
     }

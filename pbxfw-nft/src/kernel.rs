@@ -201,7 +201,7 @@ impl Kernel {
         // Custom rules are nft text: with them the whole load is one `nft -f`, so that they
         // are in the same transaction.
         if self.loader == Loader::Netlink && opts.custom.is_none() {
-            match netlink::ruleset::load(rs, &lopts, &opts.seed) {
+            match netlink::ruleset::load(rs, &lopts, &opts.seed, opts.fingerprint.as_deref()) {
                 Ok(()) => return Ok(()),
                 Err(netlink::ruleset::LoadError::Lower(e)) => return Err(lower_error(e)),
                 // The kernel refused the transaction, so nothing changed: `nft -f` tries the

@@ -315,7 +315,7 @@ fn the_netlink_load_is_one_transaction() {
     )]
     .into();
     let refused = common::in_netns(&ns, move || {
-        pbxfw_nft::netlink::ruleset::load(&bad, &Options::default(), &seeds)
+        pbxfw_nft::netlink::ruleset::load(&bad, &Options::default(), &seeds, None)
     });
     let err = refused.expect_err("two elements went into a set of one");
     assert!(err.to_string().contains("set tiny4"), "{err}");

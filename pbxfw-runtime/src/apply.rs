@@ -72,16 +72,30 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
         .map(|s| s.addr)
         .collect();
     let kernel = req.backend.open();
+    // Computed once: the load marks the kernel with it, the verification and the record
+    // compare with it (each computation hashes every static element).
+    let fingerprint = loaded.ruleset.fingerprint();
     let opts = ApplyOptions {
         counters: req.counters,
         custom: crate::safety::custom_rules(req.backend.as_str())?,
+        fingerprint: Some(fingerprint),
         ..Default::default()
     };
     let mut warnings = Vec::new();
-    // Built beside the kernel's load, saved once it succeeded.
+    // Built beside the kernel's load, saved once it succeeded: the edit index, and the
+    // canonical text the applied record keeps.
     let (index, outcome) = std::thread::scope(|s| {
         let index = s.spawn(|| crate::edit_index::build_for(loaded));
-        let outcome = load(loaded, req, kernel.as_ref(), &opts, &from, &mut warnings);
+        let ir = s.spawn(|| loaded.ruleset.to_text());
+        let outcome = load(
+            loaded,
+            req,
+            kernel.as_ref(),
+            &opts,
+            &from,
+            &mut warnings,
+            ir,
+        );
         (index.join().ok().flatten(), outcome)
     });
     let mut outcome = outcome?;
@@ -188,6 +202,7 @@ fn load(
     opts: &ApplyOptions,
     from: &[IpAddr],
     warnings: &mut Vec<String>,
+    ir: std::thread::ScopedJoinHandle<'_, String>,
 ) -> Result<ApplyOutcome> {
     Ok(match req.confirm {
         Some(secs) => {
@@ -211,9 +226,13 @@ fn load(
             let started = std::time::Instant::now();
             let applied = pbxfw_core::apply(kernel, &loaded.ruleset, opts)?;
             let elapsed = started.elapsed();
-            if let Err(e) =
-                crate::safety::record_applied(req.backend.as_str(), &loaded.ruleset, from)
-            {
+            let ir = ir.join().unwrap_or_else(|_| loaded.ruleset.to_text());
+            if let Err(e) = crate::safety::record_applied_as(
+                req.backend.as_str(),
+                applied.fingerprint.clone(),
+                ir,
+                from,
+            ) {
                 warnings.push(format!(
                     "{e}: a later `apply --confirm` is refused until an apply is recorded"
                 ));

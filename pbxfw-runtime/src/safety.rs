@@ -99,13 +99,24 @@ fn now_ms() -> u64 {
 
 /// Remember `rs` as the last applied ruleset, applied from `sessions`.
 pub fn record_applied(backend: &str, rs: &Ruleset, sessions: &[IpAddr]) -> Result<()> {
+    record_applied_as(backend, rs.fingerprint(), rs.to_text(), sessions)
+}
+
+/// [`record_applied`] of a ruleset whose fingerprint and canonical text the caller has made
+/// already (an apply makes them beside the kernel's load).
+pub fn record_applied_as(
+    backend: &str,
+    fingerprint: String,
+    ir: String,
+    sessions: &[IpAddr],
+) -> Result<()> {
     // The additions go first: left behind by a crash, they would count again on top of a
     // record of the same ruleset (the same base fingerprint).
     state::remove(&delta_path()).map_err(|e| Error::io(delta_path(), e))?;
     let a = Applied {
         backend: backend.into(),
-        fingerprint: rs.fingerprint(),
-        ir: rs.to_text(),
+        fingerprint,
+        ir,
         sessions: sessions.to_vec(),
     };
     state::write(&applied_path(), APPLIED, &a).map_err(|e| Error::io(applied_path(), e))

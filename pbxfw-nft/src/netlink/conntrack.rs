@@ -79,6 +79,15 @@ pub fn cut(blocked: &[Prefix], local: &[IpAddr]) -> Result<Cut, NetlinkError> {
     if blocked.is_empty() {
         return Ok(Cut::default());
     }
+    // Most bans find no flow to cut: the kernel's text listing tells so without the dump.
+    if let Some(openers) = openers() {
+        if !any_opened(&openers, blocked, local) {
+            return Ok(Cut {
+                flows: openers.len(),
+                deleted: 0,
+            });
+        }
+    }
     let all = flows()?;
     let mut doomed = matching(&all, blocked);
     doomed.retain(|f| !f.opened_from(local));
@@ -86,6 +95,60 @@ pub fn cut(blocked: &[Prefix], local: &[IpAddr]) -> Result<Cut, NetlinkError> {
     Ok(Cut {
         flows: all.len(),
         deleted,
+    })
+}
+
+/// Where the kernel lists the namespace's connection-tracking entries as text.
+const PROC_CONNTRACK: &str = "/proc/net/nf_conntrack";
+
+/// Who opened each flow of the current network namespace: the original direction's source of
+/// every entry, read from [`PROC_CONNTRACK`]. The kernel writes that listing walking its hash
+/// table under RCU, a fraction of a millisecond; a ctnetlink dump takes the lock of every
+/// bucket of the hash table (shared by all namespaces: 262,144 buckets, 9 ms, on a host with
+/// 24 GiB). `None` when the listing is missing (a kernel without conntrack's procfs) or holds a
+/// line this does not understand: the caller then dumps.
+pub fn openers() -> Option<Vec<(Family, u128)>> {
+    openers_in(&std::fs::read_to_string(PROC_CONNTRACK).ok()?)
+}
+
+/// [`openers`] of a listing: each line names its family first (`ipv4`, `ipv6`) and its
+/// original tuple's source as the first `src=` field.
+pub fn openers_in(text: &str) -> Option<Vec<(Family, u128)>> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_ascii_whitespace();
+        let family = match words.next()? {
+            "ipv4" => Family::Ipv4,
+            "ipv6" => Family::Ipv6,
+            _ => return None,
+        };
+        let src: IpAddr = words.find_map(|w| w.strip_prefix("src="))?.parse().ok()?;
+        if Family::of(&src) != family {
+            return None;
+        }
+        out.push((family, addr_value(&src)));
+    }
+    Some(out)
+}
+
+/// Whether a flow of `openers` was opened from one of `blocked`, not from one of `local`.
+pub fn any_opened(openers: &[(Family, u128)], blocked: &[Prefix], local: &[IpAddr]) -> bool {
+    let mut sorted: Vec<(Family, u128)> = openers
+        .iter()
+        .filter(|(f, v)| {
+            !local
+                .iter()
+                .any(|a| Family::of(a) == *f && addr_value(a) == *v)
+        })
+        .copied()
+        .collect();
+    sorted.sort_unstable_by_key(|(f, v)| (family_index(*f), *v));
+    blocked.iter().any(|p| {
+        let key = (family_index(p.family()), p.start());
+        let i = sorted.partition_point(|(f, v)| (family_index(*f), *v) < key);
+        sorted
+            .get(i)
+            .is_some_and(|(f, v)| *f == p.family() && *v <= p.end())
     })
 }
 
@@ -358,6 +421,39 @@ fn acks(sock: &Socket, seqs: std::ops::RangeInclusive<u32>) -> Result<usize, Net
 
 #[cfg(test)]
 mod tests {
+
+    /// The kernel's text listing: the first `src=` of a line is who opened the flow; an
+    /// unknown line or family makes the listing unusable (the caller dumps instead).
+    #[test]
+    fn openers_are_read_from_the_text_listing() {
+        let text = "ipv4     2 udp      17 29 src=192.0.2.7 dst=198.51.100.1 sport=34205 dport=9 [UNREPLIED] src=198.51.100.1 dst=192.0.2.7 sport=9 dport=34205 mark=0 zone=0 use=2\n\
+ipv6     10 tcp      6 431999 ESTABLISHED src=2001:0db8:0000:0000:0000:0000:0000:0099 dst=2001:0db8:0000:0000:0000:0000:0000:0001 sport=40000 dport=22 src=2001:0db8:0000:0000:0000:0000:0000:0001 dst=2001:0db8:0000:0000:0000:0000:0000:0099 sport=22 dport=40000 [ASSURED] mark=0 zone=0 use=2\n";
+        let o = openers_in(text).unwrap();
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8::99".parse().unwrap();
+        assert_eq!(
+            o,
+            vec![
+                (Family::Ipv4, addr_value(&v4)),
+                (Family::Ipv6, addr_value(&v6))
+            ]
+        );
+        let p = |s: &str| s.parse::<Prefix>().unwrap();
+        assert!(any_opened(&o, &[p("192.0.2.0/24")], &[]));
+        assert!(any_opened(&o, &[p("2001:db8::/64")], &[]));
+        assert!(!any_opened(
+            &o,
+            &[p("192.0.3.0/24"), p("2001:db8:1::/64")],
+            &[]
+        ));
+        // The host's own addresses are never cut.
+        assert!(!any_opened(&o, &[p("192.0.2.0/24")], &[v4]));
+        assert_eq!(openers_in("").unwrap(), vec![]);
+        assert!(openers_in("ipx 1 src=192.0.2.1\n").is_none());
+        assert!(openers_in("ipv4 2 udp 17 src=2001:db8::1\n").is_none());
+        assert!(openers_in("ipv4 2 udp 17 dst=192.0.2.1\n").is_none());
+    }
+
     use super::*;
     use std::str::FromStr;
 

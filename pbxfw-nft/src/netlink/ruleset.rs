@@ -112,6 +112,16 @@ pub fn messages(
     opts: &Options,
     seeds: &std::collections::BTreeMap<String, Vec<Element>>,
 ) -> Result<Vec<(Vec<u8>, String)>, LowerError> {
+    messages_marked(rs, opts, seeds, &rs.fingerprint())
+}
+
+/// [`messages`], the fingerprint given (computed by the caller already).
+fn messages_marked(
+    rs: &Ruleset,
+    opts: &Options,
+    seeds: &std::collections::BTreeMap<String, Vec<Element>>,
+    fingerprint: &str,
+) -> Result<Vec<(Vec<u8>, String)>, LowerError> {
     crate::check(rs)?;
     let mut b = Batch {
         table: &opts.table,
@@ -119,7 +129,6 @@ pub fn messages(
         set_ids: HashMap::new(),
         next_id: 1,
     };
-    let fingerprint = rs.fingerprint();
     let packet_path = crate::packet_path_sets(rs);
     let chains = crate::ordered_chains(rs);
     let decl = |name: &str, set: &pbxfw_core::Set| -> SetDecl {
@@ -197,7 +206,7 @@ pub fn messages(
         FINGERPRINT_SET,
         &fingerprint_decl(Some("the loaded ruleset's fingerprint")),
     );
-    let fp: std::net::Ipv6Addr = crate::fingerprint_element(&fingerprint)
+    let fp: std::net::Ipv6Addr = crate::fingerprint_element(fingerprint)
         .parse()
         .expect("a fingerprint element is an IPv6 address");
     b.elements(FINGERPRINT_SET, hash_elements(fp.octets().to_vec()));
@@ -298,13 +307,18 @@ pub fn messages(
 }
 
 /// Load `rs` in one kernel transaction: all of it or, when the kernel refuses a message,
-/// nothing (the error names the message).
+/// nothing (the error names the message). `fingerprint` is `rs`'s, when the caller has it.
 pub fn load(
     rs: &Ruleset,
     opts: &Options,
     seeds: &std::collections::BTreeMap<String, Vec<Element>>,
+    fingerprint: Option<&str>,
 ) -> Result<(), LoadError> {
-    let msgs = messages(rs, opts, seeds).map_err(LoadError::Lower)?;
+    let fingerprint = match fingerprint {
+        Some(fp) => fp.to_string(),
+        None => rs.fingerprint(),
+    };
+    let msgs = messages_marked(rs, opts, seeds, &fingerprint).map_err(LoadError::Lower)?;
     super::send_batch(msgs.iter().map(|(m, _)| m.as_slice())).map_err(|(i, e)| match i {
         Some(i) => LoadError::Refused {
             what: msgs.get(i).map(|(_, w)| w.clone()).unwrap_or_default(),
