@@ -83,6 +83,7 @@ fn pbxfw_bin() -> String {
 struct Row {
     apply_new: Vec<f64>,
     apply_replace: Vec<f64>,
+    apply_text_new: Vec<f64>,
     load_new: Vec<f64>,
     bare_new: Vec<f64>,
     bare_replace: Vec<f64>,
@@ -101,6 +102,7 @@ fn main() {
     let pbxfw = pbxfw_bin();
     let dir = tempfile::tempdir().unwrap();
     let mut rows = Vec::new();
+    let mut same_ruleset = Vec::new();
     for n in [1_000usize, 10_000, 100_000] {
         let addrs = blacklist(n);
         let entries: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
@@ -183,9 +185,43 @@ fn main() {
                 String::from_utf8_lossy(&out.stderr)
             );
 
+            // The same command loading through `nft -f` (the fallback path), new.
+            in_netns(&topo.pbx, || Kernel::default().disable().unwrap());
+            let mut cmd = topo.pbx.command(&pbxfw);
+            cmd.args(["apply", &policy, "--backend", "nft"]);
+            cmd.env("PBXFW_NFT_LOADER", "nft");
+            let t = Instant::now();
+            let out = cmd.output().unwrap();
+            r.apply_text_new.push(t.elapsed().as_secs_f64());
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+
             r.pbxfw.push(pps(&topo, &sink));
             r.pbxfw_one_way.push(pps_one_way(&topo));
         }
+        // Both load paths leave the same ruleset in the kernel.
+        let listed = |loader: &str| {
+            in_netns(&topo.pbx, || Kernel::default().disable().unwrap());
+            let mut cmd = topo.pbx.command(&pbxfw);
+            cmd.args(["apply", &policy, "--backend", "nft"]);
+            cmd.env("PBXFW_NFT_LOADER", loader);
+            assert!(cmd.output().unwrap().status.success());
+            let json = topo
+                .pbx
+                .run(&["nft", "-j", "list", "table", "inet", "pbxfw"]);
+            let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            strip_handles(&mut v);
+            v
+        };
+        assert_eq!(
+            listed("nft"),
+            listed("netlink"),
+            "the two load paths differ at {n}"
+        );
+        same_ruleset.push(n);
         in_netns(&topo.pbx, || Kernel::default().disable().unwrap());
 
         let mut rules = String::from("*filter\n:INPUT ACCEPT [0:0]\n");
@@ -201,8 +237,8 @@ fn main() {
 
     println!("Apply (medians of {ROUNDS} interleaved rounds):");
     println!();
-    println!("| blacklist | `pbxfw apply`, new | bare `nft -f`, new | ratio | `pbxfw apply`, replace | bare `nft -f`, replace | ratio | load + verify alone (library), new | iptables-legacy rule per address, load |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| blacklist | `pbxfw apply`, new | bare `nft -f`, new | ratio | `pbxfw apply`, replace | bare `nft -f`, replace | ratio | load + verify alone (library), new | `pbxfw apply` through `nft -f`, new | iptables-legacy rule per address, load |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (n, r, ipt_load, _) in &rows {
         let (an, bn, ar, br) = (
             median(r.apply_new.clone()),
@@ -211,12 +247,17 @@ fn main() {
             median(r.bare_replace.clone()),
         );
         println!(
-            "| {n} | {an:.3} s | {bn:.3} s | {:.2}x | {ar:.3} s | {br:.3} s | {:.2}x | {:.3} s | {ipt_load:.3} s |",
+            "| {n} | {an:.3} s | {bn:.3} s | {:.2}x | {ar:.3} s | {br:.3} s | {:.2}x | {:.3} s | {:.3} s | {ipt_load:.3} s |",
             an / bn,
             ar / br,
             median(r.load_new.clone()),
+            median(r.apply_text_new.clone()),
         );
     }
+    println!();
+    println!(
+        "`nft -j list table` after a netlink load and after an `nft -f` load: the same at {same_ruleset:?}"
+    );
     println!();
     println!("Packets per second to an RTP port (medians of {ROUNDS} interleaved rounds):");
     println!();
@@ -315,5 +356,20 @@ fn ipt_rows() {
             one * 1000.0,
             ten_k * 1000.0
         );
+    }
+}
+
+/// A listing without its handles (the order objects were made in) and its metainfo.
+fn strip_handles(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            o.remove("handle");
+            o.values_mut().for_each(strip_handles);
+        }
+        serde_json::Value::Array(a) => {
+            a.retain(|x| x.get("metainfo").is_none());
+            a.iter_mut().for_each(strip_handles);
+        }
+        _ => {}
     }
 }

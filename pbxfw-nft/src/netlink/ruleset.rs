@@ -319,7 +319,8 @@ pub fn load(
         None => rs.fingerprint(),
     };
     let msgs = messages_marked(rs, opts, seeds, &fingerprint).map_err(LoadError::Lower)?;
-    super::send_batch(msgs.iter().map(|(m, _)| m.as_slice())).map_err(|(i, e)| match i {
+    let bytes: Vec<&[u8]> = msgs.iter().map(|(m, _)| m.as_slice()).collect();
+    super::send_batch(&bytes).map_err(|(i, e)| match i {
         Some(i) => LoadError::Refused {
             what: msgs.get(i).map(|(_, w)| w.clone()).unwrap_or_default(),
             source: e,
@@ -720,6 +721,8 @@ impl Batch<'_> {
         let mut rest = &elems[..];
         while !rest.is_empty() {
             let mut m = self.msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE);
+            m.buf
+                .reserve((rest.len() * 48).min(MAX_ELEMENTS_BYTES + 1024));
             m.attr(NFTA_SET_ELEM_LIST_TABLE, &cstr(self.table));
             m.attr(NFTA_SET_ELEM_LIST_SET, &cstr(set));
             if let Some(id) = id {
