@@ -37,6 +37,7 @@ pub fn check_policy(syntax: Syntax, text: &str) {
             rs.to_text()
         );
     }
+    check_netlink_load(&rs, true);
     let text = rs.to_text();
     match pbxfw_core::parse_ir(&text) {
         Ok(back) => assert!(
@@ -60,7 +61,8 @@ pub fn check_ir(text: &str) {
     assert!(again == rs, "print/parse changed the ruleset:\n{printed}");
     assert_eq!(again.to_text(), printed, "printing is not stable");
     if pbxfw_core::verify_ir(&rs).is_ok() {
-        let _ = pbxfw_nft::lower(&rs, &pbxfw_nft::Options::default());
+        let lowered = pbxfw_nft::lower(&rs, &pbxfw_nft::Options::default()).is_ok();
+        check_netlink_load(&rs, lowered);
         // The evaluator must not panic on verified IR either; a few packets reach most paths.
         let state = DynamicState::default();
         for (iif, src, proto, dport) in [
@@ -303,4 +305,33 @@ pub fn check_wg_dump(data: &[u8]) {
     }
     assert!(first.len() <= users.len());
     assert!(t.observe(&peers, &users, now).is_empty());
+}
+
+/// The netlink load of `rs` is built exactly when the text lowering is (`lowers`), and every
+/// message is whole: its length field is its length, a multiple of 4, and its attributes fit.
+fn check_netlink_load(rs: &Ruleset, lowers: bool) {
+    let built = pbxfw_nft::netlink::ruleset::messages(
+        rs,
+        &pbxfw_nft::Options::default(),
+        &Default::default(),
+    );
+    assert_eq!(
+        built.is_ok(),
+        lowers,
+        "the netlink load and the text lowering disagree: {:?}\n{}",
+        built.as_ref().err(),
+        rs.to_text()
+    );
+    for (m, what) in built.into_iter().flatten() {
+        let len = u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize;
+        assert_eq!(len, m.len(), "{what}: length field");
+        assert_eq!(m.len() % 4, 0, "{what}: alignment");
+        let mut at = 20;
+        while at + 4 <= m.len() {
+            let alen = u16::from_ne_bytes([m[at], m[at + 1]]) as usize;
+            assert!(alen >= 4 && at + alen <= m.len(), "{what}: attribute overruns");
+            at += (alen + 3) & !3;
+        }
+        assert_eq!(at, m.len(), "{what}: trailing bytes");
+    }
 }

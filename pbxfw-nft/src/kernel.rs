@@ -1,10 +1,12 @@
 //! Loading, inspecting and removing pbxfw's table in the kernel of the current network
 //! namespace.
 //!
-//! A whole ruleset is loaded with one `nft -f` run, which the kernel applies as one
-//! transaction: a ruleset it rejects changes nothing, so there is no separate `nft -c` pass.
-//! After loading, the fingerprint stored in the `fingerprint` chain is read back (one small
-//! chain, never the 100k-element sets). Element updates go over netlink ([`crate::netlink`]).
+//! A whole ruleset is loaded as one netlink batch built in process
+//! ([`crate::netlink::ruleset`]), which the kernel applies as one transaction: a ruleset it
+//! rejects changes nothing, so there is no separate `nft -c` pass. `nft -f` of the printed
+//! script is the other path ([`Loader`]): for custom rules, which are nft text, and as the
+//! fallback. After loading, the fingerprint stored in the one-element `fingerprint` set is read
+//! back (never the 100k-element sets). Element updates go over netlink too.
 
 pub use pbxfw_core::{ApplyOptions, ElementStatus, RuleCounter, SetStatus, Status};
 use pbxfw_core::{Backend, BackendError, SetEdit, SetUpdate};

@@ -1,9 +1,10 @@
 //! pbxfw-nft: lowers the pbxfw rule IR to nftables.
 //!
 //! [`lower`] turns a [`Ruleset`] into one script for `nft -f` that owns only `table inet pbxfw`
-//! (docs/safety.md). [`Kernel`] loads it into the current network namespace in one transaction,
-//! verifies it, reports status and removes it; [`netlink`] adds and removes set elements without
-//! a reload.
+//! (docs/safety.md). [`Kernel`] loads the same transaction into the current network namespace
+//! as one netlink batch built in process ([`netlink::ruleset`], docs/design.md "The netlink
+//! load"; the script through `nft -f` is the fallback), verifies it, reports status and removes
+//! it; [`netlink`] adds and removes set elements without a reload.
 //!
 //! ```
 //! use pbxfw_core::{compile, Policy};
@@ -16,7 +17,8 @@
 //!
 //! # The reload idiom
 //! `nft -f` is additive, and replacing the whole table would empty the dynamic sets (bans,
-//! registrations). The script, one transaction, therefore: creates the table if absent and
+//! registrations). The script (and the netlink batch, message for message), one transaction,
+//! therefore: creates the table if absent and
 //! flushes its rules (sets keep their elements); declares every set, map and chain (creating
 //! the missing ones; dynamic sets are never touched again, so their elements keep their
 //! remaining timeouts); deletes the static sets and maps and declares them again with their

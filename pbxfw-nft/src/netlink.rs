@@ -1,4 +1,5 @@
-//! Incremental set-element updates over nfnetlink, without spawning `nft`.
+//! nf_tables over nfnetlink, without spawning `nft`: incremental set-element updates here, the
+//! whole ruleset's load in [`ruleset`], conntrack's flow cut in [`conntrack`].
 //!
 //! One element added by a `nft` process costs ~4 ms; over netlink it costs ~0.1–0.2 ms, and a
 //! `nft add element` on a 100k-element interval set costs over a second because the tool reads
