@@ -215,7 +215,10 @@ impl Msg {
     }
 
     fn attr(&mut self, t: u16, data: &[u8]) {
-        let len = (4 + data.len()) as u16;
+        // A length that wrapped would make the kernel read the rest of the value as
+        // attributes of its own: the callers' limits (names, comments, message sizes) keep far
+        // below, and this keeps it so.
+        let len = u16::try_from(4 + data.len()).expect("a netlink attribute over 64 KiB");
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&t.to_ne_bytes());
         self.buf.extend_from_slice(data);
@@ -231,7 +234,7 @@ impl Msg {
 
     fn end(&mut self) {
         let start = self.nests.pop().expect("balanced nests");
-        let len = (self.buf.len() - start) as u16;
+        let len = u16::try_from(self.buf.len() - start).expect("a netlink nest over 64 KiB");
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
     }
 
