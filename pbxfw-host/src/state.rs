@@ -1,8 +1,8 @@
 //! Crash-safe state files. Each is JSON `{"pbxfw_state": KIND, "version": N, "data": …}`,
 //! written atomically (a temp file in the same directory, fsync, rename over the old one, fsync
 //! of the directory), so that a crash at any point leaves either the old file or the new one.
-//! Before a file is replaced, its current content, if it is one of ours (its envelope: the head
-//! and the closing brace), is kept as `NAME.prev`.
+//! Before a file is replaced, its current content, if it reads back (a file over 1 MiB: if its
+//! envelope, the head and the closing brace, is ours), is kept as `NAME.prev`.
 //!
 //! Reading a file that is corrupt, of another kind or of a newer version is an error that says
 //! so and names the last good copy: never a silent reset (a reset would lift every ban).
@@ -119,8 +119,27 @@ fn enveloped(path: &Path, kind: &str) -> bool {
         return false;
     }
     let mut tail = [0u8; 1];
-    f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut tail).is_ok() && tail == *b"}"
+    if !(f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut tail).is_ok() && tail == *b"}") {
+        return false;
+    }
+    // A small file is parsed whole as well (without building it): an envelope around a
+    // corrupt middle must not replace the last good copy. Only the large ones (the applied
+    // record of a big blacklist: megabytes, parsed at every apply) are taken by their
+    // envelope, which atomic writes keep whole.
+    match f.metadata() {
+        Ok(m) if m.len() <= ENVELOPE_ONLY_ABOVE => {
+            let _ = f.seek(SeekFrom::Start(0));
+            let mut text = String::new();
+            f.read_to_string(&mut text).is_ok()
+                && decode::<serde::de::IgnoredAny>(&text, kind).is_ok()
+        }
+        Ok(_) => true,
+        Err(_) => false,
+    }
 }
+
+/// State files larger than this are recognised by their envelope alone (see [`enveloped`]).
+const ENVELOPE_ONLY_ABOVE: u64 = 1 << 20;
 
 fn decode<T: DeserializeOwned>(text: &str, kind: &str) -> Result<T, String> {
     #[derive(Deserialize)]
@@ -249,6 +268,10 @@ mod tests {
         // Writing over a corrupt file does not make it the "last good" copy.
         std::fs::write(&path, "garbage").unwrap();
         write(&path, "thing", &4u32).unwrap();
+        assert_eq!(read::<u32>(&prev(&path), "thing").unwrap(), Some(1));
+        // Nor over one whose envelope is whole around a corrupt middle.
+        std::fs::write(&path, r#"{"pbxfw_state":"thing","version":1,"data":[1,,}"#).unwrap();
+        write(&path, "thing", &5u32).unwrap();
         assert_eq!(read::<u32>(&prev(&path), "thing").unwrap(), Some(1));
         remove(&path).unwrap();
         remove(&path).unwrap();

@@ -203,20 +203,39 @@ impl Kernel {
         // Custom rules are nft text: with them the whole load is one `nft -f`, so that they
         // are in the same transaction.
         if self.loader == Loader::Netlink && opts.custom.is_none() {
-            match netlink::ruleset::load(rs, &lopts, &opts.seed, opts.fingerprint.as_deref()) {
-                Ok(()) => return Ok(()),
-                Err(netlink::ruleset::LoadError::Lower(e)) => return Err(lower_error(e)),
-                // The kernel refused the transaction, so nothing changed: `nft -f` tries the
-                // same ruleset and, if it fails too, says why in nft's words.
-                Err(e) => {
-                    let said = e.to_string();
-                    self.load_text(rs, &lopts, opts)?;
-                    eprintln!(
-                        "pbxfw: warning: the netlink load failed ({said}); loaded with `nft -f` instead"
-                    );
+            use netlink::ruleset::LoadError;
+            let err =
+                match netlink::ruleset::load(rs, &lopts, &opts.seed, opts.fingerprint.as_deref()) {
+                    Ok(()) => return Ok(()),
+                    Err(LoadError::Lower(e)) => return Err(lower_error(e)),
+                    Err(e) => e,
+                };
+            // The socket failed after the batch went out (no answer, lost acknowledgements):
+            // the kernel may have committed it. Its fingerprint tells.
+            if let LoadError::Netlink(_) = err {
+                let expected = match &opts.fingerprint {
+                    Some(fp) => fp.clone(),
+                    None => rs.fingerprint(),
+                };
+                if self.fingerprint().ok().flatten() == Some(expected) {
                     return Ok(());
                 }
             }
+            // The kernel refused the transaction (or never got it), so nothing changed:
+            // `nft -f` tries the same ruleset and, if it fails too, says why in nft's words.
+            let said = err.to_string();
+            return match self.load_text(rs, &lopts, opts) {
+                Ok(()) => {
+                    eprintln!(
+                        "pbxfw: warning: the netlink load failed ({said}); loaded with `nft -f` instead"
+                    );
+                    Ok(())
+                }
+                Err(BackendError::Load(m)) => Err(BackendError::Load(format!(
+                    "{m} (the netlink load before it: {said})"
+                ))),
+                Err(e) => Err(e),
+            };
         }
         self.load_text(rs, &lopts, opts)
     }

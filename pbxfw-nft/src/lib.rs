@@ -157,7 +157,10 @@ fn addr_type(f: Family) -> &'static str {
 pub(crate) fn check(rs: &Ruleset) -> Result<(), LowerError> {
     verify(rs).map_err(LowerError::Invalid)?;
     for reserved in [FINGERPRINT_SET, REJECT_CHAIN] {
-        if rs.chains.contains_key(reserved) || rs.sets.contains_key(reserved) {
+        if rs.chains.contains_key(reserved)
+            || rs.sets.contains_key(reserved)
+            || rs.maps.contains_key(reserved)
+        {
             return Err(LowerError::Unsupported {
                 backend: BACKEND,
                 feature: format!("a chain named {reserved} (reserved)"),

@@ -98,17 +98,32 @@ pub fn cut(blocked: &[Prefix], local: &[IpAddr]) -> Result<Cut, NetlinkError> {
     })
 }
 
-/// Where the kernel lists the namespace's connection-tracking entries as text.
-const PROC_CONNTRACK: &str = "/proc/net/nf_conntrack";
+/// Where the kernel lists the connection-tracking entries of the calling thread's network
+/// namespace as text (`/proc/net` would be the main thread's: a thread may have entered
+/// another namespace).
+const PROC_CONNTRACK: &str = "/proc/thread-self/net/nf_conntrack";
 
 /// Who opened each flow of the current network namespace: the original direction's source of
 /// every entry, read from [`PROC_CONNTRACK`]. The kernel writes that listing walking its hash
 /// table under RCU, a fraction of a millisecond; a ctnetlink dump takes the lock of every
 /// bucket of the hash table (shared by all namespaces: 262,144 buckets, 9 ms, on a host with
-/// 24 GiB). `None` when the listing is missing (a kernel without conntrack's procfs) or holds a
-/// line this does not understand: the caller then dumps.
+/// 24 GiB).
+///
+/// Only a listing the kernel wrote in one walk is used: one `read` returns at most a page,
+/// and each further `read` walks the table again from its start, counting entries, so entries
+/// that came or went meanwhile shift it and some would go unseen. A listing longer than one
+/// read (a few dozen flows), a missing listing (a kernel without conntrack's procfs) or a line
+/// this does not understand gives `None`: the caller then dumps.
 pub fn openers() -> Option<Vec<(Family, u128)>> {
-    openers_in(&std::fs::read_to_string(PROC_CONNTRACK).ok()?)
+    use std::io::Read;
+    let mut f = std::fs::File::open(PROC_CONNTRACK).ok()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = f.read(&mut buf).ok()?;
+    let mut more = [0u8; 1];
+    if n == buf.len() || f.read(&mut more).ok()? != 0 {
+        return None;
+    }
+    openers_in(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
 /// [`openers`] of a listing: each line names its family first (`ipv4`, `ipv6`) and its

@@ -315,7 +315,12 @@ pub fn load(
     fingerprint: Option<&str>,
 ) -> Result<(), LoadError> {
     let fingerprint = match fingerprint {
-        Some(fp) => fp.to_string(),
+        Some(fp) => {
+            // The kernel is marked with it and later compared with it: a stale one would go
+            // unnoticed.
+            debug_assert_eq!(fp, rs.fingerprint(), "the fingerprint of another ruleset");
+            fp.to_string()
+        }
         None => rs.fingerprint(),
     };
     let msgs = messages_marked(rs, opts, seeds, &fingerprint).map_err(LoadError::Lower)?;
