@@ -26,10 +26,21 @@ fn passed(out: Output, what: &str) -> String {
     stdout
 }
 
+/// State and run directories of the test's own: the suite never reads the host's (an applied
+/// record there changes what a command without a backend acts on, and how long it takes).
+fn own_dirs(cmd: &mut Command) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    cmd.env("PBXFW_STATE_DIR", dir.path().join("state"))
+        .env("PBXFW_RUN_DIR", dir.path().join("run"));
+    dir
+}
+
 #[test]
 fn php_cli_through_ffi_cdef() {
     let (crate_dir, lib_dir) = common::paths();
-    let out = Command::new("php")
+    let mut cmd = Command::new("php");
+    let _dirs = own_dirs(&mut cmd);
+    let out = cmd
         .args([
             "-d",
             "ffi.enable=1",
@@ -51,7 +62,9 @@ fn php_cgi_with_ffi_preload_and_opcache_preload() {
     let (crate_dir, lib_dir) = common::paths();
     let header = crate_dir.join("include/pbxfw_php.h");
     let preload = crate_dir.join("php/preload.php");
-    let out = Command::new("php-cgi")
+    let mut cmd = Command::new("php-cgi");
+    let _dirs = own_dirs(&mut cmd);
+    let out = cmd
         .arg("-q")
         .args(["-d", "ffi.enable=preload"])
         .arg("-d")

@@ -100,10 +100,10 @@ pub use ir::{
 };
 pub use model::parse_seconds;
 pub use model::{
-    catalogue, Admin, BlacklistEntry, CatalogueEntry, DenyVerdict, Fleet, NetworkOverride,
-    ParseError, Pbx, Policy, PortRange, PortSpec, Rate, RateUnit, Responsive, Service, Settings,
-    SignallingProtocol, Source, Trunk, User, ValidPolicy, Zone, DEFAULT_POLICY_TOML, L4,
-    MAX_POLICY_BYTES,
+    catalogue, is_interface_name, Admin, BlacklistEntry, CatalogueEntry, DenyVerdict, Fleet,
+    NetworkOverride, ParseError, Pbx, Policy, PortRange, PortSpec, Rate, RateUnit, Responsive,
+    Service, Settings, SignallingProtocol, Source, Trunk, User, ValidPolicy, Zone,
+    DEFAULT_POLICY_TOML, L4, MAX_POLICY_BYTES,
 };
 pub use net::{addr_value, mask, value_addr, Family, Prefix, PrefixError, Range};
 pub use responsive::{

@@ -256,12 +256,7 @@ pub fn sanitize_comment(s: &str) -> String {
 }
 
 fn iface(name: &str) -> Result<&str, LowerError> {
-    let ok = !name.is_empty()
-        && name.len() <= 15
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
-    if ok {
+    if pbxfw_core::is_interface_name(name) {
         Ok(name)
     } else {
         Err(unsupported(format!("interface name {name:?}")))

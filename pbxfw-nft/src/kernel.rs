@@ -110,6 +110,14 @@ pub enum KernelError {
 }
 
 impl Kernel {
+    /// A kernel handle that loads whole rulesets through `loader` (tests run both paths).
+    pub fn with_loader(loader: Loader) -> Kernel {
+        Kernel {
+            loader,
+            ..Kernel::default()
+        }
+    }
+
     /// A kernel handle for another table (tests).
     pub fn with_table(table: &str) -> Kernel {
         Kernel {

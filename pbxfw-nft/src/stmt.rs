@@ -183,12 +183,7 @@ pub(crate) fn saddr(f: Family) -> &'static str {
 }
 
 pub(crate) fn iface(name: &str) -> Result<String, LowerError> {
-    let ok = !name.is_empty()
-        && name.len() <= 15
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
-    if ok {
+    if pbxfw_core::is_interface_name(name) {
         Ok(format!("\"{name}\""))
     } else {
         Err(LowerError::Unsupported {

@@ -6,18 +6,12 @@ use pbxfw_core::Backend;
 use pbxfw_testkit::netns as common;
 
 fn nft() -> Box<dyn Backend> {
-    Box::new(pbxfw_nft::Kernel {
-        loader: pbxfw_nft::Loader::Netlink,
-        ..pbxfw_nft::Kernel::default()
-    })
+    Box::new(pbxfw_nft::Kernel::with_loader(pbxfw_nft::Loader::Netlink))
 }
 
 /// The same through `nft -f`, the fallback load path.
 fn nft_text() -> Box<dyn Backend> {
-    Box::new(pbxfw_nft::Kernel {
-        loader: pbxfw_nft::Loader::Nft,
-        ..pbxfw_nft::Kernel::default()
-    })
+    Box::new(pbxfw_nft::Kernel::with_loader(pbxfw_nft::Loader::Nft))
 }
 
 #[test]

@@ -65,10 +65,7 @@ fn sort_elements(listing: &str) -> String {
 fn load(ns: &common::Netns, rs: &Ruleset, loader: Loader, counters: bool) {
     let rs = rs.clone();
     common::in_netns(ns, move || {
-        let k = pbxfw_nft::Kernel {
-            loader,
-            ..pbxfw_nft::Kernel::default()
-        };
+        let k = pbxfw_nft::Kernel::with_loader(loader);
         let opts = pbxfw_core::ApplyOptions {
             counters,
             ..Default::default()
@@ -248,10 +245,7 @@ fn reloads_keep_dynamic_elements_and_seeds_land_alike() {
         let ns = common::Netns::new(&format!("paths-reload-{loader:?}"));
         let (rs, seed) = (rs.clone(), seed.clone());
         common::in_netns(&ns, move || {
-            let k = pbxfw_nft::Kernel {
-                loader,
-                ..pbxfw_nft::Kernel::default()
-            };
+            let k = pbxfw_nft::Kernel::with_loader(loader);
             let opts = pbxfw_core::ApplyOptions {
                 seed,
                 ..Default::default()

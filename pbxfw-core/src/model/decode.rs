@@ -420,8 +420,9 @@ pub(crate) fn is_hostname(s: &str) -> bool {
     labels.iter().all(label_ok) && !labels.last().unwrap().bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Linux interface names: 1 to 15 bytes; we allow the characters distributions use.
-fn is_interface_name(s: &str) -> bool {
+/// Linux interface names: 1 to 15 bytes; we allow the characters distributions use. The
+/// backends check the IR's names with it too: a name reaches their rules quoted.
+pub fn is_interface_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
         && s != "."

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use catalogue::{catalogue, CatalogueEntry};
-pub use decode::{ParseError, MAX_POLICY_BYTES};
+pub use decode::{is_interface_name, ParseError, MAX_POLICY_BYTES};
 
 use crate::diag::Diagnostic;
 use crate::net::Prefix;
