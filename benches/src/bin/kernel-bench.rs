@@ -78,6 +78,23 @@ fn pbxfw_bin() -> String {
     bin.display().to_string()
 }
 
+/// Seconds `pbxfw apply POLICY --backend nft` takes as a whole process in the pbx namespace,
+/// loading through `loader` (`PBXFW_NFT_LOADER`: `netlink` or `nft`).
+fn apply(topo: &Topology, pbxfw: &str, policy: &str, loader: &str) -> f64 {
+    let mut cmd = topo.pbx.command(pbxfw);
+    cmd.args(["apply", policy, "--backend", "nft"]);
+    cmd.env("PBXFW_NFT_LOADER", loader);
+    let t = Instant::now();
+    let out = cmd.output().unwrap();
+    let elapsed = t.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
 /// One row: the medians of `ROUNDS` interleaved rounds.
 #[derive(Default)]
 struct Row {
@@ -164,40 +181,12 @@ fn main() {
             }));
             // The whole command as an administrator runs it: read, check, compile, load,
             // verify, record.
-            let mut cmd = topo.pbx.command(&pbxfw);
-            cmd.args(["apply", &policy, "--backend", "nft"]);
-            let t = Instant::now();
-            let out = cmd.output().unwrap();
-            r.apply_new.push(t.elapsed().as_secs_f64());
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let mut cmd = topo.pbx.command(&pbxfw);
-            cmd.args(["apply", &policy, "--backend", "nft"]);
-            let t = Instant::now();
-            let out = cmd.output().unwrap();
-            r.apply_replace.push(t.elapsed().as_secs_f64());
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-
+            r.apply_new.push(apply(&topo, &pbxfw, &policy, "netlink"));
+            r.apply_replace
+                .push(apply(&topo, &pbxfw, &policy, "netlink"));
             // The same command loading through `nft -f` (the fallback path), new.
             in_netns(&topo.pbx, || Kernel::default().disable().unwrap());
-            let mut cmd = topo.pbx.command(&pbxfw);
-            cmd.args(["apply", &policy, "--backend", "nft"]);
-            cmd.env("PBXFW_NFT_LOADER", "nft");
-            let t = Instant::now();
-            let out = cmd.output().unwrap();
-            r.apply_text_new.push(t.elapsed().as_secs_f64());
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            r.apply_text_new.push(apply(&topo, &pbxfw, &policy, "nft"));
 
             r.pbxfw.push(pps(&topo, &sink));
             r.pbxfw_one_way.push(pps_one_way(&topo));
@@ -205,10 +194,7 @@ fn main() {
         // Both load paths leave the same ruleset in the kernel.
         let listed = |loader: &str| {
             in_netns(&topo.pbx, || Kernel::default().disable().unwrap());
-            let mut cmd = topo.pbx.command(&pbxfw);
-            cmd.args(["apply", &policy, "--backend", "nft"]);
-            cmd.env("PBXFW_NFT_LOADER", loader);
-            assert!(cmd.output().unwrap().status.success());
+            apply(&topo, &pbxfw, &policy, loader);
             let json = topo
                 .pbx
                 .run(&["nft", "-j", "list", "table", "inet", "pbxfw"]);
