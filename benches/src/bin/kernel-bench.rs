@@ -53,15 +53,20 @@ fn time_updates(k: &dyn Backend, rs: &pbxfw_core::Ruleset, samples: u32) -> (f64
 
 /// Seconds one process takes, run inside the pbx namespace.
 fn timed(ns: &pbxfw_testkit::netns::Netns, argv: &[&str], stdin: Option<&str>) -> f64 {
-    let t = Instant::now();
-    let out = match stdin {
+    seconds(&format!("{argv:?}"), || match stdin {
         Some(text) => ns.exec_stdin(argv, text),
         None => ns.exec(argv),
-    };
+    })
+}
+
+/// Seconds `run` takes; the process it runs must succeed.
+fn seconds(what: &str, run: impl FnOnce() -> std::process::Output) -> f64 {
+    let t = Instant::now();
+    let out = run();
     let elapsed = t.elapsed().as_secs_f64();
     assert!(
         out.status.success(),
-        "{argv:?}: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     elapsed
@@ -84,15 +89,7 @@ fn apply(topo: &Topology, pbxfw: &str, policy: &str, loader: &str) -> f64 {
     let mut cmd = topo.pbx.command(pbxfw);
     cmd.args(["apply", policy, "--backend", "nft"]);
     cmd.env("PBXFW_NFT_LOADER", loader);
-    let t = Instant::now();
-    let out = cmd.output().unwrap();
-    let elapsed = t.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    elapsed
+    seconds("pbxfw apply", || cmd.output().unwrap())
 }
 
 /// One row: the medians of `ROUNDS` interleaved rounds.
