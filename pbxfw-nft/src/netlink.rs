@@ -76,10 +76,52 @@ pub enum NetlinkError {
     },
 }
 
-struct Socket(i32);
+struct Socket {
+    fd: i32,
+    /// Where it was opened: a socket talks to the namespace it was opened in, and a forked
+    /// child shares its parent's (the spare is reused only where both still hold).
+    owner: (u32, u64),
+}
+
+thread_local! {
+    /// The socket of the thread's last complete exchange, kept for its next one.
+    ///
+    /// Closing an nf_tables socket waits until the objects of the namespace's last
+    /// transaction are freed, and the kernel frees them only after an RCU grace period (about
+    /// 10 ms on an idle 2-vCPU machine) when that transaction deleted anything: a reload
+    /// replacing its static sets, a flush, an unban. Reusing one socket lets that wait run
+    /// beside the work after the load (verification, the records) instead of in front of it,
+    /// at the process's exit at the latest.
+    static SPARE: std::cell::Cell<Option<Socket>> = const { std::cell::Cell::new(None) };
+}
+
+/// This process and the calling thread's network namespace.
+fn owner() -> (u32, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino());
+    (std::process::id(), ns)
+}
 
 impl Socket {
+    /// The thread's spare socket when it was opened here (this process, this namespace),
+    /// else a new one.
     fn open() -> io::Result<Socket> {
+        let owner = owner();
+        if let Some(s) = SPARE.with(|c| c.take()) {
+            if s.owner == owner && owner.1 != 0 {
+                return Ok(s);
+            }
+        }
+        Self::open_new(owner)
+    }
+
+    /// Keep this socket for the thread's next exchange. Only after a complete exchange: every
+    /// reply read, nothing left that the next one could take for its own.
+    fn park(self) {
+        SPARE.with(|c| drop(c.replace(Some(self))));
+    }
+
+    fn open_new(owner: (u32, u64)) -> io::Result<Socket> {
         // SAFETY: plain socket(2) call; the descriptor is owned by the returned value.
         let fd = unsafe {
             libc::socket(
@@ -91,7 +133,7 @@ impl Socket {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        let s = Socket(fd);
+        let s = Socket { fd, owner };
         // SAFETY: a zeroed sockaddr_nl is a valid "any" address; sizes are exact.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as u16;
@@ -131,7 +173,7 @@ impl Socket {
         addr.nl_family = libc::AF_NETLINK as u16;
         let n = unsafe {
             libc::sendto(
-                self.0,
+                self.fd,
                 buf.as_ptr() as *const libc::c_void,
                 buf.len(),
                 0,
@@ -149,13 +191,35 @@ impl Socket {
     }
 
     /// Raise a buffer (`SO_SNDBUFFORCE`, `SO_RCVBUFFORCE`: root may exceed the sysctl
-    /// maximum) to `bytes`.
+    /// maximum) to `bytes`; one already as large is left as it is (a reused socket keeps what
+    /// an earlier, larger exchange needed, and never drops below the kernel's default, which
+    /// the exchanges that raise nothing rely on).
     fn grow_buffer(&self, option: libc::c_int, bytes: usize) -> io::Result<()> {
         let v: libc::c_int = bytes.min(i32::MAX as usize / 2) as libc::c_int;
+        let read = match option {
+            libc::SO_SNDBUFFORCE => libc::SO_SNDBUF,
+            _ => libc::SO_RCVBUF,
+        };
+        let mut now: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: both options return an int; the pointers describe `now` and its size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd,
+                libc::SOL_SOCKET,
+                read,
+                &mut now as *mut libc::c_int as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        // The kernel reports (and reserves) twice what was asked.
+        if rc == 0 && now / 2 >= v {
+            return Ok(());
+        }
         // SAFETY: both options take an int; the pointer and size describe `v`.
         let rc = unsafe {
             libc::setsockopt(
-                self.0,
+                self.fd,
                 libc::SOL_SOCKET,
                 option,
                 &v as *const libc::c_int as *const libc::c_void,
@@ -170,7 +234,7 @@ impl Socket {
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: buf is valid for writes of its length.
-        let n = unsafe { libc::recv(self.0, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        let n = unsafe { libc::recv(self.fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -181,7 +245,7 @@ impl Socket {
 impl Drop for Socket {
     fn drop(&mut self) {
         // SAFETY: we own the descriptor.
-        unsafe { libc::close(self.0) };
+        unsafe { libc::close(self.fd) };
     }
 }
 
@@ -369,6 +433,7 @@ pub fn apply_changes(table: &str, changes: &[Change]) -> Result<(), NetlinkError
             }
         })?;
     }
+    sock.park();
     Ok(())
 }
 
@@ -419,7 +484,9 @@ pub fn apply_atomic(table: &str, flush: &[String], changes: &[Change]) -> Result
             source,
         },
         None => NetlinkError::Socket(source),
-    })
+    })?;
+    sock.park();
+    Ok(())
 }
 
 /// Send `batch` (begun and ended) in one `sendto` and wait for the acknowledgement of every
@@ -463,7 +530,9 @@ pub(crate) fn send_batch(messages: &[&[u8]]) -> Result<(), (Option<usize>, io::E
     }
     batch.extend_from_slice(&batch_mark(NFNL_MSG_BATCH_END, seq));
     send_acked(&sock, &batch, &mut acks)
-        .map_err(|(failed, e)| (failed.map(|s| s.wrapping_sub(first_seq) as usize), e))
+        .map_err(|(failed, e)| (failed.map(|s| s.wrapping_sub(first_seq) as usize), e))?;
+    sock.park();
+    Ok(())
 }
 
 /// The message that begins (`NFNL_MSG_BATCH_BEGIN`) or ends (`NFNL_MSG_BATCH_END`) a batch.
@@ -539,6 +608,8 @@ pub fn table_handle(table: &str) -> Result<Option<u64>, NetlinkError> {
             }
             if ty == NLMSG_ERROR && len >= 20 {
                 let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
+                // The acknowledgement (or the error) ends the exchange.
+                sock.park();
                 return match err {
                     0 => Ok(handle),
                     e if -e == libc::ENOENT => Ok(None),
@@ -580,8 +651,14 @@ pub fn set_keys(table: &str, set: &str) -> Result<Option<Vec<Vec<u8>>>, NetlinkE
                 )))
             }
             Reply::More => {}
-            Reply::Done => return Ok(Some(keys)),
-            Reply::NoSuchSet => return Ok(None),
+            Reply::Done => {
+                sock.park();
+                return Ok(Some(keys));
+            }
+            Reply::NoSuchSet => {
+                sock.park();
+                return Ok(None);
+            }
         }
     }
 }
@@ -639,8 +716,14 @@ pub fn set_prefixes(
         }
         match reply {
             Reply::More => {}
-            Reply::Done => return Ok(Some(element_prefixes(family, elements))),
-            Reply::NoSuchSet => return Ok(None),
+            Reply::Done => {
+                sock.park();
+                return Ok(Some(element_prefixes(family, elements)));
+            }
+            Reply::NoSuchSet => {
+                sock.park();
+                return Ok(None);
+            }
         }
     }
 }

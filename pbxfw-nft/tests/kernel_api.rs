@@ -279,3 +279,42 @@ fn set_prefixes_reads_interval_and_hash_sets() {
     assert_eq!(text(got.1), ["2001:db8:66:1::", "2001:db8::1"]);
     assert!(got.2.is_none());
 }
+
+/// A thread keeps its last netlink socket for its next exchange; a socket talks to the
+/// namespace it was opened in, so after the thread moves to another namespace it must not be
+/// reused: the question goes to the namespace the thread is in now.
+#[test]
+fn a_kept_socket_is_not_reused_in_another_namespace() {
+    if common::skipped() {
+        return;
+    }
+    let with_table = common::Netns::new("spare-a");
+    let without = common::Netns::new("spare-b");
+    let rs = ruleset(POLICY);
+    common::in_netns(&with_table, move || {
+        apply(&Kernel::default(), &rs, &ApplyOptions::default()).unwrap();
+    });
+    let (a, b) = (
+        format!("/run/netns/{}", with_table.name),
+        format!("/run/netns/{}", without.name),
+    );
+    let seen = std::thread::spawn(move || {
+        let enter = |path: &str| {
+            use std::os::fd::AsRawFd;
+            let f = std::fs::File::open(path).unwrap();
+            // SAFETY: setns(2) on a valid namespace descriptor, for this thread only.
+            #[allow(unsafe_code)]
+            let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}");
+        };
+        enter(&a);
+        let there = pbxfw_nft::netlink::table_handle("pbxfw").unwrap();
+        enter(&b);
+        let here = pbxfw_nft::netlink::table_handle("pbxfw").unwrap();
+        (there, here)
+    })
+    .join()
+    .unwrap();
+    assert!(seen.0.is_some(), "the table is in the first namespace");
+    assert_eq!(seen.1, None, "the second namespace has no table");
+}

@@ -237,7 +237,10 @@ fn dump() -> Result<Vec<Flow>, NetlinkError> {
         let n = sock.recv(&mut buf).map_err(NetlinkError::Socket)?;
         match flows_reply(&buf[..n], &mut out)? {
             Reply::More => {}
-            Reply::Done | Reply::NoSuchSet => return Ok(out),
+            Reply::Done | Reply::NoSuchSet => {
+                sock.park();
+                return Ok(out);
+            }
         }
     }
 }
@@ -361,6 +364,7 @@ pub fn delete(flows: &[&Flow]) -> Result<usize, NetlinkError> {
         sock.send(&buf).map_err(NetlinkError::Socket)?;
         deleted += acks(&sock, first..=seq)?;
     }
+    sock.park();
     Ok(deleted)
 }
 

@@ -25,6 +25,7 @@ use crate::stmt::{self, Final, Line, PortDir, Reject, SourceKey, Stmt, VmapKey};
 use crate::{LowerError, Options, FINGERPRINT_SET, REJECT_CHAIN};
 
 const NLM_F_APPEND: u16 = 0x800;
+const NLM_F_EXCL: u16 = 0x200;
 
 const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_NEWCHAIN: u16 = 3;
@@ -112,7 +113,22 @@ pub fn messages(
     opts: &Options,
     seeds: &std::collections::BTreeMap<String, Vec<Element>>,
 ) -> Result<Vec<(Vec<u8>, String)>, LowerError> {
-    messages_marked(rs, opts, seeds, &rs.fingerprint())
+    messages_marked(rs, opts, seeds, &rs.fingerprint(), Start::Reload)
+}
+
+/// Whether the batch may find the table loaded already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// The reload idiom: whatever is loaded, the batch leaves exactly `rs`.
+    Reload,
+    /// The table is absent (asked just before): every set is declared once, with its
+    /// elements, and nothing is flushed or deleted. The kernel has nothing to free after such
+    /// a transaction; after a delete it frees the objects only once an RCU grace period has
+    /// passed, and closing any nf_tables socket of the namespace waits for that (about 10 ms
+    /// on an idle 2-vCPU machine, a new load's whole budget). The table is created with
+    /// `NLM_F_EXCL`: if it appeared meanwhile, the kernel refuses the batch, which changes
+    /// nothing, and the reload idiom is sent instead.
+    Fresh,
 }
 
 /// [`messages`], the fingerprint given (computed by the caller already).
@@ -121,6 +137,7 @@ fn messages_marked(
     opts: &Options,
     seeds: &std::collections::BTreeMap<String, Vec<Element>>,
     fingerprint: &str,
+    start: Start,
 ) -> Result<Vec<(Vec<u8>, String)>, LowerError> {
     crate::check(rs)?;
     let mut b = Batch {
@@ -178,28 +195,37 @@ fn messages_marked(
     };
 
     // 1. The table, its rules flushed; everything declared (created where missing).
-    b.table();
-    b.flush();
+    let reload = start == Start::Reload;
+    b.table(!reload);
+    if reload {
+        b.flush();
+    }
     b.chain(REJECT_CHAIN, None);
     for (name, chain) in &chains {
         b.chain(name, chain.hook);
     }
-    b.set(FINGERPRINT_SET, &fingerprint_decl(None));
-    for (name, set) in &rs.sets {
-        b.set(name, &decl(name, set));
+    if reload {
+        b.set(FINGERPRINT_SET, &fingerprint_decl(None));
     }
-    for (name, map) in &rs.maps {
-        b.set(name, &map_decl(map));
-    }
-    // 2. Static sets, maps and the fingerprint replaced exactly.
-    b.del_set(FINGERPRINT_SET);
     for (name, set) in &rs.sets {
-        if matches!(set.kind, SetKind::Static(_)) {
-            b.del_set(name);
+        if reload || !matches!(set.kind, SetKind::Static(_)) {
+            b.set(name, &decl(name, set));
         }
     }
-    for name in rs.maps.keys() {
-        b.del_set(name);
+    if reload {
+        for (name, map) in &rs.maps {
+            b.set(name, &map_decl(map));
+        }
+        // 2. Static sets, maps and the fingerprint replaced exactly.
+        b.del_set(FINGERPRINT_SET);
+        for (name, set) in &rs.sets {
+            if matches!(set.kind, SetKind::Static(_)) {
+                b.del_set(name);
+            }
+        }
+        for name in rs.maps.keys() {
+            b.del_set(name);
+        }
     }
     // 3. The new contents, then the rules.
     b.set(
@@ -323,7 +349,43 @@ pub fn load(
         }
         None => rs.fingerprint(),
     };
-    let msgs = messages_marked(rs, opts, seeds, &fingerprint).map_err(LoadError::Lower)?;
+    // Asking costs one round trip; a wrong "absent" is caught by the kernel (`Start::Fresh`).
+    let absent = matches!(super::table_handle(&opts.table), Ok(None));
+    load_as(rs, opts, seeds, &fingerprint, absent)
+}
+
+/// [`load`], told whether the table is absent. Public for the test of a table that appears
+/// between the question and the batch: `absent` when it is not must still leave exactly `rs`.
+#[doc(hidden)]
+pub fn load_as(
+    rs: &Ruleset,
+    opts: &Options,
+    seeds: &std::collections::BTreeMap<String, Vec<Element>>,
+    fingerprint: &str,
+    absent: bool,
+) -> Result<(), LoadError> {
+    if absent {
+        let msgs = messages_marked(rs, opts, seeds, fingerprint, Start::Fresh)
+            .map_err(LoadError::Lower)?;
+        match send(&msgs) {
+            Err(LoadError::Refused { source, .. })
+                if source.raw_os_error() == Some(libc::EEXIST) && table_appeared(opts) => {}
+            done => return done,
+        }
+    }
+    let msgs =
+        messages_marked(rs, opts, seeds, fingerprint, Start::Reload).map_err(LoadError::Lower)?;
+    send(&msgs)
+}
+
+/// Whether the table exists now (a fresh load refused with `EEXIST` is retried as a reload
+/// only then: any other `EEXIST` is the batch's own error).
+fn table_appeared(opts: &Options) -> bool {
+    matches!(super::table_handle(&opts.table), Ok(Some(_)))
+}
+
+/// Send one batch; a refusal names the message the kernel refused.
+fn send(msgs: &[(Vec<u8>, String)]) -> Result<(), LoadError> {
     let bytes: Vec<&[u8]> = msgs.iter().map(|(m, _)| m.as_slice()).collect();
     super::send_batch(&bytes).map_err(|(i, e)| match i {
         Some(i) => LoadError::Refused {
@@ -649,8 +711,10 @@ impl Batch<'_> {
         self.out.push((m.finish(), what));
     }
 
-    fn table(&mut self) {
-        let mut m = self.msg(NFT_MSG_NEWTABLE, NLM_F_CREATE);
+    /// The table, created where missing; with `exclusive`, refused where present.
+    fn table(&mut self, exclusive: bool) {
+        let flags = NLM_F_CREATE | if exclusive { NLM_F_EXCL } else { 0 };
+        let mut m = self.msg(NFT_MSG_NEWTABLE, flags);
         m.attr(1, &cstr(self.table));
         m.attr(2, &0u32.to_be_bytes());
         self.push(m, format!("table inet {}", self.table));
