@@ -72,6 +72,15 @@ fn atomic(
     path: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    stage(path, fill)?.put()
+}
+
+/// The first half of an atomic write: the temp file beside `path`, filled by `fill` and on
+/// disk (fsync), with the permissions of the file it will replace.
+fn stage(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<Staged> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -81,20 +90,84 @@ fn atomic(
         path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
         std::process::id()
     ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            f.set_permissions(meta.permissions())?;
-        }
-        fill(&mut f)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    // Removed when dropped, whatever fails below.
+    let staged = Staged {
+        path: path.to_path_buf(),
+        tmp: Some(tmp),
+    };
+    let tmp = staged.tmp.as_deref().expect("just set");
+    let mut f = std::fs::File::create(tmp)?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        f.set_permissions(meta.permissions())?;
     }
-    result
+    fill(&mut f)?;
+    f.sync_all()?;
+    Ok(staged)
+}
+
+/// A temp file on disk, waiting to be renamed over its file ([`Staged::put`]); removed when
+/// dropped before.
+struct Staged {
+    path: PathBuf,
+    tmp: Option<PathBuf>,
+}
+
+impl Staged {
+    /// The second half: rename into place, fsync the directory.
+    fn put(mut self) -> std::io::Result<()> {
+        let tmp = self.tmp.take().expect("a staged file is put once");
+        if let Err(e) = std::fs::rename(&tmp, &self.path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let dir = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// A state file written and on disk under a temporary name ([`prepare`]), not yet in place:
+/// the costly part of a crash-safe write (keeping the current file as `NAME.prev`,
+/// serialising, writing, fsync) done before the caller knows whether the state holds, beside
+/// a kernel load. [`Prepared::commit`] puts it in place; dropped uncommitted, it leaves the
+/// file as it was (and `NAME.prev` a copy of it).
+pub struct Prepared {
+    staged: Staged,
+}
+
+/// Stage state `kind` for `path` (creating the directory); see [`Prepared`].
+pub fn prepare<T: Serialize>(path: &Path, kind: &str, data: &T) -> std::io::Result<Prepared> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = serde_json::to_string(&Envelope {
+        pbxfw_state: kind.to_string(),
+        version: VERSION,
+        data,
+    })
+    .map_err(std::io::Error::other)?;
+    keep_prev(path, kind);
+    Ok(Prepared {
+        staged: stage(path, |f| f.write_all(text.as_bytes()))?,
+    })
+}
+
+impl Prepared {
+    /// Put the staged file in place (rename, fsync of the directory).
+    pub fn commit(self) -> std::io::Result<()> {
+        self.staged.put()
+    }
 }
 
 fn prev(path: &Path) -> PathBuf {
@@ -169,9 +242,11 @@ fn decode<T: DeserializeOwned>(text: &str, kind: &str) -> Result<T, String> {
 /// Write `data` as state `kind` to `path` (creating the directory), keeping the current file,
 /// if it is state `kind` by its envelope, as `NAME.prev`.
 pub fn write<T: Serialize>(path: &Path, kind: &str, data: &T) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
+    prepare(path, kind, data)?.commit()
+}
+
+/// Keep the file at `path`, when it is state `kind` by its envelope, as `NAME.prev`.
+fn keep_prev(path: &Path, kind: &str) {
     // The file there is kept as the previous copy when it is one of ours, by a hard link
     // rather than a copy: the applied record holds the whole IR, megabytes with a large
     // blacklist, so it is recognised by its envelope (its head and its closing brace; every
@@ -185,20 +260,15 @@ pub fn write<T: Serialize>(path: &Path, kind: &str, data: &T) -> std::io::Result
         let link = PathBuf::from(link);
         let _ = std::fs::remove_file(&link);
         let kept = std::fs::hard_link(path, &link).and_then(|()| std::fs::rename(&link, &keep));
+        // A rename between two links of one file does nothing and leaves both: the previous
+        // copy is already this file when a prepared write was dropped uncommitted.
+        let _ = std::fs::remove_file(&link);
         if kept.is_err() {
-            let _ = std::fs::remove_file(&link);
             if let Ok(old) = std::fs::read(path) {
                 let _ = write_atomic(&keep, &old);
             }
         }
     }
-    let text = serde_json::to_string(&Envelope {
-        pbxfw_state: kind.to_string(),
-        version: VERSION,
-        data,
-    })
-    .map_err(std::io::Error::other)?;
-    write_atomic(path, text.as_bytes())
 }
 
 /// Read state `kind` from `path`: `Ok(None)` when there is no file.
@@ -275,5 +345,38 @@ mod tests {
         assert_eq!(read::<u32>(&prev(&path), "thing").unwrap(), Some(1));
         remove(&path).unwrap();
         remove(&path).unwrap();
+    }
+
+    /// A prepared write is on disk under a temporary name until committed: dropped, it leaves
+    /// the file as it was and no temp file; committed, the file is the new state and the old
+    /// one its previous copy.
+    #[test]
+    fn a_prepared_write_changes_nothing_until_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("thing.json");
+        write(&path, "thing", &1u32).unwrap();
+        let listing = || {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let staged = prepare(&path, "thing", &2u32).unwrap();
+        assert!(
+            listing().iter().any(|n| n.contains(".tmp-")),
+            "{:?}",
+            listing()
+        );
+        assert_eq!(read::<u32>(&path, "thing").unwrap(), Some(1));
+        drop(staged);
+        assert_eq!(read::<u32>(&path, "thing").unwrap(), Some(1));
+        assert_eq!(listing(), ["thing.json", "thing.json.prev"]);
+
+        prepare(&path, "thing", &3u32).unwrap().commit().unwrap();
+        assert_eq!(read::<u32>(&path, "thing").unwrap(), Some(3));
+        assert_eq!(read::<u32>(&prev(&path), "thing").unwrap(), Some(1));
+        assert_eq!(listing(), ["thing.json", "thing.json.prev"]);
     }
 }

@@ -78,15 +78,36 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
     let opts = ApplyOptions {
         counters: req.counters,
         custom: crate::safety::custom_rules(req.backend.as_str())?,
-        fingerprint: Some(fingerprint),
+        fingerprint: Some(fingerprint.clone()),
         ..Default::default()
     };
     let mut warnings = Vec::new();
-    // Built beside the kernel's load, saved once it succeeded: the edit index, and the
-    // canonical text the applied record keeps.
-    let (index, outcome) = std::thread::scope(|s| {
-        let index = s.spawn(|| crate::edit_index::build_for(loaded));
-        let ir = s.spawn(|| loaded.ruleset.to_text());
+    // Written beside the kernel's load, each to a temp file on disk, and put in place once the
+    // kernel holds the ruleset: the edit index, and the applied record (the canonical text of
+    // the ruleset). An fsync costs as much as the load of a small ruleset.
+    let (loaded_tx, loaded_rx) = std::sync::mpsc::channel::<()>();
+    let (saved, outcome) = std::thread::scope(|s| {
+        let index = s.spawn(move || {
+            let staged =
+                crate::edit_index::build_for(loaded).map(|i| crate::edit_index::prepare(&i));
+            // A failed load drops the sender: nothing is put in place.
+            loaded_rx.recv().ok()?;
+            Some(match staged {
+                Some(Ok(staged)) => staged.commit(),
+                Some(Err(e)) => Err(e),
+                None => crate::edit_index::remove(),
+            })
+        });
+        let record = s.spawn(|| {
+            req.confirm.is_none().then(|| {
+                crate::safety::prepare_applied(
+                    req.backend.as_str(),
+                    fingerprint,
+                    loaded.ruleset.to_text(),
+                    &from,
+                )
+            })
+        });
         let outcome = load(
             loaded,
             req,
@@ -94,16 +115,13 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
             &opts,
             &from,
             &mut warnings,
-            ir,
+            record,
+            loaded_tx,
         );
         (index.join().ok().flatten(), outcome)
     });
     let mut outcome = outcome?;
-    let saved = match &index {
-        Some(idx) => crate::edit_index::save(idx),
-        None => crate::edit_index::remove(),
-    };
-    if let Err(e) = saved {
+    if let Some(Err(e)) = saved {
         warnings.push(format!(
             "{e}: the first blacklist edit reads the whole policy again"
         ));
@@ -194,7 +212,9 @@ pub fn boot(
     )
 }
 
-/// Load `loaded` into `kernel`, with a confirmation timer when asked, and record it.
+/// Load `loaded` into `kernel`, with a confirmation timer when asked, and record it. Once the
+/// kernel holds it, `held` is told (and dropped unsent when the load failed).
+#[allow(clippy::too_many_arguments)]
 fn load(
     loaded: &Loaded,
     req: &ApplyRequest,
@@ -202,7 +222,8 @@ fn load(
     opts: &ApplyOptions,
     from: &[IpAddr],
     warnings: &mut Vec<String>,
-    ir: std::thread::ScopedJoinHandle<'_, String>,
+    record: std::thread::ScopedJoinHandle<'_, Option<Result<crate::safety::PreparedApplied>>>,
+    held: std::sync::mpsc::Sender<()>,
 ) -> Result<ApplyOutcome> {
     Ok(match req.confirm {
         Some(secs) => {
@@ -214,6 +235,7 @@ fn load(
                 secs,
                 from,
             )?;
+            let _ = held.send(());
             ApplyOutcome {
                 fingerprint,
                 elapsed_ms: None,
@@ -226,13 +248,18 @@ fn load(
             let started = std::time::Instant::now();
             let applied = pbxfw_core::apply(kernel, &loaded.ruleset, opts)?;
             let elapsed = started.elapsed();
-            let ir = ir.join().unwrap_or_else(|_| loaded.ruleset.to_text());
-            if let Err(e) = crate::safety::record_applied_as(
-                req.backend.as_str(),
-                applied.fingerprint.clone(),
-                ir,
-                from,
-            ) {
+            let _ = held.send(());
+            let recorded = match record.join() {
+                Ok(Some(staged)) => staged.and_then(|r| r.commit()),
+                // Not staged (its thread failed): written now.
+                _ => crate::safety::record_applied_as(
+                    req.backend.as_str(),
+                    applied.fingerprint.clone(),
+                    loaded.ruleset.to_text(),
+                    from,
+                ),
+            };
+            if let Err(e) = recorded {
                 warnings.push(format!(
                     "{e}: a later `apply --confirm` is refused until an apply is recorded"
                 ));

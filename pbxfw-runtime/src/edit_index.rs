@@ -149,6 +149,11 @@ pub(crate) fn save(idx: &EditIndex) -> std::io::Result<()> {
     state::write(&path(), KIND, idx)
 }
 
+/// An index staged on disk beside its place (see [`state::Prepared`]).
+pub(crate) fn prepare(idx: &EditIndex) -> std::io::Result<state::Prepared> {
+    state::prepare(&path(), KIND, idx)
+}
+
 /// Forget the index.
 pub(crate) fn remove() -> std::io::Result<()> {
     state::remove(&path())

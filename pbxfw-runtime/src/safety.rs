@@ -110,16 +110,39 @@ pub fn record_applied_as(
     ir: String,
     sessions: &[IpAddr],
 ) -> Result<()> {
-    // The additions go first: left behind by a crash, they would count again on top of a
-    // record of the same ruleset (the same base fingerprint).
-    state::remove(&delta_path()).map_err(|e| Error::io(delta_path(), e))?;
+    prepare_applied(backend, fingerprint, ir, sessions)?.commit()
+}
+
+/// The applied record written and on disk beside its place, put there by
+/// [`PreparedApplied::commit`] once the kernel holds the ruleset; dropped, it leaves nothing.
+pub struct PreparedApplied(state::Prepared);
+
+/// Stage the applied record of [`record_applied_as`] (see [`PreparedApplied`]).
+pub fn prepare_applied(
+    backend: &str,
+    fingerprint: String,
+    ir: String,
+    sessions: &[IpAddr],
+) -> Result<PreparedApplied> {
     let a = Applied {
         backend: backend.into(),
         fingerprint,
         ir,
         sessions: sessions.to_vec(),
     };
-    state::write(&applied_path(), APPLIED, &a).map_err(|e| Error::io(applied_path(), e))
+    state::prepare(&applied_path(), APPLIED, &a)
+        .map(PreparedApplied)
+        .map_err(|e| Error::io(applied_path(), e))
+}
+
+impl PreparedApplied {
+    /// Put the record in place.
+    pub fn commit(self) -> Result<()> {
+        // The additions go first: left behind by a crash, they would count again on top of a
+        // record of the same ruleset (the same base fingerprint).
+        state::remove(&delta_path()).map_err(|e| Error::io(delta_path(), e))?;
+        self.0.commit().map_err(|e| Error::io(applied_path(), e))
+    }
 }
 
 /// The applied record without its ruleset: the IR (megabytes with a large blacklist) is
