@@ -322,7 +322,19 @@ fn check_netlink_load(rs: &Ruleset, lowers: bool) {
         built.as_ref().err(),
         rs.to_text()
     );
-    for (m, what) in built.into_iter().flatten() {
+    // The new load's batch (no table yet) is built exactly when the reload's is, and removes
+    // nothing.
+    let fresh = pbxfw_nft::netlink::ruleset::new_load_messages(
+        rs,
+        &pbxfw_nft::Options::default(),
+        &Default::default(),
+    );
+    assert_eq!(fresh.is_ok(), built.is_ok());
+    let fresh = fresh.unwrap_or_default();
+    assert!(fresh
+        .iter()
+        .all(|(_, w)| !w.starts_with("delete ") && !w.starts_with("flush ")));
+    for (m, what) in built.into_iter().flatten().chain(fresh) {
         let len = u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize;
         assert_eq!(len, m.len(), "{what}: length field");
         assert_eq!(m.len() % 4, 0, "{what}: alignment");

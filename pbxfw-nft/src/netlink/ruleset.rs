@@ -116,6 +116,17 @@ pub fn messages(
     messages_marked(rs, opts, seeds, &rs.fingerprint(), Start::Reload)
 }
 
+/// The batch of a load into a namespace that has no table of this name yet: the same
+/// messages as [`messages`] without the flush and the deletions, each set declared once (see
+/// `Start::Fresh`).
+pub fn new_load_messages(
+    rs: &Ruleset,
+    opts: &Options,
+    seeds: &std::collections::BTreeMap<String, Vec<Element>>,
+) -> Result<Vec<(Vec<u8>, String)>, LowerError> {
+    messages_marked(rs, opts, seeds, &rs.fingerprint(), Start::Fresh)
+}
+
 /// Whether the batch may find the table loaded already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
@@ -1212,4 +1223,39 @@ fn encode(m: &mut Msg, e: &Elem) {
         );
     }
     m.end();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new load is the reload without its flush and deletions: the same declarations (each
+    /// set once, where the reload declares it last), the same elements and rules, in order.
+    #[test]
+    fn a_new_load_is_the_reload_without_its_deletions() {
+        let rs = pbxfw_core::compile(
+            &pbxfw_core::Policy::from_toml(pbxfw_core::DEFAULT_POLICY_TOML)
+                .unwrap()
+                .validate()
+                .unwrap(),
+        );
+        let opts = Options::default();
+        let whats =
+            |m: Vec<(Vec<u8>, String)>| -> Vec<String> { m.into_iter().map(|(_, w)| w).collect() };
+        let reload = whats(messages(&rs, &opts, &Default::default()).unwrap());
+        let fresh = whats(new_load_messages(&rs, &opts, &Default::default()).unwrap());
+        let removes = |w: &String| w.starts_with("delete ") || w.starts_with("flush ");
+        assert!(reload.iter().any(removes));
+        assert!(!fresh.iter().any(removes), "{fresh:?}");
+        // The reload without its removals, each named set's declaration kept where it comes
+        // last (the anonymous ones are declared once each, before their rule).
+        let named = |w: &String| w.starts_with("set ") && !w.starts_with("set __");
+        let kept: Vec<String> = reload
+            .iter()
+            .enumerate()
+            .filter(|(i, w)| !removes(w) && !(named(w) && reload[i + 1..].contains(w)))
+            .map(|(_, w)| w.clone())
+            .collect();
+        assert_eq!(kept, fresh);
+    }
 }
