@@ -1253,7 +1253,10 @@ mod tests {
         let kept: Vec<String> = reload
             .iter()
             .enumerate()
-            .filter(|(i, w)| !removes(w) && !(named(w) && reload[i + 1..].contains(w)))
+            .filter(|(i, w)| {
+                let declared_again = named(w) && reload[i + 1..].contains(w);
+                !(removes(w) || declared_again)
+            })
             .map(|(_, w)| w.clone())
             .collect();
         assert_eq!(kept, fresh);
