@@ -83,8 +83,8 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
     };
     let mut warnings = Vec::new();
     // Written beside the kernel's load, each to a temp file on disk, and put in place once the
-    // kernel holds the ruleset: the edit index, and the applied record (the canonical text of
-    // the ruleset). An fsync costs as much as the load of a small ruleset.
+    // kernel holds the ruleset: the applied record (the canonical text of the ruleset), then
+    // the edit index. An fsync costs as much as the load of a small ruleset.
     let (loaded_tx, loaded_rx) = std::sync::mpsc::channel::<()>();
     let (saved, outcome) = std::thread::scope(|s| {
         let index = s.spawn(move || {
@@ -213,7 +213,8 @@ pub fn boot(
 }
 
 /// Load `loaded` into `kernel`, with a confirmation timer when asked, and record it. Once the
-/// kernel holds it, `held` is told (and dropped unsent when the load failed).
+/// kernel holds it and it is recorded, `held` is told (and dropped unsent when the load
+/// failed).
 #[allow(clippy::too_many_arguments)]
 fn load(
     loaded: &Loaded,
@@ -248,7 +249,6 @@ fn load(
             let started = std::time::Instant::now();
             let applied = pbxfw_core::apply(kernel, &loaded.ruleset, opts)?;
             let elapsed = started.elapsed();
-            let _ = held.send(());
             let recorded = match record.join() {
                 Ok(Some(staged)) => staged.and_then(|r| r.commit()),
                 // Not staged (its thread failed): written now.
@@ -264,6 +264,10 @@ fn load(
                     "{e}: a later `apply --confirm` is refused until an apply is recorded"
                 ));
             }
+            // The edit index goes in place after the record: an index of this ruleset beside
+            // the record of the one before (a crash between the two) would let `blacklist add`
+            // patch a ruleset the record does not hold.
+            let _ = held.send(());
             ApplyOutcome {
                 fingerprint: applied.fingerprint,
                 elapsed_ms: Some(elapsed.as_secs_f64() * 1000.0),
