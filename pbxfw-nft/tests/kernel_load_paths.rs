@@ -290,17 +290,11 @@ fn reloads_keep_dynamic_elements_and_seeds_land_alike() {
     assert_eq!(listed[0], listed[1]);
 }
 
-#[test]
-fn the_netlink_load_is_one_transaction() {
-    if common::skipped() {
-        return;
-    }
-    let ns = common::Netns::new("paths-txn");
-    let good = pbxfw_core::parse_ir(EVERY_STATEMENT).unwrap();
-    load(&ns, &good, Loader::Netlink, false);
-    let before = listing(&ns);
-    // A ruleset the kernel refuses at its last message (more seeds than the set holds,
-    // which only the kernel counts): nothing of it may stay.
+/// Load, over netlink in `ns`, a ruleset the kernel refuses at its last message: more seeds
+/// than a set holds, which only the kernel counts.
+fn load_refused_at_its_last_message(
+    ns: &common::Netns,
+) -> Result<(), pbxfw_nft::netlink::ruleset::LoadError> {
     let tiny = format!(
         "{}set tiny4 ipv4 dynamic key=32 size=1 timeout=60 \"tiny\"\n",
         EVERY_STATEMENT
@@ -317,10 +311,23 @@ fn the_netlink_load_is_one_transaction() {
             .collect(),
     )]
     .into();
-    let refused = common::in_netns(&ns, move || {
+    common::in_netns(ns, move || {
         pbxfw_nft::netlink::ruleset::load(&bad, &Options::default(), &seeds, None)
-    });
-    let err = refused.expect_err("two elements went into a set of one");
+    })
+}
+
+#[test]
+fn the_netlink_load_is_one_transaction() {
+    if common::skipped() {
+        return;
+    }
+    let ns = common::Netns::new("paths-txn");
+    let good = pbxfw_core::parse_ir(EVERY_STATEMENT).unwrap();
+    load(&ns, &good, Loader::Netlink, false);
+    let before = listing(&ns);
+    // Nothing of a ruleset the kernel refuses may stay.
+    let err =
+        load_refused_at_its_last_message(&ns).expect_err("two elements went into a set of one");
     assert!(err.to_string().contains("set tiny4"), "{err}");
     assert_eq!(listing(&ns), before);
 }
@@ -366,26 +373,7 @@ fn a_refused_new_load_leaves_nothing() {
         return;
     }
     let ns = common::Netns::new("paths-refnew");
-    let tiny = format!(
-        "{}set tiny4 ipv4 dynamic key=32 size=1 timeout=60 \"tiny\"\n",
-        EVERY_STATEMENT
-    );
-    let bad = pbxfw_core::parse_ir(&tiny).unwrap();
-    let seeds: BTreeMap<String, Vec<Element>> = [(
-        "tiny4".to_string(),
-        ["192.0.2.1", "192.0.2.2"]
-            .iter()
-            .map(|a| Element {
-                prefix: a.parse().unwrap(),
-                timeout: None,
-            })
-            .collect(),
-    )]
-    .into();
-    let refused = common::in_netns(&ns, move || {
-        pbxfw_nft::netlink::ruleset::load(&bad, &Options::default(), &seeds, None)
-    });
-    assert!(refused.is_err());
+    assert!(load_refused_at_its_last_message(&ns).is_err());
     assert_eq!(ns.run(&["nft", "list", "tables"]).trim(), "");
 }
 
