@@ -88,15 +88,17 @@ fn stage(
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
+        unique()
     ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
     // Removed when dropped, whatever fails below.
     let staged = Staged {
         path: path.to_path_buf(),
         tmp: Some(tmp),
     };
-    let tmp = staged.tmp.as_deref().expect("just set");
-    let mut f = std::fs::File::create(tmp)?;
     if let Ok(meta) = std::fs::metadata(path) {
         f.set_permissions(meta.permissions())?;
     }
@@ -114,18 +116,26 @@ struct Staged {
 
 impl Staged {
     /// The second half: rename into place, fsync the directory.
-    fn put(mut self) -> std::io::Result<()> {
-        let tmp = self.tmp.take().expect("a staged file is put once");
-        if let Err(e) = std::fs::rename(&tmp, &self.path) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+    fn put(self) -> std::io::Result<()> {
         let dir = self
             .path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        self.rename()?;
         std::fs::File::open(dir)?.sync_all()
+    }
+
+    /// Rename into place, without the fsync of the directory (a rename the caller's next
+    /// [`Staged::put`] in the same directory makes durable).
+    fn rename(mut self) -> std::io::Result<()> {
+        let tmp = self.tmp.take().expect("a staged file is put once");
+        let renamed = std::fs::rename(&tmp, &self.path);
+        // Gone after a rename, unless both names were links of one file (then the rename did
+        // nothing); or the rename failed.
+        let _ = std::fs::remove_file(&tmp);
+        renamed
     }
 }
 
@@ -138,12 +148,13 @@ impl Drop for Staged {
 }
 
 /// A state file written and on disk under a temporary name ([`prepare`]), not yet in place:
-/// the costly part of a crash-safe write (keeping the current file as `NAME.prev`,
-/// serialising, writing, fsync) done before the caller knows whether the state holds, beside
-/// a kernel load. [`Prepared::commit`] puts it in place; dropped uncommitted, it leaves the
-/// file as it was (and `NAME.prev` a copy of it).
+/// the costly part of a crash-safe write (serialising, writing, fsync, a link to the current
+/// file) done before the caller knows whether the state holds, beside a kernel load.
+/// [`Prepared::commit`] puts it in place, the current file becoming `NAME.prev`; dropped
+/// uncommitted, it leaves both as they were.
 pub struct Prepared {
     staged: Staged,
+    prev: Option<Staged>,
 }
 
 /// Stage state `kind` for `path` (creating the directory); see [`Prepared`].
@@ -157,17 +168,78 @@ pub fn prepare<T: Serialize>(path: &Path, kind: &str, data: &T) -> std::io::Resu
         data,
     })
     .map_err(std::io::Error::other)?;
-    keep_prev(path, kind);
+    if let Some(dir) = path.parent() {
+        sweep(dir);
+    }
     Ok(Prepared {
+        prev: stage_prev(path, kind),
         staged: stage(path, |f| f.write_all(text.as_bytes()))?,
     })
 }
 
 impl Prepared {
-    /// Put the staged file in place (rename, fsync of the directory).
+    /// Put the staged file in place: the current one becomes `NAME.prev`, then the new one
+    /// is renamed over it and the directory fsynced.
     pub fn commit(self) -> std::io::Result<()> {
+        if let Some(prev) = self.prev {
+            let _ = prev.rename();
+        }
         self.staged.put()
     }
+}
+
+/// A name no other write of this process or of another running one uses: the process's id
+/// and a count.
+fn unique() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
+/// Remove what writes killed midway left in `dir` (`.NAME.tmp-PID…`, `NAME.prev.new-PID…`
+/// of a process that no longer runs). Once per directory and process: a temp file stays
+/// behind only when a writer was killed.
+fn sweep(dir: &Path) {
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    {
+        let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+        if swept.iter().any(|d| d == dir) {
+            return;
+        }
+        swept.push(dir.to_path_buf());
+    }
+    let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = leftover_pid(name) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The writer's process id in the name of a temp file of [`stage`] or a pending previous copy
+/// of [`stage_prev`]; `None` for any other name.
+fn leftover_pid(name: &str) -> Option<u32> {
+    let rest = if name.starts_with('.') {
+        name.rsplit_once(".tmp-")?.1
+    } else {
+        name.rsplit_once(".prev.new-")?.1
+    };
+    let pid = rest.split('-').next()?;
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 fn prev(path: &Path) -> PathBuf {
@@ -245,30 +317,29 @@ pub fn write<T: Serialize>(path: &Path, kind: &str, data: &T) -> std::io::Result
     prepare(path, kind, data)?.commit()
 }
 
-/// Keep the file at `path`, when it is state `kind` by its envelope, as `NAME.prev`.
-fn keep_prev(path: &Path, kind: &str) {
+/// The file at `path`, when it is state `kind` by its envelope, staged to become `NAME.prev`.
+fn stage_prev(path: &Path, kind: &str) -> Option<Staged> {
     // The file there is kept as the previous copy when it is one of ours, by a hard link
     // rather than a copy: the applied record holds the whole IR, megabytes with a large
     // blacklist, so it is recognised by its envelope (its head and its closing brace; every
     // write is atomic) instead of being read and parsed whole. The previous copy is a
-    // courtesy: failing to keep it (two writers racing, a file system without hard links)
-    // never fails the write itself.
-    if enveloped(path, kind) {
-        let keep = prev(path);
-        let mut link = keep.as_os_str().to_owned();
-        link.push(format!(".new-{}", std::process::id()));
-        let link = PathBuf::from(link);
-        let _ = std::fs::remove_file(&link);
-        let kept = std::fs::hard_link(path, &link).and_then(|()| std::fs::rename(&link, &keep));
-        // A rename between two links of one file does nothing and leaves both: the previous
-        // copy is already this file when a prepared write was dropped uncommitted.
-        let _ = std::fs::remove_file(&link);
-        if kept.is_err() {
-            if let Ok(old) = std::fs::read(path) {
-                let _ = write_atomic(&keep, &old);
-            }
-        }
+    // courtesy: failing to keep it (a file system without hard links, where it is copied,
+    // or without room) never fails the write itself.
+    if !enveloped(path, kind) {
+        return None;
     }
+    let keep = prev(path);
+    let mut link = keep.as_os_str().to_owned();
+    link.push(format!(".new-{}", unique()));
+    let link = PathBuf::from(link);
+    if std::fs::hard_link(path, &link).is_ok() {
+        return Some(Staged {
+            path: keep,
+            tmp: Some(link),
+        });
+    }
+    let old = std::fs::read(path).ok()?;
+    stage(&keep, |f| f.write_all(&old)).ok()
 }
 
 /// Read state `kind` from `path`: `Ok(None)` when there is no file.
@@ -363,20 +434,69 @@ mod tests {
             names.sort();
             names
         };
-        let staged = prepare(&path, "thing", &2u32).unwrap();
-        assert!(
-            listing().iter().any(|n| n.contains(".tmp-")),
+        write(&path, "thing", &2u32).unwrap();
+        let staged = prepare(&path, "thing", &3u32).unwrap();
+        // Two writes of one file in one process at once do not share a temp file.
+        let other = prepare(&path, "thing", &4u32).unwrap();
+        assert_eq!(
+            listing().iter().filter(|n| n.contains(".tmp-")).count(),
+            2,
             "{:?}",
             listing()
         );
-        assert_eq!(read::<u32>(&path, "thing").unwrap(), Some(1));
+        drop(other);
+        assert_eq!(read::<u32>(&path, "thing").unwrap(), Some(2));
         drop(staged);
-        assert_eq!(read::<u32>(&path, "thing").unwrap(), Some(1));
-        assert_eq!(listing(), ["thing.json", "thing.json.prev"]);
-
-        prepare(&path, "thing", &3u32).unwrap().commit().unwrap();
-        assert_eq!(read::<u32>(&path, "thing").unwrap(), Some(3));
+        assert_eq!(read::<u32>(&path, "thing").unwrap(), Some(2));
         assert_eq!(read::<u32>(&prev(&path), "thing").unwrap(), Some(1));
         assert_eq!(listing(), ["thing.json", "thing.json.prev"]);
+
+        prepare(&path, "thing", &5u32).unwrap().commit().unwrap();
+        assert_eq!(read::<u32>(&path, "thing").unwrap(), Some(5));
+        assert_eq!(read::<u32>(&prev(&path), "thing").unwrap(), Some(2));
+        assert_eq!(listing(), ["thing.json", "thing.json.prev"]);
+    }
+
+    /// What a writer killed midway left (its temp file, its pending previous copy) is removed by
+    /// the next prepared write in the directory; a running writer's, and other files, stay.
+    #[test]
+    fn leftovers_of_dead_writers_are_swept() {
+        assert_eq!(leftover_pid(".applied.json.tmp-4242"), Some(4242));
+        assert_eq!(leftover_pid(".applied.json.tmp-4242-7"), Some(4242));
+        assert_eq!(leftover_pid("applied.json.prev.new-4242-0"), Some(4242));
+        assert_eq!(leftover_pid("applied.json.prev"), None);
+        assert_eq!(leftover_pid("applied.json"), None);
+        assert_eq!(leftover_pid(".hidden.tmp-x1"), None);
+        assert_eq!(leftover_pid("notes.tmp-12"), None);
+        let dir = tempfile::tempdir().unwrap();
+        // A process id no process has (above the kernel's maximum).
+        let dead = 4_194_305u32;
+        // This process: its own files are never swept.
+        let alive = std::process::id();
+        for name in [
+            format!(".thing.json.tmp-{dead}-3"),
+            format!("thing.json.prev.new-{dead}-4"),
+            format!(".thing.json.tmp-{alive}-99"),
+            "notes.txt".to_string(),
+        ] {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        prepare(&dir.path().join("thing.json"), "thing", &1u32)
+            .unwrap()
+            .commit()
+            .unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                format!(".thing.json.tmp-{alive}-99"),
+                "notes.txt".to_string(),
+                "thing.json".to_string()
+            ]
+        );
     }
 }

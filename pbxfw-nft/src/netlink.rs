@@ -81,6 +81,17 @@ struct Socket {
     /// Where it was opened: a socket talks to the namespace it was opened in, and a forked
     /// child shares its parent's (the spare is reused only where both still hold).
     owner: (u32, u64),
+    /// The socket's inode: a program embedding the library may close every descriptor (after
+    /// a fork, say) and open others under the same numbers; a descriptor that is no longer
+    /// this socket is neither used nor closed.
+    ino: u64,
+}
+
+/// The inode behind descriptor `fd`, if it is open.
+fn fd_ino(fd: i32) -> Option<u64> {
+    // SAFETY: fstat(2) writes a `stat` we own; a closed descriptor is an error, not UB.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino)
 }
 
 thread_local! {
@@ -107,8 +118,9 @@ impl Socket {
     /// else a new one.
     fn open() -> io::Result<Socket> {
         let owner = owner();
-        if let Some(s) = SPARE.with(|c| c.take()) {
-            if s.owner == owner && owner.1 != 0 {
+        // `try_with`: a host program may call in while the thread's storage is torn down.
+        if let Some(s) = SPARE.try_with(|c| c.take()).ok().flatten() {
+            if s.owner == owner && owner.1 != 0 && fd_ino(s.fd) == Some(s.ino) {
                 return Ok(s);
             }
         }
@@ -118,7 +130,8 @@ impl Socket {
     /// Keep this socket for the thread's next exchange. Only after a complete exchange: every
     /// reply read, nothing left that the next one could take for its own.
     fn park(self) {
-        SPARE.with(|c| drop(c.replace(Some(self))));
+        let mut slot = Some(self);
+        let _ = SPARE.try_with(|c| drop(c.replace(slot.take())));
     }
 
     fn open_new(owner: (u32, u64)) -> io::Result<Socket> {
@@ -133,7 +146,11 @@ impl Socket {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        let s = Socket { fd, owner };
+        let s = Socket {
+            fd,
+            owner,
+            ino: fd_ino(fd).unwrap_or(0),
+        };
         // SAFETY: a zeroed sockaddr_nl is a valid "any" address; sizes are exact.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as u16;
@@ -244,8 +261,10 @@ impl Socket {
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        // SAFETY: we own the descriptor.
-        unsafe { libc::close(self.fd) };
+        if fd_ino(self.fd) == Some(self.ino) {
+            // SAFETY: the descriptor is still the socket we opened.
+            unsafe { libc::close(self.fd) };
+        }
     }
 }
 
@@ -426,7 +445,11 @@ pub fn apply_changes(table: &str, changes: &[Change]) -> Result<(), NetlinkError
         wait_acks(&sock, &mut acks).map_err(|(failed_seq, source)| {
             match (failed_seq, source.kind()) {
                 (Some(fs), _) => NetlinkError::Refused {
-                    set: sets[(fs - first_seq) as usize % sets.len()].clone(),
+                    // A refusal of the batch header itself (not root) names no set.
+                    set: sets
+                        .get(fs.wrapping_sub(first_seq) as usize)
+                        .cloned()
+                        .unwrap_or_else(|| "(the batch)".to_string()),
                     source,
                 },
                 _ => NetlinkError::Socket(source),
@@ -479,7 +502,7 @@ pub fn apply_atomic(table: &str, flush: &[String], changes: &[Change]) -> Result
         Some(fs) => NetlinkError::Refused {
             set: sets
                 .get(fs.wrapping_sub(first_seq) as usize)
-                .unwrap_or(&"?")
+                .unwrap_or(&"(the batch)")
                 .to_string(),
             source,
         },
@@ -646,9 +669,9 @@ pub fn set_keys(table: &str, set: &str) -> Result<Option<Vec<Vec<u8>>>, NetlinkE
         match set_keys_reply(&buf[..n], &mut keys)? {
             // A small set's: more is no set this reads.
             Reply::More if keys.len() > 64 => {
-                return Err(NetlinkError::Socket(io::Error::other(
-                    "set {set}: more elements than a small set holds",
-                )))
+                return Err(NetlinkError::Socket(io::Error::other(format!(
+                    "set {set}: more elements than a small set holds"
+                ))))
             }
             Reply::More => {}
             Reply::Done => {

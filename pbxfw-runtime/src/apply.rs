@@ -259,15 +259,21 @@ fn load(
                     from,
                 ),
             };
-            if let Err(e) = recorded {
-                warnings.push(format!(
-                    "{e}: a later `apply --confirm` is refused until an apply is recorded"
-                ));
+            // The edit index goes in place after the record, and only with it: an index of
+            // this ruleset beside the record of the one before (a crash between the two, a
+            // record that could not be written) would let `blacklist add` patch a ruleset the
+            // record does not hold.
+            match recorded {
+                Ok(()) => {
+                    let _ = held.send(());
+                }
+                Err(e) => {
+                    warnings.push(format!(
+                        "{e}: a later `apply --confirm` is refused until an apply is recorded"
+                    ));
+                    let _ = crate::edit_index::remove();
+                }
             }
-            // The edit index goes in place after the record: an index of this ruleset beside
-            // the record of the one before (a crash between the two) would let `blacklist add`
-            // patch a ruleset the record does not hold.
-            let _ = held.send(());
             ApplyOutcome {
                 fingerprint: applied.fingerprint,
                 elapsed_ms: Some(elapsed.as_secs_f64() * 1000.0),

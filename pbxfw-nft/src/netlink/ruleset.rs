@@ -138,7 +138,8 @@ enum Start {
     /// passed, and closing any nf_tables socket of the namespace waits for that (about 10 ms
     /// on an idle 2-vCPU machine, a new load's whole budget). The table is created with
     /// `NLM_F_EXCL`: if it appeared meanwhile, the kernel refuses the batch, which changes
-    /// nothing, and the reload idiom is sent instead.
+    /// nothing, and the reload idiom is sent instead: an `EEXIST` at the table can mean only
+    /// that.
     Fresh,
 }
 
@@ -379,32 +380,34 @@ pub fn load_as(
         let msgs = messages_marked(rs, opts, seeds, fingerprint, Start::Fresh)
             .map_err(LoadError::Lower)?;
         match send(&msgs) {
-            Err(LoadError::Refused { source, .. })
-                if source.raw_os_error() == Some(libc::EEXIST) && table_appeared(opts) => {}
-            done => return done,
+            // The table (the batch's first message) exists: the reload replaces what is there.
+            Err((Some(0), e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            done => return done.map_err(|(i, e)| refused(&msgs, i, e)),
         }
     }
     let msgs =
         messages_marked(rs, opts, seeds, fingerprint, Start::Reload).map_err(LoadError::Lower)?;
-    send(&msgs)
+    send(&msgs).map_err(|(i, e)| refused(&msgs, i, e))
 }
 
-/// Whether the table exists now (a fresh load refused with `EEXIST` is retried as a reload
-/// only then: any other `EEXIST` is the batch's own error).
-fn table_appeared(opts: &Options) -> bool {
-    matches!(super::table_handle(&opts.table), Ok(Some(_)))
-}
-
-/// Send one batch; a refusal names the message the kernel refused.
-fn send(msgs: &[(Vec<u8>, String)]) -> Result<(), LoadError> {
+/// Send one batch; on a refusal, the index of the message the kernel refused.
+fn send(msgs: &[(Vec<u8>, String)]) -> Result<(), (Option<usize>, std::io::Error)> {
     let bytes: Vec<&[u8]> = msgs.iter().map(|(m, _)| m.as_slice()).collect();
-    super::send_batch(&bytes).map_err(|(i, e)| match i {
+    super::send_batch(&bytes)
+}
+
+/// The error of a batch the kernel refused at message `i` (none: the socket failed).
+fn refused(msgs: &[(Vec<u8>, String)], i: Option<usize>, e: std::io::Error) -> LoadError {
+    match i {
         Some(i) => LoadError::Refused {
-            what: msgs.get(i).map(|(_, w)| w.clone()).unwrap_or_default(),
+            // The batch header itself (not root, say) is no message of the ruleset.
+            what: msgs
+                .get(i)
+                .map_or_else(|| "the batch".to_string(), |(_, w)| w.clone()),
             source: e,
         },
         None => LoadError::Netlink(NetlinkError::Socket(e)),
-    })
+    }
 }
 
 /// Why a netlink load failed.
