@@ -661,6 +661,24 @@ pub fn table_handle(table: &str) -> Result<Option<u64>, NetlinkError> {
 /// such table or set. For small sets (the fingerprint's one element): a dump of a large set
 /// would be read whole.
 pub fn set_keys(table: &str, set: &str) -> Result<Option<Vec<Vec<u8>>>, NetlinkError> {
+    interrupted_again(|| set_keys_once(table, set))
+}
+
+/// `dump` read again when the kernel marks it interrupted (`EINTR`), up to three times in all.
+pub(crate) fn interrupted_again<T>(
+    mut dump: impl FnMut() -> Result<T, NetlinkError>,
+) -> Result<T, NetlinkError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match dump() {
+            Err(NetlinkError::Socket(e)) if e.raw_os_error() == Some(libc::EINTR) && tries < 3 => {}
+            other => return other,
+        }
+    }
+}
+
+fn set_keys_once(table: &str, set: &str) -> Result<Option<Vec<Vec<u8>>>, NetlinkError> {
     let sock = set_dump(table, set)?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut keys = Vec::new();
@@ -721,6 +739,15 @@ pub enum Reply {
 /// read every element of the namespace first (tens of milliseconds beside a 100,000-entry
 /// blacklist).
 pub fn set_prefixes(
+    table: &str,
+    set: &str,
+    family: Family,
+    max: usize,
+) -> Result<Option<Vec<pbxfw_core::Prefix>>, NetlinkError> {
+    interrupted_again(|| set_prefixes_once(table, set, family, max))
+}
+
+fn set_prefixes_once(
     table: &str,
     set: &str,
     family: Family,
@@ -810,14 +837,22 @@ pub fn set_elements_reply(
     out: &mut Vec<(Vec<u8>, u32)>,
 ) -> Result<Reply, NetlinkError> {
     const NLMSG_DONE: u16 = 0x3;
+    const NLM_F_DUMP_INTR: u16 = 0x10;
     let malformed = || NetlinkError::Socket(io::Error::other("malformed netlink reply"));
     let n = buf.len();
     let mut off = 0;
     while off + 16 <= n {
         let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
         let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+        let flags = u16::from_ne_bytes(buf[off + 6..off + 8].try_into().unwrap());
         if len < 16 || len > n - off {
             return Err(malformed());
+        }
+        // A transaction committed during the dump: an element may be missing. Read again.
+        if flags & NLM_F_DUMP_INTR != 0 {
+            return Err(NetlinkError::Socket(io::Error::from_raw_os_error(
+                libc::EINTR,
+            )));
         }
         match ty {
             NLMSG_DONE => return Ok(Reply::Done),
@@ -981,6 +1016,15 @@ mod tests {
         assert_eq!(keys, vec![vec![0xab; 16]]);
         let done = Msg::new(0x3, 0x2, 1, 0, 0).finish();
         assert_eq!(set_keys_reply(&done, &mut keys).unwrap(), Reply::Done);
+        // A part the kernel marks interrupted (a transaction committed during the dump): an
+        // element may be missing, so the dump is an error to read again.
+        let mut interrupted = dgram.clone();
+        interrupted[6..8].copy_from_slice(&(0x2u16 | 0x10).to_ne_bytes());
+        let e = set_keys_reply(&interrupted, &mut keys).unwrap_err();
+        assert!(
+            matches!(&e, NetlinkError::Socket(io) if io.raw_os_error() == Some(libc::EINTR)),
+            "{e}"
+        );
         // An error: the header, the (negative) errno, the request's header.
         let mut enoent = Vec::new();
         enoent.extend_from_slice(&36u32.to_ne_bytes());

@@ -211,14 +211,7 @@ fn family_index(f: Family) -> usize {
 /// kernel marks interrupted (the table changed under it, so an entry may be missing) is read
 /// again, up to three times in all.
 pub fn flows() -> Result<Vec<Flow>, NetlinkError> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match dump() {
-            Err(NetlinkError::Socket(e)) if e.raw_os_error() == Some(libc::EINTR) && tries < 3 => {}
-            other => return other,
-        }
-    }
+    super::interrupted_again(dump)
 }
 
 fn dump() -> Result<Vec<Flow>, NetlinkError> {
