@@ -440,9 +440,10 @@ pub fn apply_changes(table: &str, changes: &[Change]) -> Result<(), NetlinkError
         rest = &rest[used..];
         batch.extend_from_slice(&batch_mark(NFNL_MSG_BATCH_END, seq));
         seq += 1;
+        let last = ack_last_only(&mut batch).unwrap_or(acks[acks.len() - 1]);
         sock.send(&batch).map_err(NetlinkError::Socket)?;
         let first_seq = acks[0];
-        wait_acks(&sock, &mut acks).map_err(|(failed_seq, source)| {
+        wait_acks(&sock, last).map_err(|(failed_seq, source)| {
             match (failed_seq, source.kind()) {
                 (Some(fs), _) => NetlinkError::Refused {
                     // A refusal of the batch header itself (not root) names no set.
@@ -498,7 +499,7 @@ pub fn apply_atomic(table: &str, flush: &[String], changes: &[Change]) -> Result
     }
     batch.extend_from_slice(&batch_mark(NFNL_MSG_BATCH_END, seq));
     let first_seq = acks[0];
-    send_acked(&sock, &batch, &mut acks).map_err(|(failed_seq, source)| match failed_seq {
+    send_acked(&sock, &mut batch, &acks).map_err(|(failed_seq, source)| match failed_seq {
         Some(fs) => NetlinkError::Refused {
             set: sets
                 .get(fs.wrapping_sub(first_seq) as usize)
@@ -512,22 +513,24 @@ pub fn apply_atomic(table: &str, flush: &[String], changes: &[Change]) -> Result
     Ok(())
 }
 
-/// Send `batch` (begun and ended) in one `sendto` and wait for the acknowledgement of every
-/// sequence number in `acks`: the socket's buffers are raised to fit, as `nft` does for large
-/// batches (each acknowledgement is counted at its buffer's true size, about a kilobyte,
-/// against the receive buffer: without room a large batch commits and its acknowledgements
-/// are lost, ENOBUFS).
+/// Send `batch` (begun and ended; its messages numbered `acks`, at least one) in one `sendto`
+/// and wait until the kernel acknowledges it ([`ack_last_only`]): the socket's buffers are
+/// raised to fit, as `nft` does for large batches (each reply is counted at its buffer's true
+/// size, about a kilobyte, against the receive buffer: without room the replies of a batch
+/// that committed are lost, ENOBUFS).
 fn send_acked(
     sock: &Socket,
-    batch: &[u8],
-    acks: &mut Vec<u32>,
+    batch: &mut [u8],
+    acks: &[u32],
 ) -> Result<(), (Option<u32>, io::Error)> {
     sock.grow_buffer(libc::SO_SNDBUFFORCE, batch.len() + 4096)
         .map_err(|e| (None, e))?;
+    // Room for an error per message (a refused message is answered whatever the flag).
     sock.grow_buffer(libc::SO_RCVBUFFORCE, (acks.len() + 16) * 2048)
         .map_err(|e| (None, e))?;
+    let last = ack_last_only(batch).unwrap_or(acks[acks.len() - 1]);
     sock.send(batch).map_err(|e| (None, e))?;
-    wait_acks(sock, acks)
+    wait_acks(sock, last)
 }
 
 /// Send `messages` (sequence numbers still to be written) as **one** batch, one kernel
@@ -552,7 +555,7 @@ pub(crate) fn send_batch(messages: &[&[u8]]) -> Result<(), (Option<usize>, io::E
         return Ok(());
     }
     batch.extend_from_slice(&batch_mark(NFNL_MSG_BATCH_END, seq));
-    send_acked(&sock, &batch, &mut acks)
+    send_acked(&sock, &mut batch, &acks)
         .map_err(|(failed, e)| (failed.map(|s| s.wrapping_sub(first_seq) as usize), e))?;
     sock.park();
     Ok(())
@@ -930,11 +933,46 @@ fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-/// Read replies until every sequence number in `acks` is acknowledged; the first error wins,
-/// with the sequence number of the message the kernel refused.
-fn wait_acks(sock: &Socket, acks: &mut Vec<u32>) -> Result<(), (Option<u32>, io::Error)> {
+/// Ask for one acknowledgement per batch instead of one per message: the flag is cleared on
+/// every message of `batch` (begun and ended, messages whole) but the last before the end.
+/// Returns that message's sequence number.
+///
+/// The kernel handles a batch whole within the `sendto` and then queues its replies in
+/// message order: every refused message's error (an error is sent whatever the flag), then the
+/// last message's acknowledgement; a commit that fails is reported first, against the batch
+/// header. So the acknowledgement of the last message ends the exchange, and whatever went
+/// wrong came before it. One acknowledgement per message cost a reply buffer and a `recv` each
+/// (170 for a ruleset with a 1,000-address blacklist).
+fn ack_last_only(batch: &mut [u8]) -> Option<u32> {
+    let mut starts = Vec::new();
+    let mut off = 0;
+    while off + 16 <= batch.len() {
+        let len = u32::from_ne_bytes(batch[off..off + 4].try_into().unwrap()) as usize;
+        if len < 16 {
+            break;
+        }
+        starts.push(off);
+        off += (len + 3) & !3;
+    }
+    // The batch's begin and end marks are not messages of the transaction.
+    let inner = starts.get(1..starts.len().saturating_sub(1))?;
+    let (&last, rest) = inner.split_last()?;
+    for &at in rest {
+        let flags = u16::from_ne_bytes(batch[at + 6..at + 8].try_into().unwrap()) & !NLM_F_ACK;
+        batch[at + 6..at + 8].copy_from_slice(&flags.to_ne_bytes());
+    }
+    let flags = u16::from_ne_bytes(batch[last + 6..last + 8].try_into().unwrap()) | NLM_F_ACK;
+    batch[last + 6..last + 8].copy_from_slice(&flags.to_ne_bytes());
+    Some(u32::from_ne_bytes(
+        batch[last + 8..last + 12].try_into().unwrap(),
+    ))
+}
+
+/// Read replies until message `last` is acknowledged (see [`ack_last_only`]); the first
+/// error wins, with the sequence number of the message the kernel refused.
+fn wait_acks(sock: &Socket, last: u32) -> Result<(), (Option<u32>, io::Error)> {
     let mut buf = vec![0u8; 64 * 1024];
-    while !acks.is_empty() {
+    loop {
         let n = sock.recv(&mut buf).map_err(|e| (None, e))?;
         let mut off = 0;
         while off + 16 <= n {
@@ -949,12 +987,13 @@ fn wait_acks(sock: &Socket, acks: &mut Vec<u32>) -> Result<(), (Option<u32>, io:
                 if err != 0 {
                     return Err((Some(seq), io::Error::from_raw_os_error(-err)));
                 }
-                acks.retain(|s| *s != seq);
+                if seq == last {
+                    return Ok(());
+                }
             }
             off += (len + 3) & !3;
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -962,6 +1001,43 @@ mod tests {
     use super::*;
     use pbxfw_core::Prefix;
     use std::str::FromStr;
+
+    /// One acknowledgement per batch: the flag stays on the last message before the end mark
+    /// only, whatever each message asked; a batch with no message asks for none.
+    #[test]
+    fn only_the_last_message_of_a_batch_is_acknowledged() {
+        let msg = |seq: u32, flags: u16| {
+            let mut m = Msg::new(NFT_MSG_DELSETELEM, flags, seq, NFPROTO_INET, 0);
+            m.attr(NFTA_SET_ELEM_LIST_SET, &cstr("s"));
+            m.finish()
+        };
+        let mut batch = batch_mark(NFNL_MSG_BATCH_BEGIN, 1);
+        batch.extend(msg(2, NLM_F_REQUEST | NLM_F_ACK));
+        batch.extend(msg(3, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE));
+        batch.extend(msg(4, NLM_F_REQUEST));
+        batch.extend(batch_mark(NFNL_MSG_BATCH_END, 5));
+        assert_eq!(ack_last_only(&mut batch), Some(4));
+        let mut flags = Vec::new();
+        let mut off = 0;
+        while off < batch.len() {
+            let len = u32::from_ne_bytes(batch[off..off + 4].try_into().unwrap()) as usize;
+            flags.push(u16::from_ne_bytes(batch[off + 6..off + 8].try_into().unwrap()));
+            off += (len + 3) & !3;
+        }
+        assert_eq!(
+            flags,
+            [
+                NLM_F_REQUEST,
+                NLM_F_REQUEST,
+                NLM_F_REQUEST | NLM_F_CREATE,
+                NLM_F_REQUEST | NLM_F_ACK,
+                NLM_F_REQUEST
+            ]
+        );
+        let mut empty = batch_mark(NFNL_MSG_BATCH_BEGIN, 1);
+        empty.extend(batch_mark(NFNL_MSG_BATCH_END, 2));
+        assert_eq!(ack_last_only(&mut empty), None);
+    }
 
     /// Interval sets are dumped as start keys and flagged end keys (the address after the
     /// range), in any order; a hash set's keys are addresses.

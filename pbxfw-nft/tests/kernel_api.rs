@@ -152,8 +152,36 @@ fn apply_reload_update_status_disable() {
             assert!(k
                 .update_set(&changed, "ban4", Op::Remove, &[el("192.0.2.99", None)])
                 .is_err());
+            // Refused in the middle of a batch: the kernel acknowledges only the last
+            // message, yet the error names the message it refused, and the changes before
+            // it are undone with the rest.
+            use pbxfw_nft::netlink::{apply_changes, Change, SetShape};
+            let change = |set: &str, op, addr| Change {
+                set: set.into(),
+                shape: SetShape::Hash,
+                op,
+                elements: vec![el(addr, None)],
+            };
+            let err = apply_changes(
+                "pbxfw",
+                &[
+                    change("ban4", Op::Add, "192.0.2.50"),
+                    change("registered4", Op::Remove, "192.0.2.98"),
+                    change("ban4", Op::Add, "192.0.2.51"),
+                ],
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("set registered4"),
+                "the error names another message: {err}"
+            );
         }
     });
+    let ban4 = set_text(&ns, "ban4");
+    assert!(
+        !ban4.contains("192.0.2.50") && !ban4.contains("192.0.2.51"),
+        "a refused batch left changes: {ban4}"
+    );
     assert!(!set_text(&ns, "ban4").contains("192.0.2.7"));
     assert!(!set_text(&ns, "blacklist4").contains("198.51.100.0/24"));
 

@@ -119,8 +119,12 @@ pub fn openers() -> Option<Vec<(Family, u128)>> {
     let mut f = std::fs::File::open(PROC_CONNTRACK).ok()?;
     let mut buf = vec![0u8; 64 * 1024];
     let n = f.read(&mut buf).ok()?;
+    // An empty first read is the end of the listing: the walk found no entry. Any other needs
+    // a second read to tell (and walks the table again): a read stops at a page, or earlier
+    // when the next entry does not fit, and an entry's length has no bound (its security
+    // context).
     let mut more = [0u8; 1];
-    if n == buf.len() || f.read(&mut more).ok()? != 0 {
+    if n == buf.len() || (n > 0 && f.read(&mut more).ok()? != 0) {
         return None;
     }
     openers_in(std::str::from_utf8(&buf[..n]).ok()?)
