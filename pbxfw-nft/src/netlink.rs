@@ -1021,7 +1021,9 @@ mod tests {
         let mut off = 0;
         while off < batch.len() {
             let len = u32::from_ne_bytes(batch[off..off + 4].try_into().unwrap()) as usize;
-            flags.push(u16::from_ne_bytes(batch[off + 6..off + 8].try_into().unwrap()));
+            flags.push(u16::from_ne_bytes(
+                batch[off + 6..off + 8].try_into().unwrap(),
+            ));
             off += (len + 3) & !3;
         }
         assert_eq!(
