@@ -303,6 +303,77 @@ pub mod flood {
         topo.watched() as f64 / FLOOD.as_secs_f64()
     }
 
+    /// Packets in one burst of [`interleaved`]: short enough that the machine's drift does
+    /// not move within one (about 0.1 ms of sending), long enough that reading the clock
+    /// costs nothing beside it.
+    const BURST: usize = 64;
+
+    /// The sender's end of the established media flow of [`pps`] to `sink`'s PBX (one packet
+    /// each way, so that conntrack calls the flow established), or of the one-way flow of
+    /// [`pps_one_way`] (no answer: every packet stays new).
+    pub fn open_flow(topo: &Topology, sink: &UdpSocket, one_way: bool) -> UdpSocket {
+        // A one-way flow needs a port of its own: an earlier flow on the same ports would
+        // still be established in conntrack.
+        let from = if one_way {
+            "100.64.255.254:0"
+        } else {
+            "100.64.255.254:40000"
+        };
+        let s = in_netns(topo.client("eth0"), move || {
+            let s = UdpSocket::bind(from).unwrap();
+            s.connect(SocketAddr::new(IpAddr::from_str(DST4).unwrap(), 10000))
+                .unwrap();
+            s
+        });
+        if !one_way {
+            s.send(b"hello").unwrap();
+            let mut buf = [0u8; 64];
+            let (_, from) = sink
+                .recv_from(&mut buf)
+                .expect("the ruleset accepts the first media packet");
+            sink.send_to(b"hello", from).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            s.recv(&mut buf).expect("the answer reaches the sender");
+        }
+        s
+    }
+
+    /// Packets per second of sending through each of two PBXes, `a` and `b`, each flooded on
+    /// the flow of its socket (from [`open_flow`]) for `each` in all: the floods alternate in
+    /// bursts of [`BURST`] packets, and each side is charged only the time of its own bursts.
+    ///
+    /// On one core the sender's `send` also runs the receiving side (veth hands the packet to
+    /// the PBX's stack in the same softirq), so a burst's time is the whole per-packet cost,
+    /// the PBX's input hook included. Interleaving at this grain makes the machine's drift
+    /// (±25 % between two-second floods on this 2-vCPU VM) fall on both sides alike, which
+    /// back-to-back floods cannot do. Counts are the packets that passed each PBX's ruleset
+    /// ([`Topology::watch`] on both).
+    pub fn interleaved(
+        a: (&Topology, &UdpSocket),
+        b: (&Topology, &UdpSocket),
+        each: Duration,
+    ) -> (f64, f64) {
+        let watch = "ip saddr 100.64.255.254 udp dport 10000";
+        a.0.watch(watch);
+        b.0.watch(watch);
+        let payload = [0u8; 64];
+        let mut spent = [Duration::ZERO; 2];
+        while spent[0] < each || spent[1] < each {
+            for (side, s) in [a.1, b.1].into_iter().enumerate() {
+                let start = Instant::now();
+                for _ in 0..BURST {
+                    let _ = s.send(&payload);
+                }
+                spent[side] += start.elapsed();
+            }
+        }
+        (
+            a.0.watched() as f64 / spent[0].as_secs_f64(),
+            b.0.watched() as f64 / spent[1].as_secs_f64(),
+        )
+    }
+
     /// The median of some measurements.
     pub fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(|a, b| a.total_cmp(b));

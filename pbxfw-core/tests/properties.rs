@@ -108,6 +108,16 @@ fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
                 if p.ct_reply && pr.banned {
                     return FinalVerdict::Drop;
                 }
+                // No program learns of the kernel tiers' bans to cut the flows: every
+                // established packet of a source they banned meets the ban (after the
+                // blacklist, which comes first).
+                if pr.tier_banned {
+                    return if blacklisted {
+                        deny
+                    } else {
+                        FinalVerdict::Drop
+                    };
+                }
                 return FinalVerdict::Accept;
             }
             _ => {}
@@ -115,7 +125,7 @@ fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
         if blacklisted {
             return deny;
         }
-        if pr.banned {
+        if pr.banned || pr.tier_banned {
             return FinalVerdict::Drop;
         }
         let icmp_ok: &[u8] = match p.proto {

@@ -311,7 +311,7 @@ pub fn lower(rs: &Ruleset) -> Result<Script, LowerError> {
     // would need both, which iptables cannot share.
     for rule in rs.chains.values().flat_map(|c| &c.rules) {
         let used = rule.matches.iter().filter_map(|m| match m {
-            Match::Src(s) => Some(s.as_str()),
+            Match::Src(s) | Match::NotSrc(s) => Some(s.as_str()),
             _ => None,
         });
         for s in used.chain(rule.update.as_deref()) {
@@ -565,8 +565,10 @@ impl<'a> Lowering<'a> {
             }
         }
         for m in &rule.matches {
-            if let Match::Dport(ps) = m {
-                parts.push(self.ports(ps, "dst")?);
+            match m {
+                Match::Dport(ps) => parts.push(self.ports(ps, "dst")?),
+                Match::NotDport(ps) => parts.push(negated(&self.ports(ps, "dst")?)),
+                _ => {}
             }
         }
         for m in &rule.matches {
@@ -597,11 +599,21 @@ impl<'a> Lowering<'a> {
                     parts.push(format!("-m connmark --mark {bits:#x}/{bits:#x}"))
                 }
                 Match::CtReply => parts.push("-m conntrack --ctdir REPLY".into()),
+                Match::CtOriginal => parts.push("-m conntrack --ctdir ORIGINAL".into()),
                 Match::Payload(bytes) => parts.push(payload_u32(family, bytes)),
                 Match::Syn => parts.push("--syn".into()),
                 // Split by the caller (`data_variants`): one rule per header length.
                 Match::Data => {}
                 _ => {}
+            }
+        }
+        // A negated set lookup after the cheap matches: only packets they let through pay it.
+        for m in &rule.matches {
+            if let Match::NotSrc(s) = m {
+                if self.rs.sets[s].family != family {
+                    return Ok(None);
+                }
+                parts.push(format!("-m set ! --match-set {} src", ipset_name(s)));
             }
         }
         // Rate matches last: they count only packets every other match let through.
@@ -921,6 +933,23 @@ pub fn map_ipset_name(map: &str, chain: &str) -> String {
     ipset_name(&format!("{map}.{chain}"))
 }
 
+/// The negation of a port match from `Lowering::ports`: `! --dport 5060`, `-m multiport !
+/// --dports 5060,5160`, `-m set ! --match-set NAME dst` (iptables puts `!` before the option
+/// it negates).
+fn negated(ports: &str) -> String {
+    for opt in [
+        "--dports ",
+        "--dport ",
+        "--sports ",
+        "--sport ",
+        "--match-set ",
+    ] {
+        if let Some(i) = ports.find(opt) {
+            return format!("{}! {}", &ports[..i], &ports[i..]);
+        }
+    }
+    unreachable!("a port match names one of the options: {ports}")
+}
 #[cfg(test)]
 mod tests {
     use super::*;

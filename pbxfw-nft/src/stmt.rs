@@ -89,12 +89,17 @@ pub(crate) enum Stmt {
     Loopback,
     IifName(String),
     Src(SourceKey, String),
+    /// The source is not in the set.
+    NotSrc(SourceKey, String),
     L4proto(L4Proto),
     Ports(L4Proto, PortDir, PortSet),
+    /// The destination port is not in the set.
+    NotDports(L4Proto, PortSet),
     IcmpTypes(L4Proto, BTreeSet<u8>),
     CtState(BTreeSet<CtState>),
     CtMarkHas(u32),
     CtReply,
+    CtOriginal,
     /// Transport payload bytes (at most 16) at a bit offset.
     Payload(usize, Vec<u8>),
     Data,
@@ -280,8 +285,12 @@ fn rule_line(rs: &Ruleset, rule: &Rule, opts: &Options) -> Result<Line, LowerErr
     let implied = has(|m| matches!(m, Match::Src(_) | Match::IcmpType(_) | Match::Meter { .. }))
         || matches!(&rule.verdict, Verdict::Dispatch(m) if matches!(rs.maps.get(m), Some(Map::Src(_))));
     // Ports name their protocol (`udp dport`); state the protocol alone only without them.
-    let proto_implied =
-        has(|m| matches!(m, Match::Dport(_) | Match::Sport(_) | Match::IcmpType(_)));
+    let proto_implied = has(|m| {
+        matches!(
+            m,
+            Match::Dport(_) | Match::NotDport(_) | Match::Sport(_) | Match::IcmpType(_)
+        )
+    });
     // Emit in a fixed order: cheap, selective matches first; `limit` last so that it only
     // counts packets every other match accepted.
     for m in &rule.matches {
@@ -322,8 +331,10 @@ fn rule_line(rs: &Ruleset, rule: &Rule, opts: &Options) -> Result<Line, LowerErr
         }
     }
     for m in &rule.matches {
-        if let (Match::Dport(ps), Some(p)) = (m, proto) {
-            out.push(Stmt::Ports(p, PortDir::Dport, ps.clone()));
+        match (m, proto) {
+            (Match::Dport(ps), Some(p)) => out.push(Stmt::Ports(p, PortDir::Dport, ps.clone())),
+            (Match::NotDport(ps), Some(p)) => out.push(Stmt::NotDports(p, ps.clone())),
+            _ => {}
         }
     }
     for m in &rule.matches {
@@ -335,6 +346,7 @@ fn rule_line(rs: &Ruleset, rule: &Rule, opts: &Options) -> Result<Line, LowerErr
         match m {
             Match::CtMark(bits) => out.push(Stmt::CtMarkHas(*bits)),
             Match::CtReply => out.push(Stmt::CtReply),
+            Match::CtOriginal => out.push(Stmt::CtOriginal),
             // `@ih` is the payload after the transport header, options included, wherever
             // it starts; a load past the packet's end fails and the rule does not match.
             // One comparison holds at most 16 bytes.
@@ -347,6 +359,14 @@ fn rule_line(rs: &Ruleset, rule: &Rule, opts: &Options) -> Result<Line, LowerErr
             Match::Data => out.push(Stmt::Data),
             Match::Syn => out.push(Stmt::Syn),
             _ => {}
+        }
+    }
+    // A negated lookup last among the plain matches: it is the dearest, and only a packet
+    // every cheaper match let through pays it (the family is stated at the front: a negated
+    // lookup does not say it).
+    for m in &rule.matches {
+        if let Match::NotSrc(s) = m {
+            out.push(Stmt::NotSrc(SourceKey::of(rs, s), s.clone()));
         }
     }
     for m in &rule.matches {
@@ -429,6 +449,7 @@ impl Stmt {
             Stmt::Loopback => "iif \"lo\"".into(),
             Stmt::IifName(i) => format!("iifname \"{i}\""),
             Stmt::Src(key, set) => format!("{} @{set}", key.text()),
+            Stmt::NotSrc(key, set) => format!("{} != @{set}", key.text()),
             Stmt::L4proto(p) => format!("meta l4proto {}", l4(*p)),
             Stmt::Ports(p, dir, ps) => {
                 let d = match dir {
@@ -437,6 +458,7 @@ impl Stmt {
                 };
                 format!("{} {d} {}", l4(*p), ports_text(ps))
             }
+            Stmt::NotDports(p, ps) => format!("{} dport != {}", l4(*p), ports_text(ps)),
             Stmt::IcmpTypes(p, types) => {
                 let list: Vec<String> = types.iter().map(u8::to_string).collect();
                 let v = if list.len() == 1 {
@@ -452,6 +474,7 @@ impl Stmt {
             }
             Stmt::CtMarkHas(bits) => format!("ct mark & {bits:#010x} == {bits:#010x}"),
             Stmt::CtReply => "ct direction reply".into(),
+            Stmt::CtOriginal => "ct direction original".into(),
             Stmt::Payload(offset, bytes) => {
                 let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                 format!("@ih,{offset},{} 0x{hex}", bytes.len() * 8)

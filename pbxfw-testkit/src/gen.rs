@@ -127,6 +127,8 @@ pub struct Probe {
     pub registered: bool,
     /// Its source is banned.
     pub banned: bool,
+    /// Its source is banned by the kernel tiers (`tier_ban4`/`tier_ban6`).
+    pub tier_banned: bool,
     /// Per-user grant sets holding its source.
     pub granted: Vec<&'static str>,
 }
@@ -155,7 +157,12 @@ pub fn probe() -> impl Strategy<Value = Probe> {
             ]),
             any::<bool>(),
         ),
-        (any::<bool>(), any::<bool>(), services_subset()),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            prop::bool::weighted(0.25),
+            services_subset(),
+        ),
     )
         .prop_map(
             |(
@@ -166,7 +173,7 @@ pub fn probe() -> impl Strategy<Value = Probe> {
                 sport,
                 icmp_type,
                 (ct, reply),
-                (registered, banned, granted),
+                (registered, banned, tier_banned, granted),
             )| {
                 let src: IpAddr = src.parse().unwrap();
                 let proto = match (proto, src.is_ipv4()) {
@@ -186,6 +193,7 @@ pub fn probe() -> impl Strategy<Value = Probe> {
                     packet,
                     registered,
                     banned,
+                    tier_banned,
                     granted,
                 }
             },
@@ -202,6 +210,9 @@ impl Probe {
         }
         if self.banned {
             state.insert(rs, &names::ban(f), self.packet.src);
+        }
+        if self.tier_banned {
+            state.insert(rs, &names::tier_ban(f), self.packet.src);
         }
         for s in &self.granted {
             let set = names::grant(s, f);

@@ -359,16 +359,37 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
     // meet it on every packet. Sources the kernel tiers banned return too: no program learns
     // of those bans to cut their flows, so the lookup stays (also with the responsive layer
     // off: bans from before it was switched off keep their timeouts).
-    input.push(Rule::new(
-        vec![Match::Ct([CtState::Invalid].into())],
-        Verdict::Drop,
-        "invalid",
-    ));
     let responsive_ports = by_proto(
         policy
             .responsive_protocols()
             .flat_map(|p| policy.signalling_service(p).ports.iter()),
     );
+    // 2a. The same decision for established UDP in one rule per family, ahead of the
+    // conntrack verdict map: UDP is media, the flood every call brings. Exactly what the
+    // `established` chain below accepts, no more: not a responsive signalling port, the
+    // peer's direction, not banned by the kernel tiers. Every other established packet (TCP,
+    // signalling, the PBX's own connections, a banned source) misses it and takes the chain.
+    // One rule of cheap comparisons and one lookup costs a packet about half of what the
+    // verdict map, the jump and the chain's rules cost (BENCHMARKS.md, "Where the per-packet
+    // cost goes").
+    for f in Family::BOTH {
+        let mut m = vec![
+            Match::Family(f),
+            Match::Ct([CtState::Established, CtState::Related].into()),
+            Match::CtOriginal,
+            Match::Proto(L4Proto::Udp),
+        ];
+        if let Some((_, ports)) = responsive_ports.iter().find(|(p, _)| *p == L4Proto::Udp) {
+            m.push(Match::NotDport(ports.clone()));
+        }
+        m.push(Match::NotSrc(names::tier_ban(f)));
+        input.push(Rule::new(m, Verdict::Accept, "established: media"));
+    }
+    input.push(Rule::new(
+        vec![Match::Ct([CtState::Invalid].into())],
+        Verdict::Drop,
+        "invalid",
+    ));
     let mut rules = port_rules(
         &[],
         &responsive_ports,

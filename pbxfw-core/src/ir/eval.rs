@@ -260,18 +260,31 @@ fn matches<'a>(
             Match::Iif(i) => *i == p.iif,
             Match::Proto(pr) => *pr == p.proto,
             Match::Dport(ports) => p.dport.is_some_and(|d| ports.contains(d)),
+            Match::NotDport(ports) => p.dport.is_some_and(|d| !ports.contains(d)),
             Match::Sport(ports) => p.sport.is_some_and(|s| ports.contains(s)),
             Match::Ct(states) => states.contains(&p.ct),
             Match::IcmpType(types) => p.icmp_type.is_some_and(|t| types.contains(&t)),
             Match::Limit { .. } => true,
             Match::CtMark(bits) => p.ct_mark & bits == *bits,
             Match::CtReply => p.ct_reply,
+            Match::CtOriginal => !p.ct_reply,
             Match::Payload(prefix) => p.payload.as_ref().is_some_and(|b| b.starts_with(prefix)),
             Match::Data => p.payload.as_ref().is_some_and(|b| !b.is_empty()),
             Match::Syn => {
                 p.proto == L4Proto::Tcp && p.tcp_syn.unwrap_or(p.ct == super::CtState::New)
             }
             Match::Meter { set, .. } => state.meters_over.contains(set),
+            Match::NotSrc(name) => match rs.sets.get(name) {
+                None => false,
+                Some(set) if set.family != family => false,
+                Some(set) => match &set.kind {
+                    SetKind::Static(s) => s.lookup(&p.src).is_none(),
+                    SetKind::Dynamic(_) => !state
+                        .elements
+                        .get(name)
+                        .is_some_and(|es| es.iter().any(|e| e.contains(&p.src))),
+                },
+            },
             Match::Src(name) => match rs.sets.get(name) {
                 None => false,
                 Some(set) if set.family != family => false,

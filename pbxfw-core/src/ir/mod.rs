@@ -578,10 +578,15 @@ pub enum Match {
     Proto(L4Proto),
     /// Destination port (needs `Proto` tcp or udp in the same rule).
     Dport(PortSet),
+    /// Destination port *not* in the set (needs `Proto` tcp or udp in the same rule).
+    NotDport(PortSet),
     /// Source port (needs `Proto` tcp or udp in the same rule).
     Sport(PortSet),
     /// The source address (masked to the set's key length) is in the named set (needs `Family`).
     Src(String),
+    /// The source address (masked to the set's key length) is *not* in the named set (needs
+    /// `Family`; a packet of the other family does not match).
+    NotSrc(String),
     /// The connection-tracking state is one of these.
     Ct(BTreeSet<CtState>),
     /// ICMP or ICMPv6 type (needs `Proto` icmp or icmpv6).
@@ -601,6 +606,9 @@ pub enum Match {
     /// The packet travels in the reply direction of its connection: the PBX opened the
     /// connection (conntrack's `ct direction reply`).
     CtReply,
+    /// The packet travels in the original direction of its connection: the peer opened it
+    /// (conntrack's `ct direction original`; the complement of `CtReply`).
+    CtOriginal,
     /// The transport payload (after the TCP header and its options) begins with these bytes
     /// (1 to [`MAX_PAYLOAD_MATCH`], printable ASCII; needs `Proto` tcp).
     Payload(Vec<u8>),

@@ -445,6 +445,7 @@ fn rule(mut c: Cursor) -> Result<Rule, String> {
             }
             "ct-mark" => Match::CtMark(hex(&c.word("mark bits")?)?),
             "ct-reply" => Match::CtReply,
+            "ct-original" => Match::CtOriginal,
             "payload" => Match::Payload(c.string("payload")?.into_bytes()),
             "data" => Match::Data,
             "syn" => Match::Syn,
@@ -465,10 +466,17 @@ fn rule(mut c: Cursor) -> Result<Rule, String> {
                 other => return Err(format!("unknown protocol {other:?}")),
             }),
             "dport" => Match::Dport(ports(&c.word("ports")?)?),
+            "dport-not" => Match::NotDport(ports(&c.word("ports")?)?),
             "sport" => Match::Sport(ports(&c.word("ports")?)?),
             "src" => {
                 let s = c.word("@set")?;
                 Match::Src(name(
+                    s.strip_prefix('@').ok_or("expected @set")?.to_string(),
+                )?)
+            }
+            "src-not" => {
+                let s = c.word("@set")?;
+                Match::NotSrc(name(
                     s.strip_prefix('@').ok_or("expected @set")?.to_string(),
                 )?)
             }

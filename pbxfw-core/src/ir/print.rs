@@ -156,8 +156,10 @@ fn print_match(out: &mut impl Write, m: &Match) {
         Match::Iif(i) => write!(out, "iif {}", q(i)),
         Match::Proto(p) => write!(out, "proto {p}"),
         Match::Dport(p) => write!(out, "dport {p}"),
+        Match::NotDport(p) => write!(out, "dport-not {p}"),
         Match::Sport(p) => write!(out, "sport {p}"),
         Match::Src(s) => write!(out, "src @{s}"),
+        Match::NotSrc(s) => write!(out, "src-not @{s}"),
         Match::Ct(states) => {
             let s: Vec<String> = states.iter().map(CtState::to_string).collect();
             write!(out, "ct {}", s.join(","))
@@ -176,6 +178,7 @@ fn print_match(out: &mut impl Write, m: &Match) {
         }
         Match::CtMark(bits) => write!(out, "ct-mark {bits:#x}"),
         Match::CtReply => write!(out, "ct-reply"),
+        Match::CtOriginal => write!(out, "ct-original"),
         Match::Payload(bytes) => write!(out, "payload {}", q(&String::from_utf8_lossy(bytes))),
         Match::Data => write!(out, "data"),
         Match::Syn => write!(out, "syn"),

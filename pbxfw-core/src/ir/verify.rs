@@ -221,7 +221,7 @@ fn check_matches(rs: &Ruleset, at: &str, matches: &[Match]) -> Result<(), Verify
     }
     for m in matches {
         match m {
-            Match::Src(s) => {
+            Match::Src(s) | Match::NotSrc(s) => {
                 let Some(set) = rs.sets.get(s) else {
                     return Err(fail(at, format!("set {s} missing")));
                 };
@@ -229,7 +229,7 @@ fn check_matches(rs: &Ruleset, at: &str, matches: &[Match]) -> Result<(), Verify
                     return Err(fail(at, format!("src @{s} without family {}", set.family)));
                 }
             }
-            Match::Dport(_) | Match::Sport(_)
+            Match::Dport(_) | Match::NotDport(_) | Match::Sport(_)
                 if !matches!(proto, Some(L4Proto::Tcp | L4Proto::Udp)) =>
             {
                 return Err(fail(at, "port match without proto tcp or udp"));

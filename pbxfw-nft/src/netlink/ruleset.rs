@@ -618,6 +618,32 @@ impl Exprs {
         });
     }
 
+    /// A lookup that holds when the key is *not* in the set (`NFT_LOOKUP_F_INV`).
+    fn lookup_not(&mut self, set: &str, id: Option<u32>) {
+        self.expr("lookup", |m| {
+            m.attr(2, &REG_1.to_be_bytes());
+            m.attr(1, &cstr(set));
+            if let Some(id) = id {
+                m.attr(4, &id.to_be_bytes());
+            }
+            m.attr(5, &1u32.to_be_bytes()); // NFTA_LOOKUP_FLAGS: NFT_LOOKUP_F_INV
+        });
+    }
+
+    /// Holds when the register is outside `from..=to` (`NFT_RANGE_NEQ`).
+    fn range_neq(&mut self, from: &[u8], to: &[u8]) {
+        self.expr("range", |m| {
+            m.attr(1, &REG_1.to_be_bytes());
+            m.attr(2, &1u32.to_be_bytes()); // NFT_RANGE_NEQ
+            m.begin(3);
+            m.attr(NFTA_DATA_VALUE, from);
+            m.end();
+            m.begin(4);
+            m.attr(NFTA_DATA_VALUE, to);
+            m.end();
+        });
+    }
+
     fn ct(&mut self, key: u32) {
         self.expr("ct", |m| {
             m.attr(2, &key.to_be_bytes());
@@ -879,6 +905,40 @@ impl Batch<'_> {
         self.push(m, format!("a rule of chain {chain} ({comment})"));
     }
 
+    /// A lookup of the port in the register (loaded by the caller) in an anonymous set of
+    /// `ranges` (`field`: 1 source port, 2 destination port), inverted when `inv`.
+    fn port_lookup(
+        &mut self,
+        e: &mut Exprs,
+        p: L4Proto,
+        field: u32,
+        ranges: &[pbxfw_core::PortRange],
+        inv: bool,
+    ) {
+        let interval = ranges.iter().any(|r| r.first != r.last);
+        let d = anon_decl(TYPE_INET_SERVICE, 2, p, field, interval);
+        let elems = if interval {
+            intervals(
+                u16::MAX as u128,
+                ranges
+                    .iter()
+                    .map(|r| (r.first as u128, r.last as u128, None)),
+                |v| (v as u16).to_be_bytes().to_vec(),
+            )
+        } else {
+            ranges
+                .iter()
+                .flat_map(|r| hash_elements(r.first.to_be_bytes().to_vec()))
+                .collect()
+        };
+        let (name, id) = self.anonymous(false, d, elems);
+        if inv {
+            e.lookup_not(&name, Some(id));
+        } else {
+            e.lookup(&name, Some(id), false);
+        }
+    }
+
     fn statements(&mut self, e: &mut Exprs, stmts: &[Stmt]) {
         let mut cx = Context::default();
         let need_family = |e: &mut Exprs, cx: &mut Context, f: Family| {
@@ -931,6 +991,10 @@ impl Batch<'_> {
                     source(e, &mut cx, key);
                     e.lookup(set, self.set_ids.get(set).copied(), false);
                 }
+                Stmt::NotSrc(key, set) => {
+                    source(e, &mut cx, key);
+                    e.lookup_not(set, self.set_ids.get(set).copied());
+                }
                 Stmt::L4proto(p) => {
                     e.meta(META_L4PROTO);
                     e.cmp(CMP_EQ, &[proto_number(*p)]);
@@ -971,30 +1035,24 @@ impl Batch<'_> {
                             e.cmp(CMP_LTE, &r.last.to_be_bytes());
                         }
                         ranges => {
-                            let interval = ranges.iter().any(|r| r.first != r.last);
                             let field = match dir {
                                 PortDir::Sport => 1,
                                 PortDir::Dport => 2,
                             };
-                            let d = anon_decl(TYPE_INET_SERVICE, 2, *p, field, interval);
-                            let elems = if interval {
-                                intervals(
-                                    u16::MAX as u128,
-                                    ranges
-                                        .iter()
-                                        .map(|r| (r.first as u128, r.last as u128, None)),
-                                    |v| (v as u16).to_be_bytes().to_vec(),
-                                )
-                            } else {
-                                ranges
-                                    .iter()
-                                    .flat_map(|r| hash_elements(r.first.to_be_bytes().to_vec()))
-                                    .collect()
-                            };
-                            let (name, id) = self.anonymous(false, d, elems);
                             e.payload(BASE_TRANSPORT, offset, 2);
-                            e.lookup(&name, Some(id), false);
+                            self.port_lookup(e, *p, field, ranges, false);
                         }
+                    }
+                }
+                // What nft makes of `udp dport != …`: an inverted comparison, an inverted
+                // range, or an inverted lookup of an anonymous set.
+                Stmt::NotDports(p, ports) => {
+                    need_proto(e, &mut cx, *p);
+                    e.payload(BASE_TRANSPORT, 2, 2);
+                    match ports.ranges() {
+                        [r] if r.first == r.last => e.cmp(CMP_NEQ, &r.first.to_be_bytes()),
+                        [r] => e.range_neq(&r.first.to_be_bytes(), &r.last.to_be_bytes()),
+                        ranges => self.port_lookup(e, *p, 2, ranges, true),
                     }
                 }
                 Stmt::IcmpTypes(p, types) => {
@@ -1028,6 +1086,10 @@ impl Batch<'_> {
                 Stmt::CtReply => {
                     e.ct(CT_DIRECTION);
                     e.cmp(CMP_EQ, &[1]); // IP_CT_DIR_REPLY
+                }
+                Stmt::CtOriginal => {
+                    e.ct(CT_DIRECTION);
+                    e.cmp(CMP_EQ, &[0]); // IP_CT_DIR_ORIGINAL
                 }
                 Stmt::Payload(offset, bytes) => {
                     e.payload(BASE_INNER, (*offset / 8) as u32, bytes.len() as u32);
