@@ -11,6 +11,7 @@
 //! - `stateful minimum`: `iif lo accept`, `ct state established accept`, the RTP port: the
 //!   least any stateful firewall with a loopback rule does;
 //! - `pbxfw`: the full ruleset of a policy with a 100k-address blacklist;
+//! - `pbxfw, loaded by nft -f`: the same ruleset through the fallback load path;
 //! - `pbxfw, media rule without the tier lookup`: the same with the `established: media`
 //!   rules' lookups of the kernel tiers' bans taken out (what the per-packet enforcement of
 //!   those bans costs);
@@ -33,7 +34,7 @@ use std::time::Duration;
 use pbxfw_benches::flood::{interleaved, median, open_flow, sink};
 use pbxfw_core::ApplyOptions;
 use pbxfw_core::{compile, Policy, Ruleset};
-use pbxfw_nft::Kernel;
+use pbxfw_nft::{Kernel, Loader};
 use pbxfw_testkit::netns::in_netns;
 use pbxfw_testkit::probe::Topology;
 
@@ -89,9 +90,13 @@ fn cut(rule: &str, from: &str, to: &str) -> String {
 }
 
 fn apply(topo: &Topology, rs: &Ruleset) {
+    apply_with(topo, rs, Loader::Netlink)
+}
+
+fn apply_with(topo: &Topology, rs: &Ruleset, loader: Loader) {
     let rs = rs.clone();
     in_netns(&topo.pbx, move || {
-        pbxfw_core::apply(&Kernel::default(), &rs, &ApplyOptions::default()).unwrap();
+        pbxfw_core::apply(&Kernel::with_loader(loader), &rs, &ApplyOptions::default()).unwrap();
     });
 }
 
@@ -176,6 +181,12 @@ fn main() {
         Variant {
             name: "pbxfw",
             setup: Box::new(|t: &Topology| apply(t, rs)),
+            table: Some("pbxfw"),
+            one_way: false,
+        },
+        Variant {
+            name: "pbxfw, loaded by nft -f",
+            setup: Box::new(|t: &Topology| apply_with(t, rs, Loader::Nft)),
             table: Some("pbxfw"),
             one_way: false,
         },

@@ -1,11 +1,15 @@
 //! Kernel benchmark of the nft backend (not a test): for blacklists of 1k, 10k and 100k
 //! addresses, the time to apply the whole pbxfw ruleset against a bare `nft -f` of the same set
 //! (a hash set of addresses, as pbxfw makes it),
-//! and the packets per second that reach the PBX through the full ruleset, compared in the same
-//! run with no ruleset at all and with one iptables rule per address (as FreePBX builds its
-//! blacklist). Also netlink set updates: one element, and 10k in one call. Then the same apply
+//! and the packets per second that reach the PBX through the full ruleset, measured side by
+//! side with connection tracking alone and with no ruleset at all (two PBX namespaces flooded
+//! in alternating bursts, [`pbxfw_benches::flood::interleaved`]), and with one iptables rule
+//! per address (as FreePBX builds its blacklist; back-to-back floods). Also netlink set updates: one element, and 10k in one call. Then the same apply
 //! and throughput rows for the iptables backend, on iptables-nft and on iptables-legacy (each in
 //! a namespace of its own), and its set updates (`ipset restore`).
+//!
+//! `KBENCH_SIZES=100000` (comma-separated) measures only those blacklist sizes; each round's
+//! packet ratios also go to stderr.
 //!
 //! Run as root: `cargo run --release -p pbxfw-benches --bin kernel-bench`. It creates and
 //! removes its own network namespaces. Results go to BENCHMARKS.md by hand.
@@ -13,7 +17,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use pbxfw_benches::flood::{median, pps, pps_one_way, sink};
+use pbxfw_benches::flood::{interleaved, median, open_flow, pps, sink};
 use pbxfw_core::Prefix;
 use pbxfw_core::{compile, Policy};
 use pbxfw_core::{ApplyOptions, Backend, Element, Op};
@@ -104,20 +108,32 @@ struct Row {
     none: Vec<f64>,
     conntrack: Vec<f64>,
     pbxfw: Vec<f64>,
+    pbxfw_vs_none: Vec<f64>,
     conntrack_one_way: Vec<f64>,
     pbxfw_one_way: Vec<f64>,
 }
 
 const ROUNDS: usize = 5;
 
+/// Sending time per side of each side-by-side packet measurement.
+const EACH: Duration = Duration::from_secs(1);
+
 fn main() {
     let topo = Topology::new("kbench", &["eth0".to_string()]);
     let sink = sink(&topo);
+    // The second PBX namespace of the side-by-side packet measurements.
+    let topo2 = Topology::new("kbench2", &["eth0".to_string()]);
+    let sink2 = pbxfw_benches::flood::sink(&topo2);
     let pbxfw = pbxfw_bin();
     let dir = tempfile::tempdir().unwrap();
     let mut rows = Vec::new();
     let mut same_ruleset = Vec::new();
-    for n in [1_000usize, 10_000, 100_000] {
+    // `KBENCH_SIZES=100000` (comma-separated) measures only those blacklist sizes.
+    let sizes: Vec<usize> = std::env::var("KBENCH_SIZES").map_or_else(
+        |_| vec![1_000, 10_000, 100_000],
+        |v| v.split(',').map(|n| n.trim().parse().unwrap()).collect(),
+    );
+    for n in sizes {
         let addrs = blacklist(n);
         let entries: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
         let text = format!(
@@ -139,18 +155,8 @@ fn main() {
         // (with no ruleset at all, the namespace tracks nothing).
         let ct = "table inet ctonly {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ct state established accept\n }\n}\n";
         let mut r = Row::default();
-        for _ in 0..ROUNDS {
+        for round in 0..ROUNDS {
             in_netns(&topo.pbx, || Kernel::default().disable().unwrap());
-            r.none.push(pps(&topo, &sink));
-
-            assert!(topo
-                .pbx
-                .exec_stdin(&["nft", "-f", "/dev/stdin"], ct)
-                .status
-                .success());
-            r.conntrack.push(pps(&topo, &sink));
-            r.conntrack_one_way.push(pps_one_way(&topo));
-            topo.pbx.run(&["nft", "delete", "table", "inet", "ctonly"]);
 
             let _ = topo.pbx.exec(&["nft", "delete", "table", "inet", "bare"]);
             r.bare_new.push(timed(
@@ -185,8 +191,51 @@ fn main() {
             in_netns(&topo.pbx, || Kernel::default().disable().unwrap());
             r.apply_text_new.push(apply(&topo, &pbxfw, &policy, "nft"));
 
-            r.pbxfw.push(pps(&topo, &sink));
-            r.pbxfw_one_way.push(pps_one_way(&topo));
+            // Packets, side by side (`flood::interleaved`): pbxfw in one namespace, the
+            // reference in the other, flooded in alternating bursts; the namespaces swap
+            // roles every round, so that their own difference cancels.
+            let (a, b) = ((&topo, &sink), (&topo2, &sink2));
+            let (var, reference) = if round % 2 == 0 { (a, b) } else { (b, a) };
+            if round % 2 == 1 {
+                let rs2 = rs.clone();
+                in_netns(&topo2.pbx, move || {
+                    pbxfw_core::apply(&Kernel::default(), &rs2, &ApplyOptions::default()).unwrap()
+                });
+                in_netns(&topo.pbx, || Kernel::default().disable().unwrap());
+            }
+            let side_by_side = |one_way: bool| {
+                let fv = open_flow(var.0, var.1, one_way);
+                let fr = open_flow(reference.0, reference.1, one_way);
+                interleaved((var.0, &fv), (reference.0, &fr), EACH)
+            };
+            assert!(reference
+                .0
+                .pbx
+                .exec_stdin(&["nft", "-f", "/dev/stdin"], ct)
+                .status
+                .success());
+            let (p, c) = side_by_side(false);
+            r.pbxfw.push(p);
+            r.conntrack.push(c);
+            let (p, c) = side_by_side(true);
+            r.pbxfw_one_way.push(p);
+            r.conntrack_one_way.push(c);
+            reference
+                .0
+                .pbx
+                .run(&["nft", "delete", "table", "inet", "ctonly"]);
+            let (p, none) = side_by_side(false);
+            r.pbxfw_vs_none.push(p);
+            r.none.push(none);
+            eprintln!(
+                "{n} round {round}: pbxfw {:.0} conntrack {:.0}: {:.3}, pbxfw/none {:.3}, one-way {:.3}",
+                r.pbxfw[round],
+                r.conntrack[round],
+                r.pbxfw[round] / r.conntrack[round],
+                p / none,
+                r.pbxfw_one_way[round] / r.conntrack_one_way[round]
+            );
+            in_netns(&topo2.pbx, || Kernel::default().disable().unwrap());
         }
         // Both load paths leave the same ruleset in the kernel.
         let listed = |loader: &str| {
@@ -212,9 +261,16 @@ fn main() {
             rules.push_str(&format!("-A INPUT -s {a}/32 -j DROP\n"));
         }
         rules.push_str("COMMIT\n");
-        let ipt_load = timed(&topo.pbx, &["iptables-legacy-restore"], Some(&rules));
-        let with_ipt = median((0..3).map(|_| pps(&topo, &sink)).collect());
-        topo.pbx.run(&["iptables-legacy", "-F", "INPUT"]);
+        // In a namespace of its own, dropped afterwards: once iptables-legacy's filter table
+        // is registered in a namespace its hooks stay, flushed or not, and every later packet
+        // there would pay them (measured: 0.92 against 0.97 of connection tracking alone
+        // when the pbxfw rounds of the next size ran beside those hooks).
+        let legacy = Topology::new(&format!("kbleg{n}"), &["eth0".to_string()]);
+        let legacy_sink = pbxfw_benches::flood::sink(&legacy);
+        let ipt_load = timed(&legacy.pbx, &["iptables-legacy-restore"], Some(&rules));
+        let with_ipt = median((0..3).map(|_| pps(&legacy, &legacy_sink)).collect());
+        drop(legacy_sink);
+        drop(legacy);
         rows.push((n, r, ipt_load, with_ipt));
     }
 
@@ -242,19 +298,25 @@ fn main() {
         "`nft -j list table` after a netlink load and after an `nft -f` load: the same at {same_ruleset:?}"
     );
     println!();
-    println!("Packets per second to an RTP port (medians of {ROUNDS} interleaved rounds):");
+    println!("Packets per second to an RTP port, pbxfw side by side with each reference (alternating bursts, two namespaces that swap roles every round; medians of {ROUNDS} rounds, ratios the medians of the rounds' ratios):");
     println!();
     println!("| blacklist | no ruleset | conntrack only | pbxfw | pbxfw / conntrack only | pbxfw / no ruleset | one-way: conntrack only | one-way: pbxfw | one-way: ratio | iptables rule per address | its ratio to no ruleset |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (n, r, _, with_ipt) in &rows {
-        let ratios = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
+        // The median of the rounds' ratios, with the lowest and highest.
+        let ratios = |a: &[f64], b: &[f64]| {
+            let v: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(0.0, f64::max);
+            format!("{:.3} ({lo:.3}–{hi:.3})", median(v))
+        };
         let base = median(r.none.clone());
         println!(
-            "| {n} | {base:.0} | {:.0} | {:.0} | {:.3} | {:.3} | {:.0} | {:.0} | {:.3} | {with_ipt:.0} | {:.3} |",
+            "| {n} | {base:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {:.0} | {} | {with_ipt:.0} | {:.3} |",
             median(r.conntrack.clone()),
             median(r.pbxfw.clone()),
             ratios(&r.pbxfw, &r.conntrack),
-            ratios(&r.pbxfw, &r.none),
+            ratios(&r.pbxfw_vs_none, &r.none),
             median(r.conntrack_one_way.clone()),
             median(r.pbxfw_one_way.clone()),
             ratios(&r.pbxfw_one_way, &r.conntrack_one_way),
@@ -289,7 +351,12 @@ fn ipt_rows() {
     for variant in [Variant::Nft, Variant::Legacy] {
         let topo = Topology::new(&format!("kb-{}", variant.name()), &["eth0".to_string()]);
         let sink = sink(&topo);
-        for n in [1_000usize, 10_000, 100_000] {
+        // `KBENCH_SIZES=100000` (comma-separated) measures only those blacklist sizes.
+        let sizes: Vec<usize> = std::env::var("KBENCH_SIZES").map_or_else(
+            |_| vec![1_000, 10_000, 100_000],
+            |v| v.split(',').map(|n| n.trim().parse().unwrap()).collect(),
+        );
+        for n in sizes {
             let base = median((0..3).map(|_| pps(&topo, &sink)).collect());
             let entries: Vec<String> = blacklist(n).iter().map(|a| format!("\"{a}\"")).collect();
             let text = format!(
