@@ -4,7 +4,9 @@
 //! connection-tracking entries, so a source blocked mid-flow loses its flow at the very next
 //! packet. A UDP media stream and a TCP session, each echoed by the pbx, are blocked by `pbxfw
 //! ban` (IPv4, and IPv6 by its /64), `pbxfw blacklist add`, an `apply` of a policy with a new
-//! blacklist entry, and the kernel tiers' ban set; after each cut the pbx also speaks first on
+//! blacklist entry, and the kernel tiers' ban sets (IPv4, and IPv6 by its /64: established
+//! UDP media of the original direction is decided by the media rule, which looks them up);
+//! after each cut the pbx also speaks first on
 //! both flows (media it keeps sending, a TCP segment), which opens new connection-tracking
 //! entries in its own name: the blocked source's answers on them must still be refused. A flow
 //! of a source nobody blocked keeps running. For the nft and the iptables backends.
@@ -211,6 +213,7 @@ fn run(backend: &str, store: SetStore) {
         "203.0.113.11",
         "203.0.113.12",
         "2001:db8:5::99",
+        "2001:db8:6::99",
     ];
     for s in sources {
         t.add_source("eth0", s.parse().unwrap());
@@ -279,6 +282,9 @@ fn run(backend: &str, store: SetStore) {
     // The kernel tiers' bans are looked up on every established packet.
     t.add_element("tier_ban4", "203.0.113.11");
     by("203.0.113.11").cut_off(&ends, "banned by the tiers");
+    // IPv6: the tiers ban a /64 (the media rule masks the source as the ban set's key does).
+    t.add_element("tier_ban6", "2001:db8:6::");
+    by("2001:db8:6::99").cut_off(&ends, "its /64 banned by the tiers");
 
     // A ban that reached the kernel without a cut (an older pbxfw, a cut the kernel refused)
     // is cut by the next load, which reads the dynamic sets as the kernel holds them.

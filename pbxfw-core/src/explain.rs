@@ -105,6 +105,7 @@ mod tests {
         for (origin, step) in [
             ("loopback", 1),
             ("established", 2),
+            ("established: media", 2),
             ("acme: gate of a window connection", 2),
             ("acme: challenge request", 2),
             ("acme: not a challenge request", 2),

@@ -205,6 +205,7 @@ chain input hook=input policy=drop {
   family ipv6 ct established,related ct-original proto udp dport-not 5060-5061 src-not @ban6 -> accept "not: range"
   family ipv4 proto tcp dport-not 5060,5160 src-not @hosts4 -> accept "not: ports"
   family ipv6 proto udp dport-not 5060-5061,5080 src-not @nets6 -> accept "not: port ranges"
+  family ipv4 proto udp dport-not 100-200,5060 -> accept "not: wide port ranges"
   family ipv4 src @hosts4 -> goto zone_a "hosts"
   family ipv4 src @wide4 proto udp dport 5060 -> accept "wide"
   family ipv6 src @nets6 -> jump zone_b "nets"

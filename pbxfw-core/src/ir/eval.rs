@@ -267,7 +267,9 @@ fn matches<'a>(
             Match::Limit { .. } => true,
             Match::CtMark(bits) => p.ct_mark & bits == *bits,
             Match::CtReply => p.ct_reply,
-            Match::CtOriginal => !p.ct_reply,
+            // The kernel has no direction for a packet without a connection (invalid): neither
+            // `ct direction original` nor `--ctdir ORIGINAL` matches it.
+            Match::CtOriginal => !p.ct_reply && p.ct != super::CtState::Invalid,
             Match::Payload(prefix) => p.payload.as_ref().is_some_and(|b| b.starts_with(prefix)),
             Match::Data => p.payload.as_ref().is_some_and(|b| !b.is_empty()),
             Match::Syn => {

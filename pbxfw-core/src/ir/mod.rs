@@ -607,7 +607,8 @@ pub enum Match {
     /// connection (conntrack's `ct direction reply`).
     CtReply,
     /// The packet travels in the original direction of its connection: the peer opened it
-    /// (conntrack's `ct direction original`; the complement of `CtReply`).
+    /// (conntrack's `ct direction original`; the complement of `CtReply` for a packet with a
+    /// connection; an `invalid` packet has none and matches neither).
     CtOriginal,
     /// The transport payload (after the TCP header and its options) begins with these bytes
     /// (1 to [`MAX_PAYLOAD_MATCH`], printable ASCII; needs `Proto` tcp).

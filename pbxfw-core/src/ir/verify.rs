@@ -219,6 +219,15 @@ fn check_matches(rs: &Ruleset, at: &str, matches: &[Match]) -> Result<(), Verify
             _ => {}
         }
     }
+    // A match and its negation in one rule: iptables refuses a second `--dport`, and a rule
+    // that tests the direction both ways can never hold.
+    let has = |f: fn(&Match) -> bool| matches.iter().any(f);
+    if has(|m| matches!(m, Match::Dport(_))) && has(|m| matches!(m, Match::NotDport(_))) {
+        return Err(fail(at, "dport and dport-not in one rule"));
+    }
+    if has(|m| matches!(m, Match::CtReply)) && has(|m| matches!(m, Match::CtOriginal)) {
+        return Err(fail(at, "ct-reply and ct-original in one rule"));
+    }
     for m in matches {
         match m {
             Match::Src(s) | Match::NotSrc(s) => {
@@ -288,6 +297,9 @@ mod tests {
             ("pbxfw-ir 1\nchain input hook=input policy=drop {\n  -> jump a \"x\"\n}\nchain a {\n  -> goto b \"y\"\n}\nchain b {\n  -> jump a \"z\"\n}\n", "cycle"),
             ("pbxfw-ir 1\nset s ipv4 dynamic key=32 size=1 \"c\"\nchain input hook=input policy=drop {\n  src @s -> drop \"x\"\n}\n", "without family"),
             ("pbxfw-ir 1\nchain input hook=input policy=drop {\n  dport 22 -> drop \"x\"\n}\n", "without proto"),
+            ("pbxfw-ir 1\nchain input hook=input policy=drop {\n  proto udp dport-not 5060 -> drop \"x\"\n  proto udp dport 22 dport-not 5060 -> drop \"x\"\n}\n", "dport and dport-not"),
+            ("pbxfw-ir 1\nchain input hook=input policy=drop {\n  ct-reply ct-original -> drop \"x\"\n}\n", "ct-reply and ct-original"),
+            ("pbxfw-ir 1\nchain input hook=input policy=drop {\n  dport-not 22 -> drop \"x\"\n}\n", "without proto"),
             ("pbxfw-ir 1\nchain input hook=input policy=drop {\n  -> drop \"\"\n}\n", "origin"),
         ] {
             let err = verify(&super::super::parse(bad).unwrap()).unwrap_err();

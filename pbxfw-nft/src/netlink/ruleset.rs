@@ -1052,7 +1052,16 @@ impl Batch<'_> {
                     match ports.ranges() {
                         [r] if r.first == r.last => e.cmp(CMP_NEQ, &r.first.to_be_bytes()),
                         [r] => e.range_neq(&r.first.to_be_bytes(), &r.last.to_be_bytes()),
-                        ranges => self.port_lookup(e, *p, 2, ranges, true),
+                        ranges => match crate::stmt::as_singles(ports) {
+                            Some(singles) => {
+                                let singles: Vec<pbxfw_core::PortRange> = singles
+                                    .into_iter()
+                                    .map(pbxfw_core::PortRange::single)
+                                    .collect();
+                                self.port_lookup(e, *p, 2, &singles, true)
+                            }
+                            None => self.port_lookup(e, *p, 2, ranges, true),
+                        },
                     }
                 }
                 Stmt::IcmpTypes(p, types) => {
