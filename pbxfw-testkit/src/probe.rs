@@ -190,6 +190,28 @@ impl Topology {
         } else {
             DST4.parse().unwrap()
         };
+        if packet.ct == CtState::Established && !packet.ct_reply {
+            // A flow the client opened, which conntrack has seen both ways: entered in the
+            // table directly, since the ruleset need not accept a first packet.
+            self.pbx.run(&[
+                "conntrack",
+                "-I",
+                "-p",
+                "udp",
+                "-s",
+                &src.to_string(),
+                "-d",
+                &dst.to_string(),
+                "--sport",
+                &sport.to_string(),
+                "--dport",
+                &packet.dport.expect("udp has ports").to_string(),
+                "-u",
+                "SEEN_REPLY,ASSURED",
+                "-t",
+                "60",
+            ]);
+        }
         let p = packet.clone();
         let pbx_name = self.pbx.name.clone();
         let iface = if lo { "lo" } else { "c0" };
@@ -477,9 +499,10 @@ const ICMP4_ERRORS: [u8; 5] = [3, 4, 5, 11, 12];
 /// and address-mask requests (ICMPv6: echo and node-information queries) start flows; ICMPv6
 /// neighbour discovery and MLD are untracked (the ruleset treats them as new); an error message
 /// with no flow to relate to, and every other type, is invalid. Established is reproduced for
-/// UDP only (TCP would need a handshake the ruleset may refuse), in the reply direction (the
-/// pbx speaks first; a client speaking first needs the ruleset to accept its first packet:
-/// `pbxfw-cli/tests/flow_cut.rs` holds such flows); related is not reproduced.
+/// UDP only (TCP would need a handshake the ruleset may refuse), in both directions: the reply
+/// direction (the pbx speaks first) and the original one (the client's flow, entered in
+/// conntrack's table with `conntrack -I` as seen both ways, since the ruleset need not accept
+/// its first packet); related is not reproduced.
 pub fn as_kernel_sees(p: &Packet) -> Option<Packet> {
     // A payload or a connection's mark takes a real connection (the ACME kernel test makes
     // them).
@@ -503,8 +526,10 @@ pub fn as_kernel_sees(p: &Packet) -> Option<Packet> {
     };
     Some(Packet {
         ct: state,
-        // An established probe answers a datagram the pbx sent first: the reply direction.
-        ct_reply: state == CtState::Established,
+        // An established probe either answers a datagram the pbx sent first (the reply
+        // direction) or continues a flow the client opened (the original direction, entered
+        // in conntrack's table by `probe`).
+        ct_reply: state == CtState::Established && p.ct_reply,
         ..p.clone()
     })
 }
@@ -553,7 +578,7 @@ fn send(p: &Packet, dst: IpAddr, sport: u16, pbx_ns: &str, iface: &str) -> bool 
             let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).unwrap();
             s.set_reuse_address(true).unwrap();
             s.bind(&src_addr(p.src, sport, iface)).unwrap();
-            if p.ct == CtState::Established {
+            if p.ct == CtState::Established && p.ct_reply {
                 // The pbx speaks first, from the probed port: the probe is then a reply of a
                 // flow conntrack has seen both ways.
                 let to = SocketAddr::new(p.src, sport);
