@@ -254,52 +254,16 @@ pub mod flood {
     /// pbxfw) from one sender in the client of `eth0` on an established media flow to UDP port
     /// 10000 of `sink` ([`sink`]): one packet each way, then the flood.
     pub fn pps(topo: &Topology, sink: &UdpSocket) -> f64 {
+        let s = open_flow(topo, sink, false);
+        // Counted from here: the opening packet is not part of the flood.
         topo.watch("ip saddr 100.64.255.254 udp dport 10000");
-        let s = in_netns(topo.client("eth0"), || {
-            let s = UdpSocket::bind("100.64.255.254:40000").unwrap();
-            s.connect(SocketAddr::new(IpAddr::from_str(DST4).unwrap(), 10000))
-                .unwrap();
-            s
-        });
-        s.send(b"hello").unwrap();
-        let mut buf = [0u8; 64];
-        let (_, from) = sink
-            .recv_from(&mut buf)
-            .expect("the ruleset accepts the first media packet");
-        sink.send_to(b"hello", from).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        s.recv(&mut buf).expect("the answer reaches the sender");
-        {
-            let start = Instant::now();
-            let payload = [0u8; 64];
-            while start.elapsed() < FLOOD {
-                for _ in 0..256 {
-                    let _ = s.send(&payload);
-                }
+        let start = Instant::now();
+        let payload = [0u8; 64];
+        while start.elapsed() < FLOOD {
+            for _ in 0..256 {
+                let _ = s.send(&payload);
             }
         }
-        // The hello is not part of the flood.
-        (topo.watched().saturating_sub(1)) as f64 / FLOOD.as_secs_f64()
-    }
-
-    /// Packets per second reaching the PBX from one sender that is never answered (a one-way
-    /// flood, to UDP port 10000): conntrack keeps calling the flow new, so every packet takes
-    /// the path of a new flow (the blacklist and bans, then the RTP range).
-    pub fn pps_one_way(topo: &Topology) -> f64 {
-        topo.watch("ip saddr 100.64.255.254 udp dport 10000");
-        in_netns(topo.client("eth0"), || {
-            let s = UdpSocket::bind("100.64.255.254:0").unwrap();
-            s.connect(SocketAddr::new(IpAddr::from_str(DST4).unwrap(), 10000))
-                .unwrap();
-            let start = Instant::now();
-            let payload = [0u8; 64];
-            while start.elapsed() < FLOOD {
-                for _ in 0..256 {
-                    let _ = s.send(&payload);
-                }
-            }
-        });
         topo.watched() as f64 / FLOOD.as_secs_f64()
     }
 
@@ -309,8 +273,8 @@ pub mod flood {
     const BURST: usize = 64;
 
     /// The sender's end of the established media flow of [`pps`] to `sink`'s PBX (one packet
-    /// each way, so that conntrack calls the flow established), or of the one-way flow of
-    /// [`pps_one_way`] (no answer: every packet stays new).
+    /// each way, so that conntrack calls the flow established), or, `one_way`, of a flow
+    /// nobody answers (every packet stays new).
     pub fn open_flow(topo: &Topology, sink: &UdpSocket, one_way: bool) -> UdpSocket {
         // A one-way flow needs a port of its own: an earlier flow on the same ports would
         // still be established in conntrack.
