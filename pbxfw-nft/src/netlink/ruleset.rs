@@ -606,6 +606,15 @@ impl Exprs {
     }
 
     fn lookup(&mut self, set: &str, id: Option<u32>, verdict: bool) {
+        self.lookup_with(set, id, verdict, false);
+    }
+
+    /// A lookup that holds when the key is *not* in the set (`NFT_LOOKUP_F_INV`).
+    fn lookup_not(&mut self, set: &str, id: Option<u32>) {
+        self.lookup_with(set, id, false, true);
+    }
+
+    fn lookup_with(&mut self, set: &str, id: Option<u32>, verdict: bool, inverted: bool) {
         self.expr("lookup", |m| {
             m.attr(2, &REG_1.to_be_bytes());
             if verdict {
@@ -615,18 +624,9 @@ impl Exprs {
             if let Some(id) = id {
                 m.attr(4, &id.to_be_bytes());
             }
-        });
-    }
-
-    /// A lookup that holds when the key is *not* in the set (`NFT_LOOKUP_F_INV`).
-    fn lookup_not(&mut self, set: &str, id: Option<u32>) {
-        self.expr("lookup", |m| {
-            m.attr(2, &REG_1.to_be_bytes());
-            m.attr(1, &cstr(set));
-            if let Some(id) = id {
-                m.attr(4, &id.to_be_bytes());
+            if inverted {
+                m.attr(5, &1u32.to_be_bytes()); // NFTA_LOOKUP_FLAGS: NFT_LOOKUP_F_INV
             }
-            m.attr(5, &1u32.to_be_bytes()); // NFTA_LOOKUP_FLAGS: NFT_LOOKUP_F_INV
         });
     }
 
