@@ -315,6 +315,14 @@ impl Msg {
             .extend_from_slice(&(t | NLA_F_NESTED).to_ne_bytes());
     }
 
+    /// A data attribute: `t` nesting one `NFTA_DATA_VALUE` (what nf_tables expressions take
+    /// their constants as).
+    fn data(&mut self, t: u16, value: &[u8]) {
+        self.begin(t);
+        self.attr(NFTA_DATA_VALUE, value);
+        self.end();
+    }
+
     fn end(&mut self) {
         let start = self.nests.pop().expect("balanced nests");
         let len = u16::try_from(self.buf.len() - start).expect("a netlink nest over 64 KiB");

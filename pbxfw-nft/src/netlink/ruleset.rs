@@ -576,9 +576,7 @@ impl Exprs {
         self.expr("cmp", |m| {
             m.attr(1, &REG_1.to_be_bytes());
             m.attr(2, &op.to_be_bytes());
-            m.begin(3);
-            m.attr(NFTA_DATA_VALUE, data);
-            m.end();
+            m.data(3, data);
         });
     }
 
@@ -596,12 +594,8 @@ impl Exprs {
             m.attr(1, &REG_1.to_be_bytes());
             m.attr(2, &REG_1.to_be_bytes());
             m.attr(3, &(mask.len() as u32).to_be_bytes());
-            m.begin(4);
-            m.attr(NFTA_DATA_VALUE, mask);
-            m.end();
-            m.begin(5);
-            m.attr(NFTA_DATA_VALUE, xor);
-            m.end();
+            m.data(4, mask);
+            m.data(5, xor);
         });
     }
 
@@ -635,12 +629,8 @@ impl Exprs {
         self.expr("range", |m| {
             m.attr(1, &REG_1.to_be_bytes());
             m.attr(2, &1u32.to_be_bytes()); // NFT_RANGE_NEQ
-            m.begin(3);
-            m.attr(NFTA_DATA_VALUE, from);
-            m.end();
-            m.begin(4);
-            m.attr(NFTA_DATA_VALUE, to);
-            m.end();
+            m.data(3, from);
+            m.data(4, to);
         });
     }
 
