@@ -386,17 +386,18 @@ fn hostile_clients_neither_stall_the_daemon_nor_other_clients() {
             answer
         }
     });
-    // Meanwhile the others are answered at once, and events are acted on.
-    let start = Instant::now();
+    // Meanwhile the others are answered, and events are acted on. Each answer comes well
+    // inside the time a request may take (`REQUEST_TIME`, 10 s), which is what waiting behind
+    // one of the slow clients would cost; a bound on each answer, not on the 20 together,
+    // since a loaded CI machine stretches them all.
+    let mut slowest = Duration::ZERO;
     for _ in 0..20 {
+        let start = Instant::now();
         let v = ask(&s.socket, status);
         assert_eq!(v["ok"], true, "{v}");
+        slowest = slowest.max(start.elapsed());
     }
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(slowest < Duration::from_secs(5), "{slowest:?}");
     {
         let mut f = std::fs::OpenOptions::new()
             .append(true)
