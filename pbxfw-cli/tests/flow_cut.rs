@@ -4,8 +4,8 @@
 //! connection-tracking entries, so a source blocked mid-flow loses its flow at the very next
 //! packet. A UDP media stream and a TCP session, each echoed by the pbx, are blocked by `pbxfw
 //! ban` (IPv4, and IPv6 by its /64), `pbxfw blacklist add`, an `apply` of a policy with a new
-//! blacklist entry, and the kernel tiers' ban sets (IPv4, and IPv6 by its /64: established
-//! UDP media of the original direction is decided by the media rule, which looks them up);
+//! blacklist entry, and the kernel tiers (a SIP flood past the flood tier, with `pbxfw
+//! daemon` running, which the kernel hands the banned source to; IPv4, and IPv6 by its /64);
 //! after each cut the pbx also speaks first on
 //! both flows (media it keeps sending, a TCP segment), which opens new connection-tracking
 //! entries in its own name: the blocked source's answers on them must still be refused. A flow
@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pbxfw_testkit::netns::{in_netns, skipped, Netns};
 use pbxfw_testkit::probe::{SetStore, Topology, DST4, DST6};
@@ -46,6 +46,13 @@ fn ok(ns: &Netns, args: &[&str]) -> String {
     let out = pbxfw(ns, args);
     assert!(out.status.success(), "pbxfw {args:?}: {}", text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// How many connection-tracking entries of the pbx's namespace `src` opened.
+fn flows_of(ns: &Netns, src: &str) -> usize {
+    let family = if src.contains(':') { "ipv6" } else { "ipv4" };
+    let out = ns.exec(&["conntrack", "-L", "-f", family, "-s", src]);
+    String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
 fn dst(src: IpAddr) -> IpAddr {
@@ -279,12 +286,87 @@ fn run(backend: &str, store: SetStore) {
     by("203.0.113.9").cut_off(&ends, "blacklisted by apply");
     assert_eq!(control.both(), (true, true));
 
-    // The kernel tiers' bans are looked up on every established packet.
-    t.add_element("tier_ban4", "203.0.113.11");
-    by("203.0.113.11").cut_off(&ends, "banned by the tiers");
-    // IPv6: the tiers ban a /64 (the media rule masks the source as the ban set's key does).
-    t.add_element("tier_ban6", "2001:db8:6::");
-    by("2001:db8:6::99").cut_off(&ends, "its /64 banned by the tiers");
+    // The kernel tiers' bans: the kernel hands each source it bans to the daemon, which cuts
+    // its flows. The source floods SIP past the flood tier (50 packets in 10 s) and is banned
+    // by the kernel; its media and session are gone by the time its next RTP packet is due
+    // (20 ms at 50 packets a second). IPv6: the tiers ban the /64 of a flooding source, and
+    // the flows of another address in it are cut.
+    let log = dir.path().join("daemon.log");
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, "").unwrap();
+    let state = dir.path().join("state.json");
+    let lock = dir.path().join("lock");
+    let _daemon = t.pbx.spawn(
+        &[
+            env!("CARGO_BIN_EXE_pbxfw"),
+            "daemon",
+            "--policy",
+            p,
+            "--events",
+            events.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--backend",
+            backend,
+            "--no-control",
+        ],
+        &[("PBXFW_LOCK_FILE", lock.to_str().unwrap())],
+        &log,
+    );
+    let started = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("event=start")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.add_source("eth0", "2001:db8:6::7".parse().unwrap());
+    for (flooder, victim) in [
+        ("203.0.113.11", "203.0.113.11"),
+        ("2001:db8:6::7", "2001:db8:6::99"),
+    ] {
+        assert_eq!(
+            by(victim).both(),
+            (true, true),
+            "{victim}: before the flood"
+        );
+        t.send_udp(
+            "eth0",
+            flooder.parse().unwrap(),
+            5062,
+            5060,
+            70,
+            Duration::ZERO,
+        );
+        let sent = Instant::now();
+        // How long the cut took, seen from here (each look starts a process: an upper bound).
+        while flows_of(&t.pbx, victim) > 0 {
+            assert!(
+                sent.elapsed() < Duration::from_secs(5),
+                "{victim}: flows not cut by the daemon\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        let took: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("event=tier_ban_cut"))
+            .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("took_us=")))
+            .map(str::to_string)
+            .collect();
+        eprintln!(
+            "{backend}: {victim}'s flows cut within {:?} of the flood's end, seen from here; \
+             the daemon's cuts: {took:?}",
+            sent.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        by(victim).cut_off(&ends, &format!("{victim}: banned by the kernel tiers"));
+    }
+    assert_eq!(control.both(), (true, true));
 
     // A ban that reached the kernel without a cut (an older pbxfw, a cut the kernel refused)
     // is cut by the next load, which reads the dynamic sets as the kernel holds them.

@@ -25,9 +25,9 @@ fn serves(policy: &ValidPolicy, service: &str, p: &Packet) -> bool {
         .any(|s| s.proto == l4 && s.ports.contains(dport))
 }
 
-/// The sets whose sources step 3 drops are exactly those `names::blocks_sources` names (what
-/// the runtime cuts the flows of when it adds to them), the kernel tiers' bans aside: those the
-/// established chain looks up itself.
+/// The sets whose sources step 3 drops are exactly those `names::blocks_sources` names (whose
+/// additions cut the flows of what they add: the runtime's flow cut, and the daemon for the
+/// kernel tiers' bans), and no rule that accepts a peer's established packets looks a set up.
 fn blocking_sets(rs: &pbxfw_core::Ruleset) -> Result<(), String> {
     use pbxfw_core::{names, Match, Verdict};
     let mut dropping = std::collections::BTreeSet::new();
@@ -43,8 +43,7 @@ fn blocking_sets(rs: &pbxfw_core::Ruleset) -> Result<(), String> {
         }
     }
     for set in rs.sets.keys() {
-        let tier = set.starts_with("tier_ban");
-        if names::blocks_sources(set) != (dropping.contains(set) && !tier) {
+        if names::blocks_sources(set) != dropping.contains(set) {
             return Err(format!(
                 "{set}: blocks_sources disagrees with the pre chains"
             ));
@@ -54,13 +53,16 @@ fn blocking_sets(rs: &pbxfw_core::Ruleset) -> Result<(), String> {
         .chains
         .get("established")
         .map_or(&[][..], |c| &c.rules[..]);
-    for f in [Family::Ipv4, Family::Ipv6] {
-        let tier = names::tier_ban(f);
-        let looked_up = established
+    let media = rs.chains["input"]
+        .rules
+        .iter()
+        .filter(|r| r.origin == "established: media");
+    for r in established.iter().chain(media) {
+        if r.matches
             .iter()
-            .any(|r| r.matches.contains(&Match::Src(tier.clone())) && r.verdict == Verdict::Return);
-        if rs.chains.contains_key("established") && !looked_up {
-            return Err(format!("{tier} is not looked up by the established chain"));
+            .any(|m| matches!(m, Match::Src(_) | Match::NotSrc(_)))
+        {
+            return Err(format!("{:?} looks a set up", r.origin));
         }
     }
     Ok(())
@@ -105,18 +107,8 @@ fn naive(policy: &ValidPolicy, pr: &Probe) -> (FinalVerdict, Zone) {
                 if p.ct_reply && blacklisted {
                     return deny;
                 }
-                if p.ct_reply && pr.banned {
+                if p.ct_reply && (pr.banned || pr.tier_banned) {
                     return FinalVerdict::Drop;
-                }
-                // No program learns of the kernel tiers' bans to cut the flows: every
-                // established packet of a source they banned meets the ban (after the
-                // blacklist, which comes first).
-                if pr.tier_banned {
-                    return if blacklisted {
-                        deny
-                    } else {
-                        FinalVerdict::Drop
-                    };
                 }
                 return FinalVerdict::Accept;
             }

@@ -29,7 +29,8 @@
 //!   unlike xt_recent's 100 per list. A global limit is `limit`.
 //! - An update of a dynamic set before the verdict is `SET --add-set … --exist` (which also
 //!   refreshes the timeout) in a small chain of its own, since an iptables rule has one target:
-//!   the rule's matches (and its meters) are evaluated once.
+//!   the rule's matches (and its meters) are evaluated once. A notification (the kernel tiers
+//!   handing a banned source to the daemon) is `NFLOG` in the same chain.
 //! - Port lists that `multiport` cannot hold (more than 15 ports, a range counting two) become
 //!   `bitmap:port` ipsets.
 //!
@@ -760,7 +761,7 @@ impl<'a> Lowering<'a> {
             let _ = writeln!(out, "-A {this}{sep}{m} {comment} {t}");
         };
         if let Verdict::Dispatch(map) = &rule.verdict {
-            if rule.update.is_some() || (stateful && variants.len() > 1) {
+            if rule.update.is_some() || rule.notify.is_some() || (stateful && variants.len() > 1) {
                 return Err(unsupported(format!(
                     "a dispatch with an update or a rate limit (chain {chain} rule {index})"
                 )));
@@ -805,7 +806,7 @@ impl<'a> Lowering<'a> {
             }
             return Ok(());
         }
-        if rule.update.is_none() && rule.mark.is_none() {
+        if rule.update.is_none() && rule.notify.is_none() && rule.mark.is_none() {
             let t = target(&rule.verdict);
             for v in &variants {
                 line(out, v, &t);
@@ -840,6 +841,14 @@ impl<'a> Lowering<'a> {
                 out,
                 "-A {sub} {comment} -j SET --add-set {} src --exist",
                 ipset_name(set)
+            );
+        }
+        if let Some(group) = rule.notify {
+            // The network header up to the end of an IPv6 source address: all the listener
+            // reads (the nft backend's `snaplen`).
+            let _ = writeln!(
+                out,
+                "-A {sub} {comment} -j NFLOG --nflog-group {group} --nflog-size 40"
             );
         }
         match rule.mark {

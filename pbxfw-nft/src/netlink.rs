@@ -1,5 +1,6 @@
 //! nf_tables over nfnetlink, without spawning `nft`: incremental set-element updates here, the
-//! whole ruleset's load in [`ruleset`], conntrack's flow cut in [`conntrack`].
+//! whole ruleset's load in [`ruleset`], conntrack's flow cut in [`conntrack`], the sources the
+//! kernel tiers ban in [`nflog`].
 //!
 //! One element added by a `nft` process costs ~4 ms; over netlink it costs ~0.1–0.2 ms, and a
 //! `nft add element` on a 100k-element interval set costs over a second because the tool reads
@@ -14,6 +15,7 @@
 #![allow(unsafe_code)] // socket(2), bind(2), sendto(2), recv(2) and setsockopt(2) through libc.
 
 pub mod conntrack;
+pub mod nflog;
 pub mod ruleset;
 
 use std::io;

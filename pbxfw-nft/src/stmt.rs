@@ -113,6 +113,8 @@ pub(crate) enum Stmt {
     Limit(Rate, u32),
     Counter,
     Update(String, SourceKey),
+    /// Hand the packet's first [`NOTIFY_SNAPLEN`] bytes to nfnetlink_log group N.
+    Notify(u16),
     Mark(MarkOp),
     Final(Final),
 }
@@ -390,6 +392,9 @@ fn rule_line(rs: &Ruleset, rule: &Rule, opts: &Options) -> Result<Line, LowerErr
     if let Some(set) = &rule.update {
         out.push(Stmt::Update(set.clone(), SourceKey::of(rs, set)));
     }
+    if let Some(group) = rule.notify {
+        out.push(Stmt::Notify(group));
+    }
     if let Some(op) = rule.mark {
         out.push(Stmt::Mark(op));
     }
@@ -418,6 +423,10 @@ fn l4(p: L4Proto) -> &'static str {
         L4Proto::Icmpv6 => "icmpv6",
     }
 }
+
+/// How much of a notified packet the listener gets: the network header up to the end of an
+/// IPv6 source address (an IPv4 source ends at byte 16), all it reads.
+pub(crate) const NOTIFY_SNAPLEN: u32 = 40;
 
 /// Up to this many ports, a negated port match with a range among several ranges lists its
 /// ports one by one: an anonymous set holding a range is an interval set, which the kernel
@@ -523,6 +532,7 @@ impl Stmt {
             ),
             Stmt::Counter => "counter".into(),
             Stmt::Update(set, key) => format!("update @{set} {{ {} }}", key.text()),
+            Stmt::Notify(group) => format!("log group {group} snaplen {NOTIFY_SNAPLEN}"),
             Stmt::Mark(MarkOp::Set(bits)) => format!("ct mark set ct mark | {bits:#010x}"),
             Stmt::Mark(MarkOp::Clear(bits)) => format!("ct mark set ct mark & {:#010x}", !bits),
             Stmt::Final(f) => final_text(f),

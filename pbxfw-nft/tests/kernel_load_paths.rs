@@ -159,6 +159,7 @@ const EVERY_STATEMENT: &str = r#"pbxfw-ir 1
 set ban4 ipv4 dynamic key=32 size=1024 timeout=60 "bans"
 set ban6 ipv6 dynamic key=64 size=1024 timeout=60 "bans per /64"
 set meter4 ipv4 dynamic key=32 size=1024 timeout=60 "meter"
+set meter6 ipv6 dynamic key=64 size=1024 timeout=60 "meter per /64"
 set wide4 ipv4 dynamic key=32 size=1024 interval "ranges"
 set hosts4 ipv4 static hosts "hosts" {
   192.0.2.1 ""
@@ -190,6 +191,8 @@ chain input hook=input policy=drop {
   proto tcp dport 22 sport 1024-65535 -> accept "sport range"
   family ipv6 proto tcp sport 1000-2000 dport 22,80-90 -> reject "ports"
   family ipv4 src @ban4 meter @meter4 5/second burst 10 update @ban4 -> drop "meter"
+  family ipv6 meter @meter6 5/second burst 10 update @ban6 notify 20550 -> drop "meter notified"
+  family ipv4 proto tcp dport 5061 notify 7 -> accept "notified"
   family ipv6 src @ban6 -> reject "ban6"
   family ipv6 src @ban6 proto udp -> reject "ban6 udp"
   family ipv4 proto icmp icmp-type 8 limit 10/second burst 10 -> accept "echo"

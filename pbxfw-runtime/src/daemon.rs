@@ -30,6 +30,7 @@ use pbxfw_core::{Action, Machine, MachineConfig as Config, Protected};
 use pbxfw_host::follow::{Follower, Next, Position};
 use serde::{Deserialize, Serialize};
 
+use crate::backends::BackendName;
 use crate::context::Context;
 use crate::error::{Error, Result};
 
@@ -672,12 +673,18 @@ impl Daemon {
     /// process ends).
     pub fn run(self) -> Result<()> {
         let kernel = self.config.backend.open();
-        self.run_on(kernel.as_ref())
+        let backend = self.config.backend;
+        self.run_with(kernel.as_ref(), Some(backend))
     }
 
     /// Run on `kernel` instead of the configured backend (an embedder's, or a test's
-    /// in-memory one).
+    /// in-memory one). Nothing listens for the kernel tiers' bans then: they are not this
+    /// kernel's.
     pub fn run_on(self, kernel: &dyn Backend) -> Result<()> {
+        self.run_with(kernel, None)
+    }
+
+    fn run_with(self, kernel: &dyn Backend, tiers: Option<BackendName>) -> Result<()> {
         let path = self.config.policy.clone();
         let reload = move || crate::policy::load(path.as_deref()).map(|l| l.policy);
         let hooks = self
@@ -726,6 +733,7 @@ impl Daemon {
             (hooks.as_ref(), metrics.as_ref()),
             (self.tx, self.rx),
             self.handled || serving,
+            tiers,
         )
     }
 }
@@ -759,9 +767,12 @@ fn run(
     ),
     (tx, rx): (SyncSender<Msg>, Receiver<Msg>),
     handled: bool,
+    tiers: Option<BackendName>,
 ) -> Result<()> {
     let mut policy = policy.clone();
     let mut rs = compile(&policy);
+    // The kernel tiers' bans: their flows are cut from a thread of their own.
+    let tier_watch = tiers.map(|b| crate::tier_bans::Watch::start(ctx, b, &rs));
     let Saved {
         mut machine,
         mut files,
@@ -997,6 +1008,9 @@ fn run(
             }
             if let Some(new) = reloaded(ctx, kernel, &rs, reload, &mut known, &mut ignored) {
                 rs = compile(&new);
+                if let Some(w) = &tier_watch {
+                    w.update(&rs);
+                }
                 machine.reconfigure(machine_config(&new));
                 fleet.configure(ctx, new.fleet.as_ref(), fleet_deliver.clone());
                 fleet.sets_lost();

@@ -6,13 +6,14 @@
 //! path"): such a flow met those checks when it started. So that a source blacklisted or banned
 //! later still loses its flows at once, every kernel write that adds to a set holding blocked
 //! sources ([`names::blocks_sources`]: the blacklist, resolved blacklisted hostnames, the
-//! fleet's bans, the state machine's bans) is followed by a cut of the flows opened from what
-//! was added: a static patch of the edit path, a ban, a fleet pull, a resolved hostname; and a
-//! whole load, which cuts the flows of every source the new ruleset blocks, its dynamic sets'
-//! current elements included (what an older ruleset, or a cut the kernel refused, left). The
-//! set changes first, so the source can start no new flow while its old ones are deleted; the
-//! next packet of a cut flow is `new` and meets step 3. Flows the host's own addresses opened
-//! are never cut.
+//! fleet's bans, the state machine's bans, the kernel tiers' bans) is followed by a cut of the
+//! flows opened from what was added: a static patch of the edit path, a ban, a fleet pull, a
+//! resolved hostname; and a whole load, which cuts the flows of every source the new ruleset
+//! blocks, its dynamic sets' current elements included (what an older ruleset, or a cut the
+//! kernel refused, left). The set changes first, so the source can start no new flow while its
+//! old ones are deleted; the next packet of a cut flow is `new` and meets step 3. Flows the
+//! host's own addresses opened are never cut. The kernel adds to the tiers' ban sets itself:
+//! the daemon cuts those sources' flows when the kernel hands them over ([`crate::tier_bans`]).
 //!
 //! [`FlowCut`] wraps the backend, so that no caller can add to those sets and forget the cut.
 //! A cut the kernel refuses (no ctnetlink) never undoes or fails the change that blocked the
@@ -106,23 +107,8 @@ impl FlowCut {
         }
     }
 
-    /// The prefixes the kernel holds in dynamic set `name`: over netlink for nft (`nft list
-    /// set` would read the whole blacklist first), else as the backend lists them.
     fn held(&self, name: &str, family: Family) -> Result<Vec<Prefix>, String> {
-        if self.0.name() == "nft" {
-            let table = pbxfw_nft::Kernel::default().table;
-            return pbxfw_nft::netlink::set_prefixes(&table, name, family, 1 << 20)
-                .map(Option::unwrap_or_default)
-                .map_err(|e| e.to_string());
-        }
-        self.0
-            .set_elements(name)
-            .map(|held| {
-                held.iter()
-                    .flat_map(|e| element_prefixes(&e.element))
-                    .collect()
-            })
-            .map_err(|e| e.to_string())
+        held(self.0.as_ref(), name, family)
     }
 
     /// Report a cut the kernel refused: the sources stay blocked, their flows run on.
@@ -139,9 +125,32 @@ impl FlowCut {
     }
 }
 
+/// The prefixes the kernel holds in dynamic set `name` of `backend`: over netlink for nft
+/// (`nft list set` would read the whole blacklist first), else as the backend lists them.
+pub(crate) fn held(
+    backend: &dyn Backend,
+    name: &str,
+    family: Family,
+) -> Result<Vec<Prefix>, String> {
+    if backend.name() == "nft" {
+        let table = pbxfw_nft::Kernel::default().table;
+        return pbxfw_nft::netlink::set_prefixes(&table, name, family, 1 << 20)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| e.to_string());
+    }
+    backend
+        .set_elements(name)
+        .map(|held| {
+            held.iter()
+                .flat_map(|e| element_prefixes(&e.element))
+                .collect()
+        })
+        .map_err(|e| e.to_string())
+}
+
 /// The host's own addresses, whose flows are never cut (none when they cannot be read: a cut
 /// then spares nothing, which only matters for a ban that covers the host itself).
-fn local() -> Vec<IpAddr> {
+pub(crate) fn local() -> Vec<IpAddr> {
     pbxfw_host::ifaddrs::local_addresses().unwrap_or_default()
 }
 

@@ -49,6 +49,7 @@ pub mod replay;
 pub mod safety;
 pub mod show;
 pub mod status;
+pub mod tier_bans;
 pub mod wireguard;
 
 pub use actions::{carry_out, CarriedOut};

@@ -89,20 +89,24 @@ pub mod names {
     pub fn tier_ban(f: Family) -> String {
         format!("tier_ban{}", f.suffix())
     }
+    /// The nfnetlink_log group the kernel tiers hand each source they ban to: the daemon
+    /// listens there and cuts the source's flows (docs/responsive.md, "Flows of a banned
+    /// source"). Groups are per network namespace; this one is pbxfw's own.
+    pub const TIER_BAN_LOG_GROUP: u16 = 20550;
     /// Whether `set` holds sources whose new flows step 3 of the packet path drops: the
-    /// blacklist (networks, addresses, resolved hostnames), the fleet's bans and the state
-    /// machine's bans. Established packets are accepted at step 2, before those sets are
-    /// looked at, so every program that adds to them also deletes the connection-tracking
-    /// entries of what it added (the runtime's flow cut, docs/policy.md "The packet path").
-    /// The kernel tiers' ban sets are not among them: the kernel fills those and cuts nothing,
-    /// so the established chain looks them up on every packet instead.
+    /// blacklist (networks, addresses, resolved hostnames), the fleet's bans, the state
+    /// machine's bans and the kernel tiers' bans. Established packets are accepted at step 2,
+    /// before those sets are looked at, so every program that adds to them also deletes the
+    /// connection-tracking entries of what it added (the runtime's flow cut, docs/policy.md
+    /// "The packet path"). The kernel adds to the tiers' ban sets itself and hands each source
+    /// it bans to the daemon ([`TIER_BAN_LOG_GROUP`]), which cuts its flows.
     pub fn blocks_sources(set: &str) -> bool {
         let base = set
             .strip_suffix(Family::Ipv4.suffix())
             .or_else(|| set.strip_suffix(Family::Ipv6.suffix()));
         matches!(
             base,
-            Some("blacklist" | "blacklist_hosts" | "blacklist_dns" | "fleet" | "ban")
+            Some("blacklist" | "blacklist_hosts" | "blacklist_dns" | "fleet" | "ban" | "tier_ban")
         )
     }
     /// Dynamic set of sources the state machine put in the slow lane.
@@ -296,6 +300,30 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
         DenyVerdict::Reject => Verdict::Reject,
     };
 
+    // 0. Established media: peer-opened UDP that is not responsive signalling, accepted by
+    // the first rule of all. UDP is media, the flood every call brings, and this one rule of
+    // comparisons (no lookup) is all such a packet meets: 0.97 of what connection tracking
+    // alone costs (BENCHMARKS.md, "Where the per-packet cost goes"). It accepts exactly what
+    // the `established` chain of step 2 accepts of such packets, so it may come first: ahead
+    // of the loopback rule, which accepts everything it would, and of the certificate window's
+    // gate, which sees TCP only. Every other established packet (TCP, signalling, the PBX's
+    // own connections) misses it and takes step 2. No ban or blacklist is looked up: every
+    // source blocked after its flow began has its flows deleted (step 2's comment).
+    let responsive_ports = by_proto(
+        policy
+            .responsive_protocols()
+            .flat_map(|p| policy.signalling_service(p).ports.iter()),
+    );
+    let mut media = vec![
+        Match::Ct([CtState::Established, CtState::Related].into()),
+        Match::CtOriginal,
+        Match::Proto(L4Proto::Udp),
+    ];
+    if let Some((_, ports)) = responsive_ports.iter().find(|(p, _)| *p == L4Proto::Udp) {
+        media.push(Match::NotDport(ports.clone()));
+    }
+    input.push(Rule::new(media, Verdict::Accept, "established: media"));
+
     // 1. Loopback.
     input.push(Rule::new(
         vec![Match::Iif("lo".into())],
@@ -346,45 +374,18 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
         ));
     }
 
-    // 2. Connection tracking, before the blacklist and bans: the fast path of established
-    // media. A flow passed the blacklist and bans when it started, and pbxfw deletes the
-    // connection-tracking entries of every source it blocks afterwards (the runtime's flow cut,
-    // docs/policy.md "The packet path"), so an established packet needs no lookup of its own.
-    // Signalling of responsive protocols returns to the checks below: UDP conntrack calls a
-    // brute forcer's flow established after the first 401, and every one of its packets must
-    // still reach the tiers (KERNEL-TESTING.md). Answers on connections the PBX opened pass
-    // the blacklist and bans of step 3 first (a jump to the same per-family chain), then are
-    // accepted: their first packet went out, never through step 3, and the output path is not
-    // filtered, so a blocked peer's answers (even to media the PBX sends after a cut) must
-    // meet it on every packet. Sources the kernel tiers banned return too: no program learns
-    // of those bans to cut their flows, so the lookup stays (also with the responsive layer
-    // off: bans from before it was switched off keep their timeouts).
-    let responsive_ports = by_proto(
-        policy
-            .responsive_protocols()
-            .flat_map(|p| policy.signalling_service(p).ports.iter()),
-    );
-    // 2a. The same decision for established UDP in one rule per family, ahead of the
-    // conntrack verdict map: UDP is media, the flood every call brings. Exactly what the
-    // `established` chain below accepts, no more: not a responsive signalling port, the
-    // peer's direction, not banned by the kernel tiers. Every other established packet (TCP,
-    // signalling, the PBX's own connections, a banned source) misses it and takes the chain.
-    // One rule of cheap comparisons and at most two lookups costs a packet about two thirds
-    // of what the verdict map, the jump and the chain's rules cost (0.948 of connection
-    // tracking alone against 0.920: BENCHMARKS.md, "Where the per-packet cost goes").
-    for f in Family::BOTH {
-        let mut m = vec![
-            Match::Family(f),
-            Match::Ct([CtState::Established, CtState::Related].into()),
-            Match::CtOriginal,
-            Match::Proto(L4Proto::Udp),
-        ];
-        if let Some((_, ports)) = responsive_ports.iter().find(|(p, _)| *p == L4Proto::Udp) {
-            m.push(Match::NotDport(ports.clone()));
-        }
-        m.push(Match::NotSrc(names::tier_ban(f)));
-        input.push(Rule::new(m, Verdict::Accept, "established: media"));
-    }
+    // 2. Connection tracking, before the blacklist and bans. A flow passed the blacklist and
+    // bans when it started, and every source blocked afterwards has its flows' entries
+    // deleted (docs/policy.md "The packet path"): pbxfw's own writes cut them (the runtime's
+    // flow cut), and the kernel tiers hand each source they ban to the daemon, which does
+    // (docs/responsive.md, "Flows of a banned source"). So a peer's established packet needs
+    // no lookup of its own. Signalling of responsive protocols returns to the checks below:
+    // UDP conntrack calls a brute forcer's flow established after the first 401, and every one
+    // of its packets must still reach the tiers (docs/responsive.md). Answers on connections
+    // the PBX opened pass the blacklist and bans of step 3 first (a jump to the same
+    // per-family chain), then are accepted: their first packet went out, never through step 3,
+    // and the output path is not filtered, so a blocked peer's answers (even to media the PBX
+    // sends after a cut) must meet it on every packet.
     input.push(Rule::new(
         vec![Match::Ct([CtState::Invalid].into())],
         Verdict::Drop,
@@ -401,13 +402,6 @@ pub fn compile(policy: &ValidPolicy) -> Ruleset {
             vec![Match::Family(f), Match::CtReply],
             Verdict::Jump(format!("pre{}", f.suffix())),
             "established: blacklist and bans of the PBX's own connections",
-        ));
-    }
-    for f in Family::BOTH {
-        rules.push(Rule::new(
-            vec![Match::Family(f), Match::Src(names::tier_ban(f))],
-            Verdict::Return,
-            "responsive ban: kernel tier",
         ));
     }
     rules.push(Rule::new(vec![], Verdict::Accept, "established"));
@@ -975,7 +969,9 @@ fn responsive_chain(
             ];
             let origin = format!("responsive: {tier} tier {t}");
             rules.push(match ban {
-                Some(ban) => Rule::new(m, Verdict::Drop, origin).with_update(ban),
+                Some(ban) => Rule::new(m, Verdict::Drop, origin)
+                    .with_update(ban)
+                    .with_notify(names::TIER_BAN_LOG_GROUP),
                 None => Rule::new(m, Verdict::Reject, origin),
             });
         }

@@ -377,6 +377,10 @@ pub struct Rule {
     /// A side effect before the verdict: put the source (masked to the set's key length) into
     /// this dynamic set with the set's timeout, or refresh its timeout if it is there.
     pub update: Option<String>,
+    /// A side effect before the verdict: hand the packet's headers to the program listening
+    /// on this nfnetlink_log group. The kernel tiers' bans do, so that the daemon cuts the
+    /// banned source's flows (docs/responsive.md, "Flows of a banned source").
+    pub notify: Option<u16>,
     /// A side effect before the verdict on the packet's connection-tracking mark.
     pub mark: Option<MarkOp>,
     /// What to do.
@@ -391,6 +395,7 @@ impl Rule {
         Rule {
             matches,
             update: None,
+            notify: None,
             mark: None,
             verdict,
             origin: origin.into(),
@@ -400,6 +405,12 @@ impl Rule {
     /// The same rule, also updating `set` with the packet's source.
     pub fn with_update(mut self, set: impl Into<String>) -> Rule {
         self.update = Some(set.into());
+        self
+    }
+
+    /// The same rule, also handing the packet to nfnetlink_log group `group`.
+    pub fn with_notify(mut self, group: u16) -> Rule {
+        self.notify = Some(group);
         self
     }
 

@@ -7,7 +7,7 @@
 //! map     = "map" NAME "src" FAMILY "{" NL { RANGE NAME NL } "}" NL
 //!         | "map" NAME "iif" "{" NL { STRING NAME NL } "}" NL
 //! chain   = "chain" NAME ["hook=input" "policy=" ("accept"|"drop")] ["zone=" ZONE] "{" NL { rule } "}" NL
-//! rule    = { match } ["update" "@"NAME] [("mark-set" | "mark-clear") HEX] "->" verdict STRING NL
+//! rule    = { match } ["update" "@"NAME] ["notify" N] [("mark-set" | "mark-clear") HEX] "->" verdict STRING NL
 //! match   = "family" FAMILY | "iif" STRING | "proto" PROTO | "dport" PORTS | "sport" PORTS
 //!         | "src" "@"NAME | "ct" STATE{,STATE} | "icmp-type" N{,N} | "limit" RATE "burst" N
 //!         | "meter" "@"NAME RATE "burst" N | "ct-mark" HEX | "payload" STRING | "data" | "syn"
@@ -426,6 +426,7 @@ fn set_ref(w: String) -> Result<String, String> {
 fn rule(mut c: Cursor) -> Result<Rule, String> {
     let mut matches = Vec::new();
     let mut update = None;
+    let mut notify = None;
     let mut mark = None;
     loop {
         let w = c.word("a match or '->'")?;
@@ -433,6 +434,10 @@ fn rule(mut c: Cursor) -> Result<Rule, String> {
             "->" => break,
             "update" => {
                 update = Some(set_ref(c.word("@set")?)?);
+                continue;
+            }
+            "notify" => {
+                notify = Some(number(&c.word("log group")?, "log group")?);
                 continue;
             }
             "mark-set" => {
@@ -526,6 +531,7 @@ fn rule(mut c: Cursor) -> Result<Rule, String> {
     Ok(Rule {
         matches,
         update,
+        notify,
         mark,
         verdict,
         origin,

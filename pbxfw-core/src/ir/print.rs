@@ -134,6 +134,9 @@ fn print_chain(out: &mut impl Write, name: &str, chain: &Chain) {
         if let Some(set) = &rule.update {
             let _ = write!(out, " update @{set}");
         }
+        if let Some(group) = rule.notify {
+            let _ = write!(out, " notify {group}");
+        }
         match rule.mark {
             Some(super::MarkOp::Set(bits)) => {
                 let _ = write!(out, " mark-set {bits:#x}");

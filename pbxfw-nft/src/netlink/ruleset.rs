@@ -1144,6 +1144,10 @@ impl Batch<'_> {
                         }
                     });
                 }
+                Stmt::Notify(group) => e.expr("log", |m| {
+                    m.attr(1, &group.to_be_bytes()); // NFTA_LOG_GROUP
+                    m.attr(3, &crate::stmt::NOTIFY_SNAPLEN.to_be_bytes()); // NFTA_LOG_SNAPLEN
+                }),
                 Stmt::Mark(op) => {
                     let (mask, xor) = match op {
                         MarkOp::Set(bits) => (!bits, *bits),
