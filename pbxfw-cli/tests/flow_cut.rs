@@ -367,6 +367,26 @@ fn run(backend: &str, store: SetStore) {
         by(victim).cut_off(&ends, &format!("{victim}: banned by the kernel tiers"));
     }
     assert_eq!(control.both(), (true, true));
+    // A notification decides nothing by itself: another program's rule handing the daemon a
+    // source the kernel tiers did not ban cuts none of its flows.
+    let out = t.pbx.exec_stdin(
+        &["nft", "-f", "/dev/stdin"],
+        "table inet other {\n chain c {\n  type filter hook input priority -10;\n  \
+         udp dport 9999 log group 20550 snaplen 40\n }\n}\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // (Its flows' entries are looked at, not its packets: a cut flow of a source nobody
+    // blocked starts again at its next packet.)
+    let held = flows_of(&t.pbx, "203.0.113.10");
+    assert!(held > 0);
+    t.send_udp("eth0", control.src, 5062, 9999, 3, Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        flows_of(&t.pbx, "203.0.113.10"),
+        held,
+        "a source nobody banned, notified"
+    );
+    t.pbx.run(&["nft", "delete", "table", "inet", "other"]);
 
     // A ban that reached the kernel without a cut (an older pbxfw, a cut the kernel refused)
     // is cut by the next load, which reads the dynamic sets as the kernel holds them.

@@ -606,6 +606,30 @@ fn seed_lines(
 /// ipset's longest timeout, in seconds (its kernel keeps milliseconds in 32 bits).
 const IPSET_MAX_TIMEOUT: u64 = 2_147_483;
 
+/// The members of an `ipset list` listing, with their remaining time.
+fn members(text: &str) -> Vec<ElementStatus> {
+    let members = text.split("Members:\n").nth(1).unwrap_or_default();
+    members
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let element = words.next().unwrap_or_default().to_string();
+            let mut expires_in = None;
+            while let Some(w) = words.next() {
+                if w == "timeout" {
+                    expires_in = words.next().and_then(|t| t.parse().ok());
+                }
+            }
+            ElementStatus {
+                element,
+                // 0 means the element never expires.
+                expires_in: expires_in.filter(|t| *t > 0),
+            }
+        })
+        .collect()
+}
+
 fn timeout(e: &Element) -> String {
     e.timeout
         .map(|t| format!(" timeout {}", t.as_secs().clamp(1, IPSET_MAX_TIMEOUT)))
@@ -763,6 +787,21 @@ impl Backend for Kernel {
         }))
     }
 
+    fn set_elements(&self, set: &str) -> Result<Vec<ElementStatus>, BackendError> {
+        // Two `ipset` runs, where the whole status takes both rulesets and every set: the
+        // daemon reads the kernel tiers' ban sets this way before each cut of a banned
+        // source's flows (docs/responsive.md, "Flows of a banned source").
+        let name = format!("{IPSET_PREFIX}{set}");
+        match self.live_sets()?.get(&name) {
+            Some(live)
+                if live.entries > 0 && live.header.split_whitespace().any(|w| w == "timeout") =>
+            {
+                Ok(members(&self.ipset(&["list", &name], None)?))
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
     fn status(&self) -> Result<Status, BackendError> {
         let Some(fingerprint) = Backend::fingerprint(self)? else {
             return Ok(Status::not_loaded(BACKEND));
@@ -772,23 +811,7 @@ impl Backend for Kernel {
             let timed = live.header.split_whitespace().any(|w| w == "timeout");
             let mut elements = Vec::new();
             if timed && live.entries > 0 {
-                let text = self.ipset(&["list", &name], None)?;
-                let members = text.split("Members:\n").nth(1).unwrap_or_default();
-                for line in members.lines().filter(|l| !l.trim().is_empty()) {
-                    let mut words = line.split_whitespace();
-                    let element = words.next().unwrap_or_default().to_string();
-                    let mut expires_in = None;
-                    while let Some(w) = words.next() {
-                        if w == "timeout" {
-                            expires_in = words.next().and_then(|t| t.parse().ok());
-                        }
-                    }
-                    elements.push(ElementStatus {
-                        element,
-                        // 0 means the element never expires.
-                        expires_in: expires_in.filter(|t| *t > 0),
-                    });
-                }
+                elements = members(&self.ipset(&["list", &name], None)?);
             }
             sets.push(SetStatus {
                 name: name.trim_start_matches(IPSET_PREFIX).to_string(),
