@@ -107,10 +107,10 @@ fn setup_args(tag: &str, policy_text: &str, daemon_args: &[&str]) -> Setup {
         &log,
     );
     eventually("the daemon serves its control socket", &log, || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("event=start")
-            && socket.exists()
+        // Up, and following its events file (a line written before the follower
+        // opened it would be skipped: it starts at the end).
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        log.contains("event=start") && log.contains("event=source") && socket.exists()
     });
     Setup {
         t,

@@ -69,11 +69,13 @@ fn eventually(what: &str, dir: &Path, f: impl Fn() -> bool) {
 }
 
 /// Wait until the daemon logging to `dir/daemon.log` has restored its state and started.
+/// The daemon is up and follows its events file: its follower logs where it started, after
+/// the daemon's `start` (a line written before the follower opened the file would be skipped:
+/// a follower without a saved position starts at the end).
 fn started(dir: &Path) {
     eventually("the daemon started", dir, || {
-        std::fs::read_to_string(dir.join("daemon.log"))
-            .unwrap_or_default()
-            .contains("event=start")
+        let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+        log.contains("event=start") && log.contains("event=source")
     });
 }
 
@@ -711,9 +713,10 @@ fn the_daemon_works_inside_the_units_sandbox() {
         &dir.join("daemon.log"),
     );
     eventually("the daemon started in the sandbox", &dir, || {
-        std::fs::read_to_string(dir.join("daemon.log"))
-            .unwrap_or_default()
-            .contains("event=start")
+        // Up, and following its events file (a line written before the follower
+        // opened it would be skipped: it starts at the end).
+        let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+        log.contains("event=start") && log.contains("event=source")
     });
     std::fs::write(
         &events,

@@ -35,6 +35,9 @@ const NLMSG_OVERRUN: u16 = 4;
 /// source address.
 pub const COPY_BYTES: u32 = 40;
 
+/// The most sources [`Listener::drain`] gathers in one call.
+pub const DRAIN_MAX: usize = 4096;
+
 /// What one wait on the listener brought.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Received {
@@ -114,10 +117,12 @@ impl Listener {
         }
     }
 
-    /// Sources already queued, without waiting: a burst is handled as one.
+    /// Sources already queued, without waiting: a burst is handled as one. At most
+    /// [`DRAIN_MAX`] of them, so that a stream of bans that never pauses is still cut in
+    /// batches rather than only read.
     pub fn drain(&mut self) -> Result<Received, NetlinkError> {
         let mut out = Vec::new();
-        loop {
+        while out.len() < DRAIN_MAX {
             // SAFETY: buf is valid for writes of its length; MSG_DONTWAIT only changes blocking.
             let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
             let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
@@ -143,6 +148,7 @@ impl Listener {
                 out.extend(sources(&self.buf[..n as usize], self.group));
             }
         }
+        Ok(Received::Sources(out))
     }
 }
 
