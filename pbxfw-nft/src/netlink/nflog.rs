@@ -57,7 +57,7 @@ pub struct Listener {
 
 impl Listener {
     /// Bind `group`, asking for each packet's first [`COPY_BYTES`] bytes at once (a queue
-    /// threshold of one, no flush timer). Fails with `EBUSY` when another socket holds the
+    /// threshold of one, no flush timer). Fails (`EPERM`) when another socket holds the
     /// group. Waits for a packet time out after five seconds.
     pub fn bind(group: u16) -> Result<Listener, NetlinkError> {
         let sock = Socket::open_new(owner()).map_err(NetlinkError::Socket)?;
@@ -80,7 +80,13 @@ impl Listener {
         sock.send(&m.finish()).map_err(NetlinkError::Socket)?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let (n, from) = recv_from(&sock, &mut buf).map_err(NetlinkError::Socket)?;
+            // Packets logged meanwhile may fill the buffer before the acknowledgement comes:
+            // the caller sweeps the ban sets after binding, so those are not lost.
+            let (n, from) = match recv_from(&sock, &mut buf) {
+                Ok(got) => got,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
+                Err(e) => return Err(NetlinkError::Socket(e)),
+            };
             if from != 0 {
                 continue;
             }
