@@ -82,7 +82,7 @@ impl Listener {
         loop {
             // Packets logged meanwhile may fill the buffer before the acknowledgement comes:
             // the caller sweeps the ban sets after binding, so those are not lost.
-            let (n, from) = match recv_from(&sock, &mut buf) {
+            let (n, from) = match recv_from(&sock, &mut buf, 0) {
                 Ok(got) => got,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
                 Err(e) => return Err(NetlinkError::Socket(e)),
@@ -105,7 +105,7 @@ impl Listener {
 
     /// Wait (up to five seconds) for packets, and return the sources of what arrived.
     pub fn receive(&mut self) -> Result<Received, NetlinkError> {
-        match recv_from(&self.sock, &mut self.buf) {
+        match recv_from(&self.sock, &mut self.buf, 0) {
             Ok((n, 0)) => Ok(Received::Sources(sources(&self.buf[..n], self.group))),
             Ok(_) => Ok(Received::Sources(Vec::new())),
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(Received::Lost),
@@ -129,37 +129,22 @@ impl Listener {
     pub fn drain(&mut self) -> Result<Received, NetlinkError> {
         let mut out = Vec::new();
         while out.len() < DRAIN_MAX {
-            // SAFETY: buf is valid for writes of its length; MSG_DONTWAIT only changes blocking.
-            let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-            let n = unsafe {
-                libc::recvfrom(
-                    self.sock.fd,
-                    self.buf.as_mut_ptr() as *mut libc::c_void,
-                    self.buf.len(),
-                    libc::MSG_DONTWAIT,
-                    &mut addr as *mut libc::sockaddr_nl as *mut libc::sockaddr,
-                    &mut len,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return match e.raw_os_error() {
-                    Some(libc::ENOBUFS) => Ok(Received::Lost),
-                    Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(Received::Sources(out)),
-                    _ => Err(NetlinkError::Socket(e)),
-                };
-            }
-            if addr.nl_pid == 0 {
-                out.extend(sources(&self.buf[..n as usize], self.group));
+            match recv_from(&self.sock, &mut self.buf, libc::MSG_DONTWAIT) {
+                Ok((n, 0)) => out.extend(sources(&self.buf[..n], self.group)),
+                Ok(_) => {}
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::ENOBUFS) => return Ok(Received::Lost),
+                    Some(libc::EAGAIN) | Some(libc::EINTR) => break,
+                    _ => return Err(NetlinkError::Socket(e)),
+                },
             }
         }
         Ok(Received::Sources(out))
     }
 }
 
-/// One `recvfrom`: the bytes and the sender's port id (0 for the kernel).
-fn recv_from(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, u32)> {
+/// One `recvfrom` with `flags`: the bytes and the sender's port id (0 for the kernel).
+fn recv_from(sock: &Socket, buf: &mut [u8], flags: libc::c_int) -> io::Result<(usize, u32)> {
     // SAFETY: buf is valid for writes of its length; addr and len describe a sockaddr_nl.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
@@ -168,7 +153,7 @@ fn recv_from(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, u32)> {
             sock.fd,
             buf.as_mut_ptr() as *mut libc::c_void,
             buf.len(),
-            0,
+            flags,
             &mut addr as *mut libc::sockaddr_nl as *mut libc::sockaddr,
             &mut len,
         )
