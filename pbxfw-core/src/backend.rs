@@ -201,6 +201,16 @@ pub fn apply(
     opts: &ApplyOptions,
 ) -> Result<Applied, BackendError> {
     kernel.load(rs, opts)?;
+    verify(kernel, rs, opts)
+}
+
+/// The check of [`apply`] after its load: the kernel reports the fingerprint of `rs` (the one
+/// `opts` carries, when the caller computed it).
+pub fn verify(
+    kernel: &dyn Backend,
+    rs: &Ruleset,
+    opts: &ApplyOptions,
+) -> Result<Applied, BackendError> {
     match &opts.fingerprint {
         Some(fp) => verify_fingerprint(kernel, fp.clone()),
         None => verify_loaded(kernel, rs),

@@ -64,9 +64,9 @@ mod responsive;
 mod safety;
 
 pub use backend::{
-    apply, full_apply_reason, static_changes, sync, verify_loaded, Applied, ApplyOptions, Backend,
-    BackendError, Element, ElementStatus, Op, RuleCounter, SetEdit, SetStatus, SetUpdate, Status,
-    Synced, MAX_TIMEOUT_SECS,
+    apply, full_apply_reason, static_changes, sync, verify, verify_loaded, Applied, ApplyOptions,
+    Backend, BackendError, Element, ElementStatus, Op, RuleCounter, SetEdit, SetStatus, SetUpdate,
+    Status, Synced, MAX_TIMEOUT_SECS,
 };
 pub use compile::{compile, names, subtract, DYNAMIC_SET_SIZE};
 pub use diag::{Diagnostic, Diagnostics, Severity};

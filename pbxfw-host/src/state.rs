@@ -4,6 +4,11 @@
 //! Before a file is replaced, its current content, if it reads back (a file over 1 MiB: if its
 //! envelope, the head and the closing brace, is ours), is kept as `NAME.prev`.
 //!
+//! A cache that its readers check against what it describes (the applied record and the edit
+//! index, against the kernel) may skip the fsyncs ([`prepare_unsynced`],
+//! [`Prepared::commit_unsynced`]): a crash then leaves the older file or, for a file never
+//! synced, a torn one, which does not parse and is ignored like any file that does not check.
+//!
 //! Reading a file that is corrupt, of another kind or of a newer version is an error that says
 //! so and names the last good copy: never a silent reset (a reset would lift every ban).
 
@@ -72,14 +77,15 @@ fn atomic(
     path: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    stage(path, fill)?.put()
+    stage(path, fill, true)?.put()
 }
 
 /// The first half of an atomic write: the temp file beside `path`, filled by `fill` and on
-/// disk (fsync), with the permissions of the file it will replace.
+/// disk (fsync, when `sync`), with the permissions of the file it will replace.
 fn stage(
     path: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    sync: bool,
 ) -> std::io::Result<Staged> {
     let dir = path
         .parent()
@@ -103,7 +109,9 @@ fn stage(
         f.set_permissions(meta.permissions())?;
     }
     fill(&mut f)?;
-    f.sync_all()?;
+    if sync {
+        f.sync_all()?;
+    }
     Ok(staged)
 }
 
@@ -159,6 +167,27 @@ pub struct Prepared {
 
 /// Stage state `kind` for `path` (creating the directory); see [`Prepared`].
 pub fn prepare<T: Serialize>(path: &Path, kind: &str, data: &T) -> std::io::Result<Prepared> {
+    prepare_as(path, kind, data, true)
+}
+
+/// [`prepare`] without any fsync, to be put in place by [`Prepared::commit_unsynced`]: for a
+/// cache its reader checks and ignores when it does not check, which is all a crash can leave
+/// of it (a torn file does not parse). The edit index is one (its policy text's hash, the
+/// kernel's fingerprint).
+pub fn prepare_unsynced<T: Serialize>(
+    path: &Path,
+    kind: &str,
+    data: &T,
+) -> std::io::Result<Prepared> {
+    prepare_as(path, kind, data, false)
+}
+
+fn prepare_as<T: Serialize>(
+    path: &Path,
+    kind: &str,
+    data: &T,
+    sync: bool,
+) -> std::io::Result<Prepared> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -173,7 +202,7 @@ pub fn prepare<T: Serialize>(path: &Path, kind: &str, data: &T) -> std::io::Resu
     }
     Ok(Prepared {
         prev: stage_prev(path, kind),
-        staged: stage(path, |f| f.write_all(text.as_bytes()))?,
+        staged: stage(path, |f| f.write_all(text.as_bytes()), sync)?,
     })
 }
 
@@ -185,6 +214,19 @@ impl Prepared {
             let _ = prev.rename();
         }
         self.staged.put()
+    }
+
+    /// [`Prepared::commit`] without the fsync of the directory: the renames reach the disk
+    /// with the filesystem's next commit (or the next synced write in the directory), and a
+    /// crash before it leaves the file as it was. Only for a file every reader checks against
+    /// what it describes, so that an older one left by a crash is ignored, never trusted: the
+    /// applied record and the edit index describe what the kernel holds, which a crash
+    /// empties, and are compared with the kernel's fingerprint before use.
+    pub fn commit_unsynced(self) -> std::io::Result<()> {
+        if let Some(prev) = self.prev {
+            let _ = prev.rename();
+        }
+        self.staged.rename()
     }
 }
 
@@ -339,7 +381,7 @@ fn stage_prev(path: &Path, kind: &str) -> Option<Staged> {
         });
     }
     let old = std::fs::read(path).ok()?;
-    stage(&keep, |f| f.write_all(&old)).ok()
+    stage(&keep, |f| f.write_all(&old), true).ok()
 }
 
 /// Read state `kind` from `path`: `Ok(None)` when there is no file.
@@ -454,6 +496,15 @@ mod tests {
         prepare(&path, "thing", &5u32).unwrap().commit().unwrap();
         assert_eq!(read::<u32>(&path, "thing").unwrap(), Some(5));
         assert_eq!(read::<u32>(&prev(&path), "thing").unwrap(), Some(2));
+        assert_eq!(listing(), ["thing.json", "thing.json.prev"]);
+
+        // Without an fsync, the same files in the same places.
+        prepare_unsynced(&path, "thing", &6u32)
+            .unwrap()
+            .commit_unsynced()
+            .unwrap();
+        assert_eq!(read::<u32>(&path, "thing").unwrap(), Some(6));
+        assert_eq!(read::<u32>(&prev(&path), "thing").unwrap(), Some(5));
         assert_eq!(listing(), ["thing.json", "thing.json.prev"]);
     }
 

@@ -71,7 +71,7 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
         .filter(|s| s.from != "settings.admins")
         .map(|s| s.addr)
         .collect();
-    let kernel = req.backend.open();
+    let kernel = req.backend.open_cutting();
     // Computed once: the load marks the kernel with it, the verification and the record
     // compare with it (each computation hashes every static element).
     let fingerprint = loaded.ruleset.fingerprint();
@@ -81,47 +81,59 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
         fingerprint: Some(fingerprint.clone()),
         ..Default::default()
     };
-    let mut warnings = Vec::new();
     // Written beside the kernel's load, each to a temp file on disk, and put in place once the
-    // kernel holds the ruleset: the applied record (the canonical text of the ruleset), then
-    // the edit index. An fsync costs as much as the load of a small ruleset.
-    let (loaded_tx, loaded_rx) = std::sync::mpsc::channel::<()>();
-    let (saved, outcome) = std::thread::scope(|s| {
+    // kernel holds the ruleset (verified), while this thread cuts the flows of what it blocks:
+    // the applied record (the canonical text of the ruleset), then the edit index. Each is on
+    // disk (fsync) before the load ends, and only renamed after it: an fsync costs as much as
+    // the load of a small ruleset.
+    let (verified_tx, verified_rx) = std::sync::mpsc::channel::<()>();
+    let (recorded_tx, recorded_rx) = std::sync::mpsc::channel::<bool>();
+    let (index, outcome) = std::thread::scope(|s| {
         let index = s.spawn(move || {
             let staged =
                 crate::edit_index::build_for(loaded).map(|i| crate::edit_index::prepare(&i));
-            // A failed load drops the sender: nothing is put in place.
-            loaded_rx.recv().ok()?;
+            // A failed load drops the sender: nothing is put in place. The index goes in place
+            // after the record, and only with it: an index of this ruleset beside the record
+            // of the one before (a record that could not be written) would let `blacklist add`
+            // patch a ruleset the record does not hold. Neither rename waits for an fsync of
+            // the directory: each file describes what the kernel holds, which a crash empties,
+            // and is checked against it before use (`PreparedApplied::commit_unsynced`,
+            // `crate::edit_index`).
+            let recorded = recorded_rx.recv().ok()?;
             Some(match staged {
-                Some(Ok(staged)) => staged.commit(),
-                Some(Err(e)) => Err(e),
-                None => crate::edit_index::remove(),
+                Some(Ok(staged)) if recorded => staged.commit_unsynced(),
+                Some(Err(e)) if recorded => Err(e),
+                _ => crate::edit_index::remove(),
             })
         });
-        let record = s.spawn(|| {
-            req.confirm.is_none().then(|| {
-                crate::safety::prepare_applied(
+        let (fingerprint, from) = (&fingerprint, &from);
+        let record = s.spawn(move || {
+            let staged = req.confirm.is_none().then(|| {
+                let t = loaded.ruleset.to_text();
+                crate::safety::prepare_applied(req.backend.as_str(), fingerprint.clone(), t, from)
+            });
+            verified_rx.recv().ok()?;
+            let recorded = match staged {
+                // `apply --confirm` keeps the record of the ruleset before (its rollback).
+                None => Ok(()),
+                Some(Ok(staged)) => staged.commit_unsynced(),
+                // Not staged: written now.
+                Some(Err(_)) => crate::safety::record_applied_as(
                     req.backend.as_str(),
-                    fingerprint,
+                    fingerprint.clone(),
                     loaded.ruleset.to_text(),
-                    &from,
-                )
-            })
+                    from,
+                ),
+            };
+            let _ = recorded_tx.send(recorded.is_ok());
+            Some(recorded)
         });
-        let outcome = load(
-            loaded,
-            req,
-            kernel.as_ref(),
-            &opts,
-            &from,
-            &mut warnings,
-            record,
-            loaded_tx,
-        );
+        let outcome = load(loaded, req, &kernel, &opts, from, record, verified_tx);
         (index.join().ok().flatten(), outcome)
     });
     let mut outcome = outcome?;
-    if let Some(Err(e)) = saved {
+    let mut warnings = std::mem::take(&mut outcome.warnings);
+    if let Some(Err(e)) = index {
         warnings.push(format!(
             "{e}: the first blacklist edit reads the whole policy again"
         ));
@@ -212,19 +224,17 @@ pub fn boot(
     )
 }
 
-/// Load `loaded` into `kernel`, with a confirmation timer when asked, and record it. Once the
-/// kernel holds it and it is recorded, `held` is told (and dropped unsent when the load
-/// failed).
-#[allow(clippy::too_many_arguments)]
+/// Load `loaded` into `kernel`, with a confirmation timer when asked, and record it: once the
+/// kernel holds it (verified), `verified` is told, and the record thread puts the record in
+/// place (dropped unsent when the load failed, and nothing is put in place).
 fn load(
     loaded: &Loaded,
     req: &ApplyRequest,
-    kernel: &dyn pbxfw_core::Backend,
+    kernel: &crate::flow_cut::FlowCut,
     opts: &ApplyOptions,
     from: &[IpAddr],
-    warnings: &mut Vec<String>,
-    record: std::thread::ScopedJoinHandle<'_, Option<Result<crate::safety::PreparedApplied>>>,
-    held: std::sync::mpsc::Sender<()>,
+    record: std::thread::ScopedJoinHandle<'_, Option<Result<()>>>,
+    verified: std::sync::mpsc::Sender<()>,
 ) -> Result<ApplyOutcome> {
     Ok(match req.confirm {
         Some(secs) => {
@@ -236,22 +246,28 @@ fn load(
                 secs,
                 from,
             )?;
-            let _ = held.send(());
+            let _ = verified.send(());
             ApplyOutcome {
                 fingerprint,
                 elapsed_ms: None,
                 rolled_back_at_ms: Some(deadline_ms),
-                warnings: Vec::new(),
+                warnings: match record.join() {
+                    Ok(Some(Err(e))) => vec![e.to_string()],
+                    _ => Vec::new(),
+                },
                 hostnames: None,
             }
         }
         None => {
             let started = std::time::Instant::now();
-            let applied = pbxfw_core::apply(kernel, &loaded.ruleset, opts)?;
+            let applied = kernel.apply_then_cut(&loaded.ruleset, opts, || {
+                let _ = verified.send(());
+            })?;
             let elapsed = started.elapsed();
             let recorded = match record.join() {
-                Ok(Some(staged)) => staged.and_then(|r| r.commit()),
-                // Not staged (its thread failed): written now.
+                Ok(Some(recorded)) => recorded,
+                // The thread is gone (it panicked; the edit index stays as it was, and is not
+                // used with this ruleset): written now.
                 _ => crate::safety::record_applied_as(
                     req.backend.as_str(),
                     applied.fingerprint.clone(),
@@ -259,26 +275,17 @@ fn load(
                     from,
                 ),
             };
-            // The edit index goes in place after the record, and only with it: an index of
-            // this ruleset beside the record of the one before (a crash between the two, a
-            // record that could not be written) would let `blacklist add` patch a ruleset the
-            // record does not hold.
-            match recorded {
-                Ok(()) => {
-                    let _ = held.send(());
-                }
-                Err(e) => {
-                    warnings.push(format!(
-                        "{e}: a later `apply --confirm` is refused until an apply is recorded"
-                    ));
-                    let _ = crate::edit_index::remove();
-                }
+            let mut warnings = Vec::new();
+            if let Err(e) = recorded {
+                warnings.push(format!(
+                    "{e}: a later `apply --confirm` is refused until an apply is recorded"
+                ));
             }
             ApplyOutcome {
                 fingerprint: applied.fingerprint,
                 elapsed_ms: Some(elapsed.as_secs_f64() * 1000.0),
                 rolled_back_at_ms: None,
-                warnings: Vec::new(),
+                warnings,
                 hostnames: None,
             }
         }

@@ -52,6 +52,11 @@ impl BackendName {
 
     /// The backend, cutting the flows of the sources it blocks (`crate::flow_cut`).
     pub fn open(self) -> Box<dyn Backend> {
+        Box::new(self.open_cutting())
+    }
+
+    /// [`BackendName::open`], as the flow cut's own type (for its apply).
+    pub(crate) fn open_cutting(self) -> crate::flow_cut::FlowCut {
         use pbxfw_ipt::Variant;
         let kernel: Box<dyn Backend> = match self {
             BackendName::Nft => Box::new(pbxfw_nft::Kernel::default()),
@@ -59,7 +64,7 @@ impl BackendName {
             BackendName::IptablesNft => Box::new(pbxfw_ipt::Kernel::new(Variant::Nft)),
             BackendName::IptablesLegacy => Box::new(pbxfw_ipt::Kernel::new(Variant::Legacy)),
         };
-        Box::new(crate::flow_cut::FlowCut(kernel))
+        crate::flow_cut::FlowCut(kernel)
     }
 }
 

@@ -149,9 +149,12 @@ pub(crate) fn save(idx: &EditIndex) -> std::io::Result<()> {
     state::write(&path(), KIND, idx)
 }
 
-/// An index staged on disk beside its place (see [`state::Prepared`]).
+/// An index staged beside its place, without an fsync (see [`state::prepare_unsynced`]: a
+/// torn index does not parse, an older one matches neither the policy text nor the kernel,
+/// and either is only a slower first edit), to be put in place by
+/// [`state::Prepared::commit_unsynced`].
 pub(crate) fn prepare(idx: &EditIndex) -> std::io::Result<state::Prepared> {
-    state::prepare(&path(), KIND, idx)
+    state::prepare_unsynced(&path(), KIND, idx)
 }
 
 /// Forget the index.

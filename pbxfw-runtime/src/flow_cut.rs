@@ -32,6 +32,25 @@ use pbxfw_nft::netlink::conntrack;
 pub struct FlowCut(pub Box<dyn Backend>);
 
 impl FlowCut {
+    /// [`pbxfw_core::apply`] with its flow cut after the verification, and `verified` called
+    /// between the two: an apply puts its record in place (a rename, an fsync) while this
+    /// thread cuts (a walk of the conntrack table), neither waiting for the other. The cut
+    /// follows every load, verified or not: the kernel holds whatever the load put there.
+    pub(crate) fn apply_then_cut(
+        &self,
+        rs: &Ruleset,
+        opts: &ApplyOptions,
+        verified: impl FnOnce(),
+    ) -> Result<pbxfw_core::Applied, BackendError> {
+        self.0.load(rs, opts)?;
+        let applied = pbxfw_core::verify(self.0.as_ref(), rs, opts);
+        if applied.is_ok() {
+            verified();
+        }
+        self.cut_loaded(rs, opts);
+        applied
+    }
+
     /// Cut the flows of `blocked`, reporting a refusal (see the module's documentation).
     fn cut(&self, blocked: Vec<Prefix>) {
         if blocked.is_empty() {
@@ -43,9 +62,13 @@ impl FlowCut {
     }
 
     /// After a whole load: cut the flows of every source `rs` blocks, statically or in its
-    /// dynamic sets as the kernel now holds them. The table is read first; the sets only when
-    /// some flow was opened from elsewhere than the host.
+    /// dynamic sets as the kernel now holds them. Nothing is read when the namespace tracks no
+    /// connection; else the table is read first, and the sets only when some flow was opened
+    /// from elsewhere than the host.
     fn cut_loaded(&self, rs: &Ruleset, opts: &ApplyOptions) {
+        if conntrack::tracked() == Some(0) {
+            return;
+        }
         let local = local();
         // The kernel's text listing first (a fraction of a millisecond): the dump (9 ms on a
         // large host) only when a flow of a blocked source is there to cut.

@@ -143,6 +143,19 @@ impl PreparedApplied {
         state::remove(&delta_path()).map_err(|e| Error::io(delta_path(), e))?;
         self.0.commit().map_err(|e| Error::io(applied_path(), e))
     }
+
+    /// [`PreparedApplied::commit`] without the fsync of the directory, for an apply: the
+    /// record describes what the kernel holds, and a crash empties the kernel. What a crash
+    /// can leave is the record before, whole (the new one was on disk before its rename),
+    /// and until an apply the kernel matches neither: every command that acts on the ruleset
+    /// it records first compares it with the kernel's fingerprint, and `pbxfw boot` writes
+    /// the record of what it loads.
+    pub fn commit_unsynced(self) -> Result<()> {
+        state::remove(&delta_path()).map_err(|e| Error::io(delta_path(), e))?;
+        self.0
+            .commit_unsynced()
+            .map_err(|e| Error::io(applied_path(), e))
+    }
 }
 
 /// The applied record without its ruleset: the IR (megabytes with a large blacklist) is
