@@ -4,10 +4,10 @@
 //! Before a file is replaced, its current content, if it reads back (a file over 1 MiB: if its
 //! envelope, the head and the closing brace, is ours), is kept as `NAME.prev`.
 //!
-//! A cache that its readers check against what it describes (the applied record and the edit
-//! index, against the kernel) may skip the fsyncs ([`prepare_unsynced`],
+//! A file that its readers check against what it describes (the applied record and the edit
+//! index, against the kernel and the policy) may skip the fsyncs ([`prepare_unsynced`],
 //! [`Prepared::commit_unsynced`]): a crash then leaves the older file or, for a file never
-//! synced, a torn one, which does not parse and is ignored like any file that does not check.
+//! synced, a torn one, which does not parse (the edit index's reader ignores it).
 //!
 //! Reading a file that is corrupt, of another kind or of a newer version is an error that says
 //! so and names the last good copy: never a silent reset (a reset would lift every ban).

@@ -83,9 +83,9 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
     };
     // Written beside the kernel's load, each to a temp file on disk, and put in place once the
     // kernel holds the ruleset (verified), while this thread cuts the flows of what it blocks:
-    // the applied record (the canonical text of the ruleset), then the edit index. Each is on
-    // disk (fsync) before the load ends, and only renamed after it: an fsync costs as much as
-    // the load of a small ruleset.
+    // the applied record (the canonical text of the ruleset), then the edit index. The
+    // record is on disk (fsync) before the load ends and only renamed after it; the index is
+    // never fsynced: an fsync costs as much as the load of a small ruleset.
     let (verified_tx, verified_rx) = std::sync::mpsc::channel::<()>();
     let (recorded_tx, recorded_rx) = std::sync::mpsc::channel::<bool>();
     let (index, outcome) = std::thread::scope(|s| {
@@ -95,10 +95,10 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
             // A failed load drops the sender: nothing is put in place. The index goes in place
             // after the record, and only with it: an index of this ruleset beside the record
             // of the one before (a record that could not be written) would let `blacklist add`
-            // patch a ruleset the record does not hold. Neither rename waits for an fsync of
-            // the directory: each file describes what the kernel holds, which a crash empties,
-            // and is checked against it before use (`PreparedApplied::commit_unsynced`,
-            // `crate::edit_index`).
+            // patch a ruleset the record does not hold. The index's rename waits for no fsync:
+            // a crash can leave an older index or a torn one, and the index is used only while
+            // it matches the policy text (and the kernel, when it holds a ruleset), a torn one
+            // not at all (`crate::edit_index`).
             let recorded = recorded_rx.recv().ok()?;
             Some(match staged {
                 Some(Ok(staged)) if recorded => staged.commit_unsynced(),
@@ -109,14 +109,24 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
         let (fingerprint, from) = (&fingerprint, &from);
         let record = s.spawn(move || {
             let staged = req.confirm.is_none().then(|| {
-                let t = loaded.ruleset.to_text();
-                crate::safety::prepare_applied(req.backend.as_str(), fingerprint.clone(), t, from)
+                crate::safety::prepare_applied(
+                    req.backend.as_str(),
+                    fingerprint.clone(),
+                    loaded.ruleset.to_text(),
+                    from,
+                )
             });
+            // The record names the backend `pbxfw boot` loads with when it is given none: a
+            // change of backend is made durable before the command returns (see
+            // `PreparedApplied::commit_unsynced` for why the rest need not be).
+            let same_backend =
+                crate::safety::applied_backend().as_deref() == Some(req.backend.as_str());
             verified_rx.recv().ok()?;
             let recorded = match staged {
-                // `apply --confirm` keeps the record of the ruleset before (its rollback).
+                // `apply --confirm` records the ruleset itself (`safety::apply_with_confirm`).
                 None => Ok(()),
-                Some(Ok(staged)) => staged.commit_unsynced(),
+                Some(Ok(staged)) if same_backend => staged.commit_unsynced(),
+                Some(Ok(staged)) => staged.commit(),
                 // Not staged: written now.
                 Some(Err(_)) => crate::safety::record_applied_as(
                     req.backend.as_str(),
@@ -135,7 +145,7 @@ pub fn apply(loaded: &Loaded, req: &ApplyRequest) -> Result<ApplyOutcome> {
     let mut warnings = std::mem::take(&mut outcome.warnings);
     if let Some(Err(e)) = index {
         warnings.push(format!(
-            "{e}: the first blacklist edit reads the whole policy again"
+            "{e}: the edit index was not updated (the first blacklist edit reads the whole policy again)"
         ));
     }
     if let Err(e) = crate::policy::record_discovery(loaded) {

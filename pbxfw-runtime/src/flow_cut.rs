@@ -33,8 +33,8 @@ pub struct FlowCut(pub Box<dyn Backend>);
 
 impl FlowCut {
     /// [`pbxfw_core::apply`] with its flow cut after the verification, and `verified` called
-    /// between the two: an apply puts its record in place (a rename, an fsync) while this
-    /// thread cuts (a walk of the conntrack table), neither waiting for the other. The cut
+    /// between the two: an apply puts its record and its edit index in place (renames) while
+    /// this thread cuts (a walk of the conntrack table), neither waiting for the other. The cut
     /// follows every load, verified or not: the kernel holds whatever the load put there.
     pub(crate) fn apply_then_cut(
         &self,

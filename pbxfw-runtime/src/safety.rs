@@ -144,12 +144,16 @@ impl PreparedApplied {
         self.0.commit().map_err(|e| Error::io(applied_path(), e))
     }
 
-    /// [`PreparedApplied::commit`] without the fsync of the directory, for an apply: the
-    /// record describes what the kernel holds, and a crash empties the kernel. What a crash
-    /// can leave is the record before, whole (the new one was on disk before its rename),
-    /// and until an apply the kernel matches neither: every command that acts on the ruleset
-    /// it records first compares it with the kernel's fingerprint, and `pbxfw boot` writes
-    /// the record of what it loads.
+    /// [`PreparedApplied::commit`] without the fsync of the directory, for an apply that keeps
+    /// the recorded backend: the record describes what the kernel holds, and a crash empties
+    /// the kernel (or leaves what a restore service loaded, which is not pbxfw's ruleset).
+    /// What a crash can leave is the record before, whole (the new one was on disk before its
+    /// rename): every command that acts on the ruleset it records first compares it with the
+    /// kernel's fingerprint and refuses when they differ, and `pbxfw boot` writes the record
+    /// of what it loads (with the sessions it came from: none). What is read without that
+    /// check is the backend (which `pbxfw boot` loads with when given none), hence a change
+    /// of backend is committed with its fsync, and the sessions an apply came from (which
+    /// the daemon spares), which an older record gives as they were one apply before.
     pub fn commit_unsynced(self) -> Result<()> {
         state::remove(&delta_path()).map_err(|e| Error::io(delta_path(), e))?;
         self.0
@@ -623,6 +627,12 @@ fn claim(id: Option<&str>) -> Result<Option<Pending>> {
     match std::fs::rename(pending_path(), &taken) {
         Ok(()) => {
             let _ = std::fs::remove_file(&taken);
+            // Made durable before the confirmation (or rollback) is reported: a pending file
+            // a crash brought back would have `pbxfw boot` roll back a confirmed ruleset. The
+            // claim stands if the fsync fails (the file is gone for every later reader).
+            if let Some(dir) = pending_path().parent() {
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
             Ok(Some(p))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
