@@ -1,6 +1,7 @@
 //! Kernel benchmark of the nft backend (not a test): for blacklists of 1k, 10k and 100k
 //! addresses, the time to apply the whole pbxfw ruleset against a bare `nft -f` of the same set
-//! (a hash set of addresses, as pbxfw makes it),
+//! (a hash set of addresses, as pbxfw makes it) and against the least stateful ruleset loaded by
+//! `nft -f` (one input chain, the same set),
 //! and the packets per second that reach the PBX through the full ruleset, measured side by
 //! side with connection tracking alone and with no ruleset at all (two PBX namespaces flooded
 //! in alternating bursts, [`pbxfw_benches::flood::interleaved`]), and with one iptables rule
@@ -61,6 +62,9 @@ fn time_updates(k: &dyn Backend, rs: &pbxfw_core::Ruleset, samples: u32) -> (f64
 /// flushes its destroy work when a socket is released; 7-14 ms here, measured on `nft`'s
 /// `close`). `nft list tables` opens and closes one.
 fn settle(ns: &pbxfw_testkit::netns::Netns) {
+    if let Some(ms) = std::env::var("KB_SLEEP").ok().and_then(|v| v.parse().ok()) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     ns.run(&["nft", "list", "tables"]);
 }
 
@@ -116,6 +120,7 @@ struct Row {
     load_new: Vec<f64>,
     bare_new: Vec<f64>,
     bare_replace: Vec<f64>,
+    stateful_new: Vec<f64>,
     none: Vec<f64>,
     conntrack: Vec<f64>,
     pbxfw: Vec<f64>,
@@ -162,6 +167,15 @@ fn main() {
         );
         // The replace does what pbxfw's reload does with a static set: delete, declare anew.
         let replace = format!("delete set inet bare s\n{declared}");
+        // The least a stateful firewall loads: one input chain that accepts established
+        // packets and drops the set's sources. Its first load in a namespace pays what any
+        // stateful ruleset pays there and a bare set does not: connection tracking switched on
+        // (its hooks, defragmentation, and a walk of the whole conntrack table for each of
+        // IPv4 and IPv6) and a netfilter hook.
+        let stateful = format!(
+            "table inet bare {{\n set s {{\n  type ipv4_addr\n  elements = {{ {} }}\n }}\n chain input {{\n  type filter hook input priority 0; policy accept;\n  ct state established,related accept\n  ip saddr @s drop\n }}\n}}\n",
+            elements.join(", ")
+        );
         // Connection tracking alone: a stateful firewall pays for it before any rule of its own
         // (with no ruleset at all, the namespace tracks nothing).
         let ct = "table inet ctonly {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ct state established accept\n }\n}\n";
@@ -170,17 +184,36 @@ fn main() {
             in_netns(&topo.pbx, || Kernel::default().disable().unwrap());
 
             let _ = topo.pbx.exec(&["nft", "delete", "table", "inet", "bare"]);
-            r.bare_new.push(timed(
-                &topo.pbx,
-                &["nft", "-f", "/dev/stdin"],
-                Some(&declared),
-            ));
-            r.bare_replace.push(timed(
-                &topo.pbx,
-                &["nft", "-f", "/dev/stdin"],
-                Some(&replace),
-            ));
-            topo.pbx.run(&["nft", "delete", "table", "inet", "bare"]);
+            // The bare set and the least stateful ruleset, first one then the other in turn
+            // (each round starts after pbxfw's own table went away, a heavier step before).
+            let bare = |r: &mut Row| {
+                r.bare_new.push(timed(
+                    &topo.pbx,
+                    &["nft", "-f", "/dev/stdin"],
+                    Some(&declared),
+                ));
+                r.bare_replace.push(timed(
+                    &topo.pbx,
+                    &["nft", "-f", "/dev/stdin"],
+                    Some(&replace),
+                ));
+                topo.pbx.run(&["nft", "delete", "table", "inet", "bare"]);
+            };
+            let least_stateful = |r: &mut Row| {
+                r.stateful_new.push(timed(
+                    &topo.pbx,
+                    &["nft", "-f", "/dev/stdin"],
+                    Some(&stateful),
+                ));
+                topo.pbx.run(&["nft", "delete", "table", "inet", "bare"]);
+            };
+            if round % 2 == 0 {
+                bare(&mut r);
+                least_stateful(&mut r);
+            } else {
+                least_stateful(&mut r);
+                bare(&mut r);
+            }
 
             // The load and verification alone, timed by the library.
             let rs2 = rs.clone();
@@ -309,6 +342,23 @@ fn main() {
     println!(
         "`nft -j list table` after a netlink load and after an `nft -f` load: the same at {same_ruleset:?}"
     );
+    println!();
+    println!("The first load of a stateful ruleset in a namespace (the least one: an input chain, `ct state established,related accept`, `ip saddr @s drop`, the same set), by `nft -f`, in the same rounds:");
+    println!();
+    println!("| blacklist | bare `nft -f`, new | least stateful `nft -f`, new | its ratio to the bare set | `pbxfw apply`, new | pbxfw / least stateful |");
+    println!("|---|---|---|---|---|---|");
+    for (n, r, _, _) in &rows {
+        let (an, bn, sn) = (
+            median(r.apply_new.clone()),
+            median(r.bare_new.clone()),
+            median(r.stateful_new.clone()),
+        );
+        println!(
+            "| {n} | {bn:.4} s | {sn:.4} s | {:.2}x | {an:.4} s | {:.2}x |",
+            sn / bn,
+            an / sn
+        );
+    }
     println!();
     println!("Packets per second to an RTP port, pbxfw side by side with each reference (alternating bursts, two namespaces that swap roles every round; medians of {ROUNDS} rounds, ratios the medians of the rounds' ratios):");
     println!();
