@@ -842,76 +842,123 @@ fn range_prefixes(family: Family, first: u128, last: u128) -> Vec<pbxfw_core::Pr
         .unwrap_or_default()
 }
 
-/// Read one datagram of a set-element dump: the key and flags of each element are appended
-/// to `out`. The kernel's reply is checked as untrusted bytes (lengths before slices), and a
-/// malformed one is an error.
-pub fn set_elements_reply(
-    buf: &[u8],
-    out: &mut Vec<(Vec<u8>, u32)>,
-) -> Result<Reply, NetlinkError> {
+/// One message of a dump's datagram ([`dump_messages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DumpMsg<'a> {
+    /// An entry: its message type, its nfgen family, and its attributes.
+    Entry {
+        ty: u16,
+        family: u8,
+        attributes: &'a [u8],
+    },
+    /// The end of the dump: `NLMSG_DONE` or `NLMSG_ERROR`, with the error number the kernel
+    /// gives, positive (0: the dump is complete).
+    End(i32),
+}
+
+/// The messages of one datagram of a dump, read as the kernel's untrusted bytes: every length
+/// is checked before it is sliced with; a message whose length lies, an error message too
+/// short to hold its code, or an entry too short to hold its nfgen header, is an error
+/// (`malformed netlink reply`), and so is a datagram the kernel marks interrupted (a
+/// transaction committed during the dump, so an entry may be missing: `EINTR`, read it again).
+/// The walk stops at the first error and after the end.
+pub(crate) fn dump_messages(buf: &[u8]) -> impl Iterator<Item = Result<DumpMsg<'_>, NetlinkError>> {
     const NLMSG_DONE: u16 = 0x3;
     const NLM_F_DUMP_INTR: u16 = 0x10;
     let malformed = || NetlinkError::Socket(io::Error::other("malformed netlink reply"));
     let n = buf.len();
     let mut off = 0;
-    while off + 16 <= n {
+    let mut over = false;
+    std::iter::from_fn(move || {
+        if over || off + 16 > n {
+            return None;
+        }
         let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
         let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
         let flags = u16::from_ne_bytes(buf[off + 6..off + 8].try_into().unwrap());
-        if len < 16 || len > n - off {
-            return Err(malformed());
-        }
-        // A transaction committed during the dump: an element may be missing. Read again.
-        if flags & NLM_F_DUMP_INTR != 0 {
-            return Err(NetlinkError::Socket(io::Error::from_raw_os_error(
+        // The kernel's negative error number as a positive one (0: none); one out of range is
+        // `EINVAL`.
+        let errno = |at: usize| match i32::from_ne_bytes(buf[at..at + 4].try_into().unwrap()) {
+            0 => 0,
+            c => c.checked_neg().filter(|e| *e > 0).unwrap_or(libc::EINVAL),
+        };
+        let msg = if len < 16 || len > n - off {
+            Err(malformed())
+        } else if flags & NLM_F_DUMP_INTR != 0 {
+            Err(NetlinkError::Socket(io::Error::from_raw_os_error(
                 libc::EINTR,
-            )));
-        }
-        match ty {
-            NLMSG_DONE => return Ok(Reply::Done),
-            NLMSG_ERROR if len >= 20 => {
-                let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
-                return match err {
-                    0 => Ok(Reply::Done),
-                    e if e == -libc::ENOENT => Ok(Reply::NoSuchSet),
-                    e => Err(NetlinkError::Socket(io::Error::from_raw_os_error(
-                        e.checked_neg().unwrap_or(libc::EINVAL),
-                    ))),
-                };
+            )))
+        } else {
+            match ty {
+                // A dump's end carries the dump's own error, when the kernel has room for it.
+                NLMSG_DONE if len >= 20 => Ok(DumpMsg::End(errno(off + 16))),
+                NLMSG_DONE => Ok(DumpMsg::End(0)),
+                NLMSG_ERROR if len >= 20 => Ok(DumpMsg::End(errno(off + 16))),
+                NLMSG_ERROR => Err(malformed()),
+                _ if len >= 20 => Ok(DumpMsg::Entry {
+                    ty,
+                    family: buf[off + 16],
+                    attributes: &buf[off + 20..off + len],
+                }),
+                _ => Err(malformed()),
             }
-            _ if len >= 20 => {
-                for (t, list) in attrs(&buf[off + 20..off + len]) {
-                    if t != NFTA_SET_ELEM_LIST_ELEMENTS {
-                        continue;
-                    }
-                    for (t, elem) in attrs(list) {
-                        if t != NFTA_LIST_ELEM {
-                            continue;
+        };
+        // Only past an entry is there more to read, and only then is `len` known to fit.
+        over = !matches!(msg, Ok(DumpMsg::Entry { .. }));
+        if !over {
+            off += ((len + 3) & !3).min(n - off);
+        }
+        Some(msg)
+    })
+}
+
+/// The error of a dump that ended with `errno` ([`DumpMsg::End`]).
+pub(crate) fn dump_error(errno: i32) -> NetlinkError {
+    NetlinkError::Socket(io::Error::from_raw_os_error(errno))
+}
+
+/// Read one datagram of a set-element dump: the key and flags of each element are appended
+/// to `out`. The kernel's reply is checked as untrusted bytes ([`dump_messages`]), and a
+/// malformed one is an error.
+pub fn set_elements_reply(
+    buf: &[u8],
+    out: &mut Vec<(Vec<u8>, u32)>,
+) -> Result<Reply, NetlinkError> {
+    for msg in dump_messages(buf) {
+        let attributes = match msg? {
+            DumpMsg::End(0) => return Ok(Reply::Done),
+            DumpMsg::End(e) if e == libc::ENOENT => return Ok(Reply::NoSuchSet),
+            DumpMsg::End(e) => return Err(dump_error(e)),
+            DumpMsg::Entry { attributes, .. } => attributes,
+        };
+        for (t, list) in attrs(attributes) {
+            if t != NFTA_SET_ELEM_LIST_ELEMENTS {
+                continue;
+            }
+            for (t, elem) in attrs(list) {
+                if t != NFTA_LIST_ELEM {
+                    continue;
+                }
+                let mut key = None;
+                let mut flags = 0;
+                for (t, v) in attrs(elem) {
+                    match t {
+                        NFTA_SET_ELEM_KEY => {
+                            key = attrs(v)
+                                .find(|(t, _)| *t == NFTA_DATA_VALUE)
+                                .map(|(_, v)| v.to_vec())
                         }
-                        let mut key = None;
-                        let mut flags = 0;
-                        for (t, v) in attrs(elem) {
-                            match t {
-                                NFTA_SET_ELEM_KEY => {
-                                    key = attrs(v)
-                                        .find(|(t, _)| *t == NFTA_DATA_VALUE)
-                                        .map(|(_, v)| v.to_vec())
-                                }
-                                NFTA_SET_ELEM_FLAGS if v.len() == 4 => {
-                                    flags = u32::from_be_bytes(v.try_into().unwrap())
-                                }
-                                _ => {}
-                            }
+                        NFTA_SET_ELEM_FLAGS if v.len() == 4 => {
+                            flags = u32::from_be_bytes(v.try_into().unwrap())
                         }
-                        if let Some(k) = key {
-                            out.push((k, flags));
-                        }
+                        _ => {}
                     }
                 }
+                if let Some(k) = key {
+                    out.push((k, flags));
+                }
             }
-            _ => return Err(malformed()),
         }
-        off += ((len + 3) & !3).min(n - off);
     }
     Ok(Reply::More)
 }
@@ -1104,6 +1151,20 @@ mod tests {
         assert_eq!(keys, vec![vec![0xab; 16]]);
         let done = Msg::new(0x3, 0x2, 1, 0, 0).finish();
         assert_eq!(set_keys_reply(&done, &mut keys).unwrap(), Reply::Done);
+        // The end of a dump that failed carries its error: the dump is not complete.
+        let mut failed = done.clone();
+        failed[16..20].copy_from_slice(&(-libc::EBUSY).to_ne_bytes());
+        let e = set_keys_reply(&failed, &mut keys).unwrap_err();
+        assert!(
+            matches!(&e, NetlinkError::Socket(io) if io.raw_os_error() == Some(libc::EBUSY)),
+            "{e}"
+        );
+        failed[16..20].copy_from_slice(&i32::MIN.to_ne_bytes());
+        let e = set_keys_reply(&failed, &mut keys).unwrap_err();
+        assert!(
+            matches!(&e, NetlinkError::Socket(io) if io.raw_os_error() == Some(libc::EINVAL)),
+            "{e}"
+        );
         // A part the kernel marks interrupted (a transaction committed during the dump): an
         // element may be missing, so the dump is an error to read again.
         let mut interrupted = dgram.clone();

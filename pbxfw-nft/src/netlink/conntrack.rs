@@ -23,7 +23,8 @@ use std::net::IpAddr;
 use pbxfw_core::{addr_value, Family, Prefix};
 
 use super::{
-    attrs, Msg, NetlinkError, Reply, Socket, MAX_BATCH_BYTES, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
+    attrs, dump_error, dump_messages, DumpMsg, Msg, NetlinkError, Reply, Socket, MAX_BATCH_BYTES,
+    NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
 };
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -264,51 +265,25 @@ fn dump() -> Result<Vec<Flow>, NetlinkError> {
 /// entry without the addresses a cut needs is skipped. A dump the kernel marks interrupted,
 /// or ends with an error, is an error (`EINTR` for the first: read it again).
 pub fn flows_reply(buf: &[u8], out: &mut Vec<Flow>) -> Result<Reply, NetlinkError> {
-    const NLMSG_DONE: u16 = 0x3;
-    const NLM_F_DUMP_INTR: u16 = 0x10;
-    let malformed = || NetlinkError::Socket(io::Error::other("malformed netlink reply"));
-    let n = buf.len();
-    let mut off = 0;
-    while off + 16 <= n {
-        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-        let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-        let flags = u16::from_ne_bytes(buf[off + 6..off + 8].try_into().unwrap());
-        if len < 16 || len > n - off {
-            return Err(malformed());
-        }
-        if flags & NLM_F_DUMP_INTR != 0 {
-            return Err(NetlinkError::Socket(io::Error::from_raw_os_error(
-                libc::EINTR,
-            )));
-        }
-        match ty {
-            NLMSG_DONE if len >= 20 => {
-                let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
-                return match err {
-                    0 => Ok(Reply::Done),
-                    e => Err(NetlinkError::Socket(io::Error::from_raw_os_error(
-                        e.checked_neg().unwrap_or(libc::EINVAL),
-                    ))),
-                };
-            }
-            NLMSG_DONE => return Ok(Reply::Done),
-            NLMSG_ERROR if len >= 20 => {
-                let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap());
-                return match err {
-                    0 => Ok(Reply::Done),
-                    e => Err(NetlinkError::Socket(io::Error::from_raw_os_error(
-                        e.checked_neg().unwrap_or(libc::EINVAL),
-                    ))),
-                };
-            }
-            t if t == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW && len >= 20 => {
-                if let Some(f) = flow(buf[off + 16], &buf[off + 20..off + len]) {
+    for msg in dump_messages(buf) {
+        match msg? {
+            DumpMsg::End(0) => return Ok(Reply::Done),
+            DumpMsg::End(e) => return Err(dump_error(e)),
+            DumpMsg::Entry {
+                ty,
+                family,
+                attributes,
+            } if ty == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW => {
+                if let Some(f) = flow(family, attributes) {
                     out.push(f);
                 }
             }
-            _ => return Err(malformed()),
+            DumpMsg::Entry { .. } => {
+                return Err(NetlinkError::Socket(io::Error::other(
+                    "malformed netlink reply",
+                )))
+            }
         }
-        off += ((len + 3) & !3).min(n - off);
     }
     Ok(Reply::More)
 }
