@@ -851,17 +851,20 @@ pub(crate) enum DumpMsg<'a> {
         family: u8,
         attributes: &'a [u8],
     },
-    /// The end of the dump: `NLMSG_DONE` or `NLMSG_ERROR`, with the error number the kernel
-    /// gives, positive (0: the dump is complete).
+    /// The end of the dump: `NLMSG_DONE` or `NLMSG_ERROR`, with the error the kernel gives as
+    /// a positive error number (0: the dump is complete, as is an `NLMSG_DONE` too short to
+    /// carry a code); a code that is no negative error number (positive, or `i32::MIN`) is
+    /// `EINVAL`.
     End(i32),
 }
 
 /// The messages of one datagram of a dump, read as the kernel's untrusted bytes: every length
 /// is checked before it is sliced with; a message whose length lies, an error message too
 /// short to hold its code, or an entry too short to hold its nfgen header, is an error
-/// (`malformed netlink reply`), and so is a datagram the kernel marks interrupted (a
-/// transaction committed during the dump, so an entry may be missing: `EINTR`, read it again).
-/// The walk stops at the first error and after the end.
+/// (`malformed netlink reply`), and so is a message the kernel marks interrupted (a
+/// transaction committed during the dump, so an entry may be missing: `EINTR`, read the dump
+/// again); the entries before it are yielded first. Trailing bytes shorter than a header are
+/// ignored. The walk stops at the first error and after the end.
 pub(crate) fn dump_messages(buf: &[u8]) -> impl Iterator<Item = Result<DumpMsg<'_>, NetlinkError>> {
     const NLMSG_DONE: u16 = 0x3;
     const NLM_F_DUMP_INTR: u16 = 0x10;
@@ -919,7 +922,8 @@ pub(crate) fn dump_error(errno: i32) -> NetlinkError {
 
 /// Read one datagram of a set-element dump: the key and flags of each element are appended
 /// to `out`. The kernel's reply is checked as untrusted bytes ([`dump_messages`]), and a
-/// malformed one is an error.
+/// malformed one is an error. A dump that ends with an error is an error, except `ENOENT`:
+/// no such table or set ([`Reply::NoSuchSet`]).
 pub fn set_elements_reply(
     buf: &[u8],
     out: &mut Vec<(Vec<u8>, u32)>,
@@ -1159,12 +1163,20 @@ mod tests {
             matches!(&e, NetlinkError::Socket(io) if io.raw_os_error() == Some(libc::EBUSY)),
             "{e}"
         );
-        failed[16..20].copy_from_slice(&i32::MIN.to_ne_bytes());
-        let e = set_keys_reply(&failed, &mut keys).unwrap_err();
-        assert!(
-            matches!(&e, NetlinkError::Socket(io) if io.raw_os_error() == Some(libc::EINVAL)),
-            "{e}"
+        failed[16..20].copy_from_slice(&(-libc::ENOENT).to_ne_bytes());
+        assert_eq!(
+            set_keys_reply(&failed, &mut keys).unwrap(),
+            Reply::NoSuchSet
         );
+        // A code that is no negative error number.
+        for code in [i32::MIN, 7] {
+            failed[16..20].copy_from_slice(&code.to_ne_bytes());
+            let e = set_keys_reply(&failed, &mut keys).unwrap_err();
+            assert!(
+                matches!(&e, NetlinkError::Socket(io) if io.raw_os_error() == Some(libc::EINVAL)),
+                "{code}: {e}"
+            );
+        }
         // A part the kernel marks interrupted (a transaction committed during the dump): an
         // element may be missing, so the dump is an error to read again.
         let mut interrupted = dgram.clone();

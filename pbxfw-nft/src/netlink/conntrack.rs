@@ -573,6 +573,12 @@ ipv6     10 tcp      6 431999 ESTABLISHED src=2001:0db8:0000:0000:0000:0000:0000
         done.buf.truncate(16);
         done.buf.extend_from_slice(&(-libc::ENOBUFS).to_ne_bytes());
         assert!(flows_reply(&done.finish(), &mut Vec::new()).is_err());
+        // No "no such set" here: a conntrack dump that ends with ENOENT failed.
+        let mut enoent = Msg::new(0x3, 0x2, 1, 0, 0);
+        enoent.buf.truncate(16);
+        enoent.buf.extend_from_slice(&(-libc::ENOENT).to_ne_bytes());
+        let e = flows_reply(&enoent.finish(), &mut Vec::new()).unwrap_err();
+        assert!(matches!(e, NetlinkError::Socket(e) if e.raw_os_error() == Some(libc::ENOENT)));
         let mut ok = Msg::new(0x3, 0x2, 1, 0, 0);
         ok.buf.truncate(16);
         ok.buf.extend_from_slice(&0i32.to_ne_bytes());
